@@ -1,0 +1,329 @@
+//! Configuration: command-line flags (clap, each with its environment
+//! variable), the TOML file and the defaults, merged with that precedence into
+//! one [`Settings`] and then validated into a [`Config`]. Every error names the
+//! key (flag, variable or file key), the value and what was expected; the
+//! binary turns it into exit status 2.
+
+mod settings;
+mod validate;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+pub use settings::{
+    AlertSettings, CacheRule, CacheSettings, Endpoints, HealthSettings, HttpCheck, RouteRule,
+    Settings,
+};
+pub use validate::{Config, UpstreamAddr};
+
+/// perfproxy: a sidecar reverse proxy that measures, caches and watches your backend.
+#[derive(Debug, Parser)]
+#[command(name = "perfproxy", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// TOML configuration file (see config/perfproxy.toml)
+    #[arg(long, global = true, value_name = "FILE", env = "PERFPROXY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address the proxy listens on [default: 127.0.0.1:4001]
+    #[arg(long, value_name = "ADDR", env = "PERFPROXY_LISTEN")]
+    pub listen: Option<String>,
+    /// Upstream (backend) base URL [default: http://127.0.0.1:3000]
+    #[arg(long, value_name = "URL", env = "PERFPROXY_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Optional second listener serving only the admin endpoints
+    #[arg(long, value_name = "ADDR", env = "PERFPROXY_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Redis for the shared cache layer (unset: memory cache only)
+    #[arg(long, value_name = "URL", env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// The backend's PostgreSQL, watched (unset: database checks report "not configured")
+    #[arg(long, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Connections perfproxy may hold to the database [default: 10]
+    #[arg(long, value_name = "N", env = "DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<String>,
+    /// Seconds, TTL for cache rules that name none [default: 3600]
+    #[arg(long, value_name = "SECONDS", env = "CACHE_TTL_DEFAULT")]
+    pub cache_ttl_default: Option<String>,
+    /// `false` turns recording off (pure proxy) [default: true]
+    #[arg(long, value_name = "BOOL", env = "PERFORMANCE_MONITORING_ENABLED")]
+    pub performance_monitoring_enabled: Option<String>,
+    /// Milliseconds; a database query slower is "slow" [default: 1000]
+    #[arg(long, value_name = "MS", env = "SLOW_QUERY_THRESHOLD")]
+    pub slow_query_threshold: Option<String>,
+    /// Milliseconds; a request slower is "slow" [default: 2000]
+    #[arg(long, value_name = "MS", env = "SLOW_REQUEST_THRESHOLD")]
+    pub slow_request_threshold: Option<String>,
+    /// Bearer token for mutating admin calls (unset: they answer 403)
+    #[arg(long, value_name = "TOKEN", env = "PERFPROXY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Log line format (filter with RUST_LOG, default "info")
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PERFPROXY_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// Subcommands besides running the proxy.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration, print the effective settings, exit 0 (or 2 when invalid)
+    CheckConfig,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration problem: which key, which value, what was expected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid configuration: {key} = {value}: expected {expected}")]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub expected: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: impl Into<String>, value: impl ToString, expected: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), value: value.to_string(), expected: expected.into() }
+    }
+}
+
+/// The parsed command line: what to do, and with which configuration.
+#[derive(Debug)]
+pub struct Invocation {
+    pub command: Option<Command>,
+    pub log_format: LogFormat,
+    pub config: Config,
+}
+
+/// Parses `args` (the first is the program name) and the environment into a
+/// validated configuration. `Err(Left)` is clap's own error (usage, `--help`).
+pub fn from_args<I, T>(args: I) -> Result<Invocation, Box<LoadError>>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = Cli::command().try_get_matches_from(args).map_err(|e| Box::new(LoadError::Usage(e)))?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| Box::new(LoadError::Usage(e)))?;
+    let config = load(&cli, &matches).map_err(|e| Box::new(LoadError::Invalid(e)))?;
+    Ok(Invocation { command: cli.command, log_format: cli.log_format, config })
+}
+
+/// Why a command line could not become a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Bad usage, or `--help`/`--version` (clap prints and picks the exit code).
+    #[error(transparent)]
+    Usage(clap::Error),
+    /// A bad value: exit status 2.
+    #[error(transparent)]
+    Invalid(ConfigError),
+}
+
+/// Reads the file named by `--config` (if any) into [`Settings`].
+pub fn read_file(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new("--config", path.display(), format!("a readable TOML file ({e})"))
+    })?;
+    parse_file(&text, path)
+}
+
+/// Parses TOML text into [`Settings`], naming the offending key on error.
+pub fn parse_file(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let field = key.rsplit('.').next().unwrap_or("").to_string();
+        let line = key_line(text, &field).or_else(|| inner.span().map(|s| text[..s.start].lines().count().max(1)));
+        let at = match line {
+            Some(l) => format!("{}:{l}", path.display()),
+            None => path.display().to_string(),
+        };
+        let key = if key == "." { at } else { format!("{key} ({at})") };
+        let snippet = inner
+            .span()
+            .map(|s| text[s].lines().next().unwrap_or("").trim().to_string())
+            .unwrap_or_default();
+        ConfigError::new(key, snippet, inner.message().replace('\n', " "))
+    })
+}
+
+/// The 1-based line where `name = ...` is written, if it is written once.
+fn key_line(text: &str, name: &str) -> Option<usize> {
+    if name.is_empty() || name.contains('[') {
+        return None;
+    }
+    let mut hits = text.lines().enumerate().filter(|(_, l)| {
+        l.trim_start().strip_prefix(name).is_some_and(|rest| rest.trim_start().starts_with('='))
+    });
+    let (i, _) = hits.next()?;
+    hits.next().is_none().then_some(i + 1)
+}
+
+/// Merges defaults, file, environment and flags (highest last), then validates.
+fn load(cli: &Cli, matches: &ArgMatches) -> Result<Config, ConfigError> {
+    let mut settings = match &cli.config {
+        Some(path) => read_file(path)?,
+        None => Settings::default(),
+    };
+    let overridden = apply_overrides(&mut settings, cli, matches)?;
+    Config::validate(settings, cli.config.clone()).map_err(|mut e| {
+        // A value from a flag or variable is reported under that name.
+        if let Some((_, name)) = overridden.iter().find(|(key, _)| *key == e.key) {
+            e.key = name.clone();
+        }
+        e
+    })
+}
+
+/// The name a user knows a value by: the variable when it came from the
+/// environment, the flag otherwise.
+fn source_name(matches: &ArgMatches, id: &str, flag: &str, env: &str) -> String {
+    match matches.value_source(id) {
+        Some(ValueSource::EnvVariable) => env.to_string(),
+        _ => flag.to_string(),
+    }
+}
+
+/// Applies flags and variables over the file; returns which file keys they
+/// replaced, with the name each came by.
+fn apply_overrides(s: &mut Settings, cli: &Cli, m: &ArgMatches) -> Result<Vec<(&'static str, String)>, ConfigError> {
+    let name = |id: &str, flag: &str, env: &str| source_name(m, id, flag, env);
+    let mut overridden = Vec::new();
+    if let Some(v) = &cli.listen {
+        s.listen = v.clone();
+        overridden.push(("listen", name("listen", "--listen", "PERFPROXY_LISTEN")));
+    }
+    if let Some(v) = &cli.upstream {
+        s.upstream = v.clone();
+        overridden.push(("upstream", name("upstream", "--upstream", "PERFPROXY_UPSTREAM")));
+    }
+    if let Some(v) = &cli.admin_listen {
+        s.admin_listen = Some(v.clone());
+        overridden.push(("admin_listen", name("admin_listen", "--admin-listen", "PERFPROXY_ADMIN_LISTEN")));
+    }
+    if let Some(v) = &cli.redis_url {
+        s.redis_url = Some(v.clone());
+        overridden.push(("redis_url", name("redis_url", "--redis-url", "REDIS_URL")));
+    }
+    if let Some(v) = &cli.database_url {
+        s.database_url = Some(v.clone());
+        overridden.push(("database_url", name("database_url", "--database-url", "DATABASE_URL")));
+    }
+    if let Some(v) = &cli.admin_token {
+        s.admin_token = Some(v.clone());
+        overridden.push(("admin_token", name("admin_token", "--admin-token", "PERFPROXY_ADMIN_TOKEN")));
+    }
+    if let Some(v) = &cli.database_pool_size {
+        let key = name("database_pool_size", "--database-pool-size", "DATABASE_POOL_SIZE");
+        s.database_pool_size = parse_number(&key, v, "a whole number of connections")?;
+        overridden.push(("database_pool_size", key));
+    }
+    if let Some(v) = &cli.cache_ttl_default {
+        let key = name("cache_ttl_default", "--cache-ttl-default", "CACHE_TTL_DEFAULT");
+        let secs = parse_number(&key, v, "a whole number of seconds")?;
+        s.cache.default_ttl_ms = secs.saturating_mul(1000);
+        overridden.push(("cache.default_ttl_ms", key));
+    }
+    if let Some(v) = &cli.performance_monitoring_enabled {
+        let key = name(
+            "performance_monitoring_enabled",
+            "--performance-monitoring-enabled",
+            "PERFORMANCE_MONITORING_ENABLED",
+        );
+        s.monitoring_enabled = parse_bool(&key, v)?;
+    }
+    if let Some(v) = &cli.slow_query_threshold {
+        let key = name("slow_query_threshold", "--slow-query-threshold", "SLOW_QUERY_THRESHOLD");
+        s.alerts.slow_query_ms = parse_number(&key, v, "a whole number of milliseconds")?;
+        overridden.push(("alerts.slow_query_ms", key));
+    }
+    if let Some(v) = &cli.slow_request_threshold {
+        let key = name("slow_request_threshold", "--slow-request-threshold", "SLOW_REQUEST_THRESHOLD");
+        s.alerts.slow_request_ms = parse_number(&key, v, "a whole number of milliseconds")?;
+        overridden.push(("alerts.slow_request_ms", key));
+    }
+    Ok(overridden)
+}
+
+fn parse_number(key: &str, value: &str, expected: &str) -> Result<u64, ConfigError> {
+    value.trim().parse().map_err(|_| ConfigError::new(key, format!("{value:?}"), expected))
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::new(key, format!("{value:?}"), "true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(args: &[&str]) -> ConfigError {
+        match from_args(args.iter().copied()) {
+            Err(e) => match *e {
+                LoadError::Invalid(e) => e,
+                LoadError::Usage(e) => panic!("usage error: {e}"),
+            },
+            Ok(_) => panic!("accepted {args:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_spec_defaults() {
+        let inv = from_args(["perfproxy"]).unwrap();
+        assert_eq!(inv.config.listen.to_string(), "127.0.0.1:4001");
+        assert_eq!(inv.config.upstream.authority.as_str(), "127.0.0.1:3000");
+        assert_eq!(inv.config.settings.database_pool_size, 10);
+        assert_eq!(inv.config.settings.cache.default_ttl_ms, 3_600_000);
+        assert_eq!(inv.config.settings.alerts.slow_request_ms, 2000);
+        assert!(inv.config.settings.monitoring_enabled);
+    }
+
+    #[test]
+    fn flags_override_and_bad_flags_are_named() {
+        let inv = from_args(["perfproxy", "--listen", "0.0.0.0:8080", "--slow-request-threshold", "150"]).unwrap();
+        assert_eq!(inv.config.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(inv.config.settings.alerts.slow_request_ms, 150);
+        let e = invalid(&["perfproxy", "--slow-query-threshold", "soon"]);
+        assert_eq!(e.key, "--slow-query-threshold");
+        let e = invalid(&["perfproxy", "--listen", "nowhere"]);
+        assert_eq!(e.key, "--listen");
+        assert_eq!(e.value, "\"nowhere\"");
+        let e = invalid(&["perfproxy", "--upstream", "ftp://x"]);
+        assert_eq!(e.key, "--upstream");
+    }
+
+    #[test]
+    fn file_errors_name_the_key() {
+        let p = Path::new("t.toml");
+        let e = parse_file("[cache]\nmemory_bytes = \"lots\"\n", p).unwrap_err();
+        assert!(e.key.starts_with("cache.memory_bytes"), "{e}");
+        assert!(e.expected.contains("u64"), "{e}");
+        let e = parse_file("listen = \"127.0.0.1:1\"\nlisten_port = 3\n", p).unwrap_err();
+        assert!(e.expected.contains("unknown field `listen_port`"), "{e}");
+        assert!(e.key.contains("t.toml:2"), "{e}");
+        let e = parse_file("[[routes]]\npattern = 5\n", p).unwrap_err();
+        assert!(e.key.starts_with("routes[0].pattern"), "{e}");
+        let e = parse_file("listen = \n", p).unwrap_err();
+        assert!(e.to_string().lines().count() == 1, "{e}");
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/perfproxy.toml");
+        let s = read_file(&path).unwrap();
+        Config::validate(s, Some(path)).unwrap();
+    }
+}

@@ -1,0 +1,194 @@
+//! The configuration as an operator writes it: the TOML file's shape, every
+//! key optional, with the defaults of SPEC §1. Flags and environment
+//! variables are applied on top of this (see `config::load`), and the result
+//! is what `perfproxy check-config` prints.
+
+use serde::{Deserialize, Serialize};
+
+/// Every setting, in the shape of `config/perfproxy.toml`. Durations are ms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub listen: String,
+    pub upstream: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<String>,
+    pub upstream_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub header_read_timeout_ms: u64,
+    pub max_header_bytes: u64,
+    pub max_connections: u64,
+    pub max_routes: u64,
+    /// Worker threads serving traffic; 0 means one per CPU core.
+    pub workers: u64,
+    pub monitoring_enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    pub database_pool_size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+    pub endpoints: Endpoints,
+    pub routes: Vec<RouteRule>,
+    pub cache: CacheSettings,
+    pub health: HealthSettings,
+    pub alerts: AlertSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "127.0.0.1:4001".into(),
+            upstream: "http://127.0.0.1:3000".into(),
+            admin_listen: None,
+            upstream_timeout_ms: 30_000,
+            shutdown_grace_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 65_536,
+            max_connections: 10_000,
+            max_routes: 1_000,
+            workers: 0,
+            monitoring_enabled: true,
+            redis_url: None,
+            database_url: None,
+            database_pool_size: 10,
+            admin_token: None,
+            endpoints: Endpoints::default(),
+            routes: Vec::new(),
+            cache: CacheSettings::default(),
+            health: HealthSettings::default(),
+            alerts: AlertSettings::default(),
+        }
+    }
+}
+
+/// Paths where perfproxy answers on the proxy listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Endpoints {
+    pub performance: String,
+    pub health: String,
+    pub metrics: String,
+    pub purge: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Endpoints {
+            performance: "/performance".into(),
+            health: "/health".into(),
+            metrics: "/metrics".into(),
+            purge: "/cache/purge".into(),
+        }
+    }
+}
+
+/// A `[[routes]]` entry: a pattern such as `GET /api/users/:id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    pub pattern: String,
+}
+
+/// The `[cache]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    pub origin_directives: bool,
+    pub memory_bytes: u64,
+    pub max_object_bytes: u64,
+    pub redis_timeout_ms: u64,
+    pub stale_if_error_ms: u64,
+    /// TTL for rules that name none (`CACHE_TTL_DEFAULT`, in seconds, sets it).
+    pub default_ttl_ms: u64,
+    pub ignore_query: Vec<String>,
+    pub rules: Vec<CacheRule>,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            enabled: true,
+            origin_directives: true,
+            memory_bytes: 64 * 1024 * 1024,
+            max_object_bytes: 1024 * 1024,
+            redis_timeout_ms: 50,
+            stale_if_error_ms: 60_000,
+            default_ttl_ms: 3_600_000,
+            ignore_query: Vec::new(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// A `[[cache.rules]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRule {
+    pub pattern: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    #[serde(default)]
+    pub invalidates: Vec<String>,
+}
+
+/// The `[health]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSettings {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub upstream_path: String,
+    pub critical: Vec<String>,
+    pub http: Vec<HttpCheck>,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+            upstream_path: "/".into(),
+            critical: vec!["upstream".into(), "database".into()],
+            http: Vec::new(),
+        }
+    }
+}
+
+/// A `[[health.http]]` entry: an extra HTTP dependency to probe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpCheck {
+    pub name: String,
+    pub url: String,
+}
+
+/// The `[alerts]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertSettings {
+    pub window_ms: u64,
+    pub error_rate: f64,
+    pub slow_request_ms: u64,
+    pub slow_query_ms: u64,
+    pub memory_bytes: u64,
+    pub cache_hit_rate: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            window_ms: 60_000,
+            error_rate: 0.05,
+            slow_request_ms: 2_000,
+            slow_query_ms: 1_000,
+            memory_bytes: 524_288_000,
+            cache_hit_rate: 0.70,
+            webhook_url: None,
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Validation: [`Settings`] become a [`Config`] the server can run with, or a
+//! [`ConfigError`] naming the first bad key. Settings that later features
+//! consume (cache, health, alerts) are checked here too, so a typo never
+//! starts a half-configured proxy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::uri::{Authority, Uri};
+
+use super::{ConfigError, Settings};
+use crate::routes::RoutePattern;
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The merged settings this was validated from (what check-config prints).
+    pub settings: Settings,
+    /// The file they were read from, for reloads.
+    pub source: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    pub upstream: UpstreamAddr,
+    pub upstream_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub max_routes: usize,
+    pub workers: usize,
+    pub routes: Vec<RoutePattern>,
+}
+
+/// Where the upstream is: host (name or IP) and port, plus the authority used
+/// for requests that arrive without a `Host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAddr {
+    pub host: String,
+    pub port: u16,
+    pub authority: Authority,
+}
+
+fn positive_ms(key: &str, ms: u64) -> Result<Duration, ConfigError> {
+    if ms == 0 {
+        return Err(ConfigError::new(key, ms, "a duration in milliseconds greater than 0"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn in_range(key: &str, v: u64, lo: u64, hi: u64) -> Result<usize, ConfigError> {
+    if v < lo || v > hi {
+        return Err(ConfigError::new(key, v, format!("a number from {lo} to {hi}")));
+    }
+    Ok(v as usize)
+}
+
+fn socket_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse().map_err(|_| ConfigError::new(key, format!("{v:?}"), "IP:PORT, e.g. 127.0.0.1:4001"))
+}
+
+fn fraction(key: &str, v: f64) -> Result<(), ConfigError> {
+    if !(0.0..=1.0).contains(&v) {
+        return Err(ConfigError::new(key, v, "a fraction from 0.0 to 1.0"));
+    }
+    Ok(())
+}
+
+/// Parses an `http://host[:port][/]` URL (a base: no path beyond `/`).
+fn upstream_addr(key: &str, v: &str) -> Result<UpstreamAddr, ConfigError> {
+    let bad = || ConfigError::new(key, format!("{v:?}"), "an http:// URL such as http://127.0.0.1:3000");
+    let uri: Uri = v.parse().map_err(|_| bad())?;
+    if uri.scheme_str() != Some("http") {
+        return Err(bad());
+    }
+    let authority = uri.authority().ok_or_else(bad)?.clone();
+    if authority.as_str().contains('@') || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad());
+    }
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(UpstreamAddr { host, port: authority.port_u16().unwrap_or(80), authority })
+}
+
+/// Checks a URL's scheme, naming the key but never echoing credentials.
+fn url_with_scheme(key: &str, v: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let scheme = v.split("://").next().unwrap_or("");
+    if !v.contains("://") || !schemes.contains(&scheme) || v.len() <= scheme.len() + 3 {
+        let shown = format!("{:?}", crate::redact::url(v));
+        return Err(ConfigError::new(key, shown, format!("a URL starting with {}://", schemes.join("://, "))));
+    }
+    Ok(())
+}
+
+fn path(key: &str, v: &str) -> Result<(), ConfigError> {
+    if !v.starts_with('/') || v.contains(['?', '#', ' ']) {
+        return Err(ConfigError::new(key, format!("{v:?}"), "an absolute path such as /health"));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks every setting; the first bad one is returned, named.
+    pub fn validate(settings: Settings, source: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let s = &settings;
+        let listen = socket_addr("listen", &s.listen)?;
+        let admin_listen = s.admin_listen.as_deref().map(|v| socket_addr("admin_listen", v)).transpose()?;
+        let upstream = upstream_addr("upstream", &s.upstream)?;
+        let upstream_timeout = positive_ms("upstream_timeout_ms", s.upstream_timeout_ms)?;
+        let shutdown_grace = Duration::from_millis(s.shutdown_grace_ms);
+        let header_read_timeout = positive_ms("header_read_timeout_ms", s.header_read_timeout_ms)?;
+        let max_header_bytes = in_range("max_header_bytes", s.max_header_bytes, 8192, 1 << 24)?;
+        let max_connections = in_range("max_connections", s.max_connections, 1, 1_000_000)?;
+        let max_routes = in_range("max_routes", s.max_routes, 1, 1_000_000)?;
+        let workers = in_range("workers", s.workers, 0, 256)?;
+        in_range("database_pool_size", s.database_pool_size, 1, 1000)?;
+        if let Some(url) = &s.redis_url {
+            url_with_scheme("redis_url", url, &["redis", "rediss", "redis+unix"])?;
+        }
+        if let Some(url) = &s.database_url {
+            url_with_scheme("database_url", url, &["postgres", "postgresql"])?;
+        }
+        if s.admin_token.as_deref() == Some("") {
+            return Err(ConfigError::new("admin_token", "\"\"", "a non-empty token (or leave it unset)"));
+        }
+
+        let e = &s.endpoints;
+        path("endpoints.performance", &e.performance)?;
+        path("endpoints.health", &e.health)?;
+        path("endpoints.metrics", &e.metrics)?;
+        path("endpoints.purge", &e.purge)?;
+
+        let mut routes = Vec::with_capacity(s.routes.len());
+        for (i, r) in s.routes.iter().enumerate() {
+            let key = format!("routes[{i}].pattern");
+            routes.push(RoutePattern::parse(&r.pattern).map_err(|why| ConfigError::new(key, format!("{:?}", r.pattern), why))?);
+        }
+
+        let c = &s.cache;
+        in_range("cache.memory_bytes", c.memory_bytes, 0, 1 << 40)?;
+        in_range("cache.max_object_bytes", c.max_object_bytes, 1, 1 << 32)?;
+        positive_ms("cache.redis_timeout_ms", c.redis_timeout_ms)?;
+        positive_ms("cache.default_ttl_ms", c.default_ttl_ms)?;
+        for (i, q) in c.ignore_query.iter().enumerate() {
+            if q.is_empty() {
+                return Err(ConfigError::new(format!("cache.ignore_query[{i}]"), "\"\"", "a query parameter name or glob such as utm_*"));
+            }
+        }
+        for (i, rule) in c.rules.iter().enumerate() {
+            RoutePattern::parse(&rule.pattern)
+                .map_err(|why| ConfigError::new(format!("cache.rules[{i}].pattern"), format!("{:?}", rule.pattern), why))?;
+            if let Some(ttl) = rule.ttl_ms {
+                positive_ms(&format!("cache.rules[{i}].ttl_ms"), ttl)?;
+            }
+            for (j, p) in rule.invalidates.iter().enumerate() {
+                path(&format!("cache.rules[{i}].invalidates[{j}]"), p)?;
+            }
+        }
+
+        let h = &s.health;
+        positive_ms("health.interval_ms", h.interval_ms)?;
+        positive_ms("health.timeout_ms", h.timeout_ms)?;
+        path("health.upstream_path", &h.upstream_path)?;
+        for (i, check) in h.http.iter().enumerate() {
+            if check.name.is_empty() || ["upstream", "redis", "database"].contains(&check.name.as_str()) {
+                return Err(ConfigError::new(format!("health.http[{i}].name"), format!("{:?}", check.name), "a unique name other than upstream, redis, database"));
+            }
+            url_with_scheme(&format!("health.http[{i}].url"), &check.url, &["http"])?;
+        }
+        for (i, name) in h.critical.iter().enumerate() {
+            let known = ["upstream", "redis", "database"].contains(&name.as_str()) || h.http.iter().any(|c| &c.name == name);
+            if !known {
+                return Err(ConfigError::new(format!("health.critical[{i}]"), format!("{name:?}"), "upstream, redis, database or a [[health.http]] name"));
+            }
+        }
+
+        let a = &s.alerts;
+        positive_ms("alerts.window_ms", a.window_ms)?;
+        fraction("alerts.error_rate", a.error_rate)?;
+        fraction("alerts.cache_hit_rate", a.cache_hit_rate)?;
+        positive_ms("alerts.slow_request_ms", a.slow_request_ms)?;
+        positive_ms("alerts.slow_query_ms", a.slow_query_ms)?;
+        if let Some(url) = &a.webhook_url {
+            url_with_scheme("alerts.webhook_url", url, &["http"])?;
+        }
+
+        Ok(Config {
+            source,
+            listen,
+            admin_listen,
+            upstream,
+            upstream_timeout,
+            shutdown_grace,
+            header_read_timeout,
+            max_header_bytes,
+            max_connections,
+            max_routes,
+            workers,
+            routes,
+            settings,
+        })
+    }
+
+    /// The settings as TOML, secrets redacted (what check-config prints).
+    pub fn effective_toml(&self) -> String {
+        let mut s = self.settings.clone();
+        s.admin_token = s.admin_token.map(|_| "<redacted>".into());
+        s.redis_url = s.redis_url.map(|u| crate::redact::url(&u));
+        s.database_url = s.database_url.map(|u| crate::redact::url(&u));
+        toml::to_string(&s).expect("settings are plain TOML-compatible data")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls() {
+        let u = upstream_addr("upstream", "http://backend:8080").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("backend", 8080));
+        let u = upstream_addr("upstream", "http://[::1]/").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 80));
+        for bad in ["https://x", "x:80", "http://x/api", "http://u:p@x", "http://"] {
+            assert!(upstream_addr("upstream", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_by_key() {
+        let mut s = Settings::default();
+        s.alerts.error_rate = 5.0;
+        assert_eq!(Config::validate(s, None).unwrap_err().key, "alerts.error_rate");
+        let mut s = Settings::default();
+        s.health.critical.push("googl".into());
+        assert_eq!(Config::validate(s, None).unwrap_err().key, "health.critical[2]");
+        let mut s = Settings::default();
+        s.database_url = Some("mysql://root:hunter2@db/x".into());
+        let e = Config::validate(s, None).unwrap_err();
+        assert_eq!(e.key, "database_url");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let mut s = Settings::default();
+        s.max_header_bytes = 100;
+        assert_eq!(Config::validate(s, None).unwrap_err().key, "max_header_bytes");
+    }
+
+    #[test]
+    fn effective_toml_redacts_secrets() {
+        let mut s = Settings::default();
+        s.admin_token = Some("sekrit".into());
+        s.database_url = Some("postgres://app:hunter2@db:5432/app".into());
+        let text = Config::validate(s, None).unwrap().effective_toml();
+        assert!(!text.contains("sekrit") && !text.contains("hunter2"), "{text}");
+        assert!(text.contains("postgres://app:***@db:5432/app"), "{text}");
+    }
+}

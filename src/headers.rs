@@ -1,0 +1,164 @@
+//! Header hygiene for both directions (SPEC §2): hop-by-hop headers out
+//! (`Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`,
+//! `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`), forwarding headers in
+//! (`X-Forwarded-For` appended, `X-Forwarded-Proto`/`-Host` kept when an
+//! ingress in front already set them, `Via`). Headers are edited in place;
+//! the request's framing is left to hyper.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 perfproxy");
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+
+/// The `Upgrade` a client asked for, when it is a real upgrade handshake
+/// (`Connection: upgrade` and an `Upgrade` header), e.g. a WebSocket.
+pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade")).then(|| upgrade.clone())
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes every hop-by-hop header, including those `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> =
+            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE] {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Prepares a client's request headers for the upstream: hop-by-hop and
+/// framing headers out (hyper frames the body it actually sends), forwarding
+/// headers in. `client_ip` is the peer address, rendered once per connection.
+pub fn prepare_request(headers: &mut HeaderMap, client_ip: &HeaderValue, upgrade: Option<HeaderValue>) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::EXPECT);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+    append_forwarded_for(headers, client_ip);
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HTTP);
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(host) = headers.get(header::HOST).cloned() {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+    }
+    headers.append(header::VIA, VIA_VALUE);
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
+    let mut existing = headers.get_all(&X_FORWARDED_FOR).iter();
+    let Some(first) = existing.next() else {
+        headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
+        return;
+    };
+    let mut joined = Vec::with_capacity(first.len() + client_ip.len() + 16);
+    joined.extend_from_slice(first.as_bytes());
+    for v in existing {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    joined.extend_from_slice(b", ");
+    joined.extend_from_slice(client_ip.as_bytes());
+    let value = HeaderValue::from_bytes(&joined).expect("joined valid header values stay valid");
+    headers.insert(X_FORWARDED_FOR.clone(), value);
+}
+
+/// Prepares an upstream response for the client. A `Content-Length` is kept
+/// (HEAD and 304 answers need it) unless the upstream also sent
+/// `Transfer-Encoding`, in which case the body was read as chunked.
+pub fn prepare_response(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    strip_hop_by_hop(headers);
+    headers.append(header::VIA, VIA_VALUE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn request_loses_hop_by_hop_and_gains_forwarding() {
+        let mut h = map(&[
+            ("host", "app.example"),
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "5"),
+            ("proxy-connection", "keep-alive"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("accept", "*/*"),
+        ]);
+        prepare_request(&mut h, &HeaderValue::from_static("127.0.0.9"), None);
+        for gone in ["connection", "x-secret", "keep-alive", "te", "transfer-encoding", "content-length", "proxy-connection"] {
+            assert!(!h.contains_key(gone), "{gone} kept");
+        }
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.example");
+        assert_eq!(h["via"], "1.1 perfproxy");
+        assert_eq!(h["accept"], "*/*");
+    }
+
+    #[test]
+    fn upgrade_is_kept_only_for_a_real_handshake() {
+        let h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let up = upgrade_request(&h).unwrap();
+        let mut h2 = h.clone();
+        prepare_request(&mut h2, &HeaderValue::from_static("1.2.3.4"), Some(up));
+        assert_eq!(h2["upgrade"], "websocket");
+        assert_eq!(h2["connection"], "upgrade");
+        assert!(upgrade_request(&map(&[("upgrade", "websocket")])).is_none());
+    }
+
+    #[test]
+    fn response_keeps_length_unless_chunked() {
+        let mut h = map(&[("content-length", "10"), ("connection", "close"), ("upgrade", "h2c")]);
+        prepare_response(&mut h);
+        assert_eq!(h["content-length"], "10");
+        assert!(!h.contains_key("connection") && !h.contains_key("upgrade"));
+        let mut h = map(&[("content-length", "10"), ("transfer-encoding", "chunked")]);
+        prepare_response(&mut h);
+        assert!(!h.contains_key("content-length") && !h.contains_key("transfer-encoding"));
+    }
+}

@@ -1,0 +1,33 @@
+//! perfproxy: a sidecar reverse proxy that makes any web backend observable
+//! and faster without touching its code. The contract (flags, variables,
+//! keys, JSON fields, headers, exit codes) is `SPEC.md`.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags, environment, TOML file → one validated [`config::Config`]; errors name the key.
+//! - [`server`]: listeners, the acceptor, thread-per-core workers, limits, graceful shutdown.
+//! - [`proxy`]: one request, top to bottom: own endpoints → route → checks → upstream → response.
+//! - [`upstream`]: each worker's pooled HTTP/1.1 connections to the backend.
+//! - [`headers`]: hop-by-hop stripping and forwarding headers.
+//! - [`body`]: the streamed request and response bodies.
+//! - [`error`]: `ProxyError` and the one place it becomes a 400/502/504.
+//! - [`routes`]: route patterns, path normalisation, the bounded label table.
+//! - [`admin`]: perfproxy's own endpoints (`/health/live` …).
+//! - [`state`]: process-wide `Shared` and per-thread `Worker` state.
+//! - [`redact`]: secrets out of URLs before they are shown.
+//! - [`telemetry`]: logging setup.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod proxy;
+pub mod redact;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod upstream;

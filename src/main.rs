@@ -1,0 +1,62 @@
+//! The `perfproxy` binary: parse the configuration (exit 2 when it is bad),
+//! set up logging, bind, serve until SIGTERM/SIGINT, drain, exit 0.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use perfproxy::config::{self, Command, LoadError};
+use perfproxy::server::{self, Listeners};
+use tracing::error;
+
+fn main() -> ExitCode {
+    let invocation = match config::from_args(std::env::args_os()) {
+        Ok(inv) => inv,
+        Err(e) => match *e {
+            LoadError::Usage(e) => e.exit(),
+            LoadError::Invalid(e) => {
+                eprintln!("perfproxy: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let config = invocation.config;
+    if let Some(Command::CheckConfig) = invocation.command {
+        print!("{}", config.effective_toml());
+        eprintln!("perfproxy: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    perfproxy::telemetry::init(invocation.log_format);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the control runtime can be built at start-up");
+    runtime.block_on(async move {
+        let listeners = match Listeners::bind(&config) {
+            Ok(l) => l,
+            Err(e) => {
+                error!(error = %e, listen = %config.listen, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        match server::run(listeners, config, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!(error = %e, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler can be installed");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler can be installed");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -1,0 +1,162 @@
+//! One request, top to bottom: perfproxy's own endpoints → route label →
+//! checks → upstream (pooled, time-boxed) → response headers. Upgrade
+//! handshakes (WebSocket) are tunnelled. Every failure becomes a
+//! [`ProxyError`] and is answered in one place.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tracing::{debug, warn};
+
+use crate::body::{ProxyBody, RequestBody};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::state::Client;
+use crate::upstream::UpstreamError;
+
+/// hyper's service function: never fails, every error is a response.
+pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    if let Some(resp) = crate::admin::answer(&client, &req) {
+        return Ok(resp);
+    }
+    let worker = &client.worker;
+    let _route = {
+        let mut cache = worker.route_cache.borrow_mut();
+        worker.shared.routes.resolve(req.method(), req.uri().path(), &mut cache)
+    };
+    let resp = match forward(&client, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            match e.status() {
+                StatusCode::BAD_REQUEST => debug!(error = %e, "rejected request"),
+                _ => warn!(error = %e, "upstream failure"),
+            }
+            e.into_response()
+        }
+    };
+    Ok(resp)
+}
+
+/// Checks a request and rewrites it for the upstream, in place.
+fn prepare(client: &Client, parts: &mut http::request::Parts) -> Result<(), ProxyError> {
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host_count = hosts.next().map_or(0, |_| 1 + hosts.count());
+    if host_count > 1 {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    // Absolute-form targets (`GET http://h/p`) become origin-form; their authority is the Host.
+    if let Some(authority) = parts.uri.authority() {
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest("bad request target"))?;
+        parts.headers.insert(header::HOST, host);
+        let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(pq);
+    } else if host_count == 0 {
+        if parts.version == Version::HTTP_11 {
+            return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+        }
+        let host = HeaderValue::from_str(client.worker.shared.config.upstream.authority.as_str())
+            .expect("a validated authority is a valid header value");
+        parts.headers.insert(header::HOST, host);
+    }
+    let upgrade = headers::upgrade_request(&parts.headers);
+    headers::prepare_request(&mut parts.headers, &client.ip, upgrade);
+    parts.version = Version::HTTP_11;
+    Ok(())
+}
+
+async fn forward(client: &Client, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    let worker = &client.worker;
+    let timeout = worker.shared.config.upstream_timeout;
+    let (mut parts, body) = req.into_parts();
+    // RFC 9112 §6.3: both framings → read as chunked (hyper does), drop the
+    // Content-Length (prepare does), and close after responding.
+    let ambiguous = parts.headers.contains_key(header::TRANSFER_ENCODING) && parts.headers.contains_key(header::CONTENT_LENGTH);
+    let upgrade = parts.extensions.remove::<OnUpgrade>().filter(|_| headers::upgrade_request(&parts.headers).is_some());
+    prepare(client, &mut parts)?;
+    parts.extensions = http::Extensions::new();
+    let upstream_req = Request::from_parts(parts, RequestBody::Client(body));
+
+    if let Some(on_client_upgrade) = upgrade {
+        return tunnel(client, upstream_req, on_client_upgrade).await;
+    }
+
+    let sent = Instant::now();
+    let (resp, lease) = match tokio::time::timeout(timeout, worker.upstream.send(upstream_req)).await {
+        Ok(Ok(exchange)) => exchange,
+        Ok(Err(UpstreamError::Exchange(e))) if e.is_user() => return Err(ProxyError::ClientBody(e)),
+        Ok(Err(e)) => return Err(ProxyError::BadGateway(e)),
+        Err(_) => return Err(ProxyError::GatewayTimeout(timeout)),
+    };
+    let (mut rparts, rbody) = resp.into_parts();
+    headers::prepare_response(&mut rparts.headers);
+    rparts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
+    if ambiguous {
+        rparts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(Response::from_parts(rparts, ProxyBody::upstream(rbody, lease)))
+}
+
+/// `upstream;dur=<ms>` since `sent`.
+fn server_timing(sent: Instant) -> HeaderValue {
+    let mut v = String::with_capacity(24);
+    let _ = write!(v, "upstream;dur={:.1}", sent.elapsed().as_secs_f64() * 1000.0);
+    HeaderValue::try_from(v).expect("digits and ascii are a valid header value")
+}
+
+/// Forwards an upgrade handshake; on `101` joins the two upgraded
+/// connections byte for byte until either side closes.
+async fn tunnel(client: &Client, req: Request<RequestBody>, on_client: OnUpgrade) -> Result<Response<ProxyBody>, ProxyError> {
+    let worker = &client.worker;
+    let timeout = worker.shared.config.upstream_timeout;
+    let sent = Instant::now();
+    let mut resp = match tokio::time::timeout(timeout, worker.upstream.send_upgrade(req)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => return Err(ProxyError::BadGateway(e)),
+        Err(_) => return Err(ProxyError::GatewayTimeout(timeout)),
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut parts, body) = resp.into_parts();
+        headers::prepare_response(&mut parts.headers);
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(Response::from_parts(parts, ProxyBody::Full(None)).map(|_| drain_later(body)));
+    }
+    let on_upstream = hyper::upgrade::on(&mut resp);
+    let protocol = resp.headers().get(header::UPGRADE).cloned();
+    tokio::task::spawn_local(async move {
+        match tokio::try_join!(on_client, on_upstream) {
+            Ok((down, up)) => {
+                let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+                match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                    Ok((sent, received)) => debug!(sent, received, "tunnel closed"),
+                    Err(e) => debug!(error = %e, "tunnel ended"),
+                }
+            }
+            Err(e) => debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let (mut parts, _) = resp.into_parts();
+    headers::prepare_response(&mut parts.headers);
+    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(p) = protocol {
+        parts.headers.insert(header::UPGRADE, p);
+    }
+    parts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
+    Ok(Response::from_parts(parts, ProxyBody::empty()))
+}
+
+/// A refused upgrade's body is streamed to the client; its connection was
+/// dedicated and is not pooled.
+fn drain_later(body: Incoming) -> ProxyBody {
+    ProxyBody::Upstream { body, lease: None }
+}

@@ -1,0 +1,279 @@
+//! Route labels (SPEC §3): every request is counted under `METHOD /template`.
+//! Configured patterns are tried in order (first match wins, like Envoy's
+//! route list); otherwise the path is normalised, with identifier-like
+//! segments (numbers, UUIDs, long hex, opaque tokens) becoming `:id`. Labels
+//! are interned in a [`RouteTable`] bounded by `max_routes`; past the bound,
+//! new labels fold into `METHOD OTHER`. Each worker keeps a [`RouteCache`] in
+//! front of the table, so a known label costs a hash lookup and no lock.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use http::Method;
+
+/// Index of an interned route label; stable for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteId(pub u32);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(Box<str>),
+    /// `:name`: exactly one non-empty segment.
+    Param,
+    /// `*`: the rest of the path after the slash (may be empty); last only.
+    Rest,
+}
+
+/// A configured pattern such as `GET /api/users/:id` or `/api/documents/*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePattern {
+    method: Option<Method>,
+    segments: Vec<Segment>,
+    template: Box<str>,
+}
+
+impl RoutePattern {
+    /// Parses `[METHOD ]/path` where segments may be `:name` or a final `*`.
+    pub fn parse(text: &str) -> Result<RoutePattern, String> {
+        let text = text.trim();
+        let (method, path) = match text.split_once(' ') {
+            Some((m, p)) => {
+                let method = Method::from_bytes(m.as_bytes())
+                    .ok()
+                    .filter(|_| m.bytes().all(|b| b.is_ascii_uppercase()))
+                    .ok_or_else(|| format!("an upper-case HTTP method before the path, not {m:?}"))?;
+                (Some(method), p.trim())
+            }
+            None => (None, text),
+        };
+        if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+            return Err("a pattern like \"GET /api/users/:id\" or \"/api/documents/*\"".into());
+        }
+        let raw: Vec<&str> = path[1..].split('/').collect();
+        let mut segments = Vec::with_capacity(raw.len());
+        for (i, seg) in raw.iter().enumerate() {
+            segments.push(match *seg {
+                "*" if i + 1 == raw.len() => Segment::Rest,
+                "*" => return Err("`*` only as the last segment".into()),
+                s if s.starts_with(':') && s.len() > 1 => Segment::Param,
+                ":" => return Err("a name after `:`".into()),
+                s => Segment::Literal(s.into()),
+            });
+        }
+        Ok(RoutePattern { method, segments, template: path.into() })
+    }
+
+    /// Whether `method` and `path` (no query) match this pattern.
+    pub fn matches(&self, method: &Method, path: &str) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != method) {
+            return false;
+        }
+        let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
+        for seg in &self.segments {
+            match seg {
+                // `/a/*` needs the slash: it matches `/a/` and `/a/b/c`, not `/a`.
+                Segment::Rest => return parts.next().is_some(),
+                Segment::Param => match parts.next() {
+                    Some(p) if !p.is_empty() => {}
+                    _ => return false,
+                },
+                Segment::Literal(l) => match parts.next() {
+                    Some(p) if p == &**l => {}
+                    _ => return false,
+                },
+            }
+        }
+        parts.next().is_none()
+    }
+
+    /// The path template, e.g. `/api/users/:id`.
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+}
+
+/// Whether a path segment looks like an identifier rather than a name.
+pub fn is_identifier(seg: &str) -> bool {
+    let b = seg.as_bytes();
+    if b.is_empty() {
+        return false;
+    }
+    if b.iter().all(u8::is_ascii_digit) {
+        return true;
+    }
+    let is_uuid = b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if is_uuid {
+        return true;
+    }
+    let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
+    if b.len() >= 8 && digits > 0 && b.iter().all(u8::is_ascii_hexdigit) {
+        return true;
+    }
+    // Opaque tokens: long, URL-safe, mixing letters and digits (base64url, ULIDs, slugs with ids).
+    let token_chars = b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.~=".contains(c));
+    let letters = b.iter().any(u8::is_ascii_alphabetic);
+    token_chars && letters && ((b.len() >= 16 && digits >= 2) || b.len() >= 40)
+}
+
+/// Writes the normalised template of `path` into `out`.
+pub fn normalise_into(path: &str, out: &mut String) {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    for seg in rest.split('/') {
+        out.push('/');
+        out.push_str(if is_identifier(seg) { ":id" } else { seg });
+    }
+}
+
+fn method_label(m: &Method) -> &str {
+    match *m {
+        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::HEAD
+        | Method::OPTIONS | Method::TRACE | Method::CONNECT => m.as_str(),
+        _ => "OTHER",
+    }
+}
+
+#[derive(Debug, Default)]
+struct Labels {
+    ids: HashMap<Arc<str>, RouteId>,
+    names: Vec<Arc<str>>,
+    /// Labels counted against `max_routes` (the `OTHER` ones are not).
+    bounded: usize,
+}
+
+/// The process-wide, bounded table of route labels.
+#[derive(Debug)]
+pub struct RouteTable {
+    patterns: Vec<RoutePattern>,
+    max_routes: usize,
+    labels: Mutex<Labels>,
+}
+
+/// A worker's lock-free view of the labels it has already seen.
+#[derive(Debug, Default)]
+pub struct RouteCache {
+    scratch: String,
+    known: HashMap<Box<str>, RouteId>,
+}
+
+impl RouteTable {
+    pub fn new(patterns: Vec<RoutePattern>, max_routes: usize) -> RouteTable {
+        RouteTable { patterns, max_routes, labels: Mutex::default() }
+    }
+
+    /// The label of a request, interned; allocation-free once seen.
+    pub fn resolve(&self, method: &Method, path: &str, cache: &mut RouteCache) -> RouteId {
+        let buf = &mut cache.scratch;
+        buf.clear();
+        buf.push_str(method_label(method));
+        buf.push(' ');
+        match self.patterns.iter().find(|p| p.matches(method, path)) {
+            Some(p) => buf.push_str(p.template()),
+            None => normalise_into(path, buf),
+        }
+        if let Some(id) = cache.known.get(buf.as_str()) {
+            return *id;
+        }
+        let id = self.intern(buf, method);
+        if cache.known.len() >= self.max_routes.saturating_mul(2).max(64) {
+            cache.known.clear();
+        }
+        cache.known.insert(buf.as_str().into(), id);
+        id
+    }
+
+    fn intern(&self, label: &str, method: &Method) -> RouteId {
+        let mut labels = self.labels.lock().expect("route label lock is never poisoned: no panics under it");
+        if let Some(id) = labels.ids.get(label) {
+            return *id;
+        }
+        let (name, bounded): (Arc<str>, bool) = if labels.bounded < self.max_routes {
+            (label.into(), true)
+        } else {
+            let mut other = String::with_capacity(12);
+            let _ = write!(other, "{} OTHER", method_label(method));
+            if let Some(id) = labels.ids.get(other.as_str()) {
+                return *id;
+            }
+            (other.into(), false)
+        };
+        let id = RouteId(labels.names.len() as u32);
+        labels.names.push(name.clone());
+        labels.ids.insert(name, id);
+        labels.bounded += usize::from(bounded);
+        id
+    }
+
+    /// The label text of `id`.
+    pub fn name(&self, id: RouteId) -> Arc<str> {
+        let labels = self.labels.lock().expect("route label lock is never poisoned: no panics under it");
+        labels.names[id.0 as usize].clone()
+    }
+
+    /// Every label interned so far, indexed by `RouteId`.
+    pub fn names(&self) -> Vec<Arc<str>> {
+        self.labels.lock().expect("route label lock is never poisoned: no panics under it").names.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(t: &RouteTable, m: Method, p: &str) -> String {
+        let mut c = RouteCache::default();
+        t.name(t.resolve(&m, p, &mut c)).to_string()
+    }
+
+    #[test]
+    fn normalises_identifiers() {
+        let t = RouteTable::new(vec![], 100);
+        assert_eq!(label(&t, Method::GET, "/api/users/42/orders/9f1c2b3a4d5e"), "GET /api/users/:id/orders/:id");
+        assert_eq!(label(&t, Method::GET, "/a/550e8400-e29b-41d4-a716-446655440000"), "GET /a/:id");
+        assert_eq!(label(&t, Method::DELETE, "/t/eyJhbGciOiJIUzI1NiJ9xyz123"), "DELETE /t/:id");
+        assert_eq!(label(&t, Method::GET, "/api/documents/search"), "GET /api/documents/search");
+        assert_eq!(label(&t, Method::GET, "/"), "GET /");
+        assert_eq!(label(&t, Method::GET, "/v1/deadbeef/facade"), "GET /v1/deadbeef/facade");
+        assert_eq!(label(&t, Method::from_bytes(b"BREW").unwrap(), "/pot"), "OTHER /pot");
+    }
+
+    #[test]
+    fn configured_patterns_match_in_order() {
+        let pats = ["GET /api/users/:id", "/api/documents/*", "/api/users/:id"]
+            .iter()
+            .map(|p| RoutePattern::parse(p).unwrap())
+            .collect();
+        let t = RouteTable::new(pats, 100);
+        assert_eq!(label(&t, Method::GET, "/api/users/alice"), "GET /api/users/:id");
+        assert_eq!(label(&t, Method::PUT, "/api/users/alice"), "PUT /api/users/:id");
+        assert_eq!(label(&t, Method::POST, "/api/documents/a/b/c"), "POST /api/documents/*");
+        assert_eq!(label(&t, Method::POST, "/api/documents"), "POST /api/documents");
+        assert_eq!(label(&t, Method::GET, "/api/users/"), "GET /api/users/");
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for bad in ["api/users", "get /x", "/a/*/b", "/a/:", "GET /x?y"] {
+            assert!(RoutePattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn label_table_is_bounded() {
+        let t = RouteTable::new(vec![], 3);
+        let mut c = RouteCache::default();
+        for p in ["/a", "/b", "/c", "/d", "/e"] {
+            t.resolve(&Method::GET, p, &mut c);
+        }
+        t.resolve(&Method::POST, "/f", &mut c);
+        let names: Vec<String> = t.names().iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["GET /a", "GET /b", "GET /c", "GET OTHER", "POST OTHER"]);
+        // A worker cache answers the same ids the table does.
+        let again = t.resolve(&Method::GET, "/e", &mut c);
+        assert_eq!(&*t.name(again), "GET OTHER");
+    }
+}

@@ -1,0 +1,231 @@
+//! Listeners, workers and shutdown. One acceptor (on the caller's runtime)
+//! takes connections, enforces `max_connections` and hands each, round-robin,
+//! to a worker thread. A worker is a current-thread runtime with a `LocalSet`
+//! that serves its connections to the end: a request never changes thread,
+//! so the request path takes no lock and touches no shared atomic. On
+//! shutdown the acceptor stops, each worker asks its connections to finish
+//! their in-flight request and close, and waits up to `shutdown_grace`.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::state::{Client, Shared, Worker};
+
+/// Connections the admin listener accepts at once, apart from `max_connections`,
+/// so probes still get through when the proxy listener is full.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
+/// The sockets perfproxy serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the configured addresses (backlog 1024, `SO_REUSEADDR`).
+    pub fn bind(config: &Config) -> io::Result<Listeners> {
+        Ok(Listeners { proxy: bind(config.listen)?, admin: config.admin_listen.map(bind).transpose()? })
+    }
+}
+
+/// Binds one listening socket.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// A connection on its way from the acceptor to a worker.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    admin: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Serves until `shutdown` resolves, then drains and returns.
+pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    let grace = config.shutdown_grace;
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let shared = Shared::new(config);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut queues = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (shared, stop) = (shared.clone(), stop_rx.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("perfproxy-worker-{i}"))
+            .spawn(move || worker_main(shared, rx, stop))?;
+        threads.push(thread);
+        queues.push(tx);
+    }
+    info!(listen = %listeners.proxy.local_addr()?, upstream = %shared.config.settings.upstream, workers, "perfproxy serving");
+
+    let queues = Rc::new(queues);
+    let next = Rc::new(Cell::new(0usize));
+    let proxy_limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    let proxy = accept_loop(listeners.proxy, false, proxy_limit, queues.clone(), next.clone());
+    let admin = async {
+        match listeners.admin {
+            Some(l) => accept_loop(l, true, Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)), queues.clone(), next.clone()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown => info!("shutting down: no new connections, draining in-flight requests"),
+        _ = proxy => {},
+        _ = admin => {},
+    }
+    let _ = stop_tx.send(true);
+    drop(queues);
+    let joined = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())));
+    if tokio::time::timeout(grace + Duration::from_secs(1), joined).await.is_err() {
+        warn!("workers did not stop within the grace period");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    admin: bool,
+    limit: Arc<Semaphore>,
+    queues: Rc<Vec<mpsc::UnboundedSender<Accepted>>>,
+    next: Rc<Cell<usize>>,
+) {
+    loop {
+        let permit = limit.clone().acquire_owned().await.expect("the connection semaphore is never closed");
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "could not hand a connection to a worker");
+                continue;
+            }
+        };
+        let i = next.get();
+        next.set((i + 1) % queues.len());
+        if queues[i].send(Accepted { stream, peer, admin, _permit: permit }).is_err() {
+            return;
+        }
+    }
+}
+
+fn worker_main(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<Accepted>, stop: watch::Receiver<bool>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime can be built on a fresh thread");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, serve_worker(shared, rx, stop));
+}
+
+/// Counts a worker's open connections so shutdown can wait for them.
+#[derive(Default)]
+struct Open {
+    count: Cell<usize>,
+    closed: Notify,
+}
+
+async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accepted>, mut stop: watch::Receiver<bool>) {
+    let config = &shared.config;
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes)
+        .keep_alive(true);
+    let http = Rc::new(http);
+    let grace = config.shutdown_grace;
+    let worker = Worker::new(shared.clone());
+    let open = Rc::new(Open::default());
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            accepted = rx.recv() => match accepted {
+                Some(a) => {
+                    open.count.set(open.count.get() + 1);
+                    tokio::task::spawn_local(serve_connection(worker.clone(), a, http.clone(), stop.clone(), open.clone()));
+                }
+                None => break,
+            },
+        }
+    }
+    let drained = async {
+        while open.count.get() > 0 {
+            open.closed.notified().await;
+        }
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        warn!(open = open.count.get(), "grace period over: closing connections still open");
+    }
+}
+
+async fn serve_connection(
+    worker: Rc<Worker>,
+    accepted: Accepted,
+    http: Rc<http1::Builder>,
+    mut stop: watch::Receiver<bool>,
+    open: Rc<Open>,
+) {
+    let Accepted { stream, peer, admin, _permit } = accepted;
+    match TcpStream::from_std(stream) {
+        Ok(stream) => {
+            let ip = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
+            let client = Rc::new(Client { worker, ip, admin_only: admin });
+            let service = service_fn(move |req| crate::proxy::handle(client.clone(), req));
+            let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+            tokio::pin!(conn);
+            let mut stopping = *stop.borrow();
+            if stopping {
+                conn.as_mut().graceful_shutdown();
+            }
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            debug!(error = %e, %peer, "client connection ended");
+                        }
+                        break;
+                    }
+                    _ = stop.changed(), if !stopping => {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+        Err(e) => warn!(error = %e, "could not register a connection"),
+    }
+    open.count.set(open.count.get() - 1);
+    open.closed.notify_one();
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Compare perfproxy with nginx proxy_pass on the same upstream, with wrk.
+#
+#   bench/compare.sh                 # 3 rounds x 10 s per target, 50 connections
+#   ROUNDS=5 DURATION=15 CONNECTIONS=100 bench/compare.sh
+#   PERFPROXY_ARGS="--performance-monitoring-enabled false" bench/compare.sh
+#
+# Targets, alternated within each round so drift on this noisy 2-core machine
+# hits them alike: the upstream directly (an nginx serving a 1 KiB body),
+# nginx proxy_pass (2 workers, keepalive 64, HTTP/1.1, Connection ""), and
+# perfproxy (release build). Prints req/s, p50/p99 per run, medians, and the
+# ratios perfproxy/nginx. Compare ratios within one run, never absolute times.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-50}
+THREADS=${THREADS:-1}
+UP_PORT=${UP_PORT:-18180}
+NGX_PORT=${NGX_PORT:-18181}
+PP_PORT=${PP_PORT:-18182}
+PATH_UNDER_TEST=${PATH_UNDER_TEST:-/bench/1k.bin}
+EXTRA_TARGETS=${EXTRA_TARGETS:-}   # e.g. "perfproxy-cached=/bench/cached.bin" (a path through perfproxy)
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+  echo "installing nginx and wrk (Debian packages)..." >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+cargo build --release --quiet
+
+work=$(mktemp -d /tmp/perfproxy-bench.XXXXXX)
+chmod 755 "$work"
+mkdir -p "$work/root/bench"
+head -c 1024 /dev/zero | tr '\0' 'x' > "$work/root/bench/1k.bin"
+cp "$work/root/bench/1k.bin" "$work/root/bench/cached.bin"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/up.pid" ] && kill "$(cat "$work/up.pid")" 2>/dev/null || true
+  [ -f "$work/ngx.pid" ] && kill "$(cat "$work/ngx.pid")" 2>/dev/null || true
+  sleep 0.3; rm -rf "$work"
+}
+trap cleanup EXIT
+
+cat > "$work/up.conf" <<NGX
+worker_processes 1;
+daemon on;
+pid $work/up.pid;
+error_log $work/up.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$UP_PORT;
+    root $work/root;
+    location /bench/cached.bin { add_header Cache-Control "public, max-age=3600"; }
+  }
+}
+NGX
+cat > "$work/ngx.conf" <<NGX
+worker_processes 2;
+daemon on;
+pid $work/ngx.pid;
+error_log $work/ngx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGX_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGX
+nginx -c "$work/up.conf"
+nginx -c "$work/ngx.conf"
+# shellcheck disable=SC2086
+RUST_LOG=warn ./target/release/perfproxy --listen "127.0.0.1:$PP_PORT" --upstream "http://127.0.0.1:$UP_PORT" ${PERFPROXY_ARGS:-} &
+pp=$!
+pids+=("$pp")
+for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$PP_PORT$PATH_UNDER_TEST" && break; sleep 0.1; done
+rss() { awk '/VmRSS/ {print $2}' "/proc/$pp/status"; }
+idle_rss=$(rss)
+
+targets=("direct=http://127.0.0.1:$UP_PORT$PATH_UNDER_TEST" "nginx=http://127.0.0.1:$NGX_PORT$PATH_UNDER_TEST" "perfproxy=http://127.0.0.1:$PP_PORT$PATH_UNDER_TEST")
+for extra in $EXTRA_TARGETS; do targets+=("${extra%%=*}=http://127.0.0.1:$PP_PORT${extra#*=}"); done
+
+# wrk latency figures → milliseconds
+to_ms() { awk -v v="$1" 'BEGIN { n=v; sub(/[a-z]+$/,"",n); u=v; sub(/^[0-9.]+/,"",u);
+  if (u=="us") n/=1000; else if (u=="s") n*=1000; else if (u=="m") n*=60000; printf "%.3f", n }'; }
+
+results="$work/results.tsv"
+: > "$results"
+printf '%-18s %6s %12s %10s %10s\n' target round req/s p50_ms p99_ms
+for round in $(seq "$ROUNDS"); do
+  for t in "${targets[@]}"; do
+    name=${t%%=*}; url=${t#*=}
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d1s "$url" >/dev/null 2>&1 || true   # warm-up
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url")
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+    p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
+    printf '%-18s %6s %12s %10s %10s %s\n' "$name" "$round" "$rps" "$p50" "$p99" "$errs"
+    printf '%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" >> "$results"
+  done
+done
+loaded_rss=$(rss)
+
+echo
+echo "medians over $ROUNDS rounds (wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, 1 KiB body):"
+python3 - "$results" <<'PY'
+import sys, statistics, collections
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    n, rps, p50, p99 = line.split("\t")
+    rows[n].append((float(rps), float(p50), float(p99)))
+med = {n: tuple(statistics.median(x[i] for x in v) for i in range(3)) for n, v in rows.items()}
+for n, (rps, p50, p99) in med.items():
+    print(f"  {n:<18} {rps:>12.0f} req/s   p50 {p50:7.3f} ms   p99 {p99:7.3f} ms")
+if "nginx" in med:
+    base = med["nginx"]
+    print("ratios to nginx proxy_pass (throughput higher is better; p99 lower is better):")
+    for n, (rps, p50, p99) in med.items():
+        if n in ("nginx", "direct"):
+            continue
+        print(f"  {n:<18} throughput {rps / base[0]:.2f}x   p99 {p99 / base[2]:.2f}x")
+PY
+echo "perfproxy RSS: idle ${idle_rss} KiB, after load ${loaded_rss} KiB"

@@ -17,16 +17,23 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
     if path.len() == health.len() + 5 && path.starts_with(health) && path.ends_with("/live") {
         return Some(match *req.method() {
             Method::GET | Method::HEAD => json(StatusCode::OK, r#"{"status":"live"}"#),
-            _ => json(StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"method_not_allowed"}"#),
+            _ => json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                r#"{"error":"method_not_allowed"}"#,
+            ),
         });
     }
-    client.admin_only.then(|| json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#))
+    client
+        .admin_only
+        .then(|| json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#))
 }
 
 fn json(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }

@@ -26,7 +26,10 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Empty => Poll::Ready(None),
@@ -53,14 +56,20 @@ impl Body for RequestBody {
 pub enum ProxyBody {
     /// The upstream's body, streamed; its connection returns to the pool
     /// once the body has been read to the end.
-    Upstream { body: Incoming, lease: Option<Lease> },
+    Upstream {
+        body: Incoming,
+        lease: Option<Lease>,
+    },
     /// A body perfproxy produced (errors, its own endpoints).
     Full(Option<Bytes>),
 }
 
 impl ProxyBody {
     pub fn upstream(body: Incoming, lease: Lease) -> ProxyBody {
-        let mut b = ProxyBody::Upstream { body, lease: Some(lease) };
+        let mut b = ProxyBody::Upstream {
+            body,
+            lease: Some(lease),
+        };
         b.release_if_done();
         b
     }
@@ -94,7 +103,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         match this {
             ProxyBody::Upstream { body, lease } => {

@@ -27,7 +27,10 @@ pub fn url(u: &str) -> String {
 mod tests {
     #[test]
     fn passwords_are_masked() {
-        assert_eq!(super::url("postgres://u:p@h:5/db?x=1"), "postgres://u:***@h:5/db?x=1");
+        assert_eq!(
+            super::url("postgres://u:p@h:5/db?x=1"),
+            "postgres://u:***@h:5/db?x=1"
+        );
         assert_eq!(super::url("redis://:pw@h"), "redis://:***@h");
         assert_eq!(super::url("redis://h:6379"), "redis://h:6379");
         assert_eq!(super::url("postgres://u@h/db"), "postgres://u@h/db");

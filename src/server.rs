@@ -11,6 +11,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,13 +40,20 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the configured addresses (backlog 1024, `SO_REUSEADDR`).
     pub fn bind(config: &Config) -> io::Result<Listeners> {
-        Ok(Listeners { proxy: bind(config.listen)?, admin: config.admin_listen.map(bind).transpose()? })
+        Ok(Listeners {
+            proxy: bind(config.listen)?,
+            admin: config.admin_listen.map(bind).transpose()?,
+        })
     }
 }
 
 /// Binds one listening socket.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -60,7 +68,11 @@ struct Accepted {
 }
 
 /// Serves until `shutdown` resolves, then drains and returns.
-pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let grace = config.shutdown_grace;
     let workers = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -81,13 +93,28 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     }
     info!(listen = %listeners.proxy.local_addr()?, upstream = %shared.config.settings.upstream, workers, "perfproxy serving");
 
-    let queues = Rc::new(queues);
-    let next = Rc::new(Cell::new(0usize));
+    let queues = Arc::new(queues);
+    let next = Arc::new(AtomicUsize::new(0));
     let proxy_limit = Arc::new(Semaphore::new(shared.config.max_connections));
-    let proxy = accept_loop(listeners.proxy, false, proxy_limit, queues.clone(), next.clone());
+    let proxy = accept_loop(
+        listeners.proxy,
+        false,
+        proxy_limit,
+        queues.clone(),
+        next.clone(),
+    );
     let admin = async {
         match listeners.admin {
-            Some(l) => accept_loop(l, true, Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)), queues.clone(), next.clone()).await,
+            Some(l) => {
+                accept_loop(
+                    l,
+                    true,
+                    Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
+                    queues.clone(),
+                    next.clone(),
+                )
+                .await
+            }
             None => std::future::pending().await,
         }
     };
@@ -98,8 +125,12 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     }
     let _ = stop_tx.send(true);
     drop(queues);
-    let joined = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())));
-    if tokio::time::timeout(grace + Duration::from_secs(1), joined).await.is_err() {
+    let joined =
+        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())));
+    if tokio::time::timeout(grace + Duration::from_secs(1), joined)
+        .await
+        .is_err()
+    {
         warn!("workers did not stop within the grace period");
     }
     info!("stopped");
@@ -110,11 +141,15 @@ async fn accept_loop(
     listener: TcpListener,
     admin: bool,
     limit: Arc<Semaphore>,
-    queues: Rc<Vec<mpsc::UnboundedSender<Accepted>>>,
-    next: Rc<Cell<usize>>,
+    queues: Arc<Vec<mpsc::UnboundedSender<Accepted>>>,
+    next: Arc<AtomicUsize>,
 ) {
     loop {
-        let permit = limit.clone().acquire_owned().await.expect("the connection semaphore is never closed");
+        let permit = limit
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -132,15 +167,26 @@ async fn accept_loop(
                 continue;
             }
         };
-        let i = next.get();
-        next.set((i + 1) % queues.len());
-        if queues[i].send(Accepted { stream, peer, admin, _permit: permit }).is_err() {
+        let i = next.fetch_add(1, Ordering::Relaxed) % queues.len();
+        if queues[i]
+            .send(Accepted {
+                stream,
+                peer,
+                admin,
+                _permit: permit,
+            })
+            .is_err()
+        {
             return;
         }
     }
 }
 
-fn worker_main(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<Accepted>, stop: watch::Receiver<bool>) {
+fn worker_main(
+    shared: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Accepted>,
+    stop: watch::Receiver<bool>,
+) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -156,12 +202,16 @@ struct Open {
     closed: Notify,
 }
 
-async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accepted>, mut stop: watch::Receiver<bool>) {
+async fn serve_worker(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Accepted>,
+    mut stop: watch::Receiver<bool>,
+) {
     let config = &shared.config;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_bytes)
+        .max_header_size(config.max_header_bytes)
         .keep_alive(true);
     let http = Rc::new(http);
     let grace = config.shutdown_grace;
@@ -186,7 +236,10 @@ async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accep
         }
     };
     if tokio::time::timeout(grace, drained).await.is_err() {
-        warn!(open = open.count.get(), "grace period over: closing connections still open");
+        warn!(
+            open = open.count.get(),
+            "grace period over: closing connections still open"
+        );
     }
 }
 
@@ -197,13 +250,25 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
     open: Rc<Open>,
 ) {
-    let Accepted { stream, peer, admin, _permit } = accepted;
+    let Accepted {
+        stream,
+        peer,
+        admin,
+        _permit,
+    } = accepted;
     match TcpStream::from_std(stream) {
         Ok(stream) => {
-            let ip = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
-            let client = Rc::new(Client { worker, ip, admin_only: admin });
+            let ip = HeaderValue::from_str(&peer.ip().to_string())
+                .expect("an IP address is a valid header value");
+            let client = Rc::new(Client {
+                worker,
+                ip,
+                admin_only: admin,
+            });
             let service = service_fn(move |req| crate::proxy::handle(client.clone(), req));
-            let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+            let conn = http
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             tokio::pin!(conn);
             let mut stopping = *stop.borrow();
             if stopping {

@@ -24,7 +24,11 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
         let routes = RouteTable::new(config.routes.clone(), config.max_routes);
-        Arc::new(Shared { config, routes, started: Instant::now() })
+        Arc::new(Shared {
+            config,
+            routes,
+            started: Instant::now(),
+        })
     }
 }
 
@@ -39,7 +43,11 @@ pub struct Worker {
 impl Worker {
     pub fn new(shared: Arc<Shared>) -> Rc<Worker> {
         let upstream = UpstreamPool::new(shared.config.upstream.clone());
-        Rc::new(Worker { shared, upstream, route_cache: RefCell::default() })
+        Rc::new(Worker {
+            shared,
+            upstream,
+            route_cache: RefCell::default(),
+        })
     }
 }
 

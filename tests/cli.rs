@@ -1,0 +1,299 @@
+//! The binary as operators run it: bad configuration exits 2 with one line
+//! naming the key; check-config; SIGTERM drains in-flight requests and exits 0;
+//! large bodies stream through in bounded memory.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_file(text: &str) -> String {
+    let p = std::env::temp_dir().join(format!("pp-cli-{}.toml", fastrand::u64(..)));
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_the_key() {
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--config".into(), temp_file("lisen = \"127.0.0.1:1\"\n")],
+            vec![],
+            "lisen",
+        ),
+        (
+            vec![
+                "--config".into(),
+                temp_file("[cache]\nmemory_bytes = \"lots\"\n"),
+            ],
+            vec![],
+            "cache.memory_bytes",
+        ),
+        (
+            vec!["--config".into(), temp_file("[alerts]\nerror_rate = 7.5\n")],
+            vec![],
+            "alerts.error_rate",
+        ),
+        (
+            vec![
+                "--config".into(),
+                temp_file("[[routes]]\npattern = \"users/:id\"\n"),
+            ],
+            vec![],
+            "routes[0].pattern",
+        ),
+        (
+            vec!["--config".into(), "/nonexistent/perfproxy.toml".into()],
+            vec![],
+            "--config",
+        ),
+        (
+            vec!["--config".into(), temp_file("listen = [\n")],
+            vec![],
+            "listen",
+        ),
+        (
+            vec!["--upstream".into(), "https://secure".into()],
+            vec![],
+            "--upstream",
+        ),
+        (
+            vec![],
+            vec![("PERFPROXY_LISTEN", "localhost")],
+            "PERFPROXY_LISTEN",
+        ),
+        (
+            vec![],
+            vec![("DATABASE_POOL_SIZE", "ten")],
+            "DATABASE_POOL_SIZE",
+        ),
+        (
+            vec![],
+            vec![("PERFORMANCE_MONITORING_ENABLED", "maybe")],
+            "PERFORMANCE_MONITORING_ENABLED",
+        ),
+        (
+            vec![],
+            vec![("SLOW_REQUEST_THRESHOLD", "2s")],
+            "SLOW_REQUEST_THRESHOLD",
+        ),
+        (
+            vec![],
+            vec![("DATABASE_URL", "mysql://u:hunter2@db/app")],
+            "DATABASE_URL",
+        ),
+    ];
+    for (args, env, key) in cases {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stdout, stderr) = run(&argv, &env);
+        assert_eq!(code, 2, "{argv:?} {env:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
+        assert!(stderr.contains(key), "{key} not named: {stderr}");
+        assert!(stdout.is_empty());
+        assert!(!stderr.contains("hunter2"), "secret printed: {stderr}");
+    }
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration() {
+    let file = temp_file("upstream = \"http://10.1.2.3:8080\"\n[cache]\nmemory_bytes = 1024\n");
+    let (code, stdout, stderr) = run(
+        &["check-config", "--config", &file],
+        &[
+            ("PERFPROXY_LISTEN", "0.0.0.0:9000"),
+            ("PERFPROXY_ADMIN_TOKEN", "sekrit"),
+            ("CACHE_TTL_DEFAULT", "60"),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let effective: toml::Value = toml::from_str(&stdout).expect("check-config prints TOML");
+    assert_eq!(
+        effective["listen"].as_str(),
+        Some("0.0.0.0:9000"),
+        "env beats file and defaults"
+    );
+    assert_eq!(effective["upstream"].as_str(), Some("http://10.1.2.3:8080"));
+    assert_eq!(effective["cache"]["memory_bytes"].as_integer(), Some(1024));
+    assert_eq!(
+        effective["cache"]["default_ttl_ms"].as_integer(),
+        Some(60_000)
+    );
+    assert!(!stdout.contains("sekrit"));
+    // Flags beat the environment.
+    let (_, stdout, _) = run(
+        &["check-config", "--listen", "127.0.0.1:7"],
+        &[("PERFPROXY_LISTEN", "0.0.0.0:9000")],
+    );
+    assert!(stdout.contains("listen = \"127.0.0.1:7\""), "{stdout}");
+}
+
+#[test]
+fn help_documents_every_flag_and_its_variable() {
+    let (code, stdout, _) = run(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for name in [
+        "--listen",
+        "PERFPROXY_LISTEN",
+        "--upstream",
+        "PERFPROXY_UPSTREAM",
+        "--admin-listen",
+        "PERFPROXY_ADMIN_LISTEN",
+        "REDIS_URL",
+        "DATABASE_URL",
+        "DATABASE_POOL_SIZE",
+        "CACHE_TTL_DEFAULT",
+        "PERFORMANCE_MONITORING_ENABLED",
+        "SLOW_QUERY_THRESHOLD",
+        "SLOW_REQUEST_THRESHOLD",
+        "PERFPROXY_ADMIN_TOKEN",
+        "--config",
+        "check-config",
+    ] {
+        assert!(stdout.contains(name), "--help lacks {name}");
+    }
+}
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(upstream: &str, port: u16, extra: &[&str]) -> Child {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["--listen", listen.as_str(), "--upstream", upstream];
+    args.extend_from_slice(extra);
+    Child(
+        Command::new(binary())
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn rss_kib(child: &Child) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let up = spawn_upstream().await;
+    let port = free_port();
+    let mut child = start(&up.url(), port, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/health/live"), 10).await;
+    let slow = tokio::spawn({
+        let url = format!("{base}/delay/800");
+        async move { get(&url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    signal(&child, "-TERM");
+    // New connections are refused soon after the signal...
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "still accepting after SIGTERM"
+    );
+    // ...while the in-flight request completes.
+    let a = slow.await.unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.text(), "slept 800");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = child.0.wait().unwrap();
+        std::mem::forget(child);
+        s
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "drain took {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_gigabyte_streams_through_in_bounded_memory() {
+    let up = spawn_upstream().await;
+    let port = free_port();
+    let child = start(&up.url(), port, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/health/live"), 10).await;
+    let idle = rss_kib(&child);
+
+    // Download 1 GiB, sampling the proxy's RSS as it flows.
+    let resp = client()
+        .get(format!("{base}/big/{}", 1u64 << 30).parse().unwrap())
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let (mut got, mut peak) = (0u64, 0u64);
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        got += frame.unwrap().data_ref().map_or(0, |d| d.len() as u64);
+        if got % (64 << 20) < 65536 {
+            peak = peak.max(rss_kib(&child));
+        }
+    }
+    assert_eq!(got, 1 << 30);
+    // Upload 1 GiB with curl (chunked, from a generator) and let the upstream count it.
+    let curl = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 1073741824 /dev/zero | curl -sS -X POST -T - {base}/sink"
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(120), curl.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    peak = peak.max(rss_kib(&child));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        (1u64 << 30).to_string()
+    );
+    assert!(
+        peak < idle + 32 * 1024,
+        "RSS grew from {idle} KiB to {peak} KiB while streaming"
+    );
+}

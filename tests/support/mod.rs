@@ -1,0 +1,388 @@
+//! Test support: a real upstream on an ephemeral port that records what it
+//! receives, perfproxy in-process (or as its real binary) in front of it, and
+//! a raw-socket client for byte-exact requests.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The test upstream and what it has seen.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Requests whose handler was dropped before it answered (client went away).
+    pub cancelled: Arc<AtomicUsize>,
+    /// Feeds `/stream`: each message becomes one body chunk; dropping ends the body.
+    pub stream_feed: Arc<Mutex<Option<mpsc::Receiver<Bytes>>>>,
+}
+
+impl Upstream {
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+struct CancelGuard(Arc<AtomicUsize>, bool);
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn full(status: u16, body: impl Into<Bytes>) -> Response<BoxBody> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r
+}
+
+async fn upstream_handle(
+    up: Upstream,
+    req: Request<Incoming>,
+) -> Result<Response<BoxBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/ws" {
+        return Ok(websocket(req));
+    }
+    if path == "/sink" {
+        // Counts a (possibly huge) body without keeping it.
+        let mut body = req.into_body();
+        let mut n: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
+                Err(_) => return Ok(full(400, "broken body")),
+            }
+        }
+        return Ok(full(200, n.to_string()));
+    }
+    if path == "/first" {
+        // Answers with the first chunk of the body, leaving the rest unread.
+        let mut body = req.into_body();
+        let first = match body.frame().await {
+            Some(Ok(f)) => f.into_data().unwrap_or_default(),
+            _ => Bytes::new(),
+        };
+        return Ok(full(200, first));
+    }
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::from_static(b"<broken body>"),
+    };
+    up.seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    let mut guard = CancelGuard(up.cancelled.clone(), false);
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let resp = match segs.as_slice() {
+        ["delay", ms] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+            full(200, format!("slept {ms}"))
+        }
+        ["status", code] => full(code.parse().unwrap(), format!("status {code}")),
+        ["echo"] => full(200, body),
+        ["hop"] => {
+            let mut r = full(200, "hop");
+            let h = r.headers_mut();
+            h.insert("connection", "x-internal".parse().unwrap());
+            h.insert("x-internal", "secret".parse().unwrap());
+            h.insert("keep-alive", "timeout=5".parse().unwrap());
+            h.insert("proxy-connection", "keep-alive".parse().unwrap());
+            h.insert("x-kept", "yes".parse().unwrap());
+            r
+        }
+        ["close"] => {
+            let mut r = full(200, "closing");
+            r.headers_mut()
+                .insert("connection", "close".parse().unwrap());
+            r
+        }
+        ["big", n] => {
+            let total: usize = n.parse().unwrap();
+            let chunk = Bytes::from(vec![b'z'; 64 * 1024]);
+            let stream = futures_util::stream::unfold(0usize, move |sent| {
+                let chunk = chunk.clone();
+                async move {
+                    if sent >= total {
+                        return None;
+                    }
+                    let len = chunk.len().min(total - sent);
+                    Some((
+                        Ok::<_, Infallible>(Frame::data(chunk.slice(..len))),
+                        sent + len,
+                    ))
+                }
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(stream)))
+        }
+        ["stream"] => {
+            let rx = up
+                .stream_feed
+                .lock()
+                .unwrap()
+                .take()
+                .expect("stream feed set by the test");
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(stream)))
+        }
+        _ => full(200, "ok"),
+    };
+    guard.1 = true;
+    Ok(resp)
+}
+
+fn websocket(mut req: Request<Incoming>) -> Response<BoxBody> {
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .cloned()
+        .expect("client sends a key");
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = on_upgrade.await.expect("upgrade completes");
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() || msg.is_binary() {
+                if ws.send(msg).await.is_err() {
+                    break;
+                }
+            } else if msg.is_close() {
+                break;
+            }
+        }
+    });
+    let mut r = full(101, "");
+    let h = r.headers_mut();
+    h.insert("connection", "upgrade".parse().unwrap());
+    h.insert("upgrade", "websocket".parse().unwrap());
+    h.insert(
+        "sec-websocket-accept",
+        derive_accept_key(key.as_bytes()).parse().unwrap(),
+    );
+    r
+}
+
+/// Starts the test upstream on 127.0.0.1:0.
+pub async fn spawn_upstream() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = Upstream {
+        addr: listener.local_addr().unwrap(),
+        connections: Arc::default(),
+        seen: Arc::default(),
+        cancelled: Arc::default(),
+        stream_feed: Arc::default(),
+    };
+    let state = up.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                break;
+            };
+            state.connections.fetch_add(1, Ordering::SeqCst);
+            let st = state.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| upstream_handle(st.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    up
+}
+
+/// perfproxy running in this process.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Proxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+    /// Stops it the way SIGTERM does and waits until it has drained.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts perfproxy in-process on 127.0.0.1:0 with these extra arguments.
+pub async fn spawn_proxy(upstream: &str, args: &[&str]) -> Proxy {
+    let mut argv = vec![
+        "perfproxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+    ];
+    argv.extend_from_slice(args);
+    let config = match perfproxy::config::from_args(argv) {
+        Ok(inv) => inv.config,
+        Err(e) => panic!("bad test config: {e}"),
+    };
+    let listeners = perfproxy::server::Listeners::bind(&config).unwrap();
+    let addr = listeners.proxy.local_addr().unwrap();
+    let admin = listeners.admin.as_ref().map(|l| l.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(perfproxy::server::run(listeners, config, async move {
+        let _ = rx.await;
+    }));
+    Proxy {
+        addr,
+        admin,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// A pooled HTTP/1.1 client for ordinary requests.
+pub fn client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// A simple response, body collected.
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends one request and collects the answer.
+pub async fn send(req: Request<Full<Bytes>>) -> Answer {
+    let resp = client().request(req).await.expect("request answered");
+    let (parts, body) = resp.into_parts();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+pub async fn get(url: &str) -> Answer {
+    send(Request::get(url).body(Full::default()).unwrap()).await
+}
+
+/// Writes raw bytes on a fresh connection and reads until the peer closes
+/// or `wait` passes without data. Returns what was read and whether the
+/// peer closed.
+pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    read_until_quiet(&mut s, wait).await
+}
+
+pub async fn read_until_quiet(s: &mut TcpStream, wait: Duration) -> (String, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match tokio::time::timeout(wait, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into_owned(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
+        }
+    }
+}
+
+/// Path of the built binary.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_perfproxy")
+}
+
+/// A free port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `url` answers 200, or panics after `secs`.
+pub async fn wait_ready(url: &str, secs: u64) {
+    for _ in 0..secs * 20 {
+        if let Ok(Ok(resp)) = tokio::time::timeout(
+            Duration::from_millis(500),
+            client().get(url.parse().unwrap()),
+        )
+        .await
+        {
+            if resp.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never became ready");
+}

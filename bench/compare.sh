@@ -4,6 +4,8 @@
 #   bench/compare.sh                 # 3 rounds x 10 s per target, 50 connections
 #   ROUNDS=5 DURATION=15 CONNECTIONS=100 bench/compare.sh
 #   PERFPROXY_ARGS="--performance-monitoring-enabled false" bench/compare.sh
+#   VARIANT_ARGS="--config /tmp/one-worker.toml" bench/compare.sh   # a second perfproxy, same run
+#   VARIANT_BIN=/tmp/perfproxy-before VARIANT_ARGS=" " bench/compare.sh  # another build, same run
 #
 # Targets, alternated within each round so drift on this noisy 2-core machine
 # hits them alike: the upstream directly (an nginx serving a 1 KiB body),
@@ -86,11 +88,20 @@ nginx -c "$work/ngx.conf"
 RUST_LOG=warn ./target/release/perfproxy --listen "127.0.0.1:$PP_PORT" --upstream "http://127.0.0.1:$UP_PORT" ${PERFPROXY_ARGS:-} &
 pp=$!
 pids+=("$pp")
-for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$PP_PORT$PATH_UNDER_TEST" && break; sleep 0.1; done
+VARIANT_PORT=$((PP_PORT + 1))
+if [ -n "${VARIANT_ARGS:-}" ]; then
+  # shellcheck disable=SC2086
+  RUST_LOG=warn "${VARIANT_BIN:-./target/release/perfproxy}" --listen "127.0.0.1:$VARIANT_PORT" --upstream "http://127.0.0.1:$UP_PORT" $VARIANT_ARGS &
+  pids+=("$!")
+fi
+for port in "$PP_PORT" ${VARIANT_ARGS:+"$VARIANT_PORT"}; do
+  for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port$PATH_UNDER_TEST" && break; sleep 0.1; done
+done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$pp/status"; }
 idle_rss=$(rss)
 
 targets=("direct=http://127.0.0.1:$UP_PORT$PATH_UNDER_TEST" "nginx=http://127.0.0.1:$NGX_PORT$PATH_UNDER_TEST" "perfproxy=http://127.0.0.1:$PP_PORT$PATH_UNDER_TEST")
+[ -n "${VARIANT_ARGS:-}" ] && targets+=("variant=http://127.0.0.1:$VARIANT_PORT$PATH_UNDER_TEST")
 for extra in $EXTRA_TARGETS; do targets+=("${extra%%=*}=http://127.0.0.1:$PP_PORT${extra#*=}"); done
 
 # wrk latency figures → milliseconds

@@ -6,13 +6,16 @@
 //! shutdown the acceptor stops, each worker asks its connections to finish
 //! their in-flight request and close, and waits up to `shutdown_grace`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -75,7 +78,8 @@ pub async fn run(
 ) -> io::Result<()> {
     let grace = config.shutdown_grace;
     let workers = match config.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // A sidecar shares its pod's CPUs with the app: half the cores, at least one.
+        0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
         n => n,
     };
     let shared = Shared::new(config);
@@ -192,14 +196,30 @@ fn worker_main(
         .build()
         .expect("a current-thread runtime can be built on a fresh thread");
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, serve_worker(shared, rx, stop));
+    // LocalSet polls its main future on every tick: keep that future a cheap
+    // JoinHandle and do the work in a task of its own.
+    local.block_on(&rt, async move {
+        let _ = tokio::task::spawn_local(serve_worker(shared, rx, stop)).await;
+    });
 }
 
-/// Counts a worker's open connections so shutdown can wait for them.
+/// A worker's open connections: counted, and wakeable when it drains.
 #[derive(Default)]
-struct Open {
-    count: Cell<usize>,
+struct Drain {
+    stopping: Cell<bool>,
+    open: Cell<usize>,
+    next_id: Cell<u64>,
+    wakers: RefCell<HashMap<u64, Waker>>,
     closed: Notify,
+}
+
+impl Drain {
+    fn begin(&self) {
+        self.stopping.set(true);
+        for (_, waker) in self.wakers.borrow_mut().drain() {
+            waker.wake();
+        }
+    }
 }
 
 async fn serve_worker(
@@ -216,30 +236,76 @@ async fn serve_worker(
     let http = Rc::new(http);
     let grace = config.shutdown_grace;
     let worker = Worker::new(shared.clone());
-    let open = Rc::new(Open::default());
+    let drain = Rc::new(Drain::default());
     loop {
         tokio::select! {
             biased;
             _ = stop.changed() => break,
             accepted = rx.recv() => match accepted {
                 Some(a) => {
-                    open.count.set(open.count.get() + 1);
-                    tokio::task::spawn_local(serve_connection(worker.clone(), a, http.clone(), stop.clone(), open.clone()));
+                    drain.open.set(drain.open.get() + 1);
+                    tokio::task::spawn_local(serve_connection(worker.clone(), a, http.clone(), drain.clone()));
                 }
                 None => break,
             },
         }
     }
+    drain.begin();
     let drained = async {
-        while open.count.get() > 0 {
-            open.closed.notified().await;
+        while drain.open.get() > 0 {
+            drain.closed.notified().await;
         }
     };
     if tokio::time::timeout(grace, drained).await.is_err() {
         warn!(
-            open = open.count.get(),
+            open = drain.open.get(),
             "grace period over: closing connections still open"
         );
+    }
+}
+
+/// A client connection that finishes its in-flight request and closes once
+/// its worker drains. Costs one `Cell` read per poll.
+struct DrainableConnection<C> {
+    conn: Pin<Box<C>>,
+    drain: Rc<Drain>,
+    id: u64,
+    registered: bool,
+    closing: bool,
+}
+
+type ServerConnection<S> = hyper::server::conn::http1::UpgradeableConnection<TokioIo<TcpStream>, S>;
+
+impl<S> Future for DrainableConnection<ServerConnection<S>>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Output = hyper::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.drain.stopping.get() {
+            if !this.closing {
+                this.closing = true;
+                this.conn.as_mut().graceful_shutdown();
+            }
+        } else if !this.registered {
+            this.registered = true;
+            this.drain
+                .wakers
+                .borrow_mut()
+                .insert(this.id, cx.waker().clone());
+        }
+        this.conn.as_mut().poll(cx)
+    }
+}
+
+impl<C> Drop for DrainableConnection<C> {
+    fn drop(&mut self) {
+        self.drain.wakers.borrow_mut().remove(&self.id);
     }
 }
 
@@ -247,8 +313,7 @@ async fn serve_connection(
     worker: Rc<Worker>,
     accepted: Accepted,
     http: Rc<http1::Builder>,
-    mut stop: watch::Receiver<bool>,
-    open: Rc<Open>,
+    drain: Rc<Drain>,
 ) {
     let Accepted {
         stream,
@@ -269,28 +334,21 @@ async fn serve_connection(
             let conn = http
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            tokio::pin!(conn);
-            let mut stopping = *stop.borrow();
-            if stopping {
-                conn.as_mut().graceful_shutdown();
-            }
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            debug!(error = %e, %peer, "client connection ended");
-                        }
-                        break;
-                    }
-                    _ = stop.changed(), if !stopping => {
-                        stopping = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
+            let id = drain.next_id.get();
+            drain.next_id.set(id + 1);
+            let conn = DrainableConnection {
+                conn: Box::pin(conn),
+                drain: drain.clone(),
+                id,
+                registered: false,
+                closing: false,
+            };
+            if let Err(e) = conn.await {
+                debug!(error = %e, %peer, "client connection ended");
             }
         }
         Err(e) => warn!(error = %e, "could not register a connection"),
     }
-    open.count.set(open.count.get() - 1);
-    open.closed.notify_one();
+    drain.open.set(drain.open.get() - 1);
+    drain.closed.notify_one();
 }

@@ -19,7 +19,7 @@ pub struct Settings {
     pub max_header_bytes: u64,
     pub max_connections: u64,
     pub max_routes: u64,
-    /// Worker threads serving traffic; 0 means one per CPU core.
+    /// Worker threads serving traffic; 0 means half the CPU cores, at least one.
     pub workers: u64,
     pub monitoring_enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Makes sure the services the tests use are up on this machine: Redis on
+# 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 with trust auth. Installs
+# them from Debian's packages when missing, starts them when stopped.
+# Source it, or run it: scripts/services.sh
+set -euo pipefail
+
+apt_ready=""
+apt_install() {
+  if [ -z "$apt_ready" ]; then
+    apt-get update -qq >/dev/null
+    apt_ready=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_redis() {
+  if command -v redis-cli >/dev/null && [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; then
+    return
+  fi
+  command -v redis-server >/dev/null || { echo "services: installing redis-server" >&2; apt_install redis-server; }
+  echo "services: starting redis on 127.0.0.1:6379" >&2
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/perfproxy-tests.log
+  for _ in $(seq 50); do
+    [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ] && return
+    sleep 0.1
+  done
+  echo "services: redis did not start" >&2
+  return 1
+}
+
+pg_ok() { psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; }
+
+ensure_postgres() {
+  if command -v psql >/dev/null && pg_ok; then
+    return
+  fi
+  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    echo "services: installing postgresql" >&2
+    apt_install postgresql postgresql-contrib
+  fi
+  local version
+  version=$(ls /usr/lib/postgresql | sort -V | tail -n1)
+  if ! ls /etc/postgresql/"$version"/main >/dev/null 2>&1; then
+    pg_createcluster "$version" main -- --auth-host=trust --auth-local=trust >/dev/null
+  fi
+  local hba=/etc/postgresql/$version/main/pg_hba.conf
+  if ! grep -q "perfproxy-tests" "$hba"; then
+    # Trust on loopback, as on the development machines (tests only).
+    sed -i "1i host all all 127.0.0.1/32 trust # perfproxy-tests\nhost all all ::1/128 trust # perfproxy-tests\nlocal all all trust # perfproxy-tests" "$hba"
+  fi
+  echo "services: starting postgresql $version" >&2
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+    || pg_ctlcluster --skip-systemctl-redirect "$version" main reload 2>/dev/null || true
+  for _ in $(seq 100); do
+    pg_ok && return
+    sleep 0.1
+  done
+  echo "services: postgresql did not start" >&2
+  return 1
+}
+
+ensure_tools() {
+  command -v curl >/dev/null || apt_install curl
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  ensure_tools
+  ensure_redis
+  ensure_postgres
+  echo "services: redis and postgresql are up"
+fi

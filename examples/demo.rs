@@ -24,10 +24,7 @@ use tokio::net::TcpListener;
 fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        "content-type",
-        "application/json".parse().expect("static header"),
-    );
+    r.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
     r
 }
 
@@ -41,51 +38,26 @@ async fn backend(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infall
         (Method::GET, ["api", "users", id]) => {
             tokio::time::sleep(Duration::from_millis(fastrand::u64(2..30))).await;
             if fastrand::u8(..100) < 3 {
-                json(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    r#"{"error":"database timeout"}"#.into(),
-                )
+                json(StatusCode::INTERNAL_SERVER_ERROR, r#"{"error":"database timeout"}"#.into())
             } else {
-                json(
-                    StatusCode::OK,
-                    format!(r#"{{"id":"{id}","name":"User {id}","plan":"pro"}}"#),
-                )
+                json(StatusCode::OK, format!(r#"{{"id":"{id}","name":"User {id}","plan":"pro"}}"#))
             }
         }
         (Method::POST, ["api", "users"]) => {
             tokio::time::sleep(Duration::from_millis(fastrand::u64(10..60))).await;
-            json(
-                StatusCode::CREATED,
-                format!(r#"{{"id":{}}}"#, fastrand::u32(1000..9999)),
-            )
+            json(StatusCode::CREATED, format!(r#"{{"id":{}}}"#, fastrand::u32(1000..9999)))
         }
         (Method::GET, ["api", "certificates", id]) => {
             tokio::time::sleep(Duration::from_millis(fastrand::u64(20..80))).await;
-            let mut r = json(
-                StatusCode::OK,
-                format!(r#"{{"certificate":"{id}","valid":true}}"#),
-            );
-            r.headers_mut().insert(
-                "cache-control",
-                "public, max-age=30".parse().expect("static header"),
-            );
-            r.headers_mut().insert(
-                "etag",
-                format!("\"cert-{id}\"").parse().expect("ascii etag"),
-            );
+            let mut r = json(StatusCode::OK, format!(r#"{{"certificate":"{id}","valid":true}}"#));
+            r.headers_mut().insert("cache-control", "public, max-age=30".parse().expect("static header"));
+            r.headers_mut().insert("etag", format!("\"cert-{id}\"").parse().expect("ascii etag"));
             r
         }
         (Method::GET, ["api", "documents", "search"]) => {
-            let ms = if fastrand::u8(..100) < 5 {
-                fastrand::u64(2000..2600)
-            } else {
-                fastrand::u64(80..600)
-            };
+            let ms = if fastrand::u8(..100) < 5 { fastrand::u64(2000..2600) } else { fastrand::u64(80..600) };
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            json(
-                StatusCode::OK,
-                r#"{"results":[{"id":1,"title":"Quarterly report"}]}"#.into(),
-            )
+            json(StatusCode::OK, r#"{"results":[{"id":1,"title":"Quarterly report"}]}"#.into())
         }
         (Method::GET, ["api", "orders", _]) => {
             tokio::time::sleep(Duration::from_millis(fastrand::u64(5..40))).await;
@@ -103,13 +75,9 @@ async fn backend(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infall
 async fn serve_backend() -> SocketAddr {
     let listener = match TcpListener::bind("127.0.0.1:3000").await {
         Ok(l) => l,
-        Err(_) => TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("an ephemeral port is free"),
+        Err(_) => TcpListener::bind("127.0.0.1:0").await.expect("an ephemeral port is free"),
     };
-    let addr = listener
-        .local_addr()
-        .expect("bound listener has an address");
+    let addr = listener.local_addr().expect("bound listener has an address");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -124,22 +92,13 @@ async fn serve_backend() -> SocketAddr {
 
 /// One simulated client: a mix of the API's routes, forever.
 async fn traffic(proxy: SocketAddr) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
     loop {
         let (method, path) = match fastrand::u8(..100) {
             0..=39 => (Method::GET, format!("/api/users/{}", fastrand::u32(1..500))),
-            40..=64 => (
-                Method::GET,
-                format!("/api/certificates/{}", fastrand::u32(1..20)),
-            ),
-            65..=74 => (
-                Method::GET,
-                format!(
-                    "/api/documents/search?q=report&utm_source=demo{}",
-                    fastrand::u8(..9)
-                ),
-            ),
+            40..=64 => (Method::GET, format!("/api/certificates/{}", fastrand::u32(1..20))),
+            65..=74 => (Method::GET, format!("/api/documents/search?q=report&utm_source=demo{}", fastrand::u8(..9))),
             75..=89 => (
                 Method::GET,
                 format!(
@@ -166,11 +125,7 @@ async fn traffic(proxy: SocketAddr) {
 #[tokio::main]
 async fn main() {
     let backend = serve_backend().await;
-    let mut args = vec![
-        "perfproxy".to_string(),
-        "--upstream".into(),
-        format!("http://{backend}"),
-    ];
+    let mut args = vec!["perfproxy".to_string(), "--upstream".into(), format!("http://{backend}")];
     args.extend(std::env::args().skip(1));
     let invocation = match perfproxy::config::from_args(args) {
         Ok(inv) => inv,
@@ -181,12 +136,8 @@ async fn main() {
     };
     perfproxy::telemetry::init(invocation.log_format);
     let config = invocation.config;
-    let listeners =
-        perfproxy::server::Listeners::bind(&config).expect("the demo's listen address is free");
-    let proxy = listeners
-        .proxy
-        .local_addr()
-        .expect("bound listener has an address");
+    let listeners = perfproxy::server::Listeners::bind(&config).expect("the demo's listen address is free");
+    let proxy = listeners.proxy.local_addr().expect("bound listener has an address");
     println!("demo backend on http://{backend}");
     println!("perfproxy on   http://{proxy}   (try /health/live, /api/users/42)");
     println!("generating traffic through perfproxy; Ctrl-C to stop");

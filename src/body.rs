@@ -5,12 +5,16 @@
 //! they arrive.
 
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::metrics::Recorder;
+use crate::routes::RouteId;
 use crate::upstream::Lease;
 
 /// A body sent to the upstream.
@@ -26,10 +30,7 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Empty => Poll::Ready(None),
@@ -51,39 +52,56 @@ impl Body for RequestBody {
     }
 }
 
-/// A body sent to the client.
+/// A body sent to the client; when it completes (last frame sent, or
+/// dropped), its request's sample is recorded.
 #[derive(Debug)]
-pub enum ProxyBody {
+pub struct ProxyBody {
+    kind: Kind,
+    done: Option<Completion>,
+}
+
+#[derive(Debug)]
+enum Kind {
     /// The upstream's body, streamed; its connection returns to the pool
     /// once the body has been read to the end.
-    Upstream {
-        body: Incoming,
-        lease: Option<Lease>,
-    },
+    Upstream { body: Incoming, lease: Option<Lease> },
     /// A body perfproxy produced (errors, its own endpoints).
     Full(Option<Bytes>),
 }
 
+/// What to record when a response completes.
+#[derive(Debug)]
+pub struct Completion {
+    pub recorder: Rc<Recorder>,
+    pub route: RouteId,
+    pub status: u16,
+    pub started: Instant,
+}
+
 impl ProxyBody {
-    pub fn upstream(body: Incoming, lease: Lease) -> ProxyBody {
-        let mut b = ProxyBody::Upstream {
-            body,
-            lease: Some(lease),
-        };
+    /// The upstream's body; `lease` is its pooled connection, if any.
+    pub fn upstream(body: Incoming, lease: Option<Lease>) -> ProxyBody {
+        let mut b = ProxyBody { kind: Kind::Upstream { body, lease }, done: None };
         b.release_if_done();
         b
     }
 
     pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-        ProxyBody::Full(Some(bytes.into()))
+        ProxyBody { kind: Kind::Full(Some(bytes.into())), done: None }
     }
 
     pub fn empty() -> ProxyBody {
-        ProxyBody::Full(None)
+        ProxyBody { kind: Kind::Full(None), done: None }
+    }
+
+    /// Records `completion` once this body has been sent or dropped.
+    pub fn on_complete(mut self, completion: Completion) -> ProxyBody {
+        self.done = Some(completion);
+        self
     }
 
     fn release_if_done(&mut self) {
-        if let ProxyBody::Upstream { body, lease } = self {
+        if let Kind::Upstream { body, lease } = &mut self.kind {
             if body.is_end_stream() {
                 if let Some(lease) = lease.take() {
                     lease.release();
@@ -91,11 +109,18 @@ impl ProxyBody {
             }
         }
     }
+
+    fn complete(&mut self) {
+        if let Some(c) = self.done.take() {
+            c.recorder.finish(c.route, c.status, c.started);
+        }
+    }
 }
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         self.release_if_done();
+        self.complete();
     }
 }
 
@@ -103,13 +128,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        match this {
-            ProxyBody::Upstream { body, lease } => {
+        let polled = match &mut this.kind {
+            Kind::Upstream { body, lease } => {
                 let polled = Pin::new(body).poll_frame(cx);
                 if let Poll::Ready(None) = polled {
                     if let Some(lease) = lease.take() {
@@ -118,21 +140,25 @@ impl Body for ProxyBody {
                 }
                 polled
             }
-            ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        if let Poll::Ready(None) = polled {
+            this.complete();
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
-            ProxyBody::Full(b) => b.is_none(),
+        match &self.kind {
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Upstream { body, .. } => body.size_hint(),
-            ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        match &self.kind {
+            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }

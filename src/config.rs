@@ -14,8 +14,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 pub use settings::{
-    AlertSettings, CacheRule, CacheSettings, Endpoints, HealthSettings, HttpCheck, RouteRule,
-    Settings,
+    AlertSettings, CacheRule, CacheSettings, Endpoints, HealthSettings, HttpCheck, RouteRule, Settings,
 };
 pub use validate::{Config, UpstreamAddr};
 
@@ -35,30 +34,13 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL", env = "PERFPROXY_UPSTREAM")]
     pub upstream: Option<String>,
     /// Optional second listener serving only the admin endpoints
-    #[arg(
-        long,
-        global = true,
-        value_name = "ADDR",
-        env = "PERFPROXY_ADMIN_LISTEN"
-    )]
+    #[arg(long, global = true, value_name = "ADDR", env = "PERFPROXY_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
     /// Redis for the shared cache layer (unset: memory cache only)
-    #[arg(
-        long,
-        global = true,
-        value_name = "URL",
-        env = "REDIS_URL",
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, value_name = "URL", env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// The backend's PostgreSQL, watched (unset: database checks report "not configured")
-    #[arg(
-        long,
-        global = true,
-        value_name = "URL",
-        env = "DATABASE_URL",
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Connections perfproxy may hold to the database [default: 10]
     #[arg(long, global = true, value_name = "N", env = "DATABASE_POOL_SIZE")]
@@ -67,12 +49,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "SECONDS", env = "CACHE_TTL_DEFAULT")]
     pub cache_ttl_default: Option<String>,
     /// `false` turns recording off (pure proxy) [default: true]
-    #[arg(
-        long,
-        global = true,
-        value_name = "BOOL",
-        env = "PERFORMANCE_MONITORING_ENABLED"
-    )]
+    #[arg(long, global = true, value_name = "BOOL", env = "PERFORMANCE_MONITORING_ENABLED")]
     pub performance_monitoring_enabled: Option<String>,
     /// Milliseconds; a database query slower is "slow" [default: 1000]
     #[arg(long, global = true, value_name = "MS", env = "SLOW_QUERY_THRESHOLD")]
@@ -81,13 +58,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "MS", env = "SLOW_REQUEST_THRESHOLD")]
     pub slow_request_threshold: Option<String>,
     /// Bearer token for mutating admin calls (unset: they answer 403)
-    #[arg(
-        long,
-        global = true,
-        value_name = "TOKEN",
-        env = "PERFPROXY_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, value_name = "TOKEN", env = "PERFPROXY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Log line format (filter with RUST_LOG, default "info")
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PERFPROXY_LOG_FORMAT")]
@@ -118,16 +89,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(
-        key: impl Into<String>,
-        value: impl ToString,
-        expected: impl Into<String>,
-    ) -> Self {
-        ConfigError {
-            key: key.into(),
-            value: value.to_string(),
-            expected: expected.into(),
-        }
+    pub(crate) fn new(key: impl Into<String>, value: impl ToString, expected: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), value: value.to_string(), expected: expected.into() }
     }
 }
 
@@ -146,16 +109,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let matches = Cli::command()
-        .try_get_matches_from(args)
-        .map_err(|e| Box::new(LoadError::Usage(e)))?;
+    let matches = Cli::command().try_get_matches_from(args).map_err(|e| Box::new(LoadError::Usage(e)))?;
     let cli = Cli::from_arg_matches(&matches).map_err(|e| Box::new(LoadError::Usage(e)))?;
     let config = load(&cli, &matches).map_err(|e| Box::new(LoadError::Invalid(e)))?;
-    Ok(Invocation {
-        command: cli.command,
-        log_format: cli.log_format,
-        config,
-    })
+    Ok(Invocation { command: cli.command, log_format: cli.log_format, config })
 }
 
 /// Why a command line could not become a configuration.
@@ -171,13 +128,8 @@ pub enum LoadError {
 
 /// Reads the file named by `--config` (if any) into [`Settings`].
 pub fn read_file(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new(
-            "--config",
-            path.display(),
-            format!("a readable TOML file ({e})"),
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("--config", path.display(), format!("a readable TOML file ({e})")))?;
     parse_file(&text, path)
 }
 
@@ -204,10 +156,7 @@ pub fn parse_file(text: &str, path: &Path) -> Result<Settings, ConfigError> {
             None => path.display().to_string(),
         };
         let key = format!("{key} ({at})");
-        let snippet = inner
-            .span()
-            .map(|s| text[s].lines().next().unwrap_or("").trim().to_string())
-            .unwrap_or_default();
+        let snippet = inner.span().map(|s| text[s].lines().next().unwrap_or("").trim().to_string()).unwrap_or_default();
         ConfigError::new(key, snippet, message)
     })
 }
@@ -217,11 +166,10 @@ fn key_line(text: &str, name: &str) -> Option<usize> {
     if name.is_empty() || name.contains('[') {
         return None;
     }
-    let mut hits = text.lines().enumerate().filter(|(_, l)| {
-        l.trim_start()
-            .strip_prefix(name)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    });
+    let mut hits = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().strip_prefix(name).is_some_and(|rest| rest.trim_start().starts_with('=')));
     let (i, _) = hits.next()?;
     hits.next().is_none().then_some(i + 1)
 }
@@ -253,11 +201,7 @@ fn source_name(matches: &ArgMatches, id: &str, flag: &str, env: &str) -> String 
 
 /// Applies flags and variables over the file; returns which file keys they
 /// replaced, with the name each came by.
-fn apply_overrides(
-    s: &mut Settings,
-    cli: &Cli,
-    m: &ArgMatches,
-) -> Result<Vec<(&'static str, String)>, ConfigError> {
+fn apply_overrides(s: &mut Settings, cli: &Cli, m: &ArgMatches) -> Result<Vec<(&'static str, String)>, ConfigError> {
     let name = |id: &str, flag: &str, env: &str| source_name(m, id, flag, env);
     let mut overridden = Vec::new();
     if let Some(v) = &cli.listen {
@@ -266,17 +210,11 @@ fn apply_overrides(
     }
     if let Some(v) = &cli.upstream {
         s.upstream = v.clone();
-        overridden.push((
-            "upstream",
-            name("upstream", "--upstream", "PERFPROXY_UPSTREAM"),
-        ));
+        overridden.push(("upstream", name("upstream", "--upstream", "PERFPROXY_UPSTREAM")));
     }
     if let Some(v) = &cli.admin_listen {
         s.admin_listen = Some(v.clone());
-        overridden.push((
-            "admin_listen",
-            name("admin_listen", "--admin-listen", "PERFPROXY_ADMIN_LISTEN"),
-        ));
+        overridden.push(("admin_listen", name("admin_listen", "--admin-listen", "PERFPROXY_ADMIN_LISTEN")));
     }
     if let Some(v) = &cli.redis_url {
         s.redis_url = Some(v.clone());
@@ -284,33 +222,19 @@ fn apply_overrides(
     }
     if let Some(v) = &cli.database_url {
         s.database_url = Some(v.clone());
-        overridden.push((
-            "database_url",
-            name("database_url", "--database-url", "DATABASE_URL"),
-        ));
+        overridden.push(("database_url", name("database_url", "--database-url", "DATABASE_URL")));
     }
     if let Some(v) = &cli.admin_token {
         s.admin_token = Some(v.clone());
-        overridden.push((
-            "admin_token",
-            name("admin_token", "--admin-token", "PERFPROXY_ADMIN_TOKEN"),
-        ));
+        overridden.push(("admin_token", name("admin_token", "--admin-token", "PERFPROXY_ADMIN_TOKEN")));
     }
     if let Some(v) = &cli.database_pool_size {
-        let key = name(
-            "database_pool_size",
-            "--database-pool-size",
-            "DATABASE_POOL_SIZE",
-        );
+        let key = name("database_pool_size", "--database-pool-size", "DATABASE_POOL_SIZE");
         s.database_pool_size = parse_number(&key, v, "a whole number of connections")?;
         overridden.push(("database_pool_size", key));
     }
     if let Some(v) = &cli.cache_ttl_default {
-        let key = name(
-            "cache_ttl_default",
-            "--cache-ttl-default",
-            "CACHE_TTL_DEFAULT",
-        );
+        let key = name("cache_ttl_default", "--cache-ttl-default", "CACHE_TTL_DEFAULT");
         let secs = parse_number(&key, v, "a whole number of seconds")?;
         s.cache.default_ttl_ms = secs.saturating_mul(1000);
         overridden.push(("cache.default_ttl_ms", key));
@@ -324,20 +248,12 @@ fn apply_overrides(
         s.monitoring_enabled = parse_bool(&key, v)?;
     }
     if let Some(v) = &cli.slow_query_threshold {
-        let key = name(
-            "slow_query_threshold",
-            "--slow-query-threshold",
-            "SLOW_QUERY_THRESHOLD",
-        );
+        let key = name("slow_query_threshold", "--slow-query-threshold", "SLOW_QUERY_THRESHOLD");
         s.alerts.slow_query_ms = parse_number(&key, v, "a whole number of milliseconds")?;
         overridden.push(("alerts.slow_query_ms", key));
     }
     if let Some(v) = &cli.slow_request_threshold {
-        let key = name(
-            "slow_request_threshold",
-            "--slow-request-threshold",
-            "SLOW_REQUEST_THRESHOLD",
-        );
+        let key = name("slow_request_threshold", "--slow-request-threshold", "SLOW_REQUEST_THRESHOLD");
         s.alerts.slow_request_ms = parse_number(&key, v, "a whole number of milliseconds")?;
         overridden.push(("alerts.slow_request_ms", key));
     }
@@ -345,10 +261,7 @@ fn apply_overrides(
 }
 
 fn parse_number(key: &str, value: &str, expected: &str) -> Result<u64, ConfigError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| ConfigError::new(key, format!("{value:?}"), expected))
+    value.trim().parse().map_err(|_| ConfigError::new(key, format!("{value:?}"), expected))
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -386,14 +299,7 @@ mod tests {
 
     #[test]
     fn flags_override_and_bad_flags_are_named() {
-        let inv = from_args([
-            "perfproxy",
-            "--listen",
-            "0.0.0.0:8080",
-            "--slow-request-threshold",
-            "150",
-        ])
-        .unwrap();
+        let inv = from_args(["perfproxy", "--listen", "0.0.0.0:8080", "--slow-request-threshold", "150"]).unwrap();
         assert_eq!(inv.config.listen.to_string(), "0.0.0.0:8080");
         assert_eq!(inv.config.settings.alerts.slow_request_ms, 150);
         let e = invalid(&["perfproxy", "--slow-query-threshold", "soon"]);

@@ -41,21 +41,14 @@ impl ProxyError {
         let status = self.status();
         let (code, detail): (&str, String) = match &self {
             ProxyError::BadRequest(why) => ("bad_request", (*why).to_string()),
-            ProxyError::ClientBody(_) => (
-                "bad_request",
-                "the request body was malformed or cut off".into(),
-            ),
+            ProxyError::ClientBody(_) => ("bad_request", "the request body was malformed or cut off".into()),
             ProxyError::BadGateway(UpstreamError::Connect(_)) => {
                 ("bad_gateway", "the upstream refused the connection".into())
             }
-            ProxyError::BadGateway(_) => (
-                "bad_gateway",
-                "the upstream closed or reset the connection".into(),
-            ),
-            ProxyError::GatewayTimeout(t) => (
-                "gateway_timeout",
-                format!("the upstream did not answer within {} ms", t.as_millis()),
-            ),
+            ProxyError::BadGateway(_) => ("bad_gateway", "the upstream closed or reset the connection".into()),
+            ProxyError::GatewayTimeout(t) => {
+                ("gateway_timeout", format!("the upstream did not answer within {} ms", t.as_millis()))
+            }
         };
         let body = serde_json::json!({ "error": code, "detail": detail }).to_string();
         let mut resp = Response::new(ProxyBody::full(body));

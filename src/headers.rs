@@ -20,9 +20,7 @@ const HTTP: HeaderValue = HeaderValue::from_static("http");
 /// (`Connection: upgrade` and an `Upgrade` header), e.g. a WebSocket.
 pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
     let upgrade = headers.get(header::UPGRADE)?;
-    connection_tokens(headers)
-        .any(|t| t.eq_ignore_ascii_case("upgrade"))
-        .then(|| upgrade.clone())
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade")).then(|| upgrade.clone())
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -38,22 +36,16 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Removes every hop-by-hop header, including those `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
+        let named: Vec<HeaderName> =
+            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
         for name in named {
             headers.remove(name);
         }
         headers.remove(header::CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
+    for name in
+        [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE]
+    {
         if headers.contains_key(name) {
             headers.remove(name);
         }
@@ -63,11 +55,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Prepares a client's request headers for the upstream: hop-by-hop and
 /// framing headers out (hyper frames the body it actually sends), forwarding
 /// headers in. `client_ip` is the peer address, rendered once per connection.
-pub fn prepare_request(
-    headers: &mut HeaderMap,
-    client_ip: &HeaderValue,
-    upgrade: Option<HeaderValue>,
-) {
+pub fn prepare_request(headers: &mut HeaderMap, client_ip: &HeaderValue, upgrade: Option<HeaderValue>) {
     strip_hop_by_hop(headers);
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::EXPECT);
@@ -123,10 +111,7 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -147,15 +132,9 @@ mod tests {
             ("accept", "*/*"),
         ]);
         prepare_request(&mut h, &HeaderValue::from_static("127.0.0.9"), None);
-        for gone in [
-            "connection",
-            "x-secret",
-            "keep-alive",
-            "te",
-            "transfer-encoding",
-            "content-length",
-            "proxy-connection",
-        ] {
+        for gone in
+            ["connection", "x-secret", "keep-alive", "te", "transfer-encoding", "content-length", "proxy-connection"]
+        {
             assert!(!h.contains_key(gone), "{gone} kept");
         }
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.9");
@@ -178,11 +157,7 @@ mod tests {
 
     #[test]
     fn response_keeps_length_unless_chunked() {
-        let mut h = map(&[
-            ("content-length", "10"),
-            ("connection", "close"),
-            ("upgrade", "h2c"),
-        ]);
+        let mut h = map(&[("content-length", "10"), ("connection", "close"), ("upgrade", "h2c")]);
         prepare_response(&mut h);
         assert_eq!(h["content-length"], "10");
         assert!(!h.contains_key("connection") && !h.contains_key("upgrade"));

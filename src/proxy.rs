@@ -16,28 +16,24 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
-use crate::body::{ProxyBody, RequestBody};
+use crate::body::{Completion, ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::state::Client;
 use crate::upstream::UpstreamError;
 
 /// hyper's service function: never fails, every error is a response.
-pub async fn handle(
-    client: Rc<Client>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
     if let Some(resp) = crate::admin::answer(&client, &req) {
         return Ok(resp);
     }
     let worker = &client.worker;
-    let _route = {
+    let recording = worker.recorder.as_ref().map(|r| {
+        let started = r.begin();
         let mut cache = worker.route_cache.borrow_mut();
-        worker
-            .shared
-            .routes
-            .resolve(req.method(), req.uri().path(), &mut cache)
-    };
+        let route = worker.shared.routes.resolve(req.method(), req.uri().path(), &mut cache);
+        (r.clone(), route, started)
+    });
     let resp = match forward(&client, req).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -48,7 +44,13 @@ pub async fn handle(
             e.into_response()
         }
     };
-    Ok(resp)
+    Ok(match recording {
+        Some((recorder, route, started)) => {
+            let status = resp.status().as_u16();
+            resp.map(|body| body.on_complete(Completion { recorder, route, status, started }))
+        }
+        None => resp,
+    })
 }
 
 /// Checks a request and rewrites it for the upstream, in place.
@@ -68,14 +70,10 @@ fn prepare(client: &Client, parts: &mut http::request::Parts) -> Result<(), Prox
     }
     // Absolute-form targets (`GET http://h/p`) become origin-form; their authority is the Host.
     if let Some(authority) = parts.uri.authority() {
-        let host = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| ProxyError::BadRequest("bad request target"))?;
+        let host =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest("bad request target"))?;
         parts.headers.insert(header::HOST, host);
-        let pq = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(pq);
     } else if host_count == 0 {
         if parts.version == Version::HTTP_11 {
@@ -97,30 +95,20 @@ fn chunked_more_than_once(headers: &http::HeaderMap) -> bool {
         return false;
     };
     let chunked = |v: &HeaderValue| {
-        v.to_str().map_or(0, |s| {
-            s.split(',')
-                .filter(|c| c.trim().eq_ignore_ascii_case("chunked"))
-                .count()
-        })
+        v.to_str().map_or(0, |s| s.split(',').filter(|c| c.trim().eq_ignore_ascii_case("chunked")).count())
     };
     chunked(first) + values.map(chunked).sum::<usize>() > 1
 }
 
-async fn forward(
-    client: &Client,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+async fn forward(client: &Client, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
     let worker = &client.worker;
     let timeout = worker.shared.config.upstream_timeout;
     let (mut parts, body) = req.into_parts();
     // RFC 9112 §6.3: both framings → read as chunked (hyper does), drop the
     // Content-Length (prepare does), and close after responding.
-    let ambiguous = parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && parts.headers.contains_key(header::CONTENT_LENGTH);
-    let upgrade = parts
-        .extensions
-        .remove::<OnUpgrade>()
-        .filter(|_| headers::upgrade_request(&parts.headers).is_some());
+    let ambiguous =
+        parts.headers.contains_key(header::TRANSFER_ENCODING) && parts.headers.contains_key(header::CONTENT_LENGTH);
+    let upgrade = parts.extensions.remove::<OnUpgrade>().filter(|_| headers::upgrade_request(&parts.headers).is_some());
     prepare(client, &mut parts)?;
     parts.extensions = http::Extensions::new();
     let upstream_req = Request::from_parts(parts, RequestBody::Client(body));
@@ -130,39 +118,25 @@ async fn forward(
     }
 
     let sent = Instant::now();
-    let (resp, lease) =
-        match tokio::time::timeout(timeout, worker.upstream.send(upstream_req)).await {
-            Ok(Ok(exchange)) => exchange,
-            Ok(Err(UpstreamError::Exchange(e))) if e.is_user() => {
-                return Err(ProxyError::ClientBody(e))
-            }
-            Ok(Err(e)) => return Err(ProxyError::BadGateway(e)),
-            Err(_) => return Err(ProxyError::GatewayTimeout(timeout)),
-        };
+    let (resp, lease) = match tokio::time::timeout(timeout, worker.upstream.send(upstream_req)).await {
+        Ok(Ok(exchange)) => exchange,
+        Ok(Err(UpstreamError::Exchange(e))) if e.is_user() => return Err(ProxyError::ClientBody(e)),
+        Ok(Err(e)) => return Err(ProxyError::BadGateway(e)),
+        Err(_) => return Err(ProxyError::GatewayTimeout(timeout)),
+    };
     let (mut rparts, rbody) = resp.into_parts();
     headers::prepare_response(&mut rparts.headers);
-    rparts
-        .headers
-        .append(headers::SERVER_TIMING.clone(), server_timing(sent));
+    rparts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
     if ambiguous {
-        rparts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        rparts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    Ok(Response::from_parts(
-        rparts,
-        ProxyBody::upstream(rbody, lease),
-    ))
+    Ok(Response::from_parts(rparts, ProxyBody::upstream(rbody, Some(lease))))
 }
 
 /// `upstream;dur=<ms>` since `sent`.
 fn server_timing(sent: Instant) -> HeaderValue {
     let mut v = String::with_capacity(24);
-    let _ = write!(
-        v,
-        "upstream;dur={:.1}",
-        sent.elapsed().as_secs_f64() * 1000.0
-    );
+    let _ = write!(v, "upstream;dur={:.1}", sent.elapsed().as_secs_f64() * 1000.0);
     HeaderValue::try_from(v).expect("digits and ascii are a valid header value")
 }
 
@@ -184,10 +158,9 @@ async fn tunnel(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = resp.into_parts();
         headers::prepare_response(&mut parts.headers);
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Ok(Response::from_parts(parts, ProxyBody::Full(None)).map(|_| drain_later(body)));
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        // A refused upgrade's connection was dedicated: stream, never pool.
+        return Ok(Response::from_parts(parts, ProxyBody::upstream(body, None)));
     }
     let on_upstream = hyper::upgrade::on(&mut resp);
     let protocol = resp.headers().get(header::UPGRADE).cloned();
@@ -205,20 +178,10 @@ async fn tunnel(
     });
     let (mut parts, _) = resp.into_parts();
     headers::prepare_response(&mut parts.headers);
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     if let Some(p) = protocol {
         parts.headers.insert(header::UPGRADE, p);
     }
-    parts
-        .headers
-        .append(headers::SERVER_TIMING.clone(), server_timing(sent));
+    parts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
     Ok(Response::from_parts(parts, ProxyBody::empty()))
-}
-
-/// A refused upgrade's body is streamed to the client; its connection was
-/// dedicated and is not pooled.
-fn drain_later(body: Incoming) -> ProxyBody {
-    ProxyBody::Upstream { body, lease: None }
 }

@@ -42,9 +42,7 @@ impl RoutePattern {
                 let method = Method::from_bytes(m.as_bytes())
                     .ok()
                     .filter(|_| m.bytes().all(|b| b.is_ascii_uppercase()))
-                    .ok_or_else(|| {
-                        format!("an upper-case HTTP method before the path, not {m:?}")
-                    })?;
+                    .ok_or_else(|| format!("an upper-case HTTP method before the path, not {m:?}"))?;
                 (Some(method), p.trim())
             }
             None => (None, text),
@@ -63,11 +61,7 @@ impl RoutePattern {
                 s => Segment::Literal(s.into()),
             });
         }
-        Ok(RoutePattern {
-            method,
-            segments,
-            template: path.into(),
-        })
+        Ok(RoutePattern { method, segments, template: path.into() })
     }
 
     /// Whether `method` and `path` (no query) match this pattern.
@@ -121,9 +115,7 @@ pub fn is_identifier(seg: &str) -> bool {
         return true;
     }
     // Opaque tokens: long, URL-safe, mixing letters and digits (base64url, ULIDs, slugs with ids).
-    let token_chars = b
-        .iter()
-        .all(|c| c.is_ascii_alphanumeric() || b"-_.~=".contains(c));
+    let token_chars = b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.~=".contains(c));
     let letters = b.iter().any(u8::is_ascii_alphabetic);
     token_chars && letters && ((b.len() >= 16 && digits >= 2) || b.len() >= 40)
 }
@@ -177,11 +169,7 @@ pub struct RouteCache {
 
 impl RouteTable {
     pub fn new(patterns: Vec<RoutePattern>, max_routes: usize) -> RouteTable {
-        RouteTable {
-            patterns,
-            max_routes,
-            labels: Mutex::default(),
-        }
+        RouteTable { patterns, max_routes, labels: Mutex::default() }
     }
 
     /// The label of a request, interned; allocation-free once seen.
@@ -206,10 +194,7 @@ impl RouteTable {
     }
 
     fn intern(&self, label: &str, method: &Method) -> RouteId {
-        let mut labels = self
-            .labels
-            .lock()
-            .expect("route label lock is never poisoned: no panics under it");
+        let mut labels = self.labels.lock().expect("route label lock is never poisoned: no panics under it");
         if let Some(id) = labels.ids.get(label) {
             return *id;
         }
@@ -232,20 +217,18 @@ impl RouteTable {
 
     /// The label text of `id`.
     pub fn name(&self, id: RouteId) -> Arc<str> {
-        let labels = self
-            .labels
-            .lock()
-            .expect("route label lock is never poisoned: no panics under it");
+        let labels = self.labels.lock().expect("route label lock is never poisoned: no panics under it");
         labels.names[id.0 as usize].clone()
+    }
+
+    /// The id of a label already interned.
+    pub fn id_of(&self, label: &str) -> Option<RouteId> {
+        self.labels.lock().expect("route label lock is never poisoned: no panics under it").ids.get(label).copied()
     }
 
     /// Every label interned so far, indexed by `RouteId`.
     pub fn names(&self) -> Vec<Arc<str>> {
-        self.labels
-            .lock()
-            .expect("route label lock is never poisoned: no panics under it")
-            .names
-            .clone()
+        self.labels.lock().expect("route label lock is never poisoned: no panics under it").names.clone()
     }
 }
 
@@ -261,31 +244,13 @@ mod tests {
     #[test]
     fn normalises_identifiers() {
         let t = RouteTable::new(vec![], 100);
-        assert_eq!(
-            label(&t, Method::GET, "/api/users/42/orders/9f1c2b3a4d5e"),
-            "GET /api/users/:id/orders/:id"
-        );
-        assert_eq!(
-            label(&t, Method::GET, "/a/550e8400-e29b-41d4-a716-446655440000"),
-            "GET /a/:id"
-        );
-        assert_eq!(
-            label(&t, Method::DELETE, "/t/eyJhbGciOiJIUzI1NiJ9xyz123"),
-            "DELETE /t/:id"
-        );
-        assert_eq!(
-            label(&t, Method::GET, "/api/documents/search"),
-            "GET /api/documents/search"
-        );
+        assert_eq!(label(&t, Method::GET, "/api/users/42/orders/9f1c2b3a4d5e"), "GET /api/users/:id/orders/:id");
+        assert_eq!(label(&t, Method::GET, "/a/550e8400-e29b-41d4-a716-446655440000"), "GET /a/:id");
+        assert_eq!(label(&t, Method::DELETE, "/t/eyJhbGciOiJIUzI1NiJ9xyz123"), "DELETE /t/:id");
+        assert_eq!(label(&t, Method::GET, "/api/documents/search"), "GET /api/documents/search");
         assert_eq!(label(&t, Method::GET, "/"), "GET /");
-        assert_eq!(
-            label(&t, Method::GET, "/v1/deadbeef/facade"),
-            "GET /v1/deadbeef/facade"
-        );
-        assert_eq!(
-            label(&t, Method::from_bytes(b"BREW").unwrap(), "/pot"),
-            "OTHER /pot"
-        );
+        assert_eq!(label(&t, Method::GET, "/v1/deadbeef/facade"), "GET /v1/deadbeef/facade");
+        assert_eq!(label(&t, Method::from_bytes(b"BREW").unwrap(), "/pot"), "OTHER /pot");
     }
 
     #[test]
@@ -295,22 +260,10 @@ mod tests {
             .map(|p| RoutePattern::parse(p).unwrap())
             .collect();
         let t = RouteTable::new(pats, 100);
-        assert_eq!(
-            label(&t, Method::GET, "/api/users/alice"),
-            "GET /api/users/:id"
-        );
-        assert_eq!(
-            label(&t, Method::PUT, "/api/users/alice"),
-            "PUT /api/users/:id"
-        );
-        assert_eq!(
-            label(&t, Method::POST, "/api/documents/a/b/c"),
-            "POST /api/documents/*"
-        );
-        assert_eq!(
-            label(&t, Method::POST, "/api/documents"),
-            "POST /api/documents"
-        );
+        assert_eq!(label(&t, Method::GET, "/api/users/alice"), "GET /api/users/:id");
+        assert_eq!(label(&t, Method::PUT, "/api/users/alice"), "PUT /api/users/:id");
+        assert_eq!(label(&t, Method::POST, "/api/documents/a/b/c"), "POST /api/documents/*");
+        assert_eq!(label(&t, Method::POST, "/api/documents"), "POST /api/documents");
         assert_eq!(label(&t, Method::GET, "/api/users/"), "GET /api/users/");
     }
 
@@ -330,10 +283,7 @@ mod tests {
         }
         t.resolve(&Method::POST, "/f", &mut c);
         let names: Vec<String> = t.names().iter().map(|n| n.to_string()).collect();
-        assert_eq!(
-            names,
-            ["GET /a", "GET /b", "GET /c", "GET OTHER", "POST OTHER"]
-        );
+        assert_eq!(names, ["GET /a", "GET /b", "GET /c", "GET OTHER", "POST OTHER"]);
         // A worker cache answers the same ids the table does.
         let again = t.resolve(&Method::GET, "/e", &mut c);
         assert_eq!(&*t.name(again), "GET OTHER");

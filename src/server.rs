@@ -43,20 +43,13 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the configured addresses (backlog 1024, `SO_REUSEADDR`).
     pub fn bind(config: &Config) -> io::Result<Listeners> {
-        Ok(Listeners {
-            proxy: bind(config.listen)?,
-            admin: config.admin_listen.map(bind).transpose()?,
-        })
+        Ok(Listeners { proxy: bind(config.listen)?, admin: config.admin_listen.map(bind).transpose()? })
     }
 }
 
 /// Binds one listening socket.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -71,11 +64,7 @@ struct Accepted {
 }
 
 /// Serves until `shutdown` resolves, then drains and returns.
-pub async fn run(
-    listeners: Listeners,
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
+pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
     let grace = config.shutdown_grace;
     let workers = match config.workers {
         // A sidecar shares its pod's CPUs with the app: half the cores, at least one.
@@ -84,6 +73,13 @@ pub async fn run(
     };
     let shared = Shared::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let background = [
+        tokio::spawn(shared.metrics.clone().merge_periodically(stopped(stop_rx.clone()))),
+        tokio::spawn(shared.health.clone().probe_periodically(shared.config.clone(), stopped(stop_rx.clone()))),
+    ];
     let mut queues = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
     for i in 0..workers {
@@ -100,24 +96,12 @@ pub async fn run(
     let queues = Arc::new(queues);
     let next = Arc::new(AtomicUsize::new(0));
     let proxy_limit = Arc::new(Semaphore::new(shared.config.max_connections));
-    let proxy = accept_loop(
-        listeners.proxy,
-        false,
-        proxy_limit,
-        queues.clone(),
-        next.clone(),
-    );
+    let proxy = accept_loop(listeners.proxy, false, proxy_limit, queues.clone(), next.clone());
     let admin = async {
         match listeners.admin {
             Some(l) => {
-                accept_loop(
-                    l,
-                    true,
-                    Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
-                    queues.clone(),
-                    next.clone(),
-                )
-                .await
+                accept_loop(l, true, Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)), queues.clone(), next.clone())
+                    .await
             }
             None => std::future::pending().await,
         }
@@ -129,13 +113,12 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     drop(queues);
-    let joined =
-        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())));
-    if tokio::time::timeout(grace + Duration::from_secs(1), joined)
-        .await
-        .is_err()
-    {
+    let joined = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())));
+    if tokio::time::timeout(grace + Duration::from_secs(1), joined).await.is_err() {
         warn!("workers did not stop within the grace period");
+    }
+    for task in background {
+        let _ = task.await;
     }
     info!("stopped");
     Ok(())
@@ -149,11 +132,7 @@ async fn accept_loop(
     next: Arc<AtomicUsize>,
 ) {
     loop {
-        let permit = limit
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the connection semaphore is never closed");
+        let permit = limit.clone().acquire_owned().await.expect("the connection semaphore is never closed");
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -172,25 +151,13 @@ async fn accept_loop(
             }
         };
         let i = next.fetch_add(1, Ordering::Relaxed) % queues.len();
-        if queues[i]
-            .send(Accepted {
-                stream,
-                peer,
-                admin,
-                _permit: permit,
-            })
-            .is_err()
-        {
+        if queues[i].send(Accepted { stream, peer, admin, _permit: permit }).is_err() {
             return;
         }
     }
 }
 
-fn worker_main(
-    shared: Arc<Shared>,
-    rx: mpsc::UnboundedReceiver<Accepted>,
-    stop: watch::Receiver<bool>,
-) {
+fn worker_main(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<Accepted>, stop: watch::Receiver<bool>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -222,11 +189,7 @@ impl Drain {
     }
 }
 
-async fn serve_worker(
-    shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Accepted>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accepted>, mut stop: watch::Receiver<bool>) {
     let config = &shared.config;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -257,10 +220,7 @@ async fn serve_worker(
         }
     };
     if tokio::time::timeout(grace, drained).await.is_err() {
-        warn!(
-            open = drain.open.get(),
-            "grace period over: closing connections still open"
-        );
+        warn!(open = drain.open.get(), "grace period over: closing connections still open");
     }
 }
 
@@ -294,10 +254,7 @@ where
             }
         } else if !this.registered {
             this.registered = true;
-            this.drain
-                .wakers
-                .borrow_mut()
-                .insert(this.id, cx.waker().clone());
+            this.drain.wakers.borrow_mut().insert(this.id, cx.waker().clone());
         }
         this.conn.as_mut().poll(cx)
     }
@@ -309,31 +266,14 @@ impl<C> Drop for DrainableConnection<C> {
     }
 }
 
-async fn serve_connection(
-    worker: Rc<Worker>,
-    accepted: Accepted,
-    http: Rc<http1::Builder>,
-    drain: Rc<Drain>,
-) {
-    let Accepted {
-        stream,
-        peer,
-        admin,
-        _permit,
-    } = accepted;
+async fn serve_connection(worker: Rc<Worker>, accepted: Accepted, http: Rc<http1::Builder>, drain: Rc<Drain>) {
+    let Accepted { stream, peer, admin, _permit } = accepted;
     match TcpStream::from_std(stream) {
         Ok(stream) => {
-            let ip = HeaderValue::from_str(&peer.ip().to_string())
-                .expect("an IP address is a valid header value");
-            let client = Rc::new(Client {
-                worker,
-                ip,
-                admin_only: admin,
-            });
+            let ip = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
+            let client = Rc::new(Client { worker, ip, admin_only: admin });
             let service = service_fn(move |req| crate::proxy::handle(client.clone(), req));
-            let conn = http
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
+            let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
             let id = drain.next_id.get();
             drain.next_id.set(id + 1);
             let conn = DrainableConnection {

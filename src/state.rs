@@ -5,11 +5,14 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 
+use crate::admin::AdminPaths;
 use crate::config::Config;
+use crate::health::Health;
+use crate::metrics::{Metrics, Recorder};
 use crate::routes::{RouteCache, RouteTable};
 use crate::upstream::UpstreamPool;
 
@@ -18,17 +21,24 @@ use crate::upstream::UpstreamPool;
 pub struct Shared {
     pub config: Config,
     pub routes: RouteTable,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub admin_paths: AdminPaths,
     pub started: Instant,
 }
 
 impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
         let routes = RouteTable::new(config.routes.clone(), config.max_routes);
-        Arc::new(Shared {
-            config,
-            routes,
-            started: Instant::now(),
-        })
+        let s = &config.settings;
+        let metrics = Metrics::new(
+            s.monitoring_enabled,
+            Duration::from_millis(s.alerts.slow_request_ms),
+            Duration::from_millis(s.alerts.window_ms),
+        );
+        let health = Health::new(&config);
+        let admin_paths = AdminPaths::new(&config.settings.endpoints);
+        Arc::new(Shared { config, routes, metrics, health, admin_paths, started: Instant::now() })
     }
 }
 
@@ -38,16 +48,15 @@ pub struct Worker {
     pub shared: Arc<Shared>,
     pub upstream: Rc<UpstreamPool>,
     pub route_cache: RefCell<RouteCache>,
+    /// `None` when monitoring is off.
+    pub recorder: Option<Rc<Recorder>>,
 }
 
 impl Worker {
     pub fn new(shared: Arc<Shared>) -> Rc<Worker> {
         let upstream = UpstreamPool::new(shared.config.upstream.clone());
-        Rc::new(Worker {
-            shared,
-            upstream,
-            route_cache: RefCell::default(),
-        })
+        let recorder = shared.metrics.enabled().then(|| Rc::new(shared.metrics.recorder()));
+        Rc::new(Worker { shared, upstream, route_cache: RefCell::default(), recorder })
     }
 }
 

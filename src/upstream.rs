@@ -61,10 +61,7 @@ impl Lease {
 
 impl UpstreamPool {
     pub fn new(addr: UpstreamAddr) -> Rc<UpstreamPool> {
-        Rc::new(UpstreamPool {
-            addr,
-            idle: RefCell::new(Vec::new()),
-        })
+        Rc::new(UpstreamPool { addr, idle: RefCell::new(Vec::new()) })
     }
 
     /// Idle connections held now.
@@ -83,14 +80,11 @@ impl UpstreamPool {
     }
 
     async fn dial(&self, upgrades: bool) -> Result<SendRequest<RequestBody>, UpstreamError> {
-        let stream = TcpStream::connect((self.addr.host.as_str(), self.addr.port))
-            .await
-            .map_err(UpstreamError::Connect)?;
+        let stream =
+            TcpStream::connect((self.addr.host.as_str(), self.addr.port)).await.map_err(UpstreamError::Connect)?;
         stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamError::Handshake)?;
+        let (sender, conn) =
+            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Handshake)?;
         if upgrades {
             tokio::task::spawn_local(async move {
                 if let Err(e) = conn.with_upgrades().await {
@@ -118,15 +112,7 @@ impl UpstreamPool {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    return Ok((
-                        resp,
-                        Lease {
-                            pool: self.clone(),
-                            sender,
-                        },
-                    ))
-                }
+                Ok(resp) => return Ok((resp, Lease { pool: self.clone(), sender })),
                 Err(mut e) => match e.take_message() {
                     // Never written: the connection was closing. Try the next one.
                     Some(unsent) => req = unsent,
@@ -135,29 +121,14 @@ impl UpstreamPool {
             }
         }
         let mut sender = self.dial(false).await?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(UpstreamError::Exchange)?;
-        Ok((
-            resp,
-            Lease {
-                pool: self.clone(),
-                sender,
-            },
-        ))
+        let resp = sender.send_request(req).await.map_err(UpstreamError::Exchange)?;
+        Ok((resp, Lease { pool: self.clone(), sender }))
     }
 
     /// Sends an upgrade handshake on a dedicated connection that can be
     /// taken over as a tunnel; it never returns to the pool.
-    pub async fn send_upgrade(
-        &self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send_upgrade(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, UpstreamError> {
         let mut sender = self.dial(true).await?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(UpstreamError::Exchange)
+        sender.send_request(req).await.map_err(UpstreamError::Exchange)
     }
 }

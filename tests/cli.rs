@@ -34,72 +34,18 @@ fn temp_file(text: &str) -> String {
 fn bad_configuration_exits_2_naming_the_key() {
     type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str);
     let cases: Vec<Case> = vec![
-        (
-            vec!["--config".into(), temp_file("lisen = \"127.0.0.1:1\"\n")],
-            vec![],
-            "lisen",
-        ),
-        (
-            vec![
-                "--config".into(),
-                temp_file("[cache]\nmemory_bytes = \"lots\"\n"),
-            ],
-            vec![],
-            "cache.memory_bytes",
-        ),
-        (
-            vec!["--config".into(), temp_file("[alerts]\nerror_rate = 7.5\n")],
-            vec![],
-            "alerts.error_rate",
-        ),
-        (
-            vec![
-                "--config".into(),
-                temp_file("[[routes]]\npattern = \"users/:id\"\n"),
-            ],
-            vec![],
-            "routes[0].pattern",
-        ),
-        (
-            vec!["--config".into(), "/nonexistent/perfproxy.toml".into()],
-            vec![],
-            "--config",
-        ),
-        (
-            vec!["--config".into(), temp_file("listen = [\n")],
-            vec![],
-            "listen",
-        ),
-        (
-            vec!["--upstream".into(), "https://secure".into()],
-            vec![],
-            "--upstream",
-        ),
-        (
-            vec![],
-            vec![("PERFPROXY_LISTEN", "localhost")],
-            "PERFPROXY_LISTEN",
-        ),
-        (
-            vec![],
-            vec![("DATABASE_POOL_SIZE", "ten")],
-            "DATABASE_POOL_SIZE",
-        ),
-        (
-            vec![],
-            vec![("PERFORMANCE_MONITORING_ENABLED", "maybe")],
-            "PERFORMANCE_MONITORING_ENABLED",
-        ),
-        (
-            vec![],
-            vec![("SLOW_REQUEST_THRESHOLD", "2s")],
-            "SLOW_REQUEST_THRESHOLD",
-        ),
-        (
-            vec![],
-            vec![("DATABASE_URL", "mysql://u:hunter2@db/app")],
-            "DATABASE_URL",
-        ),
+        (vec!["--config".into(), temp_file("lisen = \"127.0.0.1:1\"\n")], vec![], "lisen"),
+        (vec!["--config".into(), temp_file("[cache]\nmemory_bytes = \"lots\"\n")], vec![], "cache.memory_bytes"),
+        (vec!["--config".into(), temp_file("[alerts]\nerror_rate = 7.5\n")], vec![], "alerts.error_rate"),
+        (vec!["--config".into(), temp_file("[[routes]]\npattern = \"users/:id\"\n")], vec![], "routes[0].pattern"),
+        (vec!["--config".into(), "/nonexistent/perfproxy.toml".into()], vec![], "--config"),
+        (vec!["--config".into(), temp_file("listen = [\n")], vec![], "listen"),
+        (vec!["--upstream".into(), "https://secure".into()], vec![], "--upstream"),
+        (vec![], vec![("PERFPROXY_LISTEN", "localhost")], "PERFPROXY_LISTEN"),
+        (vec![], vec![("DATABASE_POOL_SIZE", "ten")], "DATABASE_POOL_SIZE"),
+        (vec![], vec![("PERFORMANCE_MONITORING_ENABLED", "maybe")], "PERFORMANCE_MONITORING_ENABLED"),
+        (vec![], vec![("SLOW_REQUEST_THRESHOLD", "2s")], "SLOW_REQUEST_THRESHOLD"),
+        (vec![], vec![("DATABASE_URL", "mysql://u:hunter2@db/app")], "DATABASE_URL"),
     ];
     for (args, env, key) in cases {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -117,31 +63,17 @@ fn check_config_prints_the_effective_configuration() {
     let file = temp_file("upstream = \"http://10.1.2.3:8080\"\n[cache]\nmemory_bytes = 1024\n");
     let (code, stdout, stderr) = run(
         &["check-config", "--config", &file],
-        &[
-            ("PERFPROXY_LISTEN", "0.0.0.0:9000"),
-            ("PERFPROXY_ADMIN_TOKEN", "sekrit"),
-            ("CACHE_TTL_DEFAULT", "60"),
-        ],
+        &[("PERFPROXY_LISTEN", "0.0.0.0:9000"), ("PERFPROXY_ADMIN_TOKEN", "sekrit"), ("CACHE_TTL_DEFAULT", "60")],
     );
     assert_eq!(code, 0, "{stderr}");
     let effective: toml::Value = toml::from_str(&stdout).expect("check-config prints TOML");
-    assert_eq!(
-        effective["listen"].as_str(),
-        Some("0.0.0.0:9000"),
-        "env beats file and defaults"
-    );
+    assert_eq!(effective["listen"].as_str(), Some("0.0.0.0:9000"), "env beats file and defaults");
     assert_eq!(effective["upstream"].as_str(), Some("http://10.1.2.3:8080"));
     assert_eq!(effective["cache"]["memory_bytes"].as_integer(), Some(1024));
-    assert_eq!(
-        effective["cache"]["default_ttl_ms"].as_integer(),
-        Some(60_000)
-    );
+    assert_eq!(effective["cache"]["default_ttl_ms"].as_integer(), Some(60_000));
     assert!(!stdout.contains("sekrit"));
     // Flags beat the environment.
-    let (_, stdout, _) = run(
-        &["check-config", "--listen", "127.0.0.1:7"],
-        &[("PERFPROXY_LISTEN", "0.0.0.0:9000")],
-    );
+    let (_, stdout, _) = run(&["check-config", "--listen", "127.0.0.1:7"], &[("PERFPROXY_LISTEN", "0.0.0.0:9000")]);
     assert!(stdout.contains("listen = \"127.0.0.1:7\""), "{stdout}");
 }
 
@@ -195,11 +127,7 @@ fn start(upstream: &str, port: u16, extra: &[&str]) -> Child {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.0.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
+    let ok = Command::new("kill").args([sig, &child.0.id().to_string()]).status().unwrap().success();
     assert!(ok);
 }
 
@@ -225,12 +153,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     signal(&child, "-TERM");
     // New connections are refused soon after the signal...
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err(),
-        "still accepting after SIGTERM"
-    );
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "still accepting after SIGTERM");
     // ...while the in-flight request completes.
     let a = slow.await.unwrap();
     assert_eq!(a.status, 200);
@@ -243,11 +166,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     .await
     .unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "drain took {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(5), "drain took {:?}", t.elapsed());
 }
 
 #[tokio::test]
@@ -260,10 +179,7 @@ async fn a_gigabyte_streams_through_in_bounded_memory() {
     let idle = rss_kib(&child);
 
     // Download 1 GiB, sampling the proxy's RSS as it flows.
-    let resp = client()
-        .get(format!("{base}/big/{}", 1u64 << 30).parse().unwrap())
-        .await
-        .unwrap();
+    let resp = client().get(format!("{base}/big/{}", 1u64 << 30).parse().unwrap()).await.unwrap();
     let mut body = resp.into_body();
     let (mut got, mut peak) = (0u64, 0u64);
     use http_body_util::BodyExt;
@@ -277,23 +193,12 @@ async fn a_gigabyte_streams_through_in_bounded_memory() {
     // Upload 1 GiB with curl (chunked, from a generator) and let the upstream count it.
     let curl = tokio::process::Command::new("sh")
         .arg("-c")
-        .arg(format!(
-            "head -c 1073741824 /dev/zero | curl -sS -X POST -T - {base}/sink"
-        ))
+        .arg(format!("head -c 1073741824 /dev/zero | curl -sS -X POST -T - {base}/sink"))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(120), curl.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(120), curl.wait_with_output()).await.unwrap().unwrap();
     peak = peak.max(rss_kib(&child));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        (1u64 << 30).to_string()
-    );
-    assert!(
-        peak < idle + 32 * 1024,
-        "RSS grew from {idle} KiB to {peak} KiB while streaming"
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), (1u64 << 30).to_string());
+    assert!(peak < idle + 32 * 1024, "RSS grew from {idle} KiB to {peak} KiB while streaming");
 }

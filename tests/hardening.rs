@@ -12,10 +12,7 @@ use tokio::net::TcpStream;
 const WAIT: Duration = Duration::from_millis(700);
 
 fn status_of(resp: &str) -> u16 {
-    resp.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 #[tokio::test]
@@ -29,17 +26,12 @@ async fn content_length_with_chunked_is_read_as_chunked_and_the_connection_close
 5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
     let (resp, closed) = raw(proxy.addr, req, WAIT).await;
     assert_eq!(status_of(&resp), 200, "{resp}");
-    assert!(
-        resp.to_ascii_lowercase().contains("connection: close"),
-        "{resp}"
-    );
+    assert!(resp.to_ascii_lowercase().contains("connection: close"), "{resp}");
     assert!(closed, "connection left open after an ambiguous request");
     let seen = up.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].body, "hello");
-    assert!(
-        !seen[0].headers.contains_key("content-length") || seen[0].headers["content-length"] == "5"
-    );
+    assert!(!seen[0].headers.contains_key("content-length") || seen[0].headers["content-length"] == "5");
     assert!(seen.iter().all(|s| !s.uri.contains("smuggled")));
     proxy.shutdown().await;
 }
@@ -49,8 +41,7 @@ async fn differing_content_lengths_are_a_400_that_never_reaches_upstream() {
     let up = spawn_upstream().await;
     let proxy = spawn_proxy(&up.url(), &[]).await;
     for req in [
-        &b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
-            [..],
+        &b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"[..],
         &b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\nhello!"[..],
     ] {
         let (resp, closed) = raw(proxy.addr, req, WAIT).await;
@@ -84,8 +75,7 @@ async fn malformed_chunks_are_a_400_and_nothing_behind_them_is_forwarded() {
         b"5\r\nhello\r\n0\r\n\r\n",  // well formed, control case below
     ];
     for (i, body) in bad_bodies.iter().enumerate() {
-        let mut req =
-            b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut req = b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         req.extend_from_slice(body);
         req.extend_from_slice(b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n");
         let (resp, _) = raw(proxy.addr, &req, WAIT).await;
@@ -99,11 +89,7 @@ async fn malformed_chunks_are_a_400_and_nothing_behind_them_is_forwarded() {
     // The well-formed request's follower is a real pipelined request and is
     // answered; nothing from the malformed ones got through as a request.
     let uris: Vec<String> = up.seen().iter().map(|s| s.uri.clone()).collect();
-    assert_eq!(
-        uris.iter().filter(|u| u.contains("smuggled")).count(),
-        1,
-        "{uris:?}"
-    );
+    assert_eq!(uris.iter().filter(|u| u.contains("smuggled")).count(), 1, "{uris:?}");
     proxy.shutdown().await;
 }
 
@@ -125,12 +111,7 @@ async fn http11_without_host_is_a_400() {
     let proxy = spawn_proxy(&up.url(), &[]).await;
     let (resp, _) = raw(proxy.addr, b"GET / HTTP/1.1\r\n\r\n", WAIT).await;
     assert_eq!(status_of(&resp), 400, "{resp}");
-    let (resp, _) = raw(
-        proxy.addr,
-        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-        WAIT,
-    )
-    .await;
+    let (resp, _) = raw(proxy.addr, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", WAIT).await;
     assert_eq!(status_of(&resp), 400, "{resp}");
     // HTTP/1.0 without Host is fine: the upstream's authority is used.
     let (resp, _) = raw(proxy.addr, b"GET /ten HTTP/1.0\r\n\r\n", WAIT).await;
@@ -145,12 +126,9 @@ async fn http11_without_host_is_a_400() {
 async fn absolute_form_target_becomes_origin_form() {
     let up = spawn_upstream().await;
     let proxy = spawn_proxy(&up.url(), &[]).await;
-    let (resp, _) = raw(
-        proxy.addr,
-        b"GET http://shop.example/p?q=1 HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
-        WAIT,
-    )
-    .await;
+    let (resp, _) =
+        raw(proxy.addr, b"GET http://shop.example/p?q=1 HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n", WAIT)
+            .await;
     assert_eq!(status_of(&resp), 200, "{resp}");
     let seen = up.seen();
     assert_eq!(seen[0].uri, "/p?q=1");
@@ -181,16 +159,10 @@ async fn slow_clients_are_cut_off() {
         }
     }
     assert!(closed, "slow client never cut off");
-    assert!(
-        t.elapsed() < Duration::from_millis(1500),
-        "cut off only after {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_millis(1500), "cut off only after {:?}", t.elapsed());
     // An idle keep-alive connection is closed after the same time.
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
     let (resp, closed) = read_until_quiet(&mut s, Duration::from_millis(1500)).await;
     assert_eq!(status_of(&resp), 200);
     assert!(closed, "idle connection kept past header_read_timeout");
@@ -207,19 +179,14 @@ async fn connections_past_the_limit_wait_for_a_slot() {
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-        s.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .unwrap();
+        s.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
         let (resp, _) = read_until_quiet(&mut s, Duration::from_millis(300)).await;
         assert_eq!(status_of(&resp), 200);
         held.push(s);
     }
     // The third connection is not served while two are open...
     let mut third = TcpStream::connect(proxy.addr).await.unwrap();
-    third
-        .write_all(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
+    third.write_all(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
     let (resp, _) = read_until_quiet(&mut third, Duration::from_millis(400)).await;
     assert_eq!(resp, "", "served past max_connections");
     // ...and is served as soon as one closes.

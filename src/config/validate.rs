@@ -43,29 +43,20 @@ pub struct UpstreamAddr {
 
 fn positive_ms(key: &str, ms: u64) -> Result<Duration, ConfigError> {
     if ms == 0 {
-        return Err(ConfigError::new(
-            key,
-            ms,
-            "a duration in milliseconds greater than 0",
-        ));
+        return Err(ConfigError::new(key, ms, "a duration in milliseconds greater than 0"));
     }
     Ok(Duration::from_millis(ms))
 }
 
 fn in_range(key: &str, v: u64, lo: u64, hi: u64) -> Result<usize, ConfigError> {
     if v < lo || v > hi {
-        return Err(ConfigError::new(
-            key,
-            v,
-            format!("a number from {lo} to {hi}"),
-        ));
+        return Err(ConfigError::new(key, v, format!("a number from {lo} to {hi}")));
     }
     Ok(v as usize)
 }
 
 fn socket_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
-    v.parse()
-        .map_err(|_| ConfigError::new(key, format!("{v:?}"), "IP:PORT, e.g. 127.0.0.1:4001"))
+    v.parse().map_err(|_| ConfigError::new(key, format!("{v:?}"), "IP:PORT, e.g. 127.0.0.1:4001"))
 }
 
 fn fraction(key: &str, v: f64) -> Result<(), ConfigError> {
@@ -77,35 +68,20 @@ fn fraction(key: &str, v: f64) -> Result<(), ConfigError> {
 
 /// Parses an `http://host[:port][/]` URL (a base: no path beyond `/`).
 fn upstream_addr(key: &str, v: &str) -> Result<UpstreamAddr, ConfigError> {
-    let bad = || {
-        ConfigError::new(
-            key,
-            format!("{v:?}"),
-            "an http:// URL such as http://127.0.0.1:3000",
-        )
-    };
+    let bad = || ConfigError::new(key, format!("{v:?}"), "an http:// URL such as http://127.0.0.1:3000");
     let uri: Uri = v.parse().map_err(|_| bad())?;
     if uri.scheme_str() != Some("http") {
         return Err(bad());
     }
     let authority = uri.authority().ok_or_else(bad)?.clone();
-    if authority.as_str().contains('@') || !matches!(uri.path(), "" | "/") || uri.query().is_some()
-    {
+    if authority.as_str().contains('@') || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(bad());
     }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
     if host.is_empty() {
         return Err(bad());
     }
-    Ok(UpstreamAddr {
-        host,
-        port: authority.port_u16().unwrap_or(80),
-        authority,
-    })
+    Ok(UpstreamAddr { host, port: authority.port_u16().unwrap_or(80), authority })
 }
 
 /// Checks a URL's scheme, naming the key but never echoing credentials.
@@ -113,22 +89,14 @@ fn url_with_scheme(key: &str, v: &str, schemes: &[&str]) -> Result<(), ConfigErr
     let scheme = v.split("://").next().unwrap_or("");
     if !v.contains("://") || !schemes.contains(&scheme) || v.len() <= scheme.len() + 3 {
         let shown = format!("{:?}", crate::redact::url(v));
-        return Err(ConfigError::new(
-            key,
-            shown,
-            format!("a URL starting with {}://", schemes.join("://, ")),
-        ));
+        return Err(ConfigError::new(key, shown, format!("a URL starting with {}://", schemes.join("://, "))));
     }
     Ok(())
 }
 
 fn path(key: &str, v: &str) -> Result<(), ConfigError> {
     if !v.starts_with('/') || v.contains(['?', '#', ' ']) {
-        return Err(ConfigError::new(
-            key,
-            format!("{v:?}"),
-            "an absolute path such as /health",
-        ));
+        return Err(ConfigError::new(key, format!("{v:?}"), "an absolute path such as /health"));
     }
     Ok(())
 }
@@ -138,11 +106,7 @@ impl Config {
     pub fn validate(settings: Settings, source: Option<PathBuf>) -> Result<Config, ConfigError> {
         let s = &settings;
         let listen = socket_addr("listen", &s.listen)?;
-        let admin_listen = s
-            .admin_listen
-            .as_deref()
-            .map(|v| socket_addr("admin_listen", v))
-            .transpose()?;
+        let admin_listen = s.admin_listen.as_deref().map(|v| socket_addr("admin_listen", v)).transpose()?;
         let upstream = upstream_addr("upstream", &s.upstream)?;
         let upstream_timeout = positive_ms("upstream_timeout_ms", s.upstream_timeout_ms)?;
         let shutdown_grace = Duration::from_millis(s.shutdown_grace_ms);
@@ -159,11 +123,7 @@ impl Config {
             url_with_scheme("database_url", url, &["postgres", "postgresql"])?;
         }
         if s.admin_token.as_deref() == Some("") {
-            return Err(ConfigError::new(
-                "admin_token",
-                "\"\"",
-                "a non-empty token (or leave it unset)",
-            ));
+            return Err(ConfigError::new("admin_token", "\"\"", "a non-empty token (or leave it unset)"));
         }
 
         let e = &s.endpoints;
@@ -197,11 +157,7 @@ impl Config {
         }
         for (i, rule) in c.rules.iter().enumerate() {
             RoutePattern::parse(&rule.pattern).map_err(|why| {
-                ConfigError::new(
-                    format!("cache.rules[{i}].pattern"),
-                    format!("{:?}", rule.pattern),
-                    why,
-                )
+                ConfigError::new(format!("cache.rules[{i}].pattern"), format!("{:?}", rule.pattern), why)
             })?;
             if let Some(ttl) = rule.ttl_ms {
                 positive_ms(&format!("cache.rules[{i}].ttl_ms"), ttl)?;
@@ -216,9 +172,7 @@ impl Config {
         positive_ms("health.timeout_ms", h.timeout_ms)?;
         path("health.upstream_path", &h.upstream_path)?;
         for (i, check) in h.http.iter().enumerate() {
-            if check.name.is_empty()
-                || ["upstream", "redis", "database"].contains(&check.name.as_str())
-            {
+            if check.name.is_empty() || ["upstream", "redis", "database"].contains(&check.name.as_str()) {
                 return Err(ConfigError::new(
                     format!("health.http[{i}].name"),
                     format!("{:?}", check.name),
@@ -228,8 +182,8 @@ impl Config {
             url_with_scheme(&format!("health.http[{i}].url"), &check.url, &["http"])?;
         }
         for (i, name) in h.critical.iter().enumerate() {
-            let known = ["upstream", "redis", "database"].contains(&name.as_str())
-                || h.http.iter().any(|c| &c.name == name);
+            let known =
+                ["upstream", "redis", "database"].contains(&name.as_str()) || h.http.iter().any(|c| &c.name == name);
             if !known {
                 return Err(ConfigError::new(
                     format!("health.critical[{i}]"),
@@ -286,13 +240,7 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("backend", 8080));
         let u = upstream_addr("upstream", "http://[::1]/").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 80));
-        for bad in [
-            "https://x",
-            "x:80",
-            "http://x/api",
-            "http://u:p@x",
-            "http://",
-        ] {
+        for bad in ["https://x", "x:80", "http://x/api", "http://u:p@x", "http://"] {
             assert!(upstream_addr("upstream", bad).is_err(), "{bad}");
         }
     }
@@ -301,31 +249,16 @@ mod tests {
     fn settings_are_checked_by_key() {
         let mut s = Settings::default();
         s.alerts.error_rate = 5.0;
-        assert_eq!(
-            Config::validate(s, None).unwrap_err().key,
-            "alerts.error_rate"
-        );
+        assert_eq!(Config::validate(s, None).unwrap_err().key, "alerts.error_rate");
         let mut s = Settings::default();
         s.health.critical.push("googl".into());
-        assert_eq!(
-            Config::validate(s, None).unwrap_err().key,
-            "health.critical[2]"
-        );
-        let s = Settings {
-            database_url: Some("mysql://root:hunter2@db/x".into()),
-            ..Settings::default()
-        };
+        assert_eq!(Config::validate(s, None).unwrap_err().key, "health.critical[2]");
+        let s = Settings { database_url: Some("mysql://root:hunter2@db/x".into()), ..Settings::default() };
         let e = Config::validate(s, None).unwrap_err();
         assert_eq!(e.key, "database_url");
         assert!(!e.to_string().contains("hunter2"), "{e}");
-        let s = Settings {
-            max_header_bytes: 100,
-            ..Settings::default()
-        };
-        assert_eq!(
-            Config::validate(s, None).unwrap_err().key,
-            "max_header_bytes"
-        );
+        let s = Settings { max_header_bytes: 100, ..Settings::default() };
+        assert_eq!(Config::validate(s, None).unwrap_err().key, "max_header_bytes");
     }
 
     #[test]
@@ -336,10 +269,7 @@ mod tests {
             ..Settings::default()
         };
         let text = Config::validate(s, None).unwrap().effective_toml();
-        assert!(
-            !text.contains("sekrit") && !text.contains("hunter2"),
-            "{text}"
-        );
+        assert!(!text.contains("sekrit") && !text.contains("hunter2"), "{text}");
         assert!(text.contains("postgres://app:***@db:5432/app"), "{text}");
     }
 }

@@ -67,10 +67,7 @@ fn full(status: u16, body: impl Into<Bytes>) -> Response<BoxBody> {
     r
 }
 
-async fn upstream_handle(
-    up: Upstream,
-    req: Request<Incoming>,
-) -> Result<Response<BoxBody>, Infallible> {
+async fn upstream_handle(up: Upstream, req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
     let path = req.uri().path().to_string();
     if path == "/ws" {
         return Ok(websocket(req));
@@ -128,8 +125,7 @@ async fn upstream_handle(
         }
         ["close"] => {
             let mut r = full(200, "closing");
-            r.headers_mut()
-                .insert("connection", "close".parse().unwrap());
+            r.headers_mut().insert("connection", "close".parse().unwrap());
             r
         }
         ["big", n] => {
@@ -142,25 +138,15 @@ async fn upstream_handle(
                         return None;
                     }
                     let len = chunk.len().min(total - sent);
-                    Some((
-                        Ok::<_, Infallible>(Frame::data(chunk.slice(..len))),
-                        sent + len,
-                    ))
+                    Some((Ok::<_, Infallible>(Frame::data(chunk.slice(..len))), sent + len))
                 }
             });
             Response::new(BodyExt::boxed(StreamBody::new(stream)))
         }
         ["stream"] => {
-            let rx = up
-                .stream_feed
-                .lock()
-                .unwrap()
-                .take()
-                .expect("stream feed set by the test");
+            let rx = up.stream_feed.lock().unwrap().take().expect("stream feed set by the test");
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv()
-                    .await
-                    .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+                rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
             });
             Response::new(BodyExt::boxed(StreamBody::new(stream)))
         }
@@ -173,20 +159,12 @@ async fn upstream_handle(
 fn websocket(mut req: Request<Incoming>) -> Response<BoxBody> {
     use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
     use tokio_tungstenite::tungstenite::protocol::Role;
-    let key = req
-        .headers()
-        .get("sec-websocket-key")
-        .cloned()
-        .expect("client sends a key");
+    let key = req.headers().get("sec-websocket-key").cloned().expect("client sends a key");
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let upgraded = on_upgrade.await.expect("upgrade completes");
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            None,
-        )
-        .await;
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_text() || msg.is_binary() {
                 if ws.send(msg).await.is_err() {
@@ -201,10 +179,7 @@ fn websocket(mut req: Request<Incoming>) -> Response<BoxBody> {
     let h = r.headers_mut();
     h.insert("connection", "upgrade".parse().unwrap());
     h.insert("upgrade", "websocket".parse().unwrap());
-    h.insert(
-        "sec-websocket-accept",
-        derive_accept_key(key.as_bytes()).parse().unwrap(),
-    );
+    h.insert("sec-websocket-accept", derive_accept_key(key.as_bytes()).parse().unwrap());
     r
 }
 
@@ -267,13 +242,7 @@ impl Drop for Proxy {
 
 /// Starts perfproxy in-process on 127.0.0.1:0 with these extra arguments.
 pub async fn spawn_proxy(upstream: &str, args: &[&str]) -> Proxy {
-    let mut argv = vec![
-        "perfproxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        upstream,
-    ];
+    let mut argv = vec!["perfproxy", "--listen", "127.0.0.1:0", "--upstream", upstream];
     argv.extend_from_slice(args);
     let config = match perfproxy::config::from_args(argv) {
         Ok(inv) => inv.config,
@@ -286,19 +255,11 @@ pub async fn spawn_proxy(upstream: &str, args: &[&str]) -> Proxy {
     let task = tokio::spawn(perfproxy::server::run(listeners, config, async move {
         let _ = rx.await;
     }));
-    Proxy {
-        addr,
-        admin,
-        stop: Some(tx),
-        task: Some(task),
-    }
+    Proxy { addr, admin, stop: Some(tx), task: Some(task) }
 }
 
 /// A pooled HTTP/1.1 client for ordinary requests.
-pub fn client() -> hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Full<Bytes>,
-> {
+pub fn client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
@@ -314,8 +275,7 @@ impl Answer {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
@@ -323,11 +283,7 @@ impl Answer {
 pub async fn send(req: Request<Full<Bytes>>) -> Answer {
     let resp = client().request(req).await.expect("request answered");
     let (parts, body) = resp.into_parts();
-    Answer {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    Answer { status: parts.status.as_u16(), headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
 }
 
 pub async fn get(url: &str) -> Answer {
@@ -362,21 +318,13 @@ pub fn binary() -> &'static str {
 
 /// A free port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Waits until `url` answers 200, or panics after `secs`.
 pub async fn wait_ready(url: &str, secs: u64) {
     for _ in 0..secs * 20 {
-        if let Ok(Ok(resp)) = tokio::time::timeout(
-            Duration::from_millis(500),
-            client().get(url.parse().unwrap()),
-        )
-        .await
+        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_millis(500), client().get(url.parse().unwrap())).await
         {
             if resp.status() == 200 {
                 return;

@@ -1,0 +1,256 @@
+//! Per-route request metrics (SPEC §4). The request path only appends a
+//! 16-byte [`Sample`] to its worker's own buffer (a mutex no other thread
+//! takes except to drain it), so recording never serialises workers. A
+//! background task, and every reader, drains the buffers into one
+//! [`Aggregate`]: per route and in total, counters plus HdrHistograms for all
+//! time and for a rolling window (a ring of sub-window slots, merged on read).
+//!
+//! Precision: totals use 3 significant digits (0.1 %); per-route histograms
+//! use 2 (1 %), so that 1000 routes stay inside the memory budget. All
+//! histograms span 1 µs to 1 h, grow only as far as the values seen, and the
+//! window's slots exist only while they hold samples.
+
+mod series;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use series::{Series, Stats};
+
+use crate::routes::RouteId;
+
+/// Drain a worker's buffer from the request path once it holds this many.
+const FLUSH_AT: usize = 16_384;
+
+/// One finished request.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub route: RouteId,
+    pub micros: u32,
+    pub status: u16,
+    /// Seconds since the metrics started, when the response completed.
+    pub at_secs: u32,
+}
+
+/// One worker's buffer of samples not yet merged, and its in-flight count.
+#[derive(Debug, Default)]
+pub struct Shard {
+    samples: Mutex<Vec<Sample>>,
+    in_flight: AtomicI64,
+}
+
+/// Everything merged so far.
+#[derive(Debug)]
+pub struct Aggregate {
+    pub total: Series,
+    pub routes: Vec<Series>,
+}
+
+/// Process-wide metrics: the shards, the aggregate and the settings.
+#[derive(Debug)]
+pub struct Metrics {
+    enabled: bool,
+    slow_micros: u64,
+    slot_secs: u32,
+    slots: usize,
+    started: Instant,
+    shards: Mutex<Vec<Arc<Shard>>>,
+    aggregate: Mutex<Aggregate>,
+}
+
+/// A worker's handle for recording.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    shard: Arc<Shard>,
+    metrics: Arc<Metrics>,
+}
+
+/// A point-in-time copy for readers.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub total: Series,
+    pub routes: Vec<(RouteId, Series)>,
+    pub in_flight: i64,
+    /// The current window slot, for telling recent from expired slots.
+    pub now_epoch: u64,
+    pub window: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().expect("metrics locks are never poisoned: no code under them panics")
+}
+
+impl Metrics {
+    /// `window` is the recent view's length, kept as 6 slots (at least 1 s each).
+    pub fn new(enabled: bool, slow: Duration, window: Duration) -> Arc<Metrics> {
+        let slots = 6usize;
+        let slot_secs = (window.as_secs() / slots as u64).max(1) as u32;
+        Arc::new(Metrics {
+            enabled,
+            slow_micros: slow.as_micros() as u64,
+            slot_secs,
+            slots,
+            started: Instant::now(),
+            shards: Mutex::default(),
+            aggregate: Mutex::new(Aggregate { total: Series::new(slots, 3), routes: Vec::new() }),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The recent window as configured (slots × slot length).
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(u64::from(self.slot_secs) * self.slots as u64)
+    }
+
+    /// A recorder for one worker thread.
+    pub fn recorder(self: &Arc<Self>) -> Recorder {
+        let shard = Arc::new(Shard::default());
+        lock(&self.shards).push(shard.clone());
+        Recorder { shard, metrics: self.clone() }
+    }
+
+    fn now_secs(&self) -> u32 {
+        self.started.elapsed().as_secs() as u32
+    }
+
+    fn merge(&self, agg: &mut Aggregate, samples: &[Sample]) {
+        for s in samples {
+            let epoch = u64::from(s.at_secs / self.slot_secs);
+            let slow = u64::from(s.micros) > self.slow_micros;
+            agg.total.record(s, slow, epoch);
+            let i = s.route.0 as usize;
+            if agg.routes.len() <= i {
+                agg.routes.resize_with(i + 1, || Series::new(self.slots, 2));
+            }
+            agg.routes[i].record(s, slow, epoch);
+        }
+    }
+
+    fn drain_shard(&self, agg: &mut Aggregate, shard: &Shard, spare: &mut Vec<Sample>) {
+        std::mem::swap(&mut *lock(&shard.samples), spare);
+        self.merge(agg, spare);
+        spare.clear();
+    }
+
+    /// Merges every worker's buffered samples into the aggregate.
+    pub fn flush(&self) {
+        let shards = lock(&self.shards).clone();
+        let mut agg = lock(&self.aggregate);
+        let mut spare = Vec::new();
+        for shard in &shards {
+            self.drain_shard(&mut agg, shard, &mut spare);
+        }
+    }
+
+    /// Flushes, then copies the aggregate (optionally one route only).
+    pub fn snapshot(&self, only: Option<RouteId>) -> Snapshot {
+        self.flush();
+        let in_flight = lock(&self.shards).iter().map(|s| s.in_flight.load(Ordering::Relaxed)).sum();
+        let agg = lock(&self.aggregate);
+        let routes = agg
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.all.count > 0 && only.is_none_or(|r| r.0 as usize == *i))
+            .map(|(i, s)| (RouteId(i as u32), s.clone()))
+            .collect();
+        Snapshot {
+            total: agg.total.clone(),
+            routes,
+            in_flight,
+            now_epoch: u64::from(self.now_secs() / self.slot_secs),
+            window: self.window(),
+        }
+    }
+
+    /// Merges on a timer until `shutdown` resolves, so buffers stay small
+    /// even when nobody reads.
+    pub async fn merge_periodically(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tick.tick() => self.flush(),
+            }
+        }
+    }
+}
+
+impl Recorder {
+    /// A request has been read; returns when it started.
+    pub fn begin(&self) -> Instant {
+        self.shard.in_flight.fetch_add(1, Ordering::Relaxed);
+        Instant::now()
+    }
+
+    /// Its response is complete.
+    pub fn finish(&self, route: RouteId, status: u16, started: Instant) {
+        let now = Instant::now();
+        let micros = now.duration_since(started).as_micros().min(u128::from(u32::MAX)) as u32;
+        let at_secs = now.duration_since(self.metrics.started).as_secs() as u32;
+        self.shard.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let full = {
+            let mut samples = lock(&self.shard.samples);
+            samples.push(Sample { route, micros, status, at_secs });
+            samples.len() >= FLUSH_AT
+        };
+        if full {
+            let mut agg = lock(&self.metrics.aggregate);
+            self.metrics.drain_shard(&mut agg, &self.shard, &mut Vec::new());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_percentiles_come_from_histograms() {
+        let m = Metrics::new(true, Duration::from_millis(100), Duration::from_secs(60));
+        let r = m.recorder();
+        let a = RouteId(0);
+        let b = RouteId(3);
+        for i in 1..=100u32 {
+            let s = Sample { route: a, micros: i * 1000, status: if i % 10 == 0 { 503 } else { 200 }, at_secs: 0 };
+            lock(&r.shard.samples).push(s);
+        }
+        lock(&r.shard.samples).push(Sample { route: b, micros: 5, status: 404, at_secs: 0 });
+        let snap = m.snapshot(None);
+        assert_eq!(snap.total.all.count, 101);
+        assert_eq!(snap.total.all.errors, 10);
+        assert_eq!(snap.routes.len(), 2);
+        let ra = &snap.routes[0].1.all;
+        assert_eq!((ra.count, ra.errors, ra.status[2], ra.status[5]), (100, 10, 90, 10));
+        let p50 = ra.hist.value_at_quantile(0.5) as f64;
+        assert!((p50 - 50_000.0).abs() / 50_000.0 < 0.01, "p50 {p50}");
+        assert!(ra.hist.value_at_quantile(0.99) >= 98_000);
+        assert_eq!(ra.max_micros, 100_000);
+        assert_eq!(ra.slow, 0, "100 ms is not slower than 100 ms");
+        let only_b = m.snapshot(Some(b));
+        assert_eq!(only_b.routes.len(), 1);
+        assert_eq!(only_b.routes[0].1.all.status[4], 1);
+    }
+
+    #[test]
+    fn recent_window_forgets_old_slots() {
+        let m = Metrics::new(true, Duration::from_secs(2), Duration::from_secs(60));
+        let r = m.recorder();
+        lock(&r.shard.samples).push(Sample { route: RouteId(0), micros: 10, status: 200, at_secs: 0 });
+        lock(&r.shard.samples).push(Sample { route: RouteId(0), micros: 10, status: 500, at_secs: 125 });
+        m.flush();
+        let agg = lock(&m.aggregate);
+        // At second 125 (epoch 12) the window covers epochs 7..=12.
+        let recent = agg.total.recent(12);
+        assert_eq!((recent.count, recent.errors), (1, 1));
+        assert_eq!(agg.total.all.count, 2);
+        let later = agg.total.recent(30);
+        assert_eq!(later.count, 0);
+    }
+}

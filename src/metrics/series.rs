@@ -1,0 +1,111 @@
+//! One metric series (a route, or the total): all-time [`Stats`] and a ring
+//! of window slots, each slot its own `Stats`, merged on read.
+
+use hdrhistogram::{Counter, Histogram};
+
+use super::Sample;
+
+/// Counters and a latency histogram (µs). All-time stats count in `u64`;
+/// window slots, which hold seconds of traffic, in `u32`.
+#[derive(Debug, Clone)]
+pub struct Stats<C: Counter = u64> {
+    pub count: u64,
+    pub errors: u64,
+    pub slow: u64,
+    /// Index 1..=5: 1xx..5xx (0 unused).
+    pub status: [u64; 6],
+    pub sum_micros: u64,
+    pub max_micros: u64,
+    pub hist: Histogram<C>,
+}
+
+impl<C: Counter> Stats<C> {
+    pub fn new(sigfig: u8) -> Stats<C> {
+        // 1 µs .. 1 h, auto-resizing from a small array as larger values arrive.
+        let mut hist = Histogram::new(sigfig).expect("1 to 3 significant digits are supported");
+        hist.auto(true);
+        Stats { count: 0, errors: 0, slow: 0, status: [0; 6], sum_micros: 0, max_micros: 0, hist }
+    }
+
+    fn record(&mut self, s: &Sample, slow: bool) {
+        self.count += 1;
+        self.errors += u64::from(s.status >= 500);
+        self.slow += u64::from(slow);
+        self.status[usize::from(s.status / 100).min(5)] += 1;
+        let v = u64::from(s.micros).clamp(1, 3_600_000_000);
+        self.sum_micros += v;
+        self.max_micros = self.max_micros.max(v);
+        if self.hist.record(v).is_err() {
+            // Only a counter at its maximum can refuse; keep it there.
+            self.hist.saturating_record(v);
+        }
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Stats<C>) {
+        self.count += other.count;
+        self.errors += other.errors;
+        self.slow += other.slow;
+        for (a, b) in self.status.iter_mut().zip(other.status) {
+            *a += b;
+        }
+        self.sum_micros += other.sum_micros;
+        self.max_micros = self.max_micros.max(other.max_micros);
+        self.hist.add(&other.hist).expect("auto-resizing histograms accept any values");
+    }
+
+    pub fn error_rate(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.count as f64
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    epoch: u64,
+    stats: Stats<u32>,
+}
+
+/// All-time stats plus the rolling window.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub all: Stats,
+    ring: Vec<Option<Slot>>,
+    sigfig: u8,
+}
+
+impl Series {
+    pub fn new(slots: usize, sigfig: u8) -> Series {
+        Series { all: Stats::new(sigfig), ring: vec![None; slots], sigfig }
+    }
+
+    pub(super) fn record(&mut self, s: &Sample, slow: bool, epoch: u64) {
+        self.all.record(s, slow);
+        let n = self.ring.len() as u64;
+        let slot = &mut self.ring[(epoch % n) as usize];
+        match slot {
+            Some(slot) if slot.epoch == epoch => slot.stats.record(s, slow),
+            Some(slot) if slot.epoch > epoch => {} // a late sample for a slot already reused
+            _ => {
+                let mut stats = Stats::new(self.sigfig);
+                stats.record(s, slow);
+                *slot = Some(Slot { epoch, stats });
+            }
+        }
+    }
+
+    /// The window ending at slot `now_epoch`: the slots of the last `slots` epochs.
+    pub fn recent(&self, now_epoch: u64) -> Stats<u32> {
+        let n = self.ring.len() as u64;
+        let mut out = Stats::new(self.sigfig);
+        for slot in self.ring.iter().flatten() {
+            if slot.epoch <= now_epoch && slot.epoch + n > now_epoch {
+                out.add(&slot.stats);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,242 @@
+//! The `/performance` document (SPEC §4), built from a metrics snapshot, the
+//! latest health report and the process's own facts.
+
+use std::time::SystemTime;
+
+use hdrhistogram::Counter;
+use serde::Serialize;
+
+use crate::health::CheckStatus;
+use crate::metrics::{Snapshot, Stats};
+use crate::state::Shared;
+
+#[derive(Serialize)]
+pub struct Performance {
+    pub generated_at: String,
+    pub window_seconds: u64,
+    pub requests: Requests,
+    pub routes: Vec<RouteView>,
+    pub cache: CacheView,
+    pub database: DatabaseView,
+    pub memory: MemoryView,
+    pub system: SystemView,
+    pub alerts: Vec<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+pub struct Requests {
+    #[serde(flatten)]
+    pub all: Figures,
+    pub in_flight: i64,
+    pub recent: Figures,
+}
+
+/// Counts, status classes and latency of a set of requests.
+#[derive(Serialize)]
+pub struct Figures {
+    pub total: u64,
+    pub success: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub status: Classes,
+    pub latency_ms: Latency,
+    pub slow: u64,
+}
+
+#[derive(Serialize)]
+pub struct Classes {
+    #[serde(rename = "1xx")]
+    pub c1: u64,
+    #[serde(rename = "2xx")]
+    pub c2: u64,
+    #[serde(rename = "3xx")]
+    pub c3: u64,
+    #[serde(rename = "4xx")]
+    pub c4: u64,
+    #[serde(rename = "5xx")]
+    pub c5: u64,
+}
+
+#[derive(Serialize)]
+pub struct Latency {
+    pub avg: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Serialize)]
+pub struct RouteView {
+    pub route: String,
+    pub count: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub slow: u64,
+    pub status: Classes,
+    pub latency_ms: Latency,
+    pub recent: Figures,
+}
+
+#[derive(Serialize)]
+pub struct CacheView {
+    pub enabled: bool,
+    pub backend: &'static str,
+    pub hits: u64,
+    pub misses: u64,
+    pub hit_rate: f64,
+    pub stores: u64,
+    pub bypasses: u64,
+    pub invalidations: u64,
+    pub errors: u64,
+    pub memory_bytes: u64,
+}
+
+#[derive(Serialize)]
+pub struct DatabaseView {
+    pub configured: bool,
+    pub status: &'static str,
+    pub probe_ms: f64,
+    pub error: Option<String>,
+    pub pool: Pool,
+    pub slow_queries: Vec<serde_json::Value>,
+    pub advice: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct Pool {
+    pub size: u64,
+    pub idle: u64,
+}
+
+#[derive(Serialize)]
+pub struct MemoryView {
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+}
+
+#[derive(Serialize)]
+pub struct SystemView {
+    pub uptime_seconds: u64,
+    pub version: &'static str,
+    pub platform: String,
+    pub pid: u32,
+}
+
+fn ms(micros: f64) -> f64 {
+    (micros / 1000.0 * 1000.0).round() / 1000.0
+}
+
+pub fn figures<C: Counter>(s: &Stats<C>) -> Figures {
+    Figures {
+        total: s.count,
+        success: s.count - s.errors,
+        errors: s.errors,
+        error_rate: s.error_rate(),
+        status: classes(s),
+        latency_ms: latency(s),
+        slow: s.slow,
+    }
+}
+
+fn classes<C: Counter>(s: &Stats<C>) -> Classes {
+    Classes { c1: s.status[1], c2: s.status[2], c3: s.status[3], c4: s.status[4], c5: s.status[5] }
+}
+
+/// Percentiles from the histogram; the average from the exact sum.
+pub fn latency<C: Counter>(s: &Stats<C>) -> Latency {
+    if s.count == 0 {
+        return Latency { avg: 0.0, p50: 0.0, p90: 0.0, p95: 0.0, p99: 0.0, max: 0.0 };
+    }
+    let q = |q: f64| ms(s.hist.value_at_quantile(q) as f64);
+    Latency {
+        avg: ms(s.sum_micros as f64 / s.count as f64),
+        p50: q(0.50),
+        p90: q(0.90),
+        p95: q(0.95),
+        p99: q(0.99),
+        max: ms(s.max_micros as f64),
+    }
+}
+
+/// Builds the document; `route` narrows `routes` to that label.
+pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
+    let only = route.map(|r| shared.routes.id_of(r));
+    let snap: Snapshot = match only {
+        Some(None) => {
+            let mut s = shared.metrics.snapshot(None);
+            s.routes.clear();
+            s
+        }
+        Some(Some(id)) => shared.metrics.snapshot(Some(id)),
+        None => shared.metrics.snapshot(None),
+    };
+    let names = shared.routes.names();
+    let mut routes: Vec<RouteView> = snap
+        .routes
+        .iter()
+        .map(|(id, series)| {
+            let a = &series.all;
+            RouteView {
+                route: names.get(id.0 as usize).map_or_else(String::new, |n| n.to_string()),
+                count: a.count,
+                errors: a.errors,
+                error_rate: a.error_rate(),
+                slow: a.slow,
+                status: classes(a),
+                latency_ms: latency(a),
+                recent: figures(&series.recent(snap.now_epoch)),
+            }
+        })
+        .collect();
+    routes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.route.cmp(&b.route)));
+
+    let report = shared.health.report();
+    let db = report.checks.iter().find(|(n, _)| n == "database").map(|(_, c)| c.clone());
+    let settings = &shared.config.settings;
+    let (rss, peak) = crate::system::memory();
+    Performance {
+        generated_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        window_seconds: snap.window.as_secs(),
+        requests: Requests {
+            all: figures(&snap.total.all),
+            in_flight: snap.in_flight,
+            recent: figures(&snap.total.recent(snap.now_epoch)),
+        },
+        routes,
+        cache: CacheView {
+            enabled: false,
+            backend: if settings.redis_url.is_some() { "redis" } else { "memory" },
+            hits: 0,
+            misses: 0,
+            hit_rate: 0.0,
+            stores: 0,
+            bypasses: 0,
+            invalidations: 0,
+            errors: 0,
+            memory_bytes: 0,
+        },
+        database: DatabaseView {
+            configured: settings.database_url.is_some(),
+            status: match db.as_ref().map(|c| c.status) {
+                Some(CheckStatus::Up) => "up",
+                Some(CheckStatus::Down) => "down",
+                _ => "not_configured",
+            },
+            probe_ms: db.as_ref().map_or(0.0, |c| c.latency_ms),
+            error: db.and_then(|c| c.error),
+            pool: Pool { size: settings.database_pool_size, idle: 0 },
+            slow_queries: Vec::new(),
+            advice: Vec::new(),
+        },
+        memory: MemoryView { rss_bytes: rss, peak_rss_bytes: peak },
+        system: SystemView {
+            uptime_seconds: shared.started.elapsed().as_secs(),
+            version: crate::system::VERSION,
+            platform: crate::system::platform(),
+            pid: std::process::id(),
+        },
+        alerts: Vec::new(),
+    }
+}

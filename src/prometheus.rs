@@ -1,0 +1,184 @@
+//! `GET /metrics`: the same figures as `/performance` in the Prometheus text
+//! exposition format, encoded by the `prometheus` crate's `TextEncoder` from
+//! metric families built out of a fresh snapshot at each scrape. (The
+//! classic text format, because that is what `promtool check metrics` and
+//! every Prometheus version read.)
+
+use hdrhistogram::Counter;
+use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::Encoder;
+
+use crate::health::{CheckStatus, Overall};
+use crate::metrics::Stats;
+use crate::state::Shared;
+
+/// Upper bounds (seconds) of the request duration histogram's buckets.
+const BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name((*k).to_string());
+            l.set_value((*v).to_string());
+            l
+        })
+        .collect()
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn counter(pairs: &[(&str, &str)], v: u64) -> Metric {
+    let mut c = prometheus::proto::Counter::default();
+    c.set_value(v as f64);
+    let mut m = Metric::from_label(labels(pairs));
+    m.set_counter(c);
+    m
+}
+
+fn gauge(pairs: &[(&str, &str)], v: f64) -> Metric {
+    let mut g = prometheus::proto::Gauge::default();
+    g.set_value(v);
+    let mut m = Metric::from_label(labels(pairs));
+    m.set_gauge(g);
+    m
+}
+
+/// A histogram in seconds from one in µs: cumulative counts per [`BUCKETS`].
+fn histogram<C: Counter>(pairs: &[(&str, &str)], s: &Stats<C>) -> Metric {
+    let mut per_bucket = [0u64; BUCKETS.len()];
+    for v in s.hist.iter_recorded() {
+        let secs = v.value_iterated_to() as f64 / 1e6;
+        if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
+            per_bucket[i] += v.count_at_value().as_u64();
+        }
+    }
+    let mut cumulative = 0;
+    let buckets = BUCKETS
+        .iter()
+        .zip(per_bucket)
+        .map(|(le, n)| {
+            cumulative += n;
+            let mut b = Bucket::default();
+            b.set_upper_bound(*le);
+            b.set_cumulative_count(cumulative);
+            b
+        })
+        .collect();
+    let mut h = Histogram::default();
+    h.set_sample_count(s.count);
+    h.set_sample_sum(s.sum_micros as f64 / 1e6);
+    h.set_bucket(buckets);
+    let mut m = Metric::from_label(labels(pairs));
+    m.set_histogram(h);
+    m
+}
+
+/// The text a scrape gets.
+pub fn render(shared: &Shared) -> String {
+    let snap = shared.metrics.snapshot(None);
+    let names = shared.routes.names();
+    let routes: Vec<(String, &Stats)> = snap
+        .routes
+        .iter()
+        .map(|(id, series)| (names.get(id.0 as usize).map_or_else(String::new, |n| n.to_string()), &series.all))
+        .collect();
+    let per_route = |f: &dyn Fn(&str, &Stats) -> Metric| routes.iter().map(|(r, s)| f(r, s)).collect::<Vec<_>>();
+
+    let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+    let mut families = vec![
+        family(
+            "perfproxy_requests_total",
+            "Requests proxied, by route and status class",
+            MetricType::COUNTER,
+            routes
+                .iter()
+                .flat_map(|(r, s)| classes.iter().enumerate().map(move |(i, c)| counter(&[("route", r), ("class", c)], s.status[i + 1])))
+                .collect(),
+        ),
+        family(
+            "perfproxy_request_errors_total",
+            "Responses with status >= 500, the proxy's own 502/504 included",
+            MetricType::COUNTER,
+            per_route(&|r, s| counter(&[("route", r)], s.errors)),
+        ),
+        family(
+            "perfproxy_slow_requests_total",
+            "Requests slower than SLOW_REQUEST_THRESHOLD",
+            MetricType::COUNTER,
+            per_route(&|r, s| counter(&[("route", r)], s.slow)),
+        ),
+        family(
+            "perfproxy_request_duration_seconds",
+            "Time from request head read to response complete",
+            MetricType::HISTOGRAM,
+            per_route(&|r, s| histogram(&[("route", r)], s)),
+        ),
+        family("perfproxy_requests_in_flight", "Requests being proxied now", MetricType::GAUGE, vec![gauge(&[], snap.in_flight as f64)]),
+    ];
+
+    let (rss, peak) = crate::system::memory();
+    let uptime = shared.started.elapsed().as_secs_f64();
+    families.push(family("perfproxy_resident_memory_bytes", "Resident set size", MetricType::GAUGE, vec![gauge(&[], rss as f64)]));
+    families.push(family("perfproxy_peak_resident_memory_bytes", "Peak resident set size", MetricType::GAUGE, vec![gauge(&[], peak as f64)]));
+    families.push(family("perfproxy_uptime_seconds", "Time since start", MetricType::GAUGE, vec![gauge(&[], uptime)]));
+
+    let report = shared.health.report();
+    let checked: Vec<_> = report.checks.iter().filter(|(_, c)| c.status != CheckStatus::NotConfigured).collect();
+    families.push(family(
+        "perfproxy_health_check_up",
+        "1 when the check is up, 0 when down",
+        MetricType::GAUGE,
+        checked.iter().map(|(n, c)| gauge(&[("check", n)], f64::from(u8::from(c.status == CheckStatus::Up)))).collect(),
+    ));
+    families.push(family(
+        "perfproxy_health_check_latency_seconds",
+        "Duration of the latest probe",
+        MetricType::GAUGE,
+        checked.iter().map(|(n, c)| gauge(&[("check", n)], c.latency_ms / 1000.0)).collect(),
+    ));
+    let overall = shared.health.overall(&report);
+    families.push(family(
+        "perfproxy_health_status",
+        "1 for the current overall status",
+        MetricType::GAUGE,
+        [(Overall::Healthy, "healthy"), (Overall::Degraded, "degraded"), (Overall::Unhealthy, "unhealthy")]
+            .iter()
+            .map(|(o, name)| gauge(&[("status", name)], f64::from(u8::from(overall == *o))))
+            .collect(),
+    ));
+
+    for (name, help) in [
+        ("perfproxy_cache_hits_total", "Cache lookups answered from the cache"),
+        ("perfproxy_cache_misses_total", "Cache lookups that went upstream"),
+        ("perfproxy_cache_stores_total", "Responses stored"),
+        ("perfproxy_cache_bypasses_total", "Requests the cache did not consider"),
+        ("perfproxy_cache_invalidations_total", "Entries invalidated"),
+        ("perfproxy_cache_errors_total", "Cache backend errors"),
+    ] {
+        families.push(family(name, help, MetricType::COUNTER, vec![counter(&[], 0)]));
+    }
+    families.push(family("perfproxy_cache_memory_bytes", "Bytes held by the memory cache layer", MetricType::GAUGE, vec![gauge(&[], 0.0)]));
+    let platform = crate::system::platform();
+    families.push(family(
+        "perfproxy_build_info",
+        "Version and platform of this perfproxy",
+        MetricType::GAUGE,
+        vec![gauge(&[("version", crate::system::VERSION), ("platform", &platform)], 1.0)],
+    ));
+
+    let mut out = Vec::with_capacity(16 * 1024);
+    prometheus::TextEncoder::new().encode(&families, &mut out).expect("metric families built here are complete");
+    String::from_utf8(out).expect("the text encoder writes UTF-8")
+}

@@ -1,6 +1,7 @@
 //! Per-route request metrics (SPEC §4). The request path only appends a
-//! 16-byte [`Sample`] to its worker's own buffer (a mutex no other thread
-//! takes except to drain it), so recording never serialises workers. A
+//! 16-byte [`Sample`] to its worker's local buffer (no lock, no atomic);
+//! batches move to the worker's shard (a mutex no other worker takes), so
+//! recording never serialises workers. A
 //! background task, and every reader, drains the buffers into one
 //! [`Aggregate`]: per route and in total, counters plus HdrHistograms for all
 //! time and for a rolling window (a ring of sub-window slots, merged on read).
@@ -59,11 +60,16 @@ pub struct Metrics {
     aggregate: Mutex<Aggregate>,
 }
 
-/// A worker's handle for recording.
-#[derive(Debug, Clone)]
+/// A worker's handle for recording: samples collect in a local buffer (no
+/// atomics, no lock) and move to the worker's shard every 256 samples or
+/// when [`Recorder::publish`] runs (every 50 ms), so readers see figures at
+/// most that old.
+#[derive(Debug)]
 pub struct Recorder {
     shard: Arc<Shard>,
     metrics: Arc<Metrics>,
+    local: std::cell::RefCell<Vec<Sample>>,
+    in_flight: std::cell::Cell<i64>,
 }
 
 /// A point-in-time copy for readers.
@@ -110,7 +116,7 @@ impl Metrics {
     pub fn recorder(self: &Arc<Self>) -> Recorder {
         let shard = Arc::new(Shard::default());
         lock(&self.shards).push(shard.clone());
-        Recorder { shard, metrics: self.clone() }
+        Recorder { shard, metrics: self.clone(), local: Default::default(), in_flight: Default::default() }
     }
 
     fn now_secs(&self) -> u32 {
@@ -182,10 +188,13 @@ impl Metrics {
     }
 }
 
+/// Move a worker's local samples to its shard once this many have collected.
+const LOCAL_BATCH: usize = 256;
+
 impl Recorder {
     /// A request has been read; returns when it started.
     pub fn begin(&self) -> Instant {
-        self.shard.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.set_in_flight(1);
         Instant::now()
     }
 
@@ -194,15 +203,48 @@ impl Recorder {
         let now = Instant::now();
         let micros = now.duration_since(started).as_micros().min(u128::from(u32::MAX)) as u32;
         let at_secs = now.duration_since(self.metrics.started).as_secs() as u32;
-        self.shard.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.set_in_flight(-1);
         let full = {
-            let mut samples = lock(&self.shard.samples);
-            samples.push(Sample { route, micros, status, at_secs });
-            samples.len() >= FLUSH_AT
+            let mut local = self.local.borrow_mut();
+            local.push(Sample { route, micros, status, at_secs });
+            local.len() >= LOCAL_BATCH
+        };
+        if full {
+            self.publish();
+        }
+    }
+
+    /// Only this worker writes its count: a plain store, no read-modify-write.
+    fn set_in_flight(&self, delta: i64) {
+        let n = self.in_flight.get() + delta;
+        self.in_flight.set(n);
+        self.shard.in_flight.store(n, Ordering::Relaxed);
+    }
+
+    /// Moves the local samples to the shard, where readers find them.
+    pub fn publish(&self) {
+        let mut local = self.local.borrow_mut();
+        if local.is_empty() {
+            return;
+        }
+        let full = {
+            let mut shared = lock(&self.shard.samples);
+            shared.append(&mut local);
+            shared.len() >= FLUSH_AT
         };
         if full {
             let mut agg = lock(&self.metrics.aggregate);
             self.metrics.drain_shard(&mut agg, &self.shard, &mut Vec::new());
+        }
+    }
+
+    /// Publishes every `period` for as long as the worker runs.
+    pub async fn publish_periodically(self: std::rc::Rc<Self>, period: Duration) {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.publish();
         }
     }
 }

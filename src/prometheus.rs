@@ -104,7 +104,12 @@ pub fn render(shared: &Shared) -> String {
             MetricType::COUNTER,
             routes
                 .iter()
-                .flat_map(|(r, s)| classes.iter().enumerate().map(move |(i, c)| counter(&[("route", r), ("class", c)], s.status[i + 1])))
+                .flat_map(|(r, s)| {
+                    classes
+                        .iter()
+                        .enumerate()
+                        .map(move |(i, c)| counter(&[("route", r), ("class", c)], s.status[i + 1]))
+                })
                 .collect(),
         ),
         family(
@@ -125,13 +130,28 @@ pub fn render(shared: &Shared) -> String {
             MetricType::HISTOGRAM,
             per_route(&|r, s| histogram(&[("route", r)], s)),
         ),
-        family("perfproxy_requests_in_flight", "Requests being proxied now", MetricType::GAUGE, vec![gauge(&[], snap.in_flight as f64)]),
+        family(
+            "perfproxy_requests_in_flight",
+            "Requests being proxied now",
+            MetricType::GAUGE,
+            vec![gauge(&[], snap.in_flight as f64)],
+        ),
     ];
 
     let (rss, peak) = crate::system::memory();
     let uptime = shared.started.elapsed().as_secs_f64();
-    families.push(family("perfproxy_resident_memory_bytes", "Resident set size", MetricType::GAUGE, vec![gauge(&[], rss as f64)]));
-    families.push(family("perfproxy_peak_resident_memory_bytes", "Peak resident set size", MetricType::GAUGE, vec![gauge(&[], peak as f64)]));
+    families.push(family(
+        "perfproxy_resident_memory_bytes",
+        "Resident set size",
+        MetricType::GAUGE,
+        vec![gauge(&[], rss as f64)],
+    ));
+    families.push(family(
+        "perfproxy_peak_resident_memory_bytes",
+        "Peak resident set size",
+        MetricType::GAUGE,
+        vec![gauge(&[], peak as f64)],
+    ));
     families.push(family("perfproxy_uptime_seconds", "Time since start", MetricType::GAUGE, vec![gauge(&[], uptime)]));
 
     let report = shared.health.report();
@@ -169,7 +189,12 @@ pub fn render(shared: &Shared) -> String {
     ] {
         families.push(family(name, help, MetricType::COUNTER, vec![counter(&[], 0)]));
     }
-    families.push(family("perfproxy_cache_memory_bytes", "Bytes held by the memory cache layer", MetricType::GAUGE, vec![gauge(&[], 0.0)]));
+    families.push(family(
+        "perfproxy_cache_memory_bytes",
+        "Bytes held by the memory cache layer",
+        MetricType::GAUGE,
+        vec![gauge(&[], 0.0)],
+    ));
     let platform = crate::system::platform();
     families.push(family(
         "perfproxy_build_info",

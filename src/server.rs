@@ -199,6 +199,9 @@ async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accep
     let http = Rc::new(http);
     let grace = config.shutdown_grace;
     let worker = Worker::new(shared.clone());
+    if let Some(recorder) = worker.recorder.clone() {
+        tokio::task::spawn_local(recorder.publish_periodically(Duration::from_millis(50)));
+    }
     let drain = Rc::new(Drain::default());
     loop {
         tokio::select! {
@@ -221,6 +224,9 @@ async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accep
     };
     if tokio::time::timeout(grace, drained).await.is_err() {
         warn!(open = drain.open.get(), "grace period over: closing connections still open");
+    }
+    if let Some(recorder) = &worker.recorder {
+        recorder.publish();
     }
 }
 

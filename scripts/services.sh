@@ -15,10 +15,11 @@ apt_install() {
 }
 
 ensure_redis() {
+  # The tests also start private redis-servers on free ports.
+  command -v redis-server >/dev/null || { echo "services: installing redis-server" >&2; apt_install redis-server; }
   if command -v redis-cli >/dev/null && [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; then
     return
   fi
-  command -v redis-server >/dev/null || { echo "services: installing redis-server" >&2; apt_install redis-server; }
   echo "services: starting redis on 127.0.0.1:6379" >&2
   mkdir -p /var/lib/redis /var/log/redis
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
@@ -64,6 +65,8 @@ ensure_postgres() {
 
 ensure_tools() {
   command -v curl >/dev/null || apt_install curl
+  # promtool (Debian package prometheus) lints /metrics in the tests.
+  command -v promtool >/dev/null || { echo "services: installing promtool" >&2; apt_install --no-install-recommends prometheus; }
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -203,7 +203,11 @@ pub fn render(shared: &Shared) -> String {
         vec![gauge(&[("version", crate::system::VERSION), ("platform", &platform)], 1.0)],
     ));
 
+    // The encoder refuses families without samples (no routes yet, say).
+    families.retain(|f| !f.get_metric().is_empty());
     let mut out = Vec::with_capacity(16 * 1024);
-    prometheus::TextEncoder::new().encode(&families, &mut out).expect("metric families built here are complete");
-    String::from_utf8(out).expect("the text encoder writes UTF-8")
+    if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
+        tracing::error!(error = %e, "encoding /metrics");
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

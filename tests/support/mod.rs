@@ -17,7 +17,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -41,15 +41,31 @@ pub struct Upstream {
     pub cancelled: Arc<AtomicUsize>,
     /// Feeds `/stream`: each message becomes one body chunk; dropping ends the body.
     pub stream_feed: Arc<Mutex<Option<mpsc::Receiver<Bytes>>>>,
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Upstream {
+    /// Requests received, perfproxy's own health probes left out.
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.seen.lock().unwrap().iter().filter(|s| !is_probe(s)).cloned().collect()
+    }
+    /// perfproxy's health probes received.
+    pub fn probes(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().iter().filter(|s| is_probe(s)).cloned().collect()
     }
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+    /// Stops listening and drops every open connection, like a crash.
+    pub fn kill(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+fn is_probe(s: &Seen) -> bool {
+    s.headers.get("user-agent").is_some_and(|v| v == "perfproxy-health")
 }
 
 struct CancelGuard(Arc<AtomicUsize>, bool);
@@ -185,32 +201,96 @@ fn websocket(mut req: Request<Incoming>) -> Response<BoxBody> {
 
 /// Starts the test upstream on 127.0.0.1:0.
 pub async fn spawn_upstream() -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_upstream_on("127.0.0.1:0".parse().unwrap()).await
+}
+
+/// Starts the test upstream on `addr` (e.g. again on a killed one's port).
+pub async fn spawn_upstream_on(addr: SocketAddr) -> Upstream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    let listener = socket.listen(128).unwrap();
     let up = Upstream {
         addr: listener.local_addr().unwrap(),
         connections: Arc::default(),
         seen: Arc::default(),
         cancelled: Arc::default(),
         stream_feed: Arc::default(),
+        tasks: Arc::default(),
     };
     let state = up.clone();
-    tokio::spawn(async move {
+    let accept = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                break;
-            };
+            let Ok((stream, _)) = listener.accept().await else { break };
             state.connections.fetch_add(1, Ordering::SeqCst);
             let st = state.clone();
-            tokio::spawn(async move {
+            let conn = tokio::spawn(async move {
                 let svc = service_fn(move |req| upstream_handle(st.clone(), req));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades()
                     .await;
             });
+            state.tasks.lock().unwrap().push(conn.abort_handle());
         }
     });
+    up.tasks.lock().unwrap().push(accept.abort_handle());
     up
+}
+
+/// A TCP relay to `target` that the test can cut (every connection at once)
+/// and restore, to take a real server off the network and bring it back.
+pub struct Relay {
+    pub addr: SocketAddr,
+    target: SocketAddr,
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    pub async fn start(target: SocketAddr) -> Relay {
+        let port = free_port();
+        let relay = Relay { addr: ([127, 0, 0, 1], port).into(), target, tasks: Arc::default() };
+        relay.restore().await;
+        relay
+    }
+    pub fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+    pub async fn restore(&self) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(self.addr).unwrap();
+        let listener = socket.listen(128).unwrap();
+        let (target, tasks) = (self.target, self.tasks.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let t = tokio::spawn(async move {
+                    if let Ok(mut up) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                tasks.lock().unwrap().push(t.abort_handle());
+            }
+        });
+        self.tasks.lock().unwrap().push(accept.abort_handle());
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true, or panics after `secs`.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..secs * 20 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not within {secs} s: {what}");
 }
 
 /// perfproxy running in this process.

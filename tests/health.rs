@@ -1,0 +1,183 @@
+//! `/health`, `/health/live`, `/health/ready` (SPEC §5) against real
+//! dependencies: the upstream killed and restarted, a private redis-server
+//! killed and restarted, the real PostgreSQL cut off and restored.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const FAST: &str = "[health]\ninterval_ms = 100\ntimeout_ms = 300\n";
+
+fn cfg(text: &str) -> String {
+    let p = std::env::temp_dir().join(format!("pp-health-{}.toml", fastrand::u64(..)));
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+async fn health(proxy: &Proxy, path: &str) -> (u16, Value) {
+    let a = get(&proxy.url(path)).await;
+    (a.status, a.json())
+}
+
+async fn wait_status(proxy: &Proxy, want_code: u16, want: &str) -> Value {
+    let t = Instant::now();
+    loop {
+        let (code, doc) = health(proxy, "/health").await;
+        if code == want_code && doc["status"] == want {
+            return doc;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "health never became {want} ({want_code}): {doc}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_follows_the_upstream_down_and_back_up() {
+    let up = spawn_upstream().await;
+    let addr = up.addr;
+    let proxy = spawn_proxy(&up.url(), &["--config", &cfg(FAST)]).await;
+    let doc = wait_status(&proxy, 200, "healthy").await;
+    assert_eq!(doc["checks"]["upstream"]["status"], "up");
+    assert_eq!(doc["checks"]["redis"]["status"], "not_configured");
+    assert_eq!(doc["checks"]["database"]["status"], "not_configured");
+    assert!(doc["version"].is_string() && doc["uptime_seconds"].is_u64());
+
+    up.kill();
+    let doc = wait_status(&proxy, 503, "unhealthy").await;
+    assert_eq!(doc["checks"]["upstream"]["status"], "down");
+    assert!(doc["checks"]["upstream"]["error"].is_string());
+    let (ready, _) = health(&proxy, "/health/ready").await;
+    assert_eq!(ready, 503);
+    let (live, _) = health(&proxy, "/health/live").await;
+    assert_eq!(live, 200, "liveness does not depend on the upstream");
+
+    let _back = spawn_upstream_on(addr).await;
+    let doc = wait_status(&proxy, 200, "healthy").await;
+    assert_eq!(doc["checks"]["upstream"]["status"], "up");
+    assert_eq!(health(&proxy, "/health/ready").await.0, 200);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_probe_storm_never_reaches_the_upstream() {
+    let up = spawn_upstream().await;
+    let proxy =
+        spawn_proxy(&up.url(), &["--config", &cfg("[health]\ninterval_ms = 60000\nupstream_path = \"/probe\"\n")])
+            .await;
+    wait_status(&proxy, 200, "healthy").await;
+    for _ in 0..200 {
+        assert_eq!(get(&proxy.url("/health")).await.status, 200);
+    }
+    let probes = up.probes().iter().filter(|s| s.uri == "/probe").count();
+    assert_eq!(probes, 1, "health answered from the latest probe, not by probing");
+    proxy.shutdown().await;
+}
+
+struct Redis(Child);
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        Redis(child)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn redis_down_degrades_but_never_fails_traffic() {
+    let up = spawn_upstream().await;
+    let port = free_port();
+    let redis = Redis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let proxy = spawn_proxy(&up.url(), &["--config", &cfg(FAST), "--redis-url", &url]).await;
+    let doc = wait_status(&proxy, 200, "healthy").await;
+    assert_eq!(doc["checks"]["redis"]["status"], "up");
+
+    drop(redis);
+    let doc = wait_status(&proxy, 200, "degraded").await;
+    assert_eq!(doc["checks"]["redis"]["status"], "down");
+    assert_eq!(get(&proxy.url("/api/x")).await.status, 200, "traffic unaffected");
+
+    let _redis = Redis::start(port);
+    let doc = wait_status(&proxy, 200, "healthy").await;
+    assert_eq!(doc["checks"]["redis"]["status"], "up", "reconnected by itself");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_shared_redis_on_6379_is_checked() {
+    let up = spawn_upstream().await;
+    let proxy = spawn_proxy(&up.url(), &["--config", &cfg(FAST), "--redis-url", "redis://127.0.0.1:6379"]).await;
+    let doc = wait_status(&proxy, 200, "healthy").await;
+    assert_eq!(doc["checks"]["redis"]["status"], "up");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn database_down_is_unhealthy_and_comes_back_without_leaking_the_password() {
+    let up = spawn_upstream().await;
+    let relay = Relay::start("127.0.0.1:5432".parse().unwrap()).await;
+    // Trust auth ignores the password; it is there to prove it never shows.
+    let url = format!("postgres://postgres:hunter2@{}/postgres?connect_timeout=1", relay.addr);
+    let proxy = spawn_proxy(&up.url(), &["--config", &cfg(FAST), "--database-url", &url]).await;
+    let doc = wait_status(&proxy, 200, "healthy").await;
+    assert_eq!(doc["checks"]["database"]["status"], "up");
+    let perf = get(&proxy.url("/performance")).await.json();
+    assert_eq!(perf["database"]["configured"], true);
+    assert_eq!(perf["database"]["status"], "up");
+    assert_eq!(perf["database"]["pool"]["size"], 10);
+
+    relay.cut();
+    let doc = wait_status(&proxy, 503, "unhealthy").await;
+    assert_eq!(doc["checks"]["database"]["status"], "down");
+    for _ in 0..20 {
+        assert_eq!(get(&proxy.url("/api/x")).await.status, 200, "traffic unaffected by the database");
+    }
+    let perf = get(&proxy.url("/performance")).await;
+    assert_eq!(perf.json()["database"]["status"], "down");
+    let health_text = get(&proxy.url("/health")).await.text();
+    for text in [&perf.text(), &health_text, &get(&proxy.url("/metrics")).await.text()] {
+        assert!(!text.contains("hunter2"), "password leaked: {text}");
+    }
+
+    relay.restore().await;
+    let doc = wait_status(&proxy, 200, "healthy").await;
+    assert_eq!(doc["checks"]["database"]["status"], "up");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn extra_http_dependencies_are_checked_and_can_be_critical() {
+    let up = spawn_upstream().await;
+    let dep = spawn_upstream().await;
+    let dead_port = free_port();
+    let text = format!(
+        "[health]\ninterval_ms = 100\ntimeout_ms = 300\ncritical = [\"upstream\", \"billing\"]\n\
+         [[health.http]]\nname = \"billing\"\nurl = \"http://{}/status/204\"\n\
+         [[health.http]]\nname = \"geo\"\nurl = \"http://127.0.0.1:{dead_port}/\"\n",
+        dep.addr
+    );
+    let proxy = spawn_proxy(&up.url(), &["--config", &cfg(&text)]).await;
+    // geo is down but not critical: degraded.
+    let doc = wait_status(&proxy, 200, "degraded").await;
+    assert_eq!(doc["checks"]["billing"]["status"], "up");
+    assert_eq!(doc["checks"]["geo"]["status"], "down");
+    dep.kill();
+    let doc = wait_status(&proxy, 503, "unhealthy").await;
+    assert_eq!(doc["checks"]["billing"]["status"], "down");
+    proxy.shutdown().await;
+}

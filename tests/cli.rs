@@ -24,22 +24,16 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
-fn temp_file(text: &str) -> String {
-    let p = std::env::temp_dir().join(format!("pp-cli-{}.toml", fastrand::u64(..)));
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
-}
-
 #[test]
 fn bad_configuration_exits_2_naming_the_key() {
     type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str);
     let cases: Vec<Case> = vec![
-        (vec!["--config".into(), temp_file("lisen = \"127.0.0.1:1\"\n")], vec![], "lisen"),
-        (vec!["--config".into(), temp_file("[cache]\nmemory_bytes = \"lots\"\n")], vec![], "cache.memory_bytes"),
-        (vec!["--config".into(), temp_file("[alerts]\nerror_rate = 7.5\n")], vec![], "alerts.error_rate"),
-        (vec!["--config".into(), temp_file("[[routes]]\npattern = \"users/:id\"\n")], vec![], "routes[0].pattern"),
+        (vec!["--config".into(), write_config("lisen = \"127.0.0.1:1\"\n")], vec![], "lisen"),
+        (vec!["--config".into(), write_config("[cache]\nmemory_bytes = \"lots\"\n")], vec![], "cache.memory_bytes"),
+        (vec!["--config".into(), write_config("[alerts]\nerror_rate = 7.5\n")], vec![], "alerts.error_rate"),
+        (vec!["--config".into(), write_config("[[routes]]\npattern = \"users/:id\"\n")], vec![], "routes[0].pattern"),
         (vec!["--config".into(), "/nonexistent/perfproxy.toml".into()], vec![], "--config"),
-        (vec!["--config".into(), temp_file("listen = [\n")], vec![], "listen"),
+        (vec!["--config".into(), write_config("listen = [\n")], vec![], "listen"),
         (vec!["--upstream".into(), "https://secure".into()], vec![], "--upstream"),
         (vec![], vec![("PERFPROXY_LISTEN", "localhost")], "PERFPROXY_LISTEN"),
         (vec![], vec![("DATABASE_POOL_SIZE", "ten")], "DATABASE_POOL_SIZE"),
@@ -60,7 +54,7 @@ fn bad_configuration_exits_2_naming_the_key() {
 
 #[test]
 fn check_config_prints_the_effective_configuration() {
-    let file = temp_file("upstream = \"http://10.1.2.3:8080\"\n[cache]\nmemory_bytes = 1024\n");
+    let file = write_config("upstream = \"http://10.1.2.3:8080\"\n[cache]\nmemory_bytes = 1024\n");
     let (code, stdout, stderr) = run(
         &["check-config", "--config", &file],
         &[("PERFPROXY_LISTEN", "0.0.0.0:9000"), ("PERFPROXY_ADMIN_TOKEN", "sekrit"), ("CACHE_TTL_DEFAULT", "60")],

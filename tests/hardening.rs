@@ -139,9 +139,7 @@ async fn absolute_form_target_becomes_origin_form() {
 #[tokio::test]
 async fn slow_clients_are_cut_off() {
     let up = spawn_upstream().await;
-    let cfg = std::env::temp_dir().join(format!("pp-slow-{}.toml", fastrand::u64(..)));
-    std::fs::write(&cfg, "header_read_timeout_ms = 300\n").unwrap();
-    let proxy = spawn_proxy(&up.url(), &["--config", cfg.to_str().unwrap()]).await;
+    let proxy = spawn_proxy(&up.url(), &["--config", &write_config("header_read_timeout_ms = 300\n")]).await;
     // Slowloris: a head that trickles in never completes.
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let t = Instant::now();
@@ -173,9 +171,7 @@ async fn slow_clients_are_cut_off() {
 #[tokio::test]
 async fn connections_past_the_limit_wait_for_a_slot() {
     let up = spawn_upstream().await;
-    let cfg = std::env::temp_dir().join(format!("pp-max-{}.toml", fastrand::u64(..)));
-    std::fs::write(&cfg, "max_connections = 2\n").unwrap();
-    let proxy = spawn_proxy(&up.url(), &["--config", cfg.to_str().unwrap()]).await;
+    let proxy = spawn_proxy(&up.url(), &["--config", &write_config("max_connections = 2\n")]).await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();

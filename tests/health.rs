@@ -12,12 +12,6 @@ use support::*;
 
 const FAST: &str = "[health]\ninterval_ms = 100\ntimeout_ms = 300\n";
 
-fn cfg(text: &str) -> String {
-    let p = std::env::temp_dir().join(format!("pp-health-{}.toml", fastrand::u64(..)));
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
-}
-
 async fn health(proxy: &Proxy, path: &str) -> (u16, Value) {
     let a = get(&proxy.url(path)).await;
     (a.status, a.json())
@@ -39,7 +33,7 @@ async fn wait_status(proxy: &Proxy, want_code: u16, want: &str) -> Value {
 async fn health_follows_the_upstream_down_and_back_up() {
     let up = spawn_upstream().await;
     let addr = up.addr;
-    let proxy = spawn_proxy(&up.url(), &["--config", &cfg(FAST)]).await;
+    let proxy = spawn_proxy(&up.url(), &["--config", &write_config(FAST)]).await;
     let doc = wait_status(&proxy, 200, "healthy").await;
     assert_eq!(doc["checks"]["upstream"]["status"], "up");
     assert_eq!(doc["checks"]["redis"]["status"], "not_configured");
@@ -65,9 +59,11 @@ async fn health_follows_the_upstream_down_and_back_up() {
 #[tokio::test]
 async fn a_probe_storm_never_reaches_the_upstream() {
     let up = spawn_upstream().await;
-    let proxy =
-        spawn_proxy(&up.url(), &["--config", &cfg("[health]\ninterval_ms = 60000\nupstream_path = \"/probe\"\n")])
-            .await;
+    let proxy = spawn_proxy(
+        &up.url(),
+        &["--config", &write_config("[health]\ninterval_ms = 60000\nupstream_path = \"/probe\"\n")],
+    )
+    .await;
     wait_status(&proxy, 200, "healthy").await;
     for _ in 0..200 {
         assert_eq!(get(&proxy.url("/health")).await.status, 200);
@@ -103,7 +99,7 @@ async fn redis_down_degrades_but_never_fails_traffic() {
     let port = free_port();
     let redis = Redis::start(port);
     let url = format!("redis://127.0.0.1:{port}");
-    let proxy = spawn_proxy(&up.url(), &["--config", &cfg(FAST), "--redis-url", &url]).await;
+    let proxy = spawn_proxy(&up.url(), &["--config", &write_config(FAST), "--redis-url", &url]).await;
     let doc = wait_status(&proxy, 200, "healthy").await;
     assert_eq!(doc["checks"]["redis"]["status"], "up");
 
@@ -121,7 +117,8 @@ async fn redis_down_degrades_but_never_fails_traffic() {
 #[tokio::test]
 async fn the_shared_redis_on_6379_is_checked() {
     let up = spawn_upstream().await;
-    let proxy = spawn_proxy(&up.url(), &["--config", &cfg(FAST), "--redis-url", "redis://127.0.0.1:6379"]).await;
+    let proxy =
+        spawn_proxy(&up.url(), &["--config", &write_config(FAST), "--redis-url", "redis://127.0.0.1:6379"]).await;
     let doc = wait_status(&proxy, 200, "healthy").await;
     assert_eq!(doc["checks"]["redis"]["status"], "up");
     proxy.shutdown().await;
@@ -133,7 +130,7 @@ async fn database_down_is_unhealthy_and_comes_back_without_leaking_the_password(
     let relay = Relay::start("127.0.0.1:5432".parse().unwrap()).await;
     // Trust auth ignores the password; it is there to prove it never shows.
     let url = format!("postgres://postgres:hunter2@{}/postgres?connect_timeout=1", relay.addr);
-    let proxy = spawn_proxy(&up.url(), &["--config", &cfg(FAST), "--database-url", &url]).await;
+    let proxy = spawn_proxy(&up.url(), &["--config", &write_config(FAST), "--database-url", &url]).await;
     let doc = wait_status(&proxy, 200, "healthy").await;
     assert_eq!(doc["checks"]["database"]["status"], "up");
     let perf = get(&proxy.url("/performance")).await.json();
@@ -171,7 +168,7 @@ async fn extra_http_dependencies_are_checked_and_can_be_critical() {
          [[health.http]]\nname = \"geo\"\nurl = \"http://127.0.0.1:{dead_port}/\"\n",
         dep.addr
     );
-    let proxy = spawn_proxy(&up.url(), &["--config", &cfg(&text)]).await;
+    let proxy = spawn_proxy(&up.url(), &["--config", &write_config(&text)]).await;
     // geo is down but not critical: degraded.
     let doc = wait_status(&proxy, 200, "degraded").await;
     assert_eq!(doc["checks"]["billing"]["status"], "up");

@@ -8,12 +8,6 @@ use std::time::Duration;
 use serde_json::Value;
 use support::*;
 
-fn cfg(text: &str) -> String {
-    let p = std::env::temp_dir().join(format!("pp-metrics-{}.toml", fastrand::u64(..)));
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
-}
-
 async fn perf(url: &str) -> Value {
     get(url).await.json()
 }
@@ -30,7 +24,7 @@ fn route<'a>(doc: &'a Value, label: &str) -> &'a Value {
 #[tokio::test]
 async fn a_known_mix_is_counted_exactly_by_route() {
     let up = spawn_upstream().await;
-    let config = cfg("[[routes]]\npattern = \"GET /api/users/:id\"\n");
+    let config = write_config("[[routes]]\npattern = \"GET /api/users/:id\"\n");
     let proxy = spawn_proxy(&up.url(), &["--config", &config, "--slow-request-threshold", "150"]).await;
     for i in 0..10 {
         assert_eq!(get(&proxy.url(&format!("/api/users/user-{i}?x={i}"))).await.status, 200);
@@ -182,8 +176,9 @@ async fn monitoring_off_is_a_pure_proxy() {
 #[tokio::test]
 async fn endpoints_move_with_config_and_answer_on_the_admin_listener() {
     let up = spawn_upstream().await;
-    let config =
-        cfg("[endpoints]\nperformance = \"/_pp/perf\"\nhealth = \"/_pp/health\"\nmetrics = \"/_pp/metrics\"\n");
+    let config = write_config(
+        "[endpoints]\nperformance = \"/_pp/perf\"\nhealth = \"/_pp/health\"\nmetrics = \"/_pp/metrics\"\n",
+    );
     let proxy = spawn_proxy(&up.url(), &["--config", &config, "--admin-listen", "127.0.0.1:0"]).await;
     assert!(get(&proxy.url("/_pp/perf")).await.json()["requests"].is_object());
     assert_eq!(get(&proxy.url("/_pp/health/live")).await.status, 200);

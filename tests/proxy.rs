@@ -241,10 +241,3 @@ async fn own_liveness_endpoint_answers_without_the_upstream() {
     assert_eq!(get(&format!("http://{admin}/api/users/1")).await.status, 404);
     proxy.shutdown().await;
 }
-
-/// Writes a config file for one test and returns its path.
-pub fn write_config(text: &str) -> String {
-    let path = std::env::temp_dir().join(format!("perfproxy-test-{}.toml", fastrand::u64(..)));
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
-}

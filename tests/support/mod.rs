@@ -391,6 +391,13 @@ pub async fn read_until_quiet(s: &mut TcpStream, wait: Duration) -> (String, boo
     }
 }
 
+/// Writes a config file for one test and returns its path.
+pub fn write_config(text: &str) -> String {
+    let path = std::env::temp_dir().join(format!("perfproxy-test-{}.toml", fastrand::u64(..)));
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
 /// Path of the built binary.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_perfproxy")

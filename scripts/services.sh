@@ -63,6 +63,40 @@ ensure_postgres() {
   return 1
 }
 
+# A private cluster with pg_stat_statements preloaded, for the database-watch
+# tests (the main one on 5432 is left as the machine has it).
+PGSS_PORT=${PERFPROXY_TEST_PGSS_PORT:-5433}
+pgss_ok() { psql -h 127.0.0.1 -p "$PGSS_PORT" -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; }
+
+ensure_pgss_cluster() {
+  if pgss_ok; then
+    # Databases left by earlier test runs.
+    psql -h 127.0.0.1 -p "$PGSS_PORT" -U postgres -d postgres -Atqc \
+      "select datname from pg_database where datname like 'pp\_test\_%'" 2>/dev/null |
+      while read -r db; do dropdb -h 127.0.0.1 -p "$PGSS_PORT" -U postgres --if-exists "$db" 2>/dev/null || true; done
+    return
+  fi
+  local version conf
+  version=$(ls /usr/lib/postgresql | sort -V | tail -n1)
+  conf=/etc/postgresql/$version/perfproxy
+  if [ ! -d "$conf" ]; then
+    echo "services: creating postgresql cluster 'perfproxy' on port $PGSS_PORT (pg_stat_statements preloaded)" >&2
+    pg_createcluster "$version" perfproxy -p "$PGSS_PORT" -- --auth-host=trust --auth-local=trust >/dev/null
+    cat >> "$conf/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
+CONF
+  fi
+  pg_ctlcluster --skip-systemctl-redirect "$version" perfproxy start 2>/dev/null || true
+  for _ in $(seq 100); do
+    pgss_ok && return
+    sleep 0.1
+  done
+  echo "services: the pg_stat_statements cluster did not start" >&2
+  return 1
+}
+
 ensure_tools() {
   command -v curl >/dev/null || apt_install curl
   # promtool (Debian package prometheus) lints /metrics in the tests.
@@ -73,5 +107,6 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   ensure_tools
   ensure_redis
   ensure_postgres
+  ensure_pgss_cluster
   echo "services: redis and postgresql are up"
 fi

@@ -10,4 +10,5 @@ source scripts/services.sh
 ensure_tools
 ensure_redis
 ensure_postgres
+ensure_pgss_cluster
 cargo test --all-targets "$@"

@@ -14,7 +14,8 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 pub use settings::{
-    AlertSettings, CacheRule, CacheSettings, Endpoints, HealthSettings, HttpCheck, RouteRule, Settings,
+    AlertSettings, CacheRule, CacheSettings, DatabaseSettings, Endpoints, HealthSettings, HttpCheck, RouteRule,
+    Settings,
 };
 pub use validate::{Config, UpstreamAddr};
 
@@ -70,6 +71,8 @@ pub struct Cli {
 pub enum Command {
     /// Validate the configuration, print the effective settings, exit 0 (or 2 when invalid)
     CheckConfig,
+    /// Apply perfproxy's SQL migrations (migrations/) to --database-url, in order; idempotent
+    Migrate,
 }
 
 /// How log lines are written.

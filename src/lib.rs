@@ -22,6 +22,7 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod database;
 pub mod error;
 pub mod headers;
 pub mod health;

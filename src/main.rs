@@ -21,10 +21,14 @@ fn main() -> ExitCode {
         },
     };
     let config = invocation.config;
-    if let Some(Command::CheckConfig) = invocation.command {
-        print!("{}", config.effective_toml());
-        eprintln!("perfproxy: configuration is valid");
-        return ExitCode::SUCCESS;
+    match invocation.command {
+        Some(Command::CheckConfig) => {
+            print!("{}", config.effective_toml());
+            eprintln!("perfproxy: configuration is valid");
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Migrate) => return migrate(&config),
+        None => {}
     }
     perfproxy::telemetry::init(invocation.log_format);
 
@@ -48,6 +52,35 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `perfproxy migrate`: exit 0 when applied (or nothing to do), 1 on a
+/// database error, 2 without a database URL.
+fn migrate(config: &perfproxy::config::Config) -> ExitCode {
+    let Some(url) = config.settings.database_url.clone() else {
+        eprintln!(
+            "perfproxy: invalid configuration: DATABASE_URL (--database-url) = unset: expected the database to migrate"
+        );
+        return ExitCode::from(2);
+    };
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime can be built at start-up");
+    match runtime.block_on(perfproxy::database::migrate::run(&url)) {
+        Ok(applied) if applied.is_empty() => {
+            println!("perfproxy: migrations up to date");
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            for version in applied {
+                println!("perfproxy: applied {version}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("perfproxy: migrate failed: {}", perfproxy::redact::text(&e.to_string()));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -100,7 +100,11 @@ pub struct DatabaseView {
     pub probe_ms: f64,
     pub error: Option<String>,
     pub pool: Pool,
-    pub slow_queries: Vec<serde_json::Value>,
+    /// `pg_stat_statements`, `unavailable` (with `slow_queries_fix`), `pending`, or `not_configured`.
+    pub slow_queries_source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_queries_fix: Option<&'static str>,
+    pub slow_queries: Vec<crate::database::SlowQuery>,
     pub advice: Vec<String>,
 }
 
@@ -195,6 +199,8 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
     let report = shared.health.report();
     let db = report.checks.iter().find(|(n, _)| n == "database").map(|(_, c)| c.clone());
     let settings = &shared.config.settings;
+    let db_report = shared.database.as_ref().map(|d| d.report());
+    let db_idle = shared.database.as_ref().map_or(0, |d| d.pool_status().1 as u64);
     let (rss, peak) = crate::system::memory();
     Performance {
         generated_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -226,9 +232,11 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
             },
             probe_ms: db.as_ref().map_or(0.0, |c| c.latency_ms),
             error: db.and_then(|c| c.error),
-            pool: Pool { size: settings.database_pool_size, idle: 0 },
-            slow_queries: Vec::new(),
-            advice: Vec::new(),
+            pool: Pool { size: settings.database_pool_size, idle: db_idle },
+            slow_queries_source: db_report.as_ref().map_or("not_configured", |r| r.slow_queries_source),
+            slow_queries_fix: db_report.as_ref().and_then(|r| r.slow_queries_fix),
+            slow_queries: db_report.as_ref().map_or_else(Vec::new, |r| r.slow_queries.clone()),
+            advice: db_report.as_ref().map_or_else(Vec::new, |r| r.advice.clone()),
         },
         memory: MemoryView { rss_bytes: rss, peak_rss_bytes: peak },
         system: SystemView {

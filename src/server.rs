@@ -76,10 +76,14 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let background = [
+    let mut background = vec![
         tokio::spawn(shared.metrics.clone().merge_periodically(stopped(stop_rx.clone()))),
         tokio::spawn(shared.health.clone().probe_periodically(shared.config.clone(), stopped(stop_rx.clone()))),
     ];
+    if let Some(db) = shared.database.clone() {
+        let limit = shared.config.settings.database.slow_query_limit as usize;
+        background.push(tokio::spawn(db.watch(limit, stopped(stop_rx.clone()))));
+    }
     let mut queues = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
     for i in 0..workers {

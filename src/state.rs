@@ -11,6 +11,7 @@ use http::HeaderValue;
 
 use crate::admin::AdminPaths;
 use crate::config::Config;
+use crate::database::Database;
 use crate::health::Health;
 use crate::metrics::{Metrics, Recorder};
 use crate::routes::{RouteCache, RouteTable};
@@ -23,6 +24,8 @@ pub struct Shared {
     pub routes: RouteTable,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    /// The watched database, when `DATABASE_URL` is set.
+    pub database: Option<Arc<Database>>,
     pub admin_paths: AdminPaths,
     pub started: Instant,
 }
@@ -37,8 +40,9 @@ impl Shared {
             Duration::from_millis(s.alerts.window_ms),
         );
         let health = Health::new(&config);
+        let database = Database::new(&config);
         let admin_paths = AdminPaths::new(&config.settings.endpoints);
-        Arc::new(Shared { config, routes, metrics, health, admin_paths, started: Instant::now() })
+        Arc::new(Shared { config, routes, metrics, health, database, admin_paths, started: Instant::now() })
     }
 }
 

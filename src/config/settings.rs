@@ -34,6 +34,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub health: HealthSettings,
     pub alerts: AlertSettings,
+    pub database: DatabaseSettings,
 }
 
 impl Default for Settings {
@@ -59,6 +60,7 @@ impl Default for Settings {
             cache: CacheSettings::default(),
             health: HealthSettings::default(),
             alerts: AlertSettings::default(),
+            database: DatabaseSettings::default(),
         }
     }
 }
@@ -190,5 +192,23 @@ impl Default for AlertSettings {
             cache_hit_rate: 0.70,
             webhook_url: None,
         }
+    }
+}
+
+/// The `[database]` table: how the watched database is polled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// How often `pg_stat_statements` and the catalog are read.
+    pub poll_interval_ms: u64,
+    /// `statement_timeout` of perfproxy's own queries.
+    pub statement_timeout_ms: u64,
+    /// How many slow queries `/performance` lists (slowest total first).
+    pub slow_query_limit: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings { poll_interval_ms: 10_000, statement_timeout_ms: 5_000, slow_query_limit: 10 }
     }
 }

@@ -193,6 +193,11 @@ impl Config {
             }
         }
 
+        let d = &s.database;
+        positive_ms("database.poll_interval_ms", d.poll_interval_ms)?;
+        positive_ms("database.statement_timeout_ms", d.statement_timeout_ms)?;
+        in_range("database.slow_query_limit", d.slow_query_limit, 1, 1000)?;
+
         let a = &s.alerts;
         positive_ms("alerts.window_ms", a.window_ms)?;
         fraction("alerts.error_rate", a.error_rate)?;

@@ -192,3 +192,34 @@ async fn without_pg_stat_statements_the_fix_is_given_and_no_password_is_logged()
     assert!(!logs.contains("hunter2"), "password in the logs");
     assert!(!doc.text().contains("hunter2"));
 }
+
+#[tokio::test]
+async fn advice_names_the_column_a_sequentially_scanned_table_is_filtered_on() {
+    let url = fresh_database().await;
+    assert_eq!(migrate(&url).0, 0);
+    let db = connect(&url).await;
+    db.batch_execute(
+        "CREATE TABLE orders (id serial PRIMARY KEY, customer_ref text NOT NULL, total int NOT NULL);
+         INSERT INTO orders (customer_ref, total) SELECT 'c' || (g % 500), g FROM generate_series(1, 20000) g;
+         ANALYZE orders;",
+    )
+    .await
+    .unwrap();
+    for i in 0..25 {
+        let r = format!("c{i}");
+        db.query("SELECT count(*) FROM orders WHERE customer_ref = $1", &[&r]).await.unwrap();
+    }
+    db.batch_execute("SELECT pg_stat_force_next_flush()").await.unwrap();
+    let up = spawn_upstream().await;
+    let proxy = spawn_proxy(&up.url(), &["--config", &write_config(FAST_POLL), "--database-url", &url]).await;
+    eventually(5, "seq-scan advice naming customer_ref", || async {
+        let d = database_section(&proxy).await;
+        d["advice"].as_array().unwrap().iter().any(|a| {
+            let a = a.as_str().unwrap();
+            a.contains("public.orders (20000 rows) is read mostly by sequential scans")
+                && a.contains("CREATE INDEX CONCURRENTLY ON public.orders (customer_ref);")
+        })
+    })
+    .await;
+    proxy.shutdown().await;
+}

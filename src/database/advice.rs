@@ -28,12 +28,28 @@ ORDER BY 1, 2";
 /// Tables of 10 000+ rows scanned sequentially far more than by index.
 const SEQUENTIAL_TABLES: &str = "
 SELECT quote_ident(schemaname) || '.' || quote_ident(relname) AS table_name,
-       seq_scan, coalesce(idx_scan, 0) AS idx_scan, n_live_tup
+       seq_scan, coalesce(idx_scan, 0) AS idx_scan, n_live_tup, relid
 FROM pg_stat_user_tables
 WHERE n_live_tup >= 10000 AND seq_scan >= 20 AND seq_scan > 10 * coalesce(idx_scan, 0)
   AND schemaname <> 'perfproxy'
 ORDER BY seq_tup_read DESC
 LIMIT 20";
+
+/// The table's column that its recorded queries filter on most (by time
+/// spent), among columns no index starts with; needs pg_stat_statements.
+const FILTERED_COLUMN: &str = "
+SELECT quote_ident(a.attname::text)
+FROM pg_attribute a
+JOIN pg_class t ON t.oid = a.attrelid
+JOIN pg_stat_statements s
+  ON s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ AND s.query ~* ('\\m' || t.relname || '\\M')
+ AND s.query ~* ('where.*\\m' || a.attname || '\\M\\s*(=|<|>|in\\s*\\(|like|between|is\\s)')
+WHERE t.oid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+  AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = t.oid AND i.indkey[0] = a.attnum)
+GROUP BY a.attname
+ORDER BY sum(s.total_exec_time) DESC
+LIMIT 1";
 
 /// Every piece of advice, one sentence each.
 pub async fn collect(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
@@ -51,9 +67,22 @@ pub async fn collect(client: &Client) -> Result<Vec<String>, tokio_postgres::Err
     for row in client.query(SEQUENTIAL_TABLES, &[]).await? {
         let table: String = row.get(0);
         let (seq, idx, rows): (i64, i64, i64) = (row.get(1), row.get(2), row.get(3));
+        let relid: u32 = row.get(4);
+        // Without pg_stat_statements the column cannot be known: say so.
+        let column: Option<String> = match client.query_opt(FILTERED_COLUMN, &[&relid]).await {
+            Ok(row) => row.map(|r| r.get(0)),
+            Err(_) => None,
+        };
+        let (why, cols) = match &column {
+            Some(c) => (format!("its queries filter on {c}, which no index starts with"), c.clone()),
+            None => (
+                "index the columns its queries filter on (see slow_queries)".to_string(),
+                "<filtered columns>".to_string(),
+            ),
+        };
         advice.push(format!(
-            "Table {table} ({rows} rows) is read mostly by sequential scans ({seq} sequential, {idx} by index): \
-             index the columns its queries filter on (see slow_queries). Fix: CREATE INDEX CONCURRENTLY ON {table} (<filtered columns>);"
+            "Table {table} ({rows} rows) is read mostly by sequential scans ({seq} sequential, {idx} by index); \
+             {why}. Fix: CREATE INDEX CONCURRENTLY ON {table} ({cols});"
         ));
     }
     Ok(advice)

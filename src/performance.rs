@@ -20,7 +20,7 @@ pub struct Performance {
     pub database: DatabaseView,
     pub memory: MemoryView,
     pub system: SystemView,
-    pub alerts: Vec<serde_json::Value>,
+    pub alerts: Vec<crate::alerts::Alert>,
 }
 
 #[derive(Serialize)]
@@ -245,6 +245,6 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
             platform: crate::system::platform(),
             pid: std::process::id(),
         },
-        alerts: Vec::new(),
+        alerts: shared.alerts.firing().to_vec(),
     }
 }

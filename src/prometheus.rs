@@ -195,6 +195,16 @@ pub fn render(shared: &Shared) -> String {
         MetricType::GAUGE,
         vec![gauge(&[], 0.0)],
     ));
+    let firing = shared.alerts.firing();
+    families.push(family(
+        "perfproxy_alerts_firing",
+        "Alerts firing now, by rule",
+        MetricType::GAUGE,
+        ["error_rate", "slow_requests", "slow_queries", "memory", "cache_hit_rate"]
+            .iter()
+            .map(|rule| gauge(&[("rule", rule)], firing.iter().filter(|a| a.rule == *rule).count() as f64))
+            .collect(),
+    ));
     let platform = crate::system::platform();
     families.push(family(
         "perfproxy_build_info",

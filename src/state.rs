@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 
 use crate::admin::AdminPaths;
+use crate::alerts::Alerts;
 use crate::config::Config;
 use crate::database::Database;
 use crate::health::Health;
@@ -26,11 +27,13 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// The watched database, when `DATABASE_URL` is set.
     pub database: Option<Arc<Database>>,
+    pub alerts: Arc<Alerts>,
     pub admin_paths: AdminPaths,
     pub started: Instant,
 }
 
 impl Shared {
+    /// Needs a Tokio runtime (the alert webhook's task starts here).
     pub fn new(config: Config) -> Arc<Shared> {
         let routes = RouteTable::new(config.routes.clone(), config.max_routes);
         let s = &config.settings;
@@ -41,8 +44,9 @@ impl Shared {
         );
         let health = Health::new(&config);
         let database = Database::new(&config);
+        let alerts = Alerts::new(config.settings.alerts.webhook_url.as_deref());
         let admin_paths = AdminPaths::new(&config.settings.endpoints);
-        Arc::new(Shared { config, routes, metrics, health, database, admin_paths, started: Instant::now() })
+        Arc::new(Shared { config, routes, metrics, health, database, alerts, admin_paths, started: Instant::now() })
     }
 }
 

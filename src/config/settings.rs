@@ -172,6 +172,8 @@ pub struct HttpCheck {
 #[serde(default, deny_unknown_fields)]
 pub struct AlertSettings {
     pub window_ms: u64,
+    /// How often the rules are evaluated.
+    pub interval_ms: u64,
     pub error_rate: f64,
     pub slow_request_ms: u64,
     pub slow_query_ms: u64,
@@ -185,6 +187,7 @@ impl Default for AlertSettings {
     fn default() -> Self {
         AlertSettings {
             window_ms: 60_000,
+            interval_ms: 5_000,
             error_rate: 0.05,
             slow_request_ms: 2_000,
             slow_query_ms: 1_000,

@@ -200,6 +200,7 @@ impl Config {
 
         let a = &s.alerts;
         positive_ms("alerts.window_ms", a.window_ms)?;
+        positive_ms("alerts.interval_ms", a.interval_ms)?;
         fraction("alerts.error_rate", a.error_rate)?;
         fraction("alerts.cache_hit_rate", a.cache_hit_rate)?;
         positive_ms("alerts.slow_request_ms", a.slow_request_ms)?;

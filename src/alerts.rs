@@ -1,0 +1,292 @@
+//! Alerts (SPEC §8): rules evaluated by a background task over the recent
+//! window (`error_rate`, `slow_requests`, `slow_queries`, `memory`;
+//! `cache_hit_rate` arrives with the cache, which counts lookups). Each rule, per subject (a route for `slow_requests`, a
+//! query for `slow_queries`), fires once when its condition holds and
+//! resolves once when it has cleared; to resolve, the value must fall back
+//! past the threshold by a 10 % margin, so a value hovering at the threshold
+//! does not flap. Every transition is a log line and, with
+//! `alerts.webhook_url`, a JSON POST from a bounded queue (retried with
+//! backoff, never blocking traffic: when the queue is full the event is
+//! dropped and counted in the log).
+
+mod webhook;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::state::Shared;
+
+/// Fewest requests in the window before `error_rate` is judged.
+const MIN_REQUESTS: u64 = 20;
+/// Fewest requests of a route before its p95 is judged.
+const MIN_ROUTE_REQUESTS: u64 = 5;
+
+/// A firing alert, as `/performance` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub rule: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub severity: &'static str,
+    pub value: f64,
+    pub threshold: f64,
+    pub since: String,
+    pub message: String,
+}
+
+/// One evaluation's finding: a condition that holds now, or a value that
+/// is still close to its threshold.
+#[derive(Debug, Clone)]
+struct Reading {
+    rule: &'static str,
+    subject: Option<String>,
+    value: f64,
+    threshold: f64,
+    /// `true` when breaching means going above the threshold.
+    above: bool,
+    unit: &'static str,
+}
+
+impl Reading {
+    fn breached(&self) -> bool {
+        if self.above {
+            self.value > self.threshold
+        } else {
+            self.value < self.threshold
+        }
+    }
+    fn cleared(&self) -> bool {
+        if self.above {
+            self.value <= self.threshold * 0.9
+        } else {
+            self.value >= self.threshold * 1.1
+        }
+    }
+}
+
+/// Alert states and the queue to the webhook.
+#[derive(Debug)]
+pub struct Alerts {
+    firing: Mutex<HashMap<(&'static str, Option<String>), Alert>>,
+    published: ArcSwap<Vec<Alert>>,
+    webhook: Option<webhook::Queue>,
+}
+
+impl Alerts {
+    pub fn new(webhook_url: Option<&str>) -> Arc<Alerts> {
+        Arc::new(Alerts {
+            firing: Mutex::default(),
+            published: ArcSwap::from_pointee(Vec::new()),
+            webhook: webhook_url.map(webhook::Queue::start),
+        })
+    }
+
+    /// The alerts firing now, oldest first.
+    pub fn firing(&self) -> Arc<Vec<Alert>> {
+        self.published.load_full()
+    }
+
+    /// Evaluates every `interval` until `shutdown` resolves.
+    pub async fn evaluate_periodically(
+        self: Arc<Self>,
+        shared: Arc<Shared>,
+        interval: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(interval) => self.evaluate(readings(&shared)),
+            }
+        }
+    }
+
+    /// Applies one evaluation's readings: fire what newly holds, resolve what cleared.
+    fn evaluate(&self, readings: Vec<Reading>) {
+        let mut firing = self.firing.lock().expect("alert lock is never poisoned: no panics under it");
+        let mut seen = Vec::new();
+        for r in readings {
+            let key = (r.rule, r.subject.clone());
+            seen.push(key.clone());
+            match firing.get_mut(&key) {
+                None if r.breached() => {
+                    let alert = Alert {
+                        rule: r.rule,
+                        subject: r.subject.clone(),
+                        severity: severity(&r),
+                        value: r.value,
+                        threshold: r.threshold,
+                        since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                        message: message(&r),
+                    };
+                    warn!(
+                        rule = r.rule,
+                        subject = r.subject.as_deref().unwrap_or(""),
+                        value = r.value,
+                        threshold = r.threshold,
+                        "alert firing"
+                    );
+                    self.notify("firing", &alert);
+                    firing.insert(key, alert);
+                }
+                Some(alert) if r.cleared() => {
+                    let mut alert = alert.clone();
+                    alert.value = r.value;
+                    info!(
+                        rule = r.rule,
+                        subject = r.subject.as_deref().unwrap_or(""),
+                        value = r.value,
+                        threshold = r.threshold,
+                        "alert resolved"
+                    );
+                    self.notify("resolved", &alert);
+                    firing.remove(&key);
+                }
+                Some(alert) => {
+                    alert.value = r.value;
+                    alert.severity = severity(&r);
+                }
+                None => {}
+            }
+        }
+        // A subject that no longer reports (a query gone from the window) has cleared.
+        let gone: Vec<_> = firing.keys().filter(|k| !seen.contains(k)).cloned().collect();
+        for key in gone {
+            if let Some(alert) = firing.remove(&key) {
+                info!(rule = alert.rule, subject = alert.subject.as_deref().unwrap_or(""), "alert resolved");
+                self.notify("resolved", &alert);
+            }
+        }
+        let mut list: Vec<Alert> = firing.values().cloned().collect();
+        list.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.rule.cmp(b.rule)));
+        self.published.store(Arc::new(list));
+    }
+
+    fn notify(&self, status: &'static str, alert: &Alert) {
+        if let Some(queue) = &self.webhook {
+            queue.push(status, alert);
+        }
+    }
+}
+
+fn severity(r: &Reading) -> &'static str {
+    let far = if r.above { r.value > r.threshold * 2.0 } else { r.value < r.threshold / 2.0 };
+    if far {
+        "critical"
+    } else {
+        "warning"
+    }
+}
+
+fn message(r: &Reading) -> String {
+    let what = match r.rule {
+        "error_rate" => "error rate".to_string(),
+        "slow_requests" => format!("p95 latency of {}", r.subject.as_deref().unwrap_or("a route")),
+        "slow_queries" => "mean time of a database query".to_string(),
+        "memory" => "perfproxy's resident memory".to_string(),
+        _ => "cache hit rate".to_string(),
+    };
+    let dir = if r.above { "above" } else { "below" };
+    format!("{what} is {}{} ({dir} the threshold of {}{})", round(r.value), r.unit, round(r.threshold), r.unit)
+}
+
+fn round(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// Reads every rule's current value from the shared state.
+fn readings(shared: &Shared) -> Vec<Reading> {
+    let a = &shared.config.settings.alerts;
+    let mut out = Vec::new();
+    let snap = shared.metrics.snapshot(None);
+    let recent = snap.total.recent(snap.now_epoch);
+    if recent.count >= MIN_REQUESTS {
+        out.push(Reading {
+            rule: "error_rate",
+            subject: None,
+            value: recent.error_rate(),
+            threshold: a.error_rate,
+            above: true,
+            unit: "",
+        });
+    }
+    let names = shared.routes.names();
+    for (id, series) in &snap.routes {
+        let r = series.recent(snap.now_epoch);
+        if r.count >= MIN_ROUTE_REQUESTS {
+            let p95_ms = r.hist.value_at_quantile(0.95) as f64 / 1000.0;
+            let subject = names.get(id.0 as usize).map(|n| n.to_string());
+            out.push(Reading {
+                rule: "slow_requests",
+                subject,
+                value: p95_ms,
+                threshold: a.slow_request_ms as f64,
+                above: true,
+                unit: " ms",
+            });
+        }
+    }
+    if let Some(db) = &shared.database {
+        for q in &db.report().slow_queries {
+            let subject = Some(q.query.chars().take(200).collect());
+            out.push(Reading {
+                rule: "slow_queries",
+                subject,
+                value: q.mean_ms,
+                threshold: a.slow_query_ms as f64,
+                above: true,
+                unit: " ms",
+            });
+        }
+    }
+    let (rss, _) = crate::system::memory();
+    out.push(Reading {
+        rule: "memory",
+        subject: None,
+        value: rss as f64,
+        threshold: a.memory_bytes as f64,
+        above: true,
+        unit: " bytes",
+    });
+    // cache_hit_rate (below alerts.cache_hit_rate with at least 50 lookups)
+    // needs the cache's lookup counts: it arrives with the cache.
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(value: f64) -> Reading {
+        Reading { rule: "error_rate", subject: None, value, threshold: 0.05, above: true, unit: "" }
+    }
+
+    #[test]
+    fn fires_once_and_resolves_once_without_flapping() {
+        let alerts = Alerts::new(None);
+        alerts.evaluate(vec![reading(0.04)]);
+        assert!(alerts.firing().is_empty());
+        alerts.evaluate(vec![reading(0.06)]);
+        assert_eq!(alerts.firing().len(), 1);
+        let since = alerts.firing()[0].since.clone();
+        // Hovering around the threshold keeps it firing, unchanged.
+        for v in [0.049, 0.051, 0.046, 0.06] {
+            alerts.evaluate(vec![reading(v)]);
+            assert_eq!(alerts.firing().len(), 1, "at {v}");
+            assert_eq!(alerts.firing()[0].since, since);
+        }
+        alerts.evaluate(vec![reading(0.044)]);
+        assert!(alerts.firing().is_empty(), "resolved once below 90 % of the threshold");
+        alerts.evaluate(vec![reading(0.2)]);
+        assert_eq!(alerts.firing()[0].severity, "critical");
+        // A subject that stops reporting resolves.
+        alerts.evaluate(vec![]);
+        assert!(alerts.firing().is_empty());
+    }
+}

@@ -1,0 +1,74 @@
+//! Delivery of alert transitions to `alerts.webhook_url`: a bounded queue
+//! (256 events) drained by one task that POSTs each as JSON, with a 2 s
+//! timeout and up to 4 attempts (backoff 0.25, 0.5, 1 s). A full queue drops
+//! the event with a log line: a dead webhook never slows traffic or grows
+//! memory.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_body_util::Full;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::Alert;
+
+const CAPACITY: usize = 256;
+const ATTEMPTS: u32 = 4;
+
+/// The sending side of the queue.
+#[derive(Debug)]
+pub struct Queue {
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Queue {
+    /// Starts the delivery task (needs a Tokio runtime).
+    pub fn start(url: &str) -> Queue {
+        let (tx, rx) = mpsc::channel(CAPACITY);
+        let uri: Uri = url.parse().expect("alerts.webhook_url was validated as an http:// URL");
+        tokio::spawn(deliver(uri, rx));
+        Queue { tx }
+    }
+
+    /// Queues one transition; never waits.
+    pub fn push(&self, status: &'static str, alert: &Alert) {
+        let body = serde_json::json!({
+            "status": status,
+            "rule": alert.rule,
+            "subject": alert.subject,
+            "severity": alert.severity,
+            "value": alert.value,
+            "threshold": alert.threshold,
+            "since": alert.since,
+            "message": alert.message,
+        });
+        if self.tx.try_send(Bytes::from(body.to_string())).is_err() {
+            warn!(rule = alert.rule, status, "alert webhook queue full: event dropped");
+        }
+    }
+}
+
+async fn deliver(uri: Uri, mut rx: mpsc::Receiver<Bytes>) {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    while let Some(body) = rx.recv().await {
+        for attempt in 0..ATTEMPTS {
+            let req = Request::post(uri.clone())
+                .header("content-type", "application/json")
+                .header("user-agent", "perfproxy-alerts")
+                .body(Full::new(body.clone()))
+                .expect("a validated URI and static headers form a request");
+            match tokio::time::timeout(Duration::from_secs(2), client.request(req)).await {
+                Ok(Ok(resp)) if resp.status().is_success() => break,
+                Ok(Ok(resp)) => warn!(status = resp.status().as_u16(), attempt, "alert webhook refused the event"),
+                Ok(Err(e)) => warn!(error = %e, attempt, "alert webhook unreachable"),
+                Err(_) => warn!(attempt, "alert webhook timed out"),
+            }
+            if attempt + 1 < ATTEMPTS {
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Alerts (SPEC §8) through a real webhook receiver: each rule fires once and
+//! resolves once; a dead webhook never slows traffic.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+fn events(hook: &Upstream) -> Vec<Value> {
+    hook.seen().iter().filter(|s| s.uri == "/hook").map(|s| serde_json::from_slice(&s.body).unwrap()).collect()
+}
+
+fn count(events: &[Value], rule: &str, status: &str) -> usize {
+    events.iter().filter(|e| e["rule"] == rule && e["status"] == status).count()
+}
+
+#[tokio::test]
+async fn rules_fire_once_and_resolve_once_through_the_webhook() {
+    let up = spawn_upstream().await;
+    let hook = spawn_upstream().await;
+    let config = write_config(&format!(
+        "[alerts]\nwindow_ms = 2000\ninterval_ms = 100\nerror_rate = 0.05\nslow_request_ms = 150\nmemory_bytes = 1000\n\
+         webhook_url = \"http://{}/hook\"\n",
+        hook.addr
+    ));
+    let proxy = spawn_proxy(&up.url(), &["--config", &config]).await;
+    for _ in 0..25 {
+        get(&proxy.url("/status/500")).await;
+    }
+    for _ in 0..5 {
+        get(&proxy.url("/delay/200")).await;
+    }
+    eventually(5, "three rules firing", || async {
+        let e = events(&hook);
+        count(&e, "error_rate", "firing") == 1
+            && count(&e, "slow_requests", "firing") == 1
+            && count(&e, "memory", "firing") == 1
+    })
+    .await;
+    let perf = get(&proxy.url("/performance")).await.json();
+    let alerts = perf["alerts"].as_array().unwrap();
+    let rules: Vec<&str> = alerts.iter().map(|a| a["rule"].as_str().unwrap()).collect();
+    for rule in ["error_rate", "slow_requests", "memory"] {
+        assert!(rules.contains(&rule), "{rule} not listed: {alerts:?}");
+    }
+    let err = alerts.iter().find(|a| a["rule"] == "error_rate").unwrap();
+    assert_eq!(err["severity"], "critical");
+    assert!((err["value"].as_f64().unwrap() - 25.0 / 30.0).abs() < 1e-9, "{err}");
+    assert_eq!(err["threshold"], 0.05);
+    assert!(err["since"].as_str().unwrap().ends_with('Z'));
+    let slow = alerts.iter().find(|a| a["rule"] == "slow_requests").unwrap();
+    assert_eq!(slow["subject"], "GET /delay/:id");
+    let metrics = get(&proxy.url("/metrics")).await.text();
+    assert!(metrics.contains(r#"perfproxy_alerts_firing{rule="error_rate"} 1"#), "{metrics}");
+
+    // The window (6 s here) empties: error_rate and slow_requests resolve, once.
+    eventually(12, "error_rate and slow_requests resolved", || async {
+        let e = events(&hook);
+        count(&e, "error_rate", "resolved") == 1 && count(&e, "slow_requests", "resolved") == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let e = events(&hook);
+    assert_eq!(count(&e, "error_rate", "firing"), 1, "no flapping: {e:?}");
+    assert_eq!(count(&e, "slow_requests", "firing"), 1);
+    assert_eq!(count(&e, "memory", "firing"), 1, "memory stays over its tiny threshold and fires once");
+    assert_eq!(count(&e, "memory", "resolved"), 0);
+    let resolved = e.iter().find(|x| x["rule"] == "error_rate" && x["status"] == "resolved").unwrap();
+    assert!(resolved["message"].as_str().unwrap().contains("error rate"));
+    let perf = get(&proxy.url("/performance")).await.json();
+    let rules: Vec<&str> = perf["alerts"].as_array().unwrap().iter().map(|a| a["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, ["memory"]);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hanging_webhook_never_slows_traffic() {
+    let up = spawn_upstream().await;
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            conns.push(s);
+        }
+    });
+    let config = write_config(&format!(
+        "[alerts]\ninterval_ms = 50\nmemory_bytes = 1000\nerror_rate = 0.01\nwebhook_url = \"http://{silent_addr}/hook\"\n"
+    ));
+    let proxy = spawn_proxy(&up.url(), &["--config", &config]).await;
+    let mut worst = Duration::ZERO;
+    for i in 0..200 {
+        let t = Instant::now();
+        let path = if i % 2 == 0 { "/status/500" } else { "/ok" };
+        get(&proxy.url(path)).await;
+        worst = worst.max(t.elapsed());
+    }
+    assert!(worst < Duration::from_millis(500), "a request took {worst:?} while the webhook hung");
+    let perf = get(&proxy.url("/performance")).await.json();
+    assert!(!perf["alerts"].as_array().unwrap().is_empty(), "alerts still evaluated");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_database_query_fires_slow_queries() {
+    let port = std::env::var("PERFPROXY_TEST_PGSS_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5433u16);
+    let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let (client, conn) =
+        tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("pg_stat_statements cluster runs");
+    tokio::spawn(conn);
+    let name = format!("pp_test_{}", fastrand::u32(..));
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/{name}");
+    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    db.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await.unwrap();
+
+    let up = spawn_upstream().await;
+    let hook = spawn_upstream().await;
+    let config = write_config(&format!(
+        "[database]\npoll_interval_ms = 200\n[alerts]\ninterval_ms = 100\nslow_query_ms = 100\nwebhook_url = \"http://{}/hook\"\n",
+        hook.addr
+    ));
+    let proxy = spawn_proxy(&up.url(), &["--config", &config, "--database-url", &url]).await;
+    eventually(5, "first poll", || async {
+        get(&proxy.url("/performance")).await.json()["database"]["slow_queries_source"] == "pg_stat_statements"
+    })
+    .await;
+    for _ in 0..2 {
+        db.simple_query("SELECT pg_sleep(0.2)").await.unwrap();
+    }
+    eventually(5, "slow_queries fired", || async { count(&events(&hook), "slow_queries", "firing") == 1 }).await;
+    let e = events(&hook);
+    let fired = e.iter().find(|x| x["rule"] == "slow_queries").unwrap();
+    assert!(fired["subject"].as_str().unwrap().contains("pg_sleep"), "{fired}");
+    assert!(fired["value"].as_f64().unwrap() >= 200.0);
+    assert_eq!(fired["threshold"], 100.0);
+    proxy.shutdown().await;
+}

@@ -101,6 +101,8 @@ ensure_tools() {
   command -v curl >/dev/null || apt_install curl
   # promtool (Debian package prometheus) lints /metrics in the tests.
   command -v promtool >/dev/null || { echo "services: installing promtool" >&2; apt_install --no-install-recommends prometheus; }
+  # Headless Chromium renders the dashboard in tests/dashboard.rs.
+  command -v chromium >/dev/null || { echo "services: installing chromium" >&2; apt_install --no-install-recommends chromium; }
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

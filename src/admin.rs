@@ -1,5 +1,6 @@
 //! perfproxy's own endpoints, answered before anything reaches the upstream
-//! and never counted as traffic: `/performance` (JSON), `/metrics`
+//! and never counted as traffic: `/performance` (JSON, or the dashboard page
+//! for `Accept: text/html`, also at `/performance/dashboard`), `/metrics`
 //! (Prometheus), `/health`, `/health/live`, `/health/ready`. Paths come from
 //! `[endpoints]`; on the admin listener everything else is 404.
 
@@ -18,6 +19,9 @@ use crate::state::{Client, Shared};
 #[derive(Debug)]
 pub struct AdminPaths {
     performance: String,
+    dashboard: String,
+    /// The page, with this configuration's paths filled in.
+    dashboard_html: String,
     metrics: String,
     health: String,
     live: String,
@@ -26,8 +30,13 @@ pub struct AdminPaths {
 
 impl AdminPaths {
     pub fn new(e: &Endpoints) -> AdminPaths {
+        let dashboard_html = include_str!("dashboard.html")
+            .replace("{{PERFORMANCE_PATH}}", &e.performance)
+            .replace("{{HEALTH_PATH}}", &e.health);
         AdminPaths {
             performance: e.performance.clone(),
+            dashboard: format!("{}/dashboard", e.performance.trim_end_matches('/')),
+            dashboard_html,
             metrics: e.metrics.clone(),
             health: e.health.clone(),
             live: format!("{}/live", e.health.trim_end_matches('/')),
@@ -39,6 +48,7 @@ impl AdminPaths {
 #[derive(Clone, Copy)]
 enum Endpoint {
     Performance,
+    Dashboard,
     Metrics,
     Health,
     Live,
@@ -51,7 +61,13 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
     let p = &shared.admin_paths;
     let path = req.uri().path();
     let endpoint = if path == p.performance {
-        Endpoint::Performance
+        if wants_html(req) {
+            Endpoint::Dashboard
+        } else {
+            Endpoint::Performance
+        }
+    } else if path == p.dashboard {
+        Endpoint::Dashboard
     } else if path == p.metrics {
         Endpoint::Metrics
     } else if path == p.health {
@@ -83,9 +99,24 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
             resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
         }
+        Endpoint::Dashboard => {
+            let mut resp = Response::new(ProxyBody::full(p.dashboard_html.clone()));
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp.headers_mut().insert(
+                http::header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'"),
+            );
+            resp
+        }
         Endpoint::Live => json(StatusCode::OK, br#"{"status":"live"}"#.to_vec()),
         Endpoint::Health | Endpoint::Ready => health(shared),
     })
+}
+
+/// A browser asking for a page (`Accept: text/html`) gets the dashboard.
+fn wants_html<B>(req: &Request<B>) -> bool {
+    req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
 }
 
 #[derive(Serialize)]

@@ -1,0 +1,66 @@
+//! The dashboard page (`/performance` with `Accept: text/html`) rendered in a
+//! real browser: headless Chromium (Debian package, installed by
+//! scripts/test.sh) loads it, its script fetches the JSON, and the DOM then
+//! holds the routes and numbers.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn chromium_dom(url: &str) -> String {
+    let profile = std::env::temp_dir().join(format!("pp-chromium-{}", fastrand::u64(..)));
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.display()),
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            url,
+        ])
+        .output()
+        .expect("chromium (Debian package) is installed");
+    let _ = std::fs::remove_dir_all(profile);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
+    let up = spawn_upstream().await;
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+    for i in 0..7 {
+        assert_eq!(get(&proxy.url(&format!("/api/users/{i}"))).await.status, 200);
+    }
+    for _ in 0..3 {
+        get(&proxy.url("/status/503")).await;
+    }
+    // A browser's Accept gets the page; anything else the JSON.
+    let page = send(
+        http::Request::get(proxy.url("/performance"))
+            .header("accept", "text/html,*/*")
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.text().contains("<canvas id=\"chart\""));
+    assert!(get(&proxy.url("/performance")).await.json()["requests"].is_object());
+
+    let url = proxy.url("/performance/dashboard");
+    let dom = tokio::task::spawn_blocking(move || chromium_dom(&url)).await.unwrap();
+    assert!(dom.contains("<td>GET /api/users/:id</td><td>7</td>"), "routes table not rendered:\n{dom}");
+    assert!(dom.contains("<td>GET /status/:id</td><td>3</td>"), "{dom}");
+    assert!(dom.contains(r#"id="k-total">10<"#), "total not rendered:\n{dom}");
+    assert!(dom.contains(r#"class="badge healthy">healthy<"#), "health badge:\n{dom}");
+    assert!(dom.contains("30.00 %"), "recent error rate (3 of 10):\n{dom}");
+    proxy.shutdown().await;
+}

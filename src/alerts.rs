@@ -91,15 +91,15 @@ impl Alerts {
         self.published.load_full()
     }
 
-    /// Evaluates every `interval` until `shutdown` resolves.
+    /// Evaluates every `alerts.interval_ms` (as reloaded) until `shutdown` resolves.
     pub async fn evaluate_periodically(
         self: Arc<Self>,
         shared: Arc<Shared>,
-        interval: Duration,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
         loop {
+            let interval = Duration::from_millis(shared.live.load().alerts.interval_ms);
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(interval) => self.evaluate(readings(&shared)),
@@ -202,7 +202,8 @@ fn round(v: f64) -> f64 {
 
 /// Reads every rule's current value from the shared state.
 fn readings(shared: &Shared) -> Vec<Reading> {
-    let a = &shared.config.settings.alerts;
+    let live = shared.live.load();
+    let a = &live.alerts;
     let mut out = Vec::new();
     let snap = shared.metrics.snapshot(None);
     let recent = snap.total.recent(snap.now_epoch);

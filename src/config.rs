@@ -112,9 +112,11 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let matches = Cli::command().try_get_matches_from(args).map_err(|e| Box::new(LoadError::Usage(e)))?;
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let matches = Cli::command().try_get_matches_from(&args).map_err(|e| Box::new(LoadError::Usage(e)))?;
     let cli = Cli::from_arg_matches(&matches).map_err(|e| Box::new(LoadError::Usage(e)))?;
-    let config = load(&cli, &matches).map_err(|e| Box::new(LoadError::Invalid(e)))?;
+    let mut config = load(&cli, &matches).map_err(|e| Box::new(LoadError::Invalid(e)))?;
+    config.args = args;
     Ok(Invocation { command: cli.command, log_format: cli.log_format, config })
 }
 

@@ -42,7 +42,8 @@ pub struct Database {
     latest: ArcSwap<DatabaseReport>,
     interval: Duration,
     window: Duration,
-    threshold: Duration,
+    /// `SLOW_QUERY_THRESHOLD` in ms; a reload changes it.
+    threshold_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Database {
@@ -75,8 +76,13 @@ impl Database {
             latest: ArcSwap::from_pointee(DatabaseReport { slow_queries_source: "pending", ..Default::default() }),
             interval: Duration::from_millis(s.database.poll_interval_ms),
             window: Duration::from_millis(s.alerts.window_ms),
-            threshold: Duration::from_millis(s.alerts.slow_query_ms),
+            threshold_ms: s.alerts.slow_query_ms.into(),
         }))
+    }
+
+    /// Changes what counts as a slow query from the next poll on.
+    pub fn set_threshold(&self, threshold: Duration) {
+        self.threshold_ms.store(threshold.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The latest poll's findings.
@@ -92,7 +98,7 @@ impl Database {
 
     /// Polls every `database.poll_interval_ms` until `shutdown` resolves.
     pub async fn watch(self: Arc<Self>, limit: usize, shutdown: impl std::future::Future<Output = ()>) {
-        let mut watch = statements::Watch::new(self.window, self.threshold, limit);
+        let mut watch = statements::Watch::new(self.window, limit);
         tokio::pin!(shutdown);
         loop {
             if let Some(report) = self.poll(&mut watch).await {
@@ -118,7 +124,8 @@ impl Database {
         match statements::snapshot(&client).await {
             Ok(snap) => {
                 report.slow_queries_source = "pg_stat_statements";
-                report.slow_queries = watch.observe(Instant::now(), snap);
+                let threshold = Duration::from_millis(self.threshold_ms.load(std::sync::atomic::Ordering::Relaxed));
+                report.slow_queries = watch.observe(Instant::now(), snap, threshold);
             }
             Err(e) => {
                 debug!(error = %e, "pg_stat_statements unavailable");

@@ -16,7 +16,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, HealthSettings};
+use crate::state::Shared;
 
 /// One check's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,7 +65,7 @@ pub struct HealthReport {
 #[derive(Debug)]
 pub struct Health {
     latest: ArcSwap<HealthReport>,
-    critical: Vec<String>,
+    critical: ArcSwap<Vec<String>>,
 }
 
 impl Health {
@@ -79,7 +80,7 @@ impl Health {
         }
         Arc::new(Health {
             latest: ArcSwap::from_pointee(HealthReport { checks, checked_at: None }),
-            critical: s.health.critical.clone(),
+            critical: ArcSwap::from_pointee(s.health.critical.clone()),
         })
     }
 
@@ -90,10 +91,11 @@ impl Health {
 
     /// The verdict for `report` under this configuration's critical set.
     pub fn overall(&self, report: &HealthReport) -> Overall {
+        let critical = self.critical.load();
         let mut verdict = Overall::Healthy;
         for (name, check) in &report.checks {
             if check.status == CheckStatus::Down {
-                if self.critical.iter().any(|c| c == name) {
+                if critical.iter().any(|c| c == name) {
                     return Overall::Unhealthy;
                 }
                 verdict = Overall::Degraded;
@@ -102,18 +104,30 @@ impl Health {
         verdict
     }
 
-    /// Probes until `shutdown` resolves: once at once, then every interval.
-    pub async fn probe_periodically(self: Arc<Self>, config: Config, shutdown: impl std::future::Future<Output = ()>) {
-        let mut prober = Prober::new(&config);
-        let interval = Duration::from_millis(config.settings.health.interval_ms);
+    /// Probes until `shutdown` resolves: once at once, then every
+    /// `health.interval_ms`, following reloads of `[health]`.
+    pub async fn probe_periodically(
+        self: Arc<Self>,
+        shared: Arc<Shared>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut settings = shared.live.load().health.clone();
+        let mut prober = Prober::new(&shared.config, &settings);
         tokio::pin!(shutdown);
         loop {
+            let live = shared.live.load();
+            if live.health != settings {
+                settings = live.health.clone();
+                prober = Prober::new(&shared.config, &settings);
+                self.critical.store(Arc::new(settings.critical.clone()));
+            }
             let report = tokio::select! {
                 _ = &mut shutdown => return,
                 r = prober.round() => r,
             };
             self.log_changes(&report);
             self.latest.store(Arc::new(report));
+            let interval = Duration::from_millis(settings.interval_ms);
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(interval) => {}
@@ -147,14 +161,14 @@ struct Prober {
 }
 
 impl Prober {
-    fn new(config: &Config) -> Prober {
+    fn new(config: &Config, health: &HealthSettings) -> Prober {
         let s = &config.settings;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let upstream = format!("http://{}{}", config.upstream.authority, s.health.upstream_path);
+        let upstream = format!("http://{}{}", config.upstream.authority, health.upstream_path);
         Prober {
             http: Client::builder(hyper_util::rt::TokioExecutor::new()).pool_max_idle_per_host(1).build(connector),
-            timeout: Duration::from_millis(s.health.timeout_ms),
+            timeout: Duration::from_millis(health.timeout_ms),
             upstream: upstream.parse().expect("a validated authority and path form a URI"),
             redis: s.redis_url.as_ref().and_then(|u| redis::Client::open(u.as_str()).ok()).map(|c| (c, None)),
             database: s.database_url.clone().map(|u| (u, None)),

@@ -32,6 +32,7 @@ pub mod performance;
 pub mod prometheus;
 pub mod proxy;
 pub mod redact;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -13,7 +13,7 @@
 
 mod series;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,7 @@ pub struct Aggregate {
 #[derive(Debug)]
 pub struct Metrics {
     enabled: bool,
-    slow_micros: u64,
+    slow_micros: AtomicU64,
     slot_secs: u32,
     slots: usize,
     started: Instant,
@@ -94,7 +94,7 @@ impl Metrics {
         let slot_secs = (window.as_secs() / slots as u64).max(1) as u32;
         Arc::new(Metrics {
             enabled,
-            slow_micros: slow.as_micros() as u64,
+            slow_micros: AtomicU64::new(slow.as_micros() as u64),
             slot_secs,
             slots,
             started: Instant::now(),
@@ -123,10 +123,16 @@ impl Metrics {
         self.started.elapsed().as_secs() as u32
     }
 
+    /// Changes what counts as slow from now on (a reload).
+    pub fn set_slow(&self, slow: Duration) {
+        self.slow_micros.store(slow.as_micros() as u64, Ordering::Relaxed);
+    }
+
     fn merge(&self, agg: &mut Aggregate, samples: &[Sample]) {
+        let slow_micros = self.slow_micros.load(Ordering::Relaxed);
         for s in samples {
             let epoch = u64::from(s.at_secs / self.slot_secs);
-            let slow = u64::from(s.micros) > self.slow_micros;
+            let slow = u64::from(s.micros) > slow_micros;
             agg.total.record(s, slow, epoch);
             let i = s.route.0 as usize;
             if agg.routes.len() <= i {

@@ -8,7 +8,10 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use http::Method;
 
@@ -155,7 +158,9 @@ struct Labels {
 /// The process-wide, bounded table of route labels.
 #[derive(Debug)]
 pub struct RouteTable {
-    patterns: Vec<RoutePattern>,
+    patterns: ArcSwap<Vec<RoutePattern>>,
+    /// Bumped when the patterns change, so workers refresh their copy.
+    generation: AtomicU64,
     max_routes: usize,
     labels: Mutex<Labels>,
 }
@@ -165,20 +170,39 @@ pub struct RouteTable {
 pub struct RouteCache {
     scratch: String,
     known: HashMap<Box<str>, RouteId>,
+    generation: u64,
+    patterns: Arc<Vec<RoutePattern>>,
 }
 
 impl RouteTable {
     pub fn new(patterns: Vec<RoutePattern>, max_routes: usize) -> RouteTable {
-        RouteTable { patterns, max_routes, labels: Mutex::default() }
+        RouteTable {
+            patterns: ArcSwap::from_pointee(patterns),
+            generation: AtomicU64::new(1),
+            max_routes,
+            labels: Mutex::default(),
+        }
+    }
+
+    /// Replaces the configured patterns (a reload); labels already interned stay.
+    pub fn set_patterns(&self, patterns: Vec<RoutePattern>) {
+        self.patterns.store(Arc::new(patterns));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// The label of a request, interned; allocation-free once seen.
     pub fn resolve(&self, method: &Method, path: &str, cache: &mut RouteCache) -> RouteId {
+        let generation = self.generation.load(Ordering::Acquire);
+        if cache.generation != generation {
+            cache.patterns = self.patterns.load_full();
+            cache.known.clear();
+            cache.generation = generation;
+        }
         let buf = &mut cache.scratch;
         buf.clear();
         buf.push_str(method_label(method));
         buf.push(' ');
-        match self.patterns.iter().find(|p| p.matches(method, path)) {
+        match cache.patterns.iter().find(|p| p.matches(method, path)) {
             Some(p) => buf.push_str(p.template()),
             None => normalise_into(path, buf),
         }
@@ -265,6 +289,17 @@ mod tests {
         assert_eq!(label(&t, Method::POST, "/api/documents/a/b/c"), "POST /api/documents/*");
         assert_eq!(label(&t, Method::POST, "/api/documents"), "POST /api/documents");
         assert_eq!(label(&t, Method::GET, "/api/users/"), "GET /api/users/");
+    }
+
+    #[test]
+    fn a_workers_cache_follows_a_reload() {
+        let t = RouteTable::new(vec![], 100);
+        let mut cache = RouteCache::default();
+        let before = t.resolve(&Method::GET, "/api/items/x", &mut cache);
+        assert_eq!(&*t.name(before), "GET /api/items/x");
+        t.set_patterns(vec![RoutePattern::parse("GET /api/items/:name").unwrap()]);
+        let after = t.resolve(&Method::GET, "/api/items/x", &mut cache);
+        assert_eq!(&*t.name(after), "GET /api/items/:name");
     }
 
     #[test]

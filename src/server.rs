@@ -78,14 +78,11 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     };
     let mut background = vec![
         tokio::spawn(shared.metrics.clone().merge_periodically(stopped(stop_rx.clone()))),
-        tokio::spawn(shared.health.clone().probe_periodically(shared.config.clone(), stopped(stop_rx.clone()))),
+        tokio::spawn(shared.health.clone().probe_periodically(shared.clone(), stopped(stop_rx.clone()))),
     ];
-    let every = Duration::from_millis(shared.config.settings.alerts.interval_ms);
-    background.push(tokio::spawn(shared.alerts.clone().evaluate_periodically(
-        shared.clone(),
-        every,
-        stopped(stop_rx.clone()),
-    )));
+    background
+        .push(tokio::spawn(shared.alerts.clone().evaluate_periodically(shared.clone(), stopped(stop_rx.clone()))));
+    background.push(tokio::spawn(crate::reload::on_sighup(shared.clone(), stopped(stop_rx.clone()))));
     if let Some(db) = shared.database.clone() {
         let limit = shared.config.settings.database.slow_query_limit as usize;
         background.push(tokio::spawn(db.watch(limit, stopped(stop_rx.clone()))));

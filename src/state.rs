@@ -11,7 +11,9 @@ use http::HeaderValue;
 
 use crate::admin::AdminPaths;
 use crate::alerts::Alerts;
-use crate::config::Config;
+use arc_swap::ArcSwap;
+
+use crate::config::{AlertSettings, CacheSettings, Config, HealthSettings, Settings};
 use crate::database::Database;
 use crate::health::Health;
 use crate::metrics::{Metrics, Recorder};
@@ -21,7 +23,10 @@ use crate::upstream::UpstreamPool;
 /// Process-wide state.
 #[derive(Debug)]
 pub struct Shared {
+    /// The configuration perfproxy started with (what a reload compares to).
     pub config: Config,
+    /// The settings a reload swaps in place (SIGHUP).
+    pub live: ArcSwap<Live>,
     pub routes: RouteTable,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
@@ -46,7 +51,32 @@ impl Shared {
         let database = Database::new(&config);
         let alerts = Alerts::new(config.settings.alerts.webhook_url.as_deref());
         let admin_paths = AdminPaths::new(&config.settings.endpoints);
-        Arc::new(Shared { config, routes, metrics, health, database, alerts, admin_paths, started: Instant::now() })
+        let live = ArcSwap::from_pointee(Live::from(&config.settings));
+        Arc::new(Shared {
+            config,
+            live,
+            routes,
+            metrics,
+            health,
+            database,
+            alerts,
+            admin_paths,
+            started: Instant::now(),
+        })
+    }
+}
+
+/// The settings that change without a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Live {
+    pub alerts: AlertSettings,
+    pub health: HealthSettings,
+    pub cache: CacheSettings,
+}
+
+impl From<&Settings> for Live {
+    fn from(s: &Settings) -> Live {
+        Live { alerts: s.alerts.clone(), health: s.health.clone(), cache: s.cache.clone() }
     }
 }
 

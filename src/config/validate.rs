@@ -19,6 +19,9 @@ pub struct Config {
     pub settings: Settings,
     /// The file they were read from, for reloads.
     pub source: Option<PathBuf>,
+    /// The command line they came from (re-read on reload, so flags and
+    /// environment keep their precedence over the file).
+    pub args: Vec<std::ffi::OsString>,
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
     pub upstream: UpstreamAddr,
@@ -211,6 +214,7 @@ impl Config {
 
         Ok(Config {
             source,
+            args: Vec::new(),
             listen,
             admin_listen,
             upstream,

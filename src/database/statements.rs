@@ -51,26 +51,20 @@ pub async fn snapshot(client: &Client) -> Result<HashMap<i64, Counters>, tokio_p
 #[derive(Debug)]
 pub struct Watch {
     window: Duration,
-    threshold_ms: f64,
     limit: usize,
     snapshots: VecDeque<(Instant, HashMap<i64, Counters>)>,
     logged: HashSet<i64>,
 }
 
 impl Watch {
-    pub fn new(window: Duration, threshold: Duration, limit: usize) -> Watch {
-        Watch {
-            window,
-            threshold_ms: threshold.as_secs_f64() * 1000.0,
-            limit,
-            snapshots: VecDeque::new(),
-            logged: HashSet::new(),
-        }
+    pub fn new(window: Duration, limit: usize) -> Watch {
+        Watch { window, limit, snapshots: VecDeque::new(), logged: HashSet::new() }
     }
 
     /// Adds a snapshot taken `at` and returns the slow queries of the window,
     /// slowest total first; logs each newly slow query once.
-    pub fn observe(&mut self, at: Instant, snap: HashMap<i64, Counters>) -> Vec<SlowQuery> {
+    pub fn observe(&mut self, at: Instant, snap: HashMap<i64, Counters>, threshold: Duration) -> Vec<SlowQuery> {
+        let threshold_ms = threshold.as_secs_f64() * 1000.0;
         self.snapshots.push_back((at, snap));
         // Keep one snapshot at or before the window's start as the baseline.
         while self.snapshots.len() > 2 && at.duration_since(self.snapshots[1].0) >= self.window {
@@ -99,8 +93,7 @@ impl Watch {
             }
         }
         let all_ms: f64 = deltas.iter().map(|(_, q)| q.total_ms).sum();
-        let mut slow: Vec<(i64, SlowQuery)> =
-            deltas.into_iter().filter(|(_, q)| q.mean_ms > self.threshold_ms).collect();
+        let mut slow: Vec<(i64, SlowQuery)> = deltas.into_iter().filter(|(_, q)| q.mean_ms > threshold_ms).collect();
         slow.sort_by(|a, b| b.1.total_ms.total_cmp(&a.1.total_ms));
         slow.truncate(self.limit);
         for (id, q) in &mut slow {
@@ -131,13 +124,15 @@ mod tests {
 
     #[test]
     fn slow_queries_are_judged_over_the_window() {
-        let mut w = Watch::new(Duration::from_secs(60), Duration::from_millis(100), 10);
+        let mut w = Watch::new(Duration::from_secs(60), 10);
+        let t = Duration::from_millis(100);
         let t0 = Instant::now();
         // Historically slow query 1: before the window it does not count.
-        assert!(w.observe(t0, snap(&[(1, "old slow", 10, 5000.0), (2, "fast", 100, 10.0)])).is_empty());
+        assert!(w.observe(t0, snap(&[(1, "old slow", 10, 5000.0), (2, "fast", 100, 10.0)]), t).is_empty());
         let s = w.observe(
             t0 + Duration::from_secs(10),
             snap(&[(1, "old slow", 10, 5000.0), (2, "fast", 200, 20.0), (3, "new", 3, 900.0)]),
+            t,
         );
         assert_eq!(s.len(), 1);
         assert_eq!((s[0].query.as_str(), s[0].calls, s[0].mean_ms), ("new", 3, 300.0));
@@ -146,6 +141,7 @@ mod tests {
         let s = w.observe(
             t0 + Duration::from_secs(75),
             snap(&[(1, "old slow", 10, 5000.0), (2, "fast", 300, 30.0), (3, "new", 3, 900.0)]),
+            t,
         );
         assert!(s.is_empty(), "{s:?}");
     }

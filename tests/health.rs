@@ -124,12 +124,29 @@ async fn the_shared_redis_on_6379_is_checked() {
     proxy.shutdown().await;
 }
 
+/// Stops or starts the private PostgreSQL cluster (scripts/services.sh made
+/// it). Test binaries run one at a time, and no other test in this one uses
+/// that cluster.
+fn pg_cluster(action: &str) {
+    let version = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+        .unwrap();
+    let ok = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "perfproxy", action])
+        .status()
+        .expect("pg_ctlcluster (postgresql-common) is installed")
+        .success();
+    assert!(ok, "pg_ctlcluster {action}");
+}
+
 #[tokio::test]
-async fn database_down_is_unhealthy_and_comes_back_without_leaking_the_password() {
+async fn database_stopped_and_started_flips_health_without_failing_traffic_or_leaking_the_password() {
     let up = spawn_upstream().await;
-    let relay = Relay::start("127.0.0.1:5432".parse().unwrap()).await;
+    let port = std::env::var("PERFPROXY_TEST_PGSS_PORT").unwrap_or_else(|_| "5433".into());
     // Trust auth ignores the password; it is there to prove it never shows.
-    let url = format!("postgres://postgres:hunter2@{}/postgres?connect_timeout=1", relay.addr);
+    let url = format!("postgres://postgres:hunter2@127.0.0.1:{port}/postgres?connect_timeout=1");
     let proxy = spawn_proxy(&up.url(), &["--config", &write_config(FAST), "--database-url", &url]).await;
     let doc = wait_status(&proxy, 200, "healthy").await;
     assert_eq!(doc["checks"]["database"]["status"], "up");
@@ -138,22 +155,38 @@ async fn database_down_is_unhealthy_and_comes_back_without_leaking_the_password(
     assert_eq!(perf["database"]["status"], "up");
     assert_eq!(perf["database"]["pool"]["size"], 10);
 
-    relay.cut();
+    // Traffic flows the whole time the database is down and back.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (stop, url) = (stop.clone(), proxy.url("/api/x"));
+        tokio::spawn(async move {
+            let (mut sent, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sent += 1;
+                if get(&url).await.status != 200 {
+                    failed += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (sent, failed)
+        })
+    };
+    tokio::task::spawn_blocking(|| pg_cluster("stop")).await.unwrap();
     let doc = wait_status(&proxy, 503, "unhealthy").await;
     assert_eq!(doc["checks"]["database"]["status"], "down");
-    for _ in 0..20 {
-        assert_eq!(get(&proxy.url("/api/x")).await.status, 200, "traffic unaffected by the database");
-    }
     let perf = get(&proxy.url("/performance")).await;
     assert_eq!(perf.json()["database"]["status"], "down");
     let health_text = get(&proxy.url("/health")).await.text();
     for text in [&perf.text(), &health_text, &get(&proxy.url("/metrics")).await.text()] {
         assert!(!text.contains("hunter2"), "password leaked: {text}");
     }
-
-    relay.restore().await;
+    tokio::task::spawn_blocking(|| pg_cluster("start")).await.unwrap();
     let doc = wait_status(&proxy, 200, "healthy").await;
     assert_eq!(doc["checks"]["database"]["status"], "up");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failed) = traffic.await.unwrap();
+    assert!(sent > 20, "traffic ran ({sent})");
+    assert_eq!(failed, 0, "{failed} of {sent} proxied requests failed while the database was down");
     proxy.shutdown().await;
 }
 

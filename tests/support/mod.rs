@@ -238,46 +238,6 @@ pub async fn spawn_upstream_on(addr: SocketAddr) -> Upstream {
     up
 }
 
-/// A TCP relay to `target` that the test can cut (every connection at once)
-/// and restore, to take a real server off the network and bring it back.
-pub struct Relay {
-    pub addr: SocketAddr,
-    target: SocketAddr,
-    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Relay {
-    pub async fn start(target: SocketAddr) -> Relay {
-        let port = free_port();
-        let relay = Relay { addr: ([127, 0, 0, 1], port).into(), target, tasks: Arc::default() };
-        relay.restore().await;
-        relay
-    }
-    pub fn cut(&self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
-            t.abort();
-        }
-    }
-    pub async fn restore(&self) {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_reuseaddr(true).unwrap();
-        socket.bind(self.addr).unwrap();
-        let listener = socket.listen(128).unwrap();
-        let (target, tasks) = (self.target, self.tasks.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut down, _)) = listener.accept().await {
-                let t = tokio::spawn(async move {
-                    if let Ok(mut up) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-                    }
-                });
-                tasks.lock().unwrap().push(t.abort_handle());
-            }
-        });
-        self.tasks.lock().unwrap().push(accept.abort_handle());
-    }
-}
-
 /// Polls `check` every 50 ms until it returns true, or panics after `secs`.
 pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
 where

@@ -6,6 +6,16 @@
 set -euo pipefail
 
 apt_ready=""
+
+# wait_until CHECK WHAT: polls CHECK for up to 10 s.
+wait_until() {
+  for _ in $(seq 100); do
+    "$1" && return 0
+    sleep 0.1
+  done
+  echo "services: $2 did not start" >&2
+  return 1
+}
 apt_install() {
   if [ -z "$apt_ready" ]; then
     apt-get update -qq >/dev/null
@@ -14,22 +24,19 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+redis_ok() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; }
+
 ensure_redis() {
   # The tests also start private redis-servers on free ports.
   command -v redis-server >/dev/null || { echo "services: installing redis-server" >&2; apt_install redis-server; }
-  if command -v redis-cli >/dev/null && [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; then
+  if command -v redis-cli >/dev/null && redis_ok; then
     return
   fi
   echo "services: starting redis on 127.0.0.1:6379" >&2
   mkdir -p /var/lib/redis /var/log/redis
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
     --dir /var/lib/redis --logfile /var/log/redis/perfproxy-tests.log
-  for _ in $(seq 50); do
-    [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ] && return
-    sleep 0.1
-  done
-  echo "services: redis did not start" >&2
-  return 1
+  wait_until redis_ok redis
 }
 
 pg_ok() { psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; }
@@ -55,12 +62,7 @@ ensure_postgres() {
   echo "services: starting postgresql $version" >&2
   pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
     || pg_ctlcluster --skip-systemctl-redirect "$version" main reload 2>/dev/null || true
-  for _ in $(seq 100); do
-    pg_ok && return
-    sleep 0.1
-  done
-  echo "services: postgresql did not start" >&2
-  return 1
+  wait_until pg_ok postgresql
 }
 
 # A private cluster with pg_stat_statements preloaded, for the database-watch
@@ -89,12 +91,7 @@ pg_stat_statements.track = all
 CONF
   fi
   pg_ctlcluster --skip-systemctl-redirect "$version" perfproxy start 2>/dev/null || true
-  for _ in $(seq 100); do
-    pgss_ok && return
-    sleep 0.1
-  done
-  echo "services: the pg_stat_statements cluster did not start" >&2
-  return 1
+  wait_until pgss_ok "the pg_stat_statements cluster"
 }
 
 ensure_tools() {

@@ -125,27 +125,13 @@ impl Alerts {
                         since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
                         message: message(&r),
                     };
-                    warn!(
-                        rule = r.rule,
-                        subject = r.subject.as_deref().unwrap_or(""),
-                        value = r.value,
-                        threshold = r.threshold,
-                        "alert firing"
-                    );
-                    self.notify("firing", &alert);
+                    self.transition("firing", &alert);
                     firing.insert(key, alert);
                 }
                 Some(alert) if r.cleared() => {
                     let mut alert = alert.clone();
                     alert.value = r.value;
-                    info!(
-                        rule = r.rule,
-                        subject = r.subject.as_deref().unwrap_or(""),
-                        value = r.value,
-                        threshold = r.threshold,
-                        "alert resolved"
-                    );
-                    self.notify("resolved", &alert);
+                    self.transition("resolved", &alert);
                     firing.remove(&key);
                 }
                 Some(alert) => {
@@ -159,8 +145,7 @@ impl Alerts {
         let gone: Vec<_> = firing.keys().filter(|k| !seen.contains(k)).cloned().collect();
         for key in gone {
             if let Some(alert) = firing.remove(&key) {
-                info!(rule = alert.rule, subject = alert.subject.as_deref().unwrap_or(""), "alert resolved");
-                self.notify("resolved", &alert);
+                self.transition("resolved", &alert);
             }
         }
         let mut list: Vec<Alert> = firing.values().cloned().collect();
@@ -168,7 +153,14 @@ impl Alerts {
         self.published.store(Arc::new(list));
     }
 
-    fn notify(&self, status: &'static str, alert: &Alert) {
+    /// Logs a transition and hands it to the webhook queue.
+    fn transition(&self, status: &'static str, alert: &Alert) {
+        let subject = alert.subject.as_deref().unwrap_or("");
+        let (rule, value, threshold) = (alert.rule, alert.value, alert.threshold);
+        match status {
+            "firing" => warn!(rule, subject, value, threshold, "alert firing"),
+            _ => info!(rule, subject, value, threshold, "alert resolved"),
+        }
         if let Some(queue) = &self.webhook {
             queue.push(status, alert);
         }

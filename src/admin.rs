@@ -105,7 +105,7 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
             resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp.headers_mut().insert(
                 http::header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'"),
+                HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:"),
             );
             resp
         }

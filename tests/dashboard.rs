@@ -62,5 +62,9 @@ async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
     assert!(dom.contains(r#"id="k-total">10<"#), "total not rendered:\n{dom}");
     assert!(dom.contains(r#"class="badge healthy">healthy<"#), "health badge:\n{dom}");
     assert!(dom.contains("30.00 %"), "recent error rate (3 of 10):\n{dom}");
+    assert!(
+        !up.seen().iter().any(|s| s.uri.contains("favicon")),
+        "the page made the browser ask the backend for a favicon"
+    );
     proxy.shutdown().await;
 }

@@ -139,7 +139,8 @@ async fn main() {
     let listeners = perfproxy::server::Listeners::bind(&config).expect("the demo's listen address is free");
     let proxy = listeners.proxy.local_addr().expect("bound listener has an address");
     println!("demo backend on http://{backend}");
-    println!("perfproxy on   http://{proxy}   (try /health/live, /api/users/42)");
+    println!("perfproxy on   http://{proxy}");
+    println!("dashboard      http://{proxy}/performance   (JSON with curl; also /metrics, /health)");
     println!("generating traffic through perfproxy; Ctrl-C to stop");
     for _ in 0..8 {
         tokio::spawn(traffic(proxy));

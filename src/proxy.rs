@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
@@ -53,8 +53,9 @@ pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Respon
     })
 }
 
-/// Checks a request and rewrites it for the upstream, in place.
-fn prepare(client: &Client, parts: &mut http::request::Parts) -> Result<(), ProxyError> {
+/// Checks a request and rewrites it for the upstream, in place; `upgrade` is
+/// the protocol of an upgrade handshake, if it is one.
+fn prepare(client: &Client, parts: &mut http::request::Parts, upgrade: Option<HeaderValue>) -> Result<(), ProxyError> {
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
@@ -83,7 +84,6 @@ fn prepare(client: &Client, parts: &mut http::request::Parts) -> Result<(), Prox
             .expect("a validated authority is a valid header value");
         parts.headers.insert(header::HOST, host);
     }
-    let upgrade = headers::upgrade_request(&parts.headers);
     headers::prepare_request(&mut parts.headers, &client.ip, upgrade);
     parts.version = Version::HTTP_11;
     Ok(())
@@ -108,8 +108,9 @@ async fn forward(client: &Client, req: Request<Incoming>) -> Result<Response<Pro
     // Content-Length (prepare does), and close after responding.
     let ambiguous =
         parts.headers.contains_key(header::TRANSFER_ENCODING) && parts.headers.contains_key(header::CONTENT_LENGTH);
-    let upgrade = parts.extensions.remove::<OnUpgrade>().filter(|_| headers::upgrade_request(&parts.headers).is_some());
-    prepare(client, &mut parts)?;
+    let protocol = headers::upgrade_request(&parts.headers);
+    let upgrade = parts.extensions.remove::<OnUpgrade>().filter(|_| protocol.is_some());
+    prepare(client, &mut parts, protocol)?;
     parts.extensions = http::Extensions::new();
     let upstream_req = Request::from_parts(parts, RequestBody::Client(body));
 
@@ -118,12 +119,7 @@ async fn forward(client: &Client, req: Request<Incoming>) -> Result<Response<Pro
     }
 
     let sent = Instant::now();
-    let (resp, lease) = match tokio::time::timeout(timeout, worker.upstream.send(upstream_req)).await {
-        Ok(Ok(exchange)) => exchange,
-        Ok(Err(UpstreamError::Exchange(e))) if e.is_user() => return Err(ProxyError::ClientBody(e)),
-        Ok(Err(e)) => return Err(ProxyError::BadGateway(e)),
-        Err(_) => return Err(ProxyError::GatewayTimeout(timeout)),
-    };
+    let (resp, lease) = time_boxed(timeout, worker.upstream.send(upstream_req)).await?;
     let (mut rparts, rbody) = resp.into_parts();
     headers::prepare_response(&mut rparts.headers);
     rparts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
@@ -131,6 +127,21 @@ async fn forward(client: &Client, req: Request<Incoming>) -> Result<Response<Pro
         rparts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(Response::from_parts(rparts, ProxyBody::upstream(rbody, Some(lease))))
+}
+
+/// An upstream exchange under `upstream_timeout`, its failures as the
+/// client will see them: the client's own broken body is a 400, anything
+/// else from the upstream a 502, no answer in time a 504.
+async fn time_boxed<T>(
+    timeout: Duration,
+    exchange: impl std::future::Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, ProxyError> {
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(UpstreamError::Exchange(e))) if e.is_user() => Err(ProxyError::ClientBody(e)),
+        Ok(Err(e)) => Err(ProxyError::BadGateway(e)),
+        Err(_) => Err(ProxyError::GatewayTimeout(timeout)),
+    }
 }
 
 /// `upstream;dur=<ms>` since `sent`, to 0.1 ms (integer formatting: this
@@ -152,11 +163,7 @@ async fn tunnel(
     let worker = &client.worker;
     let timeout = worker.shared.config.upstream_timeout;
     let sent = Instant::now();
-    let mut resp = match tokio::time::timeout(timeout, worker.upstream.send_upgrade(req)).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => return Err(ProxyError::BadGateway(e)),
-        Err(_) => return Err(ProxyError::GatewayTimeout(timeout)),
-    };
+    let mut resp = time_boxed(timeout, worker.upstream.send_upgrade(req)).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = resp.into_parts();
         headers::prepare_response(&mut parts.headers);

@@ -26,6 +26,8 @@ pub struct AdminPaths {
     health: String,
     live: String,
     ready: String,
+    /// `POST` here purges the cache (see `cache::purge`).
+    pub purge: String,
 }
 
 impl AdminPaths {
@@ -41,6 +43,7 @@ impl AdminPaths {
             health: e.health.clone(),
             live: format!("{}/live", e.health.trim_end_matches('/')),
             ready: format!("{}/ready", e.health.trim_end_matches('/')),
+            purge: e.purge.clone(),
         }
     }
 }
@@ -148,7 +151,7 @@ fn health(shared: &Arc<Shared>) -> Response<ProxyBody> {
     json(code, serde_json::to_vec(&doc).expect("plain data"))
 }
 
-fn json(status: StatusCode, body: Vec<u8>) -> Response<ProxyBody> {
+pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -1,6 +1,6 @@
 //! Alerts (SPEC §8): rules evaluated by a background task over the recent
-//! window (`error_rate`, `slow_requests`, `slow_queries`, `memory`;
-//! `cache_hit_rate` arrives with the cache, which counts lookups). Each rule, per subject (a route for `slow_requests`, a
+//! window (`error_rate`, `slow_requests`, `slow_queries`, `memory`,
+//! `cache_hit_rate`). Each rule, per subject (a route for `slow_requests`, a
 //! query for `slow_queries`), fires once when its condition holds and
 //! resolves once when it has cleared; to resolve, the value must fall back
 //! past the threshold by a 10 % margin, so a value hovering at the threshold
@@ -11,9 +11,9 @@
 
 mod webhook;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -25,6 +25,8 @@ use crate::state::Shared;
 const MIN_REQUESTS: u64 = 20;
 /// Fewest requests of a route before its p95 is judged.
 const MIN_ROUTE_REQUESTS: u64 = 5;
+/// Fewest cache lookups in the window before the hit rate is judged.
+const MIN_LOOKUPS: u64 = 50;
 
 /// A firing alert, as `/performance` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -75,6 +77,8 @@ pub struct Alerts {
     firing: Mutex<HashMap<(&'static str, Option<String>), Alert>>,
     published: ArcSwap<Vec<Alert>>,
     webhook: Option<webhook::Queue>,
+    /// The cache's (hits, lookups) at past evaluations, for windowed rates.
+    cache_history: Mutex<VecDeque<(Instant, u64, u64)>>,
 }
 
 impl Alerts {
@@ -83,6 +87,7 @@ impl Alerts {
             firing: Mutex::default(),
             published: ArcSwap::from_pointee(Vec::new()),
             webhook: webhook_url.map(webhook::Queue::start),
+            cache_history: Mutex::default(),
         })
     }
 
@@ -105,6 +110,19 @@ impl Alerts {
                 _ = tokio::time::sleep(interval) => self.evaluate(readings(&shared)),
             }
         }
+    }
+
+    /// The cache's hits and lookups over the last `window`: the counters
+    /// now minus those at the oldest evaluation inside the window.
+    fn cache_window(&self, hits: u64, lookups: u64, window: Duration) -> (u64, u64) {
+        let mut history = self.cache_history.lock().expect("no panics under the history lock");
+        let now = Instant::now();
+        while history.len() > 1 && history.get(1).is_some_and(|(t, _, _)| now.duration_since(*t) >= window) {
+            history.pop_front();
+        }
+        let (h0, l0) = history.front().map_or((0, 0), |(_, h, l)| (*h, *l));
+        history.push_back((now, hits, lookups));
+        (hits.saturating_sub(h0), lookups.saturating_sub(l0))
     }
 
     /// Applies one evaluation's readings: fire what newly holds, resolve what cleared.
@@ -247,8 +265,19 @@ fn readings(shared: &Shared) -> Vec<Reading> {
         above: true,
         unit: " bytes",
     });
-    // cache_hit_rate (below alerts.cache_hit_rate with at least 50 lookups)
-    // needs the cache's lookup counts: it arrives with the cache.
+    let cache = shared.cache.stats();
+    let window = Duration::from_millis(a.window_ms);
+    let (hits, lookups) = shared.alerts.cache_window(cache.hits, cache.hits + cache.misses, window);
+    if lookups >= MIN_LOOKUPS {
+        out.push(Reading {
+            rule: "cache_hit_rate",
+            subject: None,
+            value: hits as f64 / lookups as f64,
+            threshold: a.cache_hit_rate,
+            above: false,
+            unit: "",
+        });
+    }
     out
 }
 

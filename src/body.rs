@@ -2,7 +2,8 @@
 //! upstream (the client's streamed body, or nothing); [`ProxyBody`] is what
 //! goes to the client (the upstream's streamed body, or bytes perfproxy made
 //! itself). Neither is boxed, and neither buffers: frames pass through as
-//! they arrive.
+//! they arrive; a response being stored keeps a copy on the side
+//! ([`Fill`]).
 
 use std::pin::Pin;
 use std::rc::Rc;
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::cache::serve::Fill;
 use crate::metrics::Recorder;
 use crate::routes::RouteId;
 use crate::upstream::Lease;
@@ -58,6 +60,8 @@ impl Body for RequestBody {
 pub struct ProxyBody {
     kind: Kind,
     done: Option<Completion>,
+    /// The cache's copy, while this body is being stored.
+    fill: Option<Box<Fill>>,
 }
 
 #[derive(Debug)]
@@ -81,23 +85,37 @@ pub struct Completion {
 impl ProxyBody {
     /// The upstream's body; `lease` is its pooled connection, if any.
     pub fn upstream(body: Incoming, lease: Option<Lease>) -> ProxyBody {
-        let mut b = ProxyBody { kind: Kind::Upstream { body, lease }, done: None };
+        let mut b = ProxyBody { kind: Kind::Upstream { body, lease }, done: None, fill: None };
         b.release_if_done();
         b
     }
 
     pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-        ProxyBody { kind: Kind::Full(Some(bytes.into())), done: None }
+        ProxyBody { kind: Kind::Full(Some(bytes.into())), done: None, fill: None }
     }
 
     pub fn empty() -> ProxyBody {
-        ProxyBody { kind: Kind::Full(None), done: None }
+        ProxyBody { kind: Kind::Full(None), done: None, fill: None }
     }
 
     /// Records `completion` once this body has been sent or dropped.
     pub fn on_complete(mut self, completion: Completion) -> ProxyBody {
         self.done = Some(completion);
         self
+    }
+
+    /// Keeps a copy of the frames for the cache; stored at the end.
+    pub fn filling(mut self, fill: Fill) -> ProxyBody {
+        self.fill = Some(Box::new(fill));
+        self
+    }
+
+    fn finish_fill_if_done(&mut self) {
+        if self.fill.is_some() && self.is_end_stream() {
+            if let Some(fill) = self.fill.take() {
+                fill.finish();
+            }
+        }
     }
 
     fn release_if_done(&mut self) {
@@ -119,6 +137,7 @@ impl ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        self.finish_fill_if_done();
         self.release_if_done();
         self.complete();
     }
@@ -130,7 +149,7 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let polled = match &mut this.kind {
+        let mut polled = match &mut this.kind {
             Kind::Upstream { body, lease } => {
                 let polled = Pin::new(body).poll_frame(cx);
                 if let Poll::Ready(None) = polled {
@@ -142,6 +161,27 @@ impl Body for ProxyBody {
             }
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
+        if let Some(fill) = &mut this.fill {
+            match &mut polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        if !fill.push(data) {
+                            this.fill = None;
+                        }
+                    }
+                    // hyper stops polling once the body says it has ended.
+                    this.finish_fill_if_done();
+                }
+                Poll::Ready(None) => {
+                    if let Some(fill) = this.fill.take() {
+                        fill.finish();
+                    }
+                }
+                // A failed body is never stored.
+                Poll::Ready(Some(Err(_))) => this.fill = None,
+                Poll::Pending => {}
+            }
+        }
         if let Poll::Ready(None) = polled {
             this.complete();
         }

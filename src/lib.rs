@@ -11,6 +11,7 @@
 //! - [`headers`]: hop-by-hop stripping and forwarding headers.
 //! - [`body`]: the streamed request and response bodies.
 //! - [`error`]: `ProxyError` and the one place it becomes a 400/502/504.
+//! - [`cache`]: the two-layer response cache (memory in front of Redis), RFC 9111 policy, purge.
 //! - [`routes`]: route patterns, path normalisation, the bounded label table.
 //! - [`admin`]: perfproxy's own endpoints (`/health/live` …).
 //! - [`state`]: process-wide `Shared` and per-thread `Worker` state.
@@ -22,6 +23,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod database;
 pub mod error;

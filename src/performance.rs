@@ -86,11 +86,15 @@ pub struct CacheView {
     pub hits: u64,
     pub misses: u64,
     pub hit_rate: f64,
+    /// Hits served stale (counted in `hits` too).
+    pub stale: u64,
     pub stores: u64,
     pub bypasses: u64,
     pub invalidations: u64,
     pub errors: u64,
     pub memory_bytes: u64,
+    /// Keys held by the memory layer.
+    pub entries: u64,
 }
 
 #[derive(Serialize)]
@@ -200,6 +204,7 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
     let db = report.checks.iter().find(|(n, _)| n == "database").map(|(_, c)| c.clone());
     let settings = &shared.config.settings;
     let db_report = shared.database.as_ref().map(|d| d.report());
+    let cache = shared.cache.stats();
     let db_idle = shared.database.as_ref().map_or(0, |d| d.pool_status().1 as u64);
     let (rss, peak) = crate::system::memory();
     Performance {
@@ -212,16 +217,18 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
         },
         routes,
         cache: CacheView {
-            enabled: false,
-            backend: if settings.redis_url.is_some() { "redis" } else { "memory" },
-            hits: 0,
-            misses: 0,
-            hit_rate: 0.0,
-            stores: 0,
-            bypasses: 0,
-            invalidations: 0,
-            errors: 0,
-            memory_bytes: 0,
+            enabled: shared.cache.rules().enabled,
+            backend: shared.cache.backend(),
+            hits: cache.hits,
+            misses: cache.misses,
+            hit_rate: cache.hit_rate(),
+            stale: cache.stale,
+            stores: cache.stores,
+            bypasses: cache.bypasses,
+            invalidations: cache.invalidations,
+            errors: cache.errors,
+            memory_bytes: cache.memory_bytes,
+            entries: cache.entries,
         },
         database: DatabaseView {
             configured: settings.database_url.is_some(),

@@ -179,22 +179,25 @@ pub fn render(shared: &Shared) -> String {
             .collect(),
     ));
 
-    for (name, help) in [
-        ("perfproxy_cache_hits_total", "Cache lookups answered from the cache"),
-        ("perfproxy_cache_misses_total", "Cache lookups that went upstream"),
-        ("perfproxy_cache_stores_total", "Responses stored"),
-        ("perfproxy_cache_bypasses_total", "Requests the cache did not consider"),
-        ("perfproxy_cache_invalidations_total", "Entries invalidated"),
-        ("perfproxy_cache_errors_total", "Cache backend errors"),
+    let cache = shared.cache.stats();
+    for (name, help, value) in [
+        ("perfproxy_cache_hits_total", "Cache lookups answered from the cache (stale ones included)", cache.hits),
+        ("perfproxy_cache_stale_total", "Cache hits served stale", cache.stale),
+        ("perfproxy_cache_misses_total", "Cache lookups that went upstream", cache.misses),
+        ("perfproxy_cache_stores_total", "Responses stored", cache.stores),
+        ("perfproxy_cache_bypasses_total", "Requests the cache did not consider", cache.bypasses),
+        ("perfproxy_cache_invalidations_total", "Keys invalidated or purged", cache.invalidations),
+        ("perfproxy_cache_errors_total", "Cache backend (Redis) errors and timeouts", cache.errors),
     ] {
-        families.push(family(name, help, MetricType::COUNTER, vec![counter(&[], 0)]));
+        families.push(family(name, help, MetricType::COUNTER, vec![counter(&[], value)]));
     }
-    families.push(family(
-        "perfproxy_cache_memory_bytes",
-        "Bytes held by the memory cache layer",
-        MetricType::GAUGE,
-        vec![gauge(&[], 0.0)],
-    ));
+    for (name, help, value) in [
+        ("perfproxy_cache_memory_bytes", "Bytes held by the memory cache layer", cache.memory_bytes as f64),
+        ("perfproxy_cache_entries", "Keys held by the memory cache layer", cache.entries as f64),
+        ("perfproxy_cache_hit_ratio", "Hits over lookups since start", cache.hit_rate()),
+    ] {
+        families.push(family(name, help, MetricType::GAUGE, vec![gauge(&[], value)]));
+    }
     let firing = shared.alerts.firing();
     families.push(family(
         "perfproxy_alerts_firing",

@@ -20,10 +20,13 @@ use crate::body::{Completion, ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::state::Client;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Lease, UpstreamError};
 
 /// hyper's service function: never fails, every error is a response.
 pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    if req.uri().path() == client.worker.shared.admin_paths.purge {
+        return Ok(crate::cache::purge::answer(&client, req).await);
+    }
     if let Some(resp) = crate::admin::answer(&client, &req) {
         return Ok(resp);
     }
@@ -100,9 +103,8 @@ fn chunked_more_than_once(headers: &http::HeaderMap) -> bool {
     chunked(first) + values.map(chunked).sum::<usize>() > 1
 }
 
-async fn forward(client: &Client, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+async fn forward(client: &Rc<Client>, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
     let worker = &client.worker;
-    let timeout = worker.shared.config.upstream_timeout;
     let (mut parts, body) = req.into_parts();
     // RFC 9112 §6.3: both framings → read as chunked (hyper does), drop the
     // Content-Length (prepare does), and close after responding.
@@ -112,21 +114,47 @@ async fn forward(client: &Client, req: Request<Incoming>) -> Result<Response<Pro
     let upgrade = parts.extensions.remove::<OnUpgrade>().filter(|_| protocol.is_some());
     prepare(client, &mut parts, protocol)?;
     parts.extensions = http::Extensions::new();
-    let upstream_req = Request::from_parts(parts, RequestBody::Client(body));
 
     if let Some(on_client_upgrade) = upgrade {
-        return tunnel(client, upstream_req, on_client_upgrade).await;
+        return tunnel(client, Request::from_parts(parts, RequestBody::Client(body)), on_client_upgrade).await;
     }
-
-    let sent = Instant::now();
-    let (resp, lease) = time_boxed(timeout, worker.upstream.send(upstream_req)).await?;
-    let (mut rparts, rbody) = resp.into_parts();
-    headers::prepare_response(&mut rparts.headers);
-    rparts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
+    let mut resp = if worker.shared.cache.rules().enabled {
+        crate::cache::serve::forward(client, parts, body).await?
+    } else {
+        exchange(client, Request::from_parts(parts, RequestBody::Client(body))).await?.into_response()
+    };
     if ambiguous {
-        rparts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    Ok(Response::from_parts(rparts, ProxyBody::upstream(rbody, Some(lease))))
+    Ok(resp)
+}
+
+/// An upstream response, its head already rewritten for the client.
+pub struct Upstream {
+    pub parts: http::response::Parts,
+    pub body: Incoming,
+    pub lease: Lease,
+    pub sent: Instant,
+}
+
+impl Upstream {
+    /// The response as the client gets it, with `Server-Timing`.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let Upstream { mut parts, body, lease, sent } = self;
+        parts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
+        Response::from_parts(parts, ProxyBody::upstream(body, Some(lease)))
+    }
+}
+
+/// Sends a checked request upstream on a pooled connection, under
+/// `upstream_timeout`.
+pub async fn exchange(client: &Client, req: Request<RequestBody>) -> Result<Upstream, ProxyError> {
+    let worker = &client.worker;
+    let sent = Instant::now();
+    let (resp, lease) = time_boxed(worker.shared.config.upstream_timeout, worker.upstream.send(req)).await?;
+    let (mut parts, body) = resp.into_parts();
+    headers::prepare_response(&mut parts.headers);
+    Ok(Upstream { parts, body, lease, sent })
 }
 
 /// An upstream exchange under `upstream_timeout`, its failures as the

@@ -37,6 +37,7 @@ pub fn reload(shared: &Shared) -> Result<Vec<String>, ConfigError> {
     if let Some(db) = &shared.database {
         db.set_threshold(Duration::from_millis(live.alerts.slow_query_ms));
     }
+    shared.cache.configure(&live.cache);
     shared.live.store(Arc::new(live));
     Ok(restart)
 }
@@ -53,6 +54,10 @@ fn restart_needed(old: &Settings, new: &Settings) -> Vec<String> {
         keys.into_iter().filter(|k| !LIVE_KEYS.contains(&k.as_str()) && a.get(*k) != b.get(*k)).cloned().collect();
     if old.alerts.window_ms != new.alerts.window_ms {
         changed.push("alerts.window_ms".into());
+    }
+    // The memory layer's capacity is fixed when it is built.
+    if old.cache.memory_bytes != new.cache.memory_bytes {
+        changed.push("cache.memory_bytes".into());
     }
     changed
 }

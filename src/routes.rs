@@ -69,9 +69,11 @@ impl RoutePattern {
 
     /// Whether `method` and `path` (no query) match this pattern.
     pub fn matches(&self, method: &Method, path: &str) -> bool {
-        if self.method.as_ref().is_some_and(|m| m != method) {
-            return false;
-        }
+        self.method.as_ref().is_none_or(|m| m == method) && self.matches_path(path)
+    }
+
+    /// Whether `path` matches, whatever the method.
+    pub fn matches_path(&self, path: &str) -> bool {
         let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
         for seg in &self.segments {
             match seg {

@@ -11,6 +11,7 @@ use http::HeaderValue;
 
 use crate::admin::AdminPaths;
 use crate::alerts::Alerts;
+use crate::cache::{Cache, Counters};
 use arc_swap::ArcSwap;
 
 use crate::config::{AlertSettings, CacheSettings, Config, HealthSettings, Settings};
@@ -33,6 +34,7 @@ pub struct Shared {
     /// The watched database, when `DATABASE_URL` is set.
     pub database: Option<Arc<Database>>,
     pub alerts: Arc<Alerts>,
+    pub cache: Arc<Cache>,
     pub admin_paths: AdminPaths,
     pub started: Instant,
 }
@@ -51,6 +53,7 @@ impl Shared {
         let database = Database::new(&config);
         let alerts = Alerts::new(config.settings.alerts.webhook_url.as_deref());
         let admin_paths = AdminPaths::new(&config.settings.endpoints);
+        let cache = Cache::new(&config.settings.cache, config.settings.redis_url.as_deref());
         let live = ArcSwap::from_pointee(Live::from(&config.settings));
         Arc::new(Shared {
             config,
@@ -60,6 +63,7 @@ impl Shared {
             health,
             database,
             alerts,
+            cache,
             admin_paths,
             started: Instant::now(),
         })
@@ -88,13 +92,16 @@ pub struct Worker {
     pub route_cache: RefCell<RouteCache>,
     /// `None` when monitoring is off.
     pub recorder: Option<Rc<Recorder>>,
+    /// This worker's cache counters (only it writes them).
+    pub cache_counters: Arc<Counters>,
 }
 
 impl Worker {
     pub fn new(shared: Arc<Shared>) -> Rc<Worker> {
         let upstream = UpstreamPool::new(shared.config.upstream.clone());
         let recorder = shared.metrics.enabled().then(|| Rc::new(shared.metrics.recorder()));
-        Rc::new(Worker { shared, upstream, route_cache: RefCell::default(), recorder })
+        let cache_counters = shared.cache.counters();
+        Rc::new(Worker { shared, upstream, route_cache: RefCell::default(), recorder, cache_counters })
     }
 }
 

@@ -3,6 +3,7 @@
 //! a raw-socket client for byte-exact requests.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +42,8 @@ pub struct Upstream {
     pub cancelled: Arc<AtomicUsize>,
     /// Feeds `/stream`: each message becomes one body chunk; dropping ends the body.
     pub stream_feed: Arc<Mutex<Option<mpsc::Receiver<Bytes>>>>,
+    /// Scripted answers by path (see [`Upstream::script`]).
+    pub scripts: Arc<Mutex<HashMap<String, Scripted>>>,
     tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
@@ -62,6 +65,51 @@ impl Upstream {
             t.abort();
         }
     }
+}
+
+/// A scripted answer: status, headers, body, and a delay before answering.
+/// A request whose `If-None-Match` matches the scripted `etag` (or whose
+/// `If-Modified-Since` equals its `last-modified`) gets `304`.
+#[derive(Debug, Clone, Default)]
+pub struct Scripted {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub delay_ms: u64,
+}
+
+impl Upstream {
+    /// Makes `path` answer `status` with `headers` and `body` from now on.
+    pub fn script(&self, path: &str, status: u16, headers: &[(&str, &str)], body: &str) {
+        self.script_with(
+            path,
+            Scripted {
+                status,
+                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                body: body.to_string(),
+                delay_ms: 0,
+            },
+        );
+    }
+    pub fn script_with(&self, path: &str, s: Scripted) {
+        self.scripts.lock().unwrap().insert(path.to_string(), s);
+    }
+    /// Requests received for `path` (any query).
+    pub fn hits(&self, path: &str) -> usize {
+        self.seen().iter().filter(|s| s.uri.split('?').next() == Some(path)).count()
+    }
+}
+
+fn scripted(s: &Scripted, req: &HeaderMap) -> Response<BoxBody> {
+    let header = |name: &str| s.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+    let inm = req.get("if-none-match").and_then(|v| v.to_str().ok());
+    let ims = req.get("if-modified-since").and_then(|v| v.to_str().ok());
+    let not_modified = (inm.is_some() && inm == header("etag")) || (ims.is_some() && ims == header("last-modified"));
+    let mut r = if not_modified { full(304, "") } else { full(s.status, s.body.clone()) };
+    for (k, v) in &s.headers {
+        r.headers_mut().append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    r
 }
 
 fn is_probe(s: &Seen) -> bool {
@@ -121,6 +169,12 @@ async fn upstream_handle(up: Upstream, req: Request<Incoming>) -> Result<Respons
         body: body.clone(),
     });
     let mut guard = CancelGuard(up.cancelled.clone(), false);
+    let script = up.scripts.lock().unwrap().get(&path).cloned();
+    if let Some(s) = script {
+        tokio::time::sleep(Duration::from_millis(s.delay_ms)).await;
+        guard.1 = true;
+        return Ok(scripted(&s, &parts.headers));
+    }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let resp = match segs.as_slice() {
         ["delay", ms] => {
@@ -216,6 +270,7 @@ pub async fn spawn_upstream_on(addr: SocketAddr) -> Upstream {
         seen: Arc::default(),
         cancelled: Arc::default(),
         stream_feed: Arc::default(),
+        scripts: Arc::default(),
         tasks: Arc::default(),
     };
     let state = up.clone();
@@ -380,4 +435,30 @@ pub async fn wait_ready(url: &str, secs: u64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{url} never became ready");
+}
+
+/// A private redis-server on `port`, killed when dropped.
+pub struct Redis(pub std::process::Child);
+
+impl Redis {
+    pub fn start(port: u16) -> Redis {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        Redis(child)
+    }
+    /// Sends a signal (`STOP`, `CONT`) to the server.
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").args([&format!("-{sig}"), &self.0.id().to_string()]).status();
+        assert!(ok.unwrap().success(), "kill -{sig}");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

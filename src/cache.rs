@@ -1,0 +1,459 @@
+//! The two-layer HTTP response cache (SPEC §6): a memory layer bounded by
+//! bytes (moka, with per-entry expiry) in front of Redis ([`redis_layer`]).
+//! [`Cache`] holds both, the rules a reload swaps, the collapsing of
+//! concurrent misses ([`Flights`]) and the counters. How a request uses it
+//! is in [`serve`]; RFC 9111 decisions are in [`policy`].
+//!
+//! A Redis fault never fails a request: every Redis call is time-boxed by
+//! `cache.redis_timeout_ms`, counted in `errors` when it fails, and the
+//! request goes on with the memory layer alone.
+
+pub mod entry;
+pub mod key;
+pub mod policy;
+pub mod purge;
+pub mod redis_layer;
+pub mod serve;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::{HeaderMap, Method};
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::config::CacheSettings;
+use crate::routes::RoutePattern;
+use entry::Entry;
+use key::Glob;
+use policy::Policy;
+use redis_layer::RedisLayer;
+
+/// Variants kept per primary key.
+const MAX_VARIANTS: usize = 16;
+/// How long a URL whose last response could not be stored skips the Redis
+/// lookup and miss collapsing (Varnish's "hit-for-miss").
+const UNCACHEABLE_FOR: Duration = Duration::from_secs(10);
+
+/// What the memory layer holds for one primary key.
+#[derive(Debug, Clone)]
+pub enum Slot {
+    /// Its variants, newest first.
+    Stored(Arc<Vec<Arc<Entry>>>),
+    /// Its last response could not be stored.
+    Uncacheable,
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Found {
+    Entry(Arc<Entry>),
+    /// Recently uncacheable: go upstream, do not collapse.
+    Uncacheable,
+    Nothing,
+}
+
+/// The cache configuration as the request path uses it (swapped on reload).
+#[derive(Debug)]
+pub struct Rules {
+    pub enabled: bool,
+    pub origin_directives: bool,
+    pub max_object_bytes: usize,
+    pub redis_timeout: Duration,
+    pub stale_if_error: Duration,
+    pub ignore_query: Vec<Glob>,
+    pub rules: Vec<Rule>,
+}
+
+/// A compiled `[[cache.rules]]` entry.
+#[derive(Debug)]
+pub struct Rule {
+    pub pattern: RoutePattern,
+    pub ttl: Duration,
+    pub invalidates: Vec<Glob>,
+}
+
+impl Rules {
+    pub fn new(s: &CacheSettings) -> Rules {
+        Rules {
+            enabled: s.enabled,
+            origin_directives: s.origin_directives,
+            max_object_bytes: s.max_object_bytes as usize,
+            redis_timeout: Duration::from_millis(s.redis_timeout_ms),
+            stale_if_error: Duration::from_millis(s.stale_if_error_ms),
+            ignore_query: s.ignore_query.iter().map(|g| Glob::new(g)).collect(),
+            rules: s
+                .rules
+                .iter()
+                .filter_map(|r| {
+                    Some(Rule {
+                        // Validated at load: a pattern here always parses.
+                        pattern: RoutePattern::parse(&r.pattern).ok()?,
+                        ttl: Duration::from_millis(r.ttl_ms.unwrap_or(s.default_ttl_ms)),
+                        invalidates: r.invalidates.iter().map(|g| Glob::new(g)).collect(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// The storage policy for a GET of `path`.
+    pub fn policy(&self, path: &str) -> Policy {
+        Policy {
+            origin_directives: self.origin_directives,
+            rule_ttl: self.rules.iter().find(|r| r.pattern.matches(&Method::GET, path)).map(|r| r.ttl),
+            stale_if_error: self.stale_if_error,
+        }
+    }
+}
+
+/// Counters of one worker (only it writes them; readers sum all shards).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub stale: AtomicU64,
+    pub stores: AtomicU64,
+    pub bypasses: AtomicU64,
+    pub invalidations: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The counters summed, for `/performance` and `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub hits: u64,
+    pub misses: u64,
+    pub stale: u64,
+    pub stores: u64,
+    pub bypasses: u64,
+    pub invalidations: u64,
+    pub errors: u64,
+    pub memory_bytes: u64,
+    pub entries: u64,
+}
+
+impl Stats {
+    pub fn hit_rate(&self) -> f64 {
+        let lookups = self.hits + self.misses;
+        if lookups == 0 {
+            0.0
+        } else {
+            self.hits as f64 / lookups as f64
+        }
+    }
+}
+
+/// The cache, shared by every worker.
+pub struct Cache {
+    memory: moka::sync::Cache<String, Slot>,
+    redis: Option<Arc<RedisLayer>>,
+    rules: ArcSwap<Rules>,
+    shards: Mutex<Vec<Arc<Counters>>>,
+    /// The shard of work done outside a worker (pub/sub, purges).
+    background: Arc<Counters>,
+    flights: Arc<Flights>,
+    /// This process's name on the invalidation channel.
+    instance: String,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("redis", &self.redis).field("entries", &self.memory.entry_count()).finish()
+    }
+}
+
+struct SlotExpiry;
+
+impl moka::Expiry<String, Slot> for SlotExpiry {
+    fn expire_after_create(&self, _: &String, slot: &Slot, _: Instant) -> Option<Duration> {
+        Some(slot_ttl(slot))
+    }
+    fn expire_after_update(&self, _: &String, slot: &Slot, _: Instant, _: Option<Duration>) -> Option<Duration> {
+        Some(slot_ttl(slot))
+    }
+}
+
+fn slot_ttl(slot: &Slot) -> Duration {
+    match slot {
+        Slot::Stored(variants) => {
+            let now = SystemTime::now();
+            variants.iter().map(|e| e.ttl(now)).max().unwrap_or(Duration::ZERO)
+        }
+        Slot::Uncacheable => UNCACHEABLE_FOR,
+    }
+}
+
+impl Cache {
+    pub fn new(settings: &CacheSettings, redis_url: Option<&str>) -> Arc<Cache> {
+        let memory = moka::sync::Cache::builder()
+            .max_capacity(settings.memory_bytes)
+            .weigher(|key: &String, slot: &Slot| {
+                let held = match slot {
+                    Slot::Stored(v) => v.iter().map(|e| e.weight()).sum(),
+                    Slot::Uncacheable => 16,
+                };
+                u32::try_from(key.len() + held).unwrap_or(u32::MAX)
+            })
+            .expire_after(SlotExpiry)
+            .build();
+        let background = Arc::new(Counters::default());
+        Arc::new(Cache {
+            memory,
+            redis: redis_url.and_then(RedisLayer::new).map(Arc::new),
+            rules: ArcSwap::from_pointee(Rules::new(settings)),
+            shards: Mutex::new(vec![background.clone()]),
+            background,
+            flights: Arc::default(),
+            instance: format!("{}-{:x}", std::process::id(), policy::epoch_ms(SystemTime::now())),
+        })
+    }
+
+    pub fn rules(&self) -> arc_swap::Guard<Arc<Rules>> {
+        self.rules.load()
+    }
+
+    /// Applies reloaded `[cache]` settings (`memory_bytes` needs a restart).
+    pub fn configure(&self, settings: &CacheSettings) {
+        self.rules.store(Arc::new(Rules::new(settings)));
+    }
+
+    /// `redis` once the Redis layer has connected, else `memory`.
+    pub fn backend(&self) -> &'static str {
+        if self.redis.as_ref().is_some_and(|r| r.connected()) {
+            "redis"
+        } else {
+            "memory"
+        }
+    }
+
+    /// A worker's own counters.
+    pub fn counters(&self) -> Arc<Counters> {
+        let shard = Arc::new(Counters::default());
+        self.shards.lock().expect("no code panics holding the shard list").push(shard.clone());
+        shard
+    }
+
+    pub fn stats(&self) -> Stats {
+        let shards = self.shards.lock().expect("no code panics holding the shard list");
+        let mut s = Stats::default();
+        for c in shards.iter() {
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            s.hits += get(&c.hits);
+            s.misses += get(&c.misses);
+            s.stale += get(&c.stale);
+            s.stores += get(&c.stores);
+            s.bypasses += get(&c.bypasses);
+            s.invalidations += get(&c.invalidations);
+            s.errors += get(&c.errors);
+        }
+        s.memory_bytes = self.memory.weighted_size();
+        s.entries = self.memory.entry_count();
+        s
+    }
+
+    /// Connects the Redis layer and listens for other instances'
+    /// invalidations, until `shutdown`.
+    pub async fn run(self: Arc<Cache>, shutdown: impl std::future::Future<Output = ()>) {
+        let Some(redis) = self.redis.clone() else { return };
+        let this = self.clone();
+        let work = async move {
+            redis.connect().await;
+            let drop_pattern = |pattern: Glob| {
+                let n = this.drop_from_memory(&pattern).len();
+                debug!(pattern = pattern.as_str(), dropped = n, "cache: invalidation from another instance");
+            };
+            redis.listen(&this.instance, drop_pattern, || this.memory.invalidate_all()).await;
+        };
+        tokio::select! {
+            _ = work => {},
+            _ = shutdown => {},
+        }
+    }
+
+    /// The memory layer's variants of `key` matching `request`, else Redis'
+    /// (which then fill memory).
+    pub async fn lookup(&self, key: &str, request: &HeaderMap, counters: &Counters) -> Found {
+        match self.memory.get(key) {
+            Some(Slot::Uncacheable) => return Found::Uncacheable,
+            Some(Slot::Stored(variants)) => {
+                if let Some(e) = pick(&variants, request) {
+                    return Found::Entry(e);
+                }
+            }
+            None => {}
+        }
+        let Some(redis) = &self.redis else { return Found::Nothing };
+        let timeout = self.rules().redis_timeout;
+        match tokio::time::timeout(timeout, redis.get(key)).await {
+            Ok(Ok(entries)) if !entries.is_empty() => {
+                let now = SystemTime::now();
+                let variants: Vec<Arc<Entry>> =
+                    entries.into_iter().filter(|e| !e.ttl(now).is_zero()).take(MAX_VARIANTS).map(Arc::new).collect();
+                let found = pick(&variants, request);
+                if !variants.is_empty() {
+                    self.memory.insert(key.to_string(), Slot::Stored(Arc::new(variants)));
+                }
+                found.map_or(Found::Nothing, Found::Entry)
+            }
+            Ok(Ok(_)) => Found::Nothing,
+            Ok(Err(e)) => {
+                debug!(error = %e, "cache: redis lookup failed");
+                Counters::add(&counters.errors, 1);
+                Found::Nothing
+            }
+            Err(_) => {
+                debug!("cache: redis lookup timed out");
+                Counters::add(&counters.errors, 1);
+                Found::Nothing
+            }
+        }
+    }
+
+    /// The memory layer's variant of `key` matching `request`.
+    pub fn lookup_memory(&self, key: &str, request: &HeaderMap) -> Option<Arc<Entry>> {
+        match self.memory.get(key) {
+            Some(Slot::Stored(variants)) => pick(&variants, request),
+            _ => None,
+        }
+    }
+
+    /// Stores `entry` under `key` in memory now and in Redis behind.
+    pub fn store(&self, key: &str, entry: Arc<Entry>, counters: &Arc<Counters>) {
+        let now = SystemTime::now();
+        let variant = entry.variant();
+        let mut variants: Vec<Arc<Entry>> = match self.memory.get(key) {
+            Some(Slot::Stored(old)) => old
+                .iter()
+                .filter(|e| e.variant() != variant && !e.ttl(now).is_zero())
+                .take(MAX_VARIANTS - 1)
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        variants.insert(0, entry.clone());
+        self.memory.insert(key.to_string(), Slot::Stored(Arc::new(variants)));
+        Counters::add(&counters.stores, 1);
+        if let Some(redis) = self.redis.clone() {
+            let (key, counters, timeout) = (key.to_string(), counters.clone(), self.rules().redis_timeout);
+            tokio::spawn(async move {
+                match tokio::time::timeout(timeout, redis.put(&key, &entry)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "cache: redis store failed");
+                        Counters::add(&counters.errors, 1);
+                    }
+                    Err(_) => Counters::add(&counters.errors, 1),
+                }
+            });
+        }
+    }
+
+    /// Remembers that `key`'s last response could not be stored.
+    pub fn mark_uncacheable(&self, key: &str) {
+        if self.memory.contains_key(key) {
+            return;
+        }
+        self.memory.insert(key.to_string(), Slot::Uncacheable);
+    }
+
+    /// Drops what `pattern` selects from memory; returns the keys that held entries.
+    fn drop_from_memory(&self, pattern: &Glob) -> HashSet<String> {
+        let mut dropped = HashSet::new();
+        for (key, slot) in self.memory.iter() {
+            if pattern.selects(&key) {
+                self.memory.invalidate(key.as_str());
+                if matches!(slot, Slot::Stored(_)) {
+                    dropped.insert(key.as_str().to_string());
+                }
+            }
+        }
+        dropped
+    }
+
+    /// Drops what `pattern` selects from both layers and tells the other
+    /// instances; returns how many keys held entries. `timeout` bounds the
+    /// Redis part.
+    pub async fn invalidate(&self, pattern: &Glob, timeout: Duration, counters: &Counters) -> usize {
+        let mut purged = self.drop_from_memory(pattern);
+        if let Some(redis) = &self.redis {
+            let remote = async {
+                let keys = redis.delete_matching(pattern).await?;
+                redis.publish(&self.instance, pattern).await?;
+                Ok::<_, redis_layer::LayerError>(keys)
+            };
+            match tokio::time::timeout(timeout, remote).await {
+                Ok(Ok(keys)) => purged.extend(keys),
+                Ok(Err(e)) => {
+                    debug!(error = %e, pattern = pattern.as_str(), "cache: redis invalidation failed");
+                    Counters::add(&counters.errors, 1);
+                }
+                Err(_) => Counters::add(&counters.errors, 1),
+            }
+        }
+        Counters::add(&counters.invalidations, purged.len() as u64);
+        purged.len()
+    }
+
+    /// The counters of work done outside a worker.
+    pub fn background_counters(&self) -> &Counters {
+        &self.background
+    }
+
+    pub fn flights(&self) -> &Arc<Flights> {
+        &self.flights
+    }
+}
+
+/// The newest variant matching `request`'s vary values.
+fn pick(variants: &[Arc<Entry>], request: &HeaderMap) -> Option<Arc<Entry>> {
+    variants.iter().find(|e| key::vary_matches(&e.vary, request)).cloned()
+}
+
+/// Misses in progress, by key: the first becomes the leader and fetches;
+/// the rest wait for its [`FlightGuard`] to drop (the entry is stored or
+/// the fetch failed).
+#[derive(Debug, Default)]
+pub struct Flights {
+    // A std mutex: held for a map operation, never across an await.
+    map: Mutex<HashMap<String, watch::Sender<()>>>,
+}
+
+/// The leader's hold on a key; dropping it releases the followers.
+#[derive(Debug)]
+pub struct FlightGuard {
+    flights: Arc<Flights>,
+    key: String,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.flights.map.lock().expect("no code panics holding the flight map").remove(&self.key);
+    }
+}
+
+/// A miss's part in its key's flight.
+pub enum Joined {
+    Leader(FlightGuard),
+    Follower(watch::Receiver<()>),
+}
+
+impl Flights {
+    pub fn join(self: &Arc<Self>, key: &str) -> Joined {
+        let mut map = self.map.lock().expect("no code panics holding the flight map");
+        if let Some(tx) = map.get(key) {
+            return Joined::Follower(tx.subscribe());
+        }
+        map.insert(key.to_string(), watch::channel(()).0);
+        Joined::Leader(FlightGuard { flights: self.clone(), key: key.to_string() })
+    }
+}

@@ -1,0 +1,223 @@
+//! One stored response ([`Entry`]): status, headers, body, the request
+//! header values it varies on, and the times RFC 9111 needs to compute its
+//! age. It travels to Redis in a compact binary form ([`Entry::encode`]),
+//! versioned so a future layout never misreads an old one.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, BufMut, Bytes};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+
+use super::key::VaryValues;
+use super::policy::{epoch_ms, Lifetime};
+
+/// The first bytes of an encoded entry.
+const MAGIC: &[u8; 4] = b"PPC1";
+
+/// A stored response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub status: StatusCode,
+    /// The response's end-to-end headers as served (no `Age`).
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The request header values its `Vary` names.
+    pub vary: VaryValues,
+    /// When it arrived, ms since the epoch.
+    pub response_time: u64,
+    /// Its age on arrival (RFC 9111 `corrected_initial_age`), ms.
+    pub initial_age: u64,
+    pub lifetime: Lifetime,
+}
+
+impl Entry {
+    /// Its current age (RFC 9111 §4.2.3).
+    pub fn age(&self, now: SystemTime) -> Duration {
+        let resident = epoch_ms(now).saturating_sub(self.response_time);
+        Duration::from_millis(self.initial_age + resident)
+    }
+
+    /// How far past its freshness lifetime it is (`None` while fresh).
+    pub fn staleness(&self, now: SystemTime) -> Option<Duration> {
+        self.age(now).checked_sub(self.lifetime.fresh)
+    }
+
+    /// How long it is worth keeping from `now`: fresh time left plus the
+    /// longest stale window (an entry with validators also stays that long
+    /// to be revalidated).
+    pub fn ttl(&self, now: SystemTime) -> Duration {
+        let l = &self.lifetime;
+        let keep = l.fresh + l.stale_if_error.max(l.stale_while_revalidate);
+        keep.saturating_sub(self.age(now))
+    }
+
+    pub fn has_validators(&self) -> bool {
+        self.headers.contains_key(http::header::ETAG) || self.headers.contains_key(http::header::LAST_MODIFIED)
+    }
+
+    /// Bytes it holds, roughly (the memory layer's weigher).
+    pub fn weight(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+        self.body.len() + headers + 160
+    }
+
+    /// The variant's name within its key: its vary values, one per line.
+    pub fn variant(&self) -> String {
+        let mut s = String::new();
+        for (name, value) in &self.vary {
+            s.push_str(name.as_str());
+            s.push('=');
+            if let Some(v) = value {
+                s.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.weight());
+        out.extend_from_slice(MAGIC);
+        out.put_u16(self.status.as_u16());
+        out.put_u64(self.response_time);
+        out.put_u64(self.initial_age);
+        let l = &self.lifetime;
+        for d in [l.fresh, l.stale_if_error, l.stale_while_revalidate] {
+            out.put_u64(d.as_millis() as u64);
+        }
+        out.put_u8(u8::from(l.must_revalidate));
+        out.put_u16(self.vary.len() as u16);
+        for (name, value) in &self.vary {
+            put_bytes(&mut out, name.as_str().as_bytes());
+            out.put_u8(u8::from(value.is_some()));
+            put_bytes(&mut out, value.as_ref().map_or(&[][..], HeaderValue::as_bytes));
+        }
+        out.put_u16(self.headers.len() as u16);
+        for (name, value) in &self.headers {
+            put_bytes(&mut out, name.as_str().as_bytes());
+            put_bytes(&mut out, value.as_bytes());
+        }
+        put_bytes(&mut out, &self.body);
+        out
+    }
+
+    /// `None` for anything that is not an entry this version wrote.
+    pub fn decode(bytes: &[u8]) -> Option<Entry> {
+        let mut r = Reader(bytes);
+        if r.take(MAGIC.len())? != MAGIC {
+            return None;
+        }
+        let status = StatusCode::from_u16(r.u16()?).ok()?;
+        let response_time = r.u64()?;
+        let initial_age = r.u64()?;
+        let mut ms = || r.u64().map(Duration::from_millis);
+        let (fresh, stale_if_error, stale_while_revalidate) = (ms()?, ms()?, ms()?);
+        let must_revalidate = r.u8()? == 1;
+        let mut vary = Vec::new();
+        for _ in 0..r.u16()? {
+            let name = HeaderName::from_bytes(r.bytes()?).ok()?;
+            let present = r.u8()? == 1;
+            let value = r.bytes()?;
+            vary.push((name, if present { Some(HeaderValue::from_bytes(value).ok()?) } else { None }));
+        }
+        let count = r.u16()?;
+        let mut headers = HeaderMap::with_capacity(count as usize);
+        for _ in 0..count {
+            let name = HeaderName::from_bytes(r.bytes()?).ok()?;
+            headers.append(name, HeaderValue::from_bytes(r.bytes()?).ok()?);
+        }
+        let body = Bytes::copy_from_slice(r.bytes()?);
+        Some(Entry {
+            status,
+            headers,
+            body,
+            vary,
+            response_time,
+            initial_age,
+            lifetime: Lifetime { fresh, stale_if_error, stale_while_revalidate, must_revalidate },
+        })
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.put_u32(b.len() as u32);
+    out.extend_from_slice(b);
+}
+
+/// A bounds-checked reader: a short or corrupt value is `None`, never a panic.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|mut b| b.get_u8())
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|mut b| b.get_u16())
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).map(|mut b| b.get_u64())
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.take(4).map(|mut b| b.get_u32())?;
+        self.take(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        headers.append("x-multi", HeaderValue::from_static("a"));
+        headers.append("x-multi", HeaderValue::from_static("b"));
+        Entry {
+            status: StatusCode::NOT_FOUND,
+            headers,
+            body: Bytes::from_static(b"hello"),
+            vary: vec![
+                (HeaderName::from_static("accept"), Some(HeaderValue::from_static("text/html"))),
+                (HeaderName::from_static("x-absent"), None),
+            ],
+            response_time: 1_700_000_000_000,
+            initial_age: 1500,
+            lifetime: Lifetime {
+                fresh: Duration::from_secs(60),
+                stale_if_error: Duration::from_secs(30),
+                stale_while_revalidate: Duration::ZERO,
+                must_revalidate: true,
+            },
+        }
+    }
+
+    #[test]
+    fn encoding_round_trips_and_refuses_garbage() {
+        let e = sample();
+        let bytes = e.encode();
+        assert_eq!(Entry::decode(&bytes), Some(e));
+        for cut in 0..bytes.len() {
+            assert!(Entry::decode(&bytes[..cut]).is_none(), "truncated at {cut}");
+        }
+        assert!(Entry::decode(b"not an entry").is_none());
+    }
+
+    #[test]
+    fn age_and_staleness() {
+        let e = sample();
+        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(e.age(at(e.response_time + 1000)), Duration::from_millis(2500));
+        assert!(e.staleness(at(e.response_time + 58_000)).is_none());
+        assert_eq!(e.staleness(at(e.response_time + 60_000)), Some(Duration::from_millis(1500)));
+        assert_eq!(e.ttl(at(e.response_time)), Duration::from_millis(88_500));
+    }
+}

@@ -1,0 +1,170 @@
+//! Cache keys and the patterns that select them. A primary key is
+//! `path[?sorted query] host`: the path first, so a purge pattern's literal
+//! prefix is a range in Redis' sorted index (no `KEYS`, no full scan). The
+//! request headers a response names in `Vary` pick a variant within it.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// The primary key of a request: `path[?query] host`, query parameters
+/// sorted and those matching `ignore` (globs such as `utm_*`) dropped.
+pub fn primary(host: &str, path: &str, query: Option<&str>, ignore: &[Glob]) -> String {
+    let mut key = String::with_capacity(path.len() + host.len() + query.map_or(0, str::len) + 2);
+    key.push_str(path);
+    if let Some(q) = query {
+        let mut params: Vec<&str> = q
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .filter(|p| {
+                let name = p.split_once('=').map_or(*p, |(n, _)| n);
+                !ignore.iter().any(|g| g.matches(name))
+            })
+            .collect();
+        if !params.is_empty() {
+            params.sort_unstable();
+            key.push('?');
+            for (i, p) in params.iter().enumerate() {
+                if i > 0 {
+                    key.push('&');
+                }
+                key.push_str(p);
+            }
+        }
+    }
+    key.push(' ');
+    for c in host.chars() {
+        key.push(c.to_ascii_lowercase());
+    }
+    key
+}
+
+/// The path part of a primary key.
+pub fn path_of(key: &str) -> &str {
+    let end = key.find(['?', ' ']).unwrap_or(key.len());
+    &key[..end]
+}
+
+/// A `*` wildcard pattern (`*` matches any run of characters, `/` too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob(String);
+
+impl Glob {
+    pub fn new(text: &str) -> Glob {
+        Glob(text.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// What every match starts with: the text before the first `*`.
+    pub fn literal_prefix(&self) -> &str {
+        self.0.split('*').next().unwrap_or("")
+    }
+
+    pub fn matches(&self, text: &str) -> bool {
+        let mut parts = self.0.split('*');
+        let first = parts.next().unwrap_or("");
+        let Some(mut rest) = text.strip_prefix(first) else { return false };
+        let parts: Vec<&str> = parts.collect();
+        let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+        for part in middle {
+            match rest.find(part) {
+                Some(i) => rest = &rest[i + part.len()..],
+                None => return false,
+            }
+        }
+        rest.len() >= last.len() && rest.ends_with(last)
+    }
+
+    /// Whether this path pattern selects the entries under `key`.
+    pub fn selects(&self, key: &str) -> bool {
+        self.matches(path_of(key))
+    }
+}
+
+/// The request header values a stored response was selected by (its
+/// `Vary`), in the response's order: `(name, value)`, absent as `None`.
+pub type VaryValues = Vec<(HeaderName, Option<HeaderValue>)>;
+
+/// The values of `names` in `request`; several fields of one name are
+/// joined with `, ` as HTTP allows.
+pub fn vary_values(names: impl Iterator<Item = String>, request: &HeaderMap) -> VaryValues {
+    names
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .map(|name| {
+            let mut values = request.get_all(&name).iter();
+            let value = match (values.next(), values.next()) {
+                (None, _) => None,
+                (Some(one), None) => Some(one.clone()),
+                (Some(a), Some(b)) => {
+                    let mut joined = a.as_bytes().to_vec();
+                    for v in std::iter::once(b).chain(values) {
+                        joined.extend_from_slice(b", ");
+                        joined.extend_from_slice(v.as_bytes());
+                    }
+                    HeaderValue::from_bytes(&joined).ok()
+                }
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// Whether `request` carries the header values a variant was stored for
+/// (whitespace around list items does not count).
+pub fn vary_matches(stored: &VaryValues, request: &HeaderMap) -> bool {
+    stored.iter().all(|(name, want)| {
+        let got = vary_values(std::iter::once(name.as_str().to_string()), request).pop().and_then(|(_, v)| v);
+        match (want, got) {
+            (None, None) => true,
+            (Some(a), Some(b)) => normalised(a) == normalised(&b),
+            _ => false,
+        }
+    })
+}
+
+fn normalised(v: &HeaderValue) -> Vec<u8> {
+    v.as_bytes().split(|b| *b == b',').flat_map(|item| item.trim_ascii().iter().copied().chain([b','])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_the_query_and_drop_ignored_parameters() {
+        let ignore = [Glob::new("utm_*")];
+        assert_eq!(primary("Example.COM", "/a", Some("b=2&a=1&utm_source=x"), &ignore), "/a?a=1&b=2 example.com");
+        assert_eq!(primary("h", "/a", Some("utm_x=1"), &ignore), "/a h");
+        assert_eq!(primary("h", "/a", None, &ignore), primary("h", "/a", Some(""), &ignore));
+        assert_eq!(path_of("/a/b?x=1 h"), "/a/b");
+        assert_eq!(path_of("/a/b h"), "/a/b");
+    }
+
+    #[test]
+    fn globs() {
+        let g = Glob::new("/api/users/*");
+        assert!(g.matches("/api/users/1") && g.matches("/api/users/1/orders") && g.matches("/api/users/"));
+        assert!(!g.matches("/api/users") && !g.matches("/api/other/1"));
+        assert!(Glob::new("/a").matches("/a") && !Glob::new("/a").matches("/ab"));
+        assert!(Glob::new("*.json").matches("/x/y.json"));
+        assert!(Glob::new("/a/*/b").matches("/a/1/2/b") && !Glob::new("/a/*/b").matches("/a/1/c"));
+        assert!(Glob::new("/a/*/b").selects("/a/1/b?q=1 host"));
+        assert_eq!(g.literal_prefix(), "/api/users/");
+    }
+
+    #[test]
+    fn vary_matching_ignores_list_whitespace() {
+        let mut req = HeaderMap::new();
+        req.insert("accept-language", HeaderValue::from_static("en,  fr"));
+        let stored = vary_values(["accept-language".to_string(), "x-absent".to_string()].into_iter(), &req);
+        let mut other = HeaderMap::new();
+        other.insert("accept-language", HeaderValue::from_static("en, fr"));
+        assert!(vary_matches(&stored, &other));
+        other.insert("x-absent", HeaderValue::from_static("1"));
+        assert!(!vary_matches(&stored, &other));
+        other.remove("x-absent");
+        other.insert("accept-language", HeaderValue::from_static("de"));
+        assert!(!vary_matches(&stored, &other));
+    }
+}

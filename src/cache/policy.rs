@@ -1,0 +1,306 @@
+//! RFC 9111 as a shared cache applies it: `Cache-Control` parsing (request
+//! and response), whether a response may be stored, and for how long it is
+//! fresh. Nothing here touches a cache layer; it is pure header logic.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderMap};
+use http::{Method, StatusCode};
+
+/// The `Cache-Control` directives perfproxy acts on. Delta-seconds that do
+/// not parse are `Some(0)`: RFC 9111 §4.2.1 says to treat such a response as
+/// stale, and §5.2 to be conservative with requests.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Directives {
+    pub max_age: Option<u64>,
+    pub s_maxage: Option<u64>,
+    pub no_store: bool,
+    pub no_cache: bool,
+    pub private: bool,
+    pub public: bool,
+    pub must_revalidate: bool,
+    pub proxy_revalidate: bool,
+    /// `max-stale` (request): `Some(None)` accepts any staleness.
+    pub max_stale: Option<Option<u64>>,
+    pub min_fresh: Option<u64>,
+    pub only_if_cached: bool,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
+}
+
+impl Directives {
+    /// Parses every `Cache-Control` field of `headers`. Unknown directives
+    /// change nothing.
+    pub fn parse(headers: &HeaderMap) -> Directives {
+        let mut d = Directives::default();
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            let Ok(text) = value.to_str() else { continue };
+            for item in split_list(text) {
+                let (name, arg) = match item.split_once('=') {
+                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                    None => (item.trim(), None),
+                };
+                let seconds = || arg.map(|a| a.parse::<u64>().unwrap_or(0)).or(Some(0));
+                let name = name.to_ascii_lowercase();
+                match name.as_str() {
+                    "max-age" => d.max_age = min_of(d.max_age, seconds()),
+                    "s-maxage" => d.s_maxage = min_of(d.s_maxage, seconds()),
+                    "no-store" => d.no_store = true,
+                    // The field-name forms (`no-cache="Set-Cookie"`,
+                    // `private="x"`) are taken as the unqualified ones: stricter.
+                    "no-cache" => d.no_cache = true,
+                    "private" => d.private = true,
+                    "public" => d.public = true,
+                    "must-revalidate" => d.must_revalidate = true,
+                    "proxy-revalidate" => d.proxy_revalidate = true,
+                    "max-stale" => d.max_stale = Some(arg.and_then(|a| a.parse().ok())),
+                    "min-fresh" => d.min_fresh = seconds(),
+                    "only-if-cached" => d.only_if_cached = true,
+                    "stale-while-revalidate" => d.stale_while_revalidate = seconds(),
+                    "stale-if-error" => d.stale_if_error = seconds(),
+                    _ => {}
+                }
+            }
+        }
+        d
+    }
+
+    /// A request that must not be answered from the cache without the
+    /// origin's say (`no-cache`, or HTTP/1.0 `Pragma: no-cache`).
+    pub fn request_no_cache(&self, headers: &HeaderMap) -> bool {
+        self.no_cache
+            || (!headers.contains_key(header::CACHE_CONTROL)
+                && headers.get(header::PRAGMA).and_then(|v| v.to_str().ok()).is_some_and(|p| p.contains("no-cache")))
+    }
+}
+
+/// A directive given twice counts with its smaller value (conservative).
+fn min_of(old: Option<u64>, new: Option<u64>) -> Option<u64> {
+    match (old, new) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Splits a comma-separated header list, keeping commas inside quotes.
+fn split_list(text: &str) -> impl Iterator<Item = &str> {
+    let mut quoted = false;
+    let mut start = 0;
+    let mut parts = Vec::new();
+    for (i, c) in text.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts.into_iter().map(str::trim).filter(|p| !p.is_empty())
+}
+
+/// Statuses SPEC §6 allows to be stored.
+pub fn storable_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 200 | 203 | 204 | 301 | 404 | 410)
+}
+
+/// How long a stored response lives, decided when it arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// The freshness lifetime (0: stale at once, revalidated on every use).
+    pub fresh: Duration,
+    /// How long past `fresh` it may still answer when the origin fails.
+    pub stale_if_error: Duration,
+    /// How long past `fresh` it may answer while being revalidated behind.
+    pub stale_while_revalidate: Duration,
+    /// `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache`:
+    /// never served stale, not even on error.
+    pub must_revalidate: bool,
+}
+
+/// What the cache configuration says about one request's route.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Honour `s-maxage`/`max-age`/`Expires` on any route.
+    pub origin_directives: bool,
+    /// The TTL of the `[[cache.rules]]` entry matching the route, if any.
+    pub rule_ttl: Option<Duration>,
+    /// `cache.stale_if_error_ms`: the default stale-if-error window.
+    pub stale_if_error: Duration,
+}
+
+/// Whether a response to a GET may be stored, and for how long (`None`:
+/// not stored). `request` holds the request's headers.
+pub fn lifetime(
+    policy: &Policy,
+    request: &HeaderMap,
+    status: StatusCode,
+    response: &HeaderMap,
+    response_time: SystemTime,
+) -> Option<Lifetime> {
+    let cc = Directives::parse(response);
+    let req_cc = Directives::parse(request);
+    if !storable_status(status)
+        || cc.no_store
+        || cc.private
+        || req_cc.no_store
+        || response.contains_key(header::SET_COOKIE)
+        || vary_names(response).any(|n| n == "*")
+    {
+        return None;
+    }
+    if request.contains_key(header::AUTHORIZATION) && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate) {
+        return None;
+    }
+    let explicit = if policy.origin_directives { explicit_freshness(&cc, response, response_time) } else { None };
+    let has_validators = response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
+    let fresh = match (explicit, policy.rule_ttl) {
+        _ if cc.no_cache => Duration::ZERO,
+        (Some(f), _) => f,
+        (None, Some(ttl)) => ttl,
+        // No explicit freshness and no rule: only a `no-cache` response
+        // with validators is kept (to be revalidated on each use).
+        (None, None) => return None,
+    };
+    if fresh.is_zero() && !has_validators {
+        return None;
+    }
+    Some(Lifetime {
+        fresh,
+        stale_if_error: cc.stale_if_error.map_or(policy.stale_if_error, Duration::from_secs),
+        stale_while_revalidate: Duration::from_secs(cc.stale_while_revalidate.unwrap_or(0)),
+        must_revalidate: cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some() || cc.no_cache,
+    })
+}
+
+/// `s-maxage`, else `max-age`, else `Expires − Date` (RFC 9111 §4.2.1).
+fn explicit_freshness(cc: &Directives, response: &HeaderMap, response_time: SystemTime) -> Option<Duration> {
+    if let Some(s) = cc.s_maxage.or(cc.max_age) {
+        return Some(Duration::from_secs(s));
+    }
+    let expires = response.get(header::EXPIRES)?;
+    // An invalid date (`0`, say) means "already expired".
+    let Some(expires) = expires.to_str().ok().and_then(|e| httpdate::parse_http_date(e).ok()) else {
+        return Some(Duration::ZERO);
+    };
+    let date = http_date(response, header::DATE).unwrap_or(response_time);
+    Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
+}
+
+/// A header holding an HTTP date, parsed.
+pub fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
+    headers.get(name)?.to_str().ok().and_then(|v| httpdate::parse_http_date(v).ok())
+}
+
+/// The names a response's `Vary` lists, lower-cased.
+pub fn vary_names(response: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+    response
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+}
+
+/// The age a response had when it arrived (RFC 9111 §4.2.3:
+/// `corrected_initial_age`).
+pub fn initial_age(response: &HeaderMap, request_time: SystemTime, response_time: SystemTime) -> Duration {
+    let date = http_date(response, header::DATE).unwrap_or(response_time);
+    let apparent = response_time.duration_since(date).unwrap_or(Duration::ZERO);
+    let age_value = response
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    let delay = response_time.duration_since(request_time).unwrap_or(Duration::ZERO);
+    apparent.max(age_value + delay)
+}
+
+/// Methods whose success invalidates what is stored for their target
+/// (RFC 9111 §4.4).
+pub fn is_unsafe(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+}
+
+/// Milliseconds since the epoch (how times travel in stored entries).
+pub fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn policy(rule_ttl: Option<u64>) -> Policy {
+        Policy {
+            origin_directives: true,
+            rule_ttl: rule_ttl.map(Duration::from_secs),
+            stale_if_error: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn parses_directives_with_quotes_and_bad_numbers() {
+        let d = Directives::parse(&headers(&[
+            ("cache-control", "Max-Age=60, no-cache=\"Set-Cookie, X\", foo=bar"),
+            ("cache-control", "s-maxage=abc, max-age=30"),
+        ]));
+        assert_eq!(d.max_age, Some(30));
+        assert_eq!(d.s_maxage, Some(0));
+        assert!(d.no_cache && !d.no_store);
+    }
+
+    #[test]
+    fn storable_only_with_freshness_or_a_rule() {
+        let now = SystemTime::now();
+        let ok = |req: &[(&'static str, &str)], resp: &[(&'static str, &str)], rule: Option<u64>| {
+            lifetime(&policy(rule), &headers(req), StatusCode::OK, &headers(resp), now)
+        };
+        assert_eq!(ok(&[], &[("cache-control", "max-age=10")], None).unwrap().fresh, Duration::from_secs(10));
+        assert_eq!(ok(&[], &[("cache-control", "s-maxage=5, max-age=10")], None).unwrap().fresh.as_secs(), 5);
+        assert!(ok(&[], &[], None).is_none(), "no heuristic freshness");
+        assert_eq!(ok(&[], &[], Some(7)).unwrap().fresh.as_secs(), 7);
+        assert!(ok(&[], &[("cache-control", "max-age=10, private")], Some(7)).is_none());
+        assert!(ok(&[], &[("cache-control", "no-store")], Some(7)).is_none());
+        assert!(ok(&[], &[("set-cookie", "a=b")], Some(7)).is_none());
+        assert!(ok(&[], &[("vary", "Accept, *")], Some(7)).is_none());
+        assert!(ok(&[("authorization", "x")], &[("cache-control", "max-age=10")], None).is_none());
+        assert!(ok(&[("authorization", "x")], &[("cache-control", "public, max-age=10")], None).is_some());
+        assert!(ok(&[], &[("cache-control", "no-cache")], None).is_none(), "no validator, nothing to revalidate");
+        let nc = ok(&[], &[("cache-control", "no-cache, max-age=60"), ("etag", "\"a\"")], None).unwrap();
+        assert!(nc.fresh.is_zero() && nc.must_revalidate);
+        assert!(ok(&[], &[("expires", "0")], None).is_none(), "invalid Expires is already stale");
+        let date = httpdate::fmt_http_date(now);
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(100));
+        let e = ok(&[], &[("date", &date), ("expires", &later)], None).unwrap();
+        assert_eq!(e.fresh.as_secs(), 100);
+        let mut nd = policy(Some(3));
+        nd.origin_directives = false;
+        let l = lifetime(&nd, &HeaderMap::new(), StatusCode::OK, &headers(&[("cache-control", "max-age=99")]), now);
+        assert_eq!(l.unwrap().fresh.as_secs(), 3, "origin directives off: the rule decides");
+        assert!(lifetime(&policy(Some(3)), &HeaderMap::new(), StatusCode::CREATED, &HeaderMap::new(), now).is_none());
+    }
+
+    #[test]
+    fn initial_age_takes_the_larger_of_apparent_and_corrected() {
+        let now = SystemTime::now();
+        let date = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        let h = headers(&[("date", &date), ("age", "10")]);
+        let age = initial_age(&h, now - Duration::from_secs(1), now);
+        assert!((29..=31).contains(&age.as_secs()), "{age:?}");
+        let h = headers(&[("age", "100")]);
+        assert_eq!(initial_age(&h, now, now).as_secs(), 100);
+    }
+}

@@ -1,0 +1,473 @@
+//! The cache on the request path, top to bottom: methods other than GET and
+//! HEAD bypass it (and a successful write invalidates its target); GET and
+//! HEAD are looked up (memory, then Redis); a fresh entry answers at once
+//! (`304` to a matching conditional), a stale one is revalidated or served
+//! stale as its directives allow, and a miss goes upstream, once per key for
+//! concurrent misses, its response streamed to the client while a copy
+//! ([`Fill`]) is kept for the cache.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::entry::Entry;
+use super::key::{self, Glob};
+use super::policy::{self, Directives, Policy};
+use super::{Cache, Counters, FlightGuard, Found, Joined};
+use crate::body::{ProxyBody, RequestBody};
+use crate::error::ProxyError;
+use crate::proxy::{self, Upstream};
+use crate::state::Client;
+
+pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// The longest a miss waits for another request fetching the same key.
+const COLLAPSE_WAIT: Duration = Duration::from_secs(5);
+
+/// How a response relates to the cache (`X-Cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    Bypass,
+    Stale,
+}
+
+impl Outcome {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Outcome::Hit => "HIT",
+            Outcome::Miss => "MISS",
+            Outcome::Bypass => "BYPASS",
+            Outcome::Stale => "STALE",
+        })
+    }
+}
+
+/// A request's facts, as the cache needs them.
+#[derive(Clone)]
+struct Ctx {
+    client: Rc<Client>,
+    key: String,
+    policy: Policy,
+    max_object: usize,
+    head: bool,
+    directives: Directives,
+}
+
+/// Forwards a checked request through the cache.
+pub async fn forward(client: &Rc<Client>, parts: Parts, body: Incoming) -> Result<Response<ProxyBody>, ProxyError> {
+    let cache = &client.worker.shared.cache;
+    let counters = &client.worker.cache_counters;
+    let method = parts.method.clone();
+    if !(method == Method::GET || method == Method::HEAD) || parts.headers.contains_key(header::RANGE) {
+        Counters::add(&counters.bypasses, 1);
+        let target = policy::is_unsafe(&method).then(|| (host(&parts).to_string(), parts.uri.path().to_string()));
+        let up = proxy::exchange(client, Request::from_parts(parts, RequestBody::Client(body))).await?;
+        let status = up.parts.status;
+        if let Some((host, path)) = target.filter(|_| status.is_success() || status.is_redirection()) {
+            invalidate_after_write(client, &host, &path, &up.parts.headers).await;
+        }
+        return Ok(mark(up.into_response(), Outcome::Bypass));
+    }
+    let rules = cache.rules();
+    let ctx = Ctx {
+        client: client.clone(),
+        key: key::primary(host(&parts), parts.uri.path(), parts.uri.query(), &rules.ignore_query),
+        policy: rules.policy(parts.uri.path()),
+        max_object: rules.max_object_bytes,
+        head: method == Method::HEAD,
+        directives: Directives::parse(&parts.headers),
+    };
+    drop(rules);
+    let body = RequestBody::Client(body);
+    let no_cache = ctx.directives.request_no_cache(&parts.headers);
+    match cache.lookup(&ctx.key, &parts.headers, counters).await {
+        // `no-cache`: never answered from the cache, but revalidated with it.
+        Found::Entry(entry) if no_cache => ctx.fetch(parts, body, Some(entry), None, false).await,
+        Found::Entry(entry) => ctx.use_entry(entry, parts, body).await,
+        Found::Uncacheable => ctx.fetch(parts, body, None, None, false).await,
+        Found::Nothing if ctx.directives.only_if_cached => Ok(only_if_cached_miss()),
+        Found::Nothing if no_cache || ctx.head => ctx.fetch(parts, body, None, None, false).await,
+        Found::Nothing => ctx.collapse(parts, body).await,
+    }
+}
+
+impl Ctx {
+    fn cache(&self) -> &Arc<Cache> {
+        &self.client.worker.shared.cache
+    }
+
+    fn counters(&self) -> &Arc<Counters> {
+        &self.client.worker.cache_counters
+    }
+
+    /// A stored entry for this request: fresh enough answers; stale is
+    /// served if allowed, else revalidated.
+    async fn use_entry(
+        &self,
+        entry: Arc<Entry>,
+        parts: Parts,
+        body: RequestBody,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let now = SystemTime::now();
+        let age = entry.age(now);
+        let d = &self.directives;
+        match entry.staleness(now) {
+            None => {
+                let left = entry.lifetime.fresh.saturating_sub(age);
+                let acceptable = d.max_age.is_none_or(|m| age <= Duration::from_secs(m))
+                    && d.min_fresh.is_none_or(|m| left >= Duration::from_secs(m));
+                if acceptable {
+                    Counters::add(&self.counters().hits, 1);
+                    return Ok(answer(&entry, &parts.headers, self.head, Outcome::Hit));
+                }
+            }
+            Some(stale_by) if !entry.lifetime.must_revalidate => {
+                let client_accepts = d.max_stale.is_some_and(|m| m.is_none_or(|m| stale_by <= Duration::from_secs(m)));
+                let behind = stale_by < entry.lifetime.stale_while_revalidate;
+                if client_accepts || behind {
+                    if behind {
+                        self.refresh_behind(&parts, entry.clone());
+                    }
+                    return Ok(self.serve_stale(&entry, &parts.headers));
+                }
+            }
+            Some(_) => {}
+        }
+        if d.only_if_cached {
+            return Ok(only_if_cached_miss());
+        }
+        self.fetch(parts, body, Some(entry), None, false).await
+    }
+
+    /// A miss that nobody else is fetching leads; otherwise it waits for the
+    /// leader (bounded) and uses what it stored, or goes upstream itself.
+    async fn collapse(&self, parts: Parts, body: RequestBody) -> Result<Response<ProxyBody>, ProxyError> {
+        match self.cache().flights().join(&self.key) {
+            Joined::Leader(guard) => self.fetch(parts, body, None, Some(guard), true).await,
+            Joined::Follower(mut done) => {
+                let wait = COLLAPSE_WAIT.min(self.client.worker.shared.config.upstream_timeout);
+                let _ = tokio::time::timeout(wait, done.changed()).await;
+                if let Some(entry) = self.cache().lookup_memory(&self.key, &parts.headers) {
+                    if entry.staleness(SystemTime::now()).is_none() {
+                        Counters::add(&self.counters().hits, 1);
+                        return Ok(answer(&entry, &parts.headers, self.head, Outcome::Hit));
+                    }
+                }
+                self.fetch(parts, body, None, None, false).await
+            }
+        }
+    }
+
+    /// Goes upstream (conditionally when `stored` has validators) and
+    /// answers: a `304` refreshes `stored`; a failure within its
+    /// stale-if-error window serves it stale; anything else is a miss whose
+    /// response is stored if it may be.
+    async fn fetch(
+        &self,
+        mut parts: Parts,
+        body: RequestBody,
+        stored: Option<Arc<Entry>>,
+        flight: Option<FlightGuard>,
+        mark_uncacheable: bool,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let client_headers = parts.headers.clone();
+        let conditional = stored.as_ref().filter(|e| e.has_validators() && e.status == StatusCode::OK && !self.head);
+        let revalidating = conditional.is_some();
+        if let Some(e) = conditional {
+            for h in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_UNMODIFIED_SINCE] {
+                parts.headers.remove(h);
+            }
+            if let Some(etag) = e.headers.get(header::ETAG) {
+                parts.headers.insert(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(lm) = e.headers.get(header::LAST_MODIFIED) {
+                parts.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+            }
+        }
+        let request_time = SystemTime::now();
+        let result = proxy::exchange(&self.client, Request::from_parts(parts, body)).await;
+        let response_time = SystemTime::now();
+        let stale_ok = |e: &Entry| {
+            !e.lifetime.must_revalidate && e.staleness(response_time).is_none_or(|s| s <= e.lifetime.stale_if_error)
+        };
+        match (result, stored) {
+            (Ok(up), Some(e)) if up.parts.status == StatusCode::NOT_MODIFIED && revalidating => {
+                let merged = refreshed(&e, &up.parts.headers, request_time, response_time, &self.policy);
+                // Read the (empty) body so the connection goes back to the pool.
+                drop(ProxyBody::upstream(up.body, Some(up.lease)));
+                Counters::add(&self.counters().hits, 1);
+                let entry = match merged {
+                    Some(m) => {
+                        let m = Arc::new(m);
+                        self.cache().store(&self.key, m.clone(), self.counters());
+                        m
+                    }
+                    None => e,
+                };
+                Ok(answer(&entry, &client_headers, self.head, Outcome::Hit))
+            }
+            (Ok(up), Some(e)) if up.parts.status.is_server_error() && stale_ok(&e) => {
+                drop(up);
+                Ok(self.serve_stale(&e, &client_headers))
+            }
+            (Err(err), Some(e)) if err.status().is_server_error() && stale_ok(&e) => {
+                tracing::debug!(error = %err, "upstream failed: serving stale");
+                Ok(self.serve_stale(&e, &client_headers))
+            }
+            (Ok(up), _) => {
+                Counters::add(&self.counters().misses, 1);
+                Ok(self.store_and_respond(up, &client_headers, request_time, response_time, flight, mark_uncacheable))
+            }
+            (Err(err), _) => {
+                Counters::add(&self.counters().misses, 1);
+                Err(err)
+            }
+        }
+    }
+
+    /// The upstream's response for the client, with a copy kept for the
+    /// cache when it may be stored.
+    fn store_and_respond(
+        &self,
+        up: Upstream,
+        request: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+        flight: Option<FlightGuard>,
+        mark_uncacheable: bool,
+    ) -> Response<ProxyBody> {
+        let h = &up.parts.headers;
+        let too_big = h
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|n| n > self.max_object);
+        let lifetime = if self.head || too_big || self.directives.no_store {
+            None
+        } else {
+            policy::lifetime(&self.policy, request, up.parts.status, h, response_time)
+        };
+        let Some(lifetime) = lifetime else {
+            if mark_uncacheable && !up.parts.status.is_server_error() {
+                self.cache().mark_uncacheable(&self.key);
+            }
+            return mark(up.into_response(), Outcome::Miss);
+        };
+        let mut headers = h.clone();
+        headers.remove(header::AGE);
+        let pending = Entry {
+            status: up.parts.status,
+            vary: key::vary_values(policy::vary_names(h), request),
+            initial_age: policy::initial_age(h, request_time, response_time).as_millis() as u64,
+            headers,
+            body: Bytes::new(),
+            response_time: policy::epoch_ms(response_time),
+            lifetime,
+        };
+        let fill = Fill {
+            cache: self.cache().clone(),
+            counters: self.counters().clone(),
+            key: self.key.clone(),
+            entry: pending,
+            body: BytesMut::new(),
+            limit: self.max_object,
+            _flight: flight,
+        };
+        mark(up.into_response(), Outcome::Miss).map(|b| b.filling(fill))
+    }
+
+    fn serve_stale(&self, entry: &Entry, request: &HeaderMap) -> Response<ProxyBody> {
+        Counters::add(&self.counters().hits, 1);
+        Counters::add(&self.counters().stale, 1);
+        answer(entry, request, self.head, Outcome::Stale)
+    }
+
+    /// Revalidates `entry` in the background (stale-while-revalidate),
+    /// unless another request is already fetching its key.
+    fn refresh_behind(&self, parts: &Parts, entry: Arc<Entry>) {
+        let Joined::Leader(guard) = self.cache().flights().join(&self.key) else { return };
+        let mut req = Request::new(());
+        *req.method_mut() = Method::GET;
+        *req.uri_mut() = parts.uri.clone();
+        *req.headers_mut() = parts.headers.clone();
+        let (parts, ()) = req.into_parts();
+        let mut ctx = self.clone();
+        ctx.head = false;
+        tokio::task::spawn_local(async move {
+            if let Ok(resp) = ctx.fetch(parts, RequestBody::Empty, Some(entry), Some(guard), false).await {
+                // Reading it to the end stores it (see Fill).
+                let _ = resp.into_body().collect().await;
+            }
+        });
+    }
+}
+
+/// The stored response, for the client: `304` if its conditional matches.
+fn answer(entry: &Entry, request: &HeaderMap, head: bool, outcome: Outcome) -> Response<ProxyBody> {
+    let not_modified = entry.status == StatusCode::OK && not_modified(entry, request);
+    let mut resp = if head || not_modified {
+        Response::new(ProxyBody::empty())
+    } else {
+        Response::new(ProxyBody::full(entry.body.clone()))
+    };
+    if not_modified {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        let h = resp.headers_mut();
+        for name in [
+            header::CACHE_CONTROL,
+            header::CONTENT_LOCATION,
+            header::DATE,
+            header::ETAG,
+            header::EXPIRES,
+            header::VARY,
+            header::LAST_MODIFIED,
+            header::VIA,
+        ] {
+            for v in entry.headers.get_all(&name) {
+                h.append(name.clone(), v.clone());
+            }
+        }
+    } else {
+        *resp.status_mut() = entry.status;
+        *resp.headers_mut() = entry.headers.clone();
+    }
+    let h = resp.headers_mut();
+    h.insert(header::AGE, HeaderValue::from(entry.age(SystemTime::now()).as_secs()));
+    let timing = if outcome == Outcome::Stale { "cache;desc=STALE" } else { "cache;desc=HIT" };
+    h.append(crate::headers::SERVER_TIMING.clone(), HeaderValue::from_static(timing));
+    mark(resp, outcome)
+}
+
+/// Whether the client's own validators match the stored response
+/// (If-None-Match first, else If-Modified-Since; RFC 9110 §13.2.2).
+fn not_modified(entry: &Entry, request: &HeaderMap) -> bool {
+    if request.contains_key(header::IF_NONE_MATCH) {
+        let Some(etag) = entry.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) else { return false };
+        let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+        return request
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|list| list.split(',').any(|t| t.trim() == "*" || weak(t) == weak(etag)));
+    }
+    let Some(since) = policy::http_date(request, header::IF_MODIFIED_SINCE) else { return false };
+    let modified =
+        policy::http_date(&entry.headers, header::LAST_MODIFIED).or(policy::http_date(&entry.headers, header::DATE));
+    modified.is_some_and(|m| m <= since)
+}
+
+/// The stored entry updated by a `304` (RFC 9111 §4.3.4): its headers
+/// replace the stored ones (framing excepted) and its times restart the
+/// clock. `None` if the updated response may no longer be stored.
+fn refreshed(
+    e: &Entry,
+    update: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+    policy: &Policy,
+) -> Option<Entry> {
+    let mut headers = e.headers.clone();
+    for name in update.keys() {
+        if [header::CONTENT_LENGTH, header::AGE].contains(name) || name == crate::headers::SERVER_TIMING {
+            continue;
+        }
+        headers.remove(name);
+        for v in update.get_all(name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    let lifetime = policy::lifetime(policy, &HeaderMap::new(), e.status, &headers, response_time)?;
+    Some(Entry {
+        initial_age: policy::initial_age(update, request_time, response_time).as_millis() as u64,
+        response_time: policy::epoch_ms(response_time),
+        lifetime,
+        headers,
+        ..e.clone()
+    })
+}
+
+/// `only-if-cached` with nothing usable stored: 504 (RFC 9111 §5.2.1.7).
+fn only_if_cached_miss() -> Response<ProxyBody> {
+    let mut resp =
+        Response::new(ProxyBody::full(&br#"{"error":"gateway_timeout","detail":"only-if-cached: not in cache"}"#[..]));
+    *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    mark(resp, Outcome::Miss)
+}
+
+fn mark(mut resp: Response<ProxyBody>, outcome: Outcome) -> Response<ProxyBody> {
+    resp.headers_mut().insert(X_CACHE.clone(), outcome.header());
+    resp
+}
+
+/// The request's Host (checked and present by now).
+fn host(parts: &Parts) -> &str {
+    parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("")
+}
+
+/// After a successful POST/PUT/PATCH/DELETE: drops its path, its rule's
+/// `invalidates` and its `Location`/`Content-Location` targets on this host
+/// (RFC 9111 §4.4).
+async fn invalidate_after_write(client: &Client, host: &str, path: &str, response: &HeaderMap) {
+    let cache = &client.worker.shared.cache;
+    let rules = cache.rules();
+    let mut patterns = vec![Glob::new(path)];
+    for rule in rules.rules.iter().filter(|r| r.pattern.matches_path(path)) {
+        patterns.extend(rule.invalidates.iter().cloned());
+    }
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let Some(target) = response.get(&name).and_then(|v| v.to_str().ok()) else { continue };
+        let Ok(uri) = target.parse::<http::Uri>() else { continue };
+        let same_host = uri.authority().is_none_or(|a| a.as_str().eq_ignore_ascii_case(host));
+        if same_host && uri.path().starts_with('/') {
+            patterns.push(Glob::new(uri.path()));
+        }
+    }
+    let timeout = rules.redis_timeout;
+    drop(rules);
+    for p in patterns {
+        cache.invalidate(&p, timeout, &client.worker.cache_counters).await;
+    }
+}
+
+/// The copy of a response being stored: the body's frames are appended as
+/// they stream to the client; at the end the entry is stored. A body over
+/// `max_object_bytes`, or one that fails or is abandoned, is never stored.
+/// Dropping it releases requests waiting on the same key.
+#[derive(Debug)]
+pub struct Fill {
+    cache: Arc<Cache>,
+    counters: Arc<Counters>,
+    key: String,
+    entry: Entry,
+    body: BytesMut,
+    limit: usize,
+    _flight: Option<FlightGuard>,
+}
+
+impl Fill {
+    /// Appends a frame; `false` once the body is too big to store.
+    pub fn push(&mut self, data: &Bytes) -> bool {
+        if self.body.len() + data.len() > self.limit {
+            return false;
+        }
+        self.body.extend_from_slice(data);
+        true
+    }
+
+    /// The body ended complete: store the entry.
+    pub fn finish(self) {
+        let Fill { cache, counters, key, mut entry, body, .. } = self;
+        let body = body.freeze();
+        entry.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        entry.body = body;
+        cache.store(&key, Arc::new(entry), &counters);
+    }
+}

@@ -32,8 +32,13 @@ impl Directives {
     /// Parses every `Cache-Control` field of `headers`. Unknown directives
     /// change nothing.
     pub fn parse(headers: &HeaderMap) -> Directives {
+        Directives::parse_field(headers, header::CACHE_CONTROL)
+    }
+
+    /// Parses the fields `name` (`Cache-Control`, `Surrogate-Control`).
+    pub fn parse_field(headers: &HeaderMap, name: header::HeaderName) -> Directives {
         let mut d = Directives::default();
-        for value in headers.get_all(header::CACHE_CONTROL) {
+        for value in headers.get_all(name) {
             let Ok(text) = value.to_str() else { continue };
             for item in split_list(text) {
                 let (name, arg) = match item.split_once('=') {
@@ -101,6 +106,11 @@ fn split_list(text: &str) -> impl Iterator<Item = &str> {
     parts.into_iter().map(str::trim).filter(|p| !p.is_empty())
 }
 
+/// `Surrogate-Control` (Edge Architecture 1.0): directives for reverse
+/// proxies like perfproxy, which take precedence over `Cache-Control` for
+/// freshness and are removed before the response goes on.
+pub static SURROGATE_CONTROL: header::HeaderName = header::HeaderName::from_static("surrogate-control");
+
 /// Statuses SPEC §6 allows to be stored.
 pub fn storable_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 200 | 203 | 204 | 301 | 404 | 410)
@@ -141,9 +151,11 @@ pub fn lifetime(
     response_time: SystemTime,
 ) -> Option<Lifetime> {
     let cc = Directives::parse(response);
+    let surrogate = Directives::parse_field(response, SURROGATE_CONTROL.clone());
     let req_cc = Directives::parse(request);
     if !storable_status(status)
         || cc.no_store
+        || surrogate.no_store
         || cc.private
         || req_cc.no_store
         || response.contains_key(header::SET_COOKIE)
@@ -154,7 +166,11 @@ pub fn lifetime(
     if request.contains_key(header::AUTHORIZATION) && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate) {
         return None;
     }
-    let explicit = if policy.origin_directives { explicit_freshness(&cc, response, response_time) } else { None };
+    let explicit = match surrogate.max_age {
+        _ if !policy.origin_directives => None,
+        Some(s) => Some(Duration::from_secs(s)),
+        None => explicit_freshness(&cc, response, response_time),
+    };
     let has_validators = response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
     let fresh = match (explicit, policy.rule_ttl) {
         _ if cc.no_cache => Duration::ZERO,
@@ -205,24 +221,35 @@ pub fn vary_names(response: &HeaderMap) -> impl Iterator<Item = String> + '_ {
         .filter(|n| !n.is_empty())
 }
 
+/// An age that makes any response stale: what an unreadable `Age` means.
+const INVALID_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// The age a response had when it arrived (RFC 9111 §4.2.3:
-/// `corrected_initial_age`).
+/// `corrected_initial_age`). An `Age` that is not one field of digits makes
+/// the response stale (§5.1).
 pub fn initial_age(response: &HeaderMap, request_time: SystemTime, response_time: SystemTime) -> Duration {
     let date = http_date(response, header::DATE).unwrap_or(response_time);
     let apparent = response_time.duration_since(date).unwrap_or(Duration::ZERO);
-    let age_value = response
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
+    let mut ages = response.get_all(header::AGE).iter();
+    let age_value = match (ages.next(), ages.next()) {
+        (None, _) => Duration::ZERO,
+        (Some(v), None) => {
+            let v = v.as_bytes().trim_ascii();
+            match std::str::from_utf8(v).ok().filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())) {
+                Some(s) => s.parse::<u64>().map_or(INVALID_AGE, Duration::from_secs),
+                None => INVALID_AGE,
+            }
+        }
+        (Some(_), Some(_)) => INVALID_AGE,
+    };
     let delay = response_time.duration_since(request_time).unwrap_or(Duration::ZERO);
     apparent.max(age_value + delay)
 }
 
 /// Methods whose success invalidates what is stored for their target
-/// (RFC 9111 §4.4).
+/// (RFC 9111 §4.4): every method not known to be safe.
 pub fn is_unsafe(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
 /// Milliseconds since the epoch (how times travel in stored entries).
@@ -291,6 +318,9 @@ mod tests {
         let l = lifetime(&nd, &HeaderMap::new(), StatusCode::OK, &headers(&[("cache-control", "max-age=99")]), now);
         assert_eq!(l.unwrap().fresh.as_secs(), 3, "origin directives off: the rule decides");
         assert!(lifetime(&policy(Some(3)), &HeaderMap::new(), StatusCode::CREATED, &HeaderMap::new(), now).is_none());
+        let sc = ok(&[], &[("cache-control", "max-age=5"), ("surrogate-control", "max-age=50")], None).unwrap();
+        assert_eq!(sc.fresh.as_secs(), 50, "Surrogate-Control wins for a reverse proxy");
+        assert!(ok(&[], &[("cache-control", "max-age=5"), ("surrogate-control", "no-store")], None).is_none());
     }
 
     #[test]
@@ -302,5 +332,8 @@ mod tests {
         assert!((29..=31).contains(&age.as_secs()), "{age:?}");
         let h = headers(&[("age", "100")]);
         assert_eq!(initial_age(&h, now, now).as_secs(), 100);
+        for bad in [&[("age", "1.5")][..], &[("age", "-1")], &[("age", "0, 0")], &[("age", "0"), ("age", "0")]] {
+            assert_eq!(initial_age(&headers(bad), now, now), INVALID_AGE, "{bad:?}");
+        }
     }
 }

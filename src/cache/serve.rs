@@ -254,6 +254,9 @@ impl Ctx {
         } else {
             policy::lifetime(&self.policy, request, up.parts.status, h, response_time)
         };
+        let mut up = up;
+        up.parts.headers.remove(&policy::SURROGATE_CONTROL);
+        let h = &up.parts.headers;
         let Some(lifetime) = lifetime else {
             if mark_uncacheable && !up.parts.status.is_server_error() {
                 self.cache().mark_uncacheable(&self.key);
@@ -375,7 +378,9 @@ fn refreshed(
 ) -> Option<Entry> {
     let mut headers = e.headers.clone();
     for name in update.keys() {
-        if [header::CONTENT_LENGTH, header::AGE].contains(name) || name == crate::headers::SERVER_TIMING {
+        // Framing, content metadata and the validator stay the stored body's.
+        let kept = [header::CONTENT_LENGTH, header::AGE, header::CONTENT_ENCODING, header::CONTENT_RANGE, header::ETAG];
+        if kept.contains(name) || name == "content-md5" || name == crate::headers::SERVER_TIMING {
             continue;
         }
         headers.remove(name);

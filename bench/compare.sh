@@ -6,6 +6,7 @@
 #   PERFPROXY_ARGS="--performance-monitoring-enabled false" bench/compare.sh
 #   VARIANT_ARGS="--config /tmp/one-worker.toml" bench/compare.sh   # a second perfproxy, same run
 #   VARIANT_BIN=/tmp/perfproxy-before VARIANT_ARGS=" " bench/compare.sh  # another build, same run
+#   bench/cache.sh                   # cache hits (memory layer, Redis layer) against pass-through
 #
 # Targets, alternated within each round so drift on this noisy 2-core machine
 # hits them alike: the upstream directly (an nginx serving a 1 KiB body),
@@ -23,7 +24,9 @@ UP_PORT=${UP_PORT:-18180}
 NGX_PORT=${NGX_PORT:-18181}
 PP_PORT=${PP_PORT:-18182}
 PATH_UNDER_TEST=${PATH_UNDER_TEST:-/bench/1k.bin}
-EXTRA_TARGETS=${EXTRA_TARGETS:-}   # e.g. "perfproxy-cached=/bench/cached.bin" (a path through perfproxy)
+# More paths through perfproxy, e.g. "perfproxy-cached=/bench/cached.bin"
+# (cacheable: max-age=3600); "name=variant:/path" goes through the variant.
+EXTRA_TARGETS=${EXTRA_TARGETS:-}
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need nginx || ! need wrk; then
@@ -102,7 +105,11 @@ idle_rss=$(rss)
 
 targets=("direct=http://127.0.0.1:$UP_PORT$PATH_UNDER_TEST" "nginx=http://127.0.0.1:$NGX_PORT$PATH_UNDER_TEST" "perfproxy=http://127.0.0.1:$PP_PORT$PATH_UNDER_TEST")
 [ -n "${VARIANT_ARGS:-}" ] && targets+=("variant=http://127.0.0.1:$VARIANT_PORT$PATH_UNDER_TEST")
-for extra in $EXTRA_TARGETS; do targets+=("${extra%%=*}=http://127.0.0.1:$PP_PORT${extra#*=}"); done
+for extra in $EXTRA_TARGETS; do
+  name=${extra%%=*}; path=${extra#*=}; port=$PP_PORT
+  if [[ $path == variant:* ]]; then path=${path#variant:}; port=$VARIANT_PORT; fi
+  targets+=("$name=http://127.0.0.1:$port$path")
+done
 
 # wrk latency figures → milliseconds
 to_ms() { awk -v v="$1" 'BEGIN { n=v; sub(/[a-z]+$/,"",n); u=v; sub(/^[0-9.]+/,"",u);

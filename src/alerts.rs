@@ -87,7 +87,8 @@ impl Alerts {
             firing: Mutex::default(),
             published: ArcSwap::from_pointee(Vec::new()),
             webhook: webhook_url.map(webhook::Queue::start),
-            cache_history: Mutex::default(),
+            // The counters start at zero with the process.
+            cache_history: Mutex::new(VecDeque::from([(Instant::now(), 0, 0)])),
         })
     }
 

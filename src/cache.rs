@@ -34,8 +34,9 @@ use redis_layer::RedisLayer;
 
 /// Variants kept per primary key.
 const MAX_VARIANTS: usize = 16;
-/// How long a URL whose last response could not be stored skips the Redis
-/// lookup and miss collapsing (Varnish's "hit-for-miss").
+/// How long a URL whose last response could not be stored goes straight
+/// upstream: no Redis lookup, no collapsing, nothing stored (Varnish's
+/// "hit-for-pass").
 const UNCACHEABLE_FOR: Duration = Duration::from_secs(10);
 
 /// What the memory layer holds for one primary key.
@@ -51,7 +52,7 @@ pub enum Slot {
 #[derive(Debug)]
 pub enum Found {
     Entry(Arc<Entry>),
-    /// Recently uncacheable: go upstream, do not collapse.
+    /// Recently uncacheable: pass straight upstream.
     Uncacheable,
     Nothing,
 }

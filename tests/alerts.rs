@@ -140,3 +140,39 @@ async fn a_slow_database_query_fires_slow_queries() {
     assert_eq!(fired["threshold"], 100.0);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn cache_hit_rate_fires_on_misses_and_resolves_on_hits() {
+    let up = spawn_upstream().await;
+    up.script("/cached", 200, &[("cache-control", "max-age=60")], "cached");
+    let hook = spawn_upstream().await;
+    let config = write_config(&format!(
+        "[alerts]\nwindow_ms = 3000\ninterval_ms = 100\ncache_hit_rate = 0.7\nwebhook_url = \"http://{}/hook\"\n",
+        hook.addr
+    ));
+    let proxy = spawn_proxy(&up.url(), &["--config", &config]).await;
+    // 49 misses: below the 50 lookups the rule needs.
+    for i in 0..49 {
+        get(&proxy.url(&format!("/miss?n={i}"))).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(count(&events(&hook), "cache_hit_rate", "firing"), 0, "judged on too few lookups");
+    for i in 49..60 {
+        get(&proxy.url(&format!("/miss?n={i}"))).await;
+    }
+    eventually(5, "cache_hit_rate firing", || async { count(&events(&hook), "cache_hit_rate", "firing") == 1 }).await;
+    let perf = get(&proxy.url("/performance")).await.json();
+    let alert = perf["alerts"].as_array().unwrap().iter().find(|a| a["rule"] == "cache_hit_rate").cloned().unwrap();
+    assert!(alert["value"].as_f64().unwrap() < 0.7, "{alert}");
+    // Hits bring the window's rate back above the threshold.
+    for _ in 0..400 {
+        get(&proxy.url("/cached")).await;
+    }
+    eventually(5, "cache_hit_rate resolved", || async { count(&events(&hook), "cache_hit_rate", "resolved") == 1 })
+        .await;
+    let e = events(&hook);
+    assert_eq!(count(&e, "cache_hit_rate", "firing"), 1, "fired once: {e:?}");
+    let resolved = e.iter().find(|x| x["rule"] == "cache_hit_rate" && x["status"] == "resolved").unwrap();
+    assert!(resolved["value"].as_f64().unwrap() >= 0.77, "{resolved}");
+    proxy.shutdown().await;
+}

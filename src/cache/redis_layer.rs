@@ -12,6 +12,7 @@
 //! Callers time-box every call (`cache.redis_timeout_ms`); this module only
 //! talks to Redis.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -43,6 +44,8 @@ pub enum LayerError {
 pub struct RedisLayer {
     client: redis::Client,
     conn: ArcSwapOption<ConnectionManager>,
+    /// Listening on the invalidation channel now.
+    subscribed: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisLayer {
@@ -55,12 +58,13 @@ impl RedisLayer {
     /// `None` when the URL does not parse (config validation checks it first).
     pub fn new(url: &str) -> Option<RedisLayer> {
         let client = redis::Client::open(url).ok()?;
-        Some(RedisLayer { client, conn: ArcSwapOption::empty() })
+        Some(RedisLayer { client, conn: ArcSwapOption::empty(), subscribed: AtomicBool::new(false) })
     }
 
-    /// Whether the first connection was made (the manager reconnects after).
+    /// Whether the layer is in use: connected (the manager reconnects by
+    /// itself after that) and listening for other instances' invalidations.
     pub fn connected(&self) -> bool {
-        self.conn.load().is_some()
+        self.conn.load().is_some() && self.subscribed.load(Ordering::Relaxed)
     }
 
     fn conn(&self) -> Result<ConnectionManager, LayerError> {
@@ -176,10 +180,10 @@ impl RedisLayer {
     }
 
     /// Listens on the invalidation channel for ever, resubscribing after a
-    /// loss. `on_pattern` gets each other instance's pattern; `on_resubscribe`
-    /// runs when a lost subscription is back (messages may have been missed).
-    pub async fn listen(&self, instance: &str, on_pattern: impl Fn(Glob), on_resubscribe: impl Fn()) {
-        let mut lost = false;
+    /// loss. `on_pattern` gets each other instance's pattern; `on_subscribe`
+    /// runs each time the subscription starts: what memory holds may have
+    /// missed messages sent while nobody listened.
+    pub async fn listen(&self, instance: &str, on_pattern: impl Fn(Glob), on_subscribe: impl Fn()) {
         loop {
             let subscribed = async {
                 let mut ps = self.client.get_async_pubsub().await?;
@@ -188,10 +192,9 @@ impl RedisLayer {
             };
             match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
                 Ok(Ok(ps)) => {
-                    if lost {
-                        info!("cache: invalidation channel back; memory layer dropped (messages may be lost)");
-                        on_resubscribe();
-                    }
+                    info!("cache: listening for invalidations; memory layer dropped (messages may have been missed)");
+                    on_subscribe();
+                    self.subscribed.store(true, Ordering::Relaxed);
                     let mut messages = ps.into_on_message();
                     while let Some(msg) = messages.next().await {
                         let Ok(text) = msg.get_payload::<String>() else { continue };
@@ -200,14 +203,11 @@ impl RedisLayer {
                             _ => {}
                         }
                     }
+                    self.subscribed.store(false, Ordering::Relaxed);
                     warn!("cache: invalidation channel lost; resubscribing");
-                    lost = true;
                 }
-                Ok(Err(e)) => {
-                    debug!(error = %e, "cache: cannot subscribe yet");
-                    lost = true;
-                }
-                Err(_) => lost = true,
+                Ok(Err(e)) => debug!(error = %e, "cache: cannot subscribe yet"),
+                Err(_) => debug!("cache: subscribing timed out"),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

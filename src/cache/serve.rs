@@ -92,7 +92,7 @@ pub async fn forward(client: &Rc<Client>, parts: Parts, body: Incoming) -> Resul
         // `no-cache`: never answered from the cache, but revalidated with it.
         Found::Entry(entry) if no_cache => ctx.fetch(parts, body, Some(entry), None, false).await,
         Found::Entry(entry) => ctx.use_entry(entry, parts, body).await,
-        Found::Uncacheable => ctx.fetch(parts, body, None, None, false).await,
+        Found::Uncacheable => ctx.pass(parts, body).await,
         Found::Nothing if ctx.directives.only_if_cached => Ok(only_if_cached_miss()),
         Found::Nothing if no_cache || ctx.head => ctx.fetch(parts, body, None, None, false).await,
         Found::Nothing => ctx.collapse(parts, body).await,
@@ -106,6 +106,15 @@ impl Ctx {
 
     fn counters(&self) -> &Arc<Counters> {
         &self.client.worker.cache_counters
+    }
+
+    /// A key whose last response could not be stored (hit-for-pass, for
+    /// `UNCACHEABLE_FOR`): straight upstream, nothing kept, a bypass.
+    async fn pass(&self, parts: Parts, body: RequestBody) -> Result<Response<ProxyBody>, ProxyError> {
+        Counters::add(&self.counters().bypasses, 1);
+        let mut up = proxy::exchange(&self.client, Request::from_parts(parts, body)).await?;
+        up.parts.headers.remove(&policy::SURROGATE_CONTROL);
+        Ok(mark(up.into_response(), Outcome::Bypass))
     }
 
     /// A stored entry for this request: fresh enough answers; stale is

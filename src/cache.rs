@@ -129,17 +129,20 @@ impl Counters {
     }
 }
 
-/// The counters summed, for `/performance` and `/metrics`.
-#[derive(Debug, Default, Clone, Copy)]
+/// The counters summed, for `/performance` (its `cache` section) and `/metrics`.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct Stats {
+    /// Answers from the cache, stale ones included.
     pub hits: u64,
     pub misses: u64,
+    /// Hits served stale.
     pub stale: u64,
     pub stores: u64,
     pub bypasses: u64,
     pub invalidations: u64,
     pub errors: u64,
     pub memory_bytes: u64,
+    /// Keys held by the memory layer.
     pub entries: u64,
 }
 
@@ -215,7 +218,7 @@ impl Cache {
             shards: Mutex::new(vec![background.clone()]),
             background,
             flights: Arc::default(),
-            instance: format!("{}-{:x}", std::process::id(), policy::epoch_ms(SystemTime::now())),
+            instance: instance_name(),
         })
     }
 
@@ -413,6 +416,14 @@ impl Cache {
     pub fn flights(&self) -> &Arc<Flights> {
         &self.flights
     }
+}
+
+/// A name no other cache shares: pid, start time and a per-process count
+/// (several caches may live in one process, as in the tests).
+fn instance_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{:x}-{n}", std::process::id(), policy::epoch_ms(SystemTime::now()))
 }
 
 /// The newest variant matching `request`'s vary values.

@@ -83,18 +83,9 @@ pub struct RouteView {
 pub struct CacheView {
     pub enabled: bool,
     pub backend: &'static str,
-    pub hits: u64,
-    pub misses: u64,
     pub hit_rate: f64,
-    /// Hits served stale (counted in `hits` too).
-    pub stale: u64,
-    pub stores: u64,
-    pub bypasses: u64,
-    pub invalidations: u64,
-    pub errors: u64,
-    pub memory_bytes: u64,
-    /// Keys held by the memory layer.
-    pub entries: u64,
+    #[serde(flatten)]
+    pub counts: crate::cache::Stats,
 }
 
 #[derive(Serialize)]
@@ -219,16 +210,8 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
         cache: CacheView {
             enabled: shared.cache.rules().enabled,
             backend: shared.cache.backend(),
-            hits: cache.hits,
-            misses: cache.misses,
             hit_rate: cache.hit_rate(),
-            stale: cache.stale,
-            stores: cache.stores,
-            bypasses: cache.bypasses,
-            invalidations: cache.invalidations,
-            errors: cache.errors,
-            memory_bytes: cache.memory_bytes,
-            entries: cache.entries,
+            counts: cache,
         },
         database: DatabaseView {
             configured: settings.database_url.is_some(),

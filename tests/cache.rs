@@ -530,3 +530,18 @@ async fn redis_frozen_or_killed_never_fails_a_request() {
     drop(redis);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_clients_no_store_or_credentials_do_not_mark_the_url_uncacheable() {
+    let up = spawn_upstream().await;
+    up.script("/t-ns/a", 200, &[("cache-control", "max-age=60")], "a");
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+    let first = call(&proxy, "GET", "/t-ns/a", &[("cache-control", "no-store")]).await;
+    assert_eq!(x_cache(&first), "MISS");
+    let authed = call(&proxy, "GET", "/t-ns/a", &[("authorization", "Bearer x")]).await;
+    assert_eq!(x_cache(&authed), "MISS", "not stored, and not a pass either");
+    assert_eq!(x_cache(&fetch(&proxy, "/t-ns/a").await), "MISS");
+    assert_eq!(x_cache(&fetch(&proxy, "/t-ns/a").await), "HIT");
+    assert_eq!(up.hits("/t-ns/a"), 3);
+    proxy.shutdown().await;
+}

@@ -267,7 +267,10 @@ impl Ctx {
         up.parts.headers.remove(&policy::SURROGATE_CONTROL);
         let h = &up.parts.headers;
         let Some(lifetime) = lifetime else {
-            if mark_uncacheable && !up.parts.status.is_server_error() {
+            // Only the response's own traits mark the key: not this
+            // request's `no-store` or `Authorization`, nor a passing 5xx.
+            let this_request_only = self.directives.no_store || request.contains_key(header::AUTHORIZATION);
+            if mark_uncacheable && !this_request_only && !up.parts.status.is_server_error() {
                 self.cache().mark_uncacheable(&self.key);
             }
             return mark(up.into_response(), Outcome::Miss);

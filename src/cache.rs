@@ -32,6 +32,8 @@ use key::Glob;
 use policy::Policy;
 use redis_layer::RedisLayer;
 
+/// How often the Redis index is swept of expired keys.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Variants kept per primary key.
 const MAX_VARIANTS: usize = 16;
 /// How long a URL whose last response could not be stored goes straight
@@ -265,8 +267,8 @@ impl Cache {
         s
     }
 
-    /// Connects the Redis layer and listens for other instances'
-    /// invalidations, until `shutdown`.
+    /// Connects the Redis layer, listens for other instances'
+    /// invalidations and sweeps the index, until `shutdown`.
     pub async fn run(self: Arc<Cache>, shutdown: impl std::future::Future<Output = ()>) {
         let Some(redis) = self.redis.clone() else { return };
         let this = self.clone();
@@ -276,7 +278,17 @@ impl Cache {
                 let n = this.drop_from_memory(&pattern).len();
                 debug!(pattern = pattern.as_str(), dropped = n, "cache: invalidation from another instance");
             };
-            redis.listen(&this.instance, drop_pattern, || this.memory.invalidate_all()).await;
+            let sweeper = async {
+                loop {
+                    tokio::time::sleep(SWEEP_EVERY).await;
+                    match redis.sweep().await {
+                        Ok(n) => debug!(dropped = n, "cache: redis index swept"),
+                        Err(e) => debug!(error = %e, "cache: redis index sweep failed"),
+                    }
+                }
+            };
+            let listener = redis.listen(&this.instance, drop_pattern, || this.memory.invalidate_all());
+            tokio::join!(sweeper, listener);
         };
         tokio::select! {
             _ = work => {},

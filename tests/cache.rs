@@ -545,3 +545,37 @@ async fn one_clients_no_store_or_credentials_do_not_mark_the_url_uncacheable() {
     assert_eq!(up.hits("/t-ns/a"), 3);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_redis_index_is_swept_of_expired_keys() {
+    clean_redis("/t-sweep/").await;
+    let up = spawn_upstream().await;
+    up.script("/t-sweep/live", 200, &[("cache-control", "max-age=60")], "live");
+    let slow_ok = write_config("[cache]\nredis_timeout_ms = 2000\n");
+    let proxy = spawn_proxy(&up.url(), &["--redis-url", REDIS, "--config", &slow_ok]).await;
+    eventually(5, "redis connected", || async { cache_doc(&proxy).await["backend"] == "redis" }).await;
+    fetch(&proxy, "/t-sweep/live").await;
+    let mut c = redis_conn().await;
+    // An index entry whose hash expired (or never was): what the sweep drops.
+    let _: () =
+        redis::cmd("ZADD").arg("perfproxy:index").arg(0).arg("/t-sweep/gone h").query_async(&mut c).await.unwrap();
+    let indexed = |c: redis::aio::MultiplexedConnection| async move {
+        let mut c = c;
+        let keys: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg("perfproxy:index")
+            .arg("[/t-sweep/")
+            .arg("[/t-sweep/\u{ff}")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        keys
+    };
+    eventually(5, "the live entry reached Redis", || async { indexed(c.clone()).await.len() == 2 }).await;
+    let layer = perfproxy::cache::redis_layer::RedisLayer::new(REDIS).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), layer.connect()).await.unwrap();
+    assert!(layer.sweep().await.unwrap() >= 1);
+    let left = indexed(c.clone()).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with("/t-sweep/live "), "{left:?}");
+    proxy.shutdown().await;
+}

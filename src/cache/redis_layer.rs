@@ -5,7 +5,8 @@
 //!   variant's (`PEXPIRE … NX` then `GT`, Redis ≥ 7).
 //! - `perfproxy:index`: a sorted set of primary keys, all with score 0, so a
 //!   pattern's literal prefix is a `ZRANGEBYLEX` range: purges never `KEYS`
-//!   or `SCAN` the keyspace.
+//!   or `SCAN` the keyspace. Keys whose hash has expired are swept from it
+//!   in the background ([`RedisLayer::sweep`], `ZSCAN` over the index only).
 //! - `perfproxy:invalidate`: the pub/sub channel on which instances tell each
 //!   other which patterns to drop from their memory layer.
 //!
@@ -169,6 +170,36 @@ impl RedisLayer {
             }
         }
         Ok(purged)
+    }
+
+    /// One pass over the index, dropping keys whose entries have expired;
+    /// returns how many. Batches of `PAGE`, each a `ZSCAN` then one pipeline.
+    pub async fn sweep(&self) -> Result<usize, LayerError> {
+        let mut c = self.conn()?;
+        let mut cursor: u64 = 0;
+        let mut dropped = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) =
+                redis::cmd("ZSCAN").arg(INDEX).arg(cursor).arg("COUNT").arg(PAGE).query_async(&mut c).await?;
+            // ZSCAN answers member, score, member, score…
+            let keys: Vec<&String> = batch.iter().step_by(2).collect();
+            if !keys.is_empty() {
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.cmd("EXISTS").arg(object(k));
+                }
+                let exists: Vec<u8> = pipe.query_async(&mut c).await?;
+                let gone: Vec<&&String> = keys.iter().zip(exists).filter(|(_, e)| *e == 0).map(|(k, _)| k).collect();
+                if !gone.is_empty() {
+                    let _: () = redis::cmd("ZREM").arg(INDEX).arg(&gone).query_async(&mut c).await?;
+                    dropped += gone.len();
+                }
+            }
+            if next == 0 {
+                return Ok(dropped);
+            }
+            cursor = next;
+        }
     }
 
     /// Tells the other instances to drop `pattern` from memory.

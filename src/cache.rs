@@ -37,26 +37,45 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Variants kept per primary key.
 const MAX_VARIANTS: usize = 16;
 /// How long a URL whose last response could not be stored goes straight
-/// upstream: no Redis lookup, no collapsing, nothing stored (Varnish's
+/// upstream: no lookup, no collapsing, nothing stored (Varnish's
 /// "hit-for-pass").
-const UNCACHEABLE_FOR: Duration = Duration::from_secs(10);
+const PASS_FOR: Duration = Duration::from_secs(10);
+/// Keys a worker remembers as passes, at most.
+const MAX_PASSES: usize = 10_000;
 
-/// What the memory layer holds for one primary key.
-#[derive(Debug, Clone)]
-pub enum Slot {
-    /// Its variants, newest first.
-    Stored(Arc<Vec<Arc<Entry>>>),
-    /// Its last response could not be stored.
-    Uncacheable,
-}
+/// What the memory layer holds for one primary key: its variants, newest first.
+pub type Slot = Arc<Vec<Arc<Entry>>>;
 
 /// What a lookup found.
 #[derive(Debug)]
 pub enum Found {
     Entry(Arc<Entry>),
-    /// Recently uncacheable: pass straight upstream.
-    Uncacheable,
     Nothing,
+}
+
+/// One worker's hit-for-pass keys (no lock, no shared state: each worker
+/// learns for itself, at the price of one extra miss per worker).
+#[derive(Debug, Default)]
+pub struct Passes {
+    until: HashMap<String, Instant>,
+}
+
+impl Passes {
+    /// Whether `key` is a pass now.
+    pub fn active(&self, key: &str) -> bool {
+        self.until.get(key).is_some_and(|until| Instant::now() < *until)
+    }
+
+    pub fn mark(&mut self, key: &str) {
+        let now = Instant::now();
+        if self.until.len() >= MAX_PASSES {
+            self.until.retain(|_, until| *until > now);
+            if self.until.len() >= MAX_PASSES {
+                self.until.clear();
+            }
+        }
+        self.until.insert(key.to_string(), now + PASS_FOR);
+    }
 }
 
 /// The cache configuration as the request path uses it (swapped on reload).
@@ -190,13 +209,8 @@ impl moka::Expiry<String, Slot> for SlotExpiry {
 }
 
 fn slot_ttl(slot: &Slot) -> Duration {
-    match slot {
-        Slot::Stored(variants) => {
-            let now = SystemTime::now();
-            variants.iter().map(|e| e.ttl(now)).max().unwrap_or(Duration::ZERO)
-        }
-        Slot::Uncacheable => UNCACHEABLE_FOR,
-    }
+    let now = SystemTime::now();
+    slot.iter().map(|e| e.ttl(now)).max().unwrap_or(Duration::ZERO)
 }
 
 impl Cache {
@@ -204,10 +218,7 @@ impl Cache {
         let memory = moka::sync::Cache::builder()
             .max_capacity(settings.memory_bytes)
             .weigher(|key: &String, slot: &Slot| {
-                let held = match slot {
-                    Slot::Stored(v) => v.iter().map(|e| e.weight()).sum(),
-                    Slot::Uncacheable => 16,
-                };
+                let held: usize = slot.iter().map(|e| e.weight()).sum();
                 u32::try_from(key.len() + held).unwrap_or(u32::MAX)
             })
             .expire_after(SlotExpiry)
@@ -299,14 +310,8 @@ impl Cache {
     /// The memory layer's variants of `key` matching `request`, else Redis'
     /// (which then fill memory).
     pub async fn lookup(&self, key: &str, request: &HeaderMap, counters: &Counters) -> Found {
-        match self.memory.get(key) {
-            Some(Slot::Uncacheable) => return Found::Uncacheable,
-            Some(Slot::Stored(variants)) => {
-                if let Some(e) = pick(&variants, request) {
-                    return Found::Entry(e);
-                }
-            }
-            None => {}
+        if let Some(e) = self.memory.get(key).and_then(|variants| pick(&variants, request)) {
+            return Found::Entry(e);
         }
         let Some(redis) = &self.redis else { return Found::Nothing };
         let timeout = self.rules().redis_timeout;
@@ -317,7 +322,7 @@ impl Cache {
                     entries.into_iter().filter(|e| !e.ttl(now).is_zero()).take(MAX_VARIANTS).map(Arc::new).collect();
                 let found = pick(&variants, request);
                 if !variants.is_empty() {
-                    self.memory.insert(key.to_string(), Slot::Stored(Arc::new(variants)));
+                    self.memory.insert(key.to_string(), Arc::new(variants));
                 }
                 found.map_or(Found::Nothing, Found::Entry)
             }
@@ -337,10 +342,7 @@ impl Cache {
 
     /// The memory layer's variant of `key` matching `request`.
     pub fn lookup_memory(&self, key: &str, request: &HeaderMap) -> Option<Arc<Entry>> {
-        match self.memory.get(key) {
-            Some(Slot::Stored(variants)) => pick(&variants, request),
-            _ => None,
-        }
+        self.memory.get(key).and_then(|variants| pick(&variants, request))
     }
 
     /// Stores `entry` under `key` in memory now and in Redis behind.
@@ -348,16 +350,16 @@ impl Cache {
         let now = SystemTime::now();
         let variant = entry.variant();
         let mut variants: Vec<Arc<Entry>> = match self.memory.get(key) {
-            Some(Slot::Stored(old)) => old
+            Some(old) => old
                 .iter()
                 .filter(|e| e.variant() != variant && !e.ttl(now).is_zero())
                 .take(MAX_VARIANTS - 1)
                 .cloned()
                 .collect(),
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         variants.insert(0, entry.clone());
-        self.memory.insert(key.to_string(), Slot::Stored(Arc::new(variants)));
+        self.memory.insert(key.to_string(), Arc::new(variants));
         Counters::add(&counters.stores, 1);
         if let Some(redis) = self.redis.clone() {
             let (key, counters, timeout) = (key.to_string(), counters.clone(), self.rules().redis_timeout);
@@ -374,23 +376,13 @@ impl Cache {
         }
     }
 
-    /// Remembers that `key`'s last response could not be stored.
-    pub fn mark_uncacheable(&self, key: &str) {
-        if self.memory.contains_key(key) {
-            return;
-        }
-        self.memory.insert(key.to_string(), Slot::Uncacheable);
-    }
-
     /// Drops what `pattern` selects from memory; returns the keys that held entries.
     fn drop_from_memory(&self, pattern: &Glob) -> HashSet<String> {
         let mut dropped = HashSet::new();
-        for (key, slot) in self.memory.iter() {
+        for (key, _) in self.memory.iter() {
             if pattern.selects(&key) {
                 self.memory.invalidate(key.as_str());
-                if matches!(slot, Slot::Stored(_)) {
-                    dropped.insert(key.as_str().to_string());
-                }
+                dropped.insert(key.as_str().to_string());
             }
         }
         dropped

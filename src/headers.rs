@@ -33,22 +33,71 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The headers this module acts on, found in one pass over a message's
+/// names (comparing standard names is an integer compare, so a message is
+/// hashed only for the headers it actually has).
+#[derive(Default)]
+struct Present {
+    /// Hop-by-hop headers other than `Connection`, by name.
+    hop: Vec<&'static HeaderName>,
+    connection: bool,
+    content_length: bool,
+    expect: bool,
+    forwarded_for: bool,
+    forwarded_proto: bool,
+    forwarded_host: bool,
+}
+
+static HOP_BY_HOP: [&HeaderName; 6] =
+    [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE];
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Present {
+        let mut p = Present::default();
+        for name in headers.keys() {
+            if name == header::CONNECTION {
+                p.connection = true;
+            } else if name == header::CONTENT_LENGTH {
+                p.content_length = true;
+            } else if name == header::EXPECT {
+                p.expect = true;
+            } else if name == X_FORWARDED_FOR {
+                p.forwarded_for = true;
+            } else if name == X_FORWARDED_PROTO {
+                p.forwarded_proto = true;
+            } else if name == X_FORWARDED_HOST {
+                p.forwarded_host = true;
+            } else if let Some(hop) = HOP_BY_HOP.iter().find(|h| **h == name) {
+                if !p.hop.contains(hop) {
+                    p.hop.push(hop);
+                }
+            }
+        }
+        p
+    }
+}
+
 /// Removes every hop-by-hop header, including those `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> =
-            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+    let present = Present::scan(headers);
+    strip(headers, &present);
+}
+
+fn strip(headers: &mut HeaderMap, present: &Present) {
+    if present.connection {
+        // `keep-alive` and `close` are the usual tokens: neither names a
+        // header beyond those removed anyway.
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
         for name in named {
             headers.remove(name);
         }
         headers.remove(header::CONNECTION);
     }
-    for name in
-        [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE]
-    {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
+    for name in &present.hop {
+        headers.remove(*name);
     }
 }
 
@@ -56,18 +105,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// framing headers out (hyper frames the body it actually sends), forwarding
 /// headers in. `client_ip` is the peer address, rendered once per connection.
 pub fn prepare_request(headers: &mut HeaderMap, client_ip: &HeaderValue, upgrade: Option<HeaderValue>) {
-    strip_hop_by_hop(headers);
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::EXPECT);
+    let present = Present::scan(headers);
+    strip(headers, &present);
+    if present.content_length {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    if present.expect {
+        headers.remove(header::EXPECT);
+    }
+    // Up to five inserts below: grow the map at most once.
+    headers.reserve(5);
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
     }
-    append_forwarded_for(headers, client_ip);
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
+    if present.forwarded_for {
+        append_forwarded_for(headers, client_ip);
+    } else {
+        headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
+    }
+    if !present.forwarded_proto {
         headers.insert(X_FORWARDED_PROTO.clone(), HTTP);
     }
-    if !headers.contains_key(&X_FORWARDED_HOST) {
+    if !present.forwarded_host {
         if let Some(host) = headers.get(header::HOST).cloned() {
             headers.insert(X_FORWARDED_HOST.clone(), host);
         }
@@ -95,12 +155,15 @@ fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
 
 /// Prepares an upstream response for the client. A `Content-Length` is kept
 /// (HEAD and 304 answers need it) unless the upstream also sent
-/// `Transfer-Encoding`, in which case the body was read as chunked.
+/// `Transfer-Encoding`, in which case the body was read as chunked. Room is
+/// made for the headers perfproxy adds (`Via`, `Server-Timing`, `X-Cache`).
 pub fn prepare_response(headers: &mut HeaderMap) {
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    let present = Present::scan(headers);
+    if present.content_length && present.hop.contains(&&header::TRANSFER_ENCODING) {
         headers.remove(header::CONTENT_LENGTH);
     }
-    strip_hop_by_hop(headers);
+    strip(headers, &present);
+    headers.reserve(3);
     headers.append(header::VIA, VIA_VALUE);
 }
 

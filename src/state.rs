@@ -11,7 +11,7 @@ use http::HeaderValue;
 
 use crate::admin::AdminPaths;
 use crate::alerts::Alerts;
-use crate::cache::{Cache, Counters};
+use crate::cache::{Cache, Counters, Passes};
 use arc_swap::ArcSwap;
 
 use crate::config::{AlertSettings, CacheSettings, Config, HealthSettings, Settings};
@@ -94,6 +94,8 @@ pub struct Worker {
     pub recorder: Option<Rc<Recorder>>,
     /// This worker's cache counters (only it writes them).
     pub cache_counters: Arc<Counters>,
+    /// This worker's hit-for-pass keys.
+    pub cache_passes: RefCell<Passes>,
 }
 
 impl Worker {
@@ -101,7 +103,14 @@ impl Worker {
         let upstream = UpstreamPool::new(shared.config.upstream.clone());
         let recorder = shared.metrics.enabled().then(|| Rc::new(shared.metrics.recorder()));
         let cache_counters = shared.cache.counters();
-        Rc::new(Worker { shared, upstream, route_cache: RefCell::default(), recorder, cache_counters })
+        Rc::new(Worker {
+            shared,
+            upstream,
+            route_cache: RefCell::default(),
+            recorder,
+            cache_counters,
+            cache_passes: RefCell::default(),
+        })
     }
 }
 

@@ -87,12 +87,14 @@ pub async fn forward(client: &Rc<Client>, parts: Parts, body: Incoming) -> Resul
     };
     drop(rules);
     let body = RequestBody::Client(body);
+    if client.worker.cache_passes.borrow().active(&ctx.key) {
+        return ctx.pass(parts, body).await;
+    }
     let no_cache = ctx.directives.request_no_cache(&parts.headers);
     match cache.lookup(&ctx.key, &parts.headers, counters).await {
         // `no-cache`: never answered from the cache, but revalidated with it.
         Found::Entry(entry) if no_cache => ctx.fetch(parts, body, Some(entry), None, false).await,
         Found::Entry(entry) => ctx.use_entry(entry, parts, body).await,
-        Found::Uncacheable => ctx.pass(parts, body).await,
         Found::Nothing if ctx.directives.only_if_cached => Ok(only_if_cached_miss()),
         Found::Nothing if no_cache || ctx.head => ctx.fetch(parts, body, None, None, false).await,
         Found::Nothing => ctx.collapse(parts, body).await,
@@ -109,11 +111,10 @@ impl Ctx {
     }
 
     /// A key whose last response could not be stored (hit-for-pass, for
-    /// `UNCACHEABLE_FOR`): straight upstream, nothing kept, a bypass.
+    /// `PASS_FOR`): straight upstream, nothing kept, a bypass.
     async fn pass(&self, parts: Parts, body: RequestBody) -> Result<Response<ProxyBody>, ProxyError> {
         Counters::add(&self.counters().bypasses, 1);
-        let mut up = proxy::exchange(&self.client, Request::from_parts(parts, body)).await?;
-        up.parts.headers.remove(&policy::SURROGATE_CONTROL);
+        let up = proxy::exchange(&self.client, Request::from_parts(parts, body)).await?;
         Ok(mark(up.into_response(), Outcome::Bypass))
     }
 
@@ -271,7 +272,7 @@ impl Ctx {
             // request's `no-store` or `Authorization`, nor a passing 5xx.
             let this_request_only = self.directives.no_store || request.contains_key(header::AUTHORIZATION);
             if mark_uncacheable && !this_request_only && !up.parts.status.is_server_error() {
-                self.cache().mark_uncacheable(&self.key);
+                self.client.worker.cache_passes.borrow_mut().mark(&self.key);
             }
             return mark(up.into_response(), Outcome::Miss);
         };

@@ -15,7 +15,7 @@ pub mod purge;
 pub mod redis_layer;
 pub mod serve;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -40,6 +40,8 @@ const MAX_VARIANTS: usize = 16;
 /// upstream: no lookup, no collapsing, nothing stored (Varnish's
 /// "hit-for-pass").
 const PASS_FOR: Duration = Duration::from_secs(10);
+/// Invalidations remembered to stop racing fills (see [`Cache::invalidated_since`]).
+const RECENT_INVALIDATIONS: usize = 256;
 /// Keys a worker remembers as passes, at most.
 const MAX_PASSES: usize = 10_000;
 
@@ -189,6 +191,10 @@ pub struct Cache {
     flights: Arc<Flights>,
     /// This process's name on the invalidation channel.
     instance: String,
+    /// Invalidations so far (bumped before the log below is written).
+    generation: AtomicU64,
+    /// The latest invalidations, by generation.
+    recent: Mutex<VecDeque<(u64, Glob)>>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -232,6 +238,8 @@ impl Cache {
             background,
             flights: Arc::default(),
             instance: instance_name(),
+            generation: AtomicU64::new(0),
+            recent: Mutex::default(),
         })
     }
 
@@ -345,6 +353,16 @@ impl Cache {
         self.memory.get(key).and_then(|variants| pick(&variants, request))
     }
 
+    /// Stores `entry`, fetched when the log stood at `since`, unless the key
+    /// was invalidated after that.
+    pub fn store_fetched(&self, key: &str, entry: Arc<Entry>, since: u64, counters: &Arc<Counters>) {
+        if self.invalidated_since(key, since) {
+            debug!(key, "cache: not stored, invalidated while it was fetched");
+            return;
+        }
+        self.store(key, entry, counters);
+    }
+
     /// Stores `entry` under `key` in memory now and in Redis behind.
     pub fn store(&self, key: &str, entry: Arc<Entry>, counters: &Arc<Counters>) {
         let now = SystemTime::now();
@@ -378,6 +396,7 @@ impl Cache {
 
     /// Drops what `pattern` selects from memory; returns the keys that held entries.
     fn drop_from_memory(&self, pattern: &Glob) -> HashSet<String> {
+        self.record_invalidation(pattern);
         let mut dropped = HashSet::new();
         for (key, _) in self.memory.iter() {
             if pattern.selects(&key) {
@@ -410,6 +429,37 @@ impl Cache {
         }
         Counters::add(&counters.invalidations, purged.len() as u64);
         purged.len()
+    }
+
+    /// Where the invalidation log stands: taken before a fetch, so that its
+    /// response is not stored if the key was invalidated meanwhile.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn record_invalidation(&self, pattern: &Glob) {
+        let mut recent = self.recent.lock().expect("no code panics holding the invalidation log");
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        recent.push_back((g, pattern.clone()));
+        if recent.len() > RECENT_INVALIDATIONS {
+            recent.pop_front();
+        }
+    }
+
+    /// Whether an invalidation after generation `since` selects `key` (a
+    /// write raced the fetch of what would be stored); also when the log no
+    /// longer reaches back that far.
+    pub fn invalidated_since(&self, key: &str, since: u64) -> bool {
+        if self.generation() == since {
+            return false;
+        }
+        let recent = self.recent.lock().expect("no code panics holding the invalidation log");
+        match recent.front() {
+            Some((oldest, _)) if *oldest <= since + 1 => {
+                recent.iter().any(|(g, pattern)| *g > since && pattern.selects(key))
+            }
+            _ => true,
+        }
     }
 
     /// The counters of work done outside a worker.
@@ -471,5 +521,25 @@ impl Flights {
         }
         map.insert(key.to_string(), watch::channel(()).0);
         Joined::Leader(FlightGuard { flights: self.clone(), key: key.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_invalidation_log_stops_racing_fills_and_errs_on_the_safe_side() {
+        let cache = Cache::new(&CacheSettings::default(), None);
+        let before = cache.generation();
+        assert!(!cache.invalidated_since("/a/1 h", before));
+        cache.drop_from_memory(&Glob::new("/a/*"));
+        assert!(cache.invalidated_since("/a/1 h", before));
+        assert!(!cache.invalidated_since("/b h", before), "other keys stay storable");
+        assert!(!cache.invalidated_since("/a/1 h", cache.generation()), "a fetch begun after it is fine");
+        for i in 0..RECENT_INVALIDATIONS + 1 {
+            cache.drop_from_memory(&Glob::new(&format!("/c/{i}")));
+        }
+        assert!(cache.invalidated_since("/b h", before), "the log no longer reaches back: not stored");
     }
 }

@@ -579,3 +579,31 @@ async fn the_redis_index_is_swept_of_expired_keys() {
     assert!(left[0].starts_with("/t-sweep/live "), "{left:?}");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_write_during_a_miss_keeps_its_response_out_of_the_cache() {
+    let up = spawn_upstream().await;
+    up.script_with(
+        "/t-race/doc",
+        Scripted {
+            status: 200,
+            headers: vec![("cache-control".into(), "max-age=60".into())],
+            body: "old".into(),
+            delay_ms: 400,
+        },
+    );
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+    let url = proxy.url("/t-race/doc");
+    let slow = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The write lands while the GET's (now outdated) answer is on its way.
+    up.script("/t-race/doc", 200, &[("cache-control", "max-age=60")], "new");
+    let put = call(&proxy, "PUT", "/t-race/doc", &[]).await;
+    assert_eq!(put.status, 200);
+    let old = slow.await.unwrap();
+    assert_eq!((x_cache(&old), old.text().as_str()), ("MISS", "old"));
+    let next = fetch(&proxy, "/t-race/doc").await;
+    assert_eq!((x_cache(&next), next.text().as_str()), ("MISS", "new"), "the outdated answer was not stored");
+    assert_eq!(x_cache(&fetch(&proxy, "/t-race/doc").await), "HIT");
+    proxy.shutdown().await;
+}

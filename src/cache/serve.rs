@@ -50,6 +50,14 @@ impl Outcome {
     }
 }
 
+/// When an upstream exchange happened, for the entry it may become.
+struct Fetched {
+    request_time: SystemTime,
+    response_time: SystemTime,
+    /// The cache's invalidation log when it began.
+    generation: u64,
+}
+
 /// A request's facts, as the cache needs them.
 #[derive(Clone)]
 struct Ctx {
@@ -203,6 +211,7 @@ impl Ctx {
             }
         }
         let request_time = SystemTime::now();
+        let generation = self.cache().generation();
         let result = proxy::exchange(&self.client, Request::from_parts(parts, body)).await;
         let response_time = SystemTime::now();
         let stale_ok = |e: &Entry| {
@@ -217,7 +226,7 @@ impl Ctx {
                 let entry = match merged {
                     Some(m) => {
                         let m = Arc::new(m);
-                        self.cache().store(&self.key, m.clone(), self.counters());
+                        self.cache().store_fetched(&self.key, m.clone(), generation, self.counters());
                         m
                     }
                     None => e,
@@ -234,7 +243,8 @@ impl Ctx {
             }
             (Ok(up), _) => {
                 Counters::add(&self.counters().misses, 1);
-                Ok(self.store_and_respond(up, &client_headers, request_time, response_time, flight, mark_uncacheable))
+                let fetched = Fetched { request_time, response_time, generation };
+                Ok(self.store_and_respond(up, &client_headers, fetched, flight, mark_uncacheable))
             }
             (Err(err), _) => {
                 Counters::add(&self.counters().misses, 1);
@@ -249,11 +259,11 @@ impl Ctx {
         &self,
         up: Upstream,
         request: &HeaderMap,
-        request_time: SystemTime,
-        response_time: SystemTime,
+        fetched: Fetched,
         flight: Option<FlightGuard>,
         mark_uncacheable: bool,
     ) -> Response<ProxyBody> {
+        let Fetched { request_time, response_time, generation } = fetched;
         let h = &up.parts.headers;
         let too_big = h
             .get(header::CONTENT_LENGTH)
@@ -294,6 +304,7 @@ impl Ctx {
             entry: pending,
             body: BytesMut::new(),
             limit: self.max_object,
+            generation,
             _flight: flight,
         };
         mark(up.into_response(), Outcome::Miss).map(|b| b.filling(fill))
@@ -467,6 +478,8 @@ pub struct Fill {
     entry: Entry,
     body: BytesMut,
     limit: usize,
+    /// The invalidation log when the fetch began.
+    generation: u64,
     _flight: Option<FlightGuard>,
 }
 
@@ -482,10 +495,10 @@ impl Fill {
 
     /// The body ended complete: store the entry.
     pub fn finish(self) {
-        let Fill { cache, counters, key, mut entry, body, .. } = self;
+        let Fill { cache, counters, key, mut entry, body, generation, .. } = self;
         let body = body.freeze();
         entry.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         entry.body = body;
-        cache.store(&key, Arc::new(entry), &counters);
+        cache.store_fetched(&key, Arc::new(entry), generation, &counters);
     }
 }

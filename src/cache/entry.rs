@@ -12,6 +12,9 @@ use http::StatusCode;
 use super::key::VaryValues;
 use super::policy::{epoch_ms, Lifetime};
 
+/// The longest an entry is kept, whatever it says (a far `Expires`, say).
+const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The first bytes of an encoded entry.
 const MAGIC: &[u8; 4] = b"PPC1";
 
@@ -35,7 +38,7 @@ impl Entry {
     /// Its current age (RFC 9111 §4.2.3).
     pub fn age(&self, now: SystemTime) -> Duration {
         let resident = epoch_ms(now).saturating_sub(self.response_time);
-        Duration::from_millis(self.initial_age + resident)
+        Duration::from_millis(self.initial_age.saturating_add(resident))
     }
 
     /// How far past its freshness lifetime it is (`None` while fresh).
@@ -48,8 +51,8 @@ impl Entry {
     /// to be revalidated).
     pub fn ttl(&self, now: SystemTime) -> Duration {
         let l = &self.lifetime;
-        let keep = l.fresh + l.stale_if_error.max(l.stale_while_revalidate);
-        keep.saturating_sub(self.age(now))
+        let keep = l.fresh.saturating_add(l.stale_if_error.max(l.stale_while_revalidate));
+        keep.saturating_sub(self.age(now)).min(MAX_TTL)
     }
 
     pub fn has_validators(&self) -> bool {

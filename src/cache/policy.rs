@@ -45,7 +45,8 @@ impl Directives {
                     Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
                     None => (item.trim(), None),
                 };
-                let seconds = || arg.map(|a| a.parse::<u64>().unwrap_or(0)).or(Some(0));
+                // RFC 9111 §1.2.2: delta-seconds past 2^31 count as 2^31.
+                let seconds = || arg.map(|a| a.parse::<u64>().map_or(0, |s| s.min(MAX_DELTA))).or(Some(0));
                 let name = name.to_ascii_lowercase();
                 match name.as_str() {
                     "max-age" => d.max_age = min_of(d.max_age, seconds()),
@@ -78,6 +79,9 @@ impl Directives {
                 && headers.get(header::PRAGMA).and_then(|v| v.to_str().ok()).is_some_and(|p| p.contains("no-cache")))
     }
 }
+
+/// The largest delta-seconds value taken (2^31, RFC 9111 §1.2.2).
+const MAX_DELTA: u64 = 1 << 31;
 
 /// A directive given twice counts with its smaller value (conservative).
 fn min_of(old: Option<u64>, new: Option<u64>) -> Option<u64> {
@@ -236,14 +240,14 @@ pub fn initial_age(response: &HeaderMap, request_time: SystemTime, response_time
         (Some(v), None) => {
             let v = v.as_bytes().trim_ascii();
             match std::str::from_utf8(v).ok().filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())) {
-                Some(s) => s.parse::<u64>().map_or(INVALID_AGE, Duration::from_secs),
+                Some(s) => s.parse::<u64>().map_or(INVALID_AGE, |a| Duration::from_secs(a.min(MAX_DELTA))),
                 None => INVALID_AGE,
             }
         }
         (Some(_), Some(_)) => INVALID_AGE,
     };
     let delay = response_time.duration_since(request_time).unwrap_or(Duration::ZERO);
-    apparent.max(age_value + delay)
+    apparent.max(age_value.saturating_add(delay))
 }
 
 /// Methods whose success invalidates what is stored for their target
@@ -286,6 +290,8 @@ mod tests {
         ]));
         assert_eq!(d.max_age, Some(30));
         assert_eq!(d.s_maxage, Some(0));
+        let huge = Directives::parse(&headers(&[("cache-control", "max-age=18446744073709551615")]));
+        assert_eq!(huge.max_age, Some(1 << 31));
         assert!(d.no_cache && !d.no_store);
     }
 
@@ -332,6 +338,8 @@ mod tests {
         assert!((29..=31).contains(&age.as_secs()), "{age:?}");
         let h = headers(&[("age", "100")]);
         assert_eq!(initial_age(&h, now, now).as_secs(), 100);
+        let h = headers(&[("age", "18446744073709551615")]);
+        assert_eq!(initial_age(&h, now, now).as_secs(), 1 << 31, "no overflow");
         for bad in [&[("age", "1.5")][..], &[("age", "-1")], &[("age", "0, 0")], &[("age", "0"), ("age", "0")]] {
             assert_eq!(initial_age(&headers(bad), now, now), INVALID_AGE, "{bad:?}");
         }

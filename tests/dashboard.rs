@@ -42,6 +42,10 @@ async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
     for _ in 0..3 {
         get(&proxy.url("/status/503")).await;
     }
+    up.script("/cached", 200, &[("cache-control", "max-age=60")], "cached");
+    for _ in 0..5 {
+        get(&proxy.url("/cached")).await;
+    }
     // A browser's Accept gets the page; anything else the JSON.
     let page = send(
         http::Request::get(proxy.url("/performance"))
@@ -59,9 +63,12 @@ async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
     let dom = tokio::task::spawn_blocking(move || chromium_dom(&url)).await.unwrap();
     assert!(dom.contains("<td>GET /api/users/:id</td><td>7</td>"), "routes table not rendered:\n{dom}");
     assert!(dom.contains("<td>GET /status/:id</td><td>3</td>"), "{dom}");
-    assert!(dom.contains(r#"id="k-total">10<"#), "total not rendered:\n{dom}");
+    assert!(dom.contains(r#"id="k-total">15<"#), "total not rendered:\n{dom}");
     assert!(dom.contains(r#"class="badge healthy">healthy<"#), "health badge:\n{dom}");
-    assert!(dom.contains("30.00 %"), "recent error rate (3 of 10):\n{dom}");
+    assert!(dom.contains("20.00 %"), "recent error rate (3 of 15):\n{dom}");
+    // 4 hits of 15 lookups (/cached: 1 miss then 4 hits; 7 users and 3 errors missed).
+    assert!(dom.contains(r#"id="k-cache">26.67 %<"#), "cache hit rate:\n{dom}");
+    assert!(dom.contains("4 hits · 11 misses"), "cache counts:\n{dom}");
     assert!(
         !up.seen().iter().any(|s| s.uri.contains("favicon")),
         "the page made the browser ask the backend for a favicon"

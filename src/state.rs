@@ -100,7 +100,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(shared: Arc<Shared>) -> Rc<Worker> {
-        let upstream = UpstreamPool::new(shared.config.upstream.clone());
+        let upstream = UpstreamPool::new(shared.config.upstream.clone(), shared.config.upstream_idle_timeout);
         let recorder = shared.metrics.enabled().then(|| Rc::new(shared.metrics.recorder()));
         let cache_counters = shared.cache.counters();
         Rc::new(Worker {

@@ -1,12 +1,16 @@
 //! The upstream connection pool of one worker. Each worker thread owns its
 //! pool (no lock, no atomics on the request path): idle HTTP/1.1 connections
-//! kept LIFO, a new one dialled (with `TCP_NODELAY`) when none is idle, and a
+//! kept LIFO and closed once idle longer than `upstream_idle_timeout_ms` (so
+//! perfproxy gives up a connection before a backend's own keep-alive timeout
+//! races a request onto it: Node closes after 5 s), a new one dialled (with
+//! `TCP_NODELAY`) when none is idle, and a
 //! connection handed back by the response body once it has been read to the
 //! end ([`Lease`]). A request the upstream never saw because it closed an
 //! idle connection is retried once on a fresh one.
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -36,7 +40,9 @@ pub enum UpstreamError {
 #[derive(Debug)]
 pub struct UpstreamPool {
     addr: UpstreamAddr,
-    idle: RefCell<Vec<SendRequest<RequestBody>>>,
+    /// Idle connections, newest last, with the time each became idle.
+    idle: RefCell<Vec<(SendRequest<RequestBody>, Instant)>>,
+    idle_timeout: Duration,
 }
 
 /// A connection on loan to one exchange; [`Lease::release`] returns it.
@@ -54,14 +60,14 @@ impl Lease {
         }
         let mut idle = self.pool.idle.borrow_mut();
         if idle.len() < MAX_IDLE_PER_WORKER {
-            idle.push(self.sender);
+            idle.push((self.sender, Instant::now()));
         }
     }
 }
 
 impl UpstreamPool {
-    pub fn new(addr: UpstreamAddr) -> Rc<UpstreamPool> {
-        Rc::new(UpstreamPool { addr, idle: RefCell::new(Vec::new()) })
+    pub fn new(addr: UpstreamAddr, idle_timeout: Duration) -> Rc<UpstreamPool> {
+        Rc::new(UpstreamPool { addr, idle: RefCell::new(Vec::new()), idle_timeout })
     }
 
     /// Idle connections held now.
@@ -71,7 +77,12 @@ impl UpstreamPool {
 
     fn take_idle(&self) -> Option<SendRequest<RequestBody>> {
         let mut idle = self.idle.borrow_mut();
-        while let Some(sender) = idle.pop() {
+        while let Some((sender, since)) = idle.pop() {
+            if since.elapsed() >= self.idle_timeout {
+                // The newest is too old: so are all below it. Close them.
+                idle.clear();
+                return None;
+            }
             if !sender.is_closed() {
                 return Some(sender);
             }

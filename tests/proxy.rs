@@ -241,3 +241,23 @@ async fn own_liveness_endpoint_answers_without_the_upstream() {
     assert_eq!(get(&format!("http://{admin}/api/users/1")).await.status, 404);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn idle_upstream_connections_are_not_reused_past_the_idle_timeout() {
+    let up = spawn_upstream().await;
+    let cfg = write_config("upstream_idle_timeout_ms = 300\n");
+    let proxy = spawn_proxy(&up.url(), &["--config", &cfg]).await;
+    let conns = || up.connections.load(std::sync::atomic::Ordering::SeqCst);
+    // The health prober dials its own connections: let its first probe pass
+    // (the next is 5 s away), then count ours as differences.
+    eventually(5, "first health probe", || async { !up.probes().is_empty() }).await;
+    get(&proxy.url("/a")).await;
+    let after_first = conns();
+    get(&proxy.url("/a")).await;
+    assert_eq!(conns(), after_first, "reused while fresh");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = conns();
+    get(&proxy.url("/a")).await;
+    assert_eq!(conns(), before + 1, "a connection idle past the timeout is replaced, not reused");
+    proxy.shutdown().await;
+}

@@ -14,6 +14,8 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<String>,
     pub upstream_timeout_ms: u64,
+    /// An idle pooled upstream connection older than this is closed, not reused.
+    pub upstream_idle_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
     pub header_read_timeout_ms: u64,
     pub max_header_bytes: u64,
@@ -44,6 +46,7 @@ impl Default for Settings {
             upstream: "http://127.0.0.1:3000".into(),
             admin_listen: None,
             upstream_timeout_ms: 30_000,
+            upstream_idle_timeout_ms: 4_000,
             shutdown_grace_ms: 30_000,
             header_read_timeout_ms: 10_000,
             max_header_bytes: 65_536,

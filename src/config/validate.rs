@@ -26,6 +26,7 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     pub upstream: UpstreamAddr,
     pub upstream_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
@@ -112,6 +113,7 @@ impl Config {
         let admin_listen = s.admin_listen.as_deref().map(|v| socket_addr("admin_listen", v)).transpose()?;
         let upstream = upstream_addr("upstream", &s.upstream)?;
         let upstream_timeout = positive_ms("upstream_timeout_ms", s.upstream_timeout_ms)?;
+        let upstream_idle_timeout = positive_ms("upstream_idle_timeout_ms", s.upstream_idle_timeout_ms)?;
         let shutdown_grace = Duration::from_millis(s.shutdown_grace_ms);
         let header_read_timeout = positive_ms("header_read_timeout_ms", s.header_read_timeout_ms)?;
         let max_header_bytes = in_range("max_header_bytes", s.max_header_bytes, 8192, 1 << 24)?;
@@ -219,6 +221,7 @@ impl Config {
             admin_listen,
             upstream,
             upstream_timeout,
+            upstream_idle_timeout,
             shutdown_grace,
             header_read_timeout,
             max_header_bytes,

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::cache::serve::Fill;
+use crate::cache::fill::Fill;
 use crate::metrics::Recorder;
 use crate::routes::RouteId;
 use crate::upstream::Lease;

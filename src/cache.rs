@@ -1,49 +1,55 @@
 //! The two-layer HTTP response cache (SPEC §6): a memory layer bounded by
-//! bytes (moka, with per-entry expiry) in front of Redis ([`redis_layer`]).
-//! [`Cache`] holds both, the rules a reload swaps, the collapsing of
-//! concurrent misses ([`Flights`]) and the counters. How a request uses it
-//! is in [`serve`]; RFC 9111 decisions are in [`policy`].
+//! bytes (moka, with per-entry expiry) in front of Redis. [`Cache`] holds
+//! both, the rules a reload swaps and the invalidation log. Around it:
+//! - [`serve`]: the request path, top to bottom;
+//! - [`policy`]: RFC 9111 decisions; [`key`]: keys, variants and globs;
+//! - [`entry`]: a stored response and its binary form; [`fill`]: the copy
+//!   kept while a response streams; [`answer`]: responses made from entries;
+//! - [`redis_layer`]: Redis; [`flights`]: collapsing and hit-for-pass;
+//! - [`rules`], [`stats`]: compiled settings and counters; [`purge`]:
+//!   `POST /cache/purge`.
 //!
 //! A Redis fault never fails a request: every Redis call is time-boxed by
 //! `cache.redis_timeout_ms`, counted in `errors` when it fails, and the
 //! request goes on with the memory layer alone.
 
+pub mod answer;
 pub mod entry;
+pub mod fill;
+pub mod flights;
 pub mod key;
 pub mod policy;
 pub mod purge;
 pub mod redis_layer;
+pub mod rules;
 pub mod serve;
+pub mod stats;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+pub use answer::X_CACHE;
+pub use flights::{FlightGuard, Flights, Joined, Passes};
+pub use rules::{Rule, Rules};
+pub use stats::{Counters, Stats};
+
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use http::{HeaderMap, Method};
-use tokio::sync::watch;
+use http::HeaderMap;
 use tracing::debug;
 
 use crate::config::CacheSettings;
-use crate::routes::RoutePattern;
 use entry::Entry;
 use key::Glob;
-use policy::Policy;
 use redis_layer::RedisLayer;
 
 /// How often the Redis index is swept of expired keys.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Variants kept per primary key.
 const MAX_VARIANTS: usize = 16;
-/// How long a URL whose last response could not be stored goes straight
-/// upstream: no lookup, no collapsing, nothing stored (Varnish's
-/// "hit-for-pass").
-const PASS_FOR: Duration = Duration::from_secs(10);
 /// Invalidations remembered to stop racing fills (see [`Cache::invalidated_since`]).
 const RECENT_INVALIDATIONS: usize = 256;
-/// Keys a worker remembers as passes, at most.
-const MAX_PASSES: usize = 10_000;
 
 /// What the memory layer holds for one primary key: its variants, newest first.
 pub type Slot = Arc<Vec<Arc<Entry>>>;
@@ -53,131 +59,6 @@ pub type Slot = Arc<Vec<Arc<Entry>>>;
 pub enum Found {
     Entry(Arc<Entry>),
     Nothing,
-}
-
-/// One worker's hit-for-pass keys (no lock, no shared state: each worker
-/// learns for itself, at the price of one extra miss per worker).
-#[derive(Debug, Default)]
-pub struct Passes {
-    until: HashMap<String, Instant>,
-}
-
-impl Passes {
-    /// Whether `key` is a pass now.
-    pub fn active(&self, key: &str) -> bool {
-        self.until.get(key).is_some_and(|until| Instant::now() < *until)
-    }
-
-    pub fn mark(&mut self, key: &str) {
-        let now = Instant::now();
-        if self.until.len() >= MAX_PASSES {
-            self.until.retain(|_, until| *until > now);
-            if self.until.len() >= MAX_PASSES {
-                self.until.clear();
-            }
-        }
-        self.until.insert(key.to_string(), now + PASS_FOR);
-    }
-}
-
-/// The cache configuration as the request path uses it (swapped on reload).
-#[derive(Debug)]
-pub struct Rules {
-    pub enabled: bool,
-    pub origin_directives: bool,
-    pub max_object_bytes: usize,
-    pub redis_timeout: Duration,
-    pub stale_if_error: Duration,
-    pub ignore_query: Vec<Glob>,
-    pub rules: Vec<Rule>,
-}
-
-/// A compiled `[[cache.rules]]` entry.
-#[derive(Debug)]
-pub struct Rule {
-    pub pattern: RoutePattern,
-    pub ttl: Duration,
-    pub invalidates: Vec<Glob>,
-}
-
-impl Rules {
-    pub fn new(s: &CacheSettings) -> Rules {
-        Rules {
-            enabled: s.enabled,
-            origin_directives: s.origin_directives,
-            max_object_bytes: s.max_object_bytes as usize,
-            redis_timeout: Duration::from_millis(s.redis_timeout_ms),
-            stale_if_error: Duration::from_millis(s.stale_if_error_ms),
-            ignore_query: s.ignore_query.iter().map(|g| Glob::new(g)).collect(),
-            rules: s
-                .rules
-                .iter()
-                .filter_map(|r| {
-                    Some(Rule {
-                        // Validated at load: a pattern here always parses.
-                        pattern: RoutePattern::parse(&r.pattern).ok()?,
-                        ttl: Duration::from_millis(r.ttl_ms.unwrap_or(s.default_ttl_ms)),
-                        invalidates: r.invalidates.iter().map(|g| Glob::new(g)).collect(),
-                    })
-                })
-                .collect(),
-        }
-    }
-
-    /// The storage policy for a GET of `path`.
-    pub fn policy(&self, path: &str) -> Policy {
-        Policy {
-            origin_directives: self.origin_directives,
-            rule_ttl: self.rules.iter().find(|r| r.pattern.matches(&Method::GET, path)).map(|r| r.ttl),
-            stale_if_error: self.stale_if_error,
-        }
-    }
-}
-
-/// Counters of one worker (only it writes them; readers sum all shards).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub stale: AtomicU64,
-    pub stores: AtomicU64,
-    pub bypasses: AtomicU64,
-    pub invalidations: AtomicU64,
-    pub errors: AtomicU64,
-}
-
-impl Counters {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-/// The counters summed, for `/performance` (its `cache` section) and `/metrics`.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct Stats {
-    /// Answers from the cache, stale ones included.
-    pub hits: u64,
-    pub misses: u64,
-    /// Hits served stale.
-    pub stale: u64,
-    pub stores: u64,
-    pub bypasses: u64,
-    pub invalidations: u64,
-    pub errors: u64,
-    pub memory_bytes: u64,
-    /// Keys held by the memory layer.
-    pub entries: u64,
-}
-
-impl Stats {
-    pub fn hit_rate(&self) -> f64 {
-        let lookups = self.hits + self.misses;
-        if lookups == 0 {
-            0.0
-        } else {
-            self.hits as f64 / lookups as f64
-        }
-    }
 }
 
 /// The cache, shared by every worker.
@@ -483,45 +364,6 @@ fn instance_name() -> String {
 /// The newest variant matching `request`'s vary values.
 fn pick(variants: &[Arc<Entry>], request: &HeaderMap) -> Option<Arc<Entry>> {
     variants.iter().find(|e| key::vary_matches(&e.vary, request)).cloned()
-}
-
-/// Misses in progress, by key: the first becomes the leader and fetches;
-/// the rest wait for its [`FlightGuard`] to drop (the entry is stored or
-/// the fetch failed).
-#[derive(Debug, Default)]
-pub struct Flights {
-    // A std mutex: held for a map operation, never across an await.
-    map: Mutex<HashMap<String, watch::Sender<()>>>,
-}
-
-/// The leader's hold on a key; dropping it releases the followers.
-#[derive(Debug)]
-pub struct FlightGuard {
-    flights: Arc<Flights>,
-    key: String,
-}
-
-impl Drop for FlightGuard {
-    fn drop(&mut self) {
-        self.flights.map.lock().expect("no code panics holding the flight map").remove(&self.key);
-    }
-}
-
-/// A miss's part in its key's flight.
-pub enum Joined {
-    Leader(FlightGuard),
-    Follower(watch::Receiver<()>),
-}
-
-impl Flights {
-    pub fn join(self: &Arc<Self>, key: &str) -> Joined {
-        let mut map = self.map.lock().expect("no code panics holding the flight map");
-        if let Some(tx) = map.get(key) {
-            return Joined::Follower(tx.subscribe());
-        }
-        map.insert(key.to_string(), watch::channel(()).0);
-        Joined::Leader(FlightGuard { flights: self.clone(), key: key.to_string() })
-    }
 }
 
 #[cfg(test)]

@@ -4,20 +4,23 @@
 //! (`304` to a matching conditional), a stale one is revalidated or served
 //! stale as its directives allow, and a miss goes upstream, once per key for
 //! concurrent misses, its response streamed to the client while a copy
-//! ([`Fill`]) is kept for the cache.
+//! ([`Fill`](super::fill::Fill)) is kept for the cache. Responses built from
+//! entries are in [`answer`](super::answer).
 
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::answer::{answer, mark, only_if_cached_miss, refreshed, Outcome};
 use super::entry::Entry;
+use super::fill::Fill;
 use super::key::{self, Glob};
 use super::policy::{self, Directives, Policy};
 use super::{Cache, Counters, FlightGuard, Found, Joined};
@@ -26,29 +29,8 @@ use crate::error::ProxyError;
 use crate::proxy::{self, Upstream};
 use crate::state::Client;
 
-pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// The longest a miss waits for another request fetching the same key.
 const COLLAPSE_WAIT: Duration = Duration::from_secs(5);
-
-/// How a response relates to the cache (`X-Cache`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Hit,
-    Miss,
-    Bypass,
-    Stale,
-}
-
-impl Outcome {
-    fn header(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
-            Outcome::Hit => "HIT",
-            Outcome::Miss => "MISS",
-            Outcome::Bypass => "BYPASS",
-            Outcome::Stale => "STALE",
-        })
-    }
-}
 
 /// When an upstream exchange happened, for the entry it may become.
 struct Fetched {
@@ -297,16 +279,8 @@ impl Ctx {
             response_time: policy::epoch_ms(response_time),
             lifetime,
         };
-        let fill = Fill {
-            cache: self.cache().clone(),
-            counters: self.counters().clone(),
-            key: self.key.clone(),
-            entry: pending,
-            body: BytesMut::new(),
-            limit: self.max_object,
-            generation,
-            _flight: flight,
-        };
+        let (cache, counters) = (self.cache().clone(), self.counters().clone());
+        let fill = Fill::new(cache, counters, self.key.clone(), pending, self.max_object, generation, flight);
         mark(up.into_response(), Outcome::Miss).map(|b| b.filling(fill))
     }
 
@@ -336,106 +310,6 @@ impl Ctx {
     }
 }
 
-/// The stored response, for the client: `304` if its conditional matches.
-fn answer(entry: &Entry, request: &HeaderMap, head: bool, outcome: Outcome) -> Response<ProxyBody> {
-    let not_modified = entry.status == StatusCode::OK && not_modified(entry, request);
-    let mut resp = if head || not_modified {
-        Response::new(ProxyBody::empty())
-    } else {
-        Response::new(ProxyBody::full(entry.body.clone()))
-    };
-    if not_modified {
-        *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        let h = resp.headers_mut();
-        for name in [
-            header::CACHE_CONTROL,
-            header::CONTENT_LOCATION,
-            header::DATE,
-            header::ETAG,
-            header::EXPIRES,
-            header::VARY,
-            header::LAST_MODIFIED,
-            header::VIA,
-        ] {
-            for v in entry.headers.get_all(&name) {
-                h.append(name.clone(), v.clone());
-            }
-        }
-    } else {
-        *resp.status_mut() = entry.status;
-        *resp.headers_mut() = entry.headers.clone();
-    }
-    let h = resp.headers_mut();
-    h.insert(header::AGE, HeaderValue::from(entry.age(SystemTime::now()).as_secs()));
-    let timing = if outcome == Outcome::Stale { "cache;desc=STALE" } else { "cache;desc=HIT" };
-    h.append(crate::headers::SERVER_TIMING.clone(), HeaderValue::from_static(timing));
-    mark(resp, outcome)
-}
-
-/// Whether the client's own validators match the stored response
-/// (If-None-Match first, else If-Modified-Since; RFC 9110 §13.2.2).
-fn not_modified(entry: &Entry, request: &HeaderMap) -> bool {
-    if request.contains_key(header::IF_NONE_MATCH) {
-        let Some(etag) = entry.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) else { return false };
-        let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
-        return request
-            .get_all(header::IF_NONE_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|list| list.split(',').any(|t| t.trim() == "*" || weak(t) == weak(etag)));
-    }
-    let Some(since) = policy::http_date(request, header::IF_MODIFIED_SINCE) else { return false };
-    let modified =
-        policy::http_date(&entry.headers, header::LAST_MODIFIED).or(policy::http_date(&entry.headers, header::DATE));
-    modified.is_some_and(|m| m <= since)
-}
-
-/// The stored entry updated by a `304` (RFC 9111 §4.3.4): its headers
-/// replace the stored ones (framing excepted) and its times restart the
-/// clock. `None` if the updated response may no longer be stored.
-fn refreshed(
-    e: &Entry,
-    update: &HeaderMap,
-    request_time: SystemTime,
-    response_time: SystemTime,
-    policy: &Policy,
-) -> Option<Entry> {
-    let mut headers = e.headers.clone();
-    for name in update.keys() {
-        // Framing, content metadata and the validator stay the stored body's.
-        let kept = [header::CONTENT_LENGTH, header::AGE, header::CONTENT_ENCODING, header::CONTENT_RANGE, header::ETAG];
-        if kept.contains(name) || name == "content-md5" || name == crate::headers::SERVER_TIMING {
-            continue;
-        }
-        headers.remove(name);
-        for v in update.get_all(name) {
-            headers.append(name.clone(), v.clone());
-        }
-    }
-    let lifetime = policy::lifetime(policy, &HeaderMap::new(), e.status, &headers, response_time)?;
-    Some(Entry {
-        initial_age: policy::initial_age(update, request_time, response_time).as_millis() as u64,
-        response_time: policy::epoch_ms(response_time),
-        lifetime,
-        headers,
-        ..e.clone()
-    })
-}
-
-/// `only-if-cached` with nothing usable stored: 504 (RFC 9111 §5.2.1.7).
-fn only_if_cached_miss() -> Response<ProxyBody> {
-    let mut resp =
-        Response::new(ProxyBody::full(&br#"{"error":"gateway_timeout","detail":"only-if-cached: not in cache"}"#[..]));
-    *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    mark(resp, Outcome::Miss)
-}
-
-fn mark(mut resp: Response<ProxyBody>, outcome: Outcome) -> Response<ProxyBody> {
-    resp.headers_mut().insert(X_CACHE.clone(), outcome.header());
-    resp
-}
-
 /// The request's Host (checked and present by now).
 fn host(parts: &Parts) -> &str {
     parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("")
@@ -463,42 +337,5 @@ async fn invalidate_after_write(client: &Client, host: &str, path: &str, respons
     drop(rules);
     for p in patterns {
         cache.invalidate(&p, timeout, &client.worker.cache_counters).await;
-    }
-}
-
-/// The copy of a response being stored: the body's frames are appended as
-/// they stream to the client; at the end the entry is stored. A body over
-/// `max_object_bytes`, or one that fails or is abandoned, is never stored.
-/// Dropping it releases requests waiting on the same key.
-#[derive(Debug)]
-pub struct Fill {
-    cache: Arc<Cache>,
-    counters: Arc<Counters>,
-    key: String,
-    entry: Entry,
-    body: BytesMut,
-    limit: usize,
-    /// The invalidation log when the fetch began.
-    generation: u64,
-    _flight: Option<FlightGuard>,
-}
-
-impl Fill {
-    /// Appends a frame; `false` once the body is too big to store.
-    pub fn push(&mut self, data: &Bytes) -> bool {
-        if self.body.len() + data.len() > self.limit {
-            return false;
-        }
-        self.body.extend_from_slice(data);
-        true
-    }
-
-    /// The body ended complete: store the entry.
-    pub fn finish(self) {
-        let Fill { cache, counters, key, mut entry, body, generation, .. } = self;
-        let body = body.freeze();
-        entry.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        entry.body = body;
-        cache.store_fetched(&key, Arc::new(entry), generation, &counters);
     }
 }

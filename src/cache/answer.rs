@@ -1,0 +1,134 @@
+//! Responses made from the cache: a stored entry as the client gets it
+//! (`Age`, `X-Cache`, `Server-Timing`, or `304` to a matching conditional),
+//! an entry refreshed by a `304` (RFC 9111 §4.3.4), and the `only-if-cached`
+//! miss.
+
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::entry::Entry;
+use super::policy::{self, Policy};
+use crate::body::ProxyBody;
+
+pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// How a response relates to the cache (`X-Cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    Bypass,
+    Stale,
+}
+
+impl Outcome {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Outcome::Hit => "HIT",
+            Outcome::Miss => "MISS",
+            Outcome::Bypass => "BYPASS",
+            Outcome::Stale => "STALE",
+        })
+    }
+}
+
+/// The stored response, for the client: `304` if its conditional matches.
+pub fn answer(entry: &Entry, request: &HeaderMap, head: bool, outcome: Outcome) -> Response<ProxyBody> {
+    let not_modified = entry.status == StatusCode::OK && not_modified(entry, request);
+    let mut resp = if head || not_modified {
+        Response::new(ProxyBody::empty())
+    } else {
+        Response::new(ProxyBody::full(entry.body.clone()))
+    };
+    if not_modified {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        let h = resp.headers_mut();
+        for name in [
+            header::CACHE_CONTROL,
+            header::CONTENT_LOCATION,
+            header::DATE,
+            header::ETAG,
+            header::EXPIRES,
+            header::VARY,
+            header::LAST_MODIFIED,
+            header::VIA,
+        ] {
+            for v in entry.headers.get_all(&name) {
+                h.append(name.clone(), v.clone());
+            }
+        }
+    } else {
+        *resp.status_mut() = entry.status;
+        *resp.headers_mut() = entry.headers.clone();
+    }
+    let h = resp.headers_mut();
+    h.insert(header::AGE, HeaderValue::from(entry.age(SystemTime::now()).as_secs()));
+    let timing = if outcome == Outcome::Stale { "cache;desc=STALE" } else { "cache;desc=HIT" };
+    h.append(crate::headers::SERVER_TIMING.clone(), HeaderValue::from_static(timing));
+    mark(resp, outcome)
+}
+
+/// Whether the client's own validators match the stored response
+/// (If-None-Match first, else If-Modified-Since; RFC 9110 §13.2.2).
+fn not_modified(entry: &Entry, request: &HeaderMap) -> bool {
+    if request.contains_key(header::IF_NONE_MATCH) {
+        let Some(etag) = entry.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) else { return false };
+        let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+        return request
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|list| list.split(',').any(|t| t.trim() == "*" || weak(t) == weak(etag)));
+    }
+    let Some(since) = policy::http_date(request, header::IF_MODIFIED_SINCE) else { return false };
+    let modified =
+        policy::http_date(&entry.headers, header::LAST_MODIFIED).or(policy::http_date(&entry.headers, header::DATE));
+    modified.is_some_and(|m| m <= since)
+}
+
+/// The stored entry updated by a `304` (RFC 9111 §4.3.4): its headers
+/// replace the stored ones (framing excepted) and its times restart the
+/// clock. `None` if the updated response may no longer be stored.
+pub fn refreshed(
+    e: &Entry,
+    update: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+    policy: &Policy,
+) -> Option<Entry> {
+    let mut headers = e.headers.clone();
+    for name in update.keys() {
+        // Framing, content metadata and the validator stay the stored body's.
+        let kept = [header::CONTENT_LENGTH, header::AGE, header::CONTENT_ENCODING, header::CONTENT_RANGE, header::ETAG];
+        if kept.contains(name) || name == "content-md5" || name == crate::headers::SERVER_TIMING {
+            continue;
+        }
+        headers.remove(name);
+        for v in update.get_all(name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    let lifetime = policy::lifetime(policy, &HeaderMap::new(), e.status, &headers, response_time)?;
+    Some(Entry {
+        initial_age: policy::initial_age(update, request_time, response_time).as_millis() as u64,
+        response_time: policy::epoch_ms(response_time),
+        lifetime,
+        headers,
+        ..e.clone()
+    })
+}
+
+/// `only-if-cached` with nothing usable stored: 504 (RFC 9111 §5.2.1.7).
+pub fn only_if_cached_miss() -> Response<ProxyBody> {
+    let mut resp =
+        Response::new(ProxyBody::full(&br#"{"error":"gateway_timeout","detail":"only-if-cached: not in cache"}"#[..]));
+    *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    mark(resp, Outcome::Miss)
+}
+
+pub fn mark(mut resp: Response<ProxyBody>, outcome: Outcome) -> Response<ProxyBody> {
+    resp.headers_mut().insert(X_CACHE.clone(), outcome.header());
+    resp
+}

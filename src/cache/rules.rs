@@ -1,0 +1,65 @@
+//! The `[cache]` settings compiled for the request path ([`Rules`]): what
+//! a reload swaps in one piece.
+
+use std::time::Duration;
+
+use http::Method;
+
+use super::key::Glob;
+use super::policy::Policy;
+use crate::config::CacheSettings;
+use crate::routes::RoutePattern;
+
+/// The cache configuration as the request path uses it (swapped on reload).
+#[derive(Debug)]
+pub struct Rules {
+    pub enabled: bool,
+    pub origin_directives: bool,
+    pub max_object_bytes: usize,
+    pub redis_timeout: Duration,
+    pub stale_if_error: Duration,
+    pub ignore_query: Vec<Glob>,
+    pub rules: Vec<Rule>,
+}
+
+/// A compiled `[[cache.rules]]` entry.
+#[derive(Debug)]
+pub struct Rule {
+    pub pattern: RoutePattern,
+    pub ttl: Duration,
+    pub invalidates: Vec<Glob>,
+}
+
+impl Rules {
+    pub fn new(s: &CacheSettings) -> Rules {
+        Rules {
+            enabled: s.enabled,
+            origin_directives: s.origin_directives,
+            max_object_bytes: s.max_object_bytes as usize,
+            redis_timeout: Duration::from_millis(s.redis_timeout_ms),
+            stale_if_error: Duration::from_millis(s.stale_if_error_ms),
+            ignore_query: s.ignore_query.iter().map(|g| Glob::new(g)).collect(),
+            rules: s
+                .rules
+                .iter()
+                .filter_map(|r| {
+                    Some(Rule {
+                        // Validated at load: a pattern here always parses.
+                        pattern: RoutePattern::parse(&r.pattern).ok()?,
+                        ttl: Duration::from_millis(r.ttl_ms.unwrap_or(s.default_ttl_ms)),
+                        invalidates: r.invalidates.iter().map(|g| Glob::new(g)).collect(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// The storage policy for a GET of `path`.
+    pub fn policy(&self, path: &str) -> Policy {
+        Policy {
+            origin_directives: self.origin_directives,
+            rule_ttl: self.rules.iter().find(|r| r.pattern.matches(&Method::GET, path)).map(|r| r.ttl),
+            stale_if_error: self.stale_if_error,
+        }
+    }
+}

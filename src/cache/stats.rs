@@ -1,0 +1,50 @@
+//! The cache's counters: one shard per worker, written only by it (relaxed
+//! atomics on a line no other core writes), summed when read.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one worker (only it writes them; readers sum all shards).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub stale: AtomicU64,
+    pub stores: AtomicU64,
+    pub bypasses: AtomicU64,
+    pub invalidations: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The counters summed, for `/performance` (its `cache` section) and `/metrics`.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Stats {
+    /// Answers from the cache, stale ones included.
+    pub hits: u64,
+    pub misses: u64,
+    /// Hits served stale.
+    pub stale: u64,
+    pub stores: u64,
+    pub bypasses: u64,
+    pub invalidations: u64,
+    pub errors: u64,
+    pub memory_bytes: u64,
+    /// Keys held by the memory layer.
+    pub entries: u64,
+}
+
+impl Stats {
+    pub fn hit_rate(&self) -> f64 {
+        let lookups = self.hits + self.misses;
+        if lookups == 0 {
+            0.0
+        } else {
+            self.hits as f64 / lookups as f64
+        }
+    }
+}

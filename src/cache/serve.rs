@@ -4,7 +4,7 @@
 //! (`304` to a matching conditional), a stale one is revalidated or served
 //! stale as its directives allow, and a miss goes upstream, once per key for
 //! concurrent misses, its response streamed to the client while a copy
-//! ([`Fill`](super::fill::Fill)) is kept for the cache. Responses built from
+//! ([`Fill`]) is kept for the cache. Responses built from
 //! entries are in [`answer`](super::answer).
 
 use std::rc::Rc;

@@ -3,6 +3,8 @@
 # against perfproxy: the suite's origin on 127.0.0.1, perfproxy (release
 # build, memory cache, or Redis with REDIS_URL) in front, the suite's CLI
 # through perfproxy. Prints counts per kind and the required tests that fail.
+#   REDIS_URL=redis://127.0.0.1:6379/5 PERFPROXY_ARGS="--config redis-only.toml" \
+#     scripts/cache-conformance.sh      # every hit read from Redis (memory_bytes = 0)
 # The suite is installed at run time into a scratch directory, never committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +31,9 @@ trap cleanup EXIT
 pids+=($!)
 redis_args=()
 if [ -n "${REDIS_URL:-}" ]; then redis_args=(--redis-url "$REDIS_URL"); fi
+# shellcheck disable=SC2086
 RUST_LOG=warn target/release/perfproxy --listen "127.0.0.1:$proxy_port" \
-  --upstream "http://127.0.0.1:$origin_port" "${redis_args[@]}" >"$work/proxy.log" 2>&1 &
+  --upstream "http://127.0.0.1:$origin_port" "${redis_args[@]}" ${PERFPROXY_ARGS:-} >"$work/proxy.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
   curl -s -o /dev/null "http://127.0.0.1:$origin_port/" && curl -fs -o /dev/null "http://127.0.0.1:$proxy_port/health/live" && break

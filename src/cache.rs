@@ -199,7 +199,7 @@ impl Cache {
     /// The memory layer's variants of `key` matching `request`, else Redis'
     /// (which then fill memory).
     pub async fn lookup(&self, key: &str, request: &HeaderMap, counters: &Counters) -> Found {
-        if let Some(e) = self.memory.get(key).and_then(|variants| pick(&variants, request)) {
+        if let Some(e) = self.lookup_memory(key, request) {
             return Found::Entry(e);
         }
         let Some(redis) = &self.redis else { return Found::Nothing };

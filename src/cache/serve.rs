@@ -57,9 +57,8 @@ pub async fn forward(client: &Rc<Client>, parts: Parts, body: Incoming) -> Resul
     let counters = &client.worker.cache_counters;
     let method = parts.method.clone();
     if !(method == Method::GET || method == Method::HEAD) || parts.headers.contains_key(header::RANGE) {
-        Counters::add(&counters.bypasses, 1);
         let target = policy::is_unsafe(&method).then(|| (host(&parts).to_string(), parts.uri.path().to_string()));
-        let up = proxy::exchange(client, Request::from_parts(parts, RequestBody::Client(body))).await?;
+        let up = bypass(client, parts, RequestBody::Client(body)).await?;
         let status = up.parts.status;
         if let Some((host, path)) = target.filter(|_| status.is_success() || status.is_redirection()) {
             invalidate_after_write(client, &host, &path, &up.parts.headers).await;
@@ -103,8 +102,7 @@ impl Ctx {
     /// A key whose last response could not be stored (hit-for-pass, for
     /// `PASS_FOR`): straight upstream, nothing kept, a bypass.
     async fn pass(&self, parts: Parts, body: RequestBody) -> Result<Response<ProxyBody>, ProxyError> {
-        Counters::add(&self.counters().bypasses, 1);
-        let up = proxy::exchange(&self.client, Request::from_parts(parts, body)).await?;
+        let up = bypass(&self.client, parts, body).await?;
         Ok(mark(up.into_response(), Outcome::Bypass))
     }
 
@@ -239,7 +237,7 @@ impl Ctx {
     /// cache when it may be stored.
     fn store_and_respond(
         &self,
-        up: Upstream,
+        mut up: Upstream,
         request: &HeaderMap,
         fetched: Fetched,
         flight: Option<FlightGuard>,
@@ -256,9 +254,7 @@ impl Ctx {
         } else {
             policy::lifetime(&self.policy, request, up.parts.status, h, response_time)
         };
-        let mut up = up;
         up.parts.headers.remove(&policy::SURROGATE_CONTROL);
-        let h = &up.parts.headers;
         let Some(lifetime) = lifetime else {
             // Only the response's own traits mark the key: not this
             // request's `no-store` or `Authorization`, nor a passing 5xx.
@@ -268,6 +264,7 @@ impl Ctx {
             }
             return mark(up.into_response(), Outcome::Miss);
         };
+        let h = &up.parts.headers;
         let mut headers = h.clone();
         headers.remove(header::AGE);
         let pending = Entry {
@@ -308,6 +305,12 @@ impl Ctx {
             }
         });
     }
+}
+
+/// Straight upstream, the cache not consulted: counted as a bypass.
+async fn bypass(client: &Client, parts: Parts, body: RequestBody) -> Result<Upstream, ProxyError> {
+    Counters::add(&client.worker.cache_counters.bypasses, 1);
+    proxy::exchange(client, Request::from_parts(parts, body)).await
 }
 
 /// The request's Host (checked and present by now).

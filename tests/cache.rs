@@ -41,17 +41,21 @@ async fn redis_conn() -> redis::aio::MultiplexedConnection {
     redis::Client::open(REDIS).unwrap().get_multiplexed_async_connection().await.unwrap()
 }
 
-/// Drops what earlier runs left in Redis under `prefix` (entries live 60 s).
-async fn clean_redis(prefix: &str) {
-    let mut c = redis_conn().await;
-    let keys: Vec<String> = redis::cmd("ZRANGEBYLEX")
+/// The keys Redis' index holds under `prefix`.
+async fn indexed(prefix: &str) -> Vec<String> {
+    redis::cmd("ZRANGEBYLEX")
         .arg("perfproxy:index")
         .arg(format!("[{prefix}"))
         .arg(format!("[{prefix}\u{ff}"))
-        .query_async(&mut c)
+        .query_async(&mut redis_conn().await)
         .await
-        .unwrap();
-    for k in keys {
+        .unwrap()
+}
+
+/// Drops what earlier runs left in Redis under `prefix` (entries live 60 s).
+async fn clean_redis(prefix: &str) {
+    let mut c = redis_conn().await;
+    for k in indexed(prefix).await {
         let _: () = redis::cmd("DEL").arg(format!("perfproxy:obj:{k}")).query_async(&mut c).await.unwrap();
         let _: () = redis::cmd("ZREM").arg("perfproxy:index").arg(&k).query_async(&mut c).await.unwrap();
     }
@@ -303,33 +307,11 @@ async fn purge_needs_the_token_and_drops_both_layers() {
         fetch(&tokened, p).await;
         assert_eq!(x_cache(&fetch(&tokened, p).await), "HIT");
     }
-    let mut redis = redis_conn().await;
-    eventually(5, "entries reach redis", || {
-        let mut r = redis.clone();
-        async move {
-            let n: usize =
-                redis::cmd("ZCOUNT").arg("perfproxy:index").arg("-inf").arg("+inf").query_async(&mut r).await.unwrap();
-            let keys: Vec<String> = redis::cmd("ZRANGEBYLEX")
-                .arg("perfproxy:index")
-                .arg("[/t-purge/")
-                .arg("[/t-purge/\u{ff}")
-                .query_async(&mut r)
-                .await
-                .unwrap();
-            n > 0 && keys.len() == 3
-        }
-    })
-    .await;
+    eventually(5, "entries reach redis", || async { indexed("/t-purge/").await.len() == 3 }).await;
     let ok = purge(&tokened, Some("Bearer s3cret"), r#"{"pattern":"/t-purge/a/*"}"#).await;
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(ok.json()["purged"], 2);
-    let left: Vec<String> = redis::cmd("ZRANGEBYLEX")
-        .arg("perfproxy:index")
-        .arg("[/t-purge/")
-        .arg("[/t-purge/\u{ff}")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let left = indexed("/t-purge/").await;
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(left[0].starts_with("/t-purge/b "));
     assert_eq!(x_cache(&fetch(&tokened, "/t-purge/a/1").await), "MISS", "gone from memory and Redis");
@@ -341,15 +323,7 @@ async fn purge_needs_the_token_and_drops_both_layers() {
 #[tokio::test]
 async fn concurrent_misses_collapse_into_one_upstream_request() {
     let up = spawn_upstream().await;
-    up.script_with(
-        "/t-collapse/slow",
-        Scripted {
-            status: 200,
-            headers: vec![("cache-control".into(), "max-age=60".into())],
-            body: "slow".into(),
-            delay_ms: 300,
-        },
-    );
+    up.script_slow("/t-collapse/slow", &[("cache-control", "max-age=60")], "slow", 300);
     let proxy = spawn_proxy(&up.url(), &[]).await;
     let mut tasks = Vec::new();
     for _ in 0..20 {
@@ -398,15 +372,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_behind() {
     let proxy = spawn_proxy(&up.url(), &[]).await;
     fetch(&proxy, "/t-swr/a").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    up.script_with(
-        "/t-swr/a",
-        Scripted {
-            status: 200,
-            headers: vec![("cache-control".into(), "max-age=60".into())],
-            body: "v2".into(),
-            delay_ms: 500,
-        },
-    );
+    up.script_slow("/t-swr/a", &[("cache-control", "max-age=60")], "v2", 500);
     let t = Instant::now();
     let a = fetch(&proxy, "/t-swr/a").await;
     assert_eq!((x_cache(&a), a.text().as_str()), ("STALE", "v1"));
@@ -559,22 +525,11 @@ async fn the_redis_index_is_swept_of_expired_keys() {
     // An index entry whose hash expired (or never was): what the sweep drops.
     let _: () =
         redis::cmd("ZADD").arg("perfproxy:index").arg(0).arg("/t-sweep/gone h").query_async(&mut c).await.unwrap();
-    let indexed = |c: redis::aio::MultiplexedConnection| async move {
-        let mut c = c;
-        let keys: Vec<String> = redis::cmd("ZRANGEBYLEX")
-            .arg("perfproxy:index")
-            .arg("[/t-sweep/")
-            .arg("[/t-sweep/\u{ff}")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        keys
-    };
-    eventually(5, "the live entry reached Redis", || async { indexed(c.clone()).await.len() == 2 }).await;
+    eventually(5, "the live entry reached Redis", || async { indexed("/t-sweep/").await.len() == 2 }).await;
     let layer = perfproxy::cache::redis_layer::RedisLayer::new(REDIS).unwrap();
     tokio::time::timeout(Duration::from_secs(5), layer.connect()).await.unwrap();
     assert!(layer.sweep().await.unwrap() >= 1);
-    let left = indexed(c.clone()).await;
+    let left = indexed("/t-sweep/").await;
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(left[0].starts_with("/t-sweep/live "), "{left:?}");
     proxy.shutdown().await;
@@ -583,15 +538,7 @@ async fn the_redis_index_is_swept_of_expired_keys() {
 #[tokio::test]
 async fn a_write_during_a_miss_keeps_its_response_out_of_the_cache() {
     let up = spawn_upstream().await;
-    up.script_with(
-        "/t-race/doc",
-        Scripted {
-            status: 200,
-            headers: vec![("cache-control".into(), "max-age=60".into())],
-            body: "old".into(),
-            delay_ms: 400,
-        },
-    );
+    up.script_slow("/t-race/doc", &[("cache-control", "max-age=60")], "old", 400);
     let proxy = spawn_proxy(&up.url(), &[]).await;
     let url = proxy.url("/t-race/doc");
     let slow = tokio::spawn(async move { get(&url).await });

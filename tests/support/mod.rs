@@ -81,17 +81,19 @@ pub struct Scripted {
 impl Upstream {
     /// Makes `path` answer `status` with `headers` and `body` from now on.
     pub fn script(&self, path: &str, status: u16, headers: &[(&str, &str)], body: &str) {
-        self.script_with(
-            path,
-            Scripted {
-                status,
-                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                body: body.to_string(),
-                delay_ms: 0,
-            },
-        );
+        self.script_after(path, status, headers, body, 0);
     }
-    pub fn script_with(&self, path: &str, s: Scripted) {
+    /// As [`Upstream::script`] with status 200, answering after `delay_ms`.
+    pub fn script_slow(&self, path: &str, headers: &[(&str, &str)], body: &str, delay_ms: u64) {
+        self.script_after(path, 200, headers, body, delay_ms);
+    }
+    fn script_after(&self, path: &str, status: u16, headers: &[(&str, &str)], body: &str, delay_ms: u64) {
+        let s = Scripted {
+            status,
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: body.to_string(),
+            delay_ms,
+        };
         self.scripts.lock().unwrap().insert(path.to_string(), s);
     }
     /// Requests received for `path` (any query).

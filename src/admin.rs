@@ -48,6 +48,15 @@ impl AdminPaths {
     }
 }
 
+impl AdminPaths {
+    /// Whether `path` is one of perfproxy's own (the purge path included).
+    pub fn owns(&self, path: &str) -> bool {
+        [&self.performance, &self.dashboard, &self.metrics, &self.health, &self.live, &self.ready, &self.purge]
+            .iter()
+            .any(|p| p.as_str() == path)
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Endpoint {
     Performance,

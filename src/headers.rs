@@ -16,6 +16,30 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 perfproxy");
 const HTTP: HeaderValue = HeaderValue::from_static("http");
 
+/// `upstream;dur=<ms>` since a request went upstream, to 0.1 ms, rendered
+/// on the stack (no `fmt` machinery: this runs on every response).
+pub struct ServerTiming {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl ServerTiming {
+    pub fn since(sent: std::time::Instant) -> ServerTiming {
+        let tenths = (sent.elapsed().as_micros() / 100).min(u128::from(u64::MAX)) as u64;
+        let mut t = ServerTiming { buf: [0; 48], len: 0 };
+        let mut whole = itoa::Buffer::new();
+        for part in [&b"upstream;dur="[..], whole.format(tenths / 10).as_bytes(), b".", &[b'0' + (tenths % 10) as u8]] {
+            t.buf[t.len..t.len + part.len()].copy_from_slice(part);
+            t.len += part.len();
+        }
+        t
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// The `Upgrade` a client asked for, when it is a real upgrade handshake
 /// (`Connection: upgrade` and an `Upgrade` header), e.g. a WebSocket.
 pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {

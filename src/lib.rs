@@ -27,6 +27,7 @@ pub mod cache;
 pub mod config;
 pub mod database;
 pub mod error;
+pub mod express;
 pub mod headers;
 pub mod health;
 pub mod metrics;

@@ -26,8 +26,14 @@ pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Respon
     if req.uri().path() == client.worker.shared.admin_paths.purge {
         return Ok(crate::cache::purge::answer(&client, req).await);
     }
-    if let Some(resp) = crate::admin::answer(&client, &req) {
-        return Ok(resp);
+    Ok(respond(&client, req.map(RequestBody::Client)).await)
+}
+
+/// Answers one request: perfproxy's own endpoints, else the upstream's
+/// answer (through the cache when it is on), recorded when monitoring is on.
+pub async fn respond(client: &Rc<Client>, req: Request<RequestBody>) -> Response<ProxyBody> {
+    if let Some(resp) = crate::admin::answer(client, &req) {
+        return resp;
     }
     let worker = &client.worker;
     let recording = worker.recorder.as_ref().map(|r| {
@@ -36,7 +42,7 @@ pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Respon
         let route = worker.shared.routes.resolve(req.method(), req.uri().path(), &mut cache);
         (r.clone(), route, started)
     });
-    let resp = match forward(&client, req).await {
+    let resp = match forward(client, req).await {
         Ok(resp) => resp,
         Err(e) => {
             match e.status() {
@@ -46,13 +52,13 @@ pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Respon
             e.into_response()
         }
     };
-    Ok(match recording {
+    match recording {
         Some((recorder, route, started)) => {
             let status = resp.status().as_u16();
             resp.map(|body| body.on_complete(Completion { recorder, route, status, started }))
         }
         None => resp,
-    })
+    }
 }
 
 /// Checks a request and rewrites it for the upstream, in place; `upgrade` is
@@ -102,7 +108,7 @@ fn chunked_more_than_once(headers: &http::HeaderMap) -> bool {
     chunked(first) + values.map(chunked).sum::<usize>() > 1
 }
 
-async fn forward(client: &Rc<Client>, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+async fn forward(client: &Rc<Client>, req: Request<RequestBody>) -> Result<Response<ProxyBody>, ProxyError> {
     let worker = &client.worker;
     let (mut parts, body) = req.into_parts();
     // RFC 9112 §6.3: both framings → read as chunked (hyper does), drop the
@@ -115,12 +121,12 @@ async fn forward(client: &Rc<Client>, req: Request<Incoming>) -> Result<Response
     parts.extensions = http::Extensions::new();
 
     if let Some(on_client_upgrade) = upgrade {
-        return tunnel(client, Request::from_parts(parts, RequestBody::Client(body)), on_client_upgrade).await;
+        return tunnel(client, Request::from_parts(parts, body), on_client_upgrade).await;
     }
     let mut resp = if worker.shared.cache.rules().enabled {
         crate::cache::serve::forward(client, parts, body).await?
     } else {
-        exchange(client, Request::from_parts(parts, RequestBody::Client(body))).await?.into_response()
+        exchange(client, Request::from_parts(parts, body)).await?.into_response()
     };
     if ambiguous {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -171,17 +177,9 @@ async fn time_boxed<T>(
     }
 }
 
-/// `upstream;dur=<ms>` since `sent`, to 0.1 ms (no `fmt` machinery: this
-/// runs on every response).
 fn server_timing(sent: Instant) -> HeaderValue {
-    let tenths = sent.elapsed().as_micros() / 100;
-    let mut whole = itoa::Buffer::new();
-    let mut v = Vec::with_capacity(24);
-    v.extend_from_slice(b"upstream;dur=");
-    v.extend_from_slice(whole.format(tenths / 10).as_bytes());
-    v.push(b'.');
-    v.push(b'0' + (tenths % 10) as u8);
-    HeaderValue::from_bytes(&v).expect("digits and ascii are a valid header value")
+    HeaderValue::from_bytes(headers::ServerTiming::since(sent).as_bytes())
+        .expect("digits and ascii are a valid header value")
 }
 
 /// Forwards an upgrade handshake; on `101` joins the two upgraded

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
+use crate::express::{Ended, Rewind};
 use crate::state::{Client, Shared, Worker};
 
 /// Connections the admin listener accepts at once, apart from `max_connections`,
@@ -180,7 +182,7 @@ fn worker_main(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<Accepted>, stop:
 
 /// A worker's open connections: counted, and wakeable when it drains.
 #[derive(Default)]
-struct Drain {
+pub(crate) struct Drain {
     stopping: Cell<bool>,
     open: Cell<usize>,
     next_id: Cell<u64>,
@@ -189,6 +191,19 @@ struct Drain {
 }
 
 impl Drain {
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// Wakes `waker` when draining begins.
+    pub(crate) fn register(&self, id: u64, waker: &Waker) {
+        self.wakers.borrow_mut().insert(id, waker.clone());
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        self.wakers.borrow_mut().remove(&id);
+    }
+
     fn begin(&self) {
         self.stopping.set(true);
         for (_, waker) in self.wakers.borrow_mut().drain() {
@@ -248,7 +263,7 @@ struct DrainableConnection<C> {
     closing: bool,
 }
 
-type ServerConnection<S> = hyper::server::conn::http1::UpgradeableConnection<TokioIo<TcpStream>, S>;
+type ServerConnection<S> = hyper::server::conn::http1::UpgradeableConnection<TokioIo<Rewind>, S>;
 
 impl<S> Future for DrainableConnection<ServerConnection<S>>
 where
@@ -283,26 +298,40 @@ impl<C> Drop for DrainableConnection<C> {
 async fn serve_connection(worker: Rc<Worker>, accepted: Accepted, http: Rc<http1::Builder>, drain: Rc<Drain>) {
     let Accepted { stream, peer, admin, _permit } = accepted;
     match TcpStream::from_std(stream) {
-        Ok(stream) => {
-            let ip = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
-            let client = Rc::new(Client { worker, ip, admin_only: admin });
-            let service = service_fn(move |req| crate::proxy::handle(client.clone(), req));
-            let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
-            let id = drain.next_id.get();
-            drain.next_id.set(id + 1);
-            let conn = DrainableConnection {
-                conn: Box::pin(conn),
-                drain: drain.clone(),
-                id,
-                registered: false,
-                closing: false,
-            };
-            if let Err(e) = conn.await {
-                debug!(error = %e, %peer, "client connection ended");
-            }
-        }
+        Ok(stream) => serve_client(worker, stream, peer, admin, &http, &drain).await,
         Err(e) => warn!(error = %e, "could not register a connection"),
     }
     drain.open.set(drain.open.get() - 1);
     drain.closed.notify_one();
+}
+
+/// The express lane first; hyper for the admin listener and for whatever
+/// the express lane hands over.
+async fn serve_client(
+    worker: Rc<Worker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    admin: bool,
+    http: &http1::Builder,
+    drain: &Rc<Drain>,
+) {
+    let ip = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
+    let client = Rc::new(Client { worker, ip, admin_only: admin });
+    let id = drain.next_id.get();
+    drain.next_id.set(id + 1);
+    let io = if admin {
+        Rewind::new(Bytes::new(), stream)
+    } else {
+        match crate::express::serve(client.clone(), stream, drain.clone(), id).await {
+            Ended::Closed => return,
+            Ended::Handoff(io) => io,
+        }
+    };
+    let service = service_fn(move |req| crate::proxy::handle(client.clone(), req));
+    let conn = http.serve_connection(TokioIo::new(io), service).with_upgrades();
+    let conn =
+        DrainableConnection { conn: Box::pin(conn), drain: drain.clone(), id, registered: false, closing: false };
+    if let Err(e) = conn.await {
+        debug!(error = %e, %peer, "client connection ended");
+    }
 }

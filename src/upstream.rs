@@ -1,15 +1,22 @@
-//! The upstream connection pool of one worker. Each worker thread owns its
-//! pool (no lock, no atomics on the request path): idle HTTP/1.1 connections
-//! kept LIFO and closed once idle longer than `upstream_idle_timeout_ms` (so
-//! perfproxy gives up a connection before a backend's own keep-alive timeout
-//! races a request onto it: Node closes after 5 s), a new one dialled (with
-//! `TCP_NODELAY`) when none is idle, and a
-//! connection handed back by the response body once it has been read to the
-//! end ([`Lease`]). A request the upstream never saw because it closed an
-//! idle connection is retried once on a fresh one.
+//! The upstream connections of one worker: one pool of plain TCP streams
+//! (no lock, no atomics on the request path), kept LIFO and closed once idle
+//! longer than `upstream_idle_timeout_ms` (so perfproxy gives up a
+//! connection before a backend's own keep-alive timeout races a request onto
+//! it: Node closes after 5 s). A new one is dialled (`TCP_NODELAY`) when none
+//! is idle. Before reuse a stream is checked without a system call: the
+//! reactor already knows whether the upstream closed it.
+//!
+//! The express lane writes and reads the streams itself. The hyper path
+//! ([`UpstreamPool::send`]) borrows one for an exchange: a
+//! `hyper::client::conn::http1` handshake on it, and the stream back in the
+//! pool once the response body has been read to its end ([`Lease`]). A
+//! request the upstream never saw because it closed an idle connection is
+//! retried on the next one.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::io;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -29,11 +36,15 @@ const MAX_IDLE_PER_WORKER: usize = 512;
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("connect to upstream: {0}")]
-    Connect(#[source] std::io::Error),
+    Connect(#[source] io::Error),
     #[error("upstream handshake: {0}")]
     Handshake(#[source] hyper::Error),
     #[error("upstream exchange: {0}")]
     Exchange(#[source] hyper::Error),
+    #[error("upstream exchange: {0}")]
+    Io(#[source] io::Error),
+    #[error(transparent)]
+    Malformed(#[from] crate::express::Malformed),
 }
 
 /// One worker's connections to the upstream.
@@ -41,27 +52,26 @@ pub enum UpstreamError {
 pub struct UpstreamPool {
     addr: UpstreamAddr,
     /// Idle connections, newest last, with the time each became idle.
-    idle: RefCell<Vec<(SendRequest<RequestBody>, Instant)>>,
+    idle: RefCell<Vec<(TcpStream, Instant)>>,
     idle_timeout: Duration,
 }
 
-/// A connection on loan to one exchange; [`Lease::release`] returns it.
+/// A connection on loan to one hyper exchange; [`Lease::release`] says its
+/// response was read to the end, and the stream goes back to the pool.
 #[derive(Debug)]
 pub struct Lease {
-    pool: Rc<UpstreamPool>,
     sender: SendRequest<RequestBody>,
+    released: Rc<Cell<bool>>,
 }
 
 impl Lease {
-    /// Returns the connection to its pool, if it can carry another request.
+    /// The response was read to its end: the stream may carry another request.
     pub fn release(self) {
-        if self.sender.is_closed() {
-            return;
+        if !self.sender.is_closed() {
+            self.released.set(true);
         }
-        let mut idle = self.pool.idle.borrow_mut();
-        if idle.len() < MAX_IDLE_PER_WORKER {
-            idle.push((self.sender, Instant::now()));
-        }
+        // Dropping the sender ends hyper's connection task, which hands the
+        // stream back.
     }
 }
 
@@ -75,41 +85,56 @@ impl UpstreamPool {
         self.idle.borrow().len()
     }
 
-    fn take_idle(&self) -> Option<SendRequest<RequestBody>> {
+    /// An idle connection the upstream has not closed, if there is one.
+    pub fn take(&self) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();
-        while let Some((sender, since)) = idle.pop() {
+        while let Some((stream, since)) = idle.pop() {
             if since.elapsed() >= self.idle_timeout {
                 // The newest is too old: so are all below it. Close them.
                 idle.clear();
                 return None;
             }
-            if !sender.is_closed() {
-                return Some(sender);
+            if open(&stream) {
+                return Some(stream);
             }
         }
         None
     }
 
-    async fn dial(&self, upgrades: bool) -> Result<SendRequest<RequestBody>, UpstreamError> {
+    /// A new connection.
+    pub async fn dial(&self) -> Result<TcpStream, UpstreamError> {
         let stream =
             TcpStream::connect((self.addr.host.as_str(), self.addr.port)).await.map_err(UpstreamError::Connect)?;
         stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        Ok(stream)
+    }
+
+    /// Keeps a connection whose last response was read to its end.
+    pub fn give_back(&self, stream: TcpStream) {
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < MAX_IDLE_PER_WORKER {
+            idle.push((stream, Instant::now()));
+        }
+    }
+
+    /// hyper's client on `stream`; the stream returns to the pool when the
+    /// exchange is over, if its lease was released.
+    async fn handshake(
+        self: &Rc<Self>,
+        stream: TcpStream,
+    ) -> Result<(SendRequest<RequestBody>, Rc<Cell<bool>>), UpstreamError> {
         let (sender, conn) =
             http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Handshake)?;
-        if upgrades {
-            tokio::task::spawn_local(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    debug!(error = %e, "upstream connection (upgradable) ended");
-                }
-            });
-        } else {
-            tokio::task::spawn_local(async move {
-                if let Err(e) = conn.await {
-                    debug!(error = %e, "upstream connection ended");
-                }
-            });
-        }
-        Ok(sender)
+        let released = Rc::new(Cell::new(false));
+        let (pool, done) = (self.clone(), released.clone());
+        tokio::task::spawn_local(async move {
+            match conn.without_shutdown().await {
+                Ok(parts) if done.get() && parts.read_buf.is_empty() => pool.give_back(parts.io.into_inner()),
+                Ok(_) => {}
+                Err(e) => debug!(error = %e, "upstream connection ended"),
+            }
+        });
+        Ok((sender, released))
     }
 
     /// Sends `req` on an idle connection (or a new one) and returns the
@@ -118,28 +143,49 @@ impl UpstreamPool {
         self: &Rc<Self>,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        while let Some(mut sender) = self.take_idle() {
-            if sender.ready().await.is_err() {
-                continue;
-            }
+        loop {
+            let fresh = self.take();
+            let reused = fresh.is_some();
+            let stream = match fresh {
+                Some(s) => s,
+                None => self.dial().await?,
+            };
+            let (mut sender, released) = self.handshake(stream).await?;
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Lease { pool: self.clone(), sender })),
+                Ok(resp) => return Ok((resp, Lease { sender, released })),
                 Err(mut e) => match e.take_message() {
                     // Never written: the connection was closing. Try the next one.
-                    Some(unsent) => req = unsent,
-                    None => return Err(UpstreamError::Exchange(e.into_error())),
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(UpstreamError::Exchange(e.into_error())),
                 },
             }
         }
-        let mut sender = self.dial(false).await?;
-        let resp = sender.send_request(req).await.map_err(UpstreamError::Exchange)?;
-        Ok((resp, Lease { pool: self.clone(), sender }))
     }
 
     /// Sends an upgrade handshake on a dedicated connection that can be
     /// taken over as a tunnel; it never returns to the pool.
     pub async fn send_upgrade(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = self.dial(true).await?;
+        let stream = self.dial().await?;
+        let (mut sender, conn) =
+            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Handshake)?;
+        tokio::task::spawn_local(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(error = %e, "upstream connection (upgradable) ended");
+            }
+        });
         sender.send_request(req).await.map_err(UpstreamError::Exchange)
+    }
+}
+
+/// An idle connection is open unless the reactor saw it become readable
+/// (a FIN, a reset, or bytes nobody asked for) and a read confirms it.
+fn open(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
     }
 }

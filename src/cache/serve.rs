@@ -16,7 +16,6 @@ use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::answer::{answer, mark, only_if_cached_miss, refreshed, Outcome};
 use super::entry::Entry;
@@ -52,13 +51,13 @@ struct Ctx {
 }
 
 /// Forwards a checked request through the cache.
-pub async fn forward(client: &Rc<Client>, parts: Parts, body: Incoming) -> Result<Response<ProxyBody>, ProxyError> {
+pub async fn forward(client: &Rc<Client>, parts: Parts, body: RequestBody) -> Result<Response<ProxyBody>, ProxyError> {
     let cache = &client.worker.shared.cache;
     let counters = &client.worker.cache_counters;
     let method = parts.method.clone();
     if !(method == Method::GET || method == Method::HEAD) || parts.headers.contains_key(header::RANGE) {
         let target = policy::is_unsafe(&method).then(|| (host(&parts).to_string(), parts.uri.path().to_string()));
-        let up = bypass(client, parts, RequestBody::Client(body)).await?;
+        let up = bypass(client, parts, body).await?;
         let status = up.parts.status;
         if let Some((host, path)) = target.filter(|_| status.is_success() || status.is_redirection()) {
             invalidate_after_write(client, &host, &path, &up.parts.headers).await;
@@ -75,7 +74,6 @@ pub async fn forward(client: &Rc<Client>, parts: Parts, body: Incoming) -> Resul
         directives: Directives::parse(&parts.headers),
     };
     drop(rules);
-    let body = RequestBody::Client(body);
     if client.worker.cache_passes.borrow().active(&ctx.key) {
         return ctx.pass(parts, body).await;
     }
@@ -321,7 +319,7 @@ fn host(parts: &Parts) -> &str {
 /// After a successful POST/PUT/PATCH/DELETE: drops its path, its rule's
 /// `invalidates` and its `Location`/`Content-Location` targets on this host
 /// (RFC 9111 §4.4).
-async fn invalidate_after_write(client: &Client, host: &str, path: &str, response: &HeaderMap) {
+pub(crate) async fn invalidate_after_write(client: &Client, host: &str, path: &str, response: &HeaderMap) {
     let cache = &client.worker.shared.cache;
     let rules = cache.rules();
     let mut patterns = vec![Glob::new(path)];

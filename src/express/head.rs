@@ -1,0 +1,352 @@
+//! Request and response heads as bytes: parsed with `httparse` into offsets
+//! of the connection's read buffer, checked, and rewritten straight into the
+//! output buffer (hop-by-hop fields out, forwarding fields in, SPEC §2) with
+//! no `HeaderMap` in between. A request with anything unusual is not parsed
+//! further: it is handed to hyper ([`Parsed::Handoff`]), which owns the rules
+//! for the rare cases (bodies in `Transfer-Encoding`, upgrades, `Expect`,
+//! absolute-form targets, HTTP/1.0, malformed or oversized heads).
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request, Uri, Version};
+
+use crate::body::RequestBody;
+
+/// Most header fields a head may carry here (hyper's own limit).
+pub const MAX_FIELDS: usize = 100;
+
+/// What a request field becomes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Plain,
+    /// Hop-by-hop: not forwarded.
+    Hop,
+    /// Joined into one `X-Forwarded-For` with the client's address.
+    ForwardedFor,
+}
+
+#[derive(Debug)]
+struct Field {
+    name: Range<usize>,
+    value: Range<usize>,
+    role: Role,
+}
+
+/// How far a request head got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Partial,
+    Complete,
+    /// Not a request for the express lane: hyper takes the connection.
+    Handoff,
+}
+
+/// A checked request head: offsets into the buffer it was parsed from.
+#[derive(Debug, Default)]
+pub struct RequestHead {
+    /// Bytes of the head, blank line included.
+    pub len: usize,
+    pub method: Method,
+    /// Origin-form path and query.
+    target: Range<usize>,
+    host: Range<usize>,
+    pub content_length: u64,
+    /// The client asked to close after this response.
+    pub close: bool,
+    /// A `Range` request (the cache does not serve those).
+    pub range: bool,
+    forwarded_proto: bool,
+    forwarded_host: bool,
+    fields: Vec<Field>,
+}
+
+/// Bytes an origin-form target may hold here: RFC 3986 unreserved,
+/// sub-delims, `:@/?%`. Anything else (`#`, quotes, spaces, non-ASCII) goes
+/// to hyper, whose URI rules decide.
+fn target_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+}
+
+fn method(m: &str) -> Option<Method> {
+    Some(match m {
+        "GET" => Method::GET,
+        "HEAD" => Method::HEAD,
+        "POST" => Method::POST,
+        "PUT" => Method::PUT,
+        "DELETE" => Method::DELETE,
+        "PATCH" => Method::PATCH,
+        "OPTIONS" => Method::OPTIONS,
+        _ => return None,
+    })
+}
+
+/// Request field names the express lane acts on.
+#[derive(Debug, PartialEq, Eq)]
+enum Name {
+    Host,
+    ContentLength,
+    Connection,
+    Hop,
+    ForwardedFor,
+    ForwardedProto,
+    ForwardedHost,
+    Range,
+    /// Framing or protocol changes hyper handles.
+    Refused,
+    Other,
+}
+
+fn name(n: &[u8]) -> Name {
+    let is = |s: &str| n.eq_ignore_ascii_case(s.as_bytes());
+    match n.len() {
+        2 if is("te") => Name::Hop,
+        4 if is("host") => Name::Host,
+        5 if is("range") => Name::Range,
+        6 if is("expect") => Name::Refused,
+        7 if is("upgrade") => Name::Refused,
+        7 if is("trailer") => Name::Hop,
+        10 if is("connection") => Name::Connection,
+        10 if is("keep-alive") => Name::Hop,
+        14 if is("content-length") => Name::ContentLength,
+        15 if is("x-forwarded-for") => Name::ForwardedFor,
+        16 if is("proxy-connection") => Name::Hop,
+        16 if is("x-forwarded-host") => Name::ForwardedHost,
+        17 if is("transfer-encoding") => Name::Refused,
+        17 if is("x-forwarded-proto") => Name::ForwardedProto,
+        _ => Name::Other,
+    }
+}
+
+/// The comma-separated tokens of a field value, trimmed, empty ones skipped.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+}
+
+/// Decimal digits only (RFC 9110 §8.6), at most 18 of them.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Where `part` (a subslice of `buf`) lies in `buf`.
+fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
+    if part.is_empty() {
+        return 0..0;
+    }
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+impl RequestHead {
+    /// Parses and checks the head at the start of `buf`.
+    pub fn parse(&mut self, buf: &[u8]) -> Parsed {
+        let mut raw = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut req = httparse::Request::new(&mut raw);
+        let len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(_) => return Parsed::Handoff,
+        };
+        let (Some(m), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+            return Parsed::Handoff;
+        };
+        let Some(method) = method(m) else { return Parsed::Handoff };
+        if !path.starts_with('/') || !path.bytes().all(target_byte) {
+            return Parsed::Handoff;
+        }
+        self.len = len;
+        self.method = method;
+        self.target = span(buf, path.as_bytes());
+        (self.content_length, self.close, self.range) = (0, false, false);
+        (self.forwarded_proto, self.forwarded_host) = (false, false);
+        self.fields.clear();
+        let (mut hosts, mut lengths) = (0, 0);
+        for h in req.headers.iter() {
+            let value = h.value;
+            let role = match name(h.name.as_bytes()) {
+                Name::Other => Role::Plain,
+                Name::Refused => return Parsed::Handoff,
+                Name::Host => {
+                    hosts += 1;
+                    if value.is_empty() || !value.iter().all(u8::is_ascii_graphic) {
+                        return Parsed::Handoff;
+                    }
+                    self.host = span(buf, value);
+                    Role::Plain
+                }
+                Name::ContentLength => {
+                    lengths += 1;
+                    match content_length(value) {
+                        Some(n) => self.content_length = n,
+                        None => return Parsed::Handoff,
+                    }
+                    Role::Plain
+                }
+                Name::Connection => {
+                    for t in tokens(value) {
+                        if t.eq_ignore_ascii_case(b"close") {
+                            self.close = true;
+                        } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                            // A token naming more hop-by-hop fields.
+                            return Parsed::Handoff;
+                        }
+                    }
+                    Role::Hop
+                }
+                Name::Hop => Role::Hop,
+                Name::ForwardedFor => Role::ForwardedFor,
+                Name::ForwardedProto => {
+                    self.forwarded_proto = true;
+                    Role::Plain
+                }
+                Name::ForwardedHost => {
+                    self.forwarded_host = true;
+                    Role::Plain
+                }
+                Name::Range => {
+                    self.range = true;
+                    Role::Plain
+                }
+            };
+            self.fields.push(Field { name: span(buf, h.name.as_bytes()), value: span(buf, value), role });
+        }
+        let bodiless = matches!(self.method, Method::GET | Method::HEAD);
+        if hosts != 1 || lengths > 1 || (bodiless && self.content_length > 0) {
+            return Parsed::Handoff;
+        }
+        Parsed::Complete
+    }
+
+    /// The target's path.
+    pub fn path<'b>(&self, buf: &'b [u8]) -> &'b str {
+        let target = self.target(buf);
+        target.split_once('?').map_or(target, |(p, _)| p)
+    }
+
+    pub fn query<'b>(&self, buf: &'b [u8]) -> Option<&'b str> {
+        self.target(buf).split_once('?').map(|(_, q)| q)
+    }
+
+    fn target<'b>(&self, buf: &'b [u8]) -> &'b str {
+        std::str::from_utf8(&buf[self.target.clone()]).expect("the target was checked to be ASCII")
+    }
+
+    pub fn host<'b>(&self, buf: &'b [u8]) -> &'b str {
+        std::str::from_utf8(&buf[self.host.clone()]).expect("the Host was checked to be ASCII")
+    }
+
+    /// Writes the head the upstream gets: request line in HTTP/1.1, the
+    /// client's end-to-end fields as they came, then `X-Forwarded-For`
+    /// (appended to), `X-Forwarded-Proto` and `-Host` (unless an ingress set
+    /// them) and `Via`.
+    pub fn write_upstream(&self, buf: &[u8], client_ip: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(&buf[self.target.clone()]);
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for f in self.fields.iter().filter(|f| f.role == Role::Plain) {
+            field(out, &buf[f.name.clone()], &buf[f.value.clone()]);
+        }
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for f in self.fields.iter().filter(|f| f.role == Role::ForwardedFor) {
+            out.extend_from_slice(&buf[f.value.clone()]);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(client_ip);
+        out.extend_from_slice(b"\r\n");
+        if !self.forwarded_proto {
+            out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+        }
+        if !self.forwarded_host {
+            field(out, b"x-forwarded-host", &buf[self.host.clone()]);
+        }
+        out.extend_from_slice(b"via: 1.1 perfproxy\r\n\r\n");
+    }
+
+    /// The request as `http` types, for what the express lane does not do
+    /// itself (perfproxy's endpoints, cache lookups). No body: those requests
+    /// have none. `None` if a field is not a valid `http` header.
+    pub fn to_request(&self, buf: &[u8]) -> Option<Request<RequestBody>> {
+        let mut req = Request::new(RequestBody::Empty);
+        *req.method_mut() = self.method.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.uri_mut() = Uri::from_maybe_shared(Bytes::copy_from_slice(&buf[self.target.clone()])).ok()?;
+        let headers = req.headers_mut();
+        headers.reserve(self.fields.len());
+        for f in &self.fields {
+            let name = HeaderName::from_bytes(&buf[f.name.clone()]).ok()?;
+            headers.append(name, HeaderValue::from_bytes(&buf[f.value.clone()]).ok()?);
+        }
+        Some(req)
+    }
+}
+
+/// Appends `name: value\r\n`.
+pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> (RequestHead, Parsed) {
+        let mut head = RequestHead::default();
+        let parsed = head.parse(raw.as_bytes());
+        (head, parsed)
+    }
+
+    #[test]
+    fn plain_requests_are_rewritten_for_the_upstream() {
+        let raw = "GET /a/b?x=1 HTTP/1.1\r\nHost: app\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\
+                   X-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\n\r\nGET /next";
+        let (head, parsed) = parse(raw);
+        assert_eq!(parsed, Parsed::Complete);
+        assert_eq!(head.len, raw.len() - "GET /next".len());
+        let buf = raw.as_bytes();
+        assert_eq!((head.path(buf), head.query(buf), head.host(buf)), ("/a/b", Some("x=1"), "app"));
+        let mut out = Vec::new();
+        head.write_upstream(buf, b"127.0.0.9", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /a/b?x=1 HTTP/1.1\r\nHost: app\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1, 127.0.0.9\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: app\r\nvia: 1.1 perfproxy\r\n\r\n"
+        );
+        let req = head.to_request(buf).unwrap();
+        assert_eq!(req.uri(), "/a/b?x=1");
+        assert_eq!(req.headers()["accept"], "*/*");
+    }
+
+    #[test]
+    fn anything_unusual_goes_to_hyper() {
+        for raw in [
+            "GET /a HTTP/1.0\r\nHost: a\r\n\r\n",
+            "GET http://a/b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a#f HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a HTTP/1.1\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nConnection: x-secret\r\n\r\n",
+            "PUT /a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
+        ] {
+            assert_eq!(parse(raw).1, Parsed::Handoff, "{raw}");
+        }
+        assert_eq!(parse("GET /a HTTP/1.1\r\nHost: a\r\n").1, Parsed::Partial);
+        let (head, parsed) = parse("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nConnection: close\r\n\r\n");
+        assert_eq!(parsed, Parsed::Complete);
+        assert_eq!((head.content_length, head.close), (12, true));
+    }
+}

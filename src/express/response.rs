@@ -1,0 +1,218 @@
+//! An upstream response head, parsed and rewritten for the client in one
+//! pass: status line in HTTP/1.1, hop-by-hop fields out (`Connection` and
+//! what it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
+//! `Upgrade`), the framing kept as the upstream sent it, and perfproxy's
+//! fields added (`Via`, `Date` when missing, `Server-Timing`, `X-Cache`).
+
+use std::ops::Range;
+
+use super::framing::Framing;
+use super::head::{content_length, field, tokens, MAX_FIELDS};
+
+/// What perfproxy adds to a response head.
+#[derive(Debug)]
+pub struct Additions<'a> {
+    /// The request was a HEAD: no body, whatever the fields say.
+    pub head_request: bool,
+    pub server_timing: &'a [u8],
+    pub date: &'a [u8],
+    pub x_cache: Option<&'static [u8]>,
+    /// Close the client connection after this response.
+    pub close: bool,
+}
+
+/// A response head the client has been given (in the output buffer).
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// Bytes of the upstream's head.
+    pub len: usize,
+    pub status: u16,
+    pub framing: Framing,
+    /// The upstream connection can carry another request after the body.
+    pub reusable: bool,
+    /// `Location` and `Content-Location`, for invalidation after a write.
+    pub locations: Vec<(&'static str, Range<usize>)>,
+}
+
+/// How far an upstream response head got.
+#[derive(Debug)]
+pub enum Parsed {
+    Partial,
+    /// A 1xx other than 101, this many bytes: skipped.
+    Interim(usize),
+    Complete(ResponseHead),
+}
+
+/// Why an upstream response head is refused (a 502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed upstream response: {0}")]
+pub struct Malformed(pub &'static str);
+
+fn is(name: &[u8], s: &str) -> bool {
+    name.eq_ignore_ascii_case(s.as_bytes())
+}
+
+/// Parses the upstream head at the start of `buf`; when complete, writes
+/// the client's head to `out`.
+pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parsed, Malformed> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut raw);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(_) => return Err(Malformed("unparsable head")),
+    };
+    let (Some(version), Some(status)) = (resp.version, resp.code) else {
+        return Err(Malformed("unparsable head"));
+    };
+    match status {
+        101 => return Err(Malformed("101 to a request that asked for no upgrade")),
+        100..=199 => return Ok(Parsed::Interim(len)),
+        _ => {}
+    }
+    // First pass: framing and the fields `Connection` names.
+    let (mut close, mut has_date, mut chunked, mut encoded) = (false, false, false, false);
+    let mut length: Option<u64> = None;
+    let mut named: Vec<&[u8]> = Vec::new();
+    for h in resp.headers.iter() {
+        let n = h.name.as_bytes();
+        if is(n, "connection") {
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                    named.push(t);
+                }
+            }
+        } else if is(n, "transfer-encoding") {
+            encoded = true;
+            chunked = tokens(h.value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        } else if is(n, "content-length") {
+            let n = content_length(h.value).ok_or(Malformed("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Malformed("differing Content-Lengths"));
+            }
+            length = Some(n);
+        } else if is(n, "date") {
+            has_date = true;
+        }
+    }
+    let framing = if add.head_request || status == 204 || status == 304 {
+        Framing::Empty
+    } else if encoded {
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    } else {
+        length.map_or(Framing::Close, Framing::Length)
+    };
+    let reusable = version == 1 && !close && framing != Framing::Close;
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut locations = Vec::new();
+    for h in resp.headers.iter() {
+        let n = h.name.as_bytes();
+        let hop = match n.len() {
+            2 => is(n, "te"),
+            7 => is(n, "trailer") || is(n, "upgrade"),
+            10 => is(n, "connection") || is(n, "keep-alive"),
+            14 => is(n, "content-length") && encoded,
+            16 => is(n, "proxy-connection"),
+            17 => is(n, "transfer-encoding") && framing == Framing::Empty,
+            _ => false,
+        };
+        if hop || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
+            continue;
+        }
+        for name in ["location", "content-location"] {
+            if is(n, name) {
+                let start = h.value.as_ptr() as usize - buf.as_ptr() as usize;
+                locations.push((name, start..start + h.value.len()));
+            }
+        }
+        field(out, n, h.value);
+    }
+    out.extend_from_slice(b"via: 1.1 perfproxy\r\n");
+    if !has_date {
+        field(out, b"date", add.date);
+    }
+    field(out, b"server-timing", add.server_timing);
+    if let Some(x) = add.x_cache {
+        field(out, b"x-cache", x);
+    }
+    if add.close || framing == Framing::Close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Parsed::Complete(ResponseHead { len, status, framing, reusable, locations }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(head_request: bool) -> Additions<'static> {
+        Additions {
+            head_request,
+            server_timing: b"upstream;dur=0.1",
+            date: b"Fri, 27 Nov 2026 18:00:00 GMT",
+            x_cache: Some(b"BYPASS"),
+            close: false,
+        }
+    }
+
+    fn rewrite(raw: &str, head_request: bool) -> (ResponseHead, String) {
+        let mut out = Vec::new();
+        let Parsed::Complete(head) = parse(raw.as_bytes(), &add(head_request), &mut out).unwrap() else {
+            panic!("incomplete")
+        };
+        (head, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn hop_by_hop_fields_go_and_perfproxys_come() {
+        let (head, out) = rewrite(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+             Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nETag: \"a\"\r\n\r\nhello",
+            false,
+        );
+        assert_eq!((head.status, head.framing, head.reusable), (200, Framing::Length(5), true));
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"a\"\r\nvia: 1.1 perfproxy\r\n\
+             date: Fri, 27 Nov 2026 18:00:00 GMT\r\nserver-timing: upstream;dur=0.1\r\nx-cache: BYPASS\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let (h, out) = rewrite("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n", false);
+        assert_eq!((h.framing, h.reusable), (Framing::Chunked, true));
+        assert!(out.contains("Transfer-Encoding: chunked") && !out.contains("Content-Length"));
+        let (h, out) = rewrite("HTTP/1.1 200 OK\r\nContent-Length: 9\r\nDate: x\r\n\r\n", true);
+        assert_eq!(h.framing, Framing::Empty);
+        assert!(out.contains("Content-Length: 9") && !out.contains("date: Fri"));
+        let (h, out) = rewrite("HTTP/1.0 200 OK\r\n\r\n", false);
+        assert_eq!((h.framing, h.reusable), (Framing::Close, false));
+        assert!(out.contains("connection: close"));
+        let (h, _) = rewrite("HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n", false);
+        assert_eq!((h.framing, h.reusable), (Framing::Empty, false));
+        assert!(matches!(
+            parse(b"HTTP/1.1 103 Early\r\n\r\nHTTP/1.1", &add(false), &mut Vec::new()),
+            Ok(Parsed::Interim(22))
+        ));
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 101 S\r\n\r\n",
+            "nonsense\r\n\r\n",
+        ] {
+            assert!(parse(bad.as_bytes(), &add(false), &mut Vec::new()).is_err(), "{bad}");
+        }
+    }
+}

@@ -300,12 +300,8 @@ impl Conn {
         parse: impl Fn(&ServerTiming, &[u8; 29], &mut Vec<u8>, &[u8]) -> Result<response::Parsed, response::Malformed>,
     ) -> Result<(TcpStream, ResponseHead), Failed> {
         let worker = self.client.worker.clone();
-        let pool = &worker.upstream;
         loop {
-            let (mut up, reused) = match pool.take() {
-                Some(s) => (s, true),
-                None => (pool.dial().await.map_err(|e| Failed::Upstream(e.into()))?, false),
-            };
+            let (mut up, reused) = worker.upstream.checkout().await.map_err(|e| Failed::Upstream(e.into()))?;
             match self.send(&mut up, body_left, sent, &parse).await {
                 Ok(head) => return Ok((up, head)),
                 Err(Failed::Stale) if reused && replayable => debug!("upstream closed a pooled connection: retrying"),

@@ -54,12 +54,16 @@ pub struct UpstreamPool {
     /// Idle connections, newest last, with the time each became idle.
     idle: RefCell<Vec<(TcpStream, Instant)>>,
     idle_timeout: Duration,
+    /// Streams released by hyper exchanges whose connection task has yet to
+    /// hand them back (it runs on the next turn of the worker).
+    returning: Cell<usize>,
 }
 
 /// A connection on loan to one hyper exchange; [`Lease::release`] says its
 /// response was read to the end, and the stream goes back to the pool.
 #[derive(Debug)]
 pub struct Lease {
+    pool: Rc<UpstreamPool>,
     sender: SendRequest<RequestBody>,
     released: Rc<Cell<bool>>,
 }
@@ -69,6 +73,7 @@ impl Lease {
     pub fn release(self) {
         if !self.sender.is_closed() {
             self.released.set(true);
+            self.pool.returning.set(self.pool.returning.get() + 1);
         }
         // Dropping the sender ends hyper's connection task, which hands the
         // stream back.
@@ -77,7 +82,7 @@ impl Lease {
 
 impl UpstreamPool {
     pub fn new(addr: UpstreamAddr, idle_timeout: Duration) -> Rc<UpstreamPool> {
-        Rc::new(UpstreamPool { addr, idle: RefCell::new(Vec::new()), idle_timeout })
+        Rc::new(UpstreamPool { addr, idle: RefCell::new(Vec::new()), idle_timeout, returning: Cell::new(0) })
     }
 
     /// Idle connections held now.
@@ -101,8 +106,24 @@ impl UpstreamPool {
         None
     }
 
+    /// An idle connection (`true`: reused), else a new one. A stream on its
+    /// way back from a hyper exchange is waited for (one turn of the worker)
+    /// rather than dialling another.
+    pub async fn checkout(&self) -> Result<(TcpStream, bool), UpstreamError> {
+        if let Some(s) = self.take() {
+            return Ok((s, true));
+        }
+        if self.returning.get() > 0 {
+            tokio::task::yield_now().await;
+            if let Some(s) = self.take() {
+                return Ok((s, true));
+            }
+        }
+        Ok((self.dial().await?, false))
+    }
+
     /// A new connection.
-    pub async fn dial(&self) -> Result<TcpStream, UpstreamError> {
+    async fn dial(&self) -> Result<TcpStream, UpstreamError> {
         let stream =
             TcpStream::connect((self.addr.host.as_str(), self.addr.port)).await.map_err(UpstreamError::Connect)?;
         stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
@@ -128,7 +149,11 @@ impl UpstreamPool {
         let released = Rc::new(Cell::new(false));
         let (pool, done) = (self.clone(), released.clone());
         tokio::task::spawn_local(async move {
-            match conn.without_shutdown().await {
+            let ended = conn.without_shutdown().await;
+            if done.get() {
+                pool.returning.set(pool.returning.get() - 1);
+            }
+            match ended {
                 Ok(parts) if done.get() && parts.read_buf.is_empty() => pool.give_back(parts.io.into_inner()),
                 Ok(_) => {}
                 Err(e) => debug!(error = %e, "upstream connection ended"),
@@ -144,15 +169,10 @@ impl UpstreamPool {
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         loop {
-            let fresh = self.take();
-            let reused = fresh.is_some();
-            let stream = match fresh {
-                Some(s) => s,
-                None => self.dial().await?,
-            };
+            let (stream, reused) = self.checkout().await?;
             let (mut sender, released) = self.handshake(stream).await?;
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Lease { sender, released })),
+                Ok(resp) => return Ok((resp, Lease { pool: self.clone(), sender, released })),
                 Err(mut e) => match e.take_message() {
                     // Never written: the connection was closing. Try the next one.
                     Some(unsent) if reused => req = unsent,

@@ -15,12 +15,14 @@
 //! The semantics match the hyper path (tests run against both): same
 //! header rules, same errors (502/504 as [`ProxyError`]), same metrics.
 
+mod exchange;
 mod framing;
 mod head;
 mod reply;
 mod response;
 mod rewind;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Instant;
@@ -43,11 +45,13 @@ use crate::proxy;
 use crate::server::Drain;
 use crate::state::Client;
 use crate::upstream::UpstreamError;
-use framing::{Chunks, Framing};
+use framing::Framing;
 use head::{Parsed, RequestHead};
-use response::{Additions, ResponseHead};
+use response::Additions;
 
-/// Bytes asked of a socket per read.
+/// Room made in a client's read buffer to read a request head.
+const HEAD_CHUNK: usize = 4 * 1024;
+/// Bytes asked of a socket per read of a body.
 const READ_CHUNK: usize = 16 * 1024;
 /// The largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -60,11 +64,10 @@ pub enum Ended {
     Handoff(Rewind),
 }
 
-/// Where one request goes.
+/// Where one request goes, if it stays on the express lane's connection.
 enum Lane {
     Express { x_cache: Option<&'static [u8]> },
     Own(Box<Request<RequestBody>>),
-    Handoff,
 }
 
 /// Why an exchange gave no response head.
@@ -87,12 +90,46 @@ struct Conn {
     /// Bytes from the client not yet used.
     buf: BytesMut,
     head: RequestHead,
+    /// Buffers lent by the worker for one request.
+    scratch: Scratch,
+}
+
+/// The buffers a request needs while it is in flight: a worker keeps a few
+/// and lends them out, so an idle keep-alive connection holds only its read
+/// buffer.
+#[derive(Debug, Default)]
+pub struct Scratch {
     /// The upstream request, kept until answered (a stale connection retries it).
     upstream_out: Vec<u8>,
     /// Bytes from the upstream not yet used.
     up_buf: BytesMut,
     /// What the client is sent next.
     out: Vec<u8>,
+}
+
+/// Scratch sets a worker keeps for its next requests, at most.
+const SCRATCH_KEPT: usize = 64;
+
+/// A worker's spare [`Scratch`] sets.
+#[derive(Debug, Default)]
+pub struct ScratchPool(RefCell<Vec<Scratch>>);
+
+impl ScratchPool {
+    fn lend(&self) -> Scratch {
+        self.0.borrow_mut().pop().unwrap_or_else(|| Scratch {
+            upstream_out: Vec::with_capacity(1024),
+            up_buf: BytesMut::new(),
+            out: Vec::with_capacity(2048),
+        })
+    }
+
+    fn take_back(&self, mut scratch: Scratch) {
+        let mut spare = self.0.borrow_mut();
+        if spare.len() < SCRATCH_KEPT && scratch.up_buf.capacity() <= 4 * READ_CHUNK {
+            scratch.up_buf.clear();
+            spare.push(scratch);
+        }
+    }
 }
 
 /// Serves a client connection until it closes or needs hyper. `id` is its
@@ -113,11 +150,9 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
         client,
         drain,
         stream,
-        buf: BytesMut::with_capacity(4096),
+        buf: BytesMut::with_capacity(HEAD_CHUNK),
         head: RequestHead::default(),
-        upstream_out: Vec::with_capacity(1024),
-        up_buf: BytesMut::new(),
-        out: Vec::with_capacity(2048),
+        scratch: Scratch::default(),
     };
     loop {
         match conn.read_head().await {
@@ -125,11 +160,14 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
             Some(_) => return conn.handoff(),
             None => return Ended::Closed,
         }
-        let keep = match conn.lane() {
+        let Some(lane) = conn.lane() else { return conn.handoff() };
+        let spare = &conn.client.worker.express_scratch;
+        conn.scratch = spare.lend();
+        let keep = match lane {
             Lane::Express { x_cache } => conn.express(x_cache).await,
             Lane::Own(req) => conn.own(*req).await,
-            Lane::Handoff => return conn.handoff(),
         };
+        conn.client.worker.express_scratch.take_back(std::mem::take(&mut conn.scratch));
         if !keep {
             let _ = conn.stream.shutdown().await;
             return Ended::Closed;
@@ -157,7 +195,7 @@ impl Conn {
                     done => return Some(done),
                 }
             }
-            self.buf.reserve(READ_CHUNK);
+            self.buf.reserve(HEAD_CHUNK);
             let idle = self.buf.is_empty();
             let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf));
             let drain = &self.drain;
@@ -174,30 +212,31 @@ impl Conn {
         }
     }
 
-    fn lane(&mut self) -> Lane {
+    /// `None`: hyper takes the connection.
+    fn lane(&mut self) -> Option<Lane> {
         let worker = &self.client.worker;
         let shared = &worker.shared;
         let (head, buf) = (&self.head, &self.buf[..]);
         let path = head.path(buf);
         if shared.admin_paths.owns(path) {
             if path == shared.admin_paths.purge || head.content_length > 0 {
-                return Lane::Handoff;
+                return None;
             }
-            return head.to_request(buf).map_or(Lane::Handoff, |r| Lane::Own(Box::new(r)));
+            return head.to_request(buf).map(|r| Lane::Own(Box::new(r)));
         }
         let rules = shared.cache.rules();
         if !rules.enabled {
-            return Lane::Express { x_cache: None };
+            return Some(Lane::Express { x_cache: None });
         }
         let lookup = matches!(head.method, Method::GET | Method::HEAD) && !head.range;
         if lookup {
             let key = key::primary(head.host(buf), path, head.query(buf), &rules.ignore_query);
             if !worker.cache_passes.borrow().active(&key) {
-                return head.to_request(buf).map_or(Lane::Handoff, |r| Lane::Own(Box::new(r)));
+                return head.to_request(buf).map(|r| Lane::Own(Box::new(r)));
             }
         }
         Counters::add(&worker.cache_counters.bypasses, 1);
-        Lane::Express { x_cache: Some(b"BYPASS") }
+        Some(Lane::Express { x_cache: Some(b"BYPASS") })
     }
 
     /// A request `proxy::respond` answers (perfproxy's endpoints, the cache).
@@ -206,7 +245,7 @@ impl Conn {
         let close = self.head.close || self.drain.stopping();
         self.buf.advance(self.head.len);
         let resp = proxy::respond(&self.client, req).await;
-        match reply::write(&mut self.stream, &mut self.out, resp, head_request, close).await {
+        match reply::write(&mut self.stream, &mut self.scratch.out, resp, head_request, close).await {
             Ok(keep) => keep,
             Err(e) => {
                 debug!(error = %e, "client connection ended mid-response");
@@ -232,10 +271,10 @@ impl Conn {
             matches!(head.method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
         let close = head.close || self.drain.stopping();
 
-        self.upstream_out.clear();
-        head.write_upstream(buf, self.client.ip.as_bytes(), &mut self.upstream_out);
+        self.scratch.upstream_out.clear();
+        head.write_upstream(buf, self.client.ip.as_bytes(), &mut self.scratch.upstream_out);
         let body_here = (buf.len() - head.len).min(usize::try_from(head.content_length).unwrap_or(usize::MAX));
-        self.upstream_out.extend_from_slice(&buf[head.len..head.len + body_here]);
+        self.scratch.upstream_out.extend_from_slice(&buf[head.len..head.len + body_here]);
         let body_left = head.content_length - body_here as u64;
         self.buf.advance(self.head.len + body_here);
 
@@ -265,20 +304,20 @@ impl Conn {
         if let Some((host, path)) = written.filter(|_| (200..400).contains(&resp.status)) {
             let mut h = HeaderMap::new();
             for (name, at) in &resp.locations {
-                if let Ok(v) = HeaderValue::from_bytes(&self.up_buf[at.clone()]) {
+                if let Ok(v) = HeaderValue::from_bytes(&self.scratch.up_buf[at.clone()]) {
                     h.append(HeaderName::from_static(name), v);
                 }
             }
             crate::cache::serve::invalidate_after_write(&self.client, &host, &path, &h).await;
         }
-        self.up_buf.advance(resp.len);
+        self.scratch.up_buf.advance(resp.len);
         let relayed = self.relay(&mut up, resp.framing).await;
         if let Some((r, route, started)) = recording {
             r.finish(route, resp.status, started);
         }
         match relayed {
             Ok(()) => {
-                if resp.reusable && self.up_buf.is_empty() {
+                if resp.reusable && self.scratch.up_buf.is_empty() {
                     worker.upstream.give_back(up);
                 }
                 !close && resp.framing != Framing::Close
@@ -286,111 +325,6 @@ impl Conn {
             Err(e) => {
                 debug!(error = %e, "response cut off");
                 false
-            }
-        }
-    }
-
-    /// Sends the request (a stale pooled connection: the next one, or a new
-    /// one) and reads the response head; the client's head is in `out`.
-    async fn exchange(
-        &mut self,
-        body_left: u64,
-        replayable: bool,
-        sent: Instant,
-        parse: impl Fn(&ServerTiming, &[u8; 29], &mut Vec<u8>, &[u8]) -> Result<response::Parsed, response::Malformed>,
-    ) -> Result<(TcpStream, ResponseHead), Failed> {
-        let worker = self.client.worker.clone();
-        loop {
-            let (mut up, reused) = worker.upstream.checkout().await.map_err(|e| Failed::Upstream(e.into()))?;
-            match self.send(&mut up, body_left, sent, &parse).await {
-                Ok(head) => return Ok((up, head)),
-                Err(Failed::Stale) if reused && replayable => debug!("upstream closed a pooled connection: retrying"),
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    async fn send(
-        &mut self,
-        up: &mut TcpStream,
-        mut body_left: u64,
-        sent: Instant,
-        parse: &impl Fn(&ServerTiming, &[u8; 29], &mut Vec<u8>, &[u8]) -> Result<response::Parsed, response::Malformed>,
-    ) -> Result<ResponseHead, Failed> {
-        up.write_all(&self.upstream_out).await.map_err(|_| Failed::Stale)?;
-        while body_left > 0 {
-            if self.buf.is_empty() {
-                self.buf.reserve(READ_CHUNK);
-                if self.stream.read_buf(&mut self.buf).await.map_err(|_| Failed::Client)? == 0 {
-                    return Err(Failed::Client);
-                }
-            }
-            let n = self.buf.len().min(usize::try_from(body_left).unwrap_or(usize::MAX));
-            up.write_all(&self.buf[..n]).await.map_err(upstream_io)?;
-            self.buf.advance(n);
-            body_left -= n as u64;
-        }
-        self.up_buf.clear();
-        loop {
-            self.up_buf.reserve(READ_CHUNK);
-            match up.read_buf(&mut self.up_buf).await {
-                Ok(0) | Err(_) if self.up_buf.is_empty() => return Err(Failed::Stale),
-                Ok(0) => return Err(upstream_io(std::io::ErrorKind::UnexpectedEof.into())),
-                Err(e) => return Err(upstream_io(e)),
-                Ok(_) => {}
-            }
-            loop {
-                self.out.clear();
-                let timing = ServerTiming::since(sent);
-                match parse(&timing, &reply::date(), &mut self.out, &self.up_buf) {
-                    Ok(response::Parsed::Complete(head)) => return Ok(head),
-                    Ok(response::Parsed::Interim(n)) => self.up_buf.advance(n),
-                    Ok(response::Parsed::Partial) if self.up_buf.len() < MAX_RESPONSE_HEAD => break,
-                    Ok(response::Parsed::Partial) => {
-                        return Err(Failed::Upstream(
-                            UpstreamError::Malformed(response::Malformed("head too large")).into(),
-                        ))
-                    }
-                    Err(m) => return Err(Failed::Upstream(UpstreamError::Malformed(m).into())),
-                }
-            }
-        }
-    }
-
-    /// The response head in `out`, then the body as it arrives, to its end.
-    async fn relay(&mut self, up: &mut TcpStream, framing: Framing) -> std::io::Result<()> {
-        let mut chunks = Chunks::default();
-        let mut left = if let Framing::Length(n) = framing { n } else { 0 };
-        let mut head_sent = false;
-        loop {
-            let (take, done) = match framing {
-                Framing::Empty => (0, true),
-                Framing::Length(_) => {
-                    let n = left.min(self.up_buf.len() as u64);
-                    left -= n;
-                    (n as usize, left == 0)
-                }
-                Framing::Chunked => chunks.scan(&self.up_buf).map_err(std::io::Error::other)?,
-                Framing::Close => (self.up_buf.len(), false),
-            };
-            if head_sent {
-                self.stream.write_all(&self.up_buf[..take]).await?;
-            } else {
-                self.out.extend_from_slice(&self.up_buf[..take]);
-                self.stream.write_all(&self.out).await?;
-                head_sent = true;
-            }
-            self.up_buf.advance(take);
-            if done {
-                return Ok(());
-            }
-            self.up_buf.clear();
-            self.up_buf.reserve(READ_CHUNK);
-            if up.read_buf(&mut self.up_buf).await? == 0 {
-                return match framing {
-                    Framing::Close => Ok(()),
-                    _ => Err(std::io::ErrorKind::UnexpectedEof.into()),
-                };
             }
         }
     }
@@ -408,6 +342,6 @@ impl Conn {
         if let Some((r, route, started)) = recording {
             r.finish(route, resp.status().as_u16(), started);
         }
-        reply::write(&mut self.stream, &mut self.out, resp, head_request, close).await.unwrap_or(false)
+        reply::write(&mut self.stream, &mut self.scratch.out, resp, head_request, close).await.unwrap_or(false)
     }
 }

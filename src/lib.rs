@@ -6,8 +6,11 @@
 //!
 //! - [`config`]: flags, environment, TOML file → one validated [`config::Config`]; errors name the key.
 //! - [`server`]: listeners, the acceptor, thread-per-core workers, limits, graceful shutdown.
-//! - [`proxy`]: one request, top to bottom: own endpoints → route → checks → upstream → response.
-//! - [`upstream`]: each worker's pooled HTTP/1.1 connections to the backend.
+//! - [`express`]: the express lane: plain HTTP/1.1 requests proxied as bytes (heads parsed once,
+//!   rewritten in a buffer); endpoints and cache lookups go to [`proxy`], the unusual to hyper.
+//! - [`proxy`]: one request on `http` types, top to bottom: own endpoints → route → checks → cache
+//!   or upstream → response (hyper's connections, and what the express lane asks it to answer).
+//! - [`upstream`]: each worker's pool of upstream connections, shared by both lanes.
 //! - [`headers`]: hop-by-hop stripping and forwarding headers.
 //! - [`body`]: the streamed request and response bodies.
 //! - [`error`]: `ProxyError` and the one place it becomes a 400/502/504.

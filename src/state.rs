@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{AlertSettings, CacheSettings, Config, HealthSettings, Settings};
 use crate::database::Database;
+use crate::express::ScratchPool;
 use crate::health::Health;
 use crate::metrics::{Metrics, Recorder};
 use crate::routes::{RouteCache, RouteTable};
@@ -96,6 +97,8 @@ pub struct Worker {
     pub cache_counters: Arc<Counters>,
     /// This worker's hit-for-pass keys.
     pub cache_passes: RefCell<Passes>,
+    /// Buffers the express lane lends to requests in flight.
+    pub express_scratch: ScratchPool,
 }
 
 impl Worker {
@@ -110,6 +113,7 @@ impl Worker {
             recorder,
             cache_counters,
             cache_passes: RefCell::default(),
+            express_scratch: ScratchPool::default(),
         })
     }
 }

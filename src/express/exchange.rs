@@ -1,0 +1,134 @@
+//! The upstream side of an express request: a pooled connection checked
+//! out (a stale one retried when the request can be replayed), the request
+//! head and body written, the response head read past any 1xx and rewritten
+//! into the client's, then the body relayed to the end its framing gives.
+
+use std::time::Instant;
+
+use bytes::Buf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::framing::{Chunks, Framing};
+use super::response::{self, ResponseHead};
+use super::{reply, upstream_io, Conn, Failed, MAX_RESPONSE_HEAD, READ_CHUNK};
+use crate::headers::ServerTiming;
+use crate::upstream::UpstreamError;
+
+/// Parses an upstream head into the client's: `(timing, date, out, bytes)`.
+pub(super) trait HeadParser:
+    Fn(&ServerTiming, &[u8; 29], &mut Vec<u8>, &[u8]) -> Result<response::Parsed, response::Malformed>
+{
+}
+impl<F: Fn(&ServerTiming, &[u8; 29], &mut Vec<u8>, &[u8]) -> Result<response::Parsed, response::Malformed>> HeadParser
+    for F
+{
+}
+
+impl Conn {
+    /// Sends the request (a stale pooled connection: the next one, or a new
+    /// one) and reads the response head; the client's head is in `out`.
+    pub(super) async fn exchange(
+        &mut self,
+        body_left: u64,
+        replayable: bool,
+        sent: Instant,
+        parse: impl HeadParser,
+    ) -> Result<(TcpStream, ResponseHead), Failed> {
+        let worker = self.client.worker.clone();
+        loop {
+            let (mut up, reused) = worker.upstream.checkout().await.map_err(|e| Failed::Upstream(e.into()))?;
+            match self.send(&mut up, body_left, sent, &parse).await {
+                Ok(head) => return Ok((up, head)),
+                Err(Failed::Stale) if reused && replayable => debug!("upstream closed a pooled connection: retrying"),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn send(
+        &mut self,
+        up: &mut TcpStream,
+        mut body_left: u64,
+        sent: Instant,
+        parse: &impl HeadParser,
+    ) -> Result<ResponseHead, Failed> {
+        up.write_all(&self.scratch.upstream_out).await.map_err(|_| Failed::Stale)?;
+        while body_left > 0 {
+            if self.buf.is_empty() {
+                self.buf.reserve(READ_CHUNK);
+                if self.stream.read_buf(&mut self.buf).await.map_err(|_| Failed::Client)? == 0 {
+                    return Err(Failed::Client);
+                }
+            }
+            let n = self.buf.len().min(usize::try_from(body_left).unwrap_or(usize::MAX));
+            up.write_all(&self.buf[..n]).await.map_err(upstream_io)?;
+            self.buf.advance(n);
+            body_left -= n as u64;
+        }
+        self.scratch.up_buf.clear();
+        loop {
+            self.scratch.up_buf.reserve(READ_CHUNK);
+            match up.read_buf(&mut self.scratch.up_buf).await {
+                Ok(0) | Err(_) if self.scratch.up_buf.is_empty() => return Err(Failed::Stale),
+                Ok(0) => return Err(upstream_io(std::io::ErrorKind::UnexpectedEof.into())),
+                Err(e) => return Err(upstream_io(e)),
+                Ok(_) => {}
+            }
+            loop {
+                self.scratch.out.clear();
+                let timing = ServerTiming::since(sent);
+                match parse(&timing, &reply::date(), &mut self.scratch.out, &self.scratch.up_buf) {
+                    Ok(response::Parsed::Complete(head)) => return Ok(head),
+                    Ok(response::Parsed::Interim(n)) => self.scratch.up_buf.advance(n),
+                    Ok(response::Parsed::Partial) if self.scratch.up_buf.len() < MAX_RESPONSE_HEAD => break,
+                    Ok(response::Parsed::Partial) => {
+                        return Err(Failed::Upstream(
+                            UpstreamError::Malformed(response::Malformed("head too large")).into(),
+                        ))
+                    }
+                    Err(m) => return Err(Failed::Upstream(UpstreamError::Malformed(m).into())),
+                }
+            }
+        }
+    }
+
+    /// The response head in `out`, then the body as it arrives, to its end.
+    pub(super) async fn relay(&mut self, up: &mut TcpStream, framing: Framing) -> std::io::Result<()> {
+        let mut chunks = Chunks::default();
+        let mut left = if let Framing::Length(n) = framing { n } else { 0 };
+        let mut head_sent = false;
+        loop {
+            let (take, done) = match framing {
+                Framing::Empty => (0, true),
+                Framing::Length(_) => {
+                    let n = left.min(self.scratch.up_buf.len() as u64);
+                    left -= n;
+                    (n as usize, left == 0)
+                }
+                Framing::Chunked => chunks.scan(&self.scratch.up_buf).map_err(std::io::Error::other)?,
+                Framing::Close => (self.scratch.up_buf.len(), false),
+            };
+            if head_sent {
+                self.stream.write_all(&self.scratch.up_buf[..take]).await?;
+            } else {
+                self.scratch.out.extend_from_slice(&self.scratch.up_buf[..take]);
+                self.stream.write_all(&self.scratch.out).await?;
+                head_sent = true;
+            }
+            self.scratch.up_buf.advance(take);
+            if done {
+                return Ok(());
+            }
+            self.scratch.up_buf.clear();
+            self.scratch.up_buf.reserve(READ_CHUNK);
+            if up.read_buf(&mut self.scratch.up_buf).await? == 0 {
+                return match framing {
+                    Framing::Close => Ok(()),
+                    _ => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                };
+            }
+        }
+    }
+}

@@ -252,7 +252,7 @@ impl RequestHead {
             field(out, &buf[f.name.clone()], &buf[f.value.clone()]);
         }
         out.extend_from_slice(b"x-forwarded-for: ");
-        for f in self.fields.iter().filter(|f| f.role == Role::ForwardedFor) {
+        for f in self.fields.iter().filter(|f| f.role == Role::ForwardedFor && !f.value.is_empty()) {
             out.extend_from_slice(&buf[f.value.clone()]);
             out.extend_from_slice(b", ");
         }
@@ -322,6 +322,18 @@ mod tests {
         let req = head.to_request(buf).unwrap();
         assert_eq!(req.uri(), "/a/b?x=1");
         assert_eq!(req.headers()["accept"], "*/*");
+    }
+
+    #[test]
+    fn an_empty_forwarded_for_is_not_joined() {
+        let raw = "GET / HTTP/1.1\r\nHost: app\r\nX-Forwarded-For:\r\nX-Forwarded-Proto: https\r\n\r\n";
+        let (head, parsed) = parse(raw);
+        assert_eq!(parsed, Parsed::Complete);
+        let mut out = Vec::new();
+        head.write_upstream(raw.as_bytes(), b"10.1.2.3", &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("x-forwarded-for: 10.1.2.3\r\n"), "{out}");
+        assert!(out.contains("X-Forwarded-Proto: https\r\n") && !out.contains("x-forwarded-proto"), "{out}");
     }
 
     #[test]

@@ -40,14 +40,12 @@ pub use rewind::Rewind;
 use crate::body::RequestBody;
 use crate::cache::{key, policy, Counters};
 use crate::error::ProxyError;
-use crate::headers::ServerTiming;
 use crate::proxy;
 use crate::server::Drain;
 use crate::state::Client;
 use crate::upstream::UpstreamError;
 use framing::Framing;
 use head::{Parsed, RequestHead};
-use response::Additions;
 
 /// Room made in a client's read buffer to read a request head.
 const HEAD_CHUNK: usize = 4 * 1024;
@@ -68,6 +66,15 @@ pub enum Ended {
 enum Lane {
     Express { x_cache: Option<&'static [u8]> },
     Own(Box<Request<RequestBody>>),
+}
+
+/// What the client's response head gets besides the upstream's fields.
+struct Answer {
+    head_request: bool,
+    x_cache: Option<&'static [u8]>,
+    close: bool,
+    /// When the request went upstream (for `Server-Timing`).
+    sent: Instant,
 }
 
 /// Why an exchange gave no response head.
@@ -278,14 +285,9 @@ impl Conn {
         let body_left = head.content_length - body_here as u64;
         self.buf.advance(self.head.len + body_here);
 
-        let sent = Instant::now();
-        let add = |timing: &ServerTiming, date: &[u8; 29], out: &mut Vec<u8>, up: &[u8]| {
-            let add = Additions { head_request, server_timing: timing.as_bytes(), date, x_cache, close };
-            response::parse(up, &add, out)
-        };
+        let answer = Answer { head_request, x_cache, close, sent: Instant::now() };
         let timeout = worker.shared.config.upstream_timeout;
-        let exchanged =
-            tokio::time::timeout(timeout, self.exchange(body_left, replayable && body_left == 0, sent, add));
+        let exchanged = tokio::time::timeout(timeout, self.exchange(body_left, replayable && body_left == 0, &answer));
         let (mut up, resp) = match exchanged.await {
             Ok(Ok(v)) => v,
             Ok(Err(Failed::Client)) => {

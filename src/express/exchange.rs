@@ -3,28 +3,16 @@
 //! head and body written, the response head read past any 1xx and rewritten
 //! into the client's, then the body relayed to the end its framing gives.
 
-use std::time::Instant;
-
 use bytes::Buf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::framing::{Chunks, Framing};
-use super::response::{self, ResponseHead};
-use super::{reply, upstream_io, Conn, Failed, MAX_RESPONSE_HEAD, READ_CHUNK};
+use super::response::{self, Additions, ResponseHead};
+use super::{reply, upstream_io, Answer, Conn, Failed, MAX_RESPONSE_HEAD, READ_CHUNK};
 use crate::headers::ServerTiming;
 use crate::upstream::UpstreamError;
-
-/// Parses an upstream head into the client's: `(timing, date, out, bytes)`.
-pub(super) trait HeadParser:
-    Fn(&ServerTiming, &[u8; 29], &mut Vec<u8>, &[u8]) -> Result<response::Parsed, response::Malformed>
-{
-}
-impl<F: Fn(&ServerTiming, &[u8; 29], &mut Vec<u8>, &[u8]) -> Result<response::Parsed, response::Malformed>> HeadParser
-    for F
-{
-}
 
 impl Conn {
     /// Sends the request (a stale pooled connection: the next one, or a new
@@ -33,13 +21,12 @@ impl Conn {
         &mut self,
         body_left: u64,
         replayable: bool,
-        sent: Instant,
-        parse: impl HeadParser,
+        answer: &Answer,
     ) -> Result<(TcpStream, ResponseHead), Failed> {
         let worker = self.client.worker.clone();
         loop {
             let (mut up, reused) = worker.upstream.checkout().await.map_err(|e| Failed::Upstream(e.into()))?;
-            match self.send(&mut up, body_left, sent, &parse).await {
+            match self.send(&mut up, body_left, answer).await {
                 Ok(head) => return Ok((up, head)),
                 Err(Failed::Stale) if reused && replayable => debug!("upstream closed a pooled connection: retrying"),
                 Err(e) => return Err(e),
@@ -47,13 +34,7 @@ impl Conn {
         }
     }
 
-    async fn send(
-        &mut self,
-        up: &mut TcpStream,
-        mut body_left: u64,
-        sent: Instant,
-        parse: &impl HeadParser,
-    ) -> Result<ResponseHead, Failed> {
+    async fn send(&mut self, up: &mut TcpStream, mut body_left: u64, answer: &Answer) -> Result<ResponseHead, Failed> {
         up.write_all(&self.scratch.upstream_out).await.map_err(|_| Failed::Stale)?;
         while body_left > 0 {
             if self.buf.is_empty() {
@@ -78,8 +59,15 @@ impl Conn {
             }
             loop {
                 self.scratch.out.clear();
-                let timing = ServerTiming::since(sent);
-                match parse(&timing, &reply::date(), &mut self.scratch.out, &self.scratch.up_buf) {
+                let timing = ServerTiming::since(answer.sent);
+                let add = Additions {
+                    head_request: answer.head_request,
+                    server_timing: timing.as_bytes(),
+                    date: reply::date,
+                    x_cache: answer.x_cache,
+                    close: answer.close,
+                };
+                match response::parse(&self.scratch.up_buf, &add, &mut self.scratch.out) {
                     Ok(response::Parsed::Complete(head)) => return Ok(head),
                     Ok(response::Parsed::Interim(n)) => self.scratch.up_buf.advance(n),
                     Ok(response::Parsed::Partial) if self.scratch.up_buf.len() < MAX_RESPONSE_HEAD => break,

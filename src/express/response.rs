@@ -15,7 +15,8 @@ pub struct Additions<'a> {
     /// The request was a HEAD: no body, whatever the fields say.
     pub head_request: bool,
     pub server_timing: &'a [u8],
-    pub date: &'a [u8],
+    /// The `Date` value, asked for only when the upstream sent none.
+    pub date: fn() -> [u8; 29],
     pub x_cache: Option<&'static [u8]>,
     /// Close the client connection after this response.
     pub close: bool,
@@ -140,7 +141,7 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     }
     out.extend_from_slice(b"via: 1.1 perfproxy\r\n");
     if !has_date {
-        field(out, b"date", add.date);
+        field(out, b"date", &(add.date)());
     }
     field(out, b"server-timing", add.server_timing);
     if let Some(x) = add.x_cache {
@@ -161,7 +162,7 @@ mod tests {
         Additions {
             head_request,
             server_timing: b"upstream;dur=0.1",
-            date: b"Fri, 27 Nov 2026 18:00:00 GMT",
+            date: || *b"Fri, 27 Nov 2026 18:00:00 GMT",
             x_cache: Some(b"BYPASS"),
             close: false,
         }

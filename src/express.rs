@@ -44,6 +44,7 @@ use crate::proxy;
 use crate::server::Drain;
 use crate::state::Client;
 use crate::upstream::UpstreamError;
+use exchange::Exchange;
 use framing::Framing;
 use head::{Parsed, RequestHead};
 
@@ -53,6 +54,19 @@ const HEAD_CHUNK: usize = 4 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// The largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// What a request whose client left before the answer is recorded as
+/// (nginx's 499).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Resolves when the client closes its connection (EOF or reset). Bytes it
+/// sends meanwhile (a pipelined request) end the watch.
+async fn client_gone(stream: &TcpStream) {
+    match stream.peek(&mut [0u8; 1]).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
+}
 
 /// How a connection left the express lane.
 #[derive(Debug)]
@@ -287,8 +301,23 @@ impl Conn {
 
         let answer = Answer { head_request, x_cache, close, sent: Instant::now() };
         let timeout = worker.shared.config.upstream_timeout;
-        let exchanged = tokio::time::timeout(timeout, self.exchange(body_left, replayable && body_left == 0, &answer));
-        let (mut up, resp) = match exchanged.await {
+        let exchange =
+            Exchange { worker: &worker, client: &self.stream, buf: &mut self.buf, scratch: &mut self.scratch };
+        let exchanged = tokio::time::timeout(timeout, exchange.run(body_left, replayable && body_left == 0, &answer));
+        // A client that leaves before its answer: the upstream request is
+        // dropped (its connection closed), as hyper and nginx do.
+        let outcome = tokio::select! {
+            biased;
+            exchanged = exchanged => exchanged,
+            () = client_gone(&self.stream), if body_left == 0 => {
+                debug!("client closed its connection before the answer");
+                if let Some((r, route, started)) = recording {
+                    r.finish(route, CLIENT_CLOSED_REQUEST, started);
+                }
+                return false;
+            }
+        };
+        let (mut up, resp) = match outcome {
             Ok(Ok(v)) => v,
             Ok(Err(Failed::Client)) => {
                 if let Some((r, route, started)) = recording {

@@ -182,3 +182,26 @@ async fn a_pooled_connection_the_upstream_closed_is_never_used() {
     assert!(conns.load(Ordering::SeqCst) - base >= 20);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_cancels_its_upstream_request_on_both_lanes() {
+    let up = spawn_upstream().await;
+    let cfg = write_config("[cache]\nenabled = false\n");
+    let proxy = spawn_proxy(&up.url(), &["--config", &cfg]).await;
+    // HTTP/1.1 stays on the express lane; HTTP/1.0 is handed to hyper.
+    for (i, version) in ["HTTP/1.1", "HTTP/1.0"].into_iter().enumerate() {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(format!("GET /delay/2000 {version}\r\nHost: app\r\n\r\n").as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(s);
+        let cancelled = || up.cancelled.load(Ordering::SeqCst) == i + 1;
+        eventually(2, &format!("{version}: upstream request cancelled"), || async move { cancelled() }).await;
+    }
+    // Both recorded as 499, nothing left in flight.
+    eventually(3, "two 499s recorded", || async {
+        let doc = get(&proxy.url("/performance")).await.json();
+        doc["requests"]["status"]["4xx"] == 2 && doc["requests"]["in_flight"] == 0
+    })
+    .await;
+    proxy.shutdown().await;
+}

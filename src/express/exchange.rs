@@ -3,27 +3,37 @@
 //! head and body written, the response head read past any 1xx and rewritten
 //! into the client's, then the body relayed to the end its framing gives.
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::framing::{Chunks, Framing};
 use super::response::{self, Additions, ResponseHead};
-use super::{reply, upstream_io, Answer, Conn, Failed, MAX_RESPONSE_HEAD, READ_CHUNK};
+use super::{reply, upstream_io, Answer, Conn, Failed, Scratch, MAX_RESPONSE_HEAD, READ_CHUNK};
 use crate::headers::ServerTiming;
+use crate::state::Worker;
 use crate::upstream::UpstreamError;
 
-impl Conn {
+/// What an exchange borrows from its connection. The client socket is only
+/// read from (the rest of a body), so the connection can watch it meanwhile.
+pub(super) struct Exchange<'a> {
+    pub worker: &'a Worker,
+    pub client: &'a TcpStream,
+    pub buf: &'a mut BytesMut,
+    pub scratch: &'a mut Scratch,
+}
+
+impl Exchange<'_> {
     /// Sends the request (a stale pooled connection: the next one, or a new
     /// one) and reads the response head; the client's head is in `out`.
-    pub(super) async fn exchange(
-        &mut self,
+    pub(super) async fn run(
+        mut self,
         body_left: u64,
         replayable: bool,
         answer: &Answer,
     ) -> Result<(TcpStream, ResponseHead), Failed> {
-        let worker = self.client.worker.clone();
+        let worker = self.worker;
         loop {
             let (mut up, reused) = worker.upstream.checkout().await.map_err(|e| Failed::Upstream(e.into()))?;
             match self.send(&mut up, body_left, answer).await {
@@ -39,8 +49,12 @@ impl Conn {
         while body_left > 0 {
             if self.buf.is_empty() {
                 self.buf.reserve(READ_CHUNK);
-                if self.stream.read_buf(&mut self.buf).await.map_err(|_| Failed::Client)? == 0 {
-                    return Err(Failed::Client);
+                self.client.readable().await.map_err(|_| Failed::Client)?;
+                match self.client.try_read_buf(self.buf) {
+                    Ok(0) => return Err(Failed::Client),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return Err(Failed::Client),
                 }
             }
             let n = self.buf.len().min(usize::try_from(body_left).unwrap_or(usize::MAX));
@@ -81,7 +95,9 @@ impl Conn {
             }
         }
     }
+}
 
+impl Conn {
     /// The response head in `out`, then the body as it arrives, to its end.
     pub(super) async fn relay(&mut self, up: &mut TcpStream, framing: Framing) -> std::io::Result<()> {
         let mut chunks = Chunks::default();

@@ -6,17 +6,14 @@
 //! ([`Fill`]).
 
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::cache::fill::Fill;
-use crate::metrics::Recorder;
-use crate::routes::RouteId;
+use crate::metrics::Recording;
 use crate::upstream::Lease;
 
 /// A body sent to the upstream.
@@ -59,7 +56,7 @@ impl Body for RequestBody {
 #[derive(Debug)]
 pub struct ProxyBody {
     kind: Kind,
-    done: Option<Completion>,
+    done: Option<Recording>,
     /// The cache's copy, while this body is being stored.
     fill: Option<Box<Fill>>,
 }
@@ -71,15 +68,6 @@ enum Kind {
     Upstream { body: Incoming, lease: Option<Lease> },
     /// A body perfproxy produced (errors, its own endpoints).
     Full(Option<Bytes>),
-}
-
-/// What to record when a response completes.
-#[derive(Debug)]
-pub struct Completion {
-    pub recorder: Rc<Recorder>,
-    pub route: RouteId,
-    pub status: u16,
-    pub started: Instant,
 }
 
 impl ProxyBody {
@@ -98,9 +86,9 @@ impl ProxyBody {
         ProxyBody { kind: Kind::Full(None), done: None, fill: None }
     }
 
-    /// Records `completion` once this body has been sent or dropped.
-    pub fn on_complete(mut self, completion: Completion) -> ProxyBody {
-        self.done = Some(completion);
+    /// Ends `recording` once this body has been sent or dropped.
+    pub fn on_complete(mut self, recording: Recording) -> ProxyBody {
+        self.done = Some(recording);
         self
     }
 
@@ -129,9 +117,8 @@ impl ProxyBody {
     }
 
     fn complete(&mut self) {
-        if let Some(c) = self.done.take() {
-            c.recorder.finish(c.route, c.status, c.started);
-        }
+        // Dropping the recording takes the sample.
+        self.done = None;
     }
 }
 

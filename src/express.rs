@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request};
+use http::{Method, Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
@@ -38,8 +38,10 @@ pub use response::Malformed;
 pub use rewind::Rewind;
 
 use crate::body::RequestBody;
+use crate::cache::answer::Outcome;
 use crate::cache::{key, policy, Counters};
 use crate::error::ProxyError;
+use crate::metrics::Recording;
 use crate::proxy;
 use crate::server::Drain;
 use crate::state::Client;
@@ -54,10 +56,6 @@ const HEAD_CHUNK: usize = 4 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// The largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-
-/// What a request whose client left before the answer is recorded as
-/// (nginx's 499).
-pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Resolves when the client closes its connection (EOF or reset). Bytes it
 /// sends meanwhile (a pipelined request) end the watch.
@@ -182,13 +180,13 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
             None => return Ended::Closed,
         }
         let Some(lane) = conn.lane() else { return conn.handoff() };
-        let spare = &conn.client.worker.express_scratch;
-        conn.scratch = spare.lend();
+        let worker = conn.client.worker.clone();
+        conn.scratch = worker.express_scratch.lend();
         let keep = match lane {
             Lane::Express { x_cache } => conn.express(x_cache).await,
             Lane::Own(req) => conn.own(*req).await,
         };
-        conn.client.worker.express_scratch.take_back(std::mem::take(&mut conn.scratch));
+        worker.express_scratch.take_back(std::mem::take(&mut conn.scratch));
         if !keep {
             let _ = conn.stream.shutdown().await;
             return Ended::Closed;
@@ -257,7 +255,7 @@ impl Conn {
             }
         }
         Counters::add(&worker.cache_counters.bypasses, 1);
-        Some(Lane::Express { x_cache: Some(b"BYPASS") })
+        Some(Lane::Express { x_cache: Some(Outcome::Bypass.as_str().as_bytes()) })
     }
 
     /// A request `proxy::respond` answers (perfproxy's endpoints, the cache).
@@ -279,11 +277,9 @@ impl Conn {
     async fn express(&mut self, x_cache: Option<&'static [u8]>) -> bool {
         let worker = self.client.worker.clone();
         let (head, buf) = (&self.head, &self.buf[..]);
-        let recording = worker.recorder.as_ref().map(|r| {
-            let started = r.begin();
-            let route =
-                worker.shared.routes.resolve(&head.method, head.path(buf), &mut worker.route_cache.borrow_mut());
-            (r, route, started)
+        // Dropped unanswered (the client left first), the recording says 499.
+        let mut recording = worker.recorder.as_ref().map(|r| {
+            r.begin(worker.shared.routes.resolve(&head.method, head.path(buf), &mut worker.route_cache.borrow_mut()))
         });
         let written = (x_cache.is_some() && policy::is_unsafe(&head.method))
             .then(|| (head.host(buf).to_string(), head.path(buf).to_string()));
@@ -311,17 +307,14 @@ impl Conn {
             exchanged = exchanged => exchanged,
             () = client_gone(&self.stream), if body_left == 0 => {
                 debug!("client closed its connection before the answer");
-                if let Some((r, route, started)) = recording {
-                    r.finish(route, CLIENT_CLOSED_REQUEST, started);
-                }
                 return false;
             }
         };
         let (mut up, resp) = match outcome {
             Ok(Ok(v)) => v,
             Ok(Err(Failed::Client)) => {
-                if let Some((r, route, started)) = recording {
-                    r.finish(route, 400, started);
+                if let Some(r) = &mut recording {
+                    r.answered(400);
                 }
                 return false;
             }
@@ -332,20 +325,22 @@ impl Conn {
             Ok(Err(Failed::Upstream(e))) => return self.fail(e, recording, head_request, close).await,
             Err(_) => return self.fail(ProxyError::GatewayTimeout(timeout), recording, head_request, close).await,
         };
-        if let Some((host, path)) = written.filter(|_| (200..400).contains(&resp.status)) {
+        if let Some((host, path)) = written {
             let mut h = HeaderMap::new();
             for (name, at) in &resp.locations {
                 if let Ok(v) = HeaderValue::from_bytes(&self.scratch.up_buf[at.clone()]) {
                     h.append(HeaderName::from_static(name), v);
                 }
             }
-            crate::cache::serve::invalidate_after_write(&self.client, &host, &path, &h).await;
+            let status = StatusCode::from_u16(resp.status).expect("httparse reads a 3-digit status");
+            crate::cache::serve::invalidate_after_write(&self.client, &host, &path, status, &h).await;
         }
         self.scratch.up_buf.advance(resp.len);
-        let relayed = self.relay(&mut up, resp.framing).await;
-        if let Some((r, route, started)) = recording {
-            r.finish(route, resp.status, started);
+        if let Some(r) = &mut recording {
+            r.answered(resp.status);
         }
+        let relayed = self.relay(&mut up, resp.framing).await;
+        drop(recording);
         match relayed {
             Ok(()) => {
                 if resp.reusable && self.scratch.up_buf.is_empty() {
@@ -361,17 +356,11 @@ impl Conn {
     }
 
     /// No response head from the upstream: the error's answer, recorded.
-    async fn fail(
-        &mut self,
-        e: ProxyError,
-        recording: Option<(&Rc<crate::metrics::Recorder>, crate::routes::RouteId, Instant)>,
-        head_request: bool,
-        close: bool,
-    ) -> bool {
+    async fn fail(&mut self, e: ProxyError, recording: Option<Recording>, head_request: bool, close: bool) -> bool {
         warn!(error = %e, "upstream failure");
         let resp = e.into_response();
-        if let Some((r, route, started)) = recording {
-            r.finish(route, resp.status().as_u16(), started);
+        if let Some(mut r) = recording {
+            r.answered(resp.status().as_u16());
         }
         reply::write(&mut self.stream, &mut self.scratch.out, resp, head_request, close).await.unwrap_or(false)
     }

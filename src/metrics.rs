@@ -197,15 +197,43 @@ impl Metrics {
 /// Move a worker's local samples to its shard once this many have collected.
 const LOCAL_BATCH: usize = 256;
 
+/// What a request whose client left before its answer is recorded as
+/// (nginx's "client closed request").
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// One request being recorded, from its head to the end of its response.
+/// Its sample is taken when this drops: with the status it was answered
+/// with, or 499 if it never was (its client left first).
+#[derive(Debug)]
+pub struct Recording {
+    recorder: std::rc::Rc<Recorder>,
+    route: RouteId,
+    started: Instant,
+    status: u16,
+}
+
+impl Recording {
+    /// The status the client is being answered with.
+    pub fn answered(&mut self, status: u16) {
+        self.status = status;
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.recorder.finish(self.route, self.status, self.started);
+    }
+}
+
 impl Recorder {
-    /// A request has been read; returns when it started.
-    pub fn begin(&self) -> Instant {
+    /// A request for `route` has been read.
+    pub fn begin(self: &std::rc::Rc<Self>, route: RouteId) -> Recording {
         self.set_in_flight(1);
-        Instant::now()
+        Recording { recorder: self.clone(), route, started: Instant::now(), status: CLIENT_CLOSED_REQUEST }
     }
 
     /// Its response is complete.
-    pub fn finish(&self, route: RouteId, status: u16, started: Instant) {
+    fn finish(&self, route: RouteId, status: u16, started: Instant) {
         let now = Instant::now();
         let micros = now.duration_since(started).as_micros().min(u128::from(u32::MAX)) as u32;
         let at_secs = now.duration_since(self.metrics.started).as_secs() as u32;

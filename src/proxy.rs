@@ -15,11 +15,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
-use crate::body::{Completion, ProxyBody, RequestBody};
+use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::headers;
-use crate::metrics::Recorder;
-use crate::routes::RouteId;
 use crate::state::Client;
 use crate::upstream::{Lease, UpstreamError};
 
@@ -38,12 +36,12 @@ pub async fn respond(client: &Rc<Client>, req: Request<RequestBody>) -> Response
         return resp;
     }
     let worker = &client.worker;
-    let mut recording = Recording(worker.recorder.as_ref().map(|r| {
-        let started = r.begin();
+    // Dropped unanswered (hyper drops this future when the client leaves
+    // first), the recording says 499.
+    let recording = worker.recorder.as_ref().map(|r| {
         let mut cache = worker.route_cache.borrow_mut();
-        let route = worker.shared.routes.resolve(req.method(), req.uri().path(), &mut cache);
-        (r.clone(), route, started)
-    }));
+        r.begin(worker.shared.routes.resolve(req.method(), req.uri().path(), &mut cache))
+    });
     let resp = match forward(client, req).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -54,25 +52,12 @@ pub async fn respond(client: &Rc<Client>, req: Request<RequestBody>) -> Response
             e.into_response()
         }
     };
-    match recording.0.take() {
-        Some((recorder, route, started)) => {
-            let status = resp.status().as_u16();
-            resp.map(|body| body.on_complete(Completion { recorder, route, status, started }))
+    match recording {
+        Some(mut recording) => {
+            recording.answered(resp.status().as_u16());
+            resp.map(|body| body.on_complete(recording))
         }
         None => resp,
-    }
-}
-
-/// A request being recorded until its response exists. hyper drops the
-/// request's future when the client leaves before the answer: that request
-/// is recorded then, as 499 (nginx's "client closed request").
-struct Recording(Option<(Rc<Recorder>, RouteId, Instant)>);
-
-impl Drop for Recording {
-    fn drop(&mut self) {
-        if let Some((recorder, route, started)) = self.0.take() {
-            recorder.finish(route, crate::express::CLIENT_CLOSED_REQUEST, started);
-        }
     }
 }
 

@@ -23,13 +23,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn header(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
+    /// The `X-Cache` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Outcome::Hit => "HIT",
             Outcome::Miss => "MISS",
             Outcome::Bypass => "BYPASS",
             Outcome::Stale => "STALE",
-        })
+        }
+    }
+
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(self.as_str())
     }
 }
 

@@ -58,9 +58,8 @@ pub async fn forward(client: &Rc<Client>, parts: Parts, body: RequestBody) -> Re
     if !(method == Method::GET || method == Method::HEAD) || parts.headers.contains_key(header::RANGE) {
         let target = policy::is_unsafe(&method).then(|| (host(&parts).to_string(), parts.uri.path().to_string()));
         let up = bypass(client, parts, body).await?;
-        let status = up.parts.status;
-        if let Some((host, path)) = target.filter(|_| status.is_success() || status.is_redirection()) {
-            invalidate_after_write(client, &host, &path, &up.parts.headers).await;
+        if let Some((host, path)) = target {
+            invalidate_after_write(client, &host, &path, up.parts.status, &up.parts.headers).await;
         }
         return Ok(mark(up.into_response(), Outcome::Bypass));
     }
@@ -316,10 +315,19 @@ fn host(parts: &Parts) -> &str {
     parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("")
 }
 
-/// After a successful POST/PUT/PATCH/DELETE: drops its path, its rule's
-/// `invalidates` and its `Location`/`Content-Location` targets on this host
-/// (RFC 9111 §4.4).
-pub(crate) async fn invalidate_after_write(client: &Client, host: &str, path: &str, response: &HeaderMap) {
+/// After a POST/PUT/PATCH/DELETE answered `status`, if that is a 2xx or
+/// 3xx: drops its path, its rule's `invalidates` and its
+/// `Location`/`Content-Location` targets on this host (RFC 9111 §4.4).
+pub(crate) async fn invalidate_after_write(
+    client: &Client,
+    host: &str,
+    path: &str,
+    status: StatusCode,
+    response: &HeaderMap,
+) {
+    if !(status.is_success() || status.is_redirection()) {
+        return;
+    }
     let cache = &client.worker.shared.cache;
     let rules = cache.rules();
     let mut patterns = vec![Glob::new(path)];

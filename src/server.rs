@@ -276,14 +276,14 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if this.drain.stopping.get() {
+        if this.drain.stopping() {
             if !this.closing {
                 this.closing = true;
                 this.conn.as_mut().graceful_shutdown();
             }
         } else if !this.registered {
             this.registered = true;
-            this.drain.wakers.borrow_mut().insert(this.id, cx.waker().clone());
+            this.drain.register(this.id, cx.waker());
         }
         this.conn.as_mut().poll(cx)
     }
@@ -291,7 +291,7 @@ where
 
 impl<C> Drop for DrainableConnection<C> {
     fn drop(&mut self) {
-        self.drain.wakers.borrow_mut().remove(&self.id);
+        self.drain.unregister(self.id);
     }
 }
 

@@ -85,11 +85,6 @@ impl UpstreamPool {
         Rc::new(UpstreamPool { addr, idle: RefCell::new(Vec::new()), idle_timeout, returning: Cell::new(0) })
     }
 
-    /// Idle connections held now.
-    pub fn idle_count(&self) -> usize {
-        self.idle.borrow().len()
-    }
-
     /// An idle connection the upstream has not closed, if there is one.
     pub fn take(&self) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();

@@ -3,13 +3,25 @@
 //! for `Accept: text/html`, also at `/performance/dashboard`), `/metrics`
 //! (Prometheus), `/health`, `/health/live`, `/health/ready`. Paths come from
 //! `[endpoints]`; on the admin listener everything else is 404.
+//!
+//! Two kinds: probes (`/health*`) answer anyone on every listener; admin
+//! endpoints answer anyone who can reach `admin_listen`, and on the proxy
+//! listener only peers in `endpoints.allow` or requests with the admin
+//! token (else `403`), or nobody with `endpoints.proxy_listener = false`
+//! (their paths then reach the app).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
+use crate::access::bearer_matches;
 use crate::body::ProxyBody;
 use crate::config::Endpoints;
 use crate::health::{CheckResult, Overall};
@@ -28,6 +40,8 @@ pub struct AdminPaths {
     ready: String,
     /// `POST` here purges the cache (see `cache::purge`).
     pub purge: String,
+    /// Admin endpoints answer on the proxy listener too (`endpoints.proxy_listener`).
+    on_proxy_listener: bool,
 }
 
 impl AdminPaths {
@@ -44,16 +58,23 @@ impl AdminPaths {
             live: format!("{}/live", e.health.trim_end_matches('/')),
             ready: format!("{}/ready", e.health.trim_end_matches('/')),
             purge: e.purge.clone(),
+            on_proxy_listener: e.proxy_listener,
         }
     }
-}
 
-impl AdminPaths {
-    /// Whether `path` is one of perfproxy's own (the purge path included).
-    pub fn owns(&self, path: &str) -> bool {
-        [&self.performance, &self.dashboard, &self.metrics, &self.health, &self.live, &self.ready, &self.purge]
-            .iter()
-            .any(|p| p.as_str() == path)
+    fn is_probe(&self, path: &str) -> bool {
+        path == self.health || path == self.live || path == self.ready
+    }
+
+    /// Whether perfproxy answers `path` itself on this listener (the purge
+    /// path included): probes everywhere, the rest unless taken off the
+    /// proxy listener.
+    pub fn owns(&self, path: &str, admin_listener: bool) -> bool {
+        if self.is_probe(path) {
+            return true;
+        }
+        (admin_listener || self.on_proxy_listener)
+            && [&self.performance, &self.dashboard, &self.metrics, &self.purge].iter().any(|p| p.as_str() == path)
     }
 }
 
@@ -91,6 +112,12 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
     } else {
         return client.admin_only.then(|| json(StatusCode::NOT_FOUND, br#"{"error":"not_found"}"#.to_vec()));
     };
+    if !p.owns(path, client.admin_only) {
+        return None;
+    }
+    if !p.is_probe(path) && !client.admin_only && !may_read(client, req.headers()) {
+        return Some(forbidden());
+    }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut resp = json(StatusCode::METHOD_NOT_ALLOWED, br#"{"error":"method_not_allowed"}"#.to_vec());
         resp.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -101,11 +128,16 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
             let route = req.uri().query().and_then(|q| {
                 form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "route").map(|(_, v)| v.into_owned())
             });
-            let doc = crate::performance::build(shared, route.as_deref());
-            json(StatusCode::OK, serde_json::to_vec(&doc).expect("the document is plain data"))
+            let doc = shared.admin_docs.get(Doc::Performance(route), |doc| {
+                let Doc::Performance(route) = doc else { unreachable!("asked for a performance document") };
+                let doc = crate::performance::build(shared, route.as_deref());
+                serde_json::to_vec(&doc).expect("the document is plain data")
+            });
+            json(StatusCode::OK, doc)
         }
         Endpoint::Metrics => {
-            let mut resp = Response::new(ProxyBody::full(crate::prometheus::render(shared)));
+            let text = shared.admin_docs.get(Doc::Metrics, |_| crate::prometheus::render(shared).into_bytes());
+            let mut resp = Response::new(ProxyBody::full(text));
             let ct = HeaderValue::from_static(crate::prometheus::CONTENT_TYPE);
             resp.headers_mut().insert(CONTENT_TYPE, ct);
             resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -124,6 +156,22 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
         Endpoint::Live => json(StatusCode::OK, br#"{"status":"live"}"#.to_vec()),
         Endpoint::Health | Endpoint::Ready => health(shared),
     })
+}
+
+/// On the proxy listener: a peer in `endpoints.allow` (its socket address,
+/// never `X-Forwarded-For`), or the admin token.
+fn may_read(client: &Client, headers: &http::HeaderMap) -> bool {
+    client.peer.admin_allowed
+        || client.worker.shared.config.settings.admin_token.as_deref().is_some_and(|t| bearer_matches(headers, t))
+}
+
+fn forbidden() -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "error": "forbidden",
+        "detail": "admin endpoints answer on admin_listen, to peers in endpoints.allow, \
+                   or with Authorization: Bearer $PERFPROXY_ADMIN_TOKEN",
+    });
+    json(StatusCode::FORBIDDEN, body.to_string().into_bytes())
 }
 
 /// A browser asking for a page (`Accept: text/html`) gets the dashboard.
@@ -160,7 +208,57 @@ fn health(shared: &Arc<Shared>) -> Response<ProxyBody> {
     json(code, serde_json::to_vec(&doc).expect("plain data"))
 }
 
-pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Response<ProxyBody> {
+/// How old a shared document may be.
+const DOC_MAX_AGE: Duration = Duration::from_millis(50);
+/// Documents kept at once (`?route=` makes more than one).
+const DOCS_KEPT: usize = 32;
+
+/// Which admin document.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Doc {
+    /// `/performance`, narrowed to a route or not.
+    Performance(Option<String>),
+    Metrics,
+}
+
+/// Admin documents shared by concurrent readers: one merge serves every
+/// reader for up to 50 ms, so a storm of `/performance` or `/metrics`
+/// calls costs one build per 50 ms, not one per call.
+#[derive(Debug, Default)]
+pub struct SharedDocs {
+    docs: Mutex<HashMap<Doc, (Instant, Bytes)>>,
+    builds: AtomicU64,
+}
+
+impl SharedDocs {
+    /// The document, built (under the lock, so concurrent readers wait for
+    /// the one build) when the kept one is older than 50 ms.
+    pub fn get(&self, doc: Doc, build: impl FnOnce(&Doc) -> Vec<u8>) -> Bytes {
+        let mut docs = self.docs.lock().expect("no code panics holding the document map");
+        if let Some((at, bytes)) = docs.get(&doc) {
+            if at.elapsed() < DOC_MAX_AGE {
+                return bytes.clone();
+            }
+        }
+        let bytes = Bytes::from(build(&doc));
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        if docs.len() >= DOCS_KEPT {
+            docs.retain(|_, (at, _)| at.elapsed() < DOC_MAX_AGE);
+            if docs.len() >= DOCS_KEPT {
+                docs.clear();
+            }
+        }
+        docs.insert(doc, (Instant::now(), bytes.clone()));
+        bytes
+    }
+
+    /// Documents built so far (`perfproxy_admin_document_builds_total`).
+    pub fn builds(&self) -> u64 {
+        self.builds.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

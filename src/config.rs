@@ -58,7 +58,10 @@ pub struct Cli {
     /// Milliseconds; a request slower is "slow" [default: 2000]
     #[arg(long, global = true, value_name = "MS", env = "SLOW_REQUEST_THRESHOLD")]
     pub slow_request_threshold: Option<String>,
-    /// Bearer token for mutating admin calls (unset: they answer 403)
+    /// `false` sends every request through the general (hyper) path, a diagnostic switch [default: true]
+    #[arg(long, global = true, value_name = "BOOL", env = "PERFPROXY_EXPRESS_LANE")]
+    pub express_lane: Option<String>,
+    /// Bearer token for admin calls: purge always; admin endpoints from peers outside endpoints.allow
     #[arg(long, global = true, value_name = "TOKEN", env = "PERFPROXY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Log line format (filter with RUST_LOG, default "info")
@@ -251,6 +254,11 @@ fn apply_overrides(s: &mut Settings, cli: &Cli, m: &ArgMatches) -> Result<Vec<(&
             "PERFORMANCE_MONITORING_ENABLED",
         );
         s.monitoring_enabled = parse_bool(&key, v)?;
+    }
+    if let Some(v) = &cli.express_lane {
+        let key = name("express_lane", "--express-lane", "PERFPROXY_EXPRESS_LANE");
+        s.express_lane = parse_bool(&key, v)?;
+        overridden.push(("express_lane", key));
     }
     if let Some(v) = &cli.slow_query_threshold {
         let key = name("slow_query_threshold", "--slow-query-threshold", "SLOW_QUERY_THRESHOLD");

@@ -34,13 +34,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-pub use response::Malformed;
 pub use rewind::Rewind;
 
 use crate::body::RequestBody;
 use crate::cache::answer::Outcome;
-use crate::cache::{key, policy, Counters};
+use crate::cache::{key, Counters};
 use crate::error::ProxyError;
+use crate::http1;
 use crate::metrics::Recording;
 use crate::proxy;
 use crate::server::Drain;
@@ -237,7 +237,7 @@ impl Conn {
         let shared = &worker.shared;
         let (head, buf) = (&self.head, &self.buf[..]);
         let path = head.path(buf);
-        if shared.admin_paths.owns(path) {
+        if shared.admin_paths.owns(path, self.client.admin_only) {
             if path == shared.admin_paths.purge || head.content_length > 0 {
                 return None;
             }
@@ -247,9 +247,9 @@ impl Conn {
         if !rules.enabled {
             return Some(Lane::Express { x_cache: None });
         }
-        let lookup = matches!(head.method, Method::GET | Method::HEAD) && !head.range;
-        if lookup {
-            let key = key::primary(head.host(buf), path, head.query(buf), &rules.ignore_query);
+        if http1::consults_cache(&head.method, head.range) {
+            let forwarded = head.forwarded(buf, self.client.peer.trusted);
+            let key = key::primary(head.host(buf), path, head.query(buf), &rules.ignore_query, forwarded);
             if !worker.cache_passes.borrow().active(&key) {
                 return head.to_request(buf).map(|r| Lane::Own(Box::new(r)));
             }
@@ -281,15 +281,14 @@ impl Conn {
         let mut recording = worker.recorder.as_ref().map(|r| {
             r.begin(worker.shared.routes.resolve(&head.method, head.path(buf), &mut worker.route_cache.borrow_mut()))
         });
-        let written = (x_cache.is_some() && policy::is_unsafe(&head.method))
+        let written = (x_cache.is_some() && http1::is_unsafe(&head.method))
             .then(|| (head.host(buf).to_string(), head.path(buf).to_string()));
         let head_request = head.method == Method::HEAD;
-        let replayable =
-            matches!(head.method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
+        let replayable = http1::replayable(&head.method);
         let close = head.close || self.drain.stopping();
 
         self.scratch.upstream_out.clear();
-        head.write_upstream(buf, self.client.ip.as_bytes(), &mut self.scratch.upstream_out);
+        head.write_upstream(buf, self.client.ip.as_bytes(), self.client.peer.trusted, &mut self.scratch.upstream_out);
         let body_here = (buf.len() - head.len).min(usize::try_from(head.content_length).unwrap_or(usize::MAX));
         self.scratch.upstream_out.extend_from_slice(&buf[head.len..head.len + body_here]);
         let body_left = head.content_length - body_here as u64;
@@ -310,6 +309,10 @@ impl Conn {
                 return false;
             }
         };
+        // An answer of our own while the request body may be unread: the
+        // rest of it must never be read as a request, so the connection
+        // closes after the answer (RFC 9112 §9.3).
+        let close_on_failure = close || body_left > 0;
         let (mut up, resp) = match outcome {
             Ok(Ok(v)) => v,
             Ok(Err(Failed::Client)) => {
@@ -320,10 +323,13 @@ impl Conn {
             }
             Ok(Err(Failed::Stale)) => {
                 let e = UpstreamError::Io(std::io::ErrorKind::ConnectionReset.into());
-                return self.fail(ProxyError::BadGateway(e), recording, head_request, close).await;
+                return self.fail(ProxyError::BadGateway(e), recording, head_request, close_on_failure).await;
             }
-            Ok(Err(Failed::Upstream(e))) => return self.fail(e, recording, head_request, close).await,
-            Err(_) => return self.fail(ProxyError::GatewayTimeout(timeout), recording, head_request, close).await,
+            Ok(Err(Failed::Upstream(e))) => return self.fail(e, recording, head_request, close_on_failure).await,
+            Err(_) => {
+                let e = ProxyError::GatewayTimeout(timeout);
+                return self.fail(e, recording, head_request, close_on_failure).await;
+            }
         };
         if let Some((host, path)) = written {
             let mut h = HeaderMap::new();
@@ -332,8 +338,9 @@ impl Conn {
                     h.append(HeaderName::from_static(name), v);
                 }
             }
-            let status = StatusCode::from_u16(resp.status).expect("httparse reads a 3-digit status");
-            crate::cache::serve::invalidate_after_write(&self.client, &host, &path, status, &h).await;
+            if let Ok(status) = StatusCode::from_u16(resp.status) {
+                crate::cache::serve::invalidate_after_write(&self.client, &host, &path, status, &h).await;
+            }
         }
         self.scratch.up_buf.advance(resp.len);
         if let Some(r) = &mut recording {

@@ -1,20 +1,22 @@
-//! Header hygiene for both directions (SPEC §2): hop-by-hop headers out
-//! (`Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`,
-//! `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`), forwarding headers in
-//! (`X-Forwarded-For` appended, `X-Forwarded-Proto`/`-Host` kept when an
-//! ingress in front already set them, `Via`). Headers are edited in place;
-//! the request's framing is left to hyper.
+//! The HTTP/1 rules of [`http1`] applied to `HeaderMap`s (the hyper path):
+//! hop-by-hop headers out both ways (`Connection` and every header it names,
+//! `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`,
+//! `Upgrade`), forwarding headers in (`X-Forwarded-For` appended,
+//! `X-Forwarded-Proto`/`-Host` as [`Forwarded`] decides, `Via`). Headers
+//! are edited in place; the request's framing is left to hyper.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::http1::{self, Field, Forwarded};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 perfproxy");
-const HTTP: HeaderValue = HeaderValue::from_static("http");
+
+fn via() -> HeaderValue {
+    HeaderValue::from_static("1.1 perfproxy")
+}
 
 /// `upstream;dur=<ms>` since a request went upstream, to 0.1 ms, rendered
 /// on the stack (no `fmt` machinery: this runs on every response).
@@ -44,57 +46,40 @@ impl ServerTiming {
 /// (`Connection: upgrade` and an `Upgrade` header), e.g. a WebSocket.
 pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
     let upgrade = headers.get(header::UPGRADE)?;
-    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade")).then(|| upgrade.clone())
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade")).then(|| upgrade.clone())
 }
 
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers.get_all(header::CONNECTION).iter().flat_map(|v| http1::tokens(v.as_bytes()))
 }
 
-/// The headers this module acts on, found in one pass over a message's
-/// names (comparing standard names is an integer compare, so a message is
-/// hashed only for the headers it actually has).
+/// The headers this module acts on, found in one pass over a message's names.
 #[derive(Default)]
 struct Present {
     /// Hop-by-hop headers other than `Connection`, by name.
-    hop: Vec<&'static HeaderName>,
+    hop: Vec<HeaderName>,
     connection: bool,
     content_length: bool,
+    transfer_encoding: bool,
     expect: bool,
     forwarded_for: bool,
-    forwarded_proto: bool,
-    forwarded_host: bool,
 }
-
-static HOP_BY_HOP: [&HeaderName; 6] =
-    [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE];
 
 impl Present {
     fn scan(headers: &HeaderMap) -> Present {
         let mut p = Present::default();
         for name in headers.keys() {
-            if name == header::CONNECTION {
-                p.connection = true;
-            } else if name == header::CONTENT_LENGTH {
-                p.content_length = true;
-            } else if name == header::EXPECT {
-                p.expect = true;
-            } else if name == X_FORWARDED_FOR {
-                p.forwarded_for = true;
-            } else if name == X_FORWARDED_PROTO {
-                p.forwarded_proto = true;
-            } else if name == X_FORWARDED_HOST {
-                p.forwarded_host = true;
-            } else if let Some(hop) = HOP_BY_HOP.iter().find(|h| **h == name) {
-                if !p.hop.contains(hop) {
-                    p.hop.push(hop);
+            match http1::field(name.as_str().as_bytes()) {
+                Field::Connection => p.connection = true,
+                Field::ContentLength => p.content_length = true,
+                Field::Expect => p.expect = true,
+                Field::ForwardedFor => p.forwarded_for = true,
+                Field::TransferEncoding => {
+                    p.transfer_encoding = true;
+                    p.hop.push(name.clone());
                 }
+                f if f.is_hop_by_hop() && !p.hop.contains(name) => p.hop.push(name.clone()),
+                _ => {}
             }
         }
         p
@@ -109,11 +94,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 fn strip(headers: &mut HeaderMap, present: &Present) {
     if present.connection {
-        // `keep-alive` and `close` are the usual tokens: neither names a
-        // header beyond those removed anyway.
         let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|t| http1::names_a_field(t))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -121,14 +104,20 @@ fn strip(headers: &mut HeaderMap, present: &Present) {
         headers.remove(header::CONNECTION);
     }
     for name in &present.hop {
-        headers.remove(*name);
+        headers.remove(name);
     }
 }
 
 /// Prepares a client's request headers for the upstream: hop-by-hop and
 /// framing headers out (hyper frames the body it actually sends), forwarding
-/// headers in. `client_ip` is the peer address, rendered once per connection.
-pub fn prepare_request(headers: &mut HeaderMap, client_ip: &HeaderValue, upgrade: Option<HeaderValue>) {
+/// headers in. `client_ip` is the peer address, rendered once per
+/// connection; `trusted_peer` says whether it is in `trusted_proxies`.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    client_ip: &HeaderValue,
+    trusted_peer: bool,
+    upgrade: Option<HeaderValue>,
+) {
     let present = Present::scan(headers);
     strip(headers, &present);
     if present.content_length {
@@ -148,15 +137,26 @@ pub fn prepare_request(headers: &mut HeaderMap, client_ip: &HeaderValue, upgrade
     } else {
         headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
     }
-    if !present.forwarded_proto {
-        headers.insert(X_FORWARDED_PROTO.clone(), HTTP);
-    }
-    if !present.forwarded_host {
-        if let Some(host) = headers.get(header::HOST).cloned() {
-            headers.insert(X_FORWARDED_HOST.clone(), host);
-        }
-    }
-    headers.append(header::VIA, VIA_VALUE);
+    let empty = HeaderValue::from_static("");
+    let host = headers.get(header::HOST).unwrap_or(&empty);
+    let forwarded = Forwarded::decide(
+        trusted_peer,
+        host.as_bytes(),
+        headers.get(&X_FORWARDED_HOST).map(HeaderValue::as_bytes),
+        headers.get(&X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
+    );
+    let value = |v: &[u8]| HeaderValue::from_bytes(v).expect("bytes of a header value are a header value");
+    let (fwd_host, fwd_proto) = (value(forwarded.host), value(forwarded.proto));
+    headers.insert(X_FORWARDED_HOST.clone(), fwd_host);
+    headers.insert(X_FORWARDED_PROTO.clone(), fwd_proto);
+    headers.append(header::VIA, via());
+}
+
+/// What the cache keys a prepared request by: the forwarding values it sends.
+pub fn forwarded_sent(headers: &HeaderMap) -> Forwarded<'_> {
+    let get = |n: &HeaderName| headers.get(n).map(HeaderValue::as_bytes);
+    // Prepared headers carry exactly the values sent: take them as they are.
+    Forwarded::decide(true, get(&header::HOST).unwrap_or(b""), get(&X_FORWARDED_HOST), get(&X_FORWARDED_PROTO))
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
@@ -183,12 +183,12 @@ fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
 /// made for the headers perfproxy adds (`Via`, `Server-Timing`, `X-Cache`).
 pub fn prepare_response(headers: &mut HeaderMap) {
     let present = Present::scan(headers);
-    if present.content_length && present.hop.contains(&&header::TRANSFER_ENCODING) {
+    if present.content_length && present.transfer_encoding {
         headers.remove(header::CONTENT_LENGTH);
     }
     strip(headers, &present);
     headers.reserve(3);
-    headers.append(header::VIA, VIA_VALUE);
+    headers.append(header::VIA, via());
 }
 
 #[cfg(test)]
@@ -218,7 +218,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.2"),
             ("accept", "*/*"),
         ]);
-        prepare_request(&mut h, &HeaderValue::from_static("127.0.0.9"), None);
+        prepare_request(&mut h, &HeaderValue::from_static("127.0.0.9"), false, None);
         for gone in
             ["connection", "x-secret", "keep-alive", "te", "transfer-encoding", "content-length", "proxy-connection"]
         {
@@ -232,11 +232,28 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_headers_are_kept_from_trusted_peers_only() {
+        let sent = [("host", "shop"), ("x-forwarded-host", "evil"), ("x-forwarded-proto", "https")];
+        let mut h = map(&sent);
+        prepare_request(&mut h, &HeaderValue::from_static("203.0.113.9"), false, None);
+        assert_eq!(
+            (&h["x-forwarded-host"], &h["x-forwarded-proto"]),
+            (&"shop".parse().unwrap(), &"http".parse().unwrap())
+        );
+        let mut h = map(&sent);
+        h.append("x-forwarded-host", HeaderValue::from_static("second"));
+        prepare_request(&mut h, &HeaderValue::from_static("10.0.0.9"), true, None);
+        assert_eq!(h.get_all("x-forwarded-host").iter().collect::<Vec<_>>(), ["evil"]);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!((forwarded_sent(&h).host, forwarded_sent(&h).proto), (&b"evil"[..], &b"https"[..]));
+    }
+
+    #[test]
     fn upgrade_is_kept_only_for_a_real_handshake() {
         let h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         let up = upgrade_request(&h).unwrap();
         let mut h2 = h.clone();
-        prepare_request(&mut h2, &HeaderValue::from_static("1.2.3.4"), Some(up));
+        prepare_request(&mut h2, &HeaderValue::from_static("1.2.3.4"), false, Some(up));
         assert_eq!(h2["upgrade"], "websocket");
         assert_eq!(h2["connection"], "upgrade");
         assert!(upgrade_request(&map(&[("upgrade", "websocket")])).is_none());

@@ -11,7 +11,10 @@
 //! - [`proxy`]: one request on `http` types, top to bottom: own endpoints → route → checks → cache
 //!   or upstream → response (hyper's connections, and what the express lane asks it to answer).
 //! - [`upstream`]: each worker's pool of upstream connections, shared by both lanes.
-//! - [`headers`]: hop-by-hop stripping and forwarding headers.
+//! - [`http1`]: the HTTP/1 rulebook both lanes apply (field roles, lists, lengths, status
+//!   validity, framing, forwarding, retry and cache eligibility).
+//! - [`headers`]: the rulebook applied to `HeaderMap`s (the hyper path).
+//! - [`access`]: CIDR lists (`trusted_proxies`, `endpoints.allow`) and the admin token check.
 //! - [`body`]: the streamed request and response bodies.
 //! - [`error`]: `ProxyError` and the one place it becomes a 400/502/504.
 //! - [`cache`]: the two-layer response cache (memory in front of Redis), RFC 9111 policy, purge.
@@ -23,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod alerts;
 pub mod body;
@@ -33,6 +37,7 @@ pub mod error;
 pub mod express;
 pub mod headers;
 pub mod health;
+pub mod http1;
 pub mod metrics;
 pub mod performance;
 pub mod prometheus;

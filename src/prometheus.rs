@@ -153,6 +153,12 @@ pub fn render(shared: &Shared) -> String {
         vec![gauge(&[], peak as f64)],
     ));
     families.push(family("perfproxy_uptime_seconds", "Time since start", MetricType::GAUGE, vec![gauge(&[], uptime)]));
+    families.push(family(
+        "perfproxy_admin_document_builds_total",
+        "/performance and /metrics documents built (readers within 50 ms share one)",
+        MetricType::COUNTER,
+        vec![counter(&[], shared.admin_docs.builds())],
+    ));
 
     let report = shared.health.report();
     let checked: Vec<_> = report.checks.iter().filter(|(_, c)| c.status != CheckStatus::NotConfigured).collect();

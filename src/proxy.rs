@@ -23,7 +23,8 @@ use crate::upstream::{Lease, UpstreamError};
 
 /// hyper's service function: never fails, every error is a response.
 pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
-    if req.uri().path() == client.worker.shared.admin_paths.purge {
+    let paths = &client.worker.shared.admin_paths;
+    if req.uri().path() == paths.purge && paths.owns(paths.purge.as_str(), client.admin_only) {
         return Ok(crate::cache::purge::answer(&client, req).await);
     }
     Ok(respond(&client, req.map(RequestBody::Client)).await)
@@ -92,7 +93,7 @@ fn prepare(client: &Client, parts: &mut http::request::Parts, upgrade: Option<He
             .expect("a validated authority is a valid header value");
         parts.headers.insert(header::HOST, host);
     }
-    headers::prepare_request(&mut parts.headers, &client.ip, upgrade);
+    headers::prepare_request(&mut parts.headers, &client.ip, client.peer.trusted, upgrade);
     parts.version = Version::HTTP_11;
     Ok(())
 }
@@ -157,6 +158,7 @@ pub async fn exchange(client: &Client, req: Request<RequestBody>) -> Result<Upst
     let worker = &client.worker;
     let sent = Instant::now();
     let (resp, lease) = time_boxed(worker.shared.config.upstream_timeout, worker.upstream.send(req)).await?;
+    check_status(resp.status())?;
     let (mut parts, body) = resp.into_parts();
     headers::prepare_response(&mut parts.headers);
     Ok(Upstream { parts, body, lease, sent })
@@ -177,6 +179,14 @@ async fn time_boxed<T>(
     }
 }
 
+/// hyper takes any three digits; the rulebook takes 100–599.
+fn check_status(status: StatusCode) -> Result<(), ProxyError> {
+    if crate::http1::valid_status(status.as_u16()) {
+        return Ok(());
+    }
+    Err(ProxyError::BadGateway(crate::http1::Malformed("status outside 100-599").into()))
+}
+
 fn server_timing(sent: Instant) -> HeaderValue {
     HeaderValue::from_bytes(headers::ServerTiming::since(sent).as_bytes())
         .expect("digits and ascii are a valid header value")
@@ -193,6 +203,7 @@ async fn tunnel(
     let timeout = worker.shared.config.upstream_timeout;
     let sent = Instant::now();
     let mut resp = time_boxed(timeout, worker.upstream.send_upgrade(req)).await?;
+    check_status(resp.status())?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = resp.into_parts();
         headers::prepare_response(&mut parts.headers);

@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
 
+use crate::access::Peer;
 use crate::config::Config;
 use crate::express::{Ended, Rewind};
 use crate::state::{Client, Shared, Worker};
@@ -315,11 +316,22 @@ async fn serve_client(
     http: &http1::Builder,
     drain: &Rc<Drain>,
 ) {
-    let ip = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
-    let client = Rc::new(Client { worker, ip, admin_only: admin });
+    let config = &worker.shared.config;
+    if admin && !config.admin_allow.contains(peer.ip()) {
+        debug!(%peer, "admin listener: peer not in endpoints.admin_allow");
+        return;
+    }
+    let access = Peer {
+        trusted: config.trusted_proxies.contains(peer.ip()),
+        admin_allowed: config.admin_allow_proxy.contains(peer.ip()),
+    };
+    let express = config.settings.express_lane;
+    let ip =
+        HeaderValue::from_str(&peer.ip().to_canonical().to_string()).expect("an IP address is a valid header value");
+    let client = Rc::new(Client { worker, ip, admin_only: admin, peer: access });
     let id = drain.next_id.get();
     drain.next_id.set(id + 1);
-    let io = if admin {
+    let io = if admin || !express {
         Rewind::new(Bytes::new(), stream)
     } else {
         match crate::express::serve(client.clone(), stream, drain.clone(), id).await {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 
-use crate::admin::AdminPaths;
+use crate::access::Peer;
+use crate::admin::{AdminPaths, SharedDocs};
 use crate::alerts::Alerts;
 use crate::cache::{Cache, Counters, Passes};
 use arc_swap::ArcSwap;
@@ -37,6 +38,8 @@ pub struct Shared {
     pub alerts: Arc<Alerts>,
     pub cache: Arc<Cache>,
     pub admin_paths: AdminPaths,
+    /// `/performance` and `/metrics` as last built, shared by readers.
+    pub admin_docs: SharedDocs,
     pub started: Instant,
 }
 
@@ -66,6 +69,7 @@ impl Shared {
             alerts,
             cache,
             admin_paths,
+            admin_docs: SharedDocs::default(),
             started: Instant::now(),
         })
     }
@@ -126,4 +130,6 @@ pub struct Client {
     pub ip: HeaderValue,
     /// Accepted on the admin listener: only perfproxy's own endpoints answer.
     pub admin_only: bool,
+    /// What the peer address allows (trusted proxy, admin reader).
+    pub peer: Peer,
 }

@@ -44,7 +44,7 @@ pub enum UpstreamError {
     #[error("upstream exchange: {0}")]
     Io(#[source] io::Error),
     #[error(transparent)]
-    Malformed(#[from] crate::express::Malformed),
+    Malformed(#[from] crate::http1::Malformed),
 }
 
 /// One worker's connections to the upstream.

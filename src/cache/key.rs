@@ -1,13 +1,20 @@
 //! Cache keys and the patterns that select them. A primary key is
 //! `path[?sorted query] host`: the path first, so a purge pattern's literal
 //! prefix is a range in Redis' sorted index (no `KEYS`, no full scan). The
-//! request headers a response names in `Vary` pick a variant within it.
+//! `X-Forwarded-Host`/`-Proto` sent upstream are part of it when they differ
+//! from perfproxy's own view, so a page built from a client's forwarding
+//! headers is only served to requests that send the same. The request
+//! headers a response names in `Vary` pick a variant within it.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::http1::Forwarded;
+
 /// The primary key of a request: `path[?query] host`, query parameters
-/// sorted and those matching `ignore` (globs such as `utm_*`) dropped.
-pub fn primary(host: &str, path: &str, query: Option<&str>, ignore: &[Glob]) -> String {
+/// sorted and those matching `ignore` (globs such as `utm_*`) dropped, then
+/// `\n<forwarded host>\n<forwarded proto>` unless they are `host` and `http`
+/// (a newline never occurs in a field value, so keys cannot collide).
+pub fn primary(host: &str, path: &str, query: Option<&str>, ignore: &[Glob], forwarded: Forwarded<'_>) -> String {
     let mut key = String::with_capacity(path.len() + host.len() + query.map_or(0, str::len) + 2);
     key.push_str(path);
     if let Some(q) = query {
@@ -33,6 +40,19 @@ pub fn primary(host: &str, path: &str, query: Option<&str>, ignore: &[Glob]) -> 
     key.push(' ');
     for c in host.chars() {
         key.push(c.to_ascii_lowercase());
+    }
+    if !forwarded.is_default_for(host.as_bytes()) {
+        for part in [forwarded.host, forwarded.proto] {
+            key.push('\n');
+            for &b in part {
+                // Bytes past ASCII (obs-text) and `%` escaped: one spelling per value.
+                if b.is_ascii() && b != b'%' {
+                    key.push(char::from(b));
+                } else {
+                    key.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
     }
     key
 }
@@ -134,9 +154,26 @@ mod tests {
     #[test]
     fn keys_sort_the_query_and_drop_ignored_parameters() {
         let ignore = [Glob::new("utm_*")];
-        assert_eq!(primary("Example.COM", "/a", Some("b=2&a=1&utm_source=x"), &ignore), "/a?a=1&b=2 example.com");
-        assert_eq!(primary("h", "/a", Some("utm_x=1"), &ignore), "/a h");
-        assert_eq!(primary("h", "/a", None, &ignore), primary("h", "/a", Some(""), &ignore));
+        let own = |host: &'static str| Forwarded::decide(false, host.as_bytes(), None, None);
+        let key = primary("Example.COM", "/a", Some("b=2&a=1&utm_source=x"), &ignore, own("Example.COM"));
+        assert_eq!(key, "/a?a=1&b=2 example.com");
+        assert_eq!(primary("h", "/a", Some("utm_x=1"), &ignore, own("h")), "/a h");
+        assert_eq!(primary("h", "/a", None, &ignore, own("h")), primary("h", "/a", Some(""), &ignore, own("h")));
+    }
+
+    #[test]
+    fn forwarding_headers_sent_upstream_are_keyed() {
+        let fwd =
+            |h: &'static str, p: &'static str| Forwarded::decide(true, b"shop", Some(h.as_bytes()), Some(p.as_bytes()));
+        let plain = primary("shop", "/home", None, &[], fwd("shop", "http"));
+        assert_eq!(plain, "/home shop");
+        let evil = primary("shop", "/home", None, &[], fwd("evil.example", "https"));
+        assert_eq!(evil, "/home shop\nevil.example\nhttps");
+        assert_eq!(path_of(&evil), "/home");
+        assert_ne!(
+            primary("shop", "/home", None, &[], fwd("a%C3", "http")),
+            primary("shop", "/home", None, &[], fwd("a\u{c3}", "http"))
+        );
         assert_eq!(path_of("/a/b?x=1 h"), "/a/b");
         assert_eq!(path_of("/a/b h"), "/a/b");
     }

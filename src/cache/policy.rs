@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap};
-use http::{Method, StatusCode};
+use http::StatusCode;
 
 /// The `Cache-Control` directives perfproxy acts on. Delta-seconds that do
 /// not parse are `Some(0)`: RFC 9111 §4.2.1 says to treat such a response as
@@ -248,12 +248,6 @@ pub fn initial_age(response: &HeaderMap, request_time: SystemTime, response_time
     };
     let delay = response_time.duration_since(request_time).unwrap_or(Duration::ZERO);
     apparent.max(age_value.saturating_add(delay))
-}
-
-/// Methods whose success invalidates what is stored for their target
-/// (RFC 9111 §4.4): every method not known to be safe.
-pub fn is_unsafe(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
 /// Milliseconds since the epoch (how times travel in stored entries).

@@ -38,16 +38,12 @@ pub async fn answer(client: &Client, req: Request<Incoming>) -> Response<ProxyBo
     let Some(token) = shared.config.settings.admin_token.as_deref() else {
         return error(StatusCode::FORBIDDEN, "forbidden", "no PERFPROXY_ADMIN_TOKEN is configured");
     };
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-        let (scheme, credentials) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim())
-    });
-    let Some(given) = given else {
+    if crate::access::bearer(req.headers()).is_none() {
         let mut resp = error(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization: Bearer <token> required");
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return resp;
-    };
-    if !same(given.as_bytes(), token.as_bytes()) {
+    }
+    if !crate::access::bearer_matches(req.headers(), token) {
         return error(StatusCode::FORBIDDEN, "forbidden", "wrong token");
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
@@ -73,9 +69,4 @@ pub async fn answer(client: &Client, req: Request<Incoming>) -> Response<ProxyBo
 
 fn error(status: StatusCode, code: &str, detail: &str) -> Response<ProxyBody> {
     json(status, serde_json::json!({ "error": code, "detail": detail }).to_string().into_bytes())
-}
-
-/// Compares without an early exit, so timing does not reveal the token.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -27,6 +27,7 @@ use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::proxy::{self, Upstream};
 use crate::state::Client;
+use crate::{headers, http1};
 
 /// The longest a miss waits for another request fetching the same key.
 const COLLAPSE_WAIT: Duration = Duration::from_secs(5);
@@ -55,8 +56,8 @@ pub async fn forward(client: &Rc<Client>, parts: Parts, body: RequestBody) -> Re
     let cache = &client.worker.shared.cache;
     let counters = &client.worker.cache_counters;
     let method = parts.method.clone();
-    if !(method == Method::GET || method == Method::HEAD) || parts.headers.contains_key(header::RANGE) {
-        let target = policy::is_unsafe(&method).then(|| (host(&parts).to_string(), parts.uri.path().to_string()));
+    if !http1::consults_cache(&method, parts.headers.contains_key(header::RANGE)) {
+        let target = http1::is_unsafe(&method).then(|| (host(&parts).to_string(), parts.uri.path().to_string()));
         let up = bypass(client, parts, body).await?;
         if let Some((host, path)) = target {
             invalidate_after_write(client, &host, &path, up.parts.status, &up.parts.headers).await;
@@ -66,7 +67,13 @@ pub async fn forward(client: &Rc<Client>, parts: Parts, body: RequestBody) -> Re
     let rules = cache.rules();
     let ctx = Ctx {
         client: client.clone(),
-        key: key::primary(host(&parts), parts.uri.path(), parts.uri.query(), &rules.ignore_query),
+        key: key::primary(
+            host(&parts),
+            parts.uri.path(),
+            parts.uri.query(),
+            &rules.ignore_query,
+            headers::forwarded_sent(&parts.headers),
+        ),
         policy: rules.policy(parts.uri.path()),
         max_object: rules.max_object_bytes,
         head: method == Method::HEAD,

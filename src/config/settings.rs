@@ -23,6 +23,10 @@ pub struct Settings {
     pub max_routes: u64,
     /// Worker threads serving traffic; 0 means half the CPU cores, at least one.
     pub workers: u64,
+    /// `false`: every request through the general (hyper) path; a diagnostic switch.
+    pub express_lane: bool,
+    /// Peers (CIDRs) whose `X-Forwarded-Host`/`-Proto` are kept.
+    pub trusted_proxies: Vec<String>,
     pub monitoring_enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
@@ -53,6 +57,10 @@ impl Default for Settings {
             max_connections: 10_000,
             max_routes: 1_000,
             workers: 0,
+            express_lane: true,
+            trusted_proxies: ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7"]
+                .map(String::from)
+                .to_vec(),
             monitoring_enabled: true,
             redis_url: None,
             database_url: None,
@@ -68,10 +76,16 @@ impl Default for Settings {
     }
 }
 
-/// Paths where perfproxy answers on the proxy listener.
+/// Where perfproxy answers on the proxy listener, and to whom.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Endpoints {
+    /// Peers (CIDRs) that may read admin endpoints on the proxy listener without the token.
+    pub allow: Vec<String>,
+    /// `false`: admin endpoints only on `admin_listen`; their paths reach the app.
+    pub proxy_listener: bool,
+    /// Peers (CIDRs) that may connect to `admin_listen`.
+    pub admin_allow: Vec<String>,
     pub performance: String,
     pub health: String,
     pub metrics: String,
@@ -81,6 +95,9 @@ pub struct Endpoints {
 impl Default for Endpoints {
     fn default() -> Self {
         Endpoints {
+            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            proxy_listener: true,
+            admin_allow: vec!["0.0.0.0/0".into(), "::/0".into()],
             performance: "/performance".into(),
             health: "/health".into(),
             metrics: "/metrics".into(),

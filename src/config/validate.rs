@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::uri::{Authority, Uri};
 
 use super::{ConfigError, Settings};
+use crate::access::Cidrs;
 use crate::routes::RoutePattern;
 
 /// The validated configuration the server runs with.
@@ -34,6 +35,11 @@ pub struct Config {
     pub max_routes: usize,
     pub workers: usize,
     pub routes: Vec<RoutePattern>,
+    pub trusted_proxies: Cidrs,
+    /// `endpoints.allow`.
+    pub admin_allow_proxy: Cidrs,
+    /// `endpoints.admin_allow`.
+    pub admin_allow: Cidrs,
 }
 
 /// Where the upstream is: host (name or IP) and port, plus the authority used
@@ -131,7 +137,10 @@ impl Config {
             return Err(ConfigError::new("admin_token", "\"\"", "a non-empty token (or leave it unset)"));
         }
 
+        let trusted_proxies = Cidrs::parse("trusted_proxies", &s.trusted_proxies)?;
         let e = &s.endpoints;
+        let admin_allow_proxy = Cidrs::parse("endpoints.allow", &e.allow)?;
+        let admin_allow = Cidrs::parse("endpoints.admin_allow", &e.admin_allow)?;
         path("endpoints.performance", &e.performance)?;
         path("endpoints.health", &e.health)?;
         path("endpoints.metrics", &e.metrics)?;
@@ -229,6 +238,9 @@ impl Config {
             max_routes,
             workers,
             routes,
+            trusted_proxies,
+            admin_allow_proxy,
+            admin_allow,
             settings,
         })
     }
@@ -272,6 +284,8 @@ mod tests {
         assert!(!e.to_string().contains("hunter2"), "{e}");
         let s = Settings { max_header_bytes: 100, ..Settings::default() };
         assert_eq!(Config::validate(s, None).unwrap_err().key, "max_header_bytes");
+        let s = Settings { trusted_proxies: vec!["10.0.0.0/33".into()], ..Settings::default() };
+        assert_eq!(Config::validate(s, None).unwrap_err().key, "trusted_proxies[0]");
     }
 
     #[test]

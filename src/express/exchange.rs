@@ -87,7 +87,7 @@ impl Exchange<'_> {
                     Ok(response::Parsed::Partial) if self.scratch.up_buf.len() < MAX_RESPONSE_HEAD => break,
                     Ok(response::Parsed::Partial) => {
                         return Err(Failed::Upstream(
-                            UpstreamError::Malformed(response::Malformed("head too large")).into(),
+                            UpstreamError::Malformed(crate::http1::Malformed("head too large")).into(),
                         ))
                     }
                     Err(m) => return Err(Failed::Upstream(UpstreamError::Malformed(m).into())),

@@ -3,16 +3,7 @@
 //! chunk boundaries to find the last chunk, so the upstream connection can be
 //! reused exactly at the end of the message.
 
-/// How a response body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// No body: HEAD, 1xx, 204, 304.
-    Empty,
-    Length(u64),
-    Chunked,
-    /// Read until the upstream closes.
-    Close,
-}
+pub use crate::http1::Framing;
 
 /// Why a chunked body could not be followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -13,6 +13,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
 use crate::body::RequestBody;
+use crate::http1::{self, Field, Forwarded};
 
 /// Most header fields a head may carry here (hyper's own limit).
 pub const MAX_FIELDS: usize = 100;
@@ -21,14 +22,14 @@ pub const MAX_FIELDS: usize = 100;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Plain,
-    /// Hop-by-hop: not forwarded.
-    Hop,
+    /// Hop-by-hop, or a forwarding field perfproxy writes itself: not copied.
+    Dropped,
     /// Joined into one `X-Forwarded-For` with the client's address.
     ForwardedFor,
 }
 
 #[derive(Debug)]
-struct Field {
+struct FieldAt {
     name: Range<usize>,
     value: Range<usize>,
     role: Role,
@@ -57,9 +58,10 @@ pub struct RequestHead {
     pub close: bool,
     /// A `Range` request (the cache does not serve those).
     pub range: bool,
-    forwarded_proto: bool,
-    forwarded_host: bool,
-    fields: Vec<Field>,
+    /// The first `X-Forwarded-Proto` / `-Host` the client sent.
+    forwarded_proto: Option<Range<usize>>,
+    forwarded_host: Option<Range<usize>>,
+    fields: Vec<FieldAt>,
 }
 
 /// Bytes an origin-form target may hold here: RFC 3986 unreserved,
@@ -80,56 +82,6 @@ fn method(m: &str) -> Option<Method> {
         "OPTIONS" => Method::OPTIONS,
         _ => return None,
     })
-}
-
-/// Request field names the express lane acts on.
-#[derive(Debug, PartialEq, Eq)]
-enum Name {
-    Host,
-    ContentLength,
-    Connection,
-    Hop,
-    ForwardedFor,
-    ForwardedProto,
-    ForwardedHost,
-    Range,
-    /// Framing or protocol changes hyper handles.
-    Refused,
-    Other,
-}
-
-fn name(n: &[u8]) -> Name {
-    let is = |s: &str| n.eq_ignore_ascii_case(s.as_bytes());
-    match n.len() {
-        2 if is("te") => Name::Hop,
-        4 if is("host") => Name::Host,
-        5 if is("range") => Name::Range,
-        6 if is("expect") => Name::Refused,
-        7 if is("upgrade") => Name::Refused,
-        7 if is("trailer") => Name::Hop,
-        10 if is("connection") => Name::Connection,
-        10 if is("keep-alive") => Name::Hop,
-        14 if is("content-length") => Name::ContentLength,
-        15 if is("x-forwarded-for") => Name::ForwardedFor,
-        16 if is("proxy-connection") => Name::Hop,
-        16 if is("x-forwarded-host") => Name::ForwardedHost,
-        17 if is("transfer-encoding") => Name::Refused,
-        17 if is("x-forwarded-proto") => Name::ForwardedProto,
-        _ => Name::Other,
-    }
-}
-
-/// The comma-separated tokens of a field value, trimmed, empty ones skipped.
-pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
-}
-
-/// Decimal digits only (RFC 9110 §8.6), at most 18 of them.
-pub fn content_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Where `part` (a subslice of `buf`) lies in `buf`.
@@ -162,15 +114,16 @@ impl RequestHead {
         self.method = method;
         self.target = span(buf, path.as_bytes());
         (self.content_length, self.close, self.range) = (0, false, false);
-        (self.forwarded_proto, self.forwarded_host) = (false, false);
+        (self.forwarded_proto, self.forwarded_host) = (None, None);
         self.fields.clear();
         let (mut hosts, mut lengths) = (0, 0);
         for h in req.headers.iter() {
             let value = h.value;
-            let role = match name(h.name.as_bytes()) {
-                Name::Other => Role::Plain,
-                Name::Refused => return Parsed::Handoff,
-                Name::Host => {
+            let role = match http1::field(h.name.as_bytes()) {
+                Field::Other | Field::Date | Field::Location => Role::Plain,
+                // Framing or protocol changes: hyper's rules.
+                Field::TransferEncoding | Field::Upgrade | Field::Expect => return Parsed::Handoff,
+                Field::Host => {
                     hosts += 1;
                     if value.is_empty() || !value.iter().all(u8::is_ascii_graphic) {
                         return Parsed::Handoff;
@@ -178,41 +131,41 @@ impl RequestHead {
                     self.host = span(buf, value);
                     Role::Plain
                 }
-                Name::ContentLength => {
+                Field::ContentLength => {
                     lengths += 1;
-                    match content_length(value) {
+                    match http1::content_length(value) {
                         Some(n) => self.content_length = n,
                         None => return Parsed::Handoff,
                     }
                     Role::Plain
                 }
-                Name::Connection => {
-                    for t in tokens(value) {
+                Field::Connection => {
+                    for t in http1::tokens(value) {
                         if t.eq_ignore_ascii_case(b"close") {
                             self.close = true;
-                        } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                        } else if http1::names_a_field(t) {
                             // A token naming more hop-by-hop fields.
                             return Parsed::Handoff;
                         }
                     }
-                    Role::Hop
+                    Role::Dropped
                 }
-                Name::Hop => Role::Hop,
-                Name::ForwardedFor => Role::ForwardedFor,
-                Name::ForwardedProto => {
-                    self.forwarded_proto = true;
-                    Role::Plain
+                Field::HopByHop => Role::Dropped,
+                Field::ForwardedFor => Role::ForwardedFor,
+                Field::ForwardedProto => {
+                    self.forwarded_proto.get_or_insert(span(buf, value));
+                    Role::Dropped
                 }
-                Name::ForwardedHost => {
-                    self.forwarded_host = true;
-                    Role::Plain
+                Field::ForwardedHost => {
+                    self.forwarded_host.get_or_insert(span(buf, value));
+                    Role::Dropped
                 }
-                Name::Range => {
+                Field::Range => {
                     self.range = true;
                     Role::Plain
                 }
             };
-            self.fields.push(Field { name: span(buf, h.name.as_bytes()), value: span(buf, value), role });
+            self.fields.push(FieldAt { name: span(buf, h.name.as_bytes()), value: span(buf, value), role });
         }
         let bodiless = matches!(self.method, Method::GET | Method::HEAD);
         if hosts != 1 || lengths > 1 || (bodiless && self.content_length > 0) {
@@ -239,11 +192,22 @@ impl RequestHead {
         std::str::from_utf8(&buf[self.host.clone()]).expect("the Host was checked to be ASCII")
     }
 
+    /// What `X-Forwarded-Host`/`-Proto` say upstream (see [`Forwarded`]).
+    pub fn forwarded<'b>(&self, buf: &'b [u8], trusted_peer: bool) -> Forwarded<'b> {
+        let sent = |r: &Option<Range<usize>>| r.clone().map(|r| &buf[r]);
+        Forwarded::decide(
+            trusted_peer,
+            &buf[self.host.clone()],
+            sent(&self.forwarded_host),
+            sent(&self.forwarded_proto),
+        )
+    }
+
     /// Writes the head the upstream gets: request line in HTTP/1.1, the
     /// client's end-to-end fields as they came, then `X-Forwarded-For`
-    /// (appended to), `X-Forwarded-Proto` and `-Host` (unless an ingress set
-    /// them) and `Via`.
-    pub fn write_upstream(&self, buf: &[u8], client_ip: &[u8], out: &mut Vec<u8>) {
+    /// (appended to), `X-Forwarded-Proto` and `-Host` (see [`Forwarded`])
+    /// and `Via`.
+    pub fn write_upstream(&self, buf: &[u8], client_ip: &[u8], trusted_peer: bool, out: &mut Vec<u8>) {
         out.extend_from_slice(self.method.as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(&buf[self.target.clone()]);
@@ -258,13 +222,11 @@ impl RequestHead {
         }
         out.extend_from_slice(client_ip);
         out.extend_from_slice(b"\r\n");
-        if !self.forwarded_proto {
-            out.extend_from_slice(b"x-forwarded-proto: http\r\n");
-        }
-        if !self.forwarded_host {
-            field(out, b"x-forwarded-host", &buf[self.host.clone()]);
-        }
-        out.extend_from_slice(b"via: 1.1 perfproxy\r\n\r\n");
+        let forwarded = self.forwarded(buf, trusted_peer);
+        field(out, b"x-forwarded-proto", forwarded.proto);
+        field(out, b"x-forwarded-host", forwarded.host);
+        field(out, b"via", http1::VIA);
+        out.extend_from_slice(b"\r\n");
     }
 
     /// The request as `http` types, for what the express lane does not do
@@ -313,7 +275,7 @@ mod tests {
         let buf = raw.as_bytes();
         assert_eq!((head.path(buf), head.query(buf), head.host(buf)), ("/a/b", Some("x=1"), "app"));
         let mut out = Vec::new();
-        head.write_upstream(buf, b"127.0.0.9", &mut out);
+        head.write_upstream(buf, b"127.0.0.9", false, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /a/b?x=1 HTTP/1.1\r\nHost: app\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1, 127.0.0.9\r\n\
@@ -330,10 +292,25 @@ mod tests {
         let (head, parsed) = parse(raw);
         assert_eq!(parsed, Parsed::Complete);
         let mut out = Vec::new();
-        head.write_upstream(raw.as_bytes(), b"10.1.2.3", &mut out);
+        head.write_upstream(raw.as_bytes(), b"10.1.2.3", true, &mut out);
         let out = String::from_utf8(out).unwrap();
         assert!(out.contains("x-forwarded-for: 10.1.2.3\r\n"), "{out}");
-        assert!(out.contains("X-Forwarded-Proto: https\r\n") && !out.contains("x-forwarded-proto"), "{out}");
+        assert!(out.contains("x-forwarded-proto: https\r\n") && !out.contains("X-Forwarded-Proto"), "{out}");
+    }
+
+    #[test]
+    fn forwarding_fields_from_an_untrusted_peer_are_replaced() {
+        let raw = "GET / HTTP/1.1\r\nHost: shop\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Host: two\r\n\
+                   X-Forwarded-Proto: https\r\n\r\n";
+        let (head, _) = parse(raw);
+        for (trusted, host, proto) in [(false, "shop", "http"), (true, "evil", "https")] {
+            let mut out = Vec::new();
+            head.write_upstream(raw.as_bytes(), b"1.2.3.4", trusted, &mut out);
+            let out = String::from_utf8(out).unwrap();
+            assert_eq!(out.matches("x-forwarded-host: ").count() + out.matches("X-Forwarded-Host").count(), 1, "{out}");
+            assert!(out.contains(&format!("x-forwarded-host: {host}\r\n")), "{out}");
+            assert!(out.contains(&format!("x-forwarded-proto: {proto}\r\n")), "{out}");
+        }
     }
 
     #[test]

@@ -6,8 +6,8 @@
 
 use std::ops::Range;
 
-use super::framing::Framing;
-use super::head::{content_length, field, tokens, MAX_FIELDS};
+use super::head::{field, MAX_FIELDS};
+use crate::http1::{self, Field, Framing, Malformed};
 
 /// What perfproxy adds to a response head.
 #[derive(Debug)]
@@ -44,15 +44,6 @@ pub enum Parsed {
     Complete(ResponseHead),
 }
 
-/// Why an upstream response head is refused (a 502).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("malformed upstream response: {0}")]
-pub struct Malformed(pub &'static str);
-
-fn is(name: &[u8], s: &str) -> bool {
-    name.eq_ignore_ascii_case(s.as_bytes())
-}
-
 /// Parses the upstream head at the start of `buf`; when complete, writes
 /// the client's head to `out`.
 pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parsed, Malformed> {
@@ -66,50 +57,46 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     let (Some(version), Some(status)) = (resp.version, resp.code) else {
         return Err(Malformed("unparsable head"));
     };
+    if !http1::valid_status(status) {
+        return Err(Malformed("status outside 100-599"));
+    }
     match status {
         101 => return Err(Malformed("101 to a request that asked for no upgrade")),
         100..=199 => return Ok(Parsed::Interim(len)),
         _ => {}
     }
     // First pass: framing and the fields `Connection` names.
-    let (mut close, mut has_date, mut chunked, mut encoded) = (false, false, false, false);
+    let (mut close, mut has_date) = (false, false);
+    let mut transfer_encoding: Option<bool> = None;
     let mut length: Option<u64> = None;
     let mut named: Vec<&[u8]> = Vec::new();
     for h in resp.headers.iter() {
-        let n = h.name.as_bytes();
-        if is(n, "connection") {
-            for t in tokens(h.value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if !t.eq_ignore_ascii_case(b"keep-alive") {
-                    named.push(t);
+        match http1::field(h.name.as_bytes()) {
+            Field::Connection => {
+                for t in http1::tokens(h.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if http1::names_a_field(t) {
+                        named.push(t);
+                    }
                 }
             }
-        } else if is(n, "transfer-encoding") {
-            encoded = true;
-            chunked = tokens(h.value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-        } else if is(n, "content-length") {
-            let n = content_length(h.value).ok_or(Malformed("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Malformed("differing Content-Lengths"));
+            Field::TransferEncoding => transfer_encoding = Some(http1::ends_chunked(h.value)),
+            Field::ContentLength => {
+                let n = http1::content_length(h.value).ok_or(Malformed("bad Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Malformed("differing Content-Lengths"));
+                }
+                length = Some(n);
             }
-            length = Some(n);
-        } else if is(n, "date") {
-            has_date = true;
+            Field::Date => has_date = true,
+            _ => {}
         }
     }
-    let framing = if add.head_request || status == 204 || status == 304 {
-        Framing::Empty
-    } else if encoded {
-        if chunked {
-            Framing::Chunked
-        } else {
-            Framing::Close
-        }
-    } else {
-        length.map_or(Framing::Close, Framing::Length)
-    };
-    let reusable = version == 1 && !close && framing != Framing::Close;
+    let encoded = transfer_encoding.is_some();
+    let framing = http1::response_framing(add.head_request, status, transfer_encoding, length);
+    // Both framings: read as chunked, the length dropped, the connection not reused.
+    let reusable = version == 1 && !close && framing != Framing::Close && !(encoded && length.is_some());
 
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
@@ -119,27 +106,24 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     let mut locations = Vec::new();
     for h in resp.headers.iter() {
         let n = h.name.as_bytes();
-        let hop = match n.len() {
-            2 => is(n, "te"),
-            7 => is(n, "trailer") || is(n, "upgrade"),
-            10 => is(n, "connection") || is(n, "keep-alive"),
-            14 => is(n, "content-length") && encoded,
-            16 => is(n, "proxy-connection"),
-            17 => is(n, "transfer-encoding") && framing == Framing::Empty,
-            _ => false,
+        let kind = http1::field(n);
+        let dropped = match kind {
+            // Kept as the upstream framed the body, unless there is none.
+            Field::TransferEncoding => framing == Framing::Empty,
+            Field::ContentLength => encoded,
+            k => k.is_hop_by_hop(),
         };
-        if hop || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
+        if dropped || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
             continue;
         }
-        for name in ["location", "content-location"] {
-            if is(n, name) {
-                let start = h.value.as_ptr() as usize - buf.as_ptr() as usize;
-                locations.push((name, start..start + h.value.len()));
-            }
+        if kind == Field::Location {
+            let start = h.value.as_ptr() as usize - buf.as_ptr() as usize;
+            let name = if n.len() == 8 { "location" } else { "content-location" };
+            locations.push((name, start..start + h.value.len()));
         }
         field(out, n, h.value);
     }
-    out.extend_from_slice(b"via: 1.1 perfproxy\r\n");
+    field(out, b"via", http1::VIA);
     if !has_date {
         field(out, b"date", &(add.date)());
     }
@@ -194,8 +178,10 @@ mod tests {
     #[test]
     fn framing_follows_rfc_9112() {
         let (h, out) = rewrite("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n", false);
-        assert_eq!((h.framing, h.reusable), (Framing::Chunked, true));
+        assert_eq!((h.framing, h.reusable), (Framing::Chunked, false), "both framings: read as chunked, not reused");
         assert!(out.contains("Transfer-Encoding: chunked") && !out.contains("Content-Length"));
+        let (h, _) = rewrite("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false);
+        assert_eq!((h.framing, h.reusable), (Framing::Chunked, true));
         let (h, out) = rewrite("HTTP/1.1 200 OK\r\nContent-Length: 9\r\nDate: x\r\n\r\n", true);
         assert_eq!(h.framing, Framing::Empty);
         assert!(out.contains("Content-Length: 9") && !out.contains("date: Fri"));
@@ -211,6 +197,9 @@ mod tests {
         for bad in [
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "HTTP/1.1 101 S\r\n\r\n",
+            "HTTP/1.1 099 Weird\r\n\r\n",
+            "HTTP/1.1 600 Odd\r\n\r\n",
+            "HTTP/1.1 000 Zero\r\n\r\n",
             "nonsense\r\n\r\n",
         ] {
             assert!(parse(bad.as_bytes(), &add(false), &mut Vec::new()).is_err(), "{bad}");

@@ -3,6 +3,8 @@
 //! a raw-socket client for byte-exact requests.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,0 +1,265 @@
+//! The HTTP/1 rulebook: every wire rule perfproxy applies, in one place, for
+//! both lanes (the byte-level express lane and hyper) and both directions.
+//! A lane may differ in *how* it applies a rule (bytes in a buffer, or a
+//! `HeaderMap`), never in *which* rule it applies:
+//! - field names and what perfproxy does with each ([`field`]): hop-by-hop,
+//!   framing, forwarding, the fields the cache and invalidation read;
+//! - list values ([`tokens`], quote-aware) and `Content-Length` ([`content_length`]);
+//! - status-line validity ([`valid_status`]) and response framing ([`response_framing`], RFC 9112 §6.3);
+//! - forwarding headers ([`Forwarded`], who may set `X-Forwarded-Host`/`-Proto`: `trusted_proxies`);
+//! - the retry policy ([`replayable`]), unsafe methods ([`is_unsafe`]) and
+//!   which requests consult the cache ([`consults_cache`]);
+//! - why an upstream answer is refused ([`Malformed`], a 502).
+
+use http::Method;
+
+/// The `Via` value perfproxy adds both ways.
+pub const VIA: &[u8] = b"1.1 perfproxy";
+
+/// What a field is to perfproxy, by its name (case-insensitive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`: never forwarded.
+    HopByHop,
+    /// `Upgrade`: hop-by-hop, except in a tunnelled handshake.
+    Upgrade,
+    Expect,
+    ForwardedFor,
+    ForwardedProto,
+    ForwardedHost,
+    Range,
+    Date,
+    /// `Location` or `Content-Location`: invalidated after a write.
+    Location,
+    Other,
+}
+
+impl Field {
+    /// Never forwarded as received (`Connection`-named fields aside).
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(self, Field::Connection | Field::HopByHop | Field::Upgrade | Field::TransferEncoding)
+    }
+}
+
+/// Classifies a field name.
+pub fn field(name: &[u8]) -> Field {
+    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    match name.len() {
+        2 if is("te") => Field::HopByHop,
+        4 if is("host") => Field::Host,
+        4 if is("date") => Field::Date,
+        5 if is("range") => Field::Range,
+        6 if is("expect") => Field::Expect,
+        7 if is("upgrade") => Field::Upgrade,
+        7 if is("trailer") => Field::HopByHop,
+        8 if is("location") => Field::Location,
+        10 if is("connection") => Field::Connection,
+        10 if is("keep-alive") => Field::HopByHop,
+        14 if is("content-length") => Field::ContentLength,
+        15 if is("x-forwarded-for") => Field::ForwardedFor,
+        16 if is("proxy-connection") => Field::HopByHop,
+        16 if is("x-forwarded-host") => Field::ForwardedHost,
+        16 if is("content-location") => Field::Location,
+        17 if is("transfer-encoding") => Field::TransferEncoding,
+        17 if is("x-forwarded-proto") => Field::ForwardedProto,
+        _ => Field::Other,
+    }
+}
+
+/// The elements of a comma-separated list value (RFC 9110 §5.6.1), trimmed,
+/// empty ones skipped; commas inside a quoted string do not split.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = value;
+    std::iter::from_fn(move || loop {
+        if rest.is_empty() {
+            return None;
+        }
+        let (mut quoted, mut escaped, mut end) = (false, false, rest.len());
+        for (i, &b) in rest.iter().enumerate() {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' if quoted => escaped = true,
+                b'"' => quoted = !quoted,
+                b',' if !quoted => {
+                    end = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let item = rest[..end].trim_ascii();
+        rest = if end < rest.len() { &rest[end + 1..] } else { &[] };
+        if !item.is_empty() {
+            return Some(item);
+        }
+    })
+}
+
+/// Whether a `Connection` token names a field to remove (`close` and
+/// `keep-alive` name no field beyond those removed anyway).
+pub fn names_a_field(token: &[u8]) -> bool {
+    !token.eq_ignore_ascii_case(b"close") && !token.eq_ignore_ascii_case(b"keep-alive")
+}
+
+/// A `Content-Length` value: decimal digits only (RFC 9110 §8.6), at most 18.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Whether the last transfer coding of a `Transfer-Encoding` value is `chunked`.
+pub fn ends_chunked(value: &[u8]) -> bool {
+    tokens(value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// How many times `chunked` appears in a `Transfer-Encoding` value.
+pub fn chunked_count(value: &[u8]) -> usize {
+    tokens(value).filter(|t| t.eq_ignore_ascii_case(b"chunked")).count()
+}
+
+/// A status an upstream may answer with: three digits from 100 to 599.
+pub fn valid_status(code: u16) -> bool {
+    (100..=599).contains(&code)
+}
+
+/// Why an upstream answer is refused (a 502; the connection is discarded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed upstream response: {0}")]
+pub struct Malformed(pub &'static str);
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: HEAD, 1xx, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Read until the upstream closes.
+    Close,
+}
+
+/// RFC 9112 §6.3 for a response: `transfer_encoding` is `Some(ends in
+/// chunked)` when the field is present; `length` the agreed `Content-Length`.
+pub fn response_framing(
+    head_request: bool,
+    status: u16,
+    transfer_encoding: Option<bool>,
+    length: Option<u64>,
+) -> Framing {
+    if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
+        return Framing::Empty;
+    }
+    match transfer_encoding {
+        Some(true) => Framing::Chunked,
+        Some(false) => Framing::Close,
+        None => length.map_or(Framing::Close, Framing::Length),
+    }
+}
+
+/// A request that may be sent again when a pooled connection closed under
+/// it before any answer byte (idempotent methods, as nginx retries).
+pub fn replayable(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS)
+}
+
+/// A method that may change what the target holds (RFC 9111 §4.4): a
+/// successful one invalidates the cache.
+pub fn is_unsafe(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+}
+
+/// Whether a request is looked up in the cache: GET and HEAD without `Range`.
+pub fn consults_cache(method: &Method, range: bool) -> bool {
+    matches!(*method, Method::GET | Method::HEAD) && !range
+}
+
+/// What `X-Forwarded-Host` and `X-Forwarded-Proto` say upstream: the
+/// client's own values when its peer is a trusted proxy (an ingress in
+/// front), else perfproxy's view (`Host`, `http`). Exactly one of each is
+/// sent, and the cache key carries both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded<'a> {
+    pub host: &'a [u8],
+    pub proto: &'a [u8],
+}
+
+impl<'a> Forwarded<'a> {
+    /// `sent_host`/`sent_proto`: the first of each the client sent.
+    pub fn decide(
+        trusted_peer: bool,
+        host: &'a [u8],
+        sent_host: Option<&'a [u8]>,
+        sent_proto: Option<&'a [u8]>,
+    ) -> Forwarded<'a> {
+        let keep = |v: Option<&'a [u8]>| v.filter(|v| trusted_peer && !v.is_empty());
+        Forwarded { host: keep(sent_host).unwrap_or(host), proto: keep(sent_proto).unwrap_or(b"http") }
+    }
+
+    /// Whether these are perfproxy's own view for `host` (then the cache key needs no more).
+    pub fn is_default_for(&self, host: &[u8]) -> bool {
+        self.proto == b"http" && self.host.eq_ignore_ascii_case(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_split_outside_quotes_only() {
+        let t: Vec<&[u8]> = tokens(br#" a, "b,c" ,, d\, e ,"x\"," "#).collect();
+        assert_eq!(t, vec![&b"a"[..], br#""b,c""#, b"d\\", b"e", br#""x\",""#]);
+        assert_eq!(tokens(b"").count(), 0);
+        assert!(ends_chunked(b"gzip, chunked") && !ends_chunked(b"chunked, gzip"));
+        assert_eq!(chunked_count(b"chunked, Chunked"), 2);
+    }
+
+    #[test]
+    fn lengths_are_digits_only() {
+        assert_eq!(content_length(b"42"), Some(42));
+        for bad in [&b""[..], b"+1", b"-1", b" 1", b"1 ", b"0x1", b"1,1", b"9999999999999999999"] {
+            assert_eq!(content_length(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_and_framing() {
+        assert!(valid_status(100) && valid_status(599));
+        assert!(!valid_status(99) && !valid_status(600) && !valid_status(0));
+        assert_eq!(response_framing(true, 200, Some(true), None), Framing::Empty);
+        assert_eq!(response_framing(false, 304, None, Some(5)), Framing::Empty);
+        assert_eq!(response_framing(false, 200, Some(true), Some(5)), Framing::Chunked);
+        assert_eq!(response_framing(false, 200, Some(false), Some(5)), Framing::Close);
+        assert_eq!(response_framing(false, 200, None, Some(5)), Framing::Length(5));
+        assert_eq!(response_framing(false, 200, None, None), Framing::Close);
+    }
+
+    #[test]
+    fn forwarding_headers_come_from_trusted_peers_only() {
+        let f = Forwarded::decide(false, b"shop", Some(b"evil"), Some(b"https"));
+        assert_eq!((f.host, f.proto), (&b"shop"[..], &b"http"[..]));
+        assert!(f.is_default_for(b"SHOP"));
+        let f = Forwarded::decide(true, b"shop", Some(b"evil"), Some(b"https"));
+        assert_eq!((f.host, f.proto), (&b"evil"[..], &b"https"[..]));
+        assert!(!f.is_default_for(b"shop"));
+        let f = Forwarded::decide(true, b"shop", None, Some(b""));
+        assert_eq!((f.host, f.proto), (&b"shop"[..], &b"http"[..]));
+    }
+
+    #[test]
+    fn field_names() {
+        assert_eq!(field(b"Content-Length"), Field::ContentLength);
+        assert_eq!(field(b"X-FORWARDED-HOST"), Field::ForwardedHost);
+        assert!(field(b"keep-alive").is_hop_by_hop() && field(b"Upgrade").is_hop_by_hop());
+        assert!(!field(b"x-forwarded-for").is_hop_by_hop());
+        assert!(replayable(&Method::PUT) && !replayable(&Method::POST));
+        assert!(is_unsafe(&Method::PATCH) && !is_unsafe(&Method::GET));
+        assert!(consults_cache(&Method::HEAD, false) && !consults_cache(&Method::GET, true));
+    }
+}

@@ -309,10 +309,9 @@ impl Conn {
                 return false;
             }
         };
-        // An answer of our own while the request body may be unread: the
-        // rest of it must never be read as a request, so the connection
-        // closes after the answer (RFC 9112 §9.3).
-        let close_on_failure = close || body_left > 0;
+        // An answer of our own to a request with a body: what follows it
+        // must never be read as a request (RFC 9112 §9.3).
+        let close_on_failure = close || http1::own_answer_closes(head.content_length > 0);
         let (mut up, resp) = match outcome {
             Ok(Ok(v)) => v,
             Ok(Err(Failed::Client)) => {

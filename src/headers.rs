@@ -177,6 +177,20 @@ fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
     headers.insert(X_FORWARDED_FOR.clone(), value);
 }
 
+/// How an upstream response's body is delimited ([`http1::response_framing`]
+/// on a `HeaderMap`, before [`prepare_response`] strips the framing fields).
+/// A malformed `Content-Length` is refused here even where hyper would not
+/// read the body (HEAD, 304).
+pub fn response_framing(
+    headers: &HeaderMap,
+    head_request: bool,
+    status: u16,
+) -> Result<http1::Framing, http1::Malformed> {
+    let te = headers.get(header::TRANSFER_ENCODING).map(|v| http1::ends_chunked(v.as_bytes()));
+    let length = http1::check_lengths(headers.get_all(header::CONTENT_LENGTH).iter().map(HeaderValue::as_bytes))?;
+    Ok(http1::response_framing(head_request, status, te, length))
+}
+
 /// Prepares an upstream response for the client. A `Content-Length` is kept
 /// (HEAD and 304 answers need it) unless the upstream also sent
 /// `Transfer-Encoding`, in which case the body was read as chunked. Room is

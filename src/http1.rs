@@ -162,6 +162,28 @@ pub fn response_framing(
     }
 }
 
+/// Whether an answer of perfproxy's own (a 502, a 504) closes the client
+/// connection: always when the request carried a body, read or not, so
+/// what the client sent after it can never be taken for a request (RFC 9112
+/// §9.3; both lanes, whatever they had read when the answer was made).
+pub fn own_answer_closes(request_had_body: bool) -> bool {
+    request_had_body
+}
+
+/// Checks the `Content-Length` fields of an upstream response: digits only,
+/// all equal (for HEAD and 304 answers too, which hyper does not read).
+pub fn check_lengths<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<u64>, Malformed> {
+    let mut length = None;
+    for v in values {
+        let n = content_length(v).ok_or(Malformed("bad Content-Length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Malformed("differing Content-Lengths"));
+        }
+        length = Some(n);
+    }
+    Ok(length)
+}
+
 /// A request that may be sent again when a pooled connection closed under
 /// it before any answer byte (idempotent methods, as nginx retries).
 pub fn replayable(method: &Method) -> bool {

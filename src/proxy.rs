@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -43,6 +44,7 @@ pub async fn respond(client: &Rc<Client>, req: Request<RequestBody>) -> Response
         let mut cache = worker.route_cache.borrow_mut();
         r.begin(worker.shared.routes.resolve(req.method(), req.uri().path(), &mut cache))
     });
+    let had_body = !req.body().is_end_stream();
     let resp = match forward(client, req).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -50,7 +52,11 @@ pub async fn respond(client: &Rc<Client>, req: Request<RequestBody>) -> Response
                 StatusCode::BAD_REQUEST => debug!(error = %e, "rejected request"),
                 _ => warn!(error = %e, "upstream failure"),
             }
-            e.into_response()
+            let mut resp = e.into_response();
+            if crate::http1::own_answer_closes(had_body) {
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
     };
     match recording {
@@ -120,6 +126,12 @@ async fn forward(client: &Rc<Client>, req: Request<RequestBody>) -> Result<Respo
     let upgrade = parts.extensions.remove::<OnUpgrade>().filter(|_| protocol.is_some());
     prepare(client, &mut parts, protocol)?;
     parts.extensions = http::Extensions::new();
+    if matches!(parts.method, Method::GET | Method::HEAD) && !body.is_end_stream() && body.size_hint().exact().is_none()
+    {
+        // hyper's client would send a GET/HEAD body of unknown length as no
+        // body at all: frame it chunked, as the client sent it.
+        parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
 
     if let Some(on_client_upgrade) = upgrade {
         return tunnel(client, Request::from_parts(parts, body), on_client_upgrade).await;
@@ -157,10 +169,18 @@ impl Upstream {
 pub async fn exchange(client: &Client, req: Request<RequestBody>) -> Result<Upstream, ProxyError> {
     let worker = &client.worker;
     let sent = Instant::now();
+    let head_request = req.method() == Method::HEAD;
     let (resp, lease) = time_boxed(worker.shared.config.upstream_timeout, worker.upstream.send(req)).await?;
     check_status(resp.status())?;
     let (mut parts, body) = resp.into_parts();
+    let framing = headers::response_framing(&parts.headers, head_request, parts.status.as_u16())
+        .map_err(|m| ProxyError::BadGateway(m.into()))?;
     headers::prepare_response(&mut parts.headers);
+    if framing == crate::http1::Framing::Close {
+        // A body delimited by the upstream's close: the client connection
+        // closes after it too, as on the express lane.
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(Upstream { parts, body, lease, sent })
 }
 

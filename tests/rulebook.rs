@@ -95,3 +95,60 @@ async fn statuses_outside_100_to_599_are_a_502_and_the_proxy_goes_on() {
         proxy.shutdown().await;
     }
 }
+
+/// Both lanes, cache off: what the differential fuzz found, one case each.
+async fn on_both_lanes(up: &support::raw::RawUpstream, request: &[u8]) -> Vec<String> {
+    let mut answers = Vec::new();
+    for lane in ["true", "false"] {
+        let a = args(&["--express-lane", lane, "--config", "nocache"], "");
+        let proxy = spawn_proxy(&up.url(), &a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let (answer, _) = support::raw(proxy.addr, request, Duration::from_millis(500)).await;
+        answers.push(answer);
+        proxy.shutdown().await;
+    }
+    answers
+}
+
+#[tokio::test]
+async fn fuzz_found_a_close_delimited_answer_closes_the_client_connection_on_both_lanes() {
+    let up = spawn_raw_upstream().await;
+    up.answer("/cd", RawAnswer::BytesThenClose(b"HTTP/1.1 200 OK\r\n\r\nhello".to_vec()));
+    let pipelined = b"PUT /cd HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiGET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    for answer in on_both_lanes(&up, pipelined).await {
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn fuzz_found_a_non_digit_length_on_a_head_answer_is_a_502_on_both_lanes() {
+    let up = spawn_raw_upstream().await;
+    up.answer("/h", RawAnswer::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\n".to_vec()));
+    for answer in on_both_lanes(&up, b"HEAD /h HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await {
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn fuzz_found_a_chunked_get_body_reaches_the_upstream_whole() {
+    let up = spawn_raw_upstream().await;
+    let req =
+        b"GET /g HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    for answer in on_both_lanes(&up, req).await {
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let bodies: Vec<Vec<u8>> = up.seen().into_iter().map(|s| s.body).collect();
+    assert_eq!(bodies, vec![b"hello".to_vec(), b"hello".to_vec()]);
+}
+
+#[tokio::test]
+async fn fuzz_found_an_own_answer_to_a_request_with_a_body_closes_on_both_lanes() {
+    let up = spawn_raw_upstream().await;
+    up.answer("/bad", RawAnswer::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx".to_vec()));
+    let req = b"POST /bad HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiGET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    for answer in on_both_lanes(&up, req).await {
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "the pipelined request is not served: {answer}");
+    }
+    assert!(up.seen().iter().all(|s| s.target != "/next"));
+}

@@ -68,7 +68,8 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     // First pass: framing and the fields `Connection` names.
     let (mut close, mut has_date) = (false, false);
     let mut transfer_encoding: Option<bool> = None;
-    let mut length: Option<u64> = None;
+    let lengths = resp.headers.iter().filter(|h| http1::field(h.name.as_bytes()) == Field::ContentLength);
+    let length = http1::check_lengths(lengths.map(|h| h.value))?;
     let mut named: Vec<&[u8]> = Vec::new();
     for h in resp.headers.iter() {
         match http1::field(h.name.as_bytes()) {
@@ -82,13 +83,6 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
                 }
             }
             Field::TransferEncoding => transfer_encoding = Some(http1::ends_chunked(h.value)),
-            Field::ContentLength => {
-                let n = http1::content_length(h.value).ok_or(Malformed("bad Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(Malformed("differing Content-Lengths"));
-                }
-                length = Some(n);
-            }
             Field::Date => has_date = true,
             _ => {}
         }

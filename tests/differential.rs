@@ -1,0 +1,236 @@
+//! Differential fuzzing of the two lanes: generated client byte streams
+//! (valid requests, pipelining, bodies split at random points, CL/TE
+//! variants, obs-fold, bare LF, odd targets, `Connection` tokens, `Expect`,
+//! bodies that look like requests) against generated upstream answers
+//! (valid, and each malformation class). Every case runs through the
+//! express lane and through hyper, each in front of its own recording raw
+//! upstream, and must give the same client-visible status classes and the
+//! same requests at the upstream (method, target, body), never a request
+//! the client did not send as one, no panic, and the proxies still serving.
+//!
+//! `PERFPROXY_FUZZ_CASES` (default 1500) and `PERFPROXY_FUZZ_SEED` set the
+//! run; `scripts/fuzz.sh` runs long ones. A failure prints its seed and case.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::raw::{spawn_raw_upstream, RawAnswer, RawUpstream};
+use support::spawn_proxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One generated case: what the client writes (in pieces) and what the
+/// upstream answers to the case's target.
+#[derive(Debug, Clone)]
+struct Case {
+    pieces: Vec<Vec<u8>>,
+    answer: RawAnswer,
+    /// Targets the client sent as requests.
+    targets: Vec<String>,
+}
+
+fn pick<'a, T>(rng: &mut fastrand::Rng, items: &'a [T]) -> &'a T {
+    &items[rng.usize(..items.len())]
+}
+
+const SMUGGLE: &str = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+
+fn request(rng: &mut fastrand::Rng, target: &str, eol: &str) -> (Vec<u8>, bool) {
+    let method = *pick(rng, &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]);
+    let body: String = match rng.u8(..4) {
+        0 => String::new(),
+        1 => SMUGGLE.to_string(),
+        _ => (0..rng.usize(1..64)).map(|_| rng.alphanumeric()).collect(),
+    };
+    let odd_target = match rng.u8(..8) {
+        0 => format!("{target}?b=2&a=1"),
+        1 => format!("{target}/%7Ex"),
+        2 => format!("http://a{target}"),
+        _ => target.to_string(),
+    };
+    let mut h = format!("{method} {odd_target} HTTP/1.1{eol}Host: a{eol}");
+    let mut framed = true;
+    let with_body = !body.is_empty() || rng.bool();
+    match rng.u8(..10) {
+        0 if with_body => {
+            h += &format!("Transfer-Encoding: chunked{eol}");
+            h += eol;
+            if !body.is_empty() {
+                h += &format!("{:x}\r\n{body}\r\n", body.len());
+            }
+            h += "0\r\n\r\n";
+            return (h.into_bytes(), true);
+        }
+        1 if with_body => {
+            h += &format!("Content-Length: {}{eol}Transfer-Encoding: chunked{eol}{eol}", body.len() + 3);
+            if !body.is_empty() {
+                h += &format!("{:x}\r\n{body}\r\n", body.len());
+            }
+            h += "0\r\n\r\n";
+            return (h.into_bytes(), true);
+        }
+        2 => {
+            h += &format!("Content-Length: {}{eol}Content-Length: {}{eol}", body.len(), body.len() + 1);
+            framed = false;
+        }
+        3 => {
+            h += &format!("Content-Length: +{}{eol}", body.len());
+            framed = false;
+        }
+        4 => h += &format!("X-Folded: a{eol} b{eol}Content-Length: {}{eol}", body.len()),
+        5 => h += &format!("Connection: x-secret{eol}X-Secret: 1{eol}Content-Length: {}{eol}", body.len()),
+        6 => h += &format!("Expect: 100-continue{eol}Content-Length: {}{eol}", body.len()),
+        7 => h += &format!("Transfer-Encoding: gzip{eol}Content-Length: {}{eol}", body.len()),
+        _ if with_body || rng.bool() => h += &format!("Content-Length: {}{eol}", body.len()),
+        _ => {}
+    }
+    h += eol;
+    h += &body;
+    (h.into_bytes(), framed)
+}
+
+fn answer(rng: &mut fastrand::Rng) -> RawAnswer {
+    let body = "hello";
+    let bytes = |s: String| s.into_bytes();
+    match rng.u8(..16) {
+        0 => RawAnswer::Bytes(bytes(format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{body}\r\n0\r\n\r\n"
+        ))),
+        1 => RawAnswer::BytesThenClose(bytes(format!("HTTP/1.1 200 OK\r\n\r\n{body}"))),
+        2 => RawAnswer::Bytes(bytes("HTTP/1.1 204 No Content\r\n\r\n".into())),
+        3 => RawAnswer::Bytes(bytes(format!(
+            "HTTP/1.1 {} Odd\r\nContent-Length: 0\r\n\r\n",
+            pick(rng, &["099", "600", "000"])
+        ))),
+        4 => RawAnswer::Bytes(bytes(format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{body}\r\n0\r\n\r\n"
+        ))),
+        5 => {
+            RawAnswer::Bytes(bytes(format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n{body}")))
+        }
+        6 => RawAnswer::Bytes(bytes(format!("HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\n{body}"))),
+        7 => RawAnswer::Bytes(bytes(format!("HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 5\r\n\r\n{body}"))),
+        8 => RawAnswer::Bytes(bytes(format!("HTTP/1.1 200 OK\r\nX-A: a\0b\r\nContent-Length: 5\r\n\r\n{body}"))),
+        9 => RawAnswer::BytesThenClose(bytes("garbage\r\n\r\n".into())),
+        10 => RawAnswer::BytesThenClose(bytes("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".into())),
+        11 => RawAnswer::Early(bytes("HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n".into())),
+        12 => RawAnswer::Bytes(bytes(format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n{body}"))),
+        13 => RawAnswer::Bytes(bytes(format!("HTTP/1.1 503 Busy\r\nContent-Length: 5\r\n\r\n{body}"))),
+        _ => RawAnswer::Bytes(bytes(format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{body}"))),
+    }
+}
+
+fn generate(rng: &mut fastrand::Rng, n: usize) -> Case {
+    let target = format!("/c{n}-");
+    let eol = if rng.u8(..12) == 0 { "\n" } else { "\r\n" };
+    let (first, framed) = request(rng, &target, eol);
+    let mut stream = first;
+    let mut targets = vec![target.clone()];
+    if framed && rng.u8(..4) == 0 {
+        let second = format!("{target}b");
+        stream.extend_from_slice(format!("GET {second} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        targets.push(second);
+    }
+    // Split at random points, sent with small pauses (slow bodies).
+    let mut pieces = Vec::new();
+    let mut rest = &stream[..];
+    while !rest.is_empty() {
+        let n = if rng.u8(..3) == 0 { rng.usize(1..=rest.len()) } else { rest.len() };
+        pieces.push(rest[..n].to_vec());
+        rest = &rest[n..];
+    }
+    Case { pieces, answer: answer(rng), targets }
+}
+
+/// The status classes the client saw, in order (`2`, `4`, `5`, …).
+async fn run(addr: SocketAddr, case: &Case) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for p in &case.pieces {
+        if s.write_all(p).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&out);
+    text.match_indices("HTTP/1.1 ")
+        .filter(|(i, _)| *i == 0 || text[..*i].ends_with('\n'))
+        .filter_map(|(i, _)| text.as_bytes().get(i + 9).copied())
+        .filter(|c| c.is_ascii_digit() && *c != b'1')
+        .collect()
+}
+
+fn seen_for(up: &RawUpstream, targets: &[String]) -> Vec<(String, String, Vec<u8>)> {
+    let base = &targets[0];
+    up.seen()
+        .into_iter()
+        .filter(|r| r.target.contains(base.as_str()) || r.target.contains("smuggled"))
+        .map(|r| (r.method, r.target, r.body))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_lanes_behave_alike_on_generated_traffic() {
+    let cases: usize = std::env::var("PERFPROXY_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
+    let seed: u64 =
+        std::env::var("PERFPROXY_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
+    println!("differential fuzz: {cases} cases, PERFPROXY_FUZZ_SEED={seed}");
+    let (up_e, up_h) = (spawn_raw_upstream().await, spawn_raw_upstream().await);
+    let config =
+        support::write_config("upstream_timeout_ms = 2000\nshutdown_grace_ms = 2000\n[cache]\nenabled = false\n");
+    let express = spawn_proxy(&up_e.url(), &["--express-lane", "true", "--config", &config]).await;
+    let hyper = spawn_proxy(&up_h.url(), &["--express-lane", "false", "--config", &config]).await;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let all: Vec<Case> = (0..cases).map(|n| generate(&mut rng, n)).collect();
+    for case in &all {
+        for t in &case.targets {
+            for up in [&up_e, &up_h] {
+                up.answer(t, if t.ends_with('b') { support::raw::ok("b") } else { case.answer.clone() });
+            }
+        }
+    }
+    for (batch_no, batch) in all.chunks(48).enumerate() {
+        let runs: Vec<_> = batch
+            .iter()
+            .cloned()
+            .map(|case| {
+                let (e, h) = (express.addr, hyper.addr);
+                tokio::spawn(async move {
+                    let (a, b) = tokio::join!(run(e, &case), run(h, &case));
+                    (case, a, b)
+                })
+            })
+            .collect();
+        for (i, r) in runs.into_iter().enumerate() {
+            let (case, on_express, on_hyper) = r.await.unwrap();
+            let n = batch_no * 48 + i;
+            let why = format!("seed {seed} case {n}: {case:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&on_express),
+                String::from_utf8_lossy(&on_hyper),
+                "statuses differ: {why}"
+            );
+            let (se, sh) = (seen_for(&up_e, &case.targets), seen_for(&up_h, &case.targets));
+            assert_eq!(se, sh, "upstream saw different requests: {why}");
+            for (_, target, _) in &se {
+                let sent = case.targets.iter().any(|t| target.starts_with(t.as_str()));
+                assert!(sent, "a request the client never sent reached the upstream ({target}): {why}");
+            }
+        }
+    }
+    for proxy in [&express, &hyper] {
+        let fine = support::get(&proxy.url("/after")).await;
+        assert_eq!(fine.status, 200, "still serving after the fuzz");
+    }
+    express.shutdown().await;
+    hyper.shutdown().await;
+}

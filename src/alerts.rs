@@ -1,4 +1,4 @@
-//! Alerts (SPEC §8): rules evaluated by a background task over the recent
+//! Alerts: rules evaluated by a background task over the recent
 //! window (`error_rate`, `slow_requests`, `slow_queries`, `memory`,
 //! `cache_hit_rate`). Each rule, per subject (a route for `slow_requests`, a
 //! query for `slow_queries`), fires once when its condition holds and

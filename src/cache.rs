@@ -1,4 +1,4 @@
-//! The two-layer HTTP response cache (SPEC §6): a memory layer bounded by
+//! The two-layer HTTP response cache: a memory layer bounded by
 //! bytes (moka, with per-entry expiry) in front of Redis. [`Cache`] holds
 //! both, the rules a reload swaps and the invalidation log. Around it:
 //! - [`serve`]: the request path, top to bottom;

@@ -1,4 +1,4 @@
-//! The backend's PostgreSQL, watched (SPEC §7) when `DATABASE_URL` is set: a
+//! The backend's PostgreSQL, watched when `DATABASE_URL` is set: a
 //! small pool (deadpool, `DATABASE_POOL_SIZE`, connect and statement
 //! timeouts), slow queries from `pg_stat_statements`, index advice. A
 //! background task polls; `/performance` reads the latest [`DatabaseReport`]

@@ -1,4 +1,4 @@
-//! Health (SPEC §5): background probes of the upstream, Redis, the database
+//! Health: background probes of the upstream, Redis, the database
 //! and any extra HTTP dependencies, every `health.interval_ms`, each bounded
 //! by `health.timeout_ms`. The latest [`HealthReport`] is published through
 //! arc-swap; `/health` only reads it, so a probe storm never reaches a

@@ -1,4 +1,4 @@
-//! Per-route request metrics (SPEC §4). The request path only appends a
+//! Per-route request metrics. The request path only appends a
 //! 16-byte [`Sample`] to its worker's local buffer (no lock, no atomic);
 //! batches move to the worker's shard (a mutex no other worker takes), so
 //! recording never serialises workers. A

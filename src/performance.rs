@@ -1,4 +1,4 @@
-//! The `/performance` document (SPEC §4), built from a metrics snapshot, the
+//! The `/performance` document, built from a metrics snapshot, the
 //! latest health report and the process's own facts.
 
 use std::time::SystemTime;

@@ -1,4 +1,4 @@
-//! Live reload (SPEC §1): on SIGHUP the configuration is read again (the
+//! Live reload: on SIGHUP the configuration is read again (the
 //! same command line, so flags and environment keep their precedence over
 //! the file) and validated; the route patterns, cache rules, alert
 //! thresholds and health settings swap atomically (arc-swap) under running

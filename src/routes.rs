@@ -1,4 +1,4 @@
-//! Route labels (SPEC §3): every request is counted under `METHOD /template`.
+//! Route labels: every request is counted under `METHOD /template`.
 //! Configured patterns are tried in order (first match wins, like Envoy's
 //! route list); otherwise the path is normalised, with identifier-like
 //! segments (numbers, UUIDs, long hex, opaque tokens) becoming `:id`. Labels

@@ -115,7 +115,7 @@ fn split_list(text: &str) -> impl Iterator<Item = &str> {
 /// freshness and are removed before the response goes on.
 pub static SURROGATE_CONTROL: header::HeaderName = header::HeaderName::from_static("surrogate-control");
 
-/// Statuses SPEC §6 allows to be stored.
+/// Statuses that may be stored (README, Cache).
 pub fn storable_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 200 | 203 | 204 | 301 | 404 | 410)
 }

@@ -1,4 +1,4 @@
-//! `POST /cache/purge` (SPEC §6): `{"pattern": "/api/users/*"}` with
+//! `POST /cache/purge`: `{"pattern": "/api/users/*"}` with
 //! `Authorization: Bearer $PERFPROXY_ADMIN_TOKEN` drops matching entries from
 //! both layers (and, through pub/sub, from every other instance's memory)
 //! and answers `{"purged": N}`, N being the keys that held entries. No

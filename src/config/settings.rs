@@ -1,5 +1,5 @@
 //! The configuration as an operator writes it: the TOML file's shape, every
-//! key optional, with the defaults of SPEC §1. Flags and environment
+//! key optional, with the documented defaults. Flags and environment
 //! variables are applied on top of this (see `config::load`), and the result
 //! is what `perfproxy check-config` prints.
 

@@ -1,6 +1,6 @@
 //! Request and response heads as bytes: parsed with `httparse` into offsets
 //! of the connection's read buffer, checked, and rewritten straight into the
-//! output buffer (hop-by-hop fields out, forwarding fields in, SPEC §2) with
+//! output buffer (hop-by-hop fields out, forwarding fields in, by the rules of `http1`) with
 //! no `HeaderMap` in between. A request with anything unusual is not parsed
 //! further: it is handed to hyper ([`Parsed::Handoff`]), which owns the rules
 //! for the rare cases (bodies in `Transfer-Encoding`, upgrades, `Expect`,

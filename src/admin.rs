@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::access::bearer_matches;
 use crate::body::ProxyBody;
 use crate::config::Endpoints;
+use crate::error::{json, json_error};
 use crate::health::{CheckResult, Overall};
 use crate::state::{Client, Shared};
 
@@ -110,7 +111,7 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
     } else if path == p.ready {
         Endpoint::Ready
     } else {
-        return client.admin_only.then(|| json(StatusCode::NOT_FOUND, br#"{"error":"not_found"}"#.to_vec()));
+        return client.admin_only.then(|| json_error(StatusCode::NOT_FOUND, "not_found", "not an admin endpoint"));
     };
     if !p.owns(path, client.admin_only) {
         return None;
@@ -119,7 +120,7 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
         return Some(forbidden());
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        let mut resp = json(StatusCode::METHOD_NOT_ALLOWED, br#"{"error":"method_not_allowed"}"#.to_vec());
+        let mut resp = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET or HEAD");
         resp.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Some(resp);
     }
@@ -166,12 +167,12 @@ fn may_read(client: &Client, headers: &http::HeaderMap) -> bool {
 }
 
 fn forbidden() -> Response<ProxyBody> {
-    let body = serde_json::json!({
-        "error": "forbidden",
-        "detail": "admin endpoints answer on admin_listen, to peers in endpoints.allow, \
-                   or with Authorization: Bearer $PERFPROXY_ADMIN_TOKEN",
-    });
-    json(StatusCode::FORBIDDEN, body.to_string().into_bytes())
+    json_error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "admin endpoints answer on admin_listen, to peers in endpoints.allow, \
+         or with Authorization: Bearer $PERFPROXY_ADMIN_TOKEN",
+    )
 }
 
 /// A browser asking for a page (`Accept: text/html`) gets the dashboard.
@@ -256,12 +257,4 @@ impl SharedDocs {
     pub fn builds(&self) -> u64 {
         self.builds.load(Ordering::Relaxed)
     }
-}
-
-pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
 }

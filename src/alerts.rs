@@ -268,7 +268,9 @@ fn readings(shared: &Shared) -> Vec<Reading> {
     });
     let cache = shared.cache.stats();
     let window = Duration::from_millis(a.window_ms);
-    let (hits, lookups) = shared.alerts.cache_window(cache.hits, cache.hits + cache.misses, window);
+    // Fresh hits only: an outage answered from stale is not a healthy cache.
+    let fresh = cache.hits.saturating_sub(cache.stale);
+    let (hits, lookups) = shared.alerts.cache_window(fresh, cache.hits + cache.misses, window);
     if lookups >= MIN_LOOKUPS {
         out.push(Reading {
             rule: "cache_hit_rate",

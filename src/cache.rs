@@ -156,6 +156,7 @@ impl Cache {
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
             s.hits += get(&c.hits);
             s.misses += get(&c.misses);
+            s.uncacheable += get(&c.uncacheable);
             s.stale += get(&c.stale);
             s.stores += get(&c.stores);
             s.bypasses += get(&c.bypasses);
@@ -227,6 +228,11 @@ impl Cache {
                 Found::Nothing
             }
         }
+    }
+
+    /// Whether the memory layer holds any variant of `key` (a vary miss, not a URI miss).
+    pub fn holds_key(&self, key: &str) -> bool {
+        self.memory.contains_key(key)
     }
 
     /// The memory layer's variant of `key` matching `request`.

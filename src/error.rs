@@ -1,7 +1,9 @@
-//! The proxy's one error type and the one place it becomes an HTTP answer.
+//! The proxy's one error type and the one place it becomes an HTTP answer,
+//! with the JSON answers perfproxy makes itself ([`json`], [`json_error`]).
 //! Clients get a status and a short JSON body (`{"error": ..., "detail": ...}`)
 //! that never carries internal detail; the cause goes to the log.
 
+use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use std::time::Duration;
@@ -50,16 +52,25 @@ impl ProxyError {
                 ("gateway_timeout", format!("the upstream did not answer within {} ms", t.as_millis()))
             }
         };
-        let body = serde_json::json!({ "error": code, "detail": detail }).to_string();
-        let mut resp = Response::new(ProxyBody::full(body));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let mut resp = json_error(status, code, &detail);
         if status == StatusCode::BAD_REQUEST {
             // The connection's framing can no longer be trusted.
-            h.insert(CONNECTION, HeaderValue::from_static("close"));
+            resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }
+}
+
+/// A JSON answer of perfproxy's own (never stored by anyone: `no-store`).
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// `{"error": code, "detail": detail}` with `status`.
+pub fn json_error(status: StatusCode, code: &str, detail: &str) -> Response<ProxyBody> {
+    json(status, serde_json::json!({ "error": code, "detail": detail }).to_string())
 }

@@ -28,7 +28,6 @@ use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,11 +38,11 @@ pub use rewind::Rewind;
 use crate::body::RequestBody;
 use crate::cache::answer::Outcome;
 use crate::cache::{key, Counters};
+use crate::drain::Drain;
 use crate::error::ProxyError;
 use crate::http1;
 use crate::metrics::Recording;
 use crate::proxy;
-use crate::server::Drain;
 use crate::state::Client;
 use crate::upstream::UpstreamError;
 use exchange::Exchange;
@@ -76,14 +75,28 @@ pub enum Ended {
 
 /// Where one request goes, if it stays on the express lane's connection.
 enum Lane {
-    Express { x_cache: Option<&'static [u8]> },
+    /// `bypass`: the cache is on and did not look this request up.
+    Express {
+        bypass: Option<Bypass>,
+    },
     Own(Box<Request<RequestBody>>),
+}
+
+/// A request the cache let pass: how it is marked, and the key of a URL
+/// remembered as uncacheable (a storable answer makes it forgotten, so the
+/// next request is looked up and stored).
+struct Bypass {
+    cache_status: &'static [u8],
+    pass_key: Option<String>,
 }
 
 /// What the client's response head gets besides the upstream's fields.
 struct Answer {
     head_request: bool,
     x_cache: Option<&'static [u8]>,
+    cache_status: Option<&'static [u8]>,
+    /// Keep the response's fields (a pass: is the answer storable now?).
+    keep_fields: bool,
     close: bool,
     /// When the request went upstream (for `Server-Timing`).
     sent: Instant,
@@ -183,7 +196,7 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
         let worker = conn.client.worker.clone();
         conn.scratch = worker.express_scratch.lend();
         let keep = match lane {
-            Lane::Express { x_cache } => conn.express(x_cache).await,
+            Lane::Express { bypass } => conn.express(bypass).await,
             Lane::Own(req) => conn.own(*req).await,
         };
         worker.express_scratch.take_back(std::mem::take(&mut conn.scratch));
@@ -245,17 +258,21 @@ impl Conn {
         }
         let rules = shared.cache.rules();
         if !rules.enabled {
-            return Some(Lane::Express { x_cache: None });
+            return Some(Lane::Express { bypass: None });
         }
+        let mut pass_key = None;
         if http1::consults_cache(&head.method, head.range) {
             let forwarded = head.forwarded(buf, self.client.peer.trusted);
             let key = key::primary(head.host(buf), path, head.query(buf), &rules.ignore_query, forwarded);
             if !worker.cache_passes.borrow().active(&key) {
                 return head.to_request(buf).map(|r| Lane::Own(Box::new(r)));
             }
+            pass_key = Some(key);
         }
         Counters::add(&worker.cache_counters.bypasses, 1);
-        Some(Lane::Express { x_cache: Some(Outcome::Bypass.as_str().as_bytes()) })
+        let method = !http1::consults_cache(&head.method, false);
+        let cache_status: &[u8] = if method { b"perfproxy; fwd=method" } else { b"perfproxy; fwd=bypass" };
+        Some(Lane::Express { bypass: Some(Bypass { cache_status, pass_key }) })
     }
 
     /// A request `proxy::respond` answers (perfproxy's endpoints, the cache).
@@ -274,15 +291,20 @@ impl Conn {
     }
 
     /// A request straight to the upstream and its response back, recorded.
-    async fn express(&mut self, x_cache: Option<&'static [u8]>) -> bool {
+    async fn express(&mut self, bypass: Option<Bypass>) -> bool {
         let worker = self.client.worker.clone();
         let (head, buf) = (&self.head, &self.buf[..]);
         // Dropped unanswered (the client left first), the recording says 499.
         let mut recording = worker.recorder.as_ref().map(|r| {
             r.begin(worker.shared.routes.resolve(&head.method, head.path(buf), &mut worker.route_cache.borrow_mut()))
         });
-        let written = (x_cache.is_some() && http1::is_unsafe(&head.method))
+        let written = (bypass.is_some() && http1::is_unsafe(&head.method))
             .then(|| (head.host(buf).to_string(), head.path(buf).to_string()));
+        let (x_cache, cache_status) = match &bypass {
+            Some(b) => (Some(Outcome::Bypass.as_str().as_bytes()), Some(b.cache_status)),
+            None => (None, None),
+        };
+        let pass = bypass.and_then(|b| b.pass_key).map(|key| (key, head.path(buf).to_string()));
         let head_request = head.method == Method::HEAD;
         let replayable = http1::replayable(&head.method);
         let close = head.close || self.drain.stopping();
@@ -294,7 +316,8 @@ impl Conn {
         let body_left = head.content_length - body_here as u64;
         self.buf.advance(self.head.len + body_here);
 
-        let answer = Answer { head_request, x_cache, close, sent: Instant::now() };
+        let keep_fields = pass.is_some();
+        let answer = Answer { head_request, x_cache, cache_status, keep_fields, close, sent: Instant::now() };
         let timeout = worker.shared.config.upstream_timeout;
         let exchange =
             Exchange { worker: &worker, client: &self.stream, buf: &mut self.buf, scratch: &mut self.scratch };
@@ -331,15 +354,14 @@ impl Conn {
             }
         };
         if let Some((host, path)) = written {
-            let mut h = HeaderMap::new();
-            for (name, at) in &resp.locations {
-                if let Ok(v) = HeaderValue::from_bytes(&self.scratch.up_buf[at.clone()]) {
-                    h.append(HeaderName::from_static(name), v);
-                }
-            }
+            let h = resp.fields_map(&self.scratch.up_buf);
             if let Ok(status) = StatusCode::from_u16(resp.status) {
                 crate::cache::serve::invalidate_after_write(&self.client, &host, &path, status, &h).await;
             }
+        }
+        if let (Some((key, path)), Ok(status)) = (pass, StatusCode::from_u16(resp.status)) {
+            let h = resp.fields_map(&self.scratch.up_buf);
+            crate::cache::serve::forget_pass_if_storable(&worker, &key, &path, status, &h);
         }
         self.scratch.up_buf.advance(resp.len);
         if let Some(r) = &mut recording {

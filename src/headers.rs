@@ -86,12 +86,6 @@ impl Present {
     }
 }
 
-/// Removes every hop-by-hop header, including those `Connection` names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let present = Present::scan(headers);
-    strip(headers, &present);
-}
-
 fn strip(headers: &mut HeaderMap, present: &Present) {
     if present.connection {
         let named: Vec<HeaderName> = connection_tokens(headers)

@@ -152,7 +152,7 @@ pub fn response_framing(
     transfer_encoding: Option<bool>,
     length: Option<u64>,
 ) -> Framing {
-    if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
+    if bodiless(head_request, status) {
         return Framing::Empty;
     }
     match transfer_encoding {
@@ -182,6 +182,11 @@ pub fn check_lengths<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Optio
         length = Some(n);
     }
     Ok(length)
+}
+
+/// A response that has no body whatever its fields say: to HEAD, 1xx, 204, 304.
+pub fn bodiless(head_request: bool, status: u16) -> bool {
+    head_request || status == 204 || status == 304 || (100..200).contains(&status)
 }
 
 /// A request that may be sent again when a pooled connection closed under

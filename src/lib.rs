@@ -6,10 +6,13 @@
 //!
 //! - [`config`]: flags, environment, TOML file → one validated [`config::Config`]; errors name the key.
 //! - [`server`]: listeners, the acceptor, thread-per-core workers, limits, graceful shutdown.
+//! - [`drain`]: a worker's open connections, woken to finish and close when it stops.
 //! - [`express`]: the express lane: plain HTTP/1.1 requests proxied as bytes (heads parsed once,
 //!   rewritten in a buffer); endpoints and cache lookups go to [`proxy`], the unusual to hyper.
 //! - [`proxy`]: one request on `http` types, top to bottom: own endpoints → route → checks → cache
 //!   or upstream → response (hyper's connections, and what the express lane asks it to answer).
+//! - [`forward`]: the upstream exchange on `http` types (time-boxed, head checked and rewritten),
+//!   below the request path and the cache.
 //! - [`upstream`]: each worker's pool of upstream connections, shared by both lanes.
 //! - [`http1`]: the HTTP/1 rulebook both lanes apply (field roles, lists, lengths, status
 //!   validity, framing, forwarding, retry and cache eligibility).
@@ -26,27 +29,29 @@
 
 #![forbid(unsafe_code)]
 
-pub mod access;
-pub mod admin;
-pub mod alerts;
-pub mod body;
+pub(crate) mod access;
+pub(crate) mod admin;
+pub(crate) mod alerts;
+pub(crate) mod body;
 pub mod cache;
 pub mod config;
 pub mod database;
-pub mod error;
-pub mod express;
-pub mod headers;
-pub mod health;
-pub mod http1;
-pub mod metrics;
-pub mod performance;
-pub mod prometheus;
-pub mod proxy;
+pub(crate) mod drain;
+pub(crate) mod error;
+pub(crate) mod express;
+pub(crate) mod forward;
+pub(crate) mod headers;
+pub(crate) mod health;
+pub(crate) mod http1;
+pub(crate) mod metrics;
+pub(crate) mod performance;
+pub(crate) mod prometheus;
+pub(crate) mod proxy;
 pub mod redact;
-pub mod reload;
-pub mod routes;
+pub(crate) mod reload;
+pub(crate) mod routes;
 pub mod server;
-pub mod state;
-pub mod system;
+pub(crate) mod state;
+pub(crate) mod system;
 pub mod telemetry;
-pub mod upstream;
+pub(crate) mod upstream;

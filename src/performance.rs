@@ -84,6 +84,7 @@ pub struct CacheView {
     pub enabled: bool,
     pub backend: &'static str,
     pub hit_rate: f64,
+    pub fresh_hit_rate: f64,
     #[serde(flatten)]
     pub counts: crate::cache::Stats,
 }
@@ -211,6 +212,7 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
             enabled: shared.cache.rules().enabled,
             backend: shared.cache.backend(),
             hit_rate: cache.hit_rate(),
+            fresh_hit_rate: cache.fresh_hit_rate(),
             counts: cache,
         },
         database: DatabaseView {

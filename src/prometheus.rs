@@ -189,7 +189,8 @@ pub fn render(shared: &Shared) -> String {
     for (name, help, value) in [
         ("perfproxy_cache_hits_total", "Cache lookups answered from the cache (stale ones included)", cache.hits),
         ("perfproxy_cache_stale_total", "Cache hits served stale", cache.stale),
-        ("perfproxy_cache_misses_total", "Cache lookups that went upstream", cache.misses),
+        ("perfproxy_cache_misses_total", "Cache lookups that went upstream for a storable response", cache.misses),
+        ("perfproxy_cache_uncacheable_total", "Cache lookups whose response could not be stored", cache.uncacheable),
         ("perfproxy_cache_stores_total", "Responses stored", cache.stores),
         ("perfproxy_cache_bypasses_total", "Requests the cache did not consider", cache.bypasses),
         ("perfproxy_cache_invalidations_total", "Keys invalidated or purged", cache.invalidations),
@@ -200,7 +201,8 @@ pub fn render(shared: &Shared) -> String {
     for (name, help, value) in [
         ("perfproxy_cache_memory_bytes", "Bytes held by the memory cache layer", cache.memory_bytes as f64),
         ("perfproxy_cache_entries", "Keys held by the memory cache layer", cache.entries as f64),
-        ("perfproxy_cache_hit_ratio", "Hits over lookups since start", cache.hit_rate()),
+        ("perfproxy_cache_hit_ratio", "Hits (stale included) over hits and misses since start", cache.hit_rate()),
+        ("perfproxy_cache_fresh_hit_ratio", "Fresh hits over hits and misses since start", cache.fresh_hit_rate()),
     ] {
         families.push(family(name, help, MetricType::GAUGE, vec![gauge(&[], value)]));
     }

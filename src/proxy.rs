@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
@@ -18,9 +18,8 @@ use tracing::{debug, warn};
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
-use crate::headers;
 use crate::state::Client;
-use crate::upstream::{Lease, UpstreamError};
+use crate::{forward, headers};
 
 /// hyper's service function: never fails, every error is a response.
 pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
@@ -105,14 +104,8 @@ fn prepare(client: &Client, parts: &mut http::request::Parts, upgrade: Option<He
 }
 
 fn chunked_more_than_once(headers: &http::HeaderMap) -> bool {
-    let mut values = headers.get_all(header::TRANSFER_ENCODING).iter();
-    let Some(first) = values.next() else {
-        return false;
-    };
-    let chunked = |v: &HeaderValue| {
-        v.to_str().map_or(0, |s| s.split(',').filter(|c| c.trim().eq_ignore_ascii_case("chunked")).count())
-    };
-    chunked(first) + values.map(chunked).sum::<usize>() > 1
+    let values = headers.get_all(header::TRANSFER_ENCODING).iter();
+    values.map(|v| crate::http1::chunked_count(v.as_bytes())).sum::<usize>() > 1
 }
 
 async fn forward(client: &Rc<Client>, req: Request<RequestBody>) -> Result<Response<ProxyBody>, ProxyError> {
@@ -139,77 +132,12 @@ async fn forward(client: &Rc<Client>, req: Request<RequestBody>) -> Result<Respo
     let mut resp = if worker.shared.cache.rules().enabled {
         crate::cache::serve::forward(client, parts, body).await?
     } else {
-        exchange(client, Request::from_parts(parts, body)).await?.into_response()
+        forward::exchange(client, Request::from_parts(parts, body)).await?.into_response()
     };
     if ambiguous {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(resp)
-}
-
-/// An upstream response, its head already rewritten for the client.
-pub struct Upstream {
-    pub parts: http::response::Parts,
-    pub body: Incoming,
-    pub lease: Lease,
-    pub sent: Instant,
-}
-
-impl Upstream {
-    /// The response as the client gets it, with `Server-Timing`.
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let Upstream { mut parts, body, lease, sent } = self;
-        parts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
-        Response::from_parts(parts, ProxyBody::upstream(body, Some(lease)))
-    }
-}
-
-/// Sends a checked request upstream on a pooled connection, under
-/// `upstream_timeout`.
-pub async fn exchange(client: &Client, req: Request<RequestBody>) -> Result<Upstream, ProxyError> {
-    let worker = &client.worker;
-    let sent = Instant::now();
-    let head_request = req.method() == Method::HEAD;
-    let (resp, lease) = time_boxed(worker.shared.config.upstream_timeout, worker.upstream.send(req)).await?;
-    check_status(resp.status())?;
-    let (mut parts, body) = resp.into_parts();
-    let framing = headers::response_framing(&parts.headers, head_request, parts.status.as_u16())
-        .map_err(|m| ProxyError::BadGateway(m.into()))?;
-    headers::prepare_response(&mut parts.headers);
-    if framing == crate::http1::Framing::Close {
-        // A body delimited by the upstream's close: the client connection
-        // closes after it too, as on the express lane.
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    Ok(Upstream { parts, body, lease, sent })
-}
-
-/// An upstream exchange under `upstream_timeout`, its failures as the
-/// client will see them: the client's own broken body is a 400, anything
-/// else from the upstream a 502, no answer in time a 504.
-async fn time_boxed<T>(
-    timeout: Duration,
-    exchange: impl std::future::Future<Output = Result<T, UpstreamError>>,
-) -> Result<T, ProxyError> {
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(UpstreamError::Exchange(e))) if e.is_user() => Err(ProxyError::ClientBody(e)),
-        Ok(Err(e)) => Err(ProxyError::BadGateway(e)),
-        Err(_) => Err(ProxyError::GatewayTimeout(timeout)),
-    }
-}
-
-/// hyper takes any three digits; the rulebook takes 100–599.
-fn check_status(status: StatusCode) -> Result<(), ProxyError> {
-    if crate::http1::valid_status(status.as_u16()) {
-        return Ok(());
-    }
-    Err(ProxyError::BadGateway(crate::http1::Malformed("status outside 100-599").into()))
-}
-
-fn server_timing(sent: Instant) -> HeaderValue {
-    HeaderValue::from_bytes(headers::ServerTiming::since(sent).as_bytes())
-        .expect("digits and ascii are a valid header value")
 }
 
 /// Forwards an upgrade handshake; on `101` joins the two upgraded
@@ -222,8 +150,8 @@ async fn tunnel(
     let worker = &client.worker;
     let timeout = worker.shared.config.upstream_timeout;
     let sent = Instant::now();
-    let mut resp = time_boxed(timeout, worker.upstream.send_upgrade(req)).await?;
-    check_status(resp.status())?;
+    let mut resp = forward::time_boxed(timeout, worker.upstream.send_upgrade(req)).await?;
+    forward::check_status(resp.status())?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = resp.into_parts();
         headers::prepare_response(&mut parts.headers);
@@ -251,6 +179,6 @@ async fn tunnel(
     if let Some(p) = protocol {
         parts.headers.insert(header::UPGRADE, p);
     }
-    parts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
+    parts.headers.append(headers::SERVER_TIMING.clone(), forward::server_timing(sent));
     Ok(Response::from_parts(parts, ProxyBody::empty()))
 }

@@ -6,8 +6,6 @@
 //! shutdown the acceptor stops, each worker asks its connections to finish
 //! their in-flight request and close, and waits up to `shutdown_grace`.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -15,7 +13,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,11 +22,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
 
 use crate::access::Peer;
 use crate::config::Config;
+use crate::drain::Drain;
 use crate::express::{Ended, Rewind};
 use crate::state::{Client, Shared, Worker};
 
@@ -179,38 +178,6 @@ fn worker_main(shared: Arc<Shared>, rx: mpsc::UnboundedReceiver<Accepted>, stop:
     local.block_on(&rt, async move {
         let _ = tokio::task::spawn_local(serve_worker(shared, rx, stop)).await;
     });
-}
-
-/// A worker's open connections: counted, and wakeable when it drains.
-#[derive(Default)]
-pub(crate) struct Drain {
-    stopping: Cell<bool>,
-    open: Cell<usize>,
-    next_id: Cell<u64>,
-    wakers: RefCell<HashMap<u64, Waker>>,
-    closed: Notify,
-}
-
-impl Drain {
-    pub(crate) fn stopping(&self) -> bool {
-        self.stopping.get()
-    }
-
-    /// Wakes `waker` when draining begins.
-    pub(crate) fn register(&self, id: u64, waker: &Waker) {
-        self.wakers.borrow_mut().insert(id, waker.clone());
-    }
-
-    pub(crate) fn unregister(&self, id: u64) {
-        self.wakers.borrow_mut().remove(&id);
-    }
-
-    fn begin(&self) {
-        self.stopping.set(true);
-        for (_, waker) in self.wakers.borrow_mut().drain() {
-            waker.wake();
-        }
-    }
 }
 
 async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accepted>, mut stop: watch::Receiver<bool>) {

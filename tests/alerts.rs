@@ -145,6 +145,9 @@ async fn a_slow_database_query_fires_slow_queries() {
 async fn cache_hit_rate_fires_on_misses_and_resolves_on_hits() {
     let up = spawn_upstream().await;
     up.script("/cached", 200, &[("cache-control", "max-age=60")], "cached");
+    // Misses that could have been stored: an uncacheable answer is not a
+    // miss and does not move the rate.
+    up.script("/miss", 200, &[("cache-control", "max-age=60")], "storable");
     let hook = spawn_upstream().await;
     let config = write_config(&format!(
         "[alerts]\nwindow_ms = 3000\ninterval_ms = 100\ncache_hit_rate = 0.7\nwebhook_url = \"http://{}/hook\"\n",

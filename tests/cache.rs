@@ -324,7 +324,9 @@ async fn purge_needs_the_token_and_drops_both_layers() {
 async fn concurrent_misses_collapse_into_one_upstream_request() {
     let up = spawn_upstream().await;
     up.script_slow("/t-collapse/slow", &[("cache-control", "max-age=60")], "slow", 300);
-    let proxy = spawn_proxy(&up.url(), &[]).await;
+    // A rule names the route: its misses are worth collapsing from the first.
+    let config = write_config("[[cache.rules]]\npattern = \"GET /t-collapse/*\"\n");
+    let proxy = spawn_proxy(&up.url(), &["--config", &config]).await;
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let url = proxy.url("/t-collapse/slow");
@@ -552,5 +554,78 @@ async fn a_write_during_a_miss_keeps_its_response_out_of_the_cache() {
     let next = fetch(&proxy, "/t-race/doc").await;
     assert_eq!((x_cache(&next), next.text().as_str()), ("MISS", "new"), "the outdated answer was not stored");
     assert_eq!(x_cache(&fetch(&proxy, "/t-race/doc").await), "HIT");
+    proxy.shutdown().await;
+}
+
+/// 10 concurrent requests to `path`: how long the slowest took.
+async fn burst(proxy: &support::Proxy, path: &str) -> Duration {
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let url = proxy.url(path);
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn uncacheable_bursts_are_never_serialised_behind_a_leader() {
+    let up = spawn_upstream().await;
+    up.script_slow("/t-uncacheable/slow", &[], "not cacheable", 300);
+    let config = write_config("[cache]\nuncacheable_ttl_ms = 600\n");
+    let proxy = spawn_proxy(&up.url(), &["--config", &config]).await;
+    let first = burst(&proxy, "/t-uncacheable/slow").await;
+    assert!(first < Duration::from_millis(450), "first burst took {first:?}");
+    assert_eq!(up.hits("/t-uncacheable/slow"), 10, "every request went upstream at once");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let again = burst(&proxy, "/t-uncacheable/slow").await;
+    assert!(again < Duration::from_millis(450), "burst after uncacheable_ttl_ms took {again:?}");
+    // A later storable answer is still stored.
+    up.script("/t-uncacheable/slow", 200, &[("cache-control", "max-age=60")], "now cacheable");
+    get(&proxy.url("/t-uncacheable/slow")).await;
+    get(&proxy.url("/t-uncacheable/slow")).await;
+    let hit = get(&proxy.url("/t-uncacheable/slow")).await;
+    assert_eq!((x_cache(&hit), hit.text().as_str()), ("HIT", "now cacheable"));
+    let perf = get(&proxy.url("/performance")).await.json();
+    assert!(perf["cache"]["uncacheable"].as_u64().unwrap() >= 1, "{}", perf["cache"]);
+    assert!(perf["cache"]["fresh_hit_rate"].as_f64().is_some());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn cache_status_says_what_the_cache_did() {
+    let up = spawn_upstream().await;
+    up.script("/t-cs/fresh", 200, &[("cache-control", "max-age=60")], "fresh");
+    up.script("/t-cs/private", 200, &[("cache-control", "private")], "private");
+    up.script("/t-cs/stale", 200, &[("cache-control", "max-age=1")], "stale");
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+    let status = |a: &support::Answer| a.headers["cache-status"].to_str().unwrap().to_string();
+    let miss = get(&proxy.url("/t-cs/fresh")).await;
+    assert_eq!(status(&miss), "perfproxy; fwd=uri-miss; stored");
+    let hit = get(&proxy.url("/t-cs/fresh")).await;
+    assert!(status(&hit).starts_with("perfproxy; hit; ttl="), "{}", status(&hit));
+    let ttl: u64 = status(&hit).rsplit('=').next().unwrap().parse().unwrap();
+    assert!((58..=60).contains(&ttl), "{ttl}");
+    let not_stored = get(&proxy.url("/t-cs/private")).await;
+    assert_eq!(status(&not_stored), "perfproxy; fwd=uri-miss");
+    let bypass = get(&proxy.url("/t-cs/private")).await;
+    assert_eq!(status(&bypass), "perfproxy; fwd=bypass", "remembered as uncacheable");
+    let post = support::send(
+        http::Request::post(proxy.url("/t-cs/fresh")).body(http_body_util::Full::new(bytes::Bytes::from("x"))).unwrap(),
+    )
+    .await;
+    assert_eq!(status(&post), "perfproxy; fwd=method");
+    get(&proxy.url("/t-cs/stale")).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    up.script("/t-cs/stale", 503, &[], "down");
+    let stale = get(&proxy.url("/t-cs/stale")).await;
+    assert_eq!((x_cache(&stale), status(&stale).as_str()), ("STALE", "perfproxy; fwd=stale"));
+    let perf = get(&proxy.url("/performance")).await.json();
+    let c = &perf["cache"];
+    assert!(c["stale"].as_u64().unwrap() >= 1 && c["fresh_hit_rate"].as_f64() < c["hit_rate"].as_f64(), "{c}");
     proxy.shutdown().await;
 }

@@ -214,13 +214,27 @@ async fn both_lanes_behave_alike_on_generated_traffic() {
             let (case, on_express, on_hyper) = r.await.unwrap();
             let n = batch_no * 48 + i;
             let why = format!("seed {seed} case {n}: {case:?}");
-            assert_eq!(
-                String::from_utf8_lossy(&on_express),
-                String::from_utf8_lossy(&on_hyper),
-                "statuses differ: {why}"
-            );
+            if matches!(case.answer, RawAnswer::Early(_)) {
+                // An answer before the body races the body's upload: relayed
+                // (4xx) or a reset (502) on either lane, never a success
+                // (what a pipelined request behind it gets is racy too).
+                for seen in [&on_express, &on_hyper] {
+                    assert!(seen.first().is_none_or(|c| *c == b'4' || *c == b'5'), "early answer: {seen:?}: {why}");
+                }
+            } else {
+                let (e, h) = (String::from_utf8_lossy(&on_express), String::from_utf8_lossy(&on_hyper));
+                assert_eq!(e, h, "statuses differ: {why}");
+            }
             let (se, sh) = (seen_for(&up_e, &case.targets), seen_for(&up_h, &case.targets));
-            assert_eq!(se, sh, "upstream saw different requests: {why}");
+            if matches!(case.answer, RawAnswer::Early(_)) {
+                // Whether a pipelined request behind an early answer is served is racy.
+                assert_eq!(se.first(), sh.first(), "upstream saw different requests: {why}");
+            } else {
+                assert_eq!(se, sh, "upstream saw different requests: {why}");
+            }
+            for (_, target, _) in se.iter().chain(&sh) {
+                assert!(!target.contains("smuggled"), "a body reached the upstream as a request: {why}");
+            }
             for (_, target, _) in &se {
                 let sent = case.targets.iter().any(|t| target.starts_with(t.as_str()));
                 assert!(sent, "a request the client never sent reached the upstream ({target}): {why}");

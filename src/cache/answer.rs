@@ -1,7 +1,7 @@
 //! Responses made from the cache: a stored entry as the client gets it
-//! (`Age`, `X-Cache`, `Server-Timing`, or `304` to a matching conditional),
-//! an entry refreshed by a `304` (RFC 9111 §4.3.4), and the `only-if-cached`
-//! miss.
+//! (`Age`, `X-Cache`, `Cache-Status`, `Server-Timing`, or `304` to a
+//! matching conditional), an entry refreshed by a `304` (RFC 9111 §4.3.4),
+//! the `only-if-cached` miss, and how every answer is marked ([`mark`]).
 
 use std::time::SystemTime;
 
@@ -13,6 +13,51 @@ use super::policy::{self, Policy};
 use crate::body::ProxyBody;
 
 pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Why a request went forward (RFC 9211 `fwd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fwd {
+    /// Nothing stored for the URL.
+    UriMiss,
+    /// Something stored for the URL, no variant for these request headers.
+    VaryMiss,
+    /// Stored but stale: revalidated, or served stale.
+    Stale,
+    /// The client asked (`no-cache`).
+    Request,
+    /// A method the cache does not answer.
+    Method,
+    /// Not looked up: `Range`, or a URL remembered as uncacheable.
+    Bypass,
+}
+
+impl Fwd {
+    fn as_str(self) -> &'static str {
+        match self {
+            Fwd::UriMiss => "uri-miss",
+            Fwd::VaryMiss => "vary-miss",
+            Fwd::Stale => "stale",
+            Fwd::Request => "request",
+            Fwd::Method => "method",
+            Fwd::Bypass => "bypass",
+        }
+    }
+
+    /// The `Cache-Status` value, `; stored` when the response is being stored.
+    pub fn value(self, stored: bool) -> HeaderValue {
+        let text = format!("perfproxy; fwd={}{}", self.as_str(), if stored { "; stored" } else { "" });
+        HeaderValue::from_str(&text).expect("ASCII")
+    }
+}
+
+/// The `Cache-Status` of a fresh hit with `ttl` seconds of freshness left.
+pub fn hit_status(ttl: u64) -> HeaderValue {
+    let mut text = String::with_capacity(32);
+    text.push_str("perfproxy; hit; ttl=");
+    text.push_str(itoa::Buffer::new().format(ttl));
+    HeaderValue::from_str(&text).expect("ASCII")
+}
 /// How a response relates to the cache (`X-Cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -71,7 +116,14 @@ pub fn answer(entry: &Entry, request: &HeaderMap, head: bool, outcome: Outcome) 
     h.insert(header::AGE, HeaderValue::from(entry.age(SystemTime::now()).as_secs()));
     let timing = if outcome == Outcome::Stale { "cache;desc=STALE" } else { "cache;desc=HIT" };
     h.append(crate::headers::SERVER_TIMING.clone(), HeaderValue::from_static(timing));
-    mark(resp, outcome)
+    let status = match outcome {
+        Outcome::Stale => Fwd::Stale.value(false),
+        _ => {
+            let now = SystemTime::now();
+            hit_status(entry.lifetime.fresh.saturating_sub(entry.age(now)).as_secs())
+        }
+    };
+    mark(resp, outcome, status)
 }
 
 /// Whether the client's own validators match the stored response
@@ -130,10 +182,12 @@ pub fn only_if_cached_miss() -> Response<ProxyBody> {
         Response::new(ProxyBody::full(&br#"{"error":"gateway_timeout","detail":"only-if-cached: not in cache"}"#[..]));
     *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    mark(resp, Outcome::Miss)
+    mark(resp, Outcome::Miss, Fwd::UriMiss.value(false))
 }
 
-pub fn mark(mut resp: Response<ProxyBody>, outcome: Outcome) -> Response<ProxyBody> {
+/// Marks an answer: `X-Cache` and `Cache-Status` (never taken from a stored entry).
+pub fn mark(mut resp: Response<ProxyBody>, outcome: Outcome, status: HeaderValue) -> Response<ProxyBody> {
     resp.headers_mut().insert(X_CACHE.clone(), outcome.header());
+    resp.headers_mut().insert(CACHE_STATUS.clone(), status);
     resp
 }

@@ -1,6 +1,9 @@
 //! What goes upstream and how often: misses in progress by key ([`Flights`],
-//! so concurrent misses make one request) and each worker's hit-for-pass
-//! keys ([`Passes`], URLs recently found uncacheable).
+//! so concurrent misses make one request) and what each worker remembers of
+//! keys ([`Passes`]): URLs recently found uncacheable (hit-for-pass: straight
+//! upstream, never collapsed) and URLs whose last response was stored (the
+//! only ones, with rule-named routes, worth collapsing: waiting behind a
+//! leader whose answer turns out uncacheable only adds its latency).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,35 +11,58 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-/// How long a URL whose last response could not be stored goes straight
-/// upstream: no lookup, no collapsing, nothing stored (Varnish's
-/// "hit-for-pass").
-const PASS_FOR: Duration = Duration::from_secs(10);
-/// Keys a worker remembers as passes, at most.
-const MAX_PASSES: usize = 10_000;
+/// Keys a worker remembers in each of its maps, at most.
+const MAX_REMEMBERED: usize = 10_000;
+/// How long a stored key counts as storable for collapsing.
+const STORABLE_FOR: Duration = Duration::from_secs(600);
 
-/// One worker's hit-for-pass keys (no lock, no shared state: each worker
-/// learns for itself, at the price of one extra miss per worker).
+/// What one worker remembers of keys (no lock, no shared state: each
+/// worker learns for itself, at the price of one extra miss per worker).
+/// Both maps are bounded: past [`MAX_REMEMBERED`] expired keys go, then all.
 #[derive(Debug, Default)]
 pub struct Passes {
     until: HashMap<String, Instant>,
+    storable: HashMap<String, Instant>,
+}
+
+fn remember(map: &mut HashMap<String, Instant>, key: &str, until: Instant) {
+    if map.len() >= MAX_REMEMBERED {
+        let now = Instant::now();
+        map.retain(|_, t| *t > now);
+        if map.len() >= MAX_REMEMBERED {
+            map.clear();
+        }
+    }
+    map.insert(key.to_string(), until);
 }
 
 impl Passes {
-    /// Whether `key` is a pass now.
+    /// Whether `key` is a pass now (found uncacheable within `cache.uncacheable_ttl_ms`).
     pub fn active(&self, key: &str) -> bool {
         self.until.get(key).is_some_and(|until| Instant::now() < *until)
     }
 
-    pub fn mark(&mut self, key: &str) {
-        let now = Instant::now();
-        if self.until.len() >= MAX_PASSES {
-            self.until.retain(|_, until| *until > now);
-            if self.until.len() >= MAX_PASSES {
-                self.until.clear();
-            }
+    /// `key`'s response could not be stored: straight upstream for `ttl`.
+    pub fn mark(&mut self, key: &str, ttl: Duration) {
+        self.storable.remove(key);
+        remember(&mut self.until, key, Instant::now() + ttl);
+    }
+
+    /// `key` may be storable again: looked up from its next request on.
+    pub fn forget(&mut self, key: &str) {
+        self.until.remove(key);
+    }
+
+    /// `key`'s response was stored: its misses are worth collapsing.
+    pub fn mark_storable(&mut self, key: &str) {
+        if !self.storable.contains_key(key) {
+            remember(&mut self.storable, key, Instant::now() + STORABLE_FOR);
         }
-        self.until.insert(key.to_string(), now + PASS_FOR);
+    }
+
+    /// Whether `key`'s last response was stored (recently).
+    pub fn storable(&self, key: &str) -> bool {
+        self.storable.get(key).is_some_and(|until| Instant::now() < *until)
     }
 }
 

@@ -13,8 +13,8 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::key::Glob;
-use crate::admin::json;
 use crate::body::ProxyBody;
+use crate::error::{json, json_error as error};
 use crate::state::Client;
 
 /// Bodies larger than this are refused (a pattern is a short path).
@@ -65,8 +65,4 @@ pub async fn answer(client: &Client, req: Request<Incoming>) -> Response<ProxyBo
     let purged = cache.invalidate(&Glob::new(&pattern), REDIS_BUDGET, cache.background_counters()).await;
     tracing::info!(pattern, purged, "cache purge");
     json(StatusCode::OK, serde_json::json!({ "purged": purged }).to_string().into_bytes())
-}
-
-fn error(status: StatusCode, code: &str, detail: &str) -> Response<ProxyBody> {
-    json(status, serde_json::json!({ "error": code, "detail": detail }).to_string().into_bytes())
 }

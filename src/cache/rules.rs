@@ -18,6 +18,8 @@ pub struct Rules {
     pub max_object_bytes: usize,
     pub redis_timeout: Duration,
     pub stale_if_error: Duration,
+    /// How long a URL found uncacheable is remembered (`cache.uncacheable_ttl_ms`).
+    pub uncacheable_ttl: Duration,
     pub ignore_query: Vec<Glob>,
     pub rules: Vec<Rule>,
 }
@@ -38,6 +40,7 @@ impl Rules {
             max_object_bytes: s.max_object_bytes as usize,
             redis_timeout: Duration::from_millis(s.redis_timeout_ms),
             stale_if_error: Duration::from_millis(s.stale_if_error_ms),
+            uncacheable_ttl: Duration::from_millis(s.uncacheable_ttl_ms),
             ignore_query: s.ignore_query.iter().map(|g| Glob::new(g)).collect(),
             rules: s
                 .rules

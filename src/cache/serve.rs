@@ -17,7 +17,7 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::answer::{answer, mark, only_if_cached_miss, refreshed, Outcome};
+use super::answer::{answer, mark, only_if_cached_miss, refreshed, Fwd, Outcome, CACHE_STATUS, X_CACHE};
 use super::entry::Entry;
 use super::fill::Fill;
 use super::key::{self, Glob};
@@ -25,8 +25,8 @@ use super::policy::{self, Directives, Policy};
 use super::{Cache, Counters, FlightGuard, Found, Joined};
 use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
-use crate::proxy::{self, Upstream};
-use crate::state::Client;
+use crate::forward::{self, Upstream};
+use crate::state::{Client, Worker};
 use crate::{headers, http1};
 
 /// The longest a miss waits for another request fetching the same key.
@@ -38,6 +38,8 @@ struct Fetched {
     response_time: SystemTime,
     /// The cache's invalidation log when it began.
     generation: u64,
+    /// Why it went forward (`Cache-Status`).
+    fwd: Fwd,
 }
 
 /// A request's facts, as the cache needs them.
@@ -49,6 +51,8 @@ struct Ctx {
     max_object: usize,
     head: bool,
     directives: Directives,
+    /// Why a fetch goes forward when no stored entry is involved.
+    fwd: Fwd,
 }
 
 /// Forwards a checked request through the cache.
@@ -58,14 +62,15 @@ pub async fn forward(client: &Rc<Client>, parts: Parts, body: RequestBody) -> Re
     let method = parts.method.clone();
     if !http1::consults_cache(&method, parts.headers.contains_key(header::RANGE)) {
         let target = http1::is_unsafe(&method).then(|| (host(&parts).to_string(), parts.uri.path().to_string()));
+        let fwd = if http1::consults_cache(&method, false) { Fwd::Bypass } else { Fwd::Method };
         let up = bypass(client, parts, body).await?;
         if let Some((host, path)) = target {
             invalidate_after_write(client, &host, &path, up.parts.status, &up.parts.headers).await;
         }
-        return Ok(mark(up.into_response(), Outcome::Bypass));
+        return Ok(mark(up.into_response(), Outcome::Bypass, fwd.value(false)));
     }
     let rules = cache.rules();
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         client: client.clone(),
         key: key::primary(
             host(&parts),
@@ -78,18 +83,28 @@ pub async fn forward(client: &Rc<Client>, parts: Parts, body: RequestBody) -> Re
         max_object: rules.max_object_bytes,
         head: method == Method::HEAD,
         directives: Directives::parse(&parts.headers),
+        fwd: Fwd::UriMiss,
     };
     drop(rules);
     if client.worker.cache_passes.borrow().active(&ctx.key) {
         return ctx.pass(parts, body).await;
     }
     let no_cache = ctx.directives.request_no_cache(&parts.headers);
-    match cache.lookup(&ctx.key, &parts.headers, counters).await {
+    let found = cache.lookup(&ctx.key, &parts.headers, counters).await;
+    ctx.fwd = match &found {
+        _ if no_cache => Fwd::Request,
+        Found::Nothing if cache.holds_key(&ctx.key) => Fwd::VaryMiss,
+        _ => Fwd::UriMiss,
+    };
+    match found {
         // `no-cache`: never answered from the cache, but revalidated with it.
         Found::Entry(entry) if no_cache => ctx.fetch(parts, body, Some(entry), None, false).await,
         Found::Entry(entry) => ctx.use_entry(entry, parts, body).await,
         Found::Nothing if ctx.directives.only_if_cached => Ok(only_if_cached_miss()),
         Found::Nothing if no_cache || ctx.head => ctx.fetch(parts, body, None, None, false).await,
+        // Collapsing only pays for keys that will be stored: a rule names
+        // them, or their last response was.
+        Found::Nothing if !ctx.worth_collapsing() => ctx.fetch(parts, body, None, None, true).await,
         Found::Nothing => ctx.collapse(parts, body).await,
     }
 }
@@ -103,11 +118,17 @@ impl Ctx {
         &self.client.worker.cache_counters
     }
 
+    fn worth_collapsing(&self) -> bool {
+        self.policy.rule_ttl.is_some() || self.client.worker.cache_passes.borrow().storable(&self.key)
+    }
+
     /// A key whose last response could not be stored (hit-for-pass, for
     /// `PASS_FOR`): straight upstream, nothing kept, a bypass.
     async fn pass(&self, parts: Parts, body: RequestBody) -> Result<Response<ProxyBody>, ProxyError> {
+        let path = parts.uri.path().to_string();
         let up = bypass(&self.client, parts, body).await?;
-        Ok(mark(up.into_response(), Outcome::Bypass))
+        forget_pass_if_storable(&self.client.worker, &self.key, &path, up.parts.status, &up.parts.headers);
+        Ok(mark(up.into_response(), Outcome::Bypass, Fwd::Bypass.value(false)))
     }
 
     /// A stored entry for this request: fresh enough answers; stale is
@@ -196,10 +217,15 @@ impl Ctx {
         }
         let request_time = SystemTime::now();
         let generation = self.cache().generation();
-        let result = proxy::exchange(&self.client, Request::from_parts(parts, body)).await;
+        let result = forward::exchange(&self.client, Request::from_parts(parts, body)).await;
         let response_time = SystemTime::now();
         let stale_ok = |e: &Entry| {
             !e.lifetime.must_revalidate && e.staleness(response_time).is_none_or(|s| s <= e.lifetime.stale_if_error)
+        };
+        let fwd = match self.fwd {
+            Fwd::Request => Fwd::Request,
+            _ if stored.is_some() => Fwd::Stale,
+            other => other,
         };
         match (result, stored) {
             (Ok(up), Some(e)) if up.parts.status == StatusCode::NOT_MODIFIED && revalidating => {
@@ -207,6 +233,7 @@ impl Ctx {
                 // Read the (empty) body so the connection goes back to the pool.
                 drop(ProxyBody::upstream(up.body, Some(up.lease)));
                 Counters::add(&self.counters().hits, 1);
+                let stored = merged.is_some();
                 let entry = match merged {
                     Some(m) => {
                         let m = Arc::new(m);
@@ -215,7 +242,9 @@ impl Ctx {
                     }
                     None => e,
                 };
-                Ok(answer(&entry, &client_headers, self.head, Outcome::Hit))
+                let mut resp = answer(&entry, &client_headers, self.head, Outcome::Hit);
+                resp.headers_mut().insert(CACHE_STATUS.clone(), Fwd::Stale.value(stored));
+                Ok(resp)
             }
             (Ok(up), Some(e)) if up.parts.status.is_server_error() && stale_ok(&e) => {
                 drop(up);
@@ -226,8 +255,7 @@ impl Ctx {
                 Ok(self.serve_stale(&e, &client_headers))
             }
             (Ok(up), _) => {
-                Counters::add(&self.counters().misses, 1);
-                let fetched = Fetched { request_time, response_time, generation };
+                let fetched = Fetched { request_time, response_time, generation, fwd };
                 Ok(self.store_and_respond(up, &client_headers, fetched, flight, mark_uncacheable))
             }
             (Err(err), _) => {
@@ -247,30 +275,39 @@ impl Ctx {
         flight: Option<FlightGuard>,
         mark_uncacheable: bool,
     ) -> Response<ProxyBody> {
-        let Fetched { request_time, response_time, generation } = fetched;
+        let Fetched { request_time, response_time, generation, fwd } = fetched;
         let h = &up.parts.headers;
         let too_big = h
             .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-            .is_some_and(|n| n > self.max_object);
+            .and_then(|v| http1::content_length(v.as_bytes()))
+            .is_some_and(|n| n > self.max_object as u64);
         let lifetime = if self.head || too_big || self.directives.no_store {
             None
         } else {
             policy::lifetime(&self.policy, request, up.parts.status, h, response_time)
         };
         up.parts.headers.remove(&policy::SURROGATE_CONTROL);
+        // A miss that could have been stored counts as a miss; one that
+        // could not is `uncacheable` (it says nothing about the hit rate).
+        let counter = if lifetime.is_some() { &self.counters().misses } else { &self.counters().uncacheable };
+        Counters::add(counter, 1);
         let Some(lifetime) = lifetime else {
             // Only the response's own traits mark the key: not this
             // request's `no-store` or `Authorization`, nor a passing 5xx.
             let this_request_only = self.directives.no_store || request.contains_key(header::AUTHORIZATION);
             if mark_uncacheable && !this_request_only && !up.parts.status.is_server_error() {
-                self.client.worker.cache_passes.borrow_mut().mark(&self.key);
+                let ttl = self.cache().rules().uncacheable_ttl;
+                self.client.worker.cache_passes.borrow_mut().mark(&self.key, ttl);
             }
-            return mark(up.into_response(), Outcome::Miss);
+            return mark(up.into_response(), Outcome::Miss, fwd.value(false));
         };
+        self.client.worker.cache_passes.borrow_mut().mark_storable(&self.key);
         let h = &up.parts.headers;
         let mut headers = h.clone();
-        headers.remove(header::AGE);
+        // Per-request fields are never served from a stored entry.
+        for name in [&header::AGE, &crate::headers::SERVER_TIMING, &X_CACHE, &CACHE_STATUS] {
+            headers.remove(name);
+        }
         let pending = Entry {
             status: up.parts.status,
             vary: key::vary_values(policy::vary_names(h), request),
@@ -282,7 +319,7 @@ impl Ctx {
         };
         let (cache, counters) = (self.cache().clone(), self.counters().clone());
         let fill = Fill::new(cache, counters, self.key.clone(), pending, self.max_object, generation, flight);
-        mark(up.into_response(), Outcome::Miss).map(|b| b.filling(fill))
+        mark(up.into_response(), Outcome::Miss, fwd.value(true)).map(|b| b.filling(fill))
     }
 
     fn serve_stale(&self, entry: &Entry, request: &HeaderMap) -> Response<ProxyBody> {
@@ -311,10 +348,25 @@ impl Ctx {
     }
 }
 
+/// A URL remembered as uncacheable whose answer could now be stored is
+/// forgotten: its next request is looked up and stores what it gets.
+pub(crate) fn forget_pass_if_storable(
+    worker: &Worker,
+    key: &str,
+    path: &str,
+    status: StatusCode,
+    response: &HeaderMap,
+) {
+    let policy = worker.shared.cache.rules().policy(path);
+    if policy::lifetime(&policy, &HeaderMap::new(), status, response, SystemTime::now()).is_some() {
+        worker.cache_passes.borrow_mut().forget(key);
+    }
+}
+
 /// Straight upstream, the cache not consulted: counted as a bypass.
 async fn bypass(client: &Client, parts: Parts, body: RequestBody) -> Result<Upstream, ProxyError> {
     Counters::add(&client.worker.cache_counters.bypasses, 1);
-    proxy::exchange(client, Request::from_parts(parts, body)).await
+    forward::exchange(client, Request::from_parts(parts, body)).await
 }
 
 /// The request's Host (checked and present by now).

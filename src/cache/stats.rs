@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Counters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+    pub uncacheable: AtomicU64,
     pub stale: AtomicU64,
     pub stores: AtomicU64,
     pub bypasses: AtomicU64,
@@ -26,9 +27,12 @@ impl Counters {
 pub struct Stats {
     /// Answers from the cache, stale ones included.
     pub hits: u64,
-    pub misses: u64,
     /// Hits served stale.
     pub stale: u64,
+    /// Lookups that went upstream for a response that was stored or could have been.
+    pub misses: u64,
+    /// Lookups whose response could not be stored.
+    pub uncacheable: u64,
     pub stores: u64,
     pub bypasses: u64,
     pub invalidations: u64,
@@ -39,12 +43,22 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// `hits / (hits + misses)`: stale answers count as hits here.
     pub fn hit_rate(&self) -> f64 {
-        let lookups = self.hits + self.misses;
-        if lookups == 0 {
-            0.0
-        } else {
-            self.hits as f64 / lookups as f64
-        }
+        ratio(self.hits, self.hits + self.misses)
+    }
+
+    /// `(hits - stale) / (hits + misses)`: an outage served from stale does
+    /// not look like a healthy cache (the `cache_hit_rate` alert reads this).
+    pub fn fresh_hit_rate(&self) -> f64 {
+        ratio(self.hits.saturating_sub(self.stale), self.hits + self.misses)
+    }
+}
+
+fn ratio(n: u64, d: u64) -> f64 {
+    if d == 0 {
+        0.0
+    } else {
+        n as f64 / d as f64
     }
 }

@@ -123,6 +123,8 @@ pub struct CacheSettings {
     pub max_object_bytes: u64,
     pub redis_timeout_ms: u64,
     pub stale_if_error_ms: u64,
+    /// How long a URL whose response could not be stored goes straight upstream (not collapsed).
+    pub uncacheable_ttl_ms: u64,
     /// TTL for rules that name none (`CACHE_TTL_DEFAULT`, in seconds, sets it).
     pub default_ttl_ms: u64,
     pub ignore_query: Vec<String>,
@@ -138,6 +140,7 @@ impl Default for CacheSettings {
             max_object_bytes: 1024 * 1024,
             redis_timeout_ms: 50,
             stale_if_error_ms: 60_000,
+            uncacheable_ttl_ms: 120_000,
             default_ttl_ms: 3_600_000,
             ignore_query: Vec::new(),
             rules: Vec::new(),

@@ -79,6 +79,8 @@ impl Exchange<'_> {
                     server_timing: timing.as_bytes(),
                     date: reply::date,
                     x_cache: answer.x_cache,
+                    cache_status: answer.cache_status,
+                    keep_fields: answer.keep_fields,
                     close: answer.close,
                 };
                 match response::parse(&self.scratch.up_buf, &add, &mut self.scratch.out) {

@@ -73,7 +73,7 @@ pub async fn write(
     if !has_date {
         field(out, b"date", &date());
     }
-    let bodiless = head_request || status.is_informational() || status.as_u16() == 204 || status.as_u16() == 304;
+    let bodiless = crate::http1::bodiless(head_request, status.as_u16());
     let mut chunked = false;
     if !bodiless && !has_length {
         match body.size_hint().exact() {

@@ -6,6 +6,8 @@
 
 use std::ops::Range;
 
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
 use super::head::{field, MAX_FIELDS};
 use crate::http1::{self, Field, Framing, Malformed};
 
@@ -18,6 +20,9 @@ pub struct Additions<'a> {
     /// The `Date` value, asked for only when the upstream sent none.
     pub date: fn() -> [u8; 29],
     pub x_cache: Option<&'static [u8]>,
+    pub cache_status: Option<&'static [u8]>,
+    /// Keep every field's place ([`ResponseHead::fields`]), not only the locations.
+    pub keep_fields: bool,
     /// Close the client connection after this response.
     pub close: bool,
 }
@@ -31,8 +36,25 @@ pub struct ResponseHead {
     pub framing: Framing,
     /// The upstream connection can carry another request after the body.
     pub reusable: bool,
-    /// `Location` and `Content-Location`, for invalidation after a write.
-    pub locations: Vec<(&'static str, Range<usize>)>,
+    /// Where fields lie in the upstream's head (name, value): `Location`
+    /// and `Content-Location` (invalidation after a write), or all of them
+    /// when asked for.
+    pub fields: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl ResponseHead {
+    /// The kept fields as a `HeaderMap` (`buf`: the upstream's head).
+    pub fn fields_map(&self, buf: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::with_capacity(self.fields.len());
+        for (name, value) in &self.fields {
+            if let (Ok(n), Ok(v)) =
+                (HeaderName::from_bytes(&buf[name.clone()]), HeaderValue::from_bytes(&buf[value.clone()]))
+            {
+                h.append(n, v);
+            }
+        }
+        h
+    }
 }
 
 /// How far an upstream response head got.
@@ -97,7 +119,7 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     out.push(b' ');
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let mut locations = Vec::new();
+    let mut fields = Vec::new();
     for h in resp.headers.iter() {
         let n = h.name.as_bytes();
         let kind = http1::field(n);
@@ -110,10 +132,12 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
         if dropped || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
             continue;
         }
-        if kind == Field::Location {
-            let start = h.value.as_ptr() as usize - buf.as_ptr() as usize;
-            let name = if n.len() == 8 { "location" } else { "content-location" };
-            locations.push((name, start..start + h.value.len()));
+        if add.keep_fields || kind == Field::Location {
+            let at = |part: &[u8]| {
+                let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+                start..start + part.len()
+            };
+            fields.push((at(n), at(h.value)));
         }
         field(out, n, h.value);
     }
@@ -125,11 +149,14 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     if let Some(x) = add.x_cache {
         field(out, b"x-cache", x);
     }
+    if let Some(s) = add.cache_status {
+        field(out, b"cache-status", s);
+    }
     if add.close || framing == Framing::Close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Parsed::Complete(ResponseHead { len, status, framing, reusable, locations }))
+    Ok(Parsed::Complete(ResponseHead { len, status, framing, reusable, fields }))
 }
 
 #[cfg(test)]
@@ -142,6 +169,8 @@ mod tests {
             server_timing: b"upstream;dur=0.1",
             date: || *b"Fri, 27 Nov 2026 18:00:00 GMT",
             x_cache: Some(b"BYPASS"),
+            cache_status: None,
+            keep_fields: false,
             close: false,
         }
     }

@@ -50,6 +50,13 @@ impl RawUpstream {
     pub fn answer(&self, target: &str, answer: RawAnswer) {
         self.answers.lock().unwrap().insert(target.to_string(), answer);
     }
+    /// The answer scripted for the longest prefix of `target` (so `/a?q`
+    /// and `/a/%7E` get `/a`'s), else a small 200.
+    fn answer_for(&self, target: &str) -> RawAnswer {
+        let answers = self.answers.lock().unwrap();
+        let best = answers.iter().filter(|(k, _)| target.starts_with(k.as_str())).max_by_key(|(k, _)| k.len());
+        best.map_or_else(|| ok("ok"), |(_, a)| a.clone())
+    }
     /// Requests received, perfproxy's health probes left out.
     pub fn seen(&self) -> Vec<RawSeen> {
         self.seen
@@ -83,7 +90,7 @@ async fn serve(up: RawUpstream, mut s: TcpStream) {
     let mut buf = Vec::new();
     loop {
         let Some((seen, head_len, body_len)) = next_request(&mut s, &mut buf).await else { return };
-        let answer = up.answers.lock().unwrap().get(&seen.target).cloned().unwrap_or_else(|| ok("ok"));
+        let answer = up.answer_for(&seen.target);
         if let RawAnswer::Early(bytes) = &answer {
             up.seen.lock().unwrap().push(RawSeen { body: Vec::new(), ..seen });
             let _ = s.write_all(bytes).await;

@@ -1,0 +1,84 @@
+//! The upstream exchange on `http` types, below both the request path and
+//! the cache: a checked request sent on a pooled connection under
+//! `upstream_timeout`, the answer's status and framing checked by the
+//! rulebook, its head rewritten for the client. Failures become
+//! [`ProxyError`]s as the client will see them.
+
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{ProxyBody, RequestBody};
+use crate::error::ProxyError;
+use crate::state::Client;
+use crate::upstream::{Lease, UpstreamError};
+use crate::{headers, http1};
+
+/// An upstream response, its head already rewritten for the client.
+pub struct Upstream {
+    pub parts: http::response::Parts,
+    pub body: Incoming,
+    pub lease: Lease,
+    pub sent: Instant,
+    /// The body ends when the upstream closes: the client connection closes after it.
+    pub close_after: bool,
+}
+
+impl Upstream {
+    /// The response as the client gets it, with `Server-Timing`.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let Upstream { mut parts, body, lease, sent, close_after } = self;
+        parts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
+        if close_after {
+            // As on the express lane, which relays such a body as it comes.
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Response::from_parts(parts, ProxyBody::upstream(body, Some(lease)))
+    }
+}
+
+/// Sends a checked request upstream on a pooled connection, under
+/// `upstream_timeout`.
+pub async fn exchange(client: &Client, req: Request<RequestBody>) -> Result<Upstream, ProxyError> {
+    let worker = &client.worker;
+    let sent = Instant::now();
+    let head_request = req.method() == Method::HEAD;
+    let (resp, lease) = time_boxed(worker.shared.config.upstream_timeout, worker.upstream.send(req)).await?;
+    check_status(resp.status())?;
+    let (mut parts, body) = resp.into_parts();
+    let framing = headers::response_framing(&parts.headers, head_request, parts.status.as_u16())
+        .map_err(|m| ProxyError::BadGateway(m.into()))?;
+    headers::prepare_response(&mut parts.headers);
+    let close_after = framing == http1::Framing::Close;
+    Ok(Upstream { parts, body, lease, sent, close_after })
+}
+
+/// An upstream exchange under `upstream_timeout`, its failures as the
+/// client will see them: the client's own broken body is a 400, anything
+/// else from the upstream a 502, no answer in time a 504.
+pub(crate) async fn time_boxed<T>(
+    timeout: Duration,
+    exchange: impl std::future::Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, ProxyError> {
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(UpstreamError::Exchange(e))) if e.is_user() => Err(ProxyError::ClientBody(e)),
+        Ok(Err(e)) => Err(ProxyError::BadGateway(e)),
+        Err(_) => Err(ProxyError::GatewayTimeout(timeout)),
+    }
+}
+
+/// hyper takes any three digits; the rulebook takes 100–599.
+pub(crate) fn check_status(status: StatusCode) -> Result<(), ProxyError> {
+    if http1::valid_status(status.as_u16()) {
+        return Ok(());
+    }
+    Err(ProxyError::BadGateway(http1::Malformed("status outside 100-599").into()))
+}
+
+pub(crate) fn server_timing(sent: Instant) -> HeaderValue {
+    HeaderValue::from_bytes(headers::ServerTiming::since(sent).as_bytes())
+        .expect("digits and ascii are a valid header value")
+}

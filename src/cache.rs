@@ -6,6 +6,7 @@
 //! - [`entry`]: a stored response and its binary form; [`fill`]: the copy
 //!   kept while a response streams; [`answer`]: responses made from entries;
 //! - [`redis_layer`]: Redis; [`flights`]: collapsing and hit-for-pass;
+//!   [`index`]: the memory layer's keys by path (invalidation at the cost of what it drops);
 //! - [`rules`], [`stats`]: compiled settings and counters; [`purge`]:
 //!   `POST /cache/purge`.
 //!
@@ -17,6 +18,7 @@ pub mod answer;
 pub mod entry;
 pub mod fill;
 pub mod flights;
+pub mod index;
 pub mod key;
 pub mod policy;
 pub mod purge;
@@ -41,6 +43,7 @@ use tracing::debug;
 
 use crate::config::CacheSettings;
 use entry::Entry;
+use index::PathIndex;
 use key::Glob;
 use redis_layer::RedisLayer;
 
@@ -50,6 +53,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const MAX_VARIANTS: usize = 16;
 /// Invalidations remembered to stop racing fills (see [`Cache::invalidated_since`]).
 const RECENT_INVALIDATIONS: usize = 256;
+/// What a key costs besides its bytes (held three times: the memory layer,
+/// the path index's key and path) and its entries': the maps' slots, the
+/// slot's `Arc` and `Vec`, allocator rounding.
+const KEY_OVERHEAD: usize = 256;
 
 /// What the memory layer holds for one primary key: its variants, newest first.
 pub type Slot = Arc<Vec<Arc<Entry>>>;
@@ -64,6 +71,8 @@ pub enum Found {
 /// The cache, shared by every worker.
 pub struct Cache {
     memory: moka::sync::Cache<String, Slot>,
+    /// The memory layer's keys by path, kept in step by its eviction listener.
+    index: Arc<PathIndex>,
     redis: Option<Arc<RedisLayer>>,
     rules: ArcSwap<Rules>,
     shards: Mutex<Vec<Arc<Counters>>>,
@@ -102,17 +111,25 @@ fn slot_ttl(slot: &Slot) -> Duration {
 
 impl Cache {
     pub fn new(settings: &CacheSettings, redis_url: Option<&str>) -> Arc<Cache> {
+        let index = Arc::new(PathIndex::default());
+        let listener_index = index.clone();
         let memory = moka::sync::Cache::builder()
             .max_capacity(settings.memory_bytes)
             .weigher(|key: &String, slot: &Slot| {
                 let held: usize = slot.iter().map(|e| e.weight()).sum();
-                u32::try_from(key.len() + held).unwrap_or(u32::MAX)
+                u32::try_from(KEY_OVERHEAD + 3 * key.len() + held).unwrap_or(u32::MAX)
             })
             .expire_after(SlotExpiry)
+            .eviction_listener(move |key: Arc<String>, _: Slot, cause| {
+                if cause != moka::notification::RemovalCause::Replaced {
+                    listener_index.remove(&key);
+                }
+            })
             .build();
         let background = Arc::new(Counters::default());
         Arc::new(Cache {
             memory,
+            index,
             redis: redis_url.and_then(RedisLayer::new).map(Arc::new),
             rules: ArcSwap::from_pointee(Rules::new(settings)),
             shards: Mutex::new(vec![background.clone()]),
@@ -188,7 +205,7 @@ impl Cache {
                     }
                 }
             };
-            let listener = redis.listen(&this.instance, drop_pattern, || this.memory.invalidate_all());
+            let listener = redis.listen(&this.instance, drop_pattern, || this.drop_all_memory());
             tokio::join!(sweeper, listener);
         };
         tokio::select! {
@@ -212,6 +229,7 @@ impl Cache {
                     entries.into_iter().filter(|e| !e.ttl(now).is_zero()).take(MAX_VARIANTS).map(Arc::new).collect();
                 let found = pick(&variants, request);
                 if !variants.is_empty() {
+                    self.index.add(key);
                     self.memory.insert(key.to_string(), Arc::new(variants));
                 }
                 found.map_or(Found::Nothing, Found::Entry)
@@ -264,6 +282,7 @@ impl Cache {
             None => Vec::new(),
         };
         variants.insert(0, entry.clone());
+        self.index.add(key);
         self.memory.insert(key.to_string(), Arc::new(variants));
         Counters::add(&counters.stores, 1);
         if let Some(redis) = self.redis.clone() {
@@ -281,17 +300,24 @@ impl Cache {
         }
     }
 
-    /// Drops what `pattern` selects from memory; returns the keys that held entries.
+    /// Drops what `pattern` selects from memory; returns the keys that held
+    /// entries. Found through the path index: the cost is that of the
+    /// entries dropped, whatever the memory layer holds besides.
     fn drop_from_memory(&self, pattern: &Glob) -> HashSet<String> {
         self.record_invalidation(pattern);
         let mut dropped = HashSet::new();
-        for (key, _) in self.memory.iter() {
-            if pattern.selects(&key) {
-                self.memory.invalidate(key.as_str());
-                dropped.insert(key.as_str().to_string());
+        for key in self.index.take_matching(pattern) {
+            if self.memory.remove(key.as_str()).is_some() {
+                dropped.insert(key);
             }
         }
         dropped
+    }
+
+    /// Drops the whole memory layer (after missed invalidations).
+    fn drop_all_memory(&self) {
+        self.index.clear();
+        self.memory.invalidate_all();
     }
 
     /// Drops what `pattern` selects from both layers and tells the other
@@ -375,6 +401,67 @@ fn pick(variants: &[Arc<Entry>], request: &HeaderMap) -> Option<Arc<Entry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(body: usize) -> Arc<Entry> {
+        Arc::new(Entry {
+            status: http::StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: bytes::Bytes::from(vec![b'x'; body]),
+            vary: Vec::new(),
+            response_time: policy::epoch_ms(SystemTime::now()),
+            initial_age: 0,
+            lifetime: policy::Lifetime {
+                fresh: Duration::from_secs(60),
+                stale_if_error: Duration::ZERO,
+                stale_while_revalidate: Duration::ZERO,
+                must_revalidate: false,
+            },
+        })
+    }
+
+    #[test]
+    fn invalidation_finds_its_keys_through_the_index_which_follows_evictions() {
+        let settings = CacheSettings { memory_bytes: 200_000, ..CacheSettings::default() };
+        let cache = Cache::new(&settings, None);
+        let counters = cache.counters();
+        for i in 0..2000 {
+            cache.store(&format!("/items/{i} h"), entry(500), &counters);
+        }
+        cache.store("/users/1 h", entry(10), &counters);
+        cache.store("/users/1?page=2 h", entry(10), &counters);
+        cache.memory.run_pending_tasks();
+        let held = cache.memory.entry_count() as usize;
+        assert!(held < 2002, "the budget evicted entries: {held}");
+        assert!(
+            cache.index.paths() <= held + 1,
+            "the index follows evictions: {} paths, {held} keys",
+            cache.index.paths()
+        );
+        let users = ["/users/1 h", "/users/1?page=2 h"];
+        let present = users.iter().filter(|k| cache.memory.contains_key(**k)).count();
+        let dropped = cache.drop_from_memory(&Glob::new("/users/1"));
+        assert_eq!(dropped.len(), present);
+        assert!(cache.lookup_memory("/users/1 h", &HeaderMap::new()).is_none());
+        // Without evictions: exactly the path's keys, all variants and queries.
+        let big = Cache::new(&CacheSettings::default(), None);
+        for i in 0..2000 {
+            big.store(&format!("/items/{i} h"), entry(10), &counters);
+        }
+        for k in users {
+            big.store(k, entry(10), &counters);
+        }
+        let mut dropped: Vec<String> = big.drop_from_memory(&Glob::new("/users/1")).into_iter().collect();
+        dropped.sort();
+        assert_eq!(dropped, users);
+        big.memory.run_pending_tasks();
+        assert_eq!(big.memory.entry_count(), 2000);
+        let left = cache.memory.iter().filter(|(k, _)| k.starts_with("/items/")).count();
+        let under = cache.drop_from_memory(&Glob::new("/items/*"));
+        assert_eq!(under.len(), left, "a pattern drops exactly what it selects");
+        cache.memory.run_pending_tasks();
+        assert_eq!(cache.memory.entry_count(), 0);
+        assert_eq!(cache.index.paths(), 0);
+    }
 
     #[test]
     fn the_invalidation_log_stops_racing_fills_and_errs_on_the_safe_side() {

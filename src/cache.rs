@@ -145,6 +145,11 @@ impl Cache {
         self.rules.load()
     }
 
+    /// The rules as an owned handle, to hold across awaits.
+    pub fn rules_now(&self) -> Arc<Rules> {
+        self.rules.load_full()
+    }
+
     /// Applies reloaded `[cache]` settings (`memory_bytes` needs a restart).
     pub fn configure(&self, settings: &CacheSettings) {
         self.rules.store(Arc::new(Rules::new(settings)));
@@ -196,6 +201,10 @@ impl Cache {
                 let n = this.drop_from_memory(&pattern).len();
                 debug!(pattern = pattern.as_str(), dropped = n, "cache: invalidation from another instance");
             };
+            let drop_tag = |tag: String| {
+                let n = this.drop_tag_from_memory(&tag).len();
+                debug!(tag, dropped = n, "cache: tag purge from another instance");
+            };
             let sweeper = async {
                 loop {
                     tokio::time::sleep(SWEEP_EVERY).await;
@@ -203,9 +212,13 @@ impl Cache {
                         Ok(n) => debug!(dropped = n, "cache: redis index swept"),
                         Err(e) => debug!(error = %e, "cache: redis index sweep failed"),
                     }
+                    match redis.sweep_tags().await {
+                        Ok(n) => debug!(dropped = n, "cache: redis tag index swept"),
+                        Err(e) => debug!(error = %e, "cache: redis tag index sweep failed"),
+                    }
                 }
             };
-            let listener = redis.listen(&this.instance, drop_pattern, || this.drop_all_memory());
+            let listener = redis.listen(&this.instance, drop_pattern, drop_tag, || this.drop_all_memory());
             tokio::join!(sweeper, listener);
         };
         tokio::select! {
@@ -229,7 +242,7 @@ impl Cache {
                     entries.into_iter().filter(|e| !e.ttl(now).is_zero()).take(MAX_VARIANTS).map(Arc::new).collect();
                 let found = pick(&variants, request);
                 if !variants.is_empty() {
-                    self.index.add(key);
+                    self.index.add(key, &self.tags_of(&variants));
                     self.memory.insert(key.to_string(), Arc::new(variants));
                 }
                 found.map_or(Found::Nothing, Found::Entry)
@@ -282,13 +295,14 @@ impl Cache {
             None => Vec::new(),
         };
         variants.insert(0, entry.clone());
-        self.index.add(key);
+        self.index.add(key, &self.tags_of(&variants));
         self.memory.insert(key.to_string(), Arc::new(variants));
         Counters::add(&counters.stores, 1);
         if let Some(redis) = self.redis.clone() {
             let (key, counters, timeout) = (key.to_string(), counters.clone(), self.rules().redis_timeout);
+            let tags = self.rules().tags(&entry.headers);
             tokio::spawn(async move {
-                match tokio::time::timeout(timeout, redis.put(&key, &entry)).await {
+                match tokio::time::timeout(timeout, redis.put(&key, &entry, &tags)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         debug!(error = %e, "cache: redis store failed");
@@ -312,6 +326,61 @@ impl Cache {
             }
         }
         dropped
+    }
+
+    /// The tags of a slot's variants.
+    fn tags_of(&self, variants: &[Arc<Entry>]) -> Vec<String> {
+        let rules = self.rules();
+        let mut tags = Vec::new();
+        for e in variants {
+            for t in rules.tags(&e.headers) {
+                if !tags.contains(&t) {
+                    tags.push(t);
+                }
+            }
+        }
+        tags
+    }
+
+    /// Drops the memory layer's entries carrying `tag`; returns their keys.
+    fn drop_tag_from_memory(&self, tag: &str) -> HashSet<String> {
+        let mut dropped = HashSet::new();
+        for key in self.index.tagged(tag) {
+            // Their paths too, so a fill racing this purge is not stored.
+            self.record_invalidation(&Glob::new(key::path_of(&key)));
+            if self.memory.remove(key.as_str()).is_some() {
+                dropped.insert(key);
+            }
+        }
+        dropped
+    }
+
+    /// Drops every entry carrying one of `tags` from both layers and tells
+    /// the other instances; returns how many keys held entries.
+    pub async fn purge_tags(&self, tags: &[String], timeout: Duration, counters: &Counters) -> usize {
+        let mut purged = HashSet::new();
+        for tag in tags {
+            purged.extend(self.drop_tag_from_memory(tag));
+        }
+        if let Some(redis) = &self.redis {
+            let remote = async {
+                let keys = redis.delete_tagged(tags).await?;
+                for tag in tags {
+                    redis.publish_tag(&self.instance, tag).await?;
+                }
+                Ok::<_, redis_layer::LayerError>(keys)
+            };
+            match tokio::time::timeout(timeout, remote).await {
+                Ok(Ok(keys)) => purged.extend(keys),
+                Ok(Err(e)) => {
+                    debug!(error = %e, "cache: redis tag purge failed");
+                    Counters::add(&counters.errors, 1);
+                }
+                Err(_) => Counters::add(&counters.errors, 1),
+            }
+        }
+        Counters::add(&counters.invalidations, purged.len() as u64);
+        purged.len()
     }
 
     /// Drops the whole memory layer (after missed invalidations).

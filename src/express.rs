@@ -28,6 +28,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
+use http::header::HeaderName;
 use http::{Method, Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -91,12 +92,14 @@ struct Bypass {
 }
 
 /// What the client's response head gets besides the upstream's fields.
-struct Answer {
+struct Answer<'a> {
     head_request: bool,
     x_cache: Option<&'static [u8]>,
     cache_status: Option<&'static [u8]>,
     /// Keep the response's fields (a pass: is the answer storable now?).
     keep_fields: bool,
+    /// Fields not relayed (the cache's tag headers).
+    drop: &'a [HeaderName],
     close: bool,
     /// When the request went upstream (for `Server-Timing`).
     sent: Instant,
@@ -317,7 +320,11 @@ impl Conn {
         self.buf.advance(self.head.len + body_here);
 
         let keep_fields = pass.is_some();
-        let answer = Answer { head_request, x_cache, cache_status, keep_fields, close, sent: Instant::now() };
+        // The cache's tag headers never reach the client (unless kept).
+        let rules = x_cache.is_some().then(|| worker.shared.cache.rules_now());
+        let unrelayed = rules.as_deref().filter(|r| !r.keep_tag_headers).map_or(&[][..], |r| &r.tag_headers[..]);
+        let answer =
+            Answer { head_request, x_cache, cache_status, keep_fields, drop: unrelayed, close, sent: Instant::now() };
         let timeout = worker.shared.config.upstream_timeout;
         let exchange =
             Exchange { worker: &worker, client: &self.stream, buf: &mut self.buf, scratch: &mut self.scratch };

@@ -629,3 +629,55 @@ async fn cache_status_says_what_the_cache_did() {
     assert!(c["stale"].as_u64().unwrap() >= 1 && c["fresh_hit_rate"].as_f64() < c["hit_rate"].as_f64(), "{c}");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn tag_purge_drops_tagged_entries_on_every_instance() {
+    clean_redis("/t-tag/").await;
+    let tag = format!("user-{}", fastrand::u32(..));
+    let up = spawn_upstream().await;
+    let tagged = format!("{tag} list");
+    up.script("/t-tag/profile", 200, &[("cache-control", "max-age=60"), ("surrogate-key", &tagged)], "profile");
+    up.script("/t-tag/orders", 200, &[("cache-control", "max-age=60"), ("cache-tag", &tag)], "orders");
+    up.script("/t-tag/other", 200, &[("cache-control", "max-age=60"), ("surrogate-key", "list")], "other");
+    let slow_ok = write_config("[cache]\nredis_timeout_ms = 2000\n");
+    let args = ["--redis-url", REDIS, "--admin-token", "tok", "--config", &slow_ok];
+    let a = spawn_proxy(&up.url(), &args).await;
+    let b = spawn_proxy(&up.url(), &args).await;
+    let host = [("host", "svc.local")];
+    eventually(5, "both connected to redis", || async {
+        cache_doc(&a).await["backend"] == "redis" && cache_doc(&b).await["backend"] == "redis"
+    })
+    .await;
+    for path in ["/t-tag/profile", "/t-tag/orders", "/t-tag/other"] {
+        let first = call(&a, "GET", path, &host).await;
+        assert!(!first.headers.contains_key("surrogate-key") && !first.headers.contains_key("cache-tag"));
+        // From Redis if A's store landed, else from the upstream: B's memory holds it either way.
+        call(&b, "GET", path, &host).await;
+        let hit = call(&b, "GET", path, &host).await;
+        assert_eq!(x_cache(&hit), "HIT", "{path} now in B's memory");
+        assert!(!hit.headers.contains_key("surrogate-key"), "tag headers never reach the client");
+    }
+    let body: &'static str = Box::leak(format!(r#"{{"tags":["{tag}"]}}"#).into_boxed_str());
+    let purged = purge(&a, Some("Bearer tok"), body).await;
+    assert_eq!(purged.status, 200, "{}", purged.text());
+    assert_eq!(purged.json()["purged"], 2, "the two tagged keys");
+    // New content upstream: a dropped copy is refetched (from Redis once
+    // the other instance has stored the new one), a kept copy is old.
+    up.script("/t-tag/profile", 200, &[("cache-control", "max-age=60"), ("surrogate-key", &tagged)], "v2");
+    up.script("/t-tag/orders", 200, &[("cache-control", "max-age=60"), ("cache-tag", &tag)], "v2");
+    up.script("/t-tag/other", 200, &[("cache-control", "max-age=60"), ("surrogate-key", "list")], "v2");
+    for path in ["/t-tag/profile", "/t-tag/orders"] {
+        assert_eq!(call(&a, "GET", path, &host).await.text(), "v2", "{path} gone from A");
+        eventually(5, "B's tagged copies dropped through pub/sub", || async {
+            call(&b, "GET", path, &host).await.text() == "v2"
+        })
+        .await;
+    }
+    let other = call(&b, "GET", "/t-tag/other", &host).await;
+    assert_eq!((x_cache(&other), other.text().as_str()), ("HIT", "other"), "untagged entries stay");
+    assert_eq!(purge(&a, Some("Bearer tok"), r#"{"tags":[]}"#).await.status, 400);
+    assert_eq!(purge(&a, Some("Bearer tok"), r#"{"tags":["a b"]}"#).await.status, 400);
+    assert_eq!(purge(&a, None, r#"{"tags":["x"]}"#).await.status, 401);
+    a.shutdown().await;
+    b.shutdown().await;
+}

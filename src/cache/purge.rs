@@ -1,4 +1,4 @@
-//! `POST /cache/purge`: `{"pattern": "/api/users/*"}` with
+//! `POST /cache/purge`: `{"pattern": "/api/users/*"}` or `{"tags": ["user-42"]}` with
 //! `Authorization: Bearer $PERFPROXY_ADMIN_TOKEN` drops matching entries from
 //! both layers (and, through pub/sub, from every other instance's memory)
 //! and answers `{"purged": N}`, N being the keys that held entries. No
@@ -22,10 +22,12 @@ const MAX_BODY: usize = 8 * 1024;
 /// A purge waits this long for Redis (an operator's call, not a request's).
 const REDIS_BUDGET: Duration = Duration::from_secs(5);
 
+/// `{"pattern": "/api/users/*"}` or `{"tags": ["user-42"]}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PurgeRequest {
-    pattern: String,
+    pattern: Option<String>,
+    tags: Option<Vec<String>>,
 }
 
 pub async fn answer(client: &Client, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -50,19 +52,38 @@ pub async fn answer(client: &Client, req: Request<Incoming>) -> Response<ProxyBo
         Ok(b) => b.to_bytes(),
         Err(_) => return error(StatusCode::BAD_REQUEST, "bad_request", "unreadable or too large body"),
     };
-    let pattern = match serde_json::from_slice::<PurgeRequest>(&body) {
-        Ok(p) if p.pattern.starts_with('/') || p.pattern.starts_with('*') => p.pattern,
-        Ok(_) => return error(StatusCode::BAD_REQUEST, "bad_request", "pattern must be a path such as /api/users/*"),
+    let request = match serde_json::from_slice::<PurgeRequest>(&body) {
+        Ok(r) => r,
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("expected {{\"pattern\": \"/path/*\"}}: {e}"),
-            )
+            let detail = format!("expected {{\"pattern\": \"/path/*\"}} or {{\"tags\": [\"tag\"]}}: {e}");
+            return error(StatusCode::BAD_REQUEST, "bad_request", &detail);
         }
     };
     let cache = &shared.cache;
-    let purged = cache.invalidate(&Glob::new(&pattern), REDIS_BUDGET, cache.background_counters()).await;
-    tracing::info!(pattern, purged, "cache purge");
+    let counters = cache.background_counters();
+    let purged = match request {
+        PurgeRequest { pattern: Some(p), tags: None } if p.starts_with('/') || p.starts_with('*') => {
+            let purged = cache.invalidate(&Glob::new(&p), REDIS_BUDGET, counters).await;
+            tracing::info!(pattern = p, purged, "cache purge");
+            purged
+        }
+        PurgeRequest { pattern: None, tags: Some(tags) } if !tags.is_empty() && tags.iter().all(|t| valid_tag(t)) => {
+            let purged = cache.purge_tags(&tags, REDIS_BUDGET, counters).await;
+            tracing::info!(?tags, purged, "cache purge by tag");
+            purged
+        }
+        PurgeRequest { pattern: Some(_), tags: None } => {
+            return error(StatusCode::BAD_REQUEST, "bad_request", "pattern must be a path such as /api/users/*")
+        }
+        _ => {
+            let detail = "give either a pattern or a non-empty list of tags (no spaces or commas in a tag)";
+            return error(StatusCode::BAD_REQUEST, "bad_request", detail);
+        }
+    };
     json(StatusCode::OK, serde_json::json!({ "purged": purged }).to_string().into_bytes())
+}
+
+/// A tag as a tag header can carry one: no separators, not empty, not too long.
+fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty() && tag.len() <= 256 && !tag.contains([' ', ',']) && !tag.chars().any(char::is_control)
 }

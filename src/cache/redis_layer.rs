@@ -7,8 +7,13 @@
 //!   pattern's literal prefix is a `ZRANGEBYLEX` range: purges never `KEYS`
 //!   or `SCAN` the keyspace. Keys whose hash has expired are swept from it
 //!   in the background ([`RedisLayer::sweep`], `ZSCAN` over the index only).
+//! - `perfproxy:tag:<tag>`: a set of the primary keys carrying a tag, living
+//!   as long as its longest-lived member; `perfproxy:tags`, a sorted set of
+//!   tag names, swept like the index ([`RedisLayer::sweep_tags`]): a tag
+//!   purge reads its set, never the keyspace.
 //! - `perfproxy:invalidate`: the pub/sub channel on which instances tell each
-//!   other which patterns to drop from their memory layer.
+//!   other which patterns (`/path*`) and tags (`#tag`) to drop from their
+//!   memory layer.
 //!
 //! Callers time-box every call (`cache.redis_timeout_ms`); this module only
 //! talks to Redis.
@@ -28,6 +33,8 @@ use super::key::Glob;
 
 const OBJECT_PREFIX: &str = "perfproxy:obj:";
 const INDEX: &str = "perfproxy:index";
+const TAG_PREFIX: &str = "perfproxy:tag:";
+const TAGS: &str = "perfproxy:tags";
 pub const CHANNEL: &str = "perfproxy:invalidate";
 /// Index entries read per round trip during a purge.
 const PAGE: usize = 500;
@@ -104,13 +111,21 @@ impl RedisLayer {
         Ok(values.iter().filter_map(|v| Entry::decode(v)).collect())
     }
 
-    /// Stores one variant; the hash lives as long as its longest variant.
-    pub async fn put(&self, key: &str, entry: &Entry) -> Result<(), LayerError> {
+    /// Stores one variant with its tags; the hash (and each tag's set)
+    /// lives as long as its longest variant.
+    pub async fn put(&self, key: &str, entry: &Entry, tags: &[String]) -> Result<(), LayerError> {
         let ttl = entry.ttl(SystemTime::now()).as_millis().max(1) as u64;
         let obj = object(key);
         let mut c = self.conn()?;
-        redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        for tag in tags {
+            let set = tag_set(tag);
+            pipe.cmd("SADD").arg(&set).arg(key).ignore();
+            pipe.cmd("PEXPIRE").arg(&set).arg(ttl).arg("NX").ignore();
+            pipe.cmd("PEXPIRE").arg(&set).arg(ttl).arg("GT").ignore();
+            pipe.cmd("ZADD").arg(TAGS).arg(0).arg(tag).ignore();
+        }
+        pipe.atomic()
             .cmd("HSET")
             .arg(&obj)
             .arg(entry.variant())
@@ -134,6 +149,56 @@ impl RedisLayer {
             .query_async::<()>(&mut c)
             .await?;
         Ok(())
+    }
+
+    /// Deletes every key carrying one of `tags`; returns the keys that existed.
+    pub async fn delete_tagged(&self, tags: &[String]) -> Result<Vec<String>, LayerError> {
+        let mut c = self.conn()?;
+        let mut purged = Vec::new();
+        for tag in tags {
+            let keys: Vec<String> = redis::cmd("SMEMBERS").arg(tag_set(tag)).query_async(&mut c).await?;
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("DEL").arg(object(k));
+            }
+            if !keys.is_empty() {
+                pipe.cmd("ZREM").arg(INDEX).arg(&keys).ignore();
+            }
+            pipe.cmd("DEL").arg(tag_set(tag)).ignore();
+            pipe.cmd("ZREM").arg(TAGS).arg(tag).ignore();
+            let deleted: Vec<u64> = pipe.query_async(&mut c).await?;
+            purged.extend(keys.into_iter().zip(deleted).filter(|(_, n)| *n > 0).map(|(k, _)| k));
+        }
+        Ok(purged)
+    }
+
+    /// One pass over the tag names, dropping those whose set has expired;
+    /// returns how many.
+    pub async fn sweep_tags(&self) -> Result<usize, LayerError> {
+        let mut c = self.conn()?;
+        let mut cursor: u64 = 0;
+        let mut dropped = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) =
+                redis::cmd("ZSCAN").arg(TAGS).arg(cursor).arg("COUNT").arg(PAGE).query_async(&mut c).await?;
+            let tags: Vec<&String> = batch.iter().step_by(2).collect();
+            if !tags.is_empty() {
+                let mut pipe = redis::pipe();
+                for t in &tags {
+                    pipe.cmd("EXISTS").arg(tag_set(t));
+                }
+                let exists: Vec<u8> = pipe.query_async(&mut c).await?;
+                let gone: Vec<&&String> = tags.iter().zip(exists).filter(|(_, e)| *e == 0).map(|(t, _)| t).collect();
+                if !gone.is_empty() {
+                    let _: () = redis::cmd("ZREM").arg(TAGS).arg(&gone).query_async(&mut c).await?;
+                    dropped += gone.len();
+                }
+            }
+            if next == 0 {
+                return Ok(dropped);
+            }
+            cursor = next;
+        }
     }
 
     /// Deletes every key `pattern` selects; returns the keys that existed.
@@ -202,6 +267,14 @@ impl RedisLayer {
         }
     }
 
+    /// Tells the other instances to drop what carries `tag` from memory.
+    pub async fn publish_tag(&self, instance: &str, tag: &str) -> Result<(), LayerError> {
+        let mut c = self.conn()?;
+        let message = format!("{instance} #{tag}");
+        redis::cmd("PUBLISH").arg(CHANNEL).arg(message).query_async::<()>(&mut c).await?;
+        Ok(())
+    }
+
     /// Tells the other instances to drop `pattern` from memory.
     pub async fn publish(&self, instance: &str, pattern: &Glob) -> Result<(), LayerError> {
         let mut c = self.conn()?;
@@ -211,10 +284,16 @@ impl RedisLayer {
     }
 
     /// Listens on the invalidation channel for ever, resubscribing after a
-    /// loss. `on_pattern` gets each other instance's pattern; `on_subscribe`
-    /// runs each time the subscription starts: what memory holds may have
-    /// missed messages sent while nobody listened.
-    pub async fn listen(&self, instance: &str, on_pattern: impl Fn(Glob), on_subscribe: impl Fn()) {
+    /// loss. `on_pattern` gets each other instance's pattern, `on_tag` its
+    /// tags; `on_subscribe` runs each time the subscription starts: what
+    /// memory holds may have missed messages sent while nobody listened.
+    pub async fn listen(
+        &self,
+        instance: &str,
+        on_pattern: impl Fn(Glob),
+        on_tag: impl Fn(String),
+        on_subscribe: impl Fn(),
+    ) {
         loop {
             let subscribed = async {
                 let mut ps = self.client.get_async_pubsub().await?;
@@ -230,6 +309,9 @@ impl RedisLayer {
                     while let Some(msg) = messages.next().await {
                         let Ok(text) = msg.get_payload::<String>() else { continue };
                         match text.split_once(' ') {
+                            Some((from, tag)) if from != instance && tag.starts_with('#') => {
+                                on_tag(tag[1..].to_string())
+                            }
                             Some((from, pattern)) if from != instance => on_pattern(Glob::new(pattern)),
                             _ => {}
                         }
@@ -249,5 +331,12 @@ fn object(key: &str) -> String {
     let mut s = String::with_capacity(OBJECT_PREFIX.len() + key.len());
     s.push_str(OBJECT_PREFIX);
     s.push_str(key);
+    s
+}
+
+fn tag_set(tag: &str) -> String {
+    let mut s = String::with_capacity(TAG_PREFIX.len() + tag.len());
+    s.push_str(TAG_PREFIX);
+    s.push_str(tag);
     s
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use http::header::{HeaderMap, HeaderName};
 use http::Method;
 
 use super::key::Glob;
@@ -21,8 +22,15 @@ pub struct Rules {
     /// How long a URL found uncacheable is remembered (`cache.uncacheable_ttl_ms`).
     pub uncacheable_ttl: Duration,
     pub ignore_query: Vec<Glob>,
+    /// `cache.tag_headers`: the fields whose values tag an entry.
+    pub tag_headers: Vec<HeaderName>,
+    pub keep_tag_headers: bool,
     pub rules: Vec<Rule>,
 }
+
+/// Tags one entry may carry, at most, and the longest tag kept.
+const MAX_TAGS: usize = 64;
+const MAX_TAG_LEN: usize = 256;
 
 /// A compiled `[[cache.rules]]` entry.
 #[derive(Debug)]
@@ -42,6 +50,9 @@ impl Rules {
             stale_if_error: Duration::from_millis(s.stale_if_error_ms),
             uncacheable_ttl: Duration::from_millis(s.uncacheable_ttl_ms),
             ignore_query: s.ignore_query.iter().map(|g| Glob::new(g)).collect(),
+            // Validated at load: every name parses.
+            tag_headers: s.tag_headers.iter().filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()).collect(),
+            keep_tag_headers: s.keep_tag_headers,
             rules: s
                 .rules
                 .iter()
@@ -54,6 +65,30 @@ impl Rules {
                     })
                 })
                 .collect(),
+        }
+    }
+
+    /// The tags a response's tag headers give (space or comma separated).
+    pub fn tags(&self, headers: &HeaderMap) -> Vec<String> {
+        let mut tags: Vec<String> = Vec::new();
+        for name in &self.tag_headers {
+            for v in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+                for t in v.split([' ', ',']).map(str::trim).filter(|t| !t.is_empty() && t.len() <= MAX_TAG_LEN) {
+                    if tags.len() < MAX_TAGS && !tags.iter().any(|x| x == t) {
+                        tags.push(t.to_string());
+                    }
+                }
+            }
+        }
+        tags
+    }
+
+    /// Removes the tag headers before an answer leaves, unless kept.
+    pub fn strip_tags(&self, headers: &mut HeaderMap) {
+        if !self.keep_tag_headers {
+            for name in &self.tag_headers {
+                headers.remove(name);
+            }
         }
     }
 

@@ -55,8 +55,19 @@ struct Ctx {
     fwd: Fwd,
 }
 
-/// Forwards a checked request through the cache.
+/// Forwards a checked request through the cache; the tag headers leave
+/// the answer unless `cache.keep_tag_headers`.
 pub async fn forward(client: &Rc<Client>, parts: Parts, body: RequestBody) -> Result<Response<ProxyBody>, ProxyError> {
+    let mut resp = through_cache(client, parts, body).await?;
+    client.worker.shared.cache.rules().strip_tags(resp.headers_mut());
+    Ok(resp)
+}
+
+async fn through_cache(
+    client: &Rc<Client>,
+    parts: Parts,
+    body: RequestBody,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let cache = &client.worker.shared.cache;
     let counters = &client.worker.cache_counters;
     let method = parts.method.clone();

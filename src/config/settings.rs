@@ -128,6 +128,10 @@ pub struct CacheSettings {
     /// TTL for rules that name none (`CACHE_TTL_DEFAULT`, in seconds, sets it).
     pub default_ttl_ms: u64,
     pub ignore_query: Vec<String>,
+    /// Response headers whose values tag an entry for `POST /cache/purge {"tags": [...]}`.
+    pub tag_headers: Vec<String>,
+    /// Keep the tag headers on answers (else they are removed before the client sees them).
+    pub keep_tag_headers: bool,
     pub rules: Vec<CacheRule>,
 }
 
@@ -143,6 +147,8 @@ impl Default for CacheSettings {
             uncacheable_ttl_ms: 120_000,
             default_ttl_ms: 3_600_000,
             ignore_query: Vec::new(),
+            tag_headers: vec!["Surrogate-Key".into(), "Cache-Tag".into()],
+            keep_tag_headers: false,
             rules: Vec::new(),
         }
     }

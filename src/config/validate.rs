@@ -169,6 +169,11 @@ impl Config {
                 ));
             }
         }
+        for (i, name) in c.tag_headers.iter().enumerate() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(ConfigError::new(format!("cache.tag_headers[{i}]"), format!("{name:?}"), "a header name"));
+            }
+        }
         for (i, rule) in c.rules.iter().enumerate() {
             RoutePattern::parse(&rule.pattern).map_err(|why| {
                 ConfigError::new(format!("cache.rules[{i}].pattern"), format!("{:?}", rule.pattern), why)

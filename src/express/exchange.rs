@@ -31,7 +31,7 @@ impl Exchange<'_> {
         mut self,
         body_left: u64,
         replayable: bool,
-        answer: &Answer,
+        answer: &Answer<'_>,
     ) -> Result<(TcpStream, ResponseHead), Failed> {
         let worker = self.worker;
         loop {
@@ -44,7 +44,12 @@ impl Exchange<'_> {
         }
     }
 
-    async fn send(&mut self, up: &mut TcpStream, mut body_left: u64, answer: &Answer) -> Result<ResponseHead, Failed> {
+    async fn send(
+        &mut self,
+        up: &mut TcpStream,
+        mut body_left: u64,
+        answer: &Answer<'_>,
+    ) -> Result<ResponseHead, Failed> {
         up.write_all(&self.scratch.upstream_out).await.map_err(|_| Failed::Stale)?;
         while body_left > 0 {
             if self.buf.is_empty() {
@@ -81,6 +86,7 @@ impl Exchange<'_> {
                     x_cache: answer.x_cache,
                     cache_status: answer.cache_status,
                     keep_fields: answer.keep_fields,
+                    drop: answer.drop,
                     close: answer.close,
                 };
                 match response::parse(&self.scratch.up_buf, &add, &mut self.scratch.out) {

@@ -23,6 +23,8 @@ pub struct Additions<'a> {
     pub cache_status: Option<&'static [u8]>,
     /// Keep every field's place ([`ResponseHead::fields`]), not only the locations.
     pub keep_fields: bool,
+    /// Fields not relayed (the cache's tag headers).
+    pub drop: &'a [HeaderName],
     /// Close the client connection after this response.
     pub close: bool,
 }
@@ -129,7 +131,8 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
             Field::ContentLength => encoded,
             k => k.is_hop_by_hop(),
         };
-        if dropped || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
+        let tag = add.drop.iter().any(|d| d.as_str().as_bytes().eq_ignore_ascii_case(n));
+        if dropped || tag || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
             continue;
         }
         if add.keep_fields || kind == Field::Location {
@@ -171,6 +174,7 @@ mod tests {
             x_cache: Some(b"BYPASS"),
             cache_status: None,
             keep_fields: false,
+            drop: &[],
             close: false,
         }
     }

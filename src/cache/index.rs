@@ -108,7 +108,8 @@ impl PathIndex {
     pub fn clear(&self) {
         self.by_path.lock().expect("no code panics holding the path index").clear();
         let mut t = self.tags.lock().expect("no code panics holding the tag index");
-        (t.keys.clear(), t.of_key.clear());
+        t.keys.clear();
+        t.of_key.clear();
     }
 }
 

@@ -104,6 +104,11 @@ impl moka::Expiry<String, Slot> for SlotExpiry {
     }
 }
 
+/// A slot's identity in the path index.
+fn slot_id(slot: &Slot) -> usize {
+    Arc::as_ptr(slot) as usize
+}
+
 fn slot_ttl(slot: &Slot) -> Duration {
     let now = SystemTime::now();
     slot.iter().map(|e| e.ttl(now)).max().unwrap_or(Duration::ZERO)
@@ -120,10 +125,8 @@ impl Cache {
                 u32::try_from(KEY_OVERHEAD + 3 * key.len() + held).unwrap_or(u32::MAX)
             })
             .expire_after(SlotExpiry)
-            .eviction_listener(move |key: Arc<String>, _: Slot, cause| {
-                if cause != moka::notification::RemovalCause::Replaced {
-                    listener_index.remove(&key);
-                }
+            .eviction_listener(move |key: Arc<String>, slot: Slot, _| {
+                listener_index.remove(&key, slot_id(&slot));
             })
             .build();
         let background = Arc::new(Counters::default());
@@ -242,8 +245,7 @@ impl Cache {
                     entries.into_iter().filter(|e| !e.ttl(now).is_zero()).take(MAX_VARIANTS).map(Arc::new).collect();
                 let found = pick(&variants, request);
                 if !variants.is_empty() {
-                    self.index.add(key, &self.tags_of(&variants));
-                    self.memory.insert(key.to_string(), Arc::new(variants));
+                    self.insert(key, Arc::new(variants));
                 }
                 found.map_or(Found::Nothing, Found::Entry)
             }
@@ -295,8 +297,7 @@ impl Cache {
             None => Vec::new(),
         };
         variants.insert(0, entry.clone());
-        self.index.add(key, &self.tags_of(&variants));
-        self.memory.insert(key.to_string(), Arc::new(variants));
+        self.insert(key, Arc::new(variants));
         Counters::add(&counters.stores, 1);
         if let Some(redis) = self.redis.clone() {
             let (key, counters, timeout) = (key.to_string(), counters.clone(), self.rules().redis_timeout);
@@ -328,6 +329,18 @@ impl Cache {
         dropped
     }
 
+    /// Puts a slot in the memory layer, indexed first; if an invalidation
+    /// selecting the key ran meanwhile (it may have found the index entry
+    /// and missed the insert), the slot is taken out again.
+    fn insert(&self, key: &str, slot: Slot) {
+        let since = self.generation();
+        self.index.add(key, slot_id(&slot), &self.tags_of(&slot));
+        self.memory.insert(key.to_string(), slot);
+        if self.invalidated_since(key, since) {
+            self.memory.remove(key);
+        }
+    }
+
     /// The tags of a slot's variants.
     fn tags_of(&self, variants: &[Arc<Entry>]) -> Vec<String> {
         let rules = self.rules();
@@ -347,7 +360,7 @@ impl Cache {
         let mut dropped = HashSet::new();
         for key in self.index.tagged(tag) {
             // Their paths too, so a fill racing this purge is not stored.
-            self.record_invalidation(&Glob::new(key::path_of(&key)));
+            self.record_invalidation(&Glob::exact(key::path_of(&key)));
             if self.memory.remove(key.as_str()).is_some() {
                 dropped.insert(key);
             }

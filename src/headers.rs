@@ -15,7 +15,7 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 fn via() -> HeaderValue {
-    HeaderValue::from_static("1.1 perfproxy")
+    HeaderValue::from_static(http1::VIA)
 }
 
 /// `upstream;dur=<ms>` since a request went upstream, to 0.1 ms, rendered
@@ -63,6 +63,8 @@ struct Present {
     transfer_encoding: bool,
     expect: bool,
     forwarded_for: bool,
+    /// `Forwarded`, `X-Forwarded-Port` and the like, by name.
+    forwarded_other: Vec<HeaderName>,
 }
 
 impl Present {
@@ -74,6 +76,7 @@ impl Present {
                 Field::ContentLength => p.content_length = true,
                 Field::Expect => p.expect = true,
                 Field::ForwardedFor => p.forwarded_for = true,
+                Field::ForwardedOther if !p.forwarded_other.contains(name) => p.forwarded_other.push(name.clone()),
                 Field::TransferEncoding => {
                     p.transfer_encoding = true;
                     p.hop.push(name.clone());
@@ -119,6 +122,11 @@ pub fn prepare_request(
     }
     if present.expect {
         headers.remove(header::EXPECT);
+    }
+    if !trusted_peer {
+        for name in &present.forwarded_other {
+            headers.remove(name);
+        }
     }
     // Up to five inserts below: grow the map at most once.
     headers.reserve(5);
@@ -180,7 +188,8 @@ pub fn response_framing(
     head_request: bool,
     status: u16,
 ) -> Result<http1::Framing, http1::Malformed> {
-    let te = headers.get(header::TRANSFER_ENCODING).map(|v| http1::ends_chunked(v.as_bytes()));
+    // The last transfer coding decides, across fields as within one.
+    let te = headers.get_all(header::TRANSFER_ENCODING).iter().next_back().map(|v| http1::ends_chunked(v.as_bytes()));
     let length = http1::check_lengths(headers.get_all(header::CONTENT_LENGTH).iter().map(HeaderValue::as_bytes))?;
     Ok(http1::response_framing(head_request, status, te, length))
 }

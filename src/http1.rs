@@ -14,7 +14,7 @@
 use http::Method;
 
 /// The `Via` value perfproxy adds both ways.
-pub const VIA: &[u8] = b"1.1 perfproxy";
+pub const VIA: &str = "1.1 perfproxy";
 
 /// What a field is to perfproxy, by its name (case-insensitive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,9 @@ pub enum Field {
     ForwardedFor,
     ForwardedProto,
     ForwardedHost,
+    /// `Forwarded`, `X-Forwarded-Port`/`-Scheme`/`-Ssl`/`-Prefix`: kept only
+    /// from trusted proxies (frameworks build URLs from them too).
+    ForwardedOther,
     Range,
     Date,
     /// `Location` or `Content-Location`: invalidated after a write.
@@ -57,6 +60,7 @@ pub fn field(name: &[u8]) -> Field {
         7 if is("upgrade") => Field::Upgrade,
         7 if is("trailer") => Field::HopByHop,
         8 if is("location") => Field::Location,
+        9 if is("forwarded") => Field::ForwardedOther,
         10 if is("connection") => Field::Connection,
         10 if is("keep-alive") => Field::HopByHop,
         14 if is("content-length") => Field::ContentLength,
@@ -64,6 +68,8 @@ pub fn field(name: &[u8]) -> Field {
         16 if is("proxy-connection") => Field::HopByHop,
         16 if is("x-forwarded-host") => Field::ForwardedHost,
         16 if is("content-location") => Field::Location,
+        16 if is("x-forwarded-port") || is("x-forwarded-ssl") => Field::ForwardedOther,
+        18 if is("x-forwarded-scheme") || is("x-forwarded-prefix") => Field::ForwardedOther,
         17 if is("transfer-encoding") => Field::TransferEncoding,
         17 if is("x-forwarded-proto") => Field::ForwardedProto,
         _ => Field::Other,
@@ -99,10 +105,20 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Whether a `Connection` token names a field to remove (`close` and
-/// `keep-alive` name no field beyond those removed anyway).
+/// Whether a `Connection` token names a field to remove. `close` and
+/// `keep-alive` name no field beyond those removed anyway, and the framing
+/// fields are never removed this way: the framing rules decide them (a
+/// `Connection: content-length` must not strip a body's length).
 pub fn names_a_field(token: &[u8]) -> bool {
-    !token.eq_ignore_ascii_case(b"close") && !token.eq_ignore_ascii_case(b"keep-alive")
+    !matches!(field(token), Field::ContentLength | Field::TransferEncoding)
+        && !token.eq_ignore_ascii_case(b"close")
+        && !token.eq_ignore_ascii_case(b"keep-alive")
+}
+
+/// Methods whose requests carry no body here: one that comes with a body
+/// takes the general path, which frames it as it came.
+pub fn bodyless_method(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD)
 }
 
 /// A `Content-Length` value: decimal digits only (RFC 9110 §8.6), at most 18.

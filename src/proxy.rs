@@ -119,8 +119,7 @@ async fn forward(client: &Rc<Client>, req: Request<RequestBody>) -> Result<Respo
     let upgrade = parts.extensions.remove::<OnUpgrade>().filter(|_| protocol.is_some());
     prepare(client, &mut parts, protocol)?;
     parts.extensions = http::Extensions::new();
-    if matches!(parts.method, Method::GET | Method::HEAD) && !body.is_end_stream() && body.size_hint().exact().is_none()
-    {
+    if crate::http1::bodyless_method(&parts.method) && !body.is_end_stream() && body.size_hint().exact().is_none() {
         // hyper's client would send a GET/HEAD body of unknown length as no
         // body at all: frame it chunked, as the client sent it.
         parts.headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));

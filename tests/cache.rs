@@ -681,3 +681,21 @@ async fn tag_purge_drops_tagged_entries_on_every_instance() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_written_path_is_literal_a_star_in_it_purges_nothing_else() {
+    let up = spawn_upstream().await;
+    up.script("/t-lit/a", 200, &[("cache-control", "max-age=60")], "a");
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+    fetch(&proxy, "/t-lit/a").await;
+    assert_eq!(x_cache(&fetch(&proxy, "/t-lit/a").await), "HIT");
+    for path in ["/*", "/t-lit/*"] {
+        let post = call(&proxy, "POST", path, &[]).await;
+        assert!(post.status < 400, "{}", post.status);
+    }
+    let redirect = [("location", "/*")];
+    up.script("/t-lit/login", 302, &redirect, "");
+    call(&proxy, "POST", "/t-lit/login", &[]).await;
+    assert_eq!(x_cache(&fetch(&proxy, "/t-lit/a").await), "HIT", "a client's `*` is no wildcard");
+    proxy.shutdown().await;
+}

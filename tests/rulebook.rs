@@ -152,3 +152,15 @@ async fn fuzz_found_an_own_answer_to_a_request_with_a_body_closes_on_both_lanes(
     }
     assert!(up.seen().iter().all(|s| s.target != "/next"));
 }
+
+#[tokio::test]
+async fn review_found_connection_never_names_the_framing_away() {
+    let up = spawn_raw_upstream().await;
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: content-length, transfer-encoding\r\n\r\nhello";
+    up.answer("/named", RawAnswer::Bytes(answer.to_vec()));
+    let req = b"GET /named HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    for answer in on_both_lanes(&up, req).await {
+        assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "both answered, framed: {answer}");
+        assert!(answer.to_ascii_lowercase().contains("content-length: 5"), "{answer}");
+    }
+}

@@ -191,3 +191,25 @@ async fn a_performance_storm_shares_one_merge_per_50_ms() {
     assert!(metrics.contains("perfproxy_admin_document_builds_total"), "{metrics}");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn other_forwarding_headers_come_from_trusted_peers_only() {
+    for lane in ["true", "false"] {
+        let up = spawn_raw_upstream().await;
+        let config = write_config("trusted_proxies = [\"10.0.0.0/8\"]\n[cache]\nenabled = false\n");
+        let proxy = spawn_proxy(&up.url(), &["--express-lane", lane, "--config", &config]).await;
+        let sent = [
+            ("forwarded", "host=evil.example;proto=https"),
+            ("x-forwarded-port", "8443"),
+            ("x-forwarded-prefix", "/evil"),
+            ("x-forwarded-ssl", "on"),
+            ("x-forwarded-scheme", "https"),
+        ];
+        get_with(&proxy.url("/r"), "shop.example", &sent).await;
+        let seen = &up.seen()[0];
+        for (name, _) in sent {
+            assert!(!seen.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)), "lane {lane}: {name} passed");
+        }
+        proxy.shutdown().await;
+    }
+}

@@ -13,10 +13,13 @@ use super::key::{path_of, Glob};
 
 /// Keys held in memory, by path. Each operation holds the lock for one map
 /// operation (never while calling into the memory layer, whose eviction
-/// listener takes it too).
+/// listener takes it too). Each key is recorded with the identity of the
+/// slot it was inserted with ([`Slot`](super::Slot) pointer), so the
+/// removal of a slot that was since replaced never unindexes its successor,
+/// whatever cause the memory layer reports.
 #[derive(Debug, Default)]
 pub struct PathIndex {
-    by_path: Mutex<BTreeMap<String, HashSet<String>>>,
+    by_path: Mutex<BTreeMap<String, HashMap<String, usize>>>,
     tags: Mutex<Tags>,
 }
 
@@ -27,52 +30,74 @@ struct Tags {
     of_key: HashMap<String, Vec<String>>,
 }
 
+impl Tags {
+    fn untag(&mut self, tag: &str, key: &str) {
+        if let Some(keys) = self.keys.get_mut(tag) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.keys.remove(tag);
+            }
+        }
+    }
+}
+
 impl PathIndex {
-    /// Records `key` with its tags (call before it is inserted, so an
-    /// eviction that follows at once finds it).
-    pub fn add(&self, key: &str, tags: &[String]) {
-        if !tags.is_empty() {
+    /// Records `key`, inserted with the slot `slot` (its pointer), with its
+    /// tags (call before the insert, so an eviction that follows at once
+    /// finds it).
+    pub fn add(&self, key: &str, slot: usize, tags: &[String]) {
+        {
             let mut t = self.tags.lock().expect("no code panics holding the tag index");
+            let old = t.of_key.remove(key).unwrap_or_default();
+            for tag in old.iter().filter(|o| !tags.contains(o)) {
+                t.untag(tag, key);
+            }
             for tag in tags {
                 t.keys.entry(tag.clone()).or_default().insert(key.to_string());
             }
-            t.of_key.insert(key.to_string(), tags.to_vec());
+            if !tags.is_empty() {
+                t.of_key.insert(key.to_string(), tags.to_vec());
+            }
         }
         let mut map = self.by_path.lock().expect("no code panics holding the path index");
         let path = path_of(key);
         match map.get_mut(path) {
-            Some(keys) => {
-                if !keys.contains(key) {
-                    keys.insert(key.to_string());
+            Some(keys) => match keys.get_mut(key) {
+                Some(s) => *s = slot,
+                None => {
+                    keys.insert(key.to_string(), slot);
                 }
-            }
+            },
             None => {
-                map.insert(path.to_string(), HashSet::from([key.to_string()]));
+                map.insert(path.to_string(), HashMap::from([(key.to_string(), slot)]));
             }
         }
     }
 
-    /// Forgets `key` (it left the memory layer).
-    pub fn remove(&self, key: &str) {
-        {
-            let mut t = self.tags.lock().expect("no code panics holding the tag index");
-            if let Some(tags) = t.of_key.remove(key) {
-                for tag in tags {
-                    if let Some(keys) = t.keys.get_mut(&tag) {
-                        keys.remove(key);
-                        if keys.is_empty() {
-                            t.keys.remove(&tag);
-                        }
-                    }
-                }
-            }
-        }
+    /// Forgets `key`, unless it is indexed with a newer slot than `slot`
+    /// (that slot left the memory layer; a newer one under the same key
+    /// stays). A key an invalidation already took out of the path map
+    /// still loses its tags here.
+    pub fn remove(&self, key: &str, slot: usize) {
         let mut map = self.by_path.lock().expect("no code panics holding the path index");
         let path = path_of(key);
         if let Some(keys) = map.get_mut(path) {
-            keys.remove(key);
-            if keys.is_empty() {
-                map.remove(path);
+            match keys.get(key) {
+                Some(s) if *s != slot => return,
+                Some(_) => {
+                    keys.remove(key);
+                    if keys.is_empty() {
+                        map.remove(path);
+                    }
+                }
+                None => {}
+            }
+        }
+        drop(map);
+        let mut t = self.tags.lock().expect("no code panics holding the tag index");
+        if let Some(tags) = t.of_key.remove(key) {
+            for tag in tags {
+                t.untag(&tag, key);
             }
         }
     }
@@ -80,9 +105,8 @@ impl PathIndex {
     /// Takes out every key whose path `pattern` selects, and returns them.
     pub fn take_matching(&self, pattern: &Glob) -> Vec<String> {
         let mut map = self.by_path.lock().expect("no code panics holding the path index");
-        let text = pattern.as_str();
-        if !text.contains('*') {
-            return map.remove(text).map(|keys| keys.into_iter().collect()).unwrap_or_default();
+        if pattern.is_exact() {
+            return map.remove(pattern.as_str()).map(|keys| keys.into_keys().collect()).unwrap_or_default();
         }
         let prefix = pattern.literal_prefix();
         let paths: Vec<String> = map
@@ -91,7 +115,7 @@ impl PathIndex {
             .filter(|(path, _)| pattern.matches(path))
             .map(|(path, _)| path.clone())
             .collect();
-        paths.iter().filter_map(|p| map.remove(p)).flatten().collect()
+        paths.iter().filter_map(|p| map.remove(p)).flat_map(HashMap::into_keys).collect()
     }
 
     /// The keys carrying `tag` (they stay indexed until they leave memory).
@@ -121,10 +145,14 @@ mod tests {
     fn exact_paths_and_patterns_take_only_what_they_select() {
         let index = PathIndex::default();
         for key in ["/a/1 h", "/a/1?x=1 h", "/a/2 h", "/b/1 h", "/a/1/c h"] {
-            index.add(key, &[]);
+            index.add(key, 1, &[]);
         }
-        index.add("/a/1 h", &["user-1".to_string()]);
-        index.add("/b/1 h", &["user-1".to_string(), "b".to_string()]);
+        index.add("/a/1 h", 2, &["user-1".to_string()]);
+        index.add("/b/1 h", 2, &["old".to_string()]);
+        index.add("/b/1 h", 3, &["user-1".to_string(), "b".to_string()]);
+        assert!(index.tagged("old").is_empty(), "a key's old tags are dropped when it is stored again");
+        index.remove("/b/1 h", 2);
+        assert_eq!(index.tagged("b"), ["/b/1 h"], "a replaced slot's removal leaves its successor");
         let mut tagged = index.tagged("user-1");
         tagged.sort();
         assert_eq!(tagged, ["/a/1 h", "/b/1 h"]);
@@ -135,9 +163,9 @@ mod tests {
         under.sort();
         assert_eq!(under, ["/a/1/c h", "/a/2 h"]);
         assert_eq!(index.paths(), 1);
-        index.remove("/b/1 h");
+        index.remove("/b/1 h", 3);
         assert_eq!(index.paths(), 0);
-        index.remove("/a/1 h");
+        index.remove("/a/1 h", 2);
         assert!(index.tagged("user-1").is_empty() && index.tagged("b").is_empty(), "tags follow removals");
         assert!(index.take_matching(&Glob::new("*")).is_empty());
     }

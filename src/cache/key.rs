@@ -63,26 +63,65 @@ pub fn path_of(key: &str) -> &str {
     &key[..end]
 }
 
-/// A `*` wildcard pattern (`*` matches any run of characters, `/` too).
+/// A `*` wildcard pattern (`*` matches any run of characters, `/` too), or
+/// an exact path ([`Glob::exact`]: a `*` in it is a character, so a
+/// client's `POST /*` invalidates the path `/*`, not the whole cache).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Glob(String);
+pub struct Glob {
+    text: String,
+    exact: bool,
+}
 
 impl Glob {
+    /// An operator's pattern (config, purge): `*` is a wildcard.
     pub fn new(text: &str) -> Glob {
-        Glob(text.to_string())
+        Glob { text: text.to_string(), exact: false }
+    }
+
+    /// A path as a client wrote it: matched literally.
+    pub fn exact(path: &str) -> Glob {
+        Glob { text: path.to_string(), exact: true }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// Matches one path only.
+    pub fn is_exact(&self) -> bool {
+        self.exact || !self.text.contains('*')
     }
 
     /// What every match starts with: the text before the first `*`.
     pub fn literal_prefix(&self) -> &str {
-        self.0.split('*').next().unwrap_or("")
+        if self.exact {
+            return &self.text;
+        }
+        self.text.split('*').next().unwrap_or("")
+    }
+
+    /// The form sent to other instances: `=` before an exact path.
+    pub fn to_message(&self) -> String {
+        if self.exact {
+            format!("={}", self.text)
+        } else {
+            self.text.clone()
+        }
+    }
+
+    /// The pattern a [`Glob::to_message`] text stands for.
+    pub fn from_message(text: &str) -> Glob {
+        match text.strip_prefix('=') {
+            Some(path) => Glob::exact(path),
+            None => Glob::new(text),
+        }
     }
 
     pub fn matches(&self, text: &str) -> bool {
-        let mut parts = self.0.split('*');
+        if self.exact {
+            return self.text == text;
+        }
+        let mut parts = self.text.split('*');
         let first = parts.next().unwrap_or("");
         let Some(mut rest) = text.strip_prefix(first) else { return false };
         let parts: Vec<&str> = parts.collect();
@@ -178,6 +217,10 @@ mod tests {
         assert_eq!(path_of("/a/b h"), "/a/b");
     }
 
+    fn g_clone() -> Glob {
+        Glob::new("/a/*")
+    }
+
     #[test]
     fn globs() {
         let g = Glob::new("/api/users/*");
@@ -188,6 +231,11 @@ mod tests {
         assert!(Glob::new("/a/*/b").matches("/a/1/2/b") && !Glob::new("/a/*/b").matches("/a/1/c"));
         assert!(Glob::new("/a/*/b").selects("/a/1/b?q=1 host"));
         assert_eq!(g.literal_prefix(), "/api/users/");
+        let star = Glob::exact("/*");
+        assert!(star.matches("/*") && !star.matches("/a") && star.is_exact());
+        assert_eq!((star.literal_prefix(), star.to_message().as_str()), ("/*", "=/*"));
+        assert_eq!(Glob::from_message("=/*"), star);
+        assert_eq!(Glob::from_message("/a/*"), g_clone());
     }
 
     #[test]

@@ -39,8 +39,8 @@ impl Directives {
     pub fn parse_field(headers: &HeaderMap, name: header::HeaderName) -> Directives {
         let mut d = Directives::default();
         for value in headers.get_all(name) {
-            let Ok(text) = value.to_str() else { continue };
-            for item in split_list(text) {
+            for item in crate::http1::tokens(value.as_bytes()) {
+                let Ok(item) = std::str::from_utf8(item) else { continue };
                 let (name, arg) = match item.split_once('=') {
                     Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
                     None => (item.trim(), None),
@@ -89,25 +89,6 @@ fn min_of(old: Option<u64>, new: Option<u64>) -> Option<u64> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
-}
-
-/// Splits a comma-separated header list, keeping commas inside quotes.
-fn split_list(text: &str) -> impl Iterator<Item = &str> {
-    let mut quoted = false;
-    let mut start = 0;
-    let mut parts = Vec::new();
-    for (i, c) in text.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                parts.push(&text[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&text[start..]);
-    parts.into_iter().map(str::trim).filter(|p| !p.is_empty())
 }
 
 /// `Surrogate-Control` (Edge Architecture 1.0): directives for reverse

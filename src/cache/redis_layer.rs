@@ -278,7 +278,7 @@ impl RedisLayer {
     /// Tells the other instances to drop `pattern` from memory.
     pub async fn publish(&self, instance: &str, pattern: &Glob) -> Result<(), LayerError> {
         let mut c = self.conn()?;
-        let message = format!("{instance} {}", pattern.as_str());
+        let message = format!("{instance} {}", pattern.to_message());
         redis::cmd("PUBLISH").arg(CHANNEL).arg(message).query_async::<()>(&mut c).await?;
         Ok(())
     }
@@ -312,7 +312,7 @@ impl RedisLayer {
                             Some((from, tag)) if from != instance && tag.starts_with('#') => {
                                 on_tag(tag[1..].to_string())
                             }
-                            Some((from, pattern)) if from != instance => on_pattern(Glob::new(pattern)),
+                            Some((from, pattern)) if from != instance => on_pattern(Glob::from_message(pattern)),
                             _ => {}
                         }
                     }

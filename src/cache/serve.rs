@@ -400,7 +400,8 @@ pub(crate) async fn invalidate_after_write(
     }
     let cache = &client.worker.shared.cache;
     let rules = cache.rules();
-    let mut patterns = vec![Glob::new(path)];
+    // The written paths are literal: a `*` in them is no wildcard.
+    let mut patterns = vec![Glob::exact(path)];
     for rule in rules.rules.iter().filter(|r| r.pattern.matches_path(path)) {
         patterns.extend(rule.invalidates.iter().cloned());
     }
@@ -409,7 +410,7 @@ pub(crate) async fn invalidate_after_write(
         let Ok(uri) = target.parse::<http::Uri>() else { continue };
         let same_host = uri.authority().is_none_or(|a| a.as_str().eq_ignore_ascii_case(host));
         if same_host && uri.path().starts_with('/') {
-            patterns.push(Glob::new(uri.path()));
+            patterns.push(Glob::exact(uri.path()));
         }
     }
     let timeout = rules.redis_timeout;

@@ -24,6 +24,8 @@ enum Role {
     Plain,
     /// Hop-by-hop, or a forwarding field perfproxy writes itself: not copied.
     Dropped,
+    /// Copied only from a trusted proxy.
+    Trusted,
     /// Joined into one `X-Forwarded-For` with the client's address.
     ForwardedFor,
 }
@@ -151,6 +153,7 @@ impl RequestHead {
                     Role::Dropped
                 }
                 Field::HopByHop => Role::Dropped,
+                Field::ForwardedOther => Role::Trusted,
                 Field::ForwardedFor => Role::ForwardedFor,
                 Field::ForwardedProto => {
                     self.forwarded_proto.get_or_insert(span(buf, value));
@@ -167,8 +170,7 @@ impl RequestHead {
             };
             self.fields.push(FieldAt { name: span(buf, h.name.as_bytes()), value: span(buf, value), role });
         }
-        let bodiless = matches!(self.method, Method::GET | Method::HEAD);
-        if hosts != 1 || lengths > 1 || (bodiless && self.content_length > 0) {
+        if hosts != 1 || lengths > 1 || (http1::bodyless_method(&self.method) && self.content_length > 0) {
             return Parsed::Handoff;
         }
         Parsed::Complete
@@ -212,7 +214,8 @@ impl RequestHead {
         out.push(b' ');
         out.extend_from_slice(&buf[self.target.clone()]);
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        for f in self.fields.iter().filter(|f| f.role == Role::Plain) {
+        let copied = |r: Role| r == Role::Plain || (trusted_peer && r == Role::Trusted);
+        for f in self.fields.iter().filter(|f| copied(f.role)) {
             field(out, &buf[f.name.clone()], &buf[f.value.clone()]);
         }
         out.extend_from_slice(b"x-forwarded-for: ");
@@ -225,7 +228,7 @@ impl RequestHead {
         let forwarded = self.forwarded(buf, trusted_peer);
         field(out, b"x-forwarded-proto", forwarded.proto);
         field(out, b"x-forwarded-host", forwarded.host);
-        field(out, b"via", http1::VIA);
+        field(out, b"via", http1::VIA.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
 

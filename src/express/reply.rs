@@ -60,7 +60,7 @@ pub async fn write(
     let (mut has_date, mut has_length) = (false, false);
     for (name, value) in &parts.headers {
         if name == CONNECTION {
-            close |= value.as_bytes().eq_ignore_ascii_case(b"close");
+            close |= crate::http1::tokens(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close"));
             continue;
         }
         if name == TRANSFER_ENCODING {

@@ -131,7 +131,10 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
             Field::ContentLength => encoded,
             k => k.is_hop_by_hop(),
         };
-        let tag = add.drop.iter().any(|d| d.as_str().as_bytes().eq_ignore_ascii_case(n));
+        // The cache's fields are perfproxy's own: an upstream's are replaced.
+        let own =
+            add.x_cache.is_some() && (n.eq_ignore_ascii_case(b"x-cache") || n.eq_ignore_ascii_case(b"cache-status"));
+        let tag = own || add.drop.iter().any(|d| d.as_str().as_bytes().eq_ignore_ascii_case(n));
         if dropped || tag || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
             continue;
         }
@@ -144,7 +147,7 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
         }
         field(out, n, h.value);
     }
-    field(out, b"via", http1::VIA);
+    field(out, b"via", http1::VIA.as_bytes());
     if !has_date {
         field(out, b"date", &(add.date)());
     }

@@ -65,10 +65,11 @@ pub fn field(name: &[u8]) -> Field {
         10 if is("keep-alive") => Field::HopByHop,
         14 if is("content-length") => Field::ContentLength,
         15 if is("x-forwarded-for") => Field::ForwardedFor,
+        15 if is("x-forwarded-ssl") => Field::ForwardedOther,
         16 if is("proxy-connection") => Field::HopByHop,
         16 if is("x-forwarded-host") => Field::ForwardedHost,
         16 if is("content-location") => Field::Location,
-        16 if is("x-forwarded-port") || is("x-forwarded-ssl") => Field::ForwardedOther,
+        16 if is("x-forwarded-port") => Field::ForwardedOther,
         18 if is("x-forwarded-scheme") || is("x-forwarded-prefix") => Field::ForwardedOther,
         17 if is("transfer-encoding") => Field::TransferEncoding,
         17 if is("x-forwarded-proto") => Field::ForwardedProto,
@@ -299,6 +300,9 @@ mod tests {
     fn field_names() {
         assert_eq!(field(b"Content-Length"), Field::ContentLength);
         assert_eq!(field(b"X-FORWARDED-HOST"), Field::ForwardedHost);
+        for other in ["forwarded", "x-forwarded-port", "x-forwarded-ssl", "x-forwarded-scheme", "X-Forwarded-Prefix"] {
+            assert_eq!(field(other.as_bytes()), Field::ForwardedOther, "{other}");
+        }
         assert!(field(b"keep-alive").is_hop_by_hop() && field(b"Upgrade").is_hop_by_hop());
         assert!(!field(b"x-forwarded-for").is_hop_by_hop());
         assert!(replayable(&Method::PUT) && !replayable(&Method::POST));

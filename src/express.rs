@@ -38,6 +38,7 @@ pub use rewind::Rewind;
 
 use crate::body::RequestBody;
 use crate::cache::answer::Outcome;
+use crate::cache::policy::Policy;
 use crate::cache::{key, Counters};
 use crate::drain::Drain;
 use crate::error::ProxyError;
@@ -89,6 +90,8 @@ enum Lane {
 struct Bypass {
     cache_status: &'static [u8],
     pass_key: Option<String>,
+    /// The storage policy of a pass's route.
+    policy: Option<Policy>,
 }
 
 /// What the client's response head gets besides the upstream's fields.
@@ -98,6 +101,7 @@ struct Answer<'a> {
     cache_status: Option<&'static [u8]>,
     /// Keep the response's fields (a pass: is the answer storable now?).
     keep_fields: bool,
+    rule_route: bool,
     /// Fields not relayed (the cache's tag headers).
     drop: &'a [HeaderName],
     close: bool,
@@ -263,7 +267,7 @@ impl Conn {
         if !rules.enabled {
             return Some(Lane::Express { bypass: None });
         }
-        let mut pass_key = None;
+        let (mut pass_key, mut policy) = (None, None);
         if http1::consults_cache(&head.method, head.range) {
             let forwarded = head.forwarded(buf, self.client.peer.trusted);
             let key = key::primary(head.host(buf), path, head.query(buf), &rules.ignore_query, forwarded);
@@ -271,11 +275,12 @@ impl Conn {
                 return head.to_request(buf).map(|r| Lane::Own(Box::new(r)));
             }
             pass_key = Some(key);
+            policy = Some(rules.policy(path));
         }
         Counters::add(&worker.cache_counters.bypasses, 1);
         let method = !http1::consults_cache(&head.method, false);
         let cache_status: &[u8] = if method { b"perfproxy; fwd=method" } else { b"perfproxy; fwd=bypass" };
-        Some(Lane::Express { bypass: Some(Bypass { cache_status, pass_key }) })
+        Some(Lane::Express { bypass: Some(Bypass { cache_status, pass_key, policy }) })
     }
 
     /// A request `proxy::respond` answers (perfproxy's endpoints, the cache).
@@ -307,7 +312,7 @@ impl Conn {
             Some(b) => (Some(Outcome::Bypass.as_str().as_bytes()), Some(b.cache_status)),
             None => (None, None),
         };
-        let pass = bypass.and_then(|b| b.pass_key).map(|key| (key, head.path(buf).to_string()));
+        let pass = bypass.and_then(|b| Some((b.pass_key?, b.policy?)));
         let head_request = head.method == Method::HEAD;
         let replayable = http1::replayable(&head.method);
         let close = head.close || self.drain.stopping();
@@ -320,11 +325,20 @@ impl Conn {
         self.buf.advance(self.head.len + body_here);
 
         let keep_fields = pass.is_some();
+        let rule_route = pass.as_ref().is_some_and(|(_, p)| p.rule_ttl.is_some());
         // The cache's tag headers never reach the client (unless kept).
         let rules = x_cache.is_some().then(|| worker.shared.cache.rules_now());
         let unrelayed = rules.as_deref().filter(|r| !r.keep_tag_headers).map_or(&[][..], |r| &r.tag_headers[..]);
-        let answer =
-            Answer { head_request, x_cache, cache_status, keep_fields, drop: unrelayed, close, sent: Instant::now() };
+        let answer = Answer {
+            head_request,
+            x_cache,
+            cache_status,
+            keep_fields,
+            rule_route,
+            drop: unrelayed,
+            close,
+            sent: Instant::now(),
+        };
         let timeout = worker.shared.config.upstream_timeout;
         let exchange =
             Exchange { worker: &worker, client: &self.stream, buf: &mut self.buf, scratch: &mut self.scratch };
@@ -366,9 +380,9 @@ impl Conn {
                 crate::cache::serve::invalidate_after_write(&self.client, &host, &path, status, &h).await;
             }
         }
-        if let (Some((key, path)), Ok(status)) = (pass, StatusCode::from_u16(resp.status)) {
+        if let (Some((key, policy)), Ok(status), true) = (pass, StatusCode::from_u16(resp.status), resp.looked_at) {
             let h = resp.fields_map(&self.scratch.up_buf);
-            crate::cache::serve::forget_pass_if_storable(&worker, &key, &path, status, &h);
+            crate::cache::serve::forget_pass_if_storable(&worker, &key, &policy, status, &h);
         }
         self.scratch.up_buf.advance(resp.len);
         if let Some(r) = &mut recording {

@@ -36,6 +36,8 @@ pub enum Field {
     ForwardedOther,
     Range,
     Date,
+    /// `Cache-Control`, `Expires`, `Surrogate-Control`: what makes a response storable.
+    Freshness,
     /// `Location` or `Content-Location`: invalidated after a write.
     Location,
     Other,
@@ -59,9 +61,11 @@ pub fn field(name: &[u8]) -> Field {
         6 if is("expect") => Field::Expect,
         7 if is("upgrade") => Field::Upgrade,
         7 if is("trailer") => Field::HopByHop,
+        7 if is("expires") => Field::Freshness,
         8 if is("location") => Field::Location,
         9 if is("forwarded") => Field::ForwardedOther,
         10 if is("connection") => Field::Connection,
+        13 if is("cache-control") => Field::Freshness,
         10 if is("keep-alive") => Field::HopByHop,
         14 if is("content-length") => Field::ContentLength,
         15 if is("x-forwarded-for") => Field::ForwardedFor,
@@ -72,6 +76,7 @@ pub fn field(name: &[u8]) -> Field {
         16 if is("x-forwarded-port") => Field::ForwardedOther,
         18 if is("x-forwarded-scheme") || is("x-forwarded-prefix") => Field::ForwardedOther,
         17 if is("transfer-encoding") => Field::TransferEncoding,
+        17 if is("surrogate-control") => Field::Freshness,
         17 if is("x-forwarded-proto") => Field::ForwardedProto,
         _ => Field::Other,
     }
@@ -190,15 +195,26 @@ pub fn own_answer_closes(request_had_body: bool) -> bool {
 /// Checks the `Content-Length` fields of an upstream response: digits only,
 /// all equal (for HEAD and 304 answers too, which hyper does not read).
 pub fn check_lengths<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<u64>, Malformed> {
-    let mut length = None;
+    let mut length = Lengths::default();
     for v in values {
-        let n = content_length(v).ok_or(Malformed("bad Content-Length"))?;
-        if length.is_some_and(|l| l != n) {
+        length.add(v)?;
+    }
+    Ok(length.0)
+}
+
+/// [`check_lengths`] one field at a time, for a lane that reads the fields once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Lengths(pub Option<u64>);
+
+impl Lengths {
+    pub fn add(&mut self, value: &[u8]) -> Result<(), Malformed> {
+        let n = content_length(value).ok_or(Malformed("bad Content-Length"))?;
+        if self.0.is_some_and(|l| l != n) {
             return Err(Malformed("differing Content-Lengths"));
         }
-        length = Some(n);
+        self.0 = Some(n);
+        Ok(())
     }
-    Ok(length)
 }
 
 /// A response that has no body whatever its fields say: to HEAD, 1xx, 204, 304.

@@ -136,9 +136,8 @@ impl Ctx {
     /// A key whose last response could not be stored (hit-for-pass, for
     /// `PASS_FOR`): straight upstream, nothing kept, a bypass.
     async fn pass(&self, parts: Parts, body: RequestBody) -> Result<Response<ProxyBody>, ProxyError> {
-        let path = parts.uri.path().to_string();
         let up = bypass(&self.client, parts, body).await?;
-        forget_pass_if_storable(&self.client.worker, &self.key, &path, up.parts.status, &up.parts.headers);
+        forget_pass_if_storable(&self.client.worker, &self.key, &self.policy, up.parts.status, &up.parts.headers);
         Ok(mark(up.into_response(), Outcome::Bypass, Fwd::Bypass.value(false)))
     }
 
@@ -364,12 +363,11 @@ impl Ctx {
 pub(crate) fn forget_pass_if_storable(
     worker: &Worker,
     key: &str,
-    path: &str,
+    policy: &Policy,
     status: StatusCode,
     response: &HeaderMap,
 ) {
-    let policy = worker.shared.cache.rules().policy(path);
-    if policy::lifetime(&policy, &HeaderMap::new(), status, response, SystemTime::now()).is_some() {
+    if policy::lifetime(policy, &HeaderMap::new(), status, response, SystemTime::now()).is_some() {
         worker.cache_passes.borrow_mut().forget(key);
     }
 }

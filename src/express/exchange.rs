@@ -86,6 +86,7 @@ impl Exchange<'_> {
                     x_cache: answer.x_cache,
                     cache_status: answer.cache_status,
                     keep_fields: answer.keep_fields,
+                    rule_route: answer.rule_route,
                     drop: answer.drop,
                     close: answer.close,
                 };

@@ -122,7 +122,7 @@ impl RequestHead {
         for h in req.headers.iter() {
             let value = h.value;
             let role = match http1::field(h.name.as_bytes()) {
-                Field::Other | Field::Date | Field::Location => Role::Plain,
+                Field::Other | Field::Date | Field::Location | Field::Freshness => Role::Plain,
                 // Framing or protocol changes: hyper's rules.
                 Field::TransferEncoding | Field::Upgrade | Field::Expect => return Parsed::Handoff,
                 Field::Host => {

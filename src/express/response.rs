@@ -21,8 +21,11 @@ pub struct Additions<'a> {
     pub date: fn() -> [u8; 29],
     pub x_cache: Option<&'static [u8]>,
     pub cache_status: Option<&'static [u8]>,
-    /// Keep every field's place ([`ResponseHead::fields`]), not only the locations.
+    /// Keep every field's place ([`ResponseHead::fields`]), not only the
+    /// locations, when the answer carries freshness fields or `rule_route`.
     pub keep_fields: bool,
+    /// A `[[cache.rules]]` route: storable without freshness fields.
+    pub rule_route: bool,
     /// Fields not relayed (the cache's tag headers).
     pub drop: &'a [HeaderName],
     /// Close the client connection after this response.
@@ -42,6 +45,8 @@ pub struct ResponseHead {
     /// and `Content-Location` (invalidation after a write), or all of them
     /// when asked for.
     pub fields: Vec<(Range<usize>, Range<usize>)>,
+    /// Every field was kept (a pass whose answer may now be storable).
+    pub looked_at: bool,
 }
 
 impl ResponseHead {
@@ -89,14 +94,18 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
         100..=199 => return Ok(Parsed::Interim(len)),
         _ => {}
     }
-    // First pass: framing and the fields `Connection` names.
-    let (mut close, mut has_date) = (false, false);
+    // First pass: framing and the fields `Connection` names; each field's
+    // kind is kept for the second.
+    let (mut close, mut has_date, mut freshness) = (false, false, false);
     let mut transfer_encoding: Option<bool> = None;
-    let lengths = resp.headers.iter().filter(|h| http1::field(h.name.as_bytes()) == Field::ContentLength);
-    let length = http1::check_lengths(lengths.map(|h| h.value))?;
+    let mut lengths = http1::Lengths::default();
     let mut named: Vec<&[u8]> = Vec::new();
-    for h in resp.headers.iter() {
-        match http1::field(h.name.as_bytes()) {
+    let mut kinds = [Field::Other; MAX_FIELDS];
+    for (h, kind) in resp.headers.iter().zip(kinds.iter_mut()) {
+        *kind = http1::field(h.name.as_bytes());
+        match *kind {
+            Field::ContentLength => lengths.add(h.value)?,
+            Field::Freshness => freshness = true,
             Field::Connection => {
                 for t in http1::tokens(h.value) {
                     if t.eq_ignore_ascii_case(b"close") {
@@ -111,7 +120,10 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
             _ => {}
         }
     }
+    let length = lengths.0;
     let encoded = transfer_encoding.is_some();
+    // A pass's answer is looked at (is it storable now?) only when it could be.
+    let keep_all = add.keep_fields && (freshness || add.rule_route);
     let framing = http1::response_framing(add.head_request, status, transfer_encoding, length);
     // Both framings: read as chunked, the length dropped, the connection not reused.
     let reusable = version == 1 && !close && framing != Framing::Close && !(encoded && length.is_some());
@@ -122,9 +134,8 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut fields = Vec::new();
-    for h in resp.headers.iter() {
+    for (h, &kind) in resp.headers.iter().zip(kinds.iter()) {
         let n = h.name.as_bytes();
-        let kind = http1::field(n);
         let dropped = match kind {
             // Kept as the upstream framed the body, unless there is none.
             Field::TransferEncoding => framing == Framing::Empty,
@@ -138,7 +149,7 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
         if dropped || tag || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
             continue;
         }
-        if add.keep_fields || kind == Field::Location {
+        if keep_all || kind == Field::Location {
             let at = |part: &[u8]| {
                 let start = part.as_ptr() as usize - buf.as_ptr() as usize;
                 start..start + part.len()
@@ -162,7 +173,7 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Parsed::Complete(ResponseHead { len, status, framing, reusable, fields }))
+    Ok(Parsed::Complete(ResponseHead { len, status, framing, reusable, fields, looked_at: keep_all }))
 }
 
 #[cfg(test)]
@@ -177,6 +188,7 @@ mod tests {
             x_cache: Some(b"BYPASS"),
             cache_status: None,
             keep_fields: false,
+            rule_route: false,
             drop: &[],
             close: false,
         }

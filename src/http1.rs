@@ -15,6 +15,8 @@ use http::Method;
 
 /// The `Via` value perfproxy adds both ways.
 pub const VIA: &str = "1.1 perfproxy";
+/// The same as a head line, for the lanes that write heads as bytes.
+pub const VIA_LINE: &[u8] = b"via: 1.1 perfproxy\r\n";
 
 /// What a field is to perfproxy, by its name (case-insensitive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +40,8 @@ pub enum Field {
     Date,
     /// `Cache-Control`, `Expires`, `Surrogate-Control`: what makes a response storable.
     Freshness,
+    /// `X-Cache`, `Cache-Status`: perfproxy's own on a cache's answers.
+    CacheOutcome,
     /// `Location` or `Content-Location`: invalidated after a write.
     Location,
     Other,
@@ -62,9 +66,11 @@ pub fn field(name: &[u8]) -> Field {
         7 if is("upgrade") => Field::Upgrade,
         7 if is("trailer") => Field::HopByHop,
         7 if is("expires") => Field::Freshness,
+        7 if is("x-cache") => Field::CacheOutcome,
         8 if is("location") => Field::Location,
         9 if is("forwarded") => Field::ForwardedOther,
         10 if is("connection") => Field::Connection,
+        12 if is("cache-status") => Field::CacheOutcome,
         13 if is("cache-control") => Field::Freshness,
         10 if is("keep-alive") => Field::HopByHop,
         14 if is("content-length") => Field::ContentLength,
@@ -310,6 +316,11 @@ mod tests {
         assert!(!f.is_default_for(b"shop"));
         let f = Forwarded::decide(true, b"shop", None, Some(b""));
         assert_eq!((f.host, f.proto), (&b"shop"[..], &b"http"[..]));
+    }
+
+    #[test]
+    fn the_via_line_says_via() {
+        assert_eq!(VIA_LINE, format!("via: {VIA}\r\n").as_bytes());
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl RequestHead {
         for h in req.headers.iter() {
             let value = h.value;
             let role = match http1::field(h.name.as_bytes()) {
-                Field::Other | Field::Date | Field::Location | Field::Freshness => Role::Plain,
+                Field::Other | Field::Date | Field::Location | Field::Freshness | Field::CacheOutcome => Role::Plain,
                 // Framing or protocol changes: hyper's rules.
                 Field::TransferEncoding | Field::Upgrade | Field::Expect => return Parsed::Handoff,
                 Field::Host => {
@@ -224,11 +224,14 @@ impl RequestHead {
             out.extend_from_slice(b", ");
         }
         out.extend_from_slice(client_ip);
-        out.extend_from_slice(b"\r\n");
         let forwarded = self.forwarded(buf, trusted_peer);
-        field(out, b"x-forwarded-proto", forwarded.proto);
-        field(out, b"x-forwarded-host", forwarded.host);
-        field(out, b"via", http1::VIA.as_bytes());
+        // Few writes: this runs on every request.
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(forwarded.proto);
+        out.extend_from_slice(b"\r\nx-forwarded-host: ");
+        out.extend_from_slice(forwarded.host);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(http1::VIA_LINE);
         out.extend_from_slice(b"\r\n");
     }
 

@@ -143,9 +143,9 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
             k => k.is_hop_by_hop(),
         };
         // The cache's fields are perfproxy's own: an upstream's are replaced.
-        let own =
-            add.x_cache.is_some() && (n.eq_ignore_ascii_case(b"x-cache") || n.eq_ignore_ascii_case(b"cache-status"));
-        let tag = own || add.drop.iter().any(|d| d.as_str().as_bytes().eq_ignore_ascii_case(n));
+        let own = kind == Field::CacheOutcome && add.x_cache.is_some();
+        let tag =
+            own || (kind == Field::Other && add.drop.iter().any(|d| d.as_str().as_bytes().eq_ignore_ascii_case(n)));
         if dropped || tag || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
             continue;
         }
@@ -158,7 +158,7 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
         }
         field(out, n, h.value);
     }
-    field(out, b"via", http1::VIA.as_bytes());
+    out.extend_from_slice(http1::VIA_LINE);
     if !has_date {
         field(out, b"date", &(add.date)());
     }

@@ -2,8 +2,8 @@
 # What the cache costs as it fills, on this machine, in one run:
 #   1. POST to random paths, empty cache vs a full memory layer (10 000+
 #      entries): a write's invalidation must not grow with what is cached;
-#   2. RSS with the memory layer full (cache.memory_bytes = 24 MiB of 1 KiB
-#      bodies, BUDGET_MIB to change) against the bound memory_bytes x 1.25 +
+#   2. RSS with the memory layer full (cache.memory_bytes of 1 KiB
+#      bodies; BUDGET_MIB, default 32) against the bound memory_bytes x 1.25 +
 #      24 MB, and RSS before the fill (what the rest of the process holds);
 #   3. unique uncacheable GETs with the cache on vs off (a miss nearly free).
 #   DURATION=5 CONNECTIONS=50 bench/cache-costs.sh
@@ -16,7 +16,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 UP_PORT=${UP_PORT:-18280}
 ON_PORT=${ON_PORT:-18281}
 OFF_PORT=${OFF_PORT:-18282}
-BUDGET=$((${BUDGET_MIB:-24} * 1024 * 1024))
+BUDGET=$((${BUDGET_MIB:-32} * 1024 * 1024))
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need nginx || ! need wrk; then

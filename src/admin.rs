@@ -63,6 +63,12 @@ impl AdminPaths {
         }
     }
 
+    /// `/performance` (and its dashboard) or `/metrics`: the documents a
+    /// storm of readers could make expensive.
+    pub fn is_document(&self, path: &str) -> bool {
+        path == self.performance || path == self.dashboard || path == self.metrics
+    }
+
     fn is_probe(&self, path: &str) -> bool {
         path == self.health || path == self.live || path == self.ready
     }
@@ -207,6 +213,35 @@ fn health(shared: &Arc<Shared>) -> Response<ProxyBody> {
     };
     let code = if status == Overall::Unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     json(code, serde_json::to_vec(&doc).expect("plain data"))
+}
+
+/// Admin documents one worker answers per second, at most: readers past
+/// that wait their turn (a dashboard or a scrape waits a few ms at worst), so
+/// a storm of readers cannot take the worker from proxied traffic.
+const DOCUMENTS_PER_SECOND: u32 = 200;
+
+/// A worker's pace for admin documents (see [`DOCUMENTS_PER_SECOND`]).
+#[derive(Debug)]
+pub struct DocumentPace {
+    next: std::cell::Cell<tokio::time::Instant>,
+}
+
+impl Default for DocumentPace {
+    fn default() -> Self {
+        DocumentPace { next: std::cell::Cell::new(tokio::time::Instant::now()) }
+    }
+}
+
+impl DocumentPace {
+    /// Waits for this worker's next turn to answer a document.
+    pub async fn turn(&self) {
+        let now = tokio::time::Instant::now();
+        let at = self.next.get().max(now);
+        self.next.set(at + Duration::from_secs(1) / DOCUMENTS_PER_SECOND);
+        if at > now {
+            tokio::time::sleep_until(at).await;
+        }
+    }
 }
 
 /// How old a shared document may be.

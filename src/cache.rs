@@ -54,9 +54,10 @@ const MAX_VARIANTS: usize = 16;
 /// Invalidations remembered to stop racing fills (see [`Cache::invalidated_since`]).
 const RECENT_INVALIDATIONS: usize = 256;
 /// What a key costs besides its bytes (held three times: the memory layer,
-/// the path index's key and path) and its entries': the maps' slots, the
-/// slot's `Arc` and `Vec`, allocator rounding.
-const KEY_OVERHEAD: usize = 256;
+/// the path index's key and path) and its entries': moka's entry, deque and
+/// timer nodes, the path index's map slots, the slot's `Arc` and `Vec`,
+/// allocator rounding (measured, see `Entry::weight`).
+const KEY_OVERHEAD: usize = 600;
 
 /// What the memory layer holds for one primary key: its variants, newest first.
 pub type Slot = Arc<Vec<Arc<Entry>>>;

@@ -33,6 +33,10 @@ pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Respon
 /// Answers one request: perfproxy's own endpoints, else the upstream's
 /// answer (through the cache when it is on), recorded when monitoring is on.
 pub async fn respond(client: &Rc<Client>, req: Request<RequestBody>) -> Response<ProxyBody> {
+    let paths = &client.worker.shared.admin_paths;
+    if paths.is_document(req.uri().path()) && paths.owns(req.uri().path(), client.admin_only) {
+        client.worker.document_pace.turn().await;
+    }
     if let Some(resp) = crate::admin::answer(client, &req) {
         return resp;
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 
 use crate::access::Peer;
-use crate::admin::{AdminPaths, SharedDocs};
+use crate::admin::{AdminPaths, DocumentPace, SharedDocs};
 use crate::alerts::Alerts;
 use crate::cache::{Cache, Counters, Passes};
 use arc_swap::ArcSwap;
@@ -103,6 +103,8 @@ pub struct Worker {
     pub cache_passes: RefCell<Passes>,
     /// Buffers the express lane lends to requests in flight.
     pub express_scratch: ScratchPool,
+    /// This worker's pace for `/performance` and `/metrics` answers.
+    pub document_pace: DocumentPace,
 }
 
 impl Worker {
@@ -118,6 +120,7 @@ impl Worker {
             cache_counters,
             cache_passes: RefCell::default(),
             express_scratch: ScratchPool::default(),
+            document_pace: DocumentPace::default(),
         })
     }
 }

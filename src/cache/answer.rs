@@ -163,7 +163,7 @@ pub fn refreshed(
         }
         headers.remove(name);
         for v in update.get_all(name) {
-            headers.append(name.clone(), v.clone());
+            headers.append(name.clone(), super::entry::owned(v));
         }
     }
     let lifetime = policy::lifetime(policy, &HeaderMap::new(), e.status, &headers, response_time)?;

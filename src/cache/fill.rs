@@ -55,7 +55,8 @@ impl Fill {
     /// The body ended complete: store the entry.
     pub fn finish(self) {
         let Fill { cache, counters, key, mut entry, body, generation, .. } = self;
-        let body = body.freeze();
+        // Exactly the body's bytes: no spare capacity kept with the entry.
+        let body = Bytes::copy_from_slice(&body);
         entry.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         entry.body = body;
         cache.store_fetched(&key, Arc::new(entry), generation, &counters);

@@ -154,7 +154,7 @@ pub fn vary_values(names: impl Iterator<Item = String>, request: &HeaderMap) -> 
             let mut values = request.get_all(&name).iter();
             let value = match (values.next(), values.next()) {
                 (None, _) => None,
-                (Some(one), None) => Some(one.clone()),
+                (Some(one), None) => Some(super::entry::owned(one)),
                 (Some(a), Some(b)) => {
                     let mut joined = a.as_bytes().to_vec();
                     for v in std::iter::once(b).chain(values) {

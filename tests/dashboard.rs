@@ -66,9 +66,10 @@ async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
     assert!(dom.contains(r#"id="k-total">15<"#), "total not rendered:\n{dom}");
     assert!(dom.contains(r#"class="badge healthy">healthy<"#), "health badge:\n{dom}");
     assert!(dom.contains("20.00 %"), "recent error rate (3 of 15):\n{dom}");
-    // 4 hits of 15 lookups (/cached: 1 miss then 4 hits; 7 users and 3 errors missed).
-    assert!(dom.contains(r#"id="k-cache">26.67 %<"#), "cache hit rate:\n{dom}");
-    assert!(dom.contains("4 hits · 11 misses"), "cache counts:\n{dom}");
+    // /cached: 1 miss then 4 fresh hits; the 7 users and 3 errors could not
+    // be stored: uncacheable, not misses, so the fresh hit rate is 4 of 5.
+    assert!(dom.contains(r#"id="k-cache">80.00 %<"#), "cache fresh hit rate:\n{dom}");
+    assert!(dom.contains("4 hits (0 stale) · 1 misses · 10 uncacheable"), "cache counts:\n{dom}");
     assert!(
         !up.seen().iter().any(|s| s.uri.contains("favicon")),
         "the page made the browser ask the backend for a favicon"

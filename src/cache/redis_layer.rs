@@ -175,30 +175,7 @@ impl RedisLayer {
     /// One pass over the tag names, dropping those whose set has expired;
     /// returns how many.
     pub async fn sweep_tags(&self) -> Result<usize, LayerError> {
-        let mut c = self.conn()?;
-        let mut cursor: u64 = 0;
-        let mut dropped = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) =
-                redis::cmd("ZSCAN").arg(TAGS).arg(cursor).arg("COUNT").arg(PAGE).query_async(&mut c).await?;
-            let tags: Vec<&String> = batch.iter().step_by(2).collect();
-            if !tags.is_empty() {
-                let mut pipe = redis::pipe();
-                for t in &tags {
-                    pipe.cmd("EXISTS").arg(tag_set(t));
-                }
-                let exists: Vec<u8> = pipe.query_async(&mut c).await?;
-                let gone: Vec<&&String> = tags.iter().zip(exists).filter(|(_, e)| *e == 0).map(|(t, _)| t).collect();
-                if !gone.is_empty() {
-                    let _: () = redis::cmd("ZREM").arg(TAGS).arg(&gone).query_async(&mut c).await?;
-                    dropped += gone.len();
-                }
-            }
-            if next == 0 {
-                return Ok(dropped);
-            }
-            cursor = next;
-        }
+        self.sweep_members(TAGS, tag_set).await
     }
 
     /// Deletes every key `pattern` selects; returns the keys that existed.
@@ -238,25 +215,32 @@ impl RedisLayer {
     }
 
     /// One pass over the index, dropping keys whose entries have expired;
-    /// returns how many. Batches of `PAGE`, each a `ZSCAN` then one pipeline.
+    /// returns how many.
     pub async fn sweep(&self) -> Result<usize, LayerError> {
+        self.sweep_members(INDEX, object).await
+    }
+
+    /// One pass over the sorted set `set`, dropping the members whose Redis
+    /// key (`key_of`) has expired; returns how many. Batches of `PAGE`,
+    /// each a `ZSCAN` then one pipeline: never the keyspace.
+    async fn sweep_members(&self, set: &str, key_of: fn(&str) -> String) -> Result<usize, LayerError> {
         let mut c = self.conn()?;
         let mut cursor: u64 = 0;
         let mut dropped = 0;
         loop {
             let (next, batch): (u64, Vec<String>) =
-                redis::cmd("ZSCAN").arg(INDEX).arg(cursor).arg("COUNT").arg(PAGE).query_async(&mut c).await?;
+                redis::cmd("ZSCAN").arg(set).arg(cursor).arg("COUNT").arg(PAGE).query_async(&mut c).await?;
             // ZSCAN answers member, score, member, score…
-            let keys: Vec<&String> = batch.iter().step_by(2).collect();
-            if !keys.is_empty() {
+            let members: Vec<&String> = batch.iter().step_by(2).collect();
+            if !members.is_empty() {
                 let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.cmd("EXISTS").arg(object(k));
+                for m in &members {
+                    pipe.cmd("EXISTS").arg(key_of(m));
                 }
                 let exists: Vec<u8> = pipe.query_async(&mut c).await?;
-                let gone: Vec<&&String> = keys.iter().zip(exists).filter(|(_, e)| *e == 0).map(|(k, _)| k).collect();
+                let gone: Vec<&&String> = members.iter().zip(exists).filter(|(_, e)| *e == 0).map(|(m, _)| m).collect();
                 if !gone.is_empty() {
-                    let _: () = redis::cmd("ZREM").arg(INDEX).arg(&gone).query_async(&mut c).await?;
+                    let _: () = redis::cmd("ZREM").arg(set).arg(&gone).query_async(&mut c).await?;
                     dropped += gone.len();
                 }
             }

@@ -12,40 +12,12 @@ ROUNDS=${ROUNDS:-2}
 UP_PORT=${UP_PORT:-18480}
 PP_PORT=${PP_PORT:-18481}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-  echo "installing nginx and wrk (Debian packages)..." >&2
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
-fi
-cargo build --release --quiet
-
-work=$(mktemp -d /tmp/perfproxy-storm.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/up.pid" ] && kill "$(cat "$work/up.pid")" 2>/dev/null || true
-  sleep 0.3; rm -rf "$work"
-}
-trap cleanup EXIT
-
-body=$(head -c 1024 /dev/zero | tr '\0' 'x')
-cat > "$work/up.conf" <<NGX
-worker_processes 1;
-daemon on;
-pid $work/up.pid;
-error_log $work/up.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP_PORT; location / { return 200 "$body"; } }
-}
-NGX
-nginx -c "$work/up.conf" -p "$work"
-./target/release/perfproxy --listen "127.0.0.1:$PP_PORT" --upstream "http://127.0.0.1:$UP_PORT" >"$work/pp.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PP_PORT/health/live" >/dev/null && break; sleep 0.1; done
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_tools
+bench_workdir storm
+bench_upstream "$UP_PORT"
+bench_perfproxy "$PP_PORT" "$UP_PORT"
 # Some routes, so a merge has something to merge.
 for i in $(seq 200); do curl -fs "http://127.0.0.1:$PP_PORT/r$i/x" >/dev/null; done
 

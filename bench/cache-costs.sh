@@ -18,53 +18,16 @@ ON_PORT=${ON_PORT:-18281}
 OFF_PORT=${OFF_PORT:-18282}
 BUDGET=$((${BUDGET_MIB:-32} * 1024 * 1024))
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-  echo "installing nginx and wrk (Debian packages)..." >&2
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
-fi
-cargo build --release --quiet
-
-work=$(mktemp -d /tmp/perfproxy-cache-costs.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/up.pid" ] && kill "$(cat "$work/up.pid")" 2>/dev/null || true
-  sleep 0.3; rm -rf "$work"
-}
-trap cleanup EXIT
-
-body=$(head -c 1024 /dev/zero | tr '\0' 'x')
-cat > "$work/up.conf" <<NGX
-worker_processes 1;
-daemon on;
-pid $work/up.pid;
-error_log $work/up.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    location /c/ { add_header Cache-Control "max-age=3600"; return 200 "$body"; }
-    location / { return 200 "$body"; }
-  }
-}
-NGX
-nginx -c "$work/up.conf" -p "$work"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_tools
+bench_workdir cache-costs
+bench_upstream "$UP_PORT"
 
 printf '[cache]\nmemory_bytes = %s\n' "$BUDGET" > "$work/on.toml"
 printf '[cache]\nenabled = false\n' > "$work/off.toml"
-./target/release/perfproxy --listen "127.0.0.1:$ON_PORT" --upstream "http://127.0.0.1:$UP_PORT" \
-  --config "$work/on.toml" >"$work/on.log" 2>&1 &
-pids+=($!)
-./target/release/perfproxy --listen "127.0.0.1:$OFF_PORT" --upstream "http://127.0.0.1:$UP_PORT" \
-  --config "$work/off.toml" >"$work/off.log" 2>&1 &
-pids+=($!)
-for port in $ON_PORT $OFF_PORT; do
-  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/health/live" >/dev/null && break; sleep 0.1; done
-done
+bench_perfproxy "$ON_PORT" "$UP_PORT" --config "$work/on.toml"
+bench_perfproxy "$OFF_PORT" "$UP_PORT" --config "$work/off.toml"
 
 cat > "$work/post.lua" <<'LUA'
 request = function() return wrk.format("POST", "/p/" .. math.random(1, 1000000000), nil, "x") end

@@ -61,6 +61,20 @@ async fn clean_redis(prefix: &str) {
     }
 }
 
+/// Two perfproxy instances sharing the test Redis (token `tok`), both
+/// connected and listening for each other's invalidations.
+async fn two_instances_on_redis(up: &Upstream) -> (Proxy, Proxy) {
+    let slow_ok = write_config("[cache]\nredis_timeout_ms = 2000\n");
+    let args = ["--redis-url", REDIS, "--admin-token", "tok", "--config", &slow_ok];
+    let a = spawn_proxy(&up.url(), &args).await;
+    let b = spawn_proxy(&up.url(), &args).await;
+    eventually(5, "both connected to redis", || async {
+        cache_doc(&a).await["backend"] == "redis" && cache_doc(&b).await["backend"] == "redis"
+    })
+    .await;
+    (a, b)
+}
+
 async fn purge(proxy: &Proxy, auth: Option<&str>, body: &'static str) -> Answer {
     let mut b = Request::post(proxy.url("/cache/purge"));
     if let Some(a) = auth {
@@ -389,16 +403,9 @@ async fn two_instances_share_redis_and_purges_reach_both() {
     clean_redis("/t-two/").await;
     let up = spawn_upstream().await;
     up.script("/t-two/doc", 200, &[("cache-control", "max-age=60")], "shared");
-    let slow_ok = write_config("[cache]\nredis_timeout_ms = 2000\n");
-    let args = ["--redis-url", REDIS, "--admin-token", "tok", "--config", &slow_ok];
-    let a = spawn_proxy(&up.url(), &args).await;
-    let b = spawn_proxy(&up.url(), &args).await;
+    let (a, b) = two_instances_on_redis(&up).await;
     // Same Host for both, as behind one service name.
     let host = [("host", "svc.local")];
-    eventually(5, "both connected to redis", || async {
-        cache_doc(&a).await["backend"] == "redis" && cache_doc(&b).await["backend"] == "redis"
-    })
-    .await;
     assert_eq!(x_cache(&call(&a, "GET", "/t-two/doc", &host).await), "MISS");
     let redis = redis_conn().await;
     eventually(5, "A's entry reaches Redis (stored behind the response)", || {
@@ -639,15 +646,8 @@ async fn tag_purge_drops_tagged_entries_on_every_instance() {
     up.script("/t-tag/profile", 200, &[("cache-control", "max-age=60"), ("surrogate-key", &tagged)], "profile");
     up.script("/t-tag/orders", 200, &[("cache-control", "max-age=60"), ("cache-tag", &tag)], "orders");
     up.script("/t-tag/other", 200, &[("cache-control", "max-age=60"), ("surrogate-key", "list")], "other");
-    let slow_ok = write_config("[cache]\nredis_timeout_ms = 2000\n");
-    let args = ["--redis-url", REDIS, "--admin-token", "tok", "--config", &slow_ok];
-    let a = spawn_proxy(&up.url(), &args).await;
-    let b = spawn_proxy(&up.url(), &args).await;
+    let (a, b) = two_instances_on_redis(&up).await;
     let host = [("host", "svc.local")];
-    eventually(5, "both connected to redis", || async {
-        cache_doc(&a).await["backend"] == "redis" && cache_doc(&b).await["backend"] == "redis"
-    })
-    .await;
     for path in ["/t-tag/profile", "/t-tag/orders", "/t-tag/other"] {
         let first = call(&a, "GET", path, &host).await;
         assert!(!first.headers.contains_key("surrogate-key") && !first.headers.contains_key("cache-tag"));

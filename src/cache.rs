@@ -264,6 +264,16 @@ impl Cache {
         }
     }
 
+    /// The memory layer's variants of `key`, newest first.
+    pub fn memory_slot(&self, key: &str) -> Option<Slot> {
+        self.memory.get(key)
+    }
+
+    /// Whether a Redis layer is configured (a memory miss asks it).
+    pub fn has_redis(&self) -> bool {
+        self.redis.is_some()
+    }
+
     /// Whether the memory layer holds any variant of `key` (a vary miss, not a URI miss).
     pub fn holds_key(&self, key: &str) -> bool {
         self.memory.contains_key(key)
@@ -499,6 +509,7 @@ mod tests {
                 stale_while_revalidate: Duration::ZERO,
                 must_revalidate: false,
             },
+            wire: Default::default(),
         })
     }
 

@@ -4,10 +4,12 @@
 //! head without building a `HeaderMap`, and sent on a pooled upstream socket
 //! ([`UpstreamPool`](crate::upstream::UpstreamPool)); the response head is rewritten the same way ([`response`])
 //! and the body passes through as bytes, its end found from its framing
-//! ([`framing`]). Three lanes per request:
-//! - **express**: plain requests to the upstream (and cache bypasses);
-//! - **own**: perfproxy's endpoints and cache lookups, answered by
-//!   [`proxy::respond`] and written by [`reply`];
+//! ([`framing`]). Four lanes per request:
+//! - **express**: plain requests to the upstream (cache bypasses and the
+//!   cache's plain misses too, stored on the way: [`cached`]);
+//! - **hit**: a fresh memory-layer hit, written from its entry's bytes;
+//! - **own**: perfproxy's endpoints and the cache's other lookups, answered
+//!   by [`proxy::respond`] and written by [`reply`];
 //! - **handoff**: anything unusual (upgrades, chunked or `Expect` request
 //!   bodies, malformed or oversized heads, HTTP/1.0, purges): hyper takes the
 //!   connection from there, the bytes already read replayed ([`Rewind`]).
@@ -15,6 +17,7 @@
 //! The semantics match the hyper path (tests run against both): same
 //! header rules, same errors (502/504 as [`ProxyError`]), same metrics.
 
+mod cached;
 mod exchange;
 mod framing;
 mod head;
@@ -24,6 +27,7 @@ mod rewind;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -38,6 +42,7 @@ pub use rewind::Rewind;
 
 use crate::body::RequestBody;
 use crate::cache::answer::Outcome;
+use crate::cache::entry::Entry;
 use crate::cache::policy::Policy;
 use crate::cache::{key, Counters};
 use crate::drain::Drain;
@@ -77,11 +82,19 @@ pub enum Ended {
 
 /// Where one request goes, if it stays on the express lane's connection.
 enum Lane {
-    /// `bypass`: the cache is on and did not look this request up.
-    Express {
-        bypass: Option<Bypass>,
-    },
+    Express(Cached),
+    /// A fresh memory-layer hit.
+    Hit(Arc<Entry>),
     Own(Box<Request<RequestBody>>),
+}
+
+/// What the cache makes of an express request.
+enum Cached {
+    Off,
+    /// Not looked up.
+    Bypass(Bypass),
+    /// Looked up, not found: stored on the way if its answer may be.
+    Miss(cached::Miss),
 }
 
 /// A request the cache let pass: how it is marked, and the key of a URL
@@ -104,6 +117,8 @@ struct Answer<'a> {
     rule_route: bool,
     /// Fields not relayed (the cache's tag headers).
     drop: &'a [HeaderName],
+    /// A miss: `Surrogate-Control` is perfproxy's, not relayed.
+    strip_surrogate: bool,
     close: bool,
     /// When the request went upstream (for `Server-Timing`).
     sent: Instant,
@@ -203,7 +218,8 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
         let worker = conn.client.worker.clone();
         conn.scratch = worker.express_scratch.lend();
         let keep = match lane {
-            Lane::Express { bypass } => conn.express(bypass).await,
+            Lane::Express(cached) => conn.express(cached).await,
+            Lane::Hit(entry) => conn.hit(entry).await,
             Lane::Own(req) => conn.own(*req).await,
         };
         worker.express_scratch.take_back(std::mem::take(&mut conn.scratch));
@@ -265,14 +281,18 @@ impl Conn {
         }
         let rules = shared.cache.rules();
         if !rules.enabled {
-            return Some(Lane::Express { bypass: None });
+            return Some(Lane::Express(Cached::Off));
         }
         let (mut pass_key, mut policy) = (None, None);
         if http1::consults_cache(&head.method, head.range) {
             let forwarded = head.forwarded(buf, self.client.peer.trusted);
             let key = key::primary(head.host(buf), path, head.query(buf), &rules.ignore_query, forwarded);
             if !worker.cache_passes.borrow().active(&key) {
-                return head.to_request(buf).map(|r| Lane::Own(Box::new(r)));
+                return match cached::lookup(worker, &rules, key, path, &head.method, head.lookup_fields) {
+                    cached::Lookup::Hit(entry) => Some(Lane::Hit(entry)),
+                    cached::Lookup::Miss(miss) => Some(Lane::Express(Cached::Miss(miss))),
+                    cached::Lookup::General => head.to_request(buf).map(|r| Lane::Own(Box::new(r))),
+                };
             }
             pass_key = Some(key);
             policy = Some(rules.policy(path));
@@ -280,7 +300,7 @@ impl Conn {
         Counters::add(&worker.cache_counters.bypasses, 1);
         let method = !http1::consults_cache(&head.method, false);
         let cache_status: &[u8] = if method { b"perfproxy; fwd=method" } else { b"perfproxy; fwd=bypass" };
-        Some(Lane::Express { bypass: Some(Bypass { cache_status, pass_key, policy }) })
+        Some(Lane::Express(Cached::Bypass(Bypass { cache_status, pass_key, policy })))
     }
 
     /// A request `proxy::respond` answers (perfproxy's endpoints, the cache).
@@ -298,21 +318,28 @@ impl Conn {
         }
     }
 
-    /// A request straight to the upstream and its response back, recorded.
-    async fn express(&mut self, bypass: Option<Bypass>) -> bool {
+    /// A request straight to the upstream and its response back, recorded
+    /// (and stored, a miss whose answer may be).
+    async fn express(&mut self, cached: Cached) -> bool {
         let worker = self.client.worker.clone();
         let (head, buf) = (&self.head, &self.buf[..]);
         // Dropped unanswered (the client left first), the recording says 499.
         let mut recording = worker.recorder.as_ref().map(|r| {
             r.begin(worker.shared.routes.resolve(&head.method, head.path(buf), &mut worker.route_cache.borrow_mut()))
         });
-        let written = (bypass.is_some() && http1::is_unsafe(&head.method))
+        let cache_on = !matches!(cached, Cached::Off);
+        let written = (cache_on && http1::is_unsafe(&head.method))
             .then(|| (head.host(buf).to_string(), head.path(buf).to_string()));
-        let (x_cache, cache_status) = match &bypass {
-            Some(b) => (Some(Outcome::Bypass.as_str().as_bytes()), Some(b.cache_status)),
-            None => (None, None),
+        let (x_cache, cache_status) = match &cached {
+            Cached::Off => (None, None),
+            Cached::Bypass(b) => (Some(Outcome::Bypass.as_str().as_bytes()), Some(b.cache_status)),
+            Cached::Miss(_) => (Some(Outcome::Miss.as_str().as_bytes()), None),
         };
-        let pass = bypass.and_then(|b| Some((b.pass_key?, b.policy?)));
+        let (pass, mut miss) = match cached {
+            Cached::Bypass(b) => (b.pass_key.zip(b.policy), None),
+            Cached::Miss(m) => (None, Some(m)),
+            Cached::Off => (None, None),
+        };
         let head_request = head.method == Method::HEAD;
         let replayable = http1::replayable(&head.method);
         let close = head.close || self.drain.stopping();
@@ -324,7 +351,7 @@ impl Conn {
         let body_left = head.content_length - body_here as u64;
         self.buf.advance(self.head.len + body_here);
 
-        let keep_fields = pass.is_some();
+        let keep_fields = pass.is_some() || miss.is_some();
         let rule_route = pass.as_ref().is_some_and(|(_, p)| p.rule_ttl.is_some());
         // The cache's tag headers never reach the client (unless kept).
         let rules = x_cache.is_some().then(|| worker.shared.cache.rules_now());
@@ -336,6 +363,7 @@ impl Conn {
             keep_fields,
             rule_route,
             drop: unrelayed,
+            strip_surrogate: miss.is_some(),
             close,
             sent: Instant::now(),
         };
@@ -356,6 +384,9 @@ impl Conn {
         // An answer of our own to a request with a body: what follows it
         // must never be read as a request (RFC 9112 §9.3).
         let close_on_failure = close || http1::own_answer_closes(head.content_length > 0);
+        if miss.is_some() && !matches!(outcome, Ok(Ok(_))) {
+            Counters::add(&worker.cache_counters.misses, 1);
+        }
         let (mut up, resp) = match outcome {
             Ok(Ok(v)) => v,
             Ok(Err(Failed::Client)) => {
@@ -384,14 +415,26 @@ impl Conn {
             let h = resp.fields_map(&self.scratch.up_buf);
             crate::cache::serve::forget_pass_if_storable(&worker, &key, &policy, status, &h);
         }
+        let mut fill = miss.take().and_then(|m| {
+            cached::after_head(
+                &worker,
+                m,
+                &resp,
+                (&self.scratch.up_buf, &self.scratch.upstream_out),
+                &mut self.scratch.out,
+            )
+        });
         self.scratch.up_buf.advance(resp.len);
         if let Some(r) = &mut recording {
             r.answered(resp.status);
         }
-        let relayed = self.relay(&mut up, resp.framing).await;
+        let relayed = self.relay(&mut up, resp.framing, &mut fill).await;
         drop(recording);
         match relayed {
             Ok(()) => {
+                if let Some(fill) = fill {
+                    fill.finish();
+                }
                 if resp.reusable && self.scratch.up_buf.is_empty() {
                     worker.upstream.give_back(up);
                 }

@@ -18,6 +18,25 @@ pub const VIA: &str = "1.1 perfproxy";
 /// The same as a head line, for the lanes that write heads as bytes.
 pub const VIA_LINE: &[u8] = b"via: 1.1 perfproxy\r\n";
 
+thread_local! {
+    /// The `Date` value, rendered once a second per worker.
+    static DATE_NOW: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+}
+
+/// The current `Date` value (IMF-fixdate, always 29 bytes): every answer's
+/// own, never a stored one.
+pub fn date() -> [u8; 29] {
+    let now = std::time::SystemTime::now();
+    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE_NOW.with_borrow_mut(|(at, text)| {
+        if *at != secs || text.len() != 29 {
+            *at = secs;
+            *text = httpdate::fmt_http_date(now);
+        }
+        text.as_bytes().try_into().expect("an IMF-fixdate is 29 bytes")
+    })
+}
+
 /// What a field is to perfproxy, by its name (case-insensitive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -44,6 +63,9 @@ pub enum Field {
     CacheOutcome,
     /// `Location` or `Content-Location`: invalidated after a write.
     Location,
+    /// `Pragma`, `Authorization`, `If-*`: in a request, they change how the
+    /// cache answers it (with `Cache-Control`, a [`Field::Freshness`]).
+    Lookup,
     Other,
 }
 
@@ -62,16 +84,19 @@ pub fn field(name: &[u8]) -> Field {
         4 if is("host") => Field::Host,
         4 if is("date") => Field::Date,
         5 if is("range") => Field::Range,
+        6 if is("pragma") => Field::Lookup,
         6 if is("expect") => Field::Expect,
         7 if is("upgrade") => Field::Upgrade,
         7 if is("trailer") => Field::HopByHop,
         7 if is("expires") => Field::Freshness,
         7 if is("x-cache") => Field::CacheOutcome,
         8 if is("location") => Field::Location,
+        8 if is("if-match") || is("if-range") => Field::Lookup,
         9 if is("forwarded") => Field::ForwardedOther,
         10 if is("connection") => Field::Connection,
         12 if is("cache-status") => Field::CacheOutcome,
         13 if is("cache-control") => Field::Freshness,
+        13 if is("authorization") || is("if-none-match") => Field::Lookup,
         10 if is("keep-alive") => Field::HopByHop,
         14 if is("content-length") => Field::ContentLength,
         15 if is("x-forwarded-for") => Field::ForwardedFor,
@@ -84,6 +109,8 @@ pub fn field(name: &[u8]) -> Field {
         17 if is("transfer-encoding") => Field::TransferEncoding,
         17 if is("surrogate-control") => Field::Freshness,
         17 if is("x-forwarded-proto") => Field::ForwardedProto,
+        17 if is("if-modified-since") => Field::Lookup,
+        19 if is("if-unmodified-since") => Field::Lookup,
         _ => Field::Other,
     }
 }
@@ -332,6 +359,10 @@ mod tests {
         }
         assert!(field(b"keep-alive").is_hop_by_hop() && field(b"Upgrade").is_hop_by_hop());
         assert!(!field(b"x-forwarded-for").is_hop_by_hop());
+        for lookup in ["Pragma", "authorization", "If-None-Match", "if-match", "If-Range", "if-modified-since"] {
+            assert_eq!(field(lookup.as_bytes()), Field::Lookup, "{lookup}");
+        }
+        assert_eq!(field(b"If-Unmodified-Since"), Field::Lookup);
         assert!(replayable(&Method::PUT) && !replayable(&Method::POST));
         assert!(is_unsafe(&Method::PATCH) && !is_unsafe(&Method::GET));
         assert!(consults_cache(&Method::HEAD, false) && !consults_cache(&Method::GET, true));

@@ -15,6 +15,12 @@ use crate::body::ProxyBody;
 pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
+/// Fields every answer gets anew: never stored with an entry (`Date` is
+/// stored, to date it, and replaced when served).
+pub fn per_request(name: &HeaderName) -> bool {
+    name == header::AGE || name == crate::headers::SERVER_TIMING || name == X_CACHE || name == CACHE_STATUS
+}
+
 /// Why a request went forward (RFC 9211 `fwd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fwd {
@@ -114,6 +120,8 @@ pub fn answer(entry: &Entry, request: &HeaderMap, head: bool, outcome: Outcome) 
     }
     let h = resp.headers_mut();
     h.insert(header::AGE, HeaderValue::from(entry.age(SystemTime::now()).as_secs()));
+    // `Date` is the answer's own (the stored one still dates the entry).
+    h.insert(header::DATE, HeaderValue::from_bytes(&crate::http1::date()).expect("a date is a header value"));
     let timing = if outcome == Outcome::Stale { "cache;desc=STALE" } else { "cache;desc=HIT" };
     h.append(crate::headers::SERVER_TIMING.clone(), HeaderValue::from_static(timing));
     let status = match outcome {

@@ -3,6 +3,7 @@
 //! age. It travels to Redis in a compact binary form ([`Entry::encode`]),
 //! versioned so a future layout never misreads an old one.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes};
@@ -32,9 +33,62 @@ pub struct Entry {
     /// Its age on arrival (RFC 9111 `corrected_initial_age`), ms.
     pub initial_age: u64,
     pub lifetime: Lifetime,
+    /// The head as the express lane writes it, made at its first hit.
+    pub wire: WireHead,
+}
+
+/// A stored response's head as bytes: the status line and its stored
+/// fields (`Date` aside: it is per request), ready to be written before the
+/// per-request fields. Made once, at the entry's first express-lane hit; a
+/// copy of the entry (one being refreshed) starts without it.
+#[derive(Debug, Default)]
+pub struct WireHead(OnceLock<Box<[u8]>>);
+
+impl Clone for WireHead {
+    fn clone(&self) -> WireHead {
+        WireHead::default()
+    }
+}
+
+/// Made from the entry's other fields: never a difference between entries.
+impl PartialEq for WireHead {
+    fn eq(&self, _: &WireHead) -> bool {
+        true
+    }
 }
 
 impl Entry {
+    /// The head's stored part as bytes (see [`WireHead`]), the fields
+    /// named in `unrelayed` (the cache's tag headers) left out. Those are
+    /// the ones in force at the first hit.
+    pub fn wire_head(&self, unrelayed: &[HeaderName]) -> &[u8] {
+        self.wire.0.get_or_init(|| {
+            let mut out = Vec::with_capacity(64 + self.fields_len());
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(self.status.as_str().as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(self.status.canonical_reason().unwrap_or("").as_bytes());
+            out.extend_from_slice(b"\r\n");
+            let relayed = |n: &HeaderName| *n != http::header::DATE && !unrelayed.contains(n);
+            for (name, value) in self.headers.iter().filter(|(n, _)| relayed(n)) {
+                for part in [name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+                    out.extend_from_slice(part);
+                }
+            }
+            if !self.headers.contains_key(http::header::CONTENT_LENGTH) {
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            out.into_boxed_slice()
+        })
+    }
+
+    /// Bytes of the fields as text, `name: value\r\n` each.
+    fn fields_len(&self) -> usize {
+        self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum()
+    }
+
     /// Its current age (RFC 9111 §4.2.3).
     pub fn age(&self, now: SystemTime) -> Duration {
         let resident = epoch_ms(now).saturating_sub(self.response_time);
@@ -59,14 +113,14 @@ impl Entry {
         self.headers.contains_key(http::header::ETAG) || self.headers.contains_key(http::header::LAST_MODIFIED)
     }
 
-    /// Bytes it holds, roughly (the memory layer's weigher).
     /// What the entry costs in memory, as measured (bench/cache-costs.sh:
     /// a 1 KiB body with 8 fields costs about 4.6 KB of RSS with its key):
     /// each field's map slot and owned value (~96 bytes besides its text),
-    /// the entry, its `Arc`s and allocator rounding (~512).
+    /// the entry, its `Arc`s and allocator rounding (~512), and the head as
+    /// bytes ([`WireHead`]) once it has been hit.
     pub fn weight(&self) -> usize {
         let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 96).sum();
-        self.body.len() + headers + 512
+        self.body.len() + headers + 512 + self.fields_len() + 64
     }
 
     /// The variant's name within its key: its vary values, one per line.
@@ -143,6 +197,7 @@ impl Entry {
             response_time,
             initial_age,
             lifetime: Lifetime { fresh, stale_if_error, stale_while_revalidate, must_revalidate },
+            wire: WireHead::default(),
         })
     }
 }
@@ -213,6 +268,7 @@ mod tests {
                 stale_while_revalidate: Duration::ZERO,
                 must_revalidate: true,
             },
+            wire: WireHead::default(),
         }
     }
 

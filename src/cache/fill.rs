@@ -44,7 +44,7 @@ impl Fill {
     }
 
     /// Appends a frame; `false` once the body is too big to store.
-    pub fn push(&mut self, data: &Bytes) -> bool {
+    pub fn push(&mut self, data: &[u8]) -> bool {
         if self.body.len() + data.len() > self.limit {
             return false;
         }

@@ -17,7 +17,7 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::answer::{answer, mark, only_if_cached_miss, refreshed, Fwd, Outcome, CACHE_STATUS, X_CACHE};
+use super::answer::{answer, mark, only_if_cached_miss, per_request, refreshed, Fwd, Outcome, CACHE_STATUS};
 use super::entry::Entry;
 use super::fill::Fill;
 use super::key::{self, Glob};
@@ -313,13 +313,11 @@ impl Ctx {
         };
         self.client.worker.cache_passes.borrow_mut().mark_storable(&self.key);
         let h = &up.parts.headers;
-        // Per-request fields are never served from a stored entry.
-        let per_request = [&header::AGE, &crate::headers::SERVER_TIMING, &X_CACHE, &CACHE_STATUS];
         // Owned copies, sized to fit: a value parsed by hyper is a slice of
         // the connection's read buffer, which a clone would keep alive for
         // as long as the entry lives (10 KB an entry instead of 1).
         let mut headers = HeaderMap::with_capacity(h.len());
-        for (name, value) in h.iter().filter(|(n, _)| !per_request.contains(n)) {
+        for (name, value) in h.iter().filter(|(n, _)| !per_request(n)) {
             headers.append(name.clone(), super::entry::owned(value));
         }
         let pending = Entry {
@@ -330,6 +328,7 @@ impl Ctx {
             body: Bytes::new(),
             response_time: policy::epoch_ms(response_time),
             lifetime,
+            wire: Default::default(),
         };
         let (cache, counters) = (self.cache().clone(), self.counters().clone());
         let fill = Fill::new(cache, counters, self.key.clone(), pending, self.max_object, generation, flight);

@@ -10,7 +10,8 @@ use tracing::debug;
 
 use super::framing::{Chunks, Framing};
 use super::response::{self, Additions, ResponseHead};
-use super::{reply, upstream_io, Answer, Conn, Failed, Scratch, MAX_RESPONSE_HEAD, READ_CHUNK};
+use super::{upstream_io, Answer, Conn, Failed, Scratch, MAX_RESPONSE_HEAD, READ_CHUNK};
+use crate::cache::fill::Fill;
 use crate::headers::ServerTiming;
 use crate::state::Worker;
 use crate::upstream::UpstreamError;
@@ -82,12 +83,13 @@ impl Exchange<'_> {
                 let add = Additions {
                     head_request: answer.head_request,
                     server_timing: timing.as_bytes(),
-                    date: reply::date,
+                    date: crate::http1::date,
                     x_cache: answer.x_cache,
                     cache_status: answer.cache_status,
                     keep_fields: answer.keep_fields,
                     rule_route: answer.rule_route,
                     drop: answer.drop,
+                    strip_surrogate: answer.strip_surrogate,
                     close: answer.close,
                 };
                 match response::parse(&self.scratch.up_buf, &add, &mut self.scratch.out) {
@@ -107,8 +109,14 @@ impl Exchange<'_> {
 }
 
 impl Conn {
-    /// The response head in `out`, then the body as it arrives, to its end.
-    pub(super) async fn relay(&mut self, up: &mut TcpStream, framing: Framing) -> std::io::Result<()> {
+    /// The response head in `out`, then the body as it arrives, to its end;
+    /// `fill` (a `Length` body) keeps a copy, dropped if it outgrows its limit.
+    pub(super) async fn relay(
+        &mut self,
+        up: &mut TcpStream,
+        framing: Framing,
+        fill: &mut Option<Fill>,
+    ) -> std::io::Result<()> {
         let mut chunks = Chunks::default();
         let mut left = if let Framing::Length(n) = framing { n } else { 0 };
         let mut head_sent = false;
@@ -123,6 +131,9 @@ impl Conn {
                 Framing::Chunked => chunks.scan(&self.scratch.up_buf).map_err(std::io::Error::other)?,
                 Framing::Close => (self.scratch.up_buf.len(), false),
             };
+            if fill.as_mut().is_some_and(|f| !f.push(&self.scratch.up_buf[..take])) {
+                *fill = None;
+            }
             if head_sent {
                 self.stream.write_all(&self.scratch.up_buf[..take]).await?;
             } else {

@@ -60,6 +60,10 @@ pub struct RequestHead {
     pub close: bool,
     /// A `Range` request (the cache does not serve those).
     pub range: bool,
+    /// A field that changes a cache lookup (`Cache-Control`, `Pragma`,
+    /// `Authorization`, `If-*`): the express lane leaves it to the cache's
+    /// general path.
+    pub lookup_fields: bool,
     /// The first `X-Forwarded-Proto` / `-Host` the client sent.
     forwarded_proto: Option<Range<usize>>,
     forwarded_host: Option<Range<usize>>,
@@ -115,14 +119,18 @@ impl RequestHead {
         self.len = len;
         self.method = method;
         self.target = span(buf, path.as_bytes());
-        (self.content_length, self.close, self.range) = (0, false, false);
+        (self.content_length, self.close, self.range, self.lookup_fields) = (0, false, false, false);
         (self.forwarded_proto, self.forwarded_host) = (None, None);
         self.fields.clear();
         let (mut hosts, mut lengths) = (0, 0);
         for h in req.headers.iter() {
             let value = h.value;
             let role = match http1::field(h.name.as_bytes()) {
-                Field::Other | Field::Date | Field::Location | Field::Freshness | Field::CacheOutcome => Role::Plain,
+                Field::Other | Field::Date | Field::Location | Field::CacheOutcome => Role::Plain,
+                Field::Freshness | Field::Lookup => {
+                    self.lookup_fields = true;
+                    Role::Plain
+                }
                 // Framing or protocol changes: hyper's rules.
                 Field::TransferEncoding | Field::Upgrade | Field::Expect => return Parsed::Handoff,
                 Field::Host => {

@@ -3,11 +3,9 @@
 //! everything that went through the cache. Framing as hyper does it: the
 //! response's `Content-Length`, else the body's exact size, else chunked.
 
-use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::Response;
@@ -21,24 +19,6 @@ use crate::body::ProxyBody;
 
 /// Output buffered past this is written at once.
 const FLUSH_AT: usize = 16 * 1024;
-
-thread_local! {
-    /// The `Date` value, rendered once a second per worker.
-    static DATE_NOW: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
-}
-
-/// The current `Date` value (IMF-fixdate, always 29 bytes).
-pub fn date() -> [u8; 29] {
-    let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE_NOW.with_borrow_mut(|(at, text)| {
-        if *at != secs || text.len() != 29 {
-            *at = secs;
-            *text = httpdate::fmt_http_date(now);
-        }
-        text.as_bytes().try_into().expect("an IMF-fixdate is 29 bytes")
-    })
-}
 
 /// Writes `resp` to the client; `Ok(true)` if the connection may carry
 /// another request.
@@ -71,7 +51,7 @@ pub async fn write(
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !has_date {
-        field(out, b"date", &date());
+        field(out, b"date", &crate::http1::date());
     }
     let bodiless = crate::http1::bodiless(head_request, status.as_u16());
     let mut chunked = false;

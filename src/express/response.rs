@@ -28,6 +28,8 @@ pub struct Additions<'a> {
     pub rule_route: bool,
     /// Fields not relayed (the cache's tag headers).
     pub drop: &'a [HeaderName],
+    /// `Surrogate-Control` is for perfproxy: not relayed (a cache miss).
+    pub strip_surrogate: bool,
     /// Close the client connection after this response.
     pub close: bool,
 }
@@ -62,6 +64,14 @@ impl ResponseHead {
         }
         h
     }
+}
+
+/// Adds a field to a client head already ended by its blank line in `out`.
+pub fn add_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    debug_assert!(out.ends_with(b"\r\n\r\n"), "a whole head");
+    out.truncate(out.len() - 2);
+    field(out, name, value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// How far an upstream response head got.
@@ -142,11 +152,7 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
             Field::ContentLength => encoded,
             k => k.is_hop_by_hop(),
         };
-        // The cache's fields are perfproxy's own: an upstream's are replaced.
-        let own = kind == Field::CacheOutcome && add.x_cache.is_some();
-        let tag =
-            own || (kind == Field::Other && add.drop.iter().any(|d| d.as_str().as_bytes().eq_ignore_ascii_case(n)));
-        if dropped || tag || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
+        if dropped || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
             continue;
         }
         if keep_all || kind == Field::Location {
@@ -156,7 +162,17 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
             };
             fields.push((at(n), at(h.value)));
         }
-        field(out, n, h.value);
+        // Kept for the cache, not relayed: perfproxy's own cache fields (an
+        // upstream's are replaced), the tag headers, `Surrogate-Control`.
+        let unrelayed = match kind {
+            Field::CacheOutcome => add.x_cache.is_some(),
+            Field::Other => add.drop.iter().any(|d| d.as_str().as_bytes().eq_ignore_ascii_case(n)),
+            Field::Freshness => add.strip_surrogate && n.eq_ignore_ascii_case(b"surrogate-control"),
+            _ => false,
+        };
+        if !unrelayed {
+            field(out, n, h.value);
+        }
     }
     out.extend_from_slice(http1::VIA_LINE);
     if !has_date {
@@ -190,6 +206,7 @@ mod tests {
             keep_fields: false,
             rule_route: false,
             drop: &[],
+            strip_surrogate: false,
             close: false,
         }
     }

@@ -25,7 +25,9 @@ NGX_PORT=${NGX_PORT:-18181}
 PP_PORT=${PP_PORT:-18182}
 PATH_UNDER_TEST=${PATH_UNDER_TEST:-/bench/1k.bin}
 # More paths through perfproxy, e.g. "perfproxy-cached=/bench/cached.bin"
-# (cacheable: max-age=3600); "name=variant:/path" goes through the variant.
+# (cacheable: max-age=3600); "name=variant:/path" goes through the variant,
+# "name=ngx:/path" through the nginx proxy, which also answers
+# /nginx-cache/<file> from its proxy_cache and /nginx-static/<file> itself.
 EXTRA_TARGETS=${EXTRA_TARGETS:-}
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -75,8 +77,17 @@ http {
   access_log off;
   keepalive_requests 1000000;
   upstream backend { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  proxy_cache_path $work/ngx-cache levels=1:2 keys_zone=bench:10m max_size=100m inactive=60m use_temp_path=off;
   server {
     listen 127.0.0.1:$NGX_PORT;
+    location /nginx-cache/ {
+      proxy_pass http://backend/bench/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache bench;
+      add_header X-Cache \$upstream_cache_status;
+    }
+    location /nginx-static/ { alias $work/root/bench/; add_header Cache-Control "public, max-age=3600"; }
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -108,6 +119,7 @@ targets=("direct=http://127.0.0.1:$UP_PORT$PATH_UNDER_TEST" "nginx=http://127.0.
 for extra in $EXTRA_TARGETS; do
   name=${extra%%=*}; path=${extra#*=}; port=$PP_PORT
   if [[ $path == variant:* ]]; then path=${path#variant:}; port=$VARIANT_PORT; fi
+  if [[ $path == ngx:* ]]; then path=${path#ngx:}; port=$NGX_PORT; fi
   targets+=("$name=http://127.0.0.1:$port$path")
 done
 
@@ -151,5 +163,10 @@ if "nginx" in med:
         if n in ("nginx", "direct"):
             continue
         print(f"  {n:<18} throughput {rps / base[0]:.2f}x   p99 {p99 / base[2]:.2f}x")
+if "perfproxy-cached" in med:
+    hit = med["perfproxy-cached"]
+    for n, what in (("nginx-cache", "nginx proxy_cache hits"), ("nginx-static", "nginx serving the body itself")):
+        if n in med:
+            print(f"perfproxy memory hits / {what}: throughput {hit[0] / med[n][0]:.2f}x   p99 {hit[2] / med[n][2]:.2f}x")
 PY
 echo "perfproxy RSS: idle ${idle_rss} KiB, after load ${loaded_rss} KiB"

@@ -272,7 +272,7 @@ impl Conn {
         let worker = &self.client.worker;
         let shared = &worker.shared;
         let (head, buf) = (&self.head, &self.buf[..]);
-        let path = head.path(buf);
+        let path = head.path();
         if shared.admin_paths.owns(path, self.client.admin_only) {
             if path == shared.admin_paths.purge || head.content_length > 0 {
                 return None;
@@ -286,7 +286,7 @@ impl Conn {
         let (mut pass_key, mut policy) = (None, None);
         if http1::consults_cache(&head.method, head.range) {
             let forwarded = head.forwarded(buf, self.client.peer.trusted);
-            let key = key::primary(head.host(buf), path, head.query(buf), &rules.ignore_query, forwarded);
+            let key = key::primary(head.host(), path, head.query(), &rules.ignore_query, forwarded);
             if !worker.cache_passes.borrow().active(&key) {
                 return match cached::lookup(worker, &rules, key, path, &head.method, head.lookup_fields) {
                     cached::Lookup::Hit(entry) => Some(Lane::Hit(entry)),
@@ -325,11 +325,11 @@ impl Conn {
         let (head, buf) = (&self.head, &self.buf[..]);
         // Dropped unanswered (the client left first), the recording says 499.
         let mut recording = worker.recorder.as_ref().map(|r| {
-            r.begin(worker.shared.routes.resolve(&head.method, head.path(buf), &mut worker.route_cache.borrow_mut()))
+            r.begin(worker.shared.routes.resolve(&head.method, head.path(), &mut worker.route_cache.borrow_mut()))
         });
         let cache_on = !matches!(cached, Cached::Off);
-        let written = (cache_on && http1::is_unsafe(&head.method))
-            .then(|| (head.host(buf).to_string(), head.path(buf).to_string()));
+        let written =
+            (cache_on && http1::is_unsafe(&head.method)).then(|| (head.host().to_string(), head.path().to_string()));
         let (x_cache, cache_status) = match &cached {
             Cached::Off => (None, None),
             Cached::Bypass(b) => (Some(Outcome::Bypass.as_str().as_bytes()), Some(b.cache_status)),

@@ -171,7 +171,8 @@ pub struct RouteTable {
 #[derive(Debug, Default)]
 pub struct RouteCache {
     scratch: String,
-    known: HashMap<Box<str>, RouteId>,
+    /// foldhash (seeded per process): looked up on every request.
+    known: foldhash::HashMap<Box<str>, RouteId>,
     generation: u64,
     patterns: Arc<Vec<RoutePattern>>,
 }

@@ -18,14 +18,16 @@ const STORABLE_FOR: Duration = Duration::from_secs(600);
 
 /// What one worker remembers of keys (no lock, no shared state: each
 /// worker learns for itself, at the price of one extra miss per worker).
+/// Looked up on every request the cache passes: hashed with foldhash
+/// (seeded per process), not SipHash.
 /// Both maps are bounded: past [`MAX_REMEMBERED`] expired keys go, then all.
 #[derive(Debug, Default)]
 pub struct Passes {
-    until: HashMap<String, Instant>,
-    storable: HashMap<String, Instant>,
+    until: foldhash::HashMap<String, Instant>,
+    storable: foldhash::HashMap<String, Instant>,
 }
 
-fn remember(map: &mut HashMap<String, Instant>, key: &str, until: Instant) {
+fn remember(map: &mut foldhash::HashMap<String, Instant>, key: &str, until: Instant) {
     if map.len() >= MAX_REMEMBERED {
         let now = Instant::now();
         map.retain(|_, t| *t > now);

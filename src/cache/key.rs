@@ -38,9 +38,9 @@ pub fn primary(host: &str, path: &str, query: Option<&str>, ignore: &[Glob], for
         }
     }
     key.push(' ');
-    for c in host.chars() {
-        key.push(c.to_ascii_lowercase());
-    }
+    let at = key.len();
+    key.push_str(host);
+    key[at..].make_ascii_lowercase();
     if !forwarded.is_default_for(host.as_bytes()) {
         for part in [forwarded.host, forwarded.proto] {
             key.push('\n');

@@ -114,9 +114,9 @@ impl Conn {
     /// Answers a fresh hit from its entry's bytes, recorded.
     pub(super) async fn hit(&mut self, entry: Arc<Entry>) -> bool {
         let worker = self.client.worker.clone();
-        let (head, buf) = (&self.head, &self.buf[..]);
+        let head = &self.head;
         let mut recording = worker.recorder.as_ref().map(|r| {
-            r.begin(worker.shared.routes.resolve(&head.method, head.path(buf), &mut worker.route_cache.borrow_mut()))
+            r.begin(worker.shared.routes.resolve(&head.method, head.path(), &mut worker.route_cache.borrow_mut()))
         });
         let head_request = head.method == Method::HEAD;
         let close = head.close || self.drain.stopping();

@@ -55,6 +55,12 @@ pub struct RequestHead {
     /// Origin-form path and query.
     target: Range<usize>,
     host: Range<usize>,
+    /// The target and the Host as text, copied once per request (buffers
+    /// kept across requests): read several times, checked once.
+    target_text: String,
+    host_text: String,
+    /// Where the path ends in the target (the `?`, else its end).
+    path_len: usize,
     pub content_length: u64,
     /// The client asked to close after this response.
     pub close: bool,
@@ -119,6 +125,9 @@ impl RequestHead {
         self.len = len;
         self.method = method;
         self.target = span(buf, path.as_bytes());
+        self.target_text.clear();
+        self.target_text.push_str(path);
+        self.path_len = path.find('?').unwrap_or(path.len());
         (self.content_length, self.close, self.range, self.lookup_fields) = (0, false, false, false);
         (self.forwarded_proto, self.forwarded_host) = (None, None);
         self.fields.clear();
@@ -139,6 +148,9 @@ impl RequestHead {
                         return Parsed::Handoff;
                     }
                     self.host = span(buf, value);
+                    self.host_text.clear();
+                    // Checked visible ASCII above.
+                    self.host_text.extend(value.iter().map(|&b| char::from(b)));
                     Role::Plain
                 }
                 Field::ContentLength => {
@@ -185,21 +197,16 @@ impl RequestHead {
     }
 
     /// The target's path.
-    pub fn path<'b>(&self, buf: &'b [u8]) -> &'b str {
-        let target = self.target(buf);
-        target.split_once('?').map_or(target, |(p, _)| p)
+    pub fn path(&self) -> &str {
+        &self.target_text[..self.path_len]
     }
 
-    pub fn query<'b>(&self, buf: &'b [u8]) -> Option<&'b str> {
-        self.target(buf).split_once('?').map(|(_, q)| q)
+    pub fn query(&self) -> Option<&str> {
+        self.target_text.get(self.path_len + 1..).filter(|_| self.path_len < self.target_text.len())
     }
 
-    fn target<'b>(&self, buf: &'b [u8]) -> &'b str {
-        std::str::from_utf8(&buf[self.target.clone()]).expect("the target was checked to be ASCII")
-    }
-
-    pub fn host<'b>(&self, buf: &'b [u8]) -> &'b str {
-        std::str::from_utf8(&buf[self.host.clone()]).expect("the Host was checked to be ASCII")
+    pub fn host(&self) -> &str {
+        &self.host_text
     }
 
     /// What `X-Forwarded-Host`/`-Proto` say upstream (see [`Forwarded`]).
@@ -287,7 +294,11 @@ mod tests {
         assert_eq!(parsed, Parsed::Complete);
         assert_eq!(head.len, raw.len() - "GET /next".len());
         let buf = raw.as_bytes();
-        assert_eq!((head.path(buf), head.query(buf), head.host(buf)), ("/a/b", Some("x=1"), "app"));
+        assert_eq!((head.path(), head.query(), head.host()), ("/a/b", Some("x=1"), "app"));
+        let (bare, _) = parse("GET /p? HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((bare.path(), bare.query()), ("/p", Some("")));
+        let (none, _) = parse("GET /p HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((none.path(), none.query()), ("/p", None));
         let mut out = Vec::new();
         head.write_upstream(buf, b"127.0.0.9", false, &mut out);
         assert_eq!(

@@ -8,7 +8,9 @@
 //! - [`server`]: listeners, the acceptor, thread-per-core workers, limits, graceful shutdown.
 //! - [`drain`]: a worker's open connections, woken to finish and close when it stops.
 //! - [`express`]: the express lane: plain HTTP/1.1 requests proxied as bytes (heads parsed once,
-//!   rewritten in a buffer); endpoints and cache lookups go to [`proxy`], the unusual to hyper.
+//!   rewritten in a buffer), fresh memory hits written from stored bytes and plain misses stored
+//!   as they are relayed; endpoints and the cache's other lookups go to [`proxy`], the unusual to
+//!   hyper.
 //! - [`proxy`]: one request on `http` types, top to bottom: own endpoints → route → checks → cache
 //!   or upstream → response (hyper's connections, and what the express lane asks it to answer).
 //! - [`forward`]: the upstream exchange on `http` types (time-boxed, head checked and rewritten),

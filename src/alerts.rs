@@ -1,10 +1,12 @@
 //! Alerts: rules evaluated by a background task over the recent
 //! window (`error_rate`, `slow_requests`, `slow_queries`, `memory`,
 //! `cache_hit_rate`). Each rule, per subject (a route for `slow_requests`, a
-//! query for `slow_queries`), fires once when its condition holds and
-//! resolves once when it has cleared; to resolve, the value must fall back
-//! past the threshold by a 10 % margin, so a value hovering at the threshold
-//! does not flap. Every transition is a log line and, with
+//! query for `slow_queries`), fires once when its condition has held at
+//! every evaluation for `alerts.for_ms` and resolves once when it has been
+//! clear for `alerts.keep_firing_ms` (Prometheus' `for` and
+//! `keep_firing_for`), so a value jumping around its threshold does not
+//! flap. A firing alert's value, severity and message follow every
+//! evaluation. Every transition is a log line and, with
 //! `alerts.webhook_url`, a JSON POST from a bounded queue (retried with
 //! backoff, never blocking traffic: when the queue is full the event is
 //! dropped and counted in the log).
@@ -62,19 +64,32 @@ impl Reading {
             self.value < self.threshold
         }
     }
-    fn cleared(&self) -> bool {
-        if self.above {
-            self.value <= self.threshold * 0.9
-        } else {
-            self.value >= self.threshold * 1.1
-        }
-    }
 }
+
+/// How long a condition must hold to fire, and stay clear to resolve.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timing {
+    hold: Duration,
+    keep_firing: Duration,
+}
+
+/// One rule and subject between evaluations: breaching (pending or
+/// firing), or firing and clear for a while.
+#[derive(Debug, Default)]
+struct State {
+    /// Since when the condition has held at every evaluation.
+    breached_since: Option<Instant>,
+    /// Since when a firing alert's condition has been clear.
+    clear_since: Option<Instant>,
+    firing: Option<Alert>,
+}
+
+type Subject = (&'static str, Option<String>);
 
 /// Alert states and the queue to the webhook.
 #[derive(Debug)]
 pub struct Alerts {
-    firing: Mutex<HashMap<(&'static str, Option<String>), Alert>>,
+    states: Mutex<HashMap<Subject, State>>,
     published: ArcSwap<Vec<Alert>>,
     webhook: Option<webhook::Queue>,
     /// The cache's (hits, lookups) at past evaluations, for windowed rates.
@@ -84,7 +99,7 @@ pub struct Alerts {
 impl Alerts {
     pub fn new(webhook_url: Option<&str>) -> Arc<Alerts> {
         Arc::new(Alerts {
-            firing: Mutex::default(),
+            states: Mutex::default(),
             published: ArcSwap::from_pointee(Vec::new()),
             webhook: webhook_url.map(webhook::Queue::start),
             // The counters start at zero with the process.
@@ -105,10 +120,13 @@ impl Alerts {
     ) {
         tokio::pin!(shutdown);
         loop {
-            let interval = Duration::from_millis(shared.live.load().alerts.interval_ms);
+            let a = shared.live.load().alerts.clone();
+            let interval = Duration::from_millis(a.interval_ms);
+            let timing =
+                Timing { hold: Duration::from_millis(a.for_ms), keep_firing: Duration::from_millis(a.keep_firing_ms) };
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = tokio::time::sleep(interval) => self.evaluate(readings(&shared)),
+                _ = tokio::time::sleep(interval) => self.evaluate(readings(&shared), Instant::now(), timing),
             }
         }
     }
@@ -126,48 +144,60 @@ impl Alerts {
         (hits.saturating_sub(h0), lookups.saturating_sub(l0))
     }
 
-    /// Applies one evaluation's readings: fire what newly holds, resolve what cleared.
-    fn evaluate(&self, readings: Vec<Reading>) {
-        let mut firing = self.firing.lock().expect("alert lock is never poisoned: no panics under it");
-        let mut seen = Vec::new();
+    /// Applies one evaluation's readings at `now`: fires what has held
+    /// for `timing.hold`, resolves what has been clear for
+    /// `timing.keep_firing` (a subject no longer reported is clear), and
+    /// brings every firing alert's value, severity and message up to date.
+    fn evaluate(&self, readings: Vec<Reading>, now: Instant, timing: Timing) {
+        let mut states = self.states.lock().expect("alert lock is never poisoned: no panics under it");
+        let mut seen = Vec::with_capacity(readings.len());
         for r in readings {
             let key = (r.rule, r.subject.clone());
-            seen.push(key.clone());
-            match firing.get_mut(&key) {
-                None if r.breached() => {
-                    let alert = Alert {
-                        rule: r.rule,
-                        subject: r.subject.clone(),
-                        severity: severity(&r),
-                        value: r.value,
-                        threshold: r.threshold,
-                        since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-                        message: message(&r),
-                    };
-                    self.transition("firing", &alert);
-                    firing.insert(key, alert);
+            let state = states.entry(key.clone()).or_default();
+            seen.push(key);
+            if r.breached() {
+                state.breached_since.get_or_insert(now);
+                state.clear_since = None;
+            } else {
+                state.breached_since = None;
+                if state.firing.is_some() {
+                    state.clear_since.get_or_insert(now);
                 }
-                Some(alert) if r.cleared() => {
-                    let mut alert = alert.clone();
-                    alert.value = r.value;
+            }
+            if let Some(alert) = &mut state.firing {
+                alert.value = r.value;
+                alert.severity = severity(&r);
+                alert.message = message(&r);
+            } else if state.breached_since.is_some_and(|t| now.duration_since(t) >= timing.hold) {
+                let alert = Alert {
+                    rule: r.rule,
+                    subject: r.subject.clone(),
+                    severity: severity(&r),
+                    value: r.value,
+                    threshold: r.threshold,
+                    since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                    message: message(&r),
+                };
+                self.transition("firing", &alert);
+                state.firing = Some(alert);
+            }
+        }
+        for (key, state) in states.iter_mut() {
+            // A subject that no longer reports (a query gone from the window) is clear.
+            if !seen.contains(key) {
+                state.breached_since = None;
+                if state.firing.is_some() {
+                    state.clear_since.get_or_insert(now);
+                }
+            }
+            if state.clear_since.is_some_and(|t| now.duration_since(t) >= timing.keep_firing) {
+                if let Some(alert) = state.firing.take() {
                     self.transition("resolved", &alert);
-                    firing.remove(&key);
                 }
-                Some(alert) => {
-                    alert.value = r.value;
-                    alert.severity = severity(&r);
-                }
-                None => {}
             }
         }
-        // A subject that no longer reports (a query gone from the window) has cleared.
-        let gone: Vec<_> = firing.keys().filter(|k| !seen.contains(k)).cloned().collect();
-        for key in gone {
-            if let Some(alert) = firing.remove(&key) {
-                self.transition("resolved", &alert);
-            }
-        }
-        let mut list: Vec<Alert> = firing.values().cloned().collect();
+        states.retain(|_, s| s.firing.is_some() || s.breached_since.is_some());
+        let mut list: Vec<Alert> = states.values().filter_map(|s| s.firing.clone()).collect();
         list.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.rule.cmp(b.rule)));
         self.published.store(Arc::new(list));
     }
@@ -177,8 +207,8 @@ impl Alerts {
         let subject = alert.subject.as_deref().unwrap_or("");
         let (rule, value, threshold) = (alert.rule, alert.value, alert.threshold);
         match status {
-            "firing" => warn!(rule, subject, value, threshold, "alert firing"),
-            _ => info!(rule, subject, value, threshold, "alert resolved"),
+            "firing" => warn!(rule = %rule, subject = %subject, value, threshold, "alert firing"),
+            _ => info!(rule = %rule, subject = %subject, value, threshold, "alert resolved"),
         }
         if let Some(queue) = &self.webhook {
             queue.push(status, alert);
@@ -292,26 +322,53 @@ mod tests {
         Reading { rule: "error_rate", subject: None, value, threshold: 0.05, above: true, unit: "" }
     }
 
+    fn timing(hold: u64, keep: u64) -> Timing {
+        Timing { hold: Duration::from_secs(hold), keep_firing: Duration::from_secs(keep) }
+    }
+
     #[test]
-    fn fires_once_and_resolves_once_without_flapping() {
+    fn fires_after_holding_and_resolves_after_staying_clear() {
         let alerts = Alerts::new(None);
-        alerts.evaluate(vec![reading(0.04)]);
-        assert!(alerts.firing().is_empty());
-        alerts.evaluate(vec![reading(0.06)]);
-        assert_eq!(alerts.firing().len(), 1);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let t = timing(30, 60);
+        alerts.evaluate(vec![reading(0.06)], at(0), t);
+        assert!(alerts.firing().is_empty(), "pending, not firing");
+        alerts.evaluate(vec![reading(0.04)], at(5), t);
+        alerts.evaluate(vec![reading(0.06)], at(10), t);
+        alerts.evaluate(vec![reading(0.06)], at(35), t);
+        assert!(alerts.firing().is_empty(), "a break restarts the hold: 25 s so far");
+        alerts.evaluate(vec![reading(0.07)], at(40), t);
+        assert_eq!(alerts.firing().len(), 1, "held 30 s at every evaluation");
         let since = alerts.firing()[0].since.clone();
-        // Hovering around the threshold keeps it firing, unchanged.
-        for v in [0.049, 0.051, 0.046, 0.06] {
-            alerts.evaluate(vec![reading(v)]);
-            assert_eq!(alerts.firing().len(), 1, "at {v}");
-            assert_eq!(alerts.firing()[0].since, since);
+        // A bimodal value jumping across the threshold keeps it firing, once.
+        for (s, v) in [(45, 0.01), (50, 0.2), (55, 0.02), (90, 0.09), (100, 0.03), (150, 0.04)] {
+            alerts.evaluate(vec![reading(v)], at(s), t);
+            let now = alerts.firing();
+            assert_eq!(now.len(), 1, "at {s} s");
+            assert_eq!(now[0].since, since);
+            assert_eq!(now[0].value, v, "the value is current");
+            assert!(now[0].message.contains(&format!("{v}")), "the message is current: {}", now[0].message);
         }
-        alerts.evaluate(vec![reading(0.044)]);
-        assert!(alerts.firing().is_empty(), "resolved once below 90 % of the threshold");
-        alerts.evaluate(vec![reading(0.2)]);
-        assert_eq!(alerts.firing()[0].severity, "critical");
-        // A subject that stops reporting resolves.
-        alerts.evaluate(vec![]);
-        assert!(alerts.firing().is_empty());
+        assert_eq!(alerts.firing()[0].severity, "warning");
+        alerts.evaluate(vec![reading(0.04)], at(159), t);
+        assert_eq!(alerts.firing().len(), 1, "clear for 59 s only");
+        alerts.evaluate(vec![reading(0.045)], at(160), t);
+        assert!(alerts.firing().is_empty(), "clear for 60 s: resolved");
+        assert!(alerts.states.lock().unwrap().is_empty(), "nothing kept for a cleared subject");
+    }
+
+    #[test]
+    fn severity_follows_and_a_silent_subject_resolves() {
+        let alerts = Alerts::new(None);
+        let t0 = Instant::now();
+        alerts.evaluate(vec![reading(0.06)], t0, timing(0, 0));
+        assert_eq!(alerts.firing()[0].severity, "warning");
+        alerts.evaluate(vec![reading(0.2)], t0 + Duration::from_secs(1), timing(0, 10));
+        assert_eq!(alerts.firing()[0].severity, "critical", "severity is current");
+        alerts.evaluate(vec![], t0 + Duration::from_secs(2), timing(0, 10));
+        assert_eq!(alerts.firing().len(), 1, "not reported for 0 s");
+        alerts.evaluate(vec![], t0 + Duration::from_secs(12), timing(0, 10));
+        assert!(alerts.firing().is_empty(), "not reported for 10 s: resolved");
     }
 }

@@ -157,29 +157,65 @@ pub fn parse_file(text: &str, path: &Path) -> Result<Settings, ConfigError> {
             let key = format!("{} ({}:{line_no})", name.trim(), path.display());
             return ConfigError::new(key, value.trim(), format!("valid TOML ({message})"));
         }
-        let field = key.rsplit('.').next().unwrap_or("").to_string();
-        let line = key_line(text, &field).or(span_line);
+        let line = file_line(text, &key).or(span_line);
         let at = match line {
             Some(l) => format!("{}:{l}", path.display()),
             None => path.display().to_string(),
         };
         let key = format!("{key} ({at})");
         let snippet = inner.span().map(|s| text[s].lines().next().unwrap_or("").trim().to_string()).unwrap_or_default();
-        ConfigError::new(key, snippet, message)
+        ConfigError::new(key, snippet, plain_words(&message))
     })
 }
 
-/// The 1-based line where `name = ...` is written, if it is written once.
-fn key_line(text: &str, name: &str) -> Option<usize> {
-    if name.is_empty() || name.contains('[') {
-        return None;
+/// The 1-based line where the value of `key` (`alerts.error_rate`,
+/// `routes[0].pattern`) is written in the TOML `text`.
+fn file_line(text: &str, key: &str) -> Option<usize> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut item = doc.as_item();
+    for part in key.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        item = item.get(name)?;
+        if let Some(i) = index {
+            item = item.get(i)?;
+        }
     }
-    let mut hits = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.trim_start().strip_prefix(name).is_some_and(|rest| rest.trim_start().starts_with('=')));
-    let (i, _) = hits.next()?;
-    hits.next().is_none().then_some(i + 1)
+    let start = item.span()?.start;
+    Some(text[..start].lines().count().max(1) + usize::from(text[..start].ends_with('\n')))
+}
+
+/// serde's wording made plain: `invalid type: string "lots", expected u64`
+/// becomes `a whole number (not the string "lots")`.
+fn plain_words(message: &str) -> String {
+    let kind = |t: &str| -> String {
+        match t.trim() {
+            "u64" | "u32" | "u16" | "usize" | "u8" => "a whole number".into(),
+            "i64" | "i32" => "an integer".into(),
+            "f64" | "f32" => "a number".into(),
+            "a boolean" => "true or false".into(),
+            "a string" => "a quoted string".into(),
+            other => other.to_string(),
+        }
+    };
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        if let Some((got, want)) = rest.split_once(", expected ") {
+            return format!("{} (not the {got})", kind(want));
+        }
+    }
+    if let Some(rest) = message.strip_prefix("invalid value: ") {
+        if let Some((got, want)) = rest.split_once(", expected ") {
+            return format!("{} (not the {got})", kind(want));
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        if let Some((field, known)) = rest.split_once(", expected ") {
+            return format!("a known key instead of {field}: {known}");
+        }
+    }
+    message.to_string()
 }
 
 /// Merges defaults, file, environment and flags (highest last), then validates.
@@ -190,9 +226,15 @@ fn load(cli: &Cli, matches: &ArgMatches) -> Result<Config, ConfigError> {
     };
     let overridden = apply_overrides(&mut settings, cli, matches)?;
     Config::validate(settings, cli.config.clone()).map_err(|mut e| {
-        // A value from a flag or variable is reported under that name.
+        // A value from a flag or variable is reported under that name; one
+        // from the file with the file and line.
         if let Some((_, name)) = overridden.iter().find(|(key, _)| *key == e.key) {
             e.key = name.clone();
+        } else if let Some(path) = &cli.config {
+            let line = std::fs::read_to_string(path).ok().and_then(|text| file_line(&text, &e.key));
+            if let Some(line) = line {
+                e.key = format!("{} ({}:{line})", e.key, path.display());
+            }
         }
         e
     })
@@ -329,9 +371,9 @@ mod tests {
         let p = Path::new("t.toml");
         let e = parse_file("[cache]\nmemory_bytes = \"lots\"\n", p).unwrap_err();
         assert!(e.key.starts_with("cache.memory_bytes"), "{e}");
-        assert!(e.expected.contains("u64"), "{e}");
+        assert_eq!(e.expected, "a whole number (not the string \"lots\")", "{e}");
         let e = parse_file("listen = \"127.0.0.1:1\"\nlisten_port = 3\n", p).unwrap_err();
-        assert!(e.expected.contains("unknown field `listen_port`"), "{e}");
+        assert!(e.expected.starts_with("a known key instead of `listen_port`"), "{e}");
         assert!(e.key.contains("t.toml:2"), "{e}");
         let e = parse_file("[[routes]]\npattern = 5\n", p).unwrap_err();
         assert!(e.key.starts_with("routes[0].pattern"), "{e}");

@@ -1,7 +1,8 @@
 //! The proxy's one error type and the one place it becomes an HTTP answer,
 //! with the JSON answers perfproxy makes itself ([`json`], [`json_error`]).
 //! Clients get a status and a short JSON body (`{"error": ..., "detail": ...}`)
-//! that never carries internal detail; the cause goes to the log.
+//! that never carries internal detail; the cause goes to the log, whole
+//! ([`chain`]).
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
@@ -10,6 +11,24 @@ use std::time::Duration;
 
 use crate::body::ProxyBody;
 use crate::upstream::UpstreamError;
+
+/// An error and every cause under it, `outer: inner: innermost`, for
+/// people: a cause already stated by the text above it is not repeated
+/// ("db error: database \"x\" does not exist", "error connecting to
+/// server: Connection refused (os error 111)").
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        if !c.is_empty() && !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        next = cause.source();
+    }
+    text
+}
 
 /// Why a request could not be proxied, by whose fault.
 #[derive(Debug, thiserror::Error)]
@@ -73,4 +92,20 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
 /// `{"error": code, "detail": detail}` with `status`.
 pub fn json_error(status: StatusCode, code: &str, detail: &str) -> Response<ProxyBody> {
     json(status, serde_json::json!({ "error": code, "detail": detail }).to_string())
+}
+
+#[cfg(test)]
+mod chain_tests {
+    #[test]
+    fn every_cause_is_kept_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("tcp connect error")]
+        struct Connect(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error: tcp connect error")]
+        struct Client(#[source] Connect);
+        let e = Client(Connect(io));
+        assert_eq!(super::chain(&e), "client error: tcp connect error: connection refused");
+    }
 }

@@ -135,13 +135,17 @@ impl Health {
         }
     }
 
+    /// Logs each check that changed, and at start each one found down
+    /// (an unready pod says why in its log).
     fn log_changes(&self, next: &HealthReport) {
         let prev = self.latest.load();
+        let first = prev.checked_at.is_none();
         for ((name, was), (_, now)) in prev.checks.iter().zip(&next.checks) {
-            if was.status != now.status && prev.checked_at.is_some() {
+            let changed = if first { now.status == CheckStatus::Down } else { was.status != now.status };
+            if changed {
                 match now.status {
                     CheckStatus::Down => {
-                        warn!(check = %name, error = now.error.as_deref().unwrap_or(""), "health check down")
+                        warn!(check = %name, error = %now.error.as_deref().unwrap_or(""), "health check down")
                     }
                     _ => info!(check = %name, "health check up"),
                 }
@@ -233,12 +237,10 @@ async fn timed(timeout: Duration, probe: impl std::future::Future<Output = Resul
 
 /// Up when the URL answers with a status below `down_from`.
 async fn probe_http(client: &Client<HttpConnector, Empty<Bytes>>, uri: Uri, down_from: u16) -> Result<(), String> {
+    let where_ = uri.authority().map_or_else(String::new, |a| a.to_string());
     let req =
         Request::get(uri).header("user-agent", "perfproxy-health").body(Empty::new()).map_err(|e| e.to_string())?;
-    let resp = client.request(req).await.map_err(|e| match std::error::Error::source(&e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
-    })?;
+    let resp = client.request(req).await.map_err(|e| format!("{} ({where_})", crate::error::chain(&e)))?;
     let status = resp.status().as_u16();
     if status >= down_from {
         return Err(format!("answered {status}"));
@@ -251,14 +253,14 @@ async fn probe_redis(
     conn: &mut Option<redis::aio::MultiplexedConnection>,
 ) -> Result<(), String> {
     if conn.is_none() {
-        *conn = Some(client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?);
+        *conn = Some(client.get_multiplexed_async_connection().await.map_err(|e| crate::error::chain(&e))?);
     }
     let c = conn.as_mut().expect("connected just above");
     match redis::cmd("PING").query_async::<String>(c).await {
         Ok(_) => Ok(()),
         Err(e) => {
             *conn = None;
-            Err(e.to_string())
+            Err(crate::error::chain(&e))
         }
     }
 }
@@ -266,7 +268,7 @@ async fn probe_redis(
 async fn probe_database(url: &str, conn: &mut Option<tokio_postgres::Client>) -> Result<(), String> {
     if conn.as_ref().is_none_or(|c| c.is_closed()) {
         let (client, connection) =
-            tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+            tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(|e| crate::error::chain(&e))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -277,7 +279,7 @@ async fn probe_database(url: &str, conn: &mut Option<tokio_postgres::Client>) ->
         Ok(_) => Ok(()),
         Err(e) => {
             *conn = None;
-            Err(e.to_string())
+            Err(crate::error::chain(&e))
         }
     }
 }

@@ -77,7 +77,7 @@ fn migrate(config: &perfproxy::config::Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("perfproxy: migrate failed: {}", perfproxy::redact::text(&e.to_string()));
+            eprintln!("perfproxy: migrate failed: {}", perfproxy::redact::text(&e.describe()));
             ExitCode::FAILURE
         }
     }

@@ -83,7 +83,8 @@ pub async fn on_sighup(shared: Arc<Shared>, shutdown: impl std::future::Future<O
                 for key in &restart {
                     warn!(key = %key, "configuration change needs a restart; not applied");
                 }
-                info!(file = ?shared.config.source, "configuration reloaded");
+                let file = shared.config.source.as_deref().map_or_else(String::new, |p| p.display().to_string());
+                info!(file = %file, "configuration reloaded");
             }
             Err(e) => {
                 error!(key = %e.key, value = %e.value, expected = %e.expected, "reload refused: keeping the running configuration")

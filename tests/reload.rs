@@ -21,7 +21,9 @@ async fn sighup_swaps_routes_and_thresholds_under_load() {
     let up = spawn_upstream().await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let base_config = format!("listen = \"{listen}\"\n[alerts]\ninterval_ms = 100\nerror_rate = 0.9\n");
+    let base_config = format!(
+        "listen = \"{listen}\"\n[alerts]\ninterval_ms = 100\nfor_ms = 0\nkeep_firing_ms = 0\nerror_rate = 0.9\n"
+    );
     let config = write_config(&base_config);
     let log_path = std::env::temp_dir().join(format!("pp-reload-{}.log", fastrand::u64(..)));
     let log = std::fs::File::create(&log_path).unwrap();
@@ -63,7 +65,7 @@ async fn sighup_swaps_routes_and_thresholds_under_load() {
     // Reload: a route pattern, a stricter error-rate threshold, and a listen change (needs a restart).
     std::fs::write(
         &config,
-        "listen = \"127.0.0.1:1\"\n[[routes]]\npattern = \"GET /api/items/:name\"\n[alerts]\ninterval_ms = 100\nerror_rate = 0.01\n",
+        "listen = \"127.0.0.1:1\"\n[[routes]]\npattern = \"GET /api/items/:name\"\n[alerts]\ninterval_ms = 100\nfor_ms = 0\nkeep_firing_ms = 0\nerror_rate = 0.01\n",
     )
     .unwrap();
     hup(child.id());

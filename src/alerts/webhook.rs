@@ -46,7 +46,7 @@ impl Queue {
             "message": alert.message,
         });
         if self.tx.try_send(Bytes::from(body.to_string())).is_err() {
-            warn!(rule = alert.rule, status, "alert webhook queue full: event dropped");
+            warn!(rule = %alert.rule, status = %status, "alert webhook queue full: event dropped");
         }
     }
 }

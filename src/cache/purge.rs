@@ -64,7 +64,7 @@ pub async fn answer(client: &Client, req: Request<Incoming>) -> Response<ProxyBo
     let purged = match request {
         PurgeRequest { pattern: Some(p), tags: None } if p.starts_with('/') || p.starts_with('*') => {
             let purged = cache.invalidate(&Glob::new(&p), REDIS_BUDGET, counters).await;
-            tracing::info!(pattern = p, purged, "cache purge");
+            tracing::info!(pattern = %p, purged, "cache purge");
             purged
         }
         PurgeRequest { pattern: None, tags: Some(tags) } if !tags.is_empty() && tags.iter().all(|t| valid_tag(t)) => {

@@ -208,6 +208,10 @@ pub struct AlertSettings {
     pub slow_query_ms: u64,
     pub memory_bytes: u64,
     pub cache_hit_rate: f64,
+    /// How long a condition must hold, at every evaluation, before it fires.
+    pub for_ms: u64,
+    /// How long a firing alert's condition must stay clear before it resolves.
+    pub keep_firing_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
 }
@@ -222,6 +226,8 @@ impl Default for AlertSettings {
             slow_query_ms: 1_000,
             memory_bytes: 524_288_000,
             cache_hit_rate: 0.70,
+            for_ms: 30_000,
+            keep_firing_ms: 60_000,
             webhook_url: None,
         }
     }

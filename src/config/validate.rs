@@ -101,6 +101,20 @@ fn url_with_scheme(key: &str, v: &str, schemes: &[&str]) -> Result<(), ConfigErr
         let shown = format!("{:?}", crate::redact::url(v));
         return Err(ConfigError::new(key, shown, format!("a URL starting with {}://", schemes.join("://, "))));
     }
+    // The whole URL, as the client that will use it reads it.
+    let problem = match scheme {
+        "postgres" | "postgresql" => v.parse::<tokio_postgres::Config>().err().map(|e| crate::error::chain(&e)),
+        "redis" | "rediss" | "redis+unix" => redis::Client::open(v).err().map(|e| e.to_string()),
+        _ => match v.parse::<Uri>() {
+            Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => None,
+            Ok(_) => Some("no host".to_string()),
+            Err(e) => Some(e.to_string()),
+        },
+    };
+    if let Some(problem) = problem {
+        let shown = format!("{:?}", crate::redact::url(v));
+        return Err(ConfigError::new(key, shown, format!("a valid {scheme} URL ({})", crate::redact::text(&problem))));
+    }
     Ok(())
 }
 
@@ -224,6 +238,8 @@ impl Config {
         fraction("alerts.cache_hit_rate", a.cache_hit_rate)?;
         positive_ms("alerts.slow_request_ms", a.slow_request_ms)?;
         positive_ms("alerts.slow_query_ms", a.slow_query_ms)?;
+        in_range("alerts.for_ms", a.for_ms, 0, 86_400_000)?;
+        in_range("alerts.keep_firing_ms", a.keep_firing_ms, 0, 86_400_000)?;
         if let Some(url) = &a.webhook_url {
             url_with_scheme("alerts.webhook_url", url, &["http"])?;
         }

@@ -23,6 +23,13 @@ pub enum MigrateError {
     Apply { version: String, source: tokio_postgres::Error },
 }
 
+impl MigrateError {
+    /// The error with every cause under it (what the server said).
+    pub fn describe(&self) -> String {
+        crate::error::chain(self)
+    }
+}
+
 /// Applies the migrations not yet applied; returns the versions it applied.
 pub async fn run(url: &str) -> Result<Vec<String>, MigrateError> {
     let (mut client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(MigrateError::Connect)?;

@@ -102,6 +102,24 @@ ensure_tools() {
   command -v chromium >/dev/null || { echo "services: installing chromium" >&2; apt_install --no-install-recommends chromium; }
 }
 
+# Stops what the tests started that the machine did not have: the
+# pg_stat_statements cluster on $PGSS_PORT (Redis and the main PostgreSQL
+# may be the machine's own; `service redis-server stop` and
+# `pg_ctlcluster <version> main stop` stop those).
+stop_test_services() {
+  local version
+  version=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n1)
+  if [ -n "$version" ] && [ -d "/etc/postgresql/$version/perfproxy" ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$version" perfproxy stop 2>/dev/null || true
+    echo "services: stopped the 'perfproxy' cluster on port $PGSS_PORT" >&2
+  fi
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ] && [ "${1:-}" = "stop" ]; then
+  stop_test_services
+  exit 0
+fi
+
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   ensure_tools
   ensure_redis

@@ -111,3 +111,12 @@ fn the_demo_on_a_busy_port_says_so_in_one_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "one line, no backtrace: {stderr}");
     assert!(stderr.contains(&addr) && stderr.contains("-- --listen"), "{stderr}");
 }
+
+#[test]
+fn the_shipped_configs_are_valid() {
+    for file in ["config/perfproxy.toml", "config/container.toml"] {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let (code, stderr) = run(&["check-config", "--config", &path]);
+        assert_eq!(code, 0, "{file}: {stderr}");
+    }
+}

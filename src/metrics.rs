@@ -81,6 +81,23 @@ pub struct Snapshot {
     /// The current window slot, for telling recent from expired slots.
     pub now_epoch: u64,
     pub window: Duration,
+    /// How long a slot lasts.
+    pub slot: Duration,
+    /// Since recording began (slot epochs count from there).
+    pub elapsed: Duration,
+}
+
+impl Snapshot {
+    /// How much time the recent window covers now: the full window, less
+    /// what is still to come of the current slot, or less if recording
+    /// began within it.
+    pub fn covered(&self) -> Duration {
+        let slot = self.slot.as_secs_f64().max(1.0);
+        let elapsed = self.elapsed.as_secs_f64();
+        let slots = (self.window.as_secs_f64() / slot).round();
+        let covered = (slots - 1.0) * slot + elapsed % slot;
+        Duration::from_secs_f64(covered.min(elapsed).max(0.001))
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -176,6 +193,8 @@ impl Metrics {
             in_flight,
             now_epoch: u64::from(self.now_secs() / self.slot_secs),
             window: self.window(),
+            slot: Duration::from_secs(u64::from(self.slot_secs)),
+            elapsed: self.started.elapsed(),
         }
     }
 

@@ -29,6 +29,25 @@ pub struct Requests {
     pub all: Figures,
     pub in_flight: i64,
     pub recent: Figures,
+    /// Requests per second over the recent window (the time it covers so far).
+    pub rate_per_second: f64,
+    /// The recent window slot by slot, oldest first (the dashboard's chart).
+    pub slots: Vec<SlotView>,
+}
+
+/// One slot of the recent window.
+#[derive(Serialize)]
+pub struct SlotView {
+    /// The slot's number since perfproxy started (slots of `seconds`).
+    pub slot: u64,
+    pub seconds: u64,
+    /// How long ago the slot ended (0: the current one, still filling).
+    pub ended_seconds_ago: u64,
+    pub count: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// Counts, status classes and latency of a set of requests.
@@ -206,6 +225,8 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
             all: figures(&snap.total.all),
             in_flight: snap.in_flight,
             recent: figures(&snap.total.recent(snap.now_epoch)),
+            rate_per_second: snap.total.recent(snap.now_epoch).count as f64 / snap.covered().as_secs_f64(),
+            slots: slots(&snap),
         },
         routes,
         cache: CacheView {
@@ -239,4 +260,24 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
         },
         alerts: shared.alerts.firing().to_vec(),
     }
+}
+
+/// The total's window slots, oldest first.
+fn slots(snap: &Snapshot) -> Vec<SlotView> {
+    let seconds = snap.slot.as_secs().max(1);
+    let ms = |st: &Stats<u32>, q: f64| if st.count == 0 { 0.0 } else { st.hist.value_at_quantile(q) as f64 / 1000.0 };
+    snap.total
+        .slots(snap.now_epoch)
+        .into_iter()
+        .map(|(epoch, stats)| SlotView {
+            slot: epoch,
+            seconds,
+            ended_seconds_ago: (snap.now_epoch - epoch) * seconds,
+            count: stats.map_or(0, |s| s.count),
+            errors: stats.map_or(0, |s| s.errors),
+            p50_ms: stats.map_or(0.0, |s| ms(s, 0.5)),
+            p95_ms: stats.map_or(0.0, |s| ms(s, 0.95)),
+            p99_ms: stats.map_or(0.0, |s| ms(s, 0.99)),
+        })
+        .collect()
 }

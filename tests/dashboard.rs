@@ -35,9 +35,14 @@ fn chromium_dom(url: &str) -> String {
 #[tokio::test]
 async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
     let up = spawn_upstream().await;
-    let proxy = spawn_proxy(&up.url(), &[]).await;
+    let started = std::time::Instant::now();
+    // A memory alert far over its tiny threshold: critical, at once.
+    let config = write_config("[alerts]\ninterval_ms = 100\nfor_ms = 0\nmemory_bytes = 1000\n");
+    let proxy = spawn_proxy(&up.url(), &["--config", &config]).await;
+    // Paced, so the rate the page shows is a rate in real time.
     for i in 0..7 {
         assert_eq!(get(&proxy.url(&format!("/api/users/{i}"))).await.status, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     }
     for _ in 0..3 {
         get(&proxy.url("/status/503")).await;
@@ -59,8 +64,22 @@ async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
     assert!(page.text().contains("<canvas id=\"chart\""));
     assert!(get(&proxy.url("/performance")).await.json()["requests"].is_object());
 
+    let traffic_done = started.elapsed().as_secs_f64();
     let url = proxy.url("/performance/dashboard");
     let dom = tokio::task::spawn_blocking(move || chromium_dom(&url)).await.unwrap();
+    let dom_done = started.elapsed().as_secs_f64();
+    // The rate is perfproxy's, measured over the real time the window
+    // covers (never the browser's virtual clock): 15 requests over between
+    // the end of the traffic and the end of the page load.
+    let shown = dom.split(r#"id="k-rate">"#).nth(1).and_then(|t| t.split(" req/s").next()).expect("a rate");
+    let shown: f64 = shown.parse().unwrap_or_else(|_| panic!("a number: {shown}"));
+    let (low, high) = (15.0 / dom_done * 0.8, 15.0 / traffic_done * 1.3);
+    assert!(shown >= low && shown <= high, "rate {shown} req/s outside {low:.1}..{high:.1}:\n{dom}");
+    assert!(dom.contains("req/s · last 60 s"), "the rate says its window:\n{dom}");
+    assert!(dom.contains("Latency per 10 s slot (ms)"), "the chart says what it plots:\n{dom}");
+    assert!(dom.contains("Routes · since start"), "{dom}");
+    assert!(dom.contains(r#"<span class="sev bad">critical</span><strong class="bad"> memory</strong>"#), "{dom}");
+    assert!(dom.contains("firing since "), "an alert says since when:\n{dom}");
     assert!(dom.contains("<td>GET /api/users/:id</td><td>7</td>"), "routes table not rendered:\n{dom}");
     assert!(dom.contains("<td>GET /status/:id</td><td>3</td>"), "{dom}");
     assert!(dom.contains(r#"id="k-total">15<"#), "total not rendered:\n{dom}");

@@ -97,6 +97,18 @@ impl Series {
         }
     }
 
+    /// The window's slots ending at `now_epoch`, oldest first: each
+    /// epoch with its stats (`None`: no traffic in it).
+    pub fn slots(&self, now_epoch: u64) -> Vec<(u64, Option<&Stats<u32>>)> {
+        let n = self.ring.len() as u64;
+        (now_epoch.saturating_sub(n - 1)..=now_epoch)
+            .map(|epoch| {
+                let slot = self.ring[(epoch % n) as usize].as_ref().filter(|s| s.epoch == epoch);
+                (epoch, slot.map(|s| &s.stats))
+            })
+            .collect()
+    }
+
     /// The window ending at slot `now_epoch`: the slots of the last `slots` epochs.
     pub fn recent(&self, now_epoch: u64) -> Stats<u32> {
         let n = self.ring.len() as u64;

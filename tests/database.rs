@@ -61,6 +61,10 @@ async fn migrate_applies_in_order_once() {
     let (code, out, _) = migrate(&url);
     assert_eq!(code, 0);
     assert_eq!(out.trim(), "perfproxy: migrations up to date");
+    // A database that does not exist: the server's own words, not "db error".
+    let (code, _, err) = migrate("postgres://postgres@127.0.0.1:5432/perfproxy_no_such_db");
+    assert_eq!(code, 1);
+    assert!(err.contains("database \"perfproxy_no_such_db\" does not exist"), "{err}");
     let db = connect(&url).await;
     let versions: Vec<String> = db
         .query("SELECT version FROM perfproxy.schema_migrations ORDER BY version", &[])

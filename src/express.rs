@@ -24,8 +24,8 @@ mod head;
 mod reply;
 mod response;
 mod rewind;
+mod scratch;
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
@@ -39,6 +39,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 pub use rewind::Rewind;
+pub use scratch::{Scratch, ScratchPool};
 
 use crate::body::RequestBody;
 use crate::cache::answer::Outcome;
@@ -146,44 +147,6 @@ struct Conn {
     head: RequestHead,
     /// Buffers lent by the worker for one request.
     scratch: Scratch,
-}
-
-/// The buffers a request needs while it is in flight: a worker keeps a few
-/// and lends them out, so an idle keep-alive connection holds only its read
-/// buffer.
-#[derive(Debug, Default)]
-pub struct Scratch {
-    /// The upstream request, kept until answered (a stale connection retries it).
-    upstream_out: Vec<u8>,
-    /// Bytes from the upstream not yet used.
-    up_buf: BytesMut,
-    /// What the client is sent next.
-    out: Vec<u8>,
-}
-
-/// Scratch sets a worker keeps for its next requests, at most.
-const SCRATCH_KEPT: usize = 64;
-
-/// A worker's spare [`Scratch`] sets.
-#[derive(Debug, Default)]
-pub struct ScratchPool(RefCell<Vec<Scratch>>);
-
-impl ScratchPool {
-    fn lend(&self) -> Scratch {
-        self.0.borrow_mut().pop().unwrap_or_else(|| Scratch {
-            upstream_out: Vec::with_capacity(1024),
-            up_buf: BytesMut::new(),
-            out: Vec::with_capacity(2048),
-        })
-    }
-
-    fn take_back(&self, mut scratch: Scratch) {
-        let mut spare = self.0.borrow_mut();
-        if spare.len() < SCRATCH_KEPT && scratch.up_buf.capacity() <= 4 * READ_CHUNK {
-            scratch.up_buf.clear();
-            spare.push(scratch);
-        }
-    }
 }
 
 /// Serves a client connection until it closes or needs hyper. `id` is its

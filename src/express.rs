@@ -123,6 +123,7 @@ struct Answer<'a> {
     close: bool,
     /// When the request went upstream (for `Server-Timing`).
     sent: Instant,
+    request_id: &'a [u8],
 }
 
 /// Why an exchange gave no response head.
@@ -147,6 +148,9 @@ struct Conn {
     head: RequestHead,
     /// Buffers lent by the worker for one request.
     scratch: Scratch,
+    /// The request's `X-Request-Id` (the client's or a new one), kept
+    /// until answered.
+    request_id: Vec<u8>,
 }
 
 /// Serves a client connection until it closes or needs hyper. `id` is its
@@ -170,6 +174,7 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
         buf: BytesMut::with_capacity(HEAD_CHUNK),
         head: RequestHead::default(),
         scratch: Scratch::default(),
+        request_id: Vec::with_capacity(32),
     };
     loop {
         match conn.read_head().await {
@@ -285,7 +290,7 @@ impl Conn {
     /// (and stored, a miss whose answer may be).
     async fn express(&mut self, cached: Cached) -> bool {
         let worker = self.client.worker.clone();
-        let (head, buf) = (&self.head, &self.buf[..]);
+        let head = &self.head;
         // Dropped unanswered (the client left first), the recording says 499.
         let mut recording = worker.recorder.as_ref().map(|r| {
             r.begin(worker.shared.routes.resolve(&head.method, head.path(), &mut worker.route_cache.borrow_mut()))
@@ -308,7 +313,10 @@ impl Conn {
         let close = head.close || self.drain.stopping();
 
         self.scratch.upstream_out.clear();
-        head.write_upstream(buf, self.client.ip.as_bytes(), self.client.peer.trusted, &mut self.scratch.upstream_out);
+        let new_id = self.set_request_id();
+        let (head, buf) = (&self.head, &self.buf[..]);
+        let peer = (self.client.ip.as_bytes(), self.client.peer.trusted);
+        head.write_upstream(buf, peer, new_id.as_ref().map(|id| &id[..]), &mut self.scratch.upstream_out);
         let body_here = (buf.len() - head.len).min(usize::try_from(head.content_length).unwrap_or(usize::MAX));
         self.scratch.upstream_out.extend_from_slice(&buf[head.len..head.len + body_here]);
         let body_left = head.content_length - body_here as u64;
@@ -329,6 +337,7 @@ impl Conn {
             strip_surrogate: miss.is_some(),
             close,
             sent: Instant::now(),
+            request_id: &self.request_id,
         };
         let timeout = worker.shared.config.upstream_timeout;
         let exchange =
@@ -410,10 +419,30 @@ impl Conn {
         }
     }
 
+    /// Takes the client's `X-Request-Id`, or makes one (returned: it goes
+    /// upstream too).
+    fn set_request_id(&mut self) -> Option<[u8; 32]> {
+        self.request_id.clear();
+        match self.head.request_id(&self.buf) {
+            Some(id) => {
+                self.request_id.extend_from_slice(id);
+                None
+            }
+            None => {
+                let id = http1::new_request_id();
+                self.request_id.extend_from_slice(&id);
+                Some(id)
+            }
+        }
+    }
+
     /// No response head from the upstream: the error's answer, recorded.
     async fn fail(&mut self, e: ProxyError, recording: Option<Recording>, head_request: bool, close: bool) -> bool {
         warn!(error = %e, "upstream failure");
-        let resp = e.into_response();
+        let mut resp = e.into_response();
+        if let Ok(id) = http::HeaderValue::from_bytes(&self.request_id) {
+            resp.headers_mut().insert(crate::headers::X_REQUEST_ID.clone(), id);
+        }
         if let Some(mut r) = recording {
             r.answered(resp.status().as_u16());
         }

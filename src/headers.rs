@@ -9,6 +9,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::http1::{self, Field, Forwarded};
 
+/// `X-Request-Id`: the client's, else perfproxy's own; sent upstream and back.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

@@ -37,6 +37,36 @@ pub fn date() -> [u8; 29] {
     })
 }
 
+thread_local! {
+    /// The state of this thread's request-id generator (splitmix64),
+    /// seeded once from the process's random hasher keys.
+    static ID_STATE: std::cell::Cell<u64> = std::cell::Cell::new({
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id().into());
+        h.finish()
+    });
+}
+
+/// A new `X-Request-Id`: 128 random bits as 32 lowercase hex digits.
+pub fn new_request_id() -> [u8; 32] {
+    let next = || {
+        ID_STATE.with(|s| {
+            let mut z = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            s.set(z);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+    };
+    let bits = (u128::from(next()) << 64) | u128::from(next());
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
 /// What a field is to perfproxy, by its name (case-insensitive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -63,6 +93,9 @@ pub enum Field {
     CacheOutcome,
     /// `Location` or `Content-Location`: invalidated after a write.
     Location,
+    /// `X-Request-Id`: the client's is kept (else perfproxy makes one),
+    /// sent upstream and returned; an upstream's is replaced.
+    RequestId,
     /// `Pragma`, `Authorization`, `If-*`: in a request, they change how the
     /// cache answers it (with `Cache-Control`, a [`Field::Freshness`]).
     Lookup,
@@ -95,6 +128,7 @@ pub fn field(name: &[u8]) -> Field {
         9 if is("forwarded") => Field::ForwardedOther,
         10 if is("connection") => Field::Connection,
         12 if is("cache-status") => Field::CacheOutcome,
+        12 if is("x-request-id") => Field::RequestId,
         13 if is("cache-control") => Field::Freshness,
         13 if is("authorization") || is("if-none-match") => Field::Lookup,
         10 if is("keep-alive") => Field::HopByHop,
@@ -363,6 +397,9 @@ mod tests {
             assert_eq!(field(lookup.as_bytes()), Field::Lookup, "{lookup}");
         }
         assert_eq!(field(b"If-Unmodified-Since"), Field::Lookup);
+        assert_eq!(field(b"X-Request-ID"), Field::RequestId);
+        let (a, b) = (new_request_id(), new_request_id());
+        assert!(a != b && a.iter().all(u8::is_ascii_hexdigit), "{a:?}");
         assert!(replayable(&Method::PUT) && !replayable(&Method::POST));
         assert!(is_unsafe(&Method::PATCH) && !is_unsafe(&Method::GET));
         assert!(consults_cache(&Method::HEAD, false) && !consults_cache(&Method::GET, true));

@@ -32,7 +32,22 @@ pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Respon
 
 /// Answers one request: perfproxy's own endpoints, else the upstream's
 /// answer (through the cache when it is on), recorded when monitoring is on.
-pub async fn respond(client: &Rc<Client>, req: Request<RequestBody>) -> Response<ProxyBody> {
+pub async fn respond(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<ProxyBody> {
+    // The client's `X-Request-Id`, else a new one: sent upstream, returned.
+    let request_id = match req.headers().get(&headers::X_REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = HeaderValue::from_bytes(&crate::http1::new_request_id()).expect("hex digits");
+            req.headers_mut().insert(headers::X_REQUEST_ID.clone(), id.clone());
+            id
+        }
+    };
+    let mut resp = answer(client, req).await;
+    resp.headers_mut().insert(headers::X_REQUEST_ID.clone(), request_id);
+    resp
+}
+
+async fn answer(client: &Rc<Client>, req: Request<RequestBody>) -> Response<ProxyBody> {
     let paths = &client.worker.shared.admin_paths;
     if paths.is_document(req.uri().path()) && paths.owns(req.uri().path(), client.admin_only) {
         client.worker.document_pace.turn().await;

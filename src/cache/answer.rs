@@ -18,7 +18,11 @@ pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 /// Fields every answer gets anew: never stored with an entry (`Date` is
 /// stored, to date it, and replaced when served).
 pub fn per_request(name: &HeaderName) -> bool {
-    name == header::AGE || name == crate::headers::SERVER_TIMING || name == X_CACHE || name == CACHE_STATUS
+    name == header::AGE
+        || name == crate::headers::SERVER_TIMING
+        || name == X_CACHE
+        || name == CACHE_STATUS
+        || name == crate::headers::X_REQUEST_ID
 }
 
 /// Why a request went forward (RFC 9211 `fwd`).

@@ -95,8 +95,9 @@ pub(super) fn lookup(
 }
 
 /// The client's head for a fresh hit on `entry`, to `out`.
-fn write_hit_head(out: &mut Vec<u8>, entry: &Entry, tag_headers: &[http::HeaderName], close: bool) {
+fn write_hit_head(out: &mut Vec<u8>, entry: &Entry, tag_headers: &[http::HeaderName], request_id: &[u8], close: bool) {
     out.extend_from_slice(entry.wire_head(tag_headers));
+    field(out, b"x-request-id", request_id);
     let now = SystemTime::now();
     let age = entry.age(now);
     field(out, b"age", itoa::Buffer::new().format(age.as_secs()).as_bytes());
@@ -120,11 +121,12 @@ impl Conn {
         });
         let head_request = head.method == Method::HEAD;
         let close = head.close || self.drain.stopping();
+        self.set_request_id();
         self.buf.advance(self.head.len);
         Counters::add(&worker.cache_counters.hits, 1);
         let out = &mut self.scratch.out;
         out.clear();
-        write_hit_head(out, &entry, &worker.shared.cache.rules().tag_headers, close);
+        write_hit_head(out, &entry, &worker.shared.cache.rules().tag_headers, &self.request_id, close);
         if let Some(r) = &mut recording {
             r.answered(entry.status.as_u16());
         }

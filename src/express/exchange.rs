@@ -90,6 +90,7 @@ impl Exchange<'_> {
                     rule_route: answer.rule_route,
                     drop: answer.drop,
                     strip_surrogate: answer.strip_surrogate,
+                    request_id: answer.request_id,
                     close: answer.close,
                 };
                 match response::parse(&self.scratch.up_buf, &add, &mut self.scratch.out) {

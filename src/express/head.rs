@@ -70,6 +70,8 @@ pub struct RequestHead {
     /// `Authorization`, `If-*`): the express lane leaves it to the cache's
     /// general path.
     pub lookup_fields: bool,
+    /// The first `X-Request-Id` the client sent.
+    request_id: Option<Range<usize>>,
     /// The first `X-Forwarded-Proto` / `-Host` the client sent.
     forwarded_proto: Option<Range<usize>>,
     forwarded_host: Option<Range<usize>>,
@@ -129,13 +131,17 @@ impl RequestHead {
         self.target_text.push_str(path);
         self.path_len = path.find('?').unwrap_or(path.len());
         (self.content_length, self.close, self.range, self.lookup_fields) = (0, false, false, false);
-        (self.forwarded_proto, self.forwarded_host) = (None, None);
+        (self.forwarded_proto, self.forwarded_host, self.request_id) = (None, None, None);
         self.fields.clear();
         let (mut hosts, mut lengths) = (0, 0);
         for h in req.headers.iter() {
             let value = h.value;
             let role = match http1::field(h.name.as_bytes()) {
                 Field::Other | Field::Date | Field::Location | Field::CacheOutcome => Role::Plain,
+                Field::RequestId => {
+                    self.request_id.get_or_insert(span(buf, value));
+                    Role::Plain
+                }
                 Field::Freshness | Field::Lookup => {
                     self.lookup_fields = true;
                     Role::Plain
@@ -209,6 +215,11 @@ impl RequestHead {
         &self.host_text
     }
 
+    /// The client's `X-Request-Id`, if it sent one.
+    pub fn request_id<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
+        self.request_id.clone().map(|r| &buf[r])
+    }
+
     /// What `X-Forwarded-Host`/`-Proto` say upstream (see [`Forwarded`]).
     pub fn forwarded<'b>(&self, buf: &'b [u8], trusted_peer: bool) -> Forwarded<'b> {
         let sent = |r: &Option<Range<usize>>| r.clone().map(|r| &buf[r]);
@@ -222,9 +233,15 @@ impl RequestHead {
 
     /// Writes the head the upstream gets: request line in HTTP/1.1, the
     /// client's end-to-end fields as they came, then `X-Forwarded-For`
-    /// (appended to), `X-Forwarded-Proto` and `-Host` (see [`Forwarded`])
-    /// and `Via`.
-    pub fn write_upstream(&self, buf: &[u8], client_ip: &[u8], trusted_peer: bool, out: &mut Vec<u8>) {
+    /// (appended to), `X-Forwarded-Proto` and `-Host` (see [`Forwarded`]),
+    /// `Via`, and `X-Request-Id` when the client sent none (`new_id`).
+    pub fn write_upstream(
+        &self,
+        buf: &[u8],
+        (client_ip, trusted_peer): (&[u8], bool),
+        new_id: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) {
         out.extend_from_slice(self.method.as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(&buf[self.target.clone()]);
@@ -247,6 +264,9 @@ impl RequestHead {
         out.extend_from_slice(forwarded.host);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(http1::VIA_LINE);
+        if let Some(id) = new_id {
+            field(out, b"x-request-id", id);
+        }
         out.extend_from_slice(b"\r\n");
     }
 
@@ -300,7 +320,7 @@ mod tests {
         let (none, _) = parse("GET /p HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!((none.path(), none.query()), ("/p", None));
         let mut out = Vec::new();
-        head.write_upstream(buf, b"127.0.0.9", false, &mut out);
+        head.write_upstream(buf, (b"127.0.0.9", false), None, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /a/b?x=1 HTTP/1.1\r\nHost: app\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1, 127.0.0.9\r\n\
@@ -317,7 +337,7 @@ mod tests {
         let (head, parsed) = parse(raw);
         assert_eq!(parsed, Parsed::Complete);
         let mut out = Vec::new();
-        head.write_upstream(raw.as_bytes(), b"10.1.2.3", true, &mut out);
+        head.write_upstream(raw.as_bytes(), (b"10.1.2.3", true), None, &mut out);
         let out = String::from_utf8(out).unwrap();
         assert!(out.contains("x-forwarded-for: 10.1.2.3\r\n"), "{out}");
         assert!(out.contains("x-forwarded-proto: https\r\n") && !out.contains("X-Forwarded-Proto"), "{out}");
@@ -330,7 +350,7 @@ mod tests {
         let (head, _) = parse(raw);
         for (trusted, host, proto) in [(false, "shop", "http"), (true, "evil", "https")] {
             let mut out = Vec::new();
-            head.write_upstream(raw.as_bytes(), b"1.2.3.4", trusted, &mut out);
+            head.write_upstream(raw.as_bytes(), (b"1.2.3.4", trusted), None, &mut out);
             let out = String::from_utf8(out).unwrap();
             assert_eq!(out.matches("x-forwarded-host: ").count() + out.matches("X-Forwarded-Host").count(), 1, "{out}");
             assert!(out.contains(&format!("x-forwarded-host: {host}\r\n")), "{out}");

@@ -30,6 +30,8 @@ pub struct Additions<'a> {
     pub drop: &'a [HeaderName],
     /// `Surrogate-Control` is for perfproxy: not relayed (a cache miss).
     pub strip_surrogate: bool,
+    /// The request's `X-Request-Id` (an upstream's is replaced by it).
+    pub request_id: &'a [u8],
     /// Close the client connection after this response.
     pub close: bool,
 }
@@ -168,6 +170,7 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
             Field::CacheOutcome => add.x_cache.is_some(),
             Field::Other => add.drop.iter().any(|d| d.as_str().as_bytes().eq_ignore_ascii_case(n)),
             Field::Freshness => add.strip_surrogate && n.eq_ignore_ascii_case(b"surrogate-control"),
+            Field::RequestId => true,
             _ => false,
         };
         if !unrelayed {
@@ -179,6 +182,7 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
         field(out, b"date", &(add.date)());
     }
     field(out, b"server-timing", add.server_timing);
+    field(out, b"x-request-id", add.request_id);
     if let Some(x) = add.x_cache {
         field(out, b"x-cache", x);
     }
@@ -207,6 +211,7 @@ mod tests {
             rule_route: false,
             drop: &[],
             strip_surrogate: false,
+            request_id: b"rid-1",
             close: false,
         }
     }
@@ -230,7 +235,8 @@ mod tests {
         assert_eq!(
             out,
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"a\"\r\nvia: 1.1 perfproxy\r\n\
-             date: Fri, 27 Nov 2026 18:00:00 GMT\r\nserver-timing: upstream;dur=0.1\r\nx-cache: BYPASS\r\n\r\n"
+             date: Fri, 27 Nov 2026 18:00:00 GMT\r\nserver-timing: upstream;dur=0.1\r\nx-request-id: rid-1\r\n\
+             x-cache: BYPASS\r\n\r\n"
         );
     }
 

@@ -1,0 +1,88 @@
+//! `X-Request-Id` on every request, on both lanes (run again with
+//! `PERFPROXY_EXPRESS_LANE=false`): the client's is kept, else perfproxy
+//! makes one; it goes upstream once and comes back, on proxied answers,
+//! cache hits (never the stored one) and perfproxy's own errors.
+
+mod support;
+
+use std::time::Duration;
+
+use support::raw::{ok, spawn_raw_upstream, RawAnswer};
+use support::*;
+
+fn field<'a>(resp: &'a str, name: &str) -> Vec<&'a str> {
+    let head = resp.split("\r\n\r\n").next().unwrap_or("");
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+async fn get(proxy: &Proxy, path: &str, extra: &str) -> String {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: app\r\n{extra}Connection: close\r\n\r\n");
+    raw(proxy.addr, req.as_bytes(), Duration::from_millis(500)).await.0
+}
+
+fn sent_ids(up: &support::raw::RawUpstream, target: &str) -> Vec<Vec<String>> {
+    up.seen()
+        .iter()
+        .filter(|s| s.target == target)
+        .map(|s| {
+            s.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("x-request-id")).map(|(_, v)| v.clone()).collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_request_carries_one_id_upstream_and_back() {
+    let up = spawn_raw_upstream().await;
+    // An upstream that answers with an id of its own: replaced by the request's.
+    up.answer(
+        "/echo",
+        RawAnswer::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Request-Id: upstream-made\r\n\r\nok".to_vec()),
+    );
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+
+    let fresh = get(&proxy, "/echo", "").await;
+    let ids = field(&fresh, "x-request-id");
+    assert_eq!(ids.len(), 1, "{fresh}");
+    assert!(ids[0].len() == 32 && ids[0].bytes().all(|b| b.is_ascii_hexdigit()), "{fresh}");
+    assert_eq!(sent_ids(&up, "/echo"), vec![vec![ids[0].to_string()]], "the same id went upstream, once");
+
+    let kept = get(&proxy, "/echo?2", "X-Request-Id: client-abc-123\r\n").await;
+    assert_eq!(field(&kept, "x-request-id"), ["client-abc-123"], "{kept}");
+    assert_eq!(sent_ids(&up, "/echo?2"), vec![vec!["client-abc-123".to_string()]]);
+
+    let other = get(&proxy, "/echo?3", "").await;
+    assert_ne!(field(&other, "x-request-id"), ids, "a new id per request");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn hits_and_errors_carry_the_requests_id() {
+    let up = spawn_raw_upstream().await;
+    up.answer(
+        "/cached",
+        RawAnswer::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: max-age=60\r\n\r\nok".to_vec()),
+    );
+    up.answer("/broken", RawAnswer::BytesThenClose(b"HTTP/1.1 099 Weird\r\n\r\n".to_vec()));
+    up.answer("/fine", ok("fine"));
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+    let miss = get(&proxy, "/cached", "X-Request-Id: first\r\n").await;
+    assert_eq!(field(&miss, "x-request-id"), ["first"], "{miss}");
+    let hit = get(&proxy, "/cached", "X-Request-Id: second\r\n").await;
+    assert_eq!(field(&hit, "x-cache"), ["HIT"], "{hit}");
+    assert_eq!(field(&hit, "x-request-id"), ["second"], "never the stored one: {hit}");
+    let hit = get(&proxy, "/cached", "").await;
+    assert_eq!(field(&hit, "x-request-id").len(), 1, "{hit}");
+    assert_ne!(field(&hit, "x-request-id"), ["first"], "{hit}");
+
+    let bad = get(&proxy, "/broken", "X-Request-Id: failing-one\r\n").await;
+    assert!(bad.starts_with("HTTP/1.1 502"), "{bad}");
+    assert_eq!(field(&bad, "x-request-id"), ["failing-one"], "{bad}");
+    let own = get(&proxy, "/health/live", "").await;
+    assert_eq!(field(&own, "x-request-id").len(), 1, "perfproxy's own answers too: {own}");
+    proxy.shutdown().await;
+}

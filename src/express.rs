@@ -340,6 +340,7 @@ impl Conn {
             request_id: &self.request_id,
         };
         let timeout = worker.shared.config.upstream_timeout;
+        let sent = answer.sent;
         let exchange =
             Exchange { worker: &worker, client: &self.stream, buf: &mut self.buf, scratch: &mut self.scratch };
         let exchanged = tokio::time::timeout(timeout, exchange.run(body_left, replayable && body_left == 0, &answer));
@@ -358,6 +359,10 @@ impl Conn {
         let close_on_failure = close || http1::own_answer_closes(head.content_length > 0);
         if miss.is_some() && !matches!(outcome, Ok(Ok(_))) {
             Counters::add(&worker.cache_counters.misses, 1);
+        }
+        // The upstream's share: to its head, or to its failure.
+        if let Some(r) = &mut recording {
+            r.upstream(sent.elapsed());
         }
         let (mut up, resp) = match outcome {
             Ok(Ok(v)) => v,
@@ -399,6 +404,7 @@ impl Conn {
         self.scratch.up_buf.advance(resp.len);
         if let Some(r) = &mut recording {
             r.answered(resp.status);
+            r.head_ready();
         }
         let relayed = self.relay(&mut up, resp.framing, &mut fill).await;
         drop(recording);
@@ -437,8 +443,11 @@ impl Conn {
     }
 
     /// No response head from the upstream: the error's answer, recorded.
-    async fn fail(&mut self, e: ProxyError, recording: Option<Recording>, head_request: bool, close: bool) -> bool {
+    async fn fail(&mut self, e: ProxyError, mut recording: Option<Recording>, head_request: bool, close: bool) -> bool {
         warn!(error = %e, "upstream failure");
+        if let Some(r) = &mut recording {
+            r.head_ready();
+        }
         let mut resp = e.into_response();
         if let Ok(id) = http::HeaderValue::from_bytes(&self.request_id) {
             resp.headers_mut().insert(crate::headers::X_REQUEST_ID.clone(), id);

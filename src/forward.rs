@@ -16,12 +16,19 @@ use crate::state::Client;
 use crate::upstream::{Lease, UpstreamError};
 use crate::{headers, http1};
 
+/// How long the upstream took to answer with a head, carried in a
+/// response's extensions to where it is recorded (the latency split).
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTime(pub Duration);
+
 /// An upstream response, its head already rewritten for the client.
 pub struct Upstream {
     pub parts: http::response::Parts,
     pub body: Incoming,
     pub lease: Lease,
     pub sent: Instant,
+    /// From the request sent to the response head read.
+    pub head_after: Duration,
     /// The body ends when the upstream closes: the client connection closes after it.
     pub close_after: bool,
 }
@@ -29,7 +36,8 @@ pub struct Upstream {
 impl Upstream {
     /// The response as the client gets it, with `Server-Timing`.
     pub fn into_response(self) -> Response<ProxyBody> {
-        let Upstream { mut parts, body, lease, sent, close_after } = self;
+        let Upstream { mut parts, body, lease, sent, head_after, close_after } = self;
+        parts.extensions.insert(UpstreamTime(head_after));
         parts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
         if close_after {
             // As on the express lane, which relays such a body as it comes.
@@ -46,13 +54,14 @@ pub async fn exchange(client: &Client, req: Request<RequestBody>) -> Result<Upst
     let sent = Instant::now();
     let head_request = req.method() == Method::HEAD;
     let (resp, lease) = time_boxed(worker.shared.config.upstream_timeout, worker.upstream.send(req)).await?;
+    let head_after = sent.elapsed();
     check_status(resp.status())?;
     let (mut parts, body) = resp.into_parts();
     let framing = headers::response_framing(&parts.headers, head_request, parts.status.as_u16())
         .map_err(|m| ProxyError::BadGateway(m.into()))?;
     headers::prepare_response(&mut parts.headers);
     let close_after = framing == http1::Framing::Close;
-    Ok(Upstream { parts, body, lease, sent, close_after })
+    Ok(Upstream { parts, body, lease, sent, head_after, close_after })
 }
 
 /// An upstream exchange under `upstream_timeout`, its failures as the

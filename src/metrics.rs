@@ -1,5 +1,5 @@
 //! Per-route request metrics. The request path only appends a
-//! 16-byte [`Sample`] to its worker's local buffer (no lock, no atomic);
+//! small [`Sample`] to its worker's local buffer (no lock, no atomic);
 //! batches move to the worker's shard (a mutex no other worker takes), so
 //! recording never serialises workers. A
 //! background task, and every reader, drains the buffers into one
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use series::{Series, Stats};
+pub use series::{Part, Series, Stats};
 
 use crate::routes::RouteId;
 
@@ -32,6 +32,10 @@ pub struct Sample {
     pub status: u16,
     /// Seconds since the metrics started, when the response completed.
     pub at_secs: u32,
+    /// Request sent upstream → response head read; `None`: not upstream (a hit).
+    pub upstream_micros: Option<u32>,
+    /// perfproxy's own time (see [`Recording::overhead`]).
+    pub overhead_micros: u32,
 }
 
 /// One worker's buffer of samples not yet merged, and its in-flight count.
@@ -229,6 +233,12 @@ pub struct Recording {
     route: RouteId,
     started: Instant,
     status: u16,
+    upstream: Option<Duration>,
+    overhead: Duration,
+}
+
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u128::from(u32::MAX)) as u32
 }
 
 impl Recording {
@@ -236,11 +246,25 @@ impl Recording {
     pub fn answered(&mut self, status: u16) {
         self.status = status;
     }
+
+    /// The upstream took `d` from the request sent to its response head read.
+    pub fn upstream(&mut self, d: Duration) {
+        self.upstream = Some(d);
+    }
+
+    /// The response head is ready to be written: perfproxy's own time is
+    /// what has passed since the request head was read, less the upstream's
+    /// share (what follows is the body's transfer, the client's pace).
+    pub fn head_ready(&mut self) {
+        let so_far = self.started.elapsed();
+        self.overhead = so_far.saturating_sub(self.upstream.unwrap_or_default());
+    }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        self.recorder.finish(self.route, self.status, self.started);
+        let split = (self.upstream.map(micros), micros(self.overhead));
+        self.recorder.finish(self.route, self.status, self.started, split);
     }
 }
 
@@ -248,18 +272,26 @@ impl Recorder {
     /// A request for `route` has been read.
     pub fn begin(self: &std::rc::Rc<Self>, route: RouteId) -> Recording {
         self.set_in_flight(1);
-        Recording { recorder: self.clone(), route, started: Instant::now(), status: CLIENT_CLOSED_REQUEST }
+        Recording {
+            recorder: self.clone(),
+            route,
+            started: Instant::now(),
+            status: CLIENT_CLOSED_REQUEST,
+            upstream: None,
+            overhead: Duration::ZERO,
+        }
     }
 
     /// Its response is complete.
-    fn finish(&self, route: RouteId, status: u16, started: Instant) {
+    fn finish(&self, route: RouteId, status: u16, started: Instant, split: (Option<u32>, u32)) {
         let now = Instant::now();
-        let micros = now.duration_since(started).as_micros().min(u128::from(u32::MAX)) as u32;
+        let micros = micros(now.duration_since(started));
         let at_secs = now.duration_since(self.metrics.started).as_secs() as u32;
         self.set_in_flight(-1);
         let full = {
             let mut local = self.local.borrow_mut();
-            local.push(Sample { route, micros, status, at_secs });
+            let (upstream_micros, overhead_micros) = split;
+            local.push(Sample { route, micros, status, at_secs, upstream_micros, overhead_micros });
             local.len() >= LOCAL_BATCH
         };
         if full {

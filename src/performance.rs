@@ -60,6 +60,21 @@ pub struct Figures {
     pub status: Classes,
     pub latency_ms: Latency,
     pub slow: u64,
+    /// The upstream's share (absent when nothing went upstream: hits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ms: Option<Split>,
+    /// perfproxy's own share.
+    pub overhead_ms: Split,
+}
+
+/// Percentiles of one share of the requests' time, in ms.
+#[derive(Serialize)]
+pub struct Split {
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
 }
 
 #[derive(Serialize)]
@@ -95,6 +110,9 @@ pub struct RouteView {
     pub slow: u64,
     pub status: Classes,
     pub latency_ms: Latency,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ms: Option<Split>,
+    pub overhead_ms: Split,
     pub recent: Figures,
 }
 
@@ -156,7 +174,18 @@ pub fn figures<C: Counter>(s: &Stats<C>) -> Figures {
         status: classes(s),
         latency_ms: latency(s),
         slow: s.slow,
+        upstream_ms: split(&s.upstream),
+        overhead_ms: split(&s.overhead).unwrap_or(Split { p50: 0.0, p90: 0.0, p95: 0.0, p99: 0.0, max: 0.0 }),
     }
+}
+
+/// A share's percentiles; `None` when it holds nothing.
+fn split<C: Counter>(p: &crate::metrics::Part<C>) -> Option<Split> {
+    if p.count == 0 {
+        return None;
+    }
+    let q = |q: f64| ms(p.hist.value_at_quantile(q) as f64);
+    Some(Split { p50: q(0.5), p90: q(0.9), p95: q(0.95), p99: q(0.99), max: ms(p.hist.max() as f64) })
 }
 
 fn classes<C: Counter>(s: &Stats<C>) -> Classes {
@@ -205,6 +234,8 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
                 slow: a.slow,
                 status: classes(a),
                 latency_ms: latency(a),
+                upstream_ms: split(&a.upstream),
+                overhead_ms: split(&a.overhead).unwrap_or(Split { p50: 0.0, p90: 0.0, p95: 0.0, p99: 0.0, max: 0.0 }),
                 recent: figures(&series.recent(snap.now_epoch)),
             }
         })

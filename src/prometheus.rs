@@ -57,8 +57,18 @@ fn gauge(pairs: &[(&str, &str)], v: f64) -> Metric {
 
 /// A histogram in seconds from one in µs: cumulative counts per [`BUCKETS`].
 fn histogram<C: Counter>(pairs: &[(&str, &str)], s: &Stats<C>) -> Metric {
+    seconds(pairs, &s.hist, s.count, s.sum_micros)
+}
+
+/// A histogram in seconds from `hist` (µs), `count` samples summing `sum_micros`.
+fn seconds<C: Counter>(
+    pairs: &[(&str, &str)],
+    hist: &hdrhistogram::Histogram<C>,
+    count: u64,
+    sum_micros: u64,
+) -> Metric {
     let mut per_bucket = [0u64; BUCKETS.len()];
-    for v in s.hist.iter_recorded() {
+    for v in hist.iter_recorded() {
         let secs = v.value_iterated_to() as f64 / 1e6;
         if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
             per_bucket[i] += v.count_at_value().as_u64();
@@ -77,8 +87,8 @@ fn histogram<C: Counter>(pairs: &[(&str, &str)], s: &Stats<C>) -> Metric {
         })
         .collect();
     let mut h = Histogram::default();
-    h.set_sample_count(s.count);
-    h.set_sample_sum(s.sum_micros as f64 / 1e6);
+    h.set_sample_count(count);
+    h.set_sample_sum(sum_micros as f64 / 1e6);
     h.set_bucket(buckets);
     let mut m = Metric::from_label(labels(pairs));
     m.set_histogram(h);
@@ -129,6 +139,18 @@ pub fn render(shared: &Shared) -> String {
             "Time from request head read to response complete",
             MetricType::HISTOGRAM,
             per_route(&|r, s| histogram(&[("route", r)], s)),
+        ),
+        family(
+            "perfproxy_upstream_duration_seconds",
+            "The upstream's share: request sent upstream to response head read (cache hits have none)",
+            MetricType::HISTOGRAM,
+            per_route(&|r, s| seconds(&[("route", r)], &s.upstream.hist, s.upstream.count, s.upstream.sum_micros)),
+        ),
+        family(
+            "perfproxy_proxy_overhead_seconds",
+            "perfproxy's own share: the request's time less the upstream's and the body's transfer",
+            MetricType::HISTOGRAM,
+            per_route(&|r, s| seconds(&[("route", r)], &s.overhead.hist, s.overhead.count, s.overhead.sum_micros)),
         ),
         family(
             "perfproxy_requests_in_flight",

@@ -80,6 +80,10 @@ async fn answer(client: &Rc<Client>, req: Request<RequestBody>) -> Response<Prox
     match recording {
         Some(mut recording) => {
             recording.answered(resp.status().as_u16());
+            if let Some(t) = resp.extensions().get::<forward::UpstreamTime>() {
+                recording.upstream(t.0);
+            }
+            recording.head_ready();
             resp.map(|body| body.on_complete(recording))
         }
         None => resp,

@@ -129,6 +129,7 @@ impl Conn {
         write_hit_head(out, &entry, &worker.shared.cache.rules().tag_headers, &self.request_id, close);
         if let Some(r) = &mut recording {
             r.answered(entry.status.as_u16());
+            r.head_ready();
         }
         let body = if http1::bodiless(head_request, entry.status.as_u16()) { &[][..] } else { &entry.body[..] };
         let written = if body.len() >= WRITE_APART {

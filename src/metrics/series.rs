@@ -17,6 +17,43 @@ pub struct Stats<C: Counter = u64> {
     pub sum_micros: u64,
     pub max_micros: u64,
     pub hist: Histogram<C>,
+    /// The upstream's share: request sent → response head read (requests
+    /// that went upstream only).
+    pub upstream: Part<C>,
+    /// perfproxy's own share: the request's time less the upstream's and
+    /// less the time spent writing the body to the client.
+    pub overhead: Part<C>,
+}
+
+/// One share of the requests' time: a histogram (µs) and its exact sum.
+#[derive(Debug, Clone)]
+pub struct Part<C: Counter = u64> {
+    pub count: u64,
+    pub sum_micros: u64,
+    pub hist: Histogram<C>,
+}
+
+impl<C: Counter> Part<C> {
+    fn new(sigfig: u8) -> Part<C> {
+        let mut hist = Histogram::new(sigfig).expect("1 to 3 significant digits are supported");
+        hist.auto(true);
+        Part { count: 0, sum_micros: 0, hist }
+    }
+
+    fn record(&mut self, micros: u32) {
+        let v = u64::from(micros).clamp(1, 3_600_000_000);
+        self.count += 1;
+        self.sum_micros += v;
+        if self.hist.record(v).is_err() {
+            self.hist.saturating_record(v);
+        }
+    }
+
+    fn add(&mut self, other: &Part<C>) {
+        self.count += other.count;
+        self.sum_micros += other.sum_micros;
+        self.hist.add(&other.hist).expect("auto-resizing histograms accept any values");
+    }
 }
 
 impl<C: Counter> Stats<C> {
@@ -24,7 +61,17 @@ impl<C: Counter> Stats<C> {
         // 1 µs .. 1 h, auto-resizing from a small array as larger values arrive.
         let mut hist = Histogram::new(sigfig).expect("1 to 3 significant digits are supported");
         hist.auto(true);
-        Stats { count: 0, errors: 0, slow: 0, status: [0; 6], sum_micros: 0, max_micros: 0, hist }
+        Stats {
+            count: 0,
+            errors: 0,
+            slow: 0,
+            status: [0; 6],
+            sum_micros: 0,
+            max_micros: 0,
+            hist,
+            upstream: Part::new(sigfig),
+            overhead: Part::new(sigfig),
+        }
     }
 
     fn record(&mut self, s: &Sample, slow: bool) {
@@ -39,6 +86,10 @@ impl<C: Counter> Stats<C> {
             // Only a counter at its maximum can refuse; keep it there.
             self.hist.saturating_record(v);
         }
+        if let Some(up) = s.upstream_micros {
+            self.upstream.record(up);
+        }
+        self.overhead.record(s.overhead_micros);
     }
 
     /// Adds `other` into `self`.
@@ -52,6 +103,8 @@ impl<C: Counter> Stats<C> {
         self.sum_micros += other.sum_micros;
         self.max_micros = self.max_micros.max(other.max_micros);
         self.hist.add(&other.hist).expect("auto-resizing histograms accept any values");
+        self.upstream.add(&other.upstream);
+        self.overhead.add(&other.overhead);
     }
 
     pub fn error_rate(&self) -> f64 {

@@ -345,10 +345,24 @@ mod tests {
         let a = RouteId(0);
         let b = RouteId(3);
         for i in 1..=100u32 {
-            let s = Sample { route: a, micros: i * 1000, status: if i % 10 == 0 { 503 } else { 200 }, at_secs: 0 };
+            let s = Sample {
+                route: a,
+                micros: i * 1000,
+                status: if i % 10 == 0 { 503 } else { 200 },
+                at_secs: 0,
+                upstream_micros: Some(400),
+                overhead_micros: 20,
+            };
             lock(&r.shard.samples).push(s);
         }
-        lock(&r.shard.samples).push(Sample { route: b, micros: 5, status: 404, at_secs: 0 });
+        lock(&r.shard.samples).push(Sample {
+            route: b,
+            micros: 5,
+            status: 404,
+            at_secs: 0,
+            upstream_micros: None,
+            overhead_micros: 0,
+        });
         let snap = m.snapshot(None);
         assert_eq!(snap.total.all.count, 101);
         assert_eq!(snap.total.all.errors, 10);
@@ -369,8 +383,22 @@ mod tests {
     fn recent_window_forgets_old_slots() {
         let m = Metrics::new(true, Duration::from_secs(2), Duration::from_secs(60));
         let r = m.recorder();
-        lock(&r.shard.samples).push(Sample { route: RouteId(0), micros: 10, status: 200, at_secs: 0 });
-        lock(&r.shard.samples).push(Sample { route: RouteId(0), micros: 10, status: 500, at_secs: 125 });
+        lock(&r.shard.samples).push(Sample {
+            route: RouteId(0),
+            micros: 10,
+            status: 200,
+            at_secs: 0,
+            upstream_micros: None,
+            overhead_micros: 0,
+        });
+        lock(&r.shard.samples).push(Sample {
+            route: RouteId(0),
+            micros: 10,
+            status: 500,
+            at_secs: 125,
+            upstream_micros: None,
+            overhead_micros: 0,
+        });
         m.flush();
         let agg = lock(&m.aggregate);
         // At second 125 (epoch 12) the window covers epochs 7..=12.

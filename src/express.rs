@@ -357,14 +357,16 @@ impl Conn {
         // An answer of our own to a request with a body: what follows it
         // must never be read as a request (RFC 9112 §9.3).
         let close_on_failure = close || http1::own_answer_closes(head.content_length > 0);
-        if miss.is_some() && !matches!(outcome, Ok(Ok(_))) {
-            Counters::add(&worker.cache_counters.misses, 1);
+        if !matches!(outcome, Ok(Ok(_))) {
+            if miss.is_some() {
+                Counters::add(&worker.cache_counters.misses, 1);
+            }
+            // The upstream's share: to its failure.
+            if let Some(r) = &mut recording {
+                r.upstream(sent.elapsed());
+            }
         }
-        // The upstream's share: to its head, or to its failure.
-        if let Some(r) = &mut recording {
-            r.upstream(sent.elapsed());
-        }
-        let (mut up, resp) = match outcome {
+        let (mut up, resp, took) = match outcome {
             Ok(Ok(v)) => v,
             Ok(Err(Failed::Client)) => {
                 if let Some(r) = &mut recording {
@@ -404,7 +406,8 @@ impl Conn {
         self.scratch.up_buf.advance(resp.len);
         if let Some(r) = &mut recording {
             r.answered(resp.status);
-            r.head_ready();
+            // Before the upstream, and the head's rewrite: perfproxy's share.
+            r.split(took, sent.saturating_duration_since(r.started()));
         }
         let relayed = self.relay(&mut up, resp.framing, &mut fill).await;
         drop(recording);

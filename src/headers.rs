@@ -29,7 +29,12 @@ pub struct ServerTiming {
 
 impl ServerTiming {
     pub fn since(sent: std::time::Instant) -> ServerTiming {
-        let tenths = (sent.elapsed().as_micros() / 100).min(u128::from(u64::MAX)) as u64;
+        ServerTiming::of(sent.elapsed())
+    }
+
+    /// `upstream;dur=` for an upstream that took `took`.
+    pub fn of(took: std::time::Duration) -> ServerTiming {
+        let tenths = (took.as_micros() / 100).min(u128::from(u64::MAX)) as u64;
         let mut t = ServerTiming { buf: [0; 48], len: 0 };
         let mut whole = itoa::Buffer::new();
         for part in [&b"upstream;dur="[..], whole.format(tenths / 10).as_bytes(), b".", &[b'0' + (tenths % 10) as u8]] {

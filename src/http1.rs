@@ -59,10 +59,12 @@ pub fn new_request_id() -> [u8; 32] {
             z ^ (z >> 31)
         })
     };
-    let bits = (u128::from(next()) << 64) | u128::from(next());
     let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = b"0123456789abcdef"[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    for half in out.chunks_exact_mut(16) {
+        let bits = next();
+        for (i, b) in half.iter_mut().enumerate() {
+            *b = b"0123456789abcdef"[((bits >> (60 - 4 * i)) & 0xf) as usize];
+        }
     }
     out
 }

@@ -252,6 +252,16 @@ impl Recording {
         self.upstream = Some(d);
     }
 
+    /// Both shares at once, measured by the caller (no clock read here).
+    pub fn split(&mut self, upstream: Duration, own: Duration) {
+        (self.upstream, self.overhead) = (Some(upstream), own);
+    }
+
+    /// When the request head was read.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// The response head is ready to be written: perfproxy's own time is
     /// what has passed since the request head was read, less the upstream's
     /// share (what follows is the body's transfer, the client's pace).

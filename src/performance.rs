@@ -63,8 +63,9 @@ pub struct Figures {
     /// The upstream's share (absent when nothing went upstream: hits only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ms: Option<Split>,
-    /// perfproxy's own share.
-    pub overhead_ms: Split,
+    /// perfproxy's own share (all-time figures only, as `upstream_ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overhead_ms: Option<Split>,
 }
 
 /// Percentiles of one share of the requests' time, in ms.
@@ -112,7 +113,8 @@ pub struct RouteView {
     pub latency_ms: Latency,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ms: Option<Split>,
-    pub overhead_ms: Split,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overhead_ms: Option<Split>,
     pub recent: Figures,
 }
 
@@ -175,7 +177,7 @@ pub fn figures<C: Counter>(s: &Stats<C>) -> Figures {
         latency_ms: latency(s),
         slow: s.slow,
         upstream_ms: split(&s.upstream),
-        overhead_ms: split(&s.overhead).unwrap_or(Split { p50: 0.0, p90: 0.0, p95: 0.0, p99: 0.0, max: 0.0 }),
+        overhead_ms: split(&s.overhead),
     }
 }
 
@@ -235,7 +237,7 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
                 status: classes(a),
                 latency_ms: latency(a),
                 upstream_ms: split(&a.upstream),
-                overhead_ms: split(&a.overhead).unwrap_or(Split { p50: 0.0, p90: 0.0, p95: 0.0, p99: 0.0, max: 0.0 }),
+                overhead_ms: split(&a.overhead),
                 recent: figures(&series.recent(snap.now_epoch)),
             }
         })

@@ -34,7 +34,7 @@ pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Respon
 /// answer (through the cache when it is on), recorded when monitoring is on.
 pub async fn respond(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<ProxyBody> {
     // The client's `X-Request-Id`, else a new one: sent upstream, returned.
-    let request_id = match req.headers().get(&headers::X_REQUEST_ID) {
+    let request_id = match req.headers().get(&headers::X_REQUEST_ID).filter(|v| !v.is_empty()) {
         Some(id) => id.clone(),
         None => {
             let id = HeaderValue::from_bytes(&crate::http1::new_request_id()).expect("hex digits");

@@ -105,3 +105,80 @@ async fn chunked_and_tagged_answers_are_stored_and_served_clean() {
     assert_eq!(field(&get(&proxy, "GET", "/chunked").await, "x-cache"), Some("MISS"));
     proxy.shutdown().await;
 }
+
+async fn get_with(proxy: &Proxy, path: &str, extra: &str) -> String {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: app\r\n{extra}Connection: close\r\n\r\n");
+    raw(proxy.addr, req.as_bytes(), Duration::from_millis(500)).await.0
+}
+
+/// Found by review: each of these once differed between the lanes or broke a rule.
+#[tokio::test]
+async fn review_regressions_vary_private_age_refresh_and_via() {
+    let up = spawn_raw_upstream().await;
+    let counted = |head: &str| answer(head, "body");
+    up.answer(
+        "/vary",
+        counted("HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nVary: Accept-Encoding\r\nContent-Length: 4"),
+    );
+    up.answer(
+        "/private",
+        counted(
+            "HTTP/1.1 200 OK\r\nCache-Control: private, no-store\r\nSurrogate-Control: max-age=60\r\nContent-Length: 4",
+        ),
+    );
+    up.answer("/aged", counted("HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nAge: 3600\r\nContent-Length: 4"));
+    up.answer("/via", counted("HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 4"));
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+
+    // 94 fields and Accept-Encoding: stored under the values it really had.
+    let fillers: String = (0..94).map(|i| format!("F{i}: x\r\n")).collect();
+    get_with(&proxy, "/vary", &format!("Accept-Encoding: gzip\r\n{fillers}")).await;
+    let victim = get_with(&proxy, "/vary", "").await;
+    assert_eq!(field(&victim, "x-cache"), Some("MISS"), "another variant: {victim}");
+
+    for _ in 0..2 {
+        let p = get_with(&proxy, "/private", "").await;
+        assert_ne!(field(&p, "x-cache"), Some("HIT"), "private/no-store never stored: {p}");
+    }
+
+    // An upstream Age past the freshness lifetime: stale on arrival.
+    get_with(&proxy, "/aged", "").await;
+    let again = get_with(&proxy, "/aged", "").await;
+    assert_eq!(field(&again, "x-cache"), Some("MISS"), "{again}");
+
+    get_with(&proxy, "/via", "").await;
+    let hit = get_with(&proxy, "/via", "").await;
+    assert_eq!(field(&hit, "x-cache"), Some("HIT"), "{hit}");
+    assert_eq!(field(&hit, "via"), Some("1.1 perfproxy"), "{hit}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refreshing_304_never_stores_per_request_fields() {
+    let up = spawn_raw_upstream().await;
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+    up.answer(
+        "/rv",
+        answer("HTTP/1.1 200 OK\r\nCache-Control: max-age=1\r\nETag: \"e1\"\r\nContent-Length: 4", "body"),
+    );
+    get_with(&proxy, "/rv", "").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    up.answer(
+        "/rv",
+        RawAnswer::Bytes(
+            b"HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=60\r\nETag: \"e1\"\r\nX-Request-Id: upstream-id\r\n\
+              X-Cache: HIT from cdn\r\nCache-Status: cdn; hit\r\nSurrogate-Control: max-age=60\r\n\r\n"
+                .to_vec(),
+        ),
+    );
+    get_with(&proxy, "/rv", "").await;
+    let hit = get_with(&proxy, "/rv", "X-Request-Id: client-id\r\n").await;
+    assert!(hit.ends_with("\r\n\r\nbody"), "{hit}");
+    let lower = hit.to_lowercase();
+    assert_eq!(lower.matches("\r\nx-cache:").count(), 1, "{hit}");
+    assert_eq!(lower.matches("\r\ncache-status:").count(), 1, "{hit}");
+    assert_eq!(lower.matches("\r\nx-request-id:").count(), 1, "{hit}");
+    assert_eq!(field(&hit, "x-request-id"), Some("client-id"), "{hit}");
+    assert!(!lower.contains("surrogate-control") && !lower.contains("from cdn"), "{hit}");
+    proxy.shutdown().await;
+}

@@ -38,7 +38,6 @@ async fn upstream_and_overhead_shares_per_route_and_in_total() {
     let over = slow["overhead_ms"]["p50"].as_f64().unwrap();
     assert!(over < 1.0, "perfproxy's own time under 1 ms: {slow}");
     assert!(slow["latency_ms"]["p50"].as_f64().unwrap() >= up_p50, "{slow}");
-    assert!(slow["recent"]["upstream_ms"]["p95"].as_f64().is_some(), "the window has it too: {slow}");
     // 1 miss then 4 hits: the upstream share counts the miss only.
     let cached = route("GET /cached");
     assert!(cached["upstream_ms"]["p50"].as_f64().is_some(), "{cached}");

@@ -55,6 +55,11 @@ async fn every_request_carries_one_id_upstream_and_back() {
     assert_eq!(field(&kept, "x-request-id"), ["client-abc-123"], "{kept}");
     assert_eq!(sent_ids(&up, "/echo?2"), vec![vec!["client-abc-123".to_string()]]);
 
+    let empty = get(&proxy, "/echo?4", "X-Request-Id:\r\n").await;
+    let made = field(&empty, "x-request-id");
+    assert!(made.len() == 1 && made[0].len() == 32, "an empty id is none: {empty}");
+    assert_eq!(sent_ids(&up, "/echo?4"), vec![vec![made[0].to_string()]], "one id upstream, the new one");
+
     let other = get(&proxy, "/echo?3", "").await;
     assert_ne!(field(&other, "x-request-id"), ids, "a new id per request");
     proxy.shutdown().await;

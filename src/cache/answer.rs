@@ -170,7 +170,8 @@ pub fn refreshed(
     for name in update.keys() {
         // Framing, content metadata and the validator stay the stored body's.
         let kept = [header::CONTENT_LENGTH, header::AGE, header::CONTENT_ENCODING, header::CONTENT_RANGE, header::ETAG];
-        if kept.contains(name) || name == "content-md5" || name == crate::headers::SERVER_TIMING {
+        // Nor is a per-request field ever stored (an upstream's `X-Cache`, say).
+        if kept.contains(name) || name == "content-md5" || per_request(name) {
             continue;
         }
         headers.remove(name);
@@ -179,6 +180,8 @@ pub fn refreshed(
         }
     }
     let lifetime = policy::lifetime(policy, &HeaderMap::new(), e.status, &headers, response_time)?;
+    // Read for the lifetime above, perfproxy's own: not stored, not relayed.
+    headers.remove(&policy::SURROGATE_CONTROL);
     Some(Entry {
         initial_age: policy::initial_age(update, request_time, response_time).as_millis() as u64,
         response_time: policy::epoch_ms(response_time),

@@ -138,13 +138,10 @@ pub fn lifetime(
     let cc = Directives::parse(response);
     let surrogate = Directives::parse_field(response, SURROGATE_CONTROL.clone());
     let req_cc = Directives::parse(request);
-    // `Surrogate-Control: max-age` speaks to perfproxy itself and overrides
-    // what `Cache-Control` tells the caches downstream.
-    let surrogate_rules = surrogate.max_age.is_some() && policy.origin_directives;
     if !storable_status(status)
-        || (cc.no_store && !surrogate_rules)
+        || cc.no_store
         || surrogate.no_store
-        || (cc.private && !surrogate_rules)
+        || cc.private
         || req_cc.no_store
         || response.contains_key(header::SET_COOKIE)
         || vary_names(response).any(|n| n == "*")
@@ -161,7 +158,7 @@ pub fn lifetime(
     };
     let has_validators = response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
     let fresh = match (explicit, policy.rule_ttl) {
-        _ if cc.no_cache && !surrogate_rules => Duration::ZERO,
+        _ if cc.no_cache => Duration::ZERO,
         (Some(f), _) => f,
         (None, Some(ttl)) => ttl,
         // No explicit freshness and no rule: only a `no-cache` response
@@ -305,9 +302,10 @@ mod tests {
         let sc = ok(&[], &[("cache-control", "max-age=5"), ("surrogate-control", "max-age=50")], None).unwrap();
         assert_eq!(sc.fresh.as_secs(), 50, "Surrogate-Control wins for a reverse proxy");
         assert!(ok(&[], &[("cache-control", "max-age=5"), ("surrogate-control", "no-store")], None).is_none());
-        let over = ok(&[], &[("cache-control", "no-store, private"), ("surrogate-control", "max-age=50")], None);
-        assert_eq!(over.unwrap().fresh.as_secs(), 50, "Surrogate-Control speaks to perfproxy, Cache-Control past it");
-        assert!(ok(&[], &[("cache-control", "no-store")], None).is_none());
+        // `no-store` and `private` are never stored, whatever Surrogate-Control says.
+        for cc in ["no-store", "private"] {
+            assert!(ok(&[], &[("cache-control", cc), ("surrogate-control", "max-age=50")], None).is_none(), "{cc}");
+        }
     }
 
     #[test]

@@ -148,18 +148,20 @@ impl Conn {
 
 /// The fields of the request head at the start of `sent` (what went
 /// upstream), for the values a response's `Vary` names.
-fn request_fields(sent: &[u8]) -> HeaderMap {
-    let mut raw = [httparse::EMPTY_HEADER; super::head::MAX_FIELDS];
+/// `None` if it cannot be read whole (then nothing is stored: a variant
+/// must never be filed under values the request did not have).
+fn request_fields(sent: &[u8]) -> Option<HeaderMap> {
+    // The client's fields and the few perfproxy adds on the way.
+    let mut raw = [httparse::EMPTY_HEADER; super::head::MAX_FIELDS + 8];
     let mut req = httparse::Request::new(&mut raw);
-    let mut fields = HeaderMap::new();
-    if req.parse(sent).is_ok() {
-        for h in req.headers.iter() {
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_bytes(h.value)) {
-                fields.append(n, v);
-            }
-        }
+    if !matches!(req.parse(sent), Ok(httparse::Status::Complete(_))) {
+        return None;
     }
-    fields
+    let mut fields = HeaderMap::new();
+    for h in req.headers.iter() {
+        fields.append(HeaderName::from_bytes(h.name.as_bytes()).ok()?, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    Some(fields)
 }
 
 /// A miss's response head has arrived: counts it, adds its `Cache-Status`
@@ -209,19 +211,28 @@ pub(super) fn after_head(
         add_field(out, b"cache-status", b"perfproxy; fwd=uri-miss");
         return None;
     }
+    let vary = match policy::vary_names(&h).next() {
+        None => Some(Vec::new()),
+        Some(_) => request_fields(sent).map(|r| key::vary_values(policy::vary_names(&h), &r)),
+    };
+    let Some(vary) = vary else {
+        add_field(out, b"cache-status", b"perfproxy; fwd=uri-miss");
+        return None;
+    };
     add_field(out, b"cache-status", b"perfproxy; fwd=uri-miss; stored");
+    // Its age on arrival, from the upstream's `Age` and `Date`, before the
+    // per-request fields (`Age` among them) leave the stored copy.
+    let initial_age = policy::initial_age(&h, miss.request_time, response_time).as_millis() as u64;
     let names: Vec<_> = h.keys().filter(|n| per_request(n) || *n == SURROGATE_CONTROL).cloned().collect();
     for n in names {
         h.remove(n);
     }
-    let vary = match policy::vary_names(&h).next() {
-        None => Vec::new(),
-        Some(_) => key::vary_values(policy::vary_names(&h), &request_fields(sent)),
-    };
+    // As the general path stores it: with perfproxy's `Via` after the upstream's.
+    h.append(http::header::VIA, HeaderValue::from_static(http1::VIA));
     let pending = Entry {
         vary,
         status: StatusCode::from_u16(resp.status).expect("a storable status is a status"),
-        initial_age: policy::initial_age(&h, miss.request_time, response_time).as_millis() as u64,
+        initial_age,
         headers: h,
         body: bytes::Bytes::new(),
         response_time: policy::epoch_ms(response_time),

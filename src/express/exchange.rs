@@ -3,6 +3,8 @@
 //! head and body written, the response head read past any 1xx and rewritten
 //! into the client's, then the body relayed to the end its framing gives.
 
+use std::time::Duration;
+
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -33,12 +35,12 @@ impl Exchange<'_> {
         body_left: u64,
         replayable: bool,
         answer: &Answer<'_>,
-    ) -> Result<(TcpStream, ResponseHead), Failed> {
+    ) -> Result<(TcpStream, ResponseHead, Duration), Failed> {
         let worker = self.worker;
         loop {
             let (mut up, reused) = worker.upstream.checkout().await.map_err(|e| Failed::Upstream(e.into()))?;
             match self.send(&mut up, body_left, answer).await {
-                Ok(head) => return Ok((up, head)),
+                Ok((head, took)) => return Ok((up, head, took)),
                 Err(Failed::Stale) if reused && replayable => debug!("upstream closed a pooled connection: retrying"),
                 Err(e) => return Err(e),
             }
@@ -50,7 +52,7 @@ impl Exchange<'_> {
         up: &mut TcpStream,
         mut body_left: u64,
         answer: &Answer<'_>,
-    ) -> Result<ResponseHead, Failed> {
+    ) -> Result<(ResponseHead, Duration), Failed> {
         up.write_all(&self.scratch.upstream_out).await.map_err(|_| Failed::Stale)?;
         while body_left > 0 {
             if self.buf.is_empty() {
@@ -79,7 +81,9 @@ impl Exchange<'_> {
             }
             loop {
                 self.scratch.out.clear();
-                let timing = ServerTiming::since(answer.sent);
+                // One clock read for `Server-Timing` and the latency split.
+                let took = answer.sent.elapsed();
+                let timing = ServerTiming::of(took);
                 let add = Additions {
                     head_request: answer.head_request,
                     server_timing: timing.as_bytes(),
@@ -94,7 +98,7 @@ impl Exchange<'_> {
                     close: answer.close,
                 };
                 match response::parse(&self.scratch.up_buf, &add, &mut self.scratch.out) {
-                    Ok(response::Parsed::Complete(head)) => return Ok(head),
+                    Ok(response::Parsed::Complete(head)) => return Ok((head, took)),
                     Ok(response::Parsed::Interim(n)) => self.scratch.up_buf.advance(n),
                     Ok(response::Parsed::Partial) if self.scratch.up_buf.len() < MAX_RESPONSE_HEAD => break,
                     Ok(response::Parsed::Partial) => {

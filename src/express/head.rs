@@ -139,8 +139,13 @@ impl RequestHead {
             let role = match http1::field(h.name.as_bytes()) {
                 Field::Other | Field::Date | Field::Location | Field::CacheOutcome => Role::Plain,
                 Field::RequestId => {
-                    self.request_id.get_or_insert(span(buf, value));
-                    Role::Plain
+                    // An empty one is none: perfproxy makes one.
+                    if value.is_empty() {
+                        Role::Dropped
+                    } else {
+                        self.request_id.get_or_insert(span(buf, value));
+                        Role::Plain
+                    }
                 }
                 Field::Freshness | Field::Lookup => {
                     self.lookup_fields = true;

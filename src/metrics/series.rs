@@ -18,7 +18,7 @@ pub struct Stats<C: Counter = u64> {
     pub max_micros: u64,
     pub hist: Histogram<C>,
     /// The upstream's share: request sent → response head read (requests
-    /// that went upstream only).
+    /// that went upstream only; all-time figures only).
     pub upstream: Part<C>,
     /// perfproxy's own share: the request's time less the upstream's and
     /// less the time spent writing the body to the client.
@@ -86,6 +86,12 @@ impl<C: Counter> Stats<C> {
             // Only a counter at its maximum can refuse; keep it there.
             self.hist.saturating_record(v);
         }
+    }
+
+    /// Records the sample's latency split (all-time figures only: the
+    /// window's slots keep the total latency, which is what the alerts and
+    /// the chart read).
+    fn record_split(&mut self, s: &Sample) {
         if let Some(up) = s.upstream_micros {
             self.upstream.record(up);
         }
@@ -137,6 +143,7 @@ impl Series {
 
     pub(super) fn record(&mut self, s: &Sample, slow: bool, epoch: u64) {
         self.all.record(s, slow);
+        self.all.record_split(s);
         let n = self.ring.len() as u64;
         let slot = &mut self.ring[(epoch % n) as usize];
         match slot {

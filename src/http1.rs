@@ -59,12 +59,12 @@ pub fn new_request_id() -> [u8; 32] {
             z ^ (z >> 31)
         })
     };
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    for half in out.chunks_exact_mut(16) {
-        let bits = next();
-        for (i, b) in half.iter_mut().enumerate() {
-            *b = b"0123456789abcdef"[((bits >> (60 - 4 * i)) & 0xf) as usize];
-        }
+    let bytes = [next().to_be_bytes(), next().to_be_bytes()];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes.iter().flatten()) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
     out
 }

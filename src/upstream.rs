@@ -166,11 +166,22 @@ impl UpstreamPool {
         loop {
             let (stream, reused) = self.checkout().await?;
             let (mut sender, released) = self.handshake(stream).await?;
+            // A bodiless request the rulebook may replay, on a reused
+            // connection: kept, in case the upstream closed it as it went
+            // (as the express lane does: `Failed::Stale`).
+            let again =
+                (reused && crate::http1::replayable(req.method()) && http_body::Body::is_end_stream(req.body()))
+                    .then(|| head_copy(&req));
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Lease { pool: self.clone(), sender, released })),
-                Err(mut e) => match e.take_message() {
+                Err(mut e) => match (e.take_message(), again) {
                     // Never written: the connection was closing. Try the next one.
-                    Some(unsent) if reused => req = unsent,
+                    (Some(unsent), _) if reused => req = unsent,
+                    // Written, and the connection closed with no answer at all.
+                    (None, Some(copy)) if e.error().is_incomplete_message() => {
+                        debug!("upstream closed a reused connection before answering: retrying");
+                        req = copy;
+                    }
                     _ => return Err(UpstreamError::Exchange(e.into_error())),
                 },
             }
@@ -190,6 +201,16 @@ impl UpstreamPool {
         });
         sender.send_request(req).await.map_err(UpstreamError::Exchange)
     }
+}
+
+/// A bodiless request's head, to send again.
+fn head_copy(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 /// An idle connection is open unless the reactor saw it become readable

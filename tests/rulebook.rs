@@ -164,3 +164,33 @@ async fn review_found_connection_never_names_the_framing_away() {
         assert!(answer.to_ascii_lowercase().contains("content-length: 5"), "{answer}");
     }
 }
+
+/// An upstream that closes a reused keep-alive connection as a request
+/// arrives on it (its idle timeout raced the reuse): a request the rulebook
+/// may replay (bodiless, idempotent) is sent again on a fresh connection, on
+/// both lanes; a POST is not replayed and is a 502.
+#[tokio::test]
+async fn a_replayable_request_on_a_connection_closed_under_it_is_sent_again() {
+    for setup in &SETUPS {
+        let up = spawn_raw_upstream().await;
+        up.answer("/r/", RawAnswer::CloseIfReused(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()));
+        // One worker: the second request finds the first one's connection pooled.
+        let proxy =
+            spawn_proxy(&up.url(), &args(setup, "workers = 1").iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let ask = |req: &'static str| async move {
+            let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+            c.write_all(req.as_bytes()).await.unwrap();
+            read_until_quiet(&mut c, Duration::from_millis(400)).await.0
+        };
+        let first = ask("GET /r/first HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+        assert!(first.starts_with("HTTP/1.1 200"), "{setup:?}: {first}");
+        let again = ask("GET /r/second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+        assert!(again.starts_with("HTTP/1.1 200"), "{setup:?}: replayed on a fresh connection: {again}");
+        let seen = up.seen().iter().filter(|s| s.target == "/r/second").count();
+        assert_eq!(seen, 2, "{setup:?}: sent on the closed connection, then again");
+        let post = ask("POST /r/post HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx").await;
+        assert!(post.starts_with("HTTP/1.1 502"), "{setup:?}: a POST is never replayed: {post}");
+        assert_eq!(up.seen().iter().filter(|s| s.target == "/r/post").count(), 1, "{setup:?}");
+        proxy.shutdown().await;
+    }
+}

@@ -31,6 +31,10 @@ pub enum RawAnswer {
     Early(Vec<u8>),
     /// Never answer (the connection stays open).
     Hang,
+    /// These bytes on a fresh connection; on one that already carried a
+    /// request, close without answering (an upstream that timed out a
+    /// keep-alive connection just as it was reused).
+    CloseIfReused(Vec<u8>),
     /// A cacheable page built from `X-Forwarded-Proto`/`-Host`, as web
     /// frameworks build absolute URLs.
     ReflectForwarded,
@@ -88,8 +92,10 @@ pub async fn spawn_raw_upstream() -> RawUpstream {
 
 async fn serve(up: RawUpstream, mut s: TcpStream) {
     let mut buf = Vec::new();
+    let mut served = 0;
     loop {
         let Some((seen, head_len, body_len)) = next_request(&mut s, &mut buf).await else { return };
+        served += 1;
         let answer = up.answer_for(&seen.target);
         if let RawAnswer::Early(bytes) = &answer {
             up.seen.lock().unwrap().push(RawSeen { body: Vec::new(), ..seen });
@@ -107,6 +113,12 @@ async fn serve(up: RawUpstream, mut s: TcpStream) {
             RawAnswer::BytesThenClose(b) => {
                 let _ = s.write_all(&b).await;
                 return;
+            }
+            RawAnswer::CloseIfReused(_) if served > 1 => return,
+            RawAnswer::CloseIfReused(b) => {
+                if s.write_all(&b).await.is_err() {
+                    return;
+                }
             }
             RawAnswer::Hang => {
                 tokio::time::sleep(Duration::from_secs(60)).await;

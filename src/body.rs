@@ -148,6 +148,11 @@ impl Body for ProxyBody {
             }
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
+        if let (Some(recording), Poll::Ready(Some(Ok(frame)))) = (&mut this.done, &polled) {
+            if let Some(data) = frame.data_ref() {
+                recording.sent(data.len());
+            }
+        }
         if let Some(fill) = &mut this.fill {
             match &mut polled {
                 Poll::Ready(Some(Ok(frame))) => {

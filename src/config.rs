@@ -14,8 +14,8 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 pub use settings::{
-    AlertSettings, CacheRule, CacheSettings, DatabaseSettings, Endpoints, HealthSettings, HttpCheck, RouteRule,
-    Settings,
+    AccessLogSettings, AlertSettings, CacheRule, CacheSettings, DatabaseSettings, Endpoints, HealthSettings, HttpCheck,
+    RouteRule, Settings,
 };
 pub use validate::{Config, UpstreamAddr};
 

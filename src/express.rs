@@ -21,6 +21,7 @@ mod cached;
 mod exchange;
 mod framing;
 mod head;
+mod record;
 mod reply;
 mod response;
 mod rewind;
@@ -290,11 +291,10 @@ impl Conn {
     /// (and stored, a miss whose answer may be).
     async fn express(&mut self, cached: Cached) -> bool {
         let worker = self.client.worker.clone();
-        let head = &self.head;
+        let new_id = self.set_request_id();
         // Dropped unanswered (the client left first), the recording says 499.
-        let mut recording = worker.recorder.as_ref().map(|r| {
-            r.begin(worker.shared.routes.resolve(&head.method, head.path(), &mut worker.route_cache.borrow_mut()))
-        });
+        let mut recording = self.begin_recording();
+        let head = &self.head;
         let cache_on = !matches!(cached, Cached::Off);
         let written =
             (cache_on && http1::is_unsafe(&head.method)).then(|| (head.host().to_string(), head.path().to_string()));
@@ -313,10 +313,12 @@ impl Conn {
         let close = head.close || self.drain.stopping();
 
         self.scratch.upstream_out.clear();
-        let new_id = self.set_request_id();
         let (head, buf) = (&self.head, &self.buf[..]);
         let peer = (self.client.ip.as_bytes(), self.client.peer.trusted);
         head.write_upstream(buf, peer, new_id.as_ref().map(|id| &id[..]), &mut self.scratch.upstream_out);
+        if let Some(r) = recording.as_mut().filter(|r| r.logged()) {
+            r.cache(x_cache.map_or("", crate::access_log::cache_outcome));
+        }
         let body_here = (buf.len() - head.len).min(usize::try_from(head.content_length).unwrap_or(usize::MAX));
         self.scratch.upstream_out.extend_from_slice(&buf[head.len..head.len + body_here]);
         let body_left = head.content_length - body_here as u64;
@@ -410,9 +412,12 @@ impl Conn {
             r.split(took, sent.saturating_duration_since(r.started()));
         }
         let relayed = self.relay(&mut up, resp.framing, &mut fill).await;
+        if let (Some(r), Ok(n)) = (&mut recording, &relayed) {
+            r.sent(*n);
+        }
         drop(recording);
         match relayed {
-            Ok(()) => {
+            Ok(_) => {
                 if let Some(fill) = fill {
                     fill.finish();
                 }
@@ -424,23 +429,6 @@ impl Conn {
             Err(e) => {
                 debug!(error = %e, "response cut off");
                 false
-            }
-        }
-    }
-
-    /// Takes the client's `X-Request-Id`, or makes one (returned: it goes
-    /// upstream too).
-    fn set_request_id(&mut self) -> Option<[u8; 32]> {
-        self.request_id.clear();
-        match self.head.request_id(&self.buf) {
-            Some(id) => {
-                self.request_id.extend_from_slice(id);
-                None
-            }
-            None => {
-                let id = http1::new_request_id();
-                self.request_id.extend_from_slice(&id);
-                Some(id)
             }
         }
     }

@@ -48,17 +48,21 @@ thread_local! {
     });
 }
 
+/// 64 random bits from this thread's generator (splitmix64): request ids
+/// and sampling decisions, not secrets.
+pub fn random_u64() -> u64 {
+    ID_STATE.with(|s| {
+        let mut z = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        s.set(z);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
 /// A new `X-Request-Id`: 128 random bits as 32 lowercase hex digits.
 pub fn new_request_id() -> [u8; 32] {
-    let next = || {
-        ID_STATE.with(|s| {
-            let mut z = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-            s.set(z);
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        })
-    };
+    let next = random_u64;
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
     let bytes = [next().to_be_bytes(), next().to_be_bytes()];

@@ -19,6 +19,7 @@
 //! - [`http1`]: the HTTP/1 rulebook both lanes apply (field roles, lists, lengths, status
 //!   validity, framing, forwarding, retry and cache eligibility).
 //! - [`headers`]: the rulebook applied to `HeaderMap`s (the hyper path).
+//! - [`access_log`]: `[access_log]`, one line per request, written off the request path.
 //! - [`access`]: CIDR lists (`trusted_proxies`, `endpoints.allow`) and the admin token check.
 //! - [`body`]: the streamed request and response bodies.
 //! - [`error`]: `ProxyError` and the one place it becomes a 400/502/504.
@@ -32,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod access;
+pub(crate) mod access_log;
 pub(crate) mod admin;
 pub(crate) mod alerts;
 pub(crate) mod body;

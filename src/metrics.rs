@@ -235,6 +235,8 @@ pub struct Recording {
     status: u16,
     upstream: Option<Duration>,
     overhead: Duration,
+    /// Its access-log line, when it is logged.
+    access: Option<Box<(Arc<crate::access_log::AccessLog>, crate::access_log::Entry)>>,
 }
 
 fn micros(d: Duration) -> u32 {
@@ -262,6 +264,31 @@ impl Recording {
         self.started
     }
 
+    /// Logs this request to `log` when it ends (status, times and the
+    /// body's bytes filled in then).
+    pub fn log_to(&mut self, log: Arc<crate::access_log::AccessLog>, entry: crate::access_log::Entry) {
+        self.access = Some(Box::new((log, entry)));
+    }
+
+    /// Whether it is being logged.
+    pub fn logged(&self) -> bool {
+        self.access.is_some()
+    }
+
+    /// `n` more body bytes sent to the client (for the access log).
+    pub fn sent(&mut self, n: usize) {
+        if let Some(a) = &mut self.access {
+            a.1.bytes_out += n as u64;
+        }
+    }
+
+    /// The cache's outcome, once known (for the access log).
+    pub fn cache(&mut self, outcome: &'static str) {
+        if let Some(a) = &mut self.access {
+            a.1.cache = outcome;
+        }
+    }
+
     /// The response head is ready to be written: perfproxy's own time is
     /// what has passed since the request head was read, less the upstream's
     /// share (what follows is the body's transfer, the client's pace).
@@ -274,6 +301,13 @@ impl Recording {
 impl Drop for Recording {
     fn drop(&mut self) {
         let split = (self.upstream.map(micros), micros(self.overhead));
+        if let Some(access) = self.access.take() {
+            let (log, mut entry) = *access;
+            (entry.status, entry.duration, entry.upstream) = (self.status, self.started.elapsed(), self.upstream);
+            let slow =
+                entry.duration.as_micros() > u128::from(self.recorder.metrics.slow_micros.load(Ordering::Relaxed));
+            log.log(entry, slow);
+        }
         self.recorder.finish(self.route, self.status, self.started, split);
     }
 }
@@ -289,6 +323,7 @@ impl Recorder {
             status: CLIENT_CLOSED_REQUEST,
             upstream: None,
             overhead: Duration::ZERO,
+            access: None,
         }
     }
 

@@ -153,6 +153,12 @@ pub fn render(shared: &Shared) -> String {
             per_route(&|r, s| seconds(&[("route", r)], &s.overhead.hist, s.overhead.count, s.overhead.sum_micros)),
         ),
         family(
+            "perfproxy_access_log_dropped_total",
+            "Access-log lines dropped: the writer's queue was full, or its file could not be opened",
+            MetricType::COUNTER,
+            vec![counter(&[], shared.access_log.as_ref().map_or(0, |l| l.dropped()))],
+        ),
+        family(
             "perfproxy_requests_in_flight",
             "Requests being proxied now",
             MetricType::GAUGE,

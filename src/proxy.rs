@@ -59,8 +59,28 @@ async fn answer(client: &Rc<Client>, req: Request<RequestBody>) -> Response<Prox
     // Dropped unanswered (hyper drops this future when the client leaves
     // first), the recording says 499.
     let recording = worker.recorder.as_ref().map(|r| {
-        let mut cache = worker.route_cache.borrow_mut();
-        r.begin(worker.shared.routes.resolve(req.method(), req.uri().path(), &mut cache))
+        let route = worker.shared.routes.resolve(req.method(), req.uri().path(), &mut worker.route_cache.borrow_mut());
+        let mut recording = r.begin(route);
+        if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
+            let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let label = worker.shared.routes.name(route);
+            let text = |name| {
+                req.headers()
+                    .get(name)
+                    .map_or(String::new(), |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            };
+            let mut entry = crate::access_log::Entry::new(
+                log,
+                client.ip.to_str().unwrap_or(""),
+                req.method().as_str(),
+                target,
+                label,
+            );
+            (entry.request_id, entry.user_agent) = (text(&headers::X_REQUEST_ID), text(&header::USER_AGENT));
+            entry.bytes_in = req.body().size_hint().exact().unwrap_or(0);
+            recording.log_to(log.clone(), entry);
+        }
+        recording
     });
     let had_body = !req.body().is_end_stream();
     let resp = match forward(client, req).await {
@@ -84,6 +104,11 @@ async fn answer(client: &Rc<Client>, req: Request<RequestBody>) -> Response<Prox
                 recording.upstream(t.0);
             }
             recording.head_ready();
+            let outcome = resp
+                .headers()
+                .get(&crate::cache::X_CACHE)
+                .map_or("", |v| crate::access_log::cache_outcome(v.as_bytes()));
+            recording.cache(outcome);
             resp.map(|body| body.on_complete(recording))
         }
         None => resp,

@@ -40,6 +40,8 @@ pub struct Shared {
     pub admin_paths: AdminPaths,
     /// `/performance` and `/metrics` as last built, shared by readers.
     pub admin_docs: SharedDocs,
+    /// `[access_log]`, when enabled.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     pub started: Instant,
 }
 
@@ -59,6 +61,7 @@ impl Shared {
         let admin_paths = AdminPaths::new(&config.settings.endpoints);
         let cache = Cache::new(&config.settings.cache, config.settings.redis_url.as_deref());
         let live = ArcSwap::from_pointee(Live::from(&config.settings));
+        let access_log = crate::access_log::AccessLog::start(&config.settings.access_log);
         Arc::new(Shared {
             config,
             live,
@@ -70,6 +73,7 @@ impl Shared {
             cache,
             admin_paths,
             admin_docs: SharedDocs::default(),
+            access_log,
             started: Instant::now(),
         })
     }

@@ -41,6 +41,7 @@ pub struct Settings {
     pub health: HealthSettings,
     pub alerts: AlertSettings,
     pub database: DatabaseSettings,
+    pub access_log: AccessLogSettings,
 }
 
 impl Default for Settings {
@@ -72,6 +73,40 @@ impl Default for Settings {
             health: HealthSettings::default(),
             alerts: AlertSettings::default(),
             database: DatabaseSettings::default(),
+            access_log: AccessLogSettings::default(),
+        }
+    }
+}
+
+/// The `[access_log]` table: one line per request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessLogSettings {
+    pub enabled: bool,
+    /// `stdout`, or a file appended to.
+    pub path: String,
+    /// `json` or `text`.
+    pub format: String,
+    /// The share of requests logged, 0 to 1.
+    pub sample: f64,
+    /// Only requests slower than `SLOW_REQUEST_THRESHOLD`.
+    pub slow_only: bool,
+    /// Keep the query string in `path`.
+    pub include_query: bool,
+    /// Lines queued for the writer at most; past that they are dropped and counted.
+    pub buffer_lines: u64,
+}
+
+impl Default for AccessLogSettings {
+    fn default() -> Self {
+        AccessLogSettings {
+            enabled: false,
+            path: "stdout".into(),
+            format: "json".into(),
+            sample: 1.0,
+            slow_only: false,
+            include_query: false,
+            buffer_lines: 16_384,
         }
     }
 }

@@ -226,6 +226,16 @@ impl Config {
             }
         }
 
+        let l = &s.access_log;
+        if !["json", "text"].contains(&l.format.as_str()) {
+            return Err(ConfigError::new("access_log.format", format!("{:?}", l.format), "\"json\" or \"text\""));
+        }
+        if l.path.is_empty() {
+            return Err(ConfigError::new("access_log.path", "\"\"", "\"stdout\" or a file path"));
+        }
+        fraction("access_log.sample", l.sample)?;
+        in_range("access_log.buffer_lines", l.buffer_lines, 1, 1 << 24)?;
+
         let d = &s.database;
         positive_ms("database.poll_interval_ms", d.poll_interval_ms)?;
         positive_ms("database.statement_timeout_ms", d.statement_timeout_ms)?;

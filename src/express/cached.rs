@@ -115,13 +115,11 @@ impl Conn {
     /// Answers a fresh hit from its entry's bytes, recorded.
     pub(super) async fn hit(&mut self, entry: Arc<Entry>) -> bool {
         let worker = self.client.worker.clone();
+        self.set_request_id();
+        let mut recording = self.begin_recording();
         let head = &self.head;
-        let mut recording = worker.recorder.as_ref().map(|r| {
-            r.begin(worker.shared.routes.resolve(&head.method, head.path(), &mut worker.route_cache.borrow_mut()))
-        });
         let head_request = head.method == Method::HEAD;
         let close = head.close || self.drain.stopping();
-        self.set_request_id();
         self.buf.advance(self.head.len);
         Counters::add(&worker.cache_counters.hits, 1);
         let out = &mut self.scratch.out;
@@ -132,6 +130,10 @@ impl Conn {
             r.head_ready();
         }
         let body = if http1::bodiless(head_request, entry.status.as_u16()) { &[][..] } else { &entry.body[..] };
+        if let Some(r) = &mut recording {
+            r.cache("HIT");
+            r.sent(body.len());
+        }
         let written = if body.len() >= WRITE_APART {
             match self.stream.write_all(out).await {
                 Ok(()) => self.stream.write_all(body).await,

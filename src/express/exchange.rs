@@ -116,12 +116,14 @@ impl Exchange<'_> {
 impl Conn {
     /// The response head in `out`, then the body as it arrives, to its end;
     /// `fill` (a `Length` body) keeps a copy, dropped if it outgrows its limit.
+    /// Returns the body's bytes relayed (as framed on the wire).
     pub(super) async fn relay(
         &mut self,
         up: &mut TcpStream,
         framing: Framing,
         fill: &mut Option<Fill>,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<usize> {
+        let mut body = 0;
         let mut chunks = Chunks::default();
         let mut left = if let Framing::Length(n) = framing { n } else { 0 };
         let mut head_sent = false;
@@ -147,14 +149,15 @@ impl Conn {
                 head_sent = true;
             }
             self.scratch.up_buf.advance(take);
+            body += take;
             if done {
-                return Ok(());
+                return Ok(body);
             }
             self.scratch.up_buf.clear();
             self.scratch.up_buf.reserve(READ_CHUNK);
             if up.read_buf(&mut self.scratch.up_buf).await? == 0 {
                 return match framing {
-                    Framing::Close => Ok(()),
+                    Framing::Close => Ok(body),
                     _ => Err(std::io::ErrorKind::UnexpectedEof.into()),
                 };
             }

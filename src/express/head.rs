@@ -220,6 +220,17 @@ impl RequestHead {
         &self.host_text
     }
 
+    /// The value of the first field named `name` (lower case), if any.
+    pub fn field_value<'b>(&self, buf: &'b [u8], name: &[u8]) -> Option<&'b [u8]> {
+        let f = self.fields.iter().find(|f| buf[f.name.clone()].eq_ignore_ascii_case(name))?;
+        Some(&buf[f.value.clone()])
+    }
+
+    /// The target as the client sent it (path and query).
+    pub fn target_text(&self) -> &str {
+        &self.target_text
+    }
+
     /// The client's `X-Request-Id`, if it sent one.
     pub fn request_id<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
         self.request_id.clone().map(|r| &buf[r])

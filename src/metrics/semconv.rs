@@ -4,8 +4,6 @@
 //! are bounded like the routes: past [`MAX_SERIES`] a route's new status
 //! codes fold into `other`.
 
-use std::collections::HashMap;
-
 use super::Sample;
 use crate::routes::RouteId;
 
@@ -27,7 +25,8 @@ pub struct Buckets {
 /// Every label set seen, by route and status code.
 #[derive(Debug, Clone, Default)]
 pub struct Durations {
-    series: HashMap<(RouteId, u16), Buckets>,
+    /// foldhash: looked up once per request, in the aggregator.
+    series: foldhash::HashMap<(RouteId, u16), Buckets>,
 }
 
 impl Durations {

@@ -119,7 +119,7 @@ struct Answer<'a> {
     rule_route: bool,
     /// Fields not relayed (the cache's tag headers).
     drop: &'a [HeaderName],
-    /// A miss: `Surrogate-Control` is perfproxy's, not relayed.
+    /// The cache is on: `Surrogate-Control` is perfproxy's, not relayed.
     strip_surrogate: bool,
     close: bool,
     /// When the request went upstream (for `Server-Timing`).
@@ -336,7 +336,8 @@ impl Conn {
             keep_fields,
             rule_route,
             drop: unrelayed,
-            strip_surrogate: miss.is_some(),
+            // With the cache on, `Surrogate-Control` is perfproxy's, never relayed.
+            strip_surrogate: x_cache.is_some(),
             close,
             sent: Instant::now(),
             request_id: &self.request_id,

@@ -139,6 +139,7 @@ async fn review_regressions_vary_private_age_refresh_and_via() {
     for _ in 0..2 {
         let p = get_with(&proxy, "/private", "").await;
         assert_ne!(field(&p, "x-cache"), Some("HIT"), "private/no-store never stored: {p}");
+        assert_eq!(field(&p, "surrogate-control"), None, "perfproxy's directive, never relayed (a bypass too): {p}");
     }
 
     // An upstream Age past the freshness lifetime: stale on arrival.

@@ -56,10 +56,12 @@ struct Ctx {
 }
 
 /// Forwards a checked request through the cache; the tag headers leave
-/// the answer unless `cache.keep_tag_headers`.
+/// the answer unless `cache.keep_tag_headers`, `Surrogate-Control` always.
 pub async fn forward(client: &Rc<Client>, parts: Parts, body: RequestBody) -> Result<Response<ProxyBody>, ProxyError> {
     let mut resp = through_cache(client, parts, body).await?;
     client.worker.shared.cache.rules().strip_tags(resp.headers_mut());
+    // perfproxy's own directive: never relayed, stored or not.
+    resp.headers_mut().remove(&policy::SURROGATE_CONTROL);
     Ok(resp)
 }
 

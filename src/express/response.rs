@@ -28,7 +28,7 @@ pub struct Additions<'a> {
     pub rule_route: bool,
     /// Fields not relayed (the cache's tag headers).
     pub drop: &'a [HeaderName],
-    /// `Surrogate-Control` is for perfproxy: not relayed (a cache miss).
+    /// `Surrogate-Control` is for perfproxy: not relayed (the cache is on).
     pub strip_surrogate: bool,
     /// The request's `X-Request-Id` (an upstream's is replaced by it).
     pub request_id: &'a [u8],

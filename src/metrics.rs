@@ -35,7 +35,7 @@ pub struct Sample {
     pub at_secs: u32,
     /// Request sent upstream → response head read; `None`: not upstream (a hit).
     pub upstream_micros: Option<u32>,
-    /// perfproxy's own time (see [`Recording::overhead`]).
+    /// perfproxy's own time (see [`Recording::head_ready`]).
     pub overhead_micros: u32,
 }
 

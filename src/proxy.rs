@@ -104,11 +104,11 @@ async fn answer(client: &Rc<Client>, req: Request<RequestBody>) -> Response<Prox
                 recording.upstream(t.0);
             }
             recording.head_ready();
-            let outcome = resp
-                .headers()
-                .get(&crate::cache::X_CACHE)
-                .map_or("", |v| crate::access_log::cache_outcome(v.as_bytes()));
-            recording.cache(outcome);
+            // Read only for a logged request (the access log's `cache`).
+            if recording.logged() {
+                let x_cache = resp.headers().get(&crate::cache::X_CACHE);
+                recording.cache(x_cache.map_or("", |v| crate::access_log::cache_outcome(v.as_bytes())));
+            }
             resp.map(|body| body.on_complete(recording))
         }
         None => resp,

@@ -50,6 +50,14 @@ impl Passes {
         remember(&mut self.until, key, Instant::now() + ttl);
     }
 
+    /// `key`'s answer, `status`, could not be stored: hit-for-miss for
+    /// `ttl`, unless it was a 5xx (an error passes; it says nothing of the URL).
+    pub fn mark_uncacheable(&mut self, key: &str, status: u16, ttl: Duration) {
+        if !(500..600).contains(&status) {
+            self.mark(key, ttl);
+        }
+    }
+
     /// `key` may be storable again: looked up from its next request on.
     pub fn forget(&mut self, key: &str) {
         self.until.remove(key);

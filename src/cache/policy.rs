@@ -176,6 +176,23 @@ pub fn lifetime(
     })
 }
 
+/// [`lifetime`], for a response whose `Content-Length` fits `max_object`
+/// bytes (a longer one is never stored).
+pub fn lifetime_within(
+    policy: &Policy,
+    request: &HeaderMap,
+    status: StatusCode,
+    response: &HeaderMap,
+    max_object: usize,
+    response_time: SystemTime,
+) -> Option<Lifetime> {
+    let length = response.get(header::CONTENT_LENGTH).and_then(|v| crate::http1::content_length(v.as_bytes()));
+    if length.is_some_and(|n| n > max_object as u64) {
+        return None;
+    }
+    lifetime(policy, request, status, response, response_time)
+}
+
 /// `s-maxage`, else `max-age`, else `Expires − Date` (RFC 9111 §4.2.1).
 fn explicit_freshness(cc: &Directives, response: &HeaderMap, response_time: SystemTime) -> Option<Duration> {
     if let Some(s) = cc.s_maxage.or(cc.max_age) {

@@ -289,14 +289,10 @@ impl Ctx {
     ) -> Response<ProxyBody> {
         let Fetched { request_time, response_time, generation, fwd } = fetched;
         let h = &up.parts.headers;
-        let too_big = h
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| http1::content_length(v.as_bytes()))
-            .is_some_and(|n| n > self.max_object as u64);
-        let lifetime = if self.head || too_big || self.directives.no_store {
+        let lifetime = if self.head || self.directives.no_store {
             None
         } else {
-            policy::lifetime(&self.policy, request, up.parts.status, h, response_time)
+            policy::lifetime_within(&self.policy, request, up.parts.status, h, self.max_object, response_time)
         };
         up.parts.headers.remove(&policy::SURROGATE_CONTROL);
         // A miss that could have been stored counts as a miss; one that
@@ -305,11 +301,11 @@ impl Ctx {
         Counters::add(counter, 1);
         let Some(lifetime) = lifetime else {
             // Only the response's own traits mark the key: not this
-            // request's `no-store` or `Authorization`, nor a passing 5xx.
+            // request's `no-store` or `Authorization`.
             let this_request_only = self.directives.no_store || request.contains_key(header::AUTHORIZATION);
-            if mark_uncacheable && !this_request_only && !up.parts.status.is_server_error() {
-                let ttl = self.cache().rules().uncacheable_ttl;
-                self.client.worker.cache_passes.borrow_mut().mark(&self.key, ttl);
+            if mark_uncacheable && !this_request_only {
+                let (status, ttl) = (up.parts.status.as_u16(), self.cache().rules().uncacheable_ttl);
+                self.client.worker.cache_passes.borrow_mut().mark_uncacheable(&self.key, status, ttl);
             }
             return mark(up.into_response(), Outcome::Miss, fwd.value(false));
         };

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Buf;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 
@@ -181,22 +181,16 @@ pub(super) fn after_head(
     let response_time = SystemTime::now();
     // Only an answer with freshness fields was looked at: no other can be stored.
     let mut h = if resp.looked_at { resp.fields_map(up_head) } else { HeaderMap::new() };
-    let too_big = h
-        .get(CONTENT_LENGTH)
-        .and_then(|v| http1::content_length(v.as_bytes()))
-        .is_some_and(|n| n > miss.max_object as u64);
     let lifetime = match StatusCode::from_u16(resp.status) {
-        Ok(status) if resp.looked_at && !too_big => {
-            policy::lifetime(&miss.policy, &HeaderMap::new(), status, &h, response_time)
+        Ok(status) if resp.looked_at => {
+            policy::lifetime_within(&miss.policy, &HeaderMap::new(), status, &h, miss.max_object, response_time)
         }
         _ => None,
     };
     let Some(lifetime) = lifetime else {
         Counters::add(&counters.uncacheable, 1);
-        // Hit-for-miss: no lookup for a while. Not for a passing 5xx.
-        if !(500..600).contains(&resp.status) {
-            worker.cache_passes.borrow_mut().mark(&miss.key, miss.uncacheable_ttl);
-        }
+        // Hit-for-miss: no lookup for a while.
+        worker.cache_passes.borrow_mut().mark_uncacheable(&miss.key, resp.status, miss.uncacheable_ttl);
         add_field(out, b"cache-status", b"perfproxy; fwd=uri-miss");
         return None;
     };

@@ -34,6 +34,8 @@ pub struct Entry {
     pub cache: &'static str,
     pub request_id: String,
     pub user_agent: String,
+    /// The request's trace (when tracing is on), sampled or not.
+    pub trace_id: Option<String>,
 }
 
 impl Entry {
@@ -129,7 +131,7 @@ struct JsonLine<'a> {
     bytes_in: u64,
     bytes_out: u64,
     cache: &'a str,
-    /// Set once tracing is in place; `null` until then.
+    /// `null` when tracing is off.
     trace_id: Option<&'a str>,
     request_id: &'a str,
     user_agent: &'a str,
@@ -154,7 +156,7 @@ fn format(at: SystemTime, e: &Entry, json: bool) -> String {
             bytes_in: e.bytes_in,
             bytes_out: e.bytes_out,
             cache: e.cache,
-            trace_id: None,
+            trace_id: e.trace_id.as_deref(),
             request_id: &e.request_id,
             user_agent: &e.user_agent,
         };

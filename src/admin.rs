@@ -143,9 +143,11 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
             json(StatusCode::OK, doc)
         }
         Endpoint::Metrics => {
-            let text = shared.admin_docs.get(Doc::Metrics, |_| crate::prometheus::render(shared).into_bytes());
+            let om = crate::prometheus::wants_openmetrics(req.headers().get(http::header::ACCEPT));
+            let text = shared.admin_docs.get(Doc::Metrics(om), |_| crate::prometheus::render(shared, om).into_bytes());
             let mut resp = Response::new(ProxyBody::full(text));
-            let ct = HeaderValue::from_static(crate::prometheus::CONTENT_TYPE);
+            let ct = if om { crate::prometheus::OPENMETRICS_CONTENT_TYPE } else { crate::prometheus::CONTENT_TYPE };
+            let ct = HeaderValue::from_static(ct);
             resp.headers_mut().insert(CONTENT_TYPE, ct);
             resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
@@ -254,7 +256,8 @@ const DOCS_KEPT: usize = 32;
 pub enum Doc {
     /// `/performance`, narrowed to a route or not.
     Performance(Option<String>),
-    Metrics,
+    /// `/metrics`; `true`: in OpenMetrics.
+    Metrics(bool),
 }
 
 /// Admin documents shared by concurrent readers: one merge serves every

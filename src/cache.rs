@@ -42,6 +42,7 @@ use http::HeaderMap;
 use tracing::debug;
 
 use crate::config::CacheSettings;
+use crate::trace::RedisLookup;
 use entry::Entry;
 use index::PathIndex;
 use key::Glob;
@@ -232,14 +233,17 @@ impl Cache {
     }
 
     /// The memory layer's variants of `key` matching `request`, else Redis'
-    /// (which then fill memory).
-    pub async fn lookup(&self, key: &str, request: &HeaderMap, counters: &Counters) -> Found {
+    /// (which then fill memory), with the Redis lookup's timing if one was made.
+    pub async fn lookup(&self, key: &str, request: &HeaderMap, counters: &Counters) -> (Found, Option<RedisLookup>) {
         if let Some(e) = self.lookup_memory(key, request) {
-            return Found::Entry(e);
+            return (Found::Entry(e), None);
         }
-        let Some(redis) = &self.redis else { return Found::Nothing };
+        let Some(redis) = &self.redis else { return (Found::Nothing, None) };
         let timeout = self.rules().redis_timeout;
-        match tokio::time::timeout(timeout, redis.get(key)).await {
+        let sent = Instant::now();
+        let asked = tokio::time::timeout(timeout, redis.get(key)).await;
+        let timed = |outcome| Some(RedisLookup { sent, took: sent.elapsed(), outcome });
+        match asked {
             Ok(Ok(entries)) if !entries.is_empty() => {
                 let now = SystemTime::now();
                 let variants: Vec<Arc<Entry>> =
@@ -248,18 +252,19 @@ impl Cache {
                 if !variants.is_empty() {
                     self.insert(key, Arc::new(variants));
                 }
-                found.map_or(Found::Nothing, Found::Entry)
+                let outcome = if found.is_some() { "hit" } else { "miss" };
+                (found.map_or(Found::Nothing, Found::Entry), timed(outcome))
             }
-            Ok(Ok(_)) => Found::Nothing,
+            Ok(Ok(_)) => (Found::Nothing, timed("miss")),
             Ok(Err(e)) => {
                 debug!(error = %e, "cache: redis lookup failed");
                 Counters::add(&counters.errors, 1);
-                Found::Nothing
+                (Found::Nothing, timed("error"))
             }
             Err(_) => {
                 debug!("cache: redis lookup timed out");
                 Counters::add(&counters.errors, 1);
-                Found::Nothing
+                (Found::Nothing, timed("error"))
             }
         }
     }

@@ -315,8 +315,10 @@ impl Conn {
         self.scratch.upstream_out.clear();
         let (head, buf) = (&self.head, &self.buf[..]);
         let peer = (self.client.ip.as_bytes(), self.client.peer.trusted);
-        head.write_upstream(buf, peer, new_id.as_ref().map(|id| &id[..]), &mut self.scratch.upstream_out);
-        if let Some(r) = recording.as_mut().filter(|r| r.logged()) {
+        let traceparent = recording.as_ref().and_then(Recording::traceparent);
+        let (new_id, traceparent) = (new_id.as_ref().map(|id| &id[..]), traceparent.as_ref().map(|t| &t[..]));
+        head.write_upstream(buf, peer, new_id, traceparent, &mut self.scratch.upstream_out);
+        if let Some(r) = recording.as_mut().filter(|r| r.wants_outcome()) {
             r.cache(x_cache.map_or("", crate::access_log::cache_outcome));
         }
         let body_here = (buf.len() - head.len).min(usize::try_from(head.content_length).unwrap_or(usize::MAX));
@@ -366,7 +368,7 @@ impl Conn {
             }
             // The upstream's share: to its failure.
             if let Some(r) = &mut recording {
-                r.upstream(sent.elapsed());
+                r.upstream(sent, sent.elapsed());
             }
         }
         let (mut up, resp, took) = match outcome {
@@ -410,7 +412,7 @@ impl Conn {
         if let Some(r) = &mut recording {
             r.answered(resp.status);
             // Before the upstream, and the head's rewrite: perfproxy's share.
-            r.split(took, sent.saturating_duration_since(r.started()));
+            r.split(sent, took);
         }
         let relayed = self.relay(&mut up, resp.framing, &mut fill).await;
         if let (Some(r), Ok(n)) = (&mut recording, &relayed) {

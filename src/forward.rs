@@ -19,7 +19,10 @@ use crate::{headers, http1};
 /// How long the upstream took to answer with a head, carried in a
 /// response's extensions to where it is recorded (the latency split).
 #[derive(Debug, Clone, Copy)]
-pub struct UpstreamTime(pub Duration);
+pub struct UpstreamTime {
+    pub sent: Instant,
+    pub took: Duration,
+}
 
 /// An upstream response, its head already rewritten for the client.
 pub struct Upstream {
@@ -37,7 +40,7 @@ impl Upstream {
     /// The response as the client gets it, with `Server-Timing`.
     pub fn into_response(self) -> Response<ProxyBody> {
         let Upstream { mut parts, body, lease, sent, head_after, close_after } = self;
-        parts.extensions.insert(UpstreamTime(head_after));
+        parts.extensions.insert(UpstreamTime { sent, took: head_after });
         parts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
         if close_after {
             // As on the express lane, which relays such a body as it comes.

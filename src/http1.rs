@@ -102,6 +102,9 @@ pub enum Field {
     /// `X-Request-Id`: the client's is kept (else perfproxy makes one),
     /// sent upstream and returned; an upstream's is replaced.
     RequestId,
+    /// `traceparent` (W3C Trace Context): with tracing on, replaced by
+    /// perfproxy's own upstream; relayed as it came otherwise.
+    TraceParent,
     /// `Pragma`, `Authorization`, `If-*`: in a request, they change how the
     /// cache answers it (with `Cache-Control`, a [`Field::Freshness`]).
     Lookup,
@@ -133,6 +136,7 @@ pub fn field(name: &[u8]) -> Field {
         8 if is("if-match") || is("if-range") => Field::Lookup,
         9 if is("forwarded") => Field::ForwardedOther,
         10 if is("connection") => Field::Connection,
+        11 if is("traceparent") => Field::TraceParent,
         12 if is("cache-status") => Field::CacheOutcome,
         12 if is("x-request-id") => Field::RequestId,
         13 if is("cache-control") => Field::Freshness,
@@ -404,6 +408,7 @@ mod tests {
         }
         assert_eq!(field(b"If-Unmodified-Since"), Field::Lookup);
         assert_eq!(field(b"X-Request-ID"), Field::RequestId);
+        assert_eq!(field(b"TraceParent"), Field::TraceParent);
         let (a, b) = (new_request_id(), new_request_id());
         assert!(a != b && a.iter().all(u8::is_ascii_hexdigit), "{a:?}");
         assert!(replayable(&Method::PUT) && !replayable(&Method::POST));

@@ -58,4 +58,5 @@ pub mod server;
 pub(crate) mod state;
 pub(crate) mod system;
 pub mod telemetry;
+pub mod trace;
 pub(crate) mod upstream;

@@ -39,10 +39,17 @@ pub struct Sample {
     pub overhead_micros: u32,
 }
 
+/// Samples not yet merged, and the exemplars (sampled traces) among them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    samples: Vec<Sample>,
+    exemplars: Vec<semconv::Exemplar>,
+}
+
 /// One worker's buffer of samples not yet merged, and its in-flight count.
 #[derive(Debug, Default)]
 pub struct Shard {
-    samples: Mutex<Vec<Sample>>,
+    samples: Mutex<Batch>,
     in_flight: AtomicI64,
 }
 
@@ -75,7 +82,7 @@ pub struct Metrics {
 pub struct Recorder {
     shard: Arc<Shard>,
     metrics: Arc<Metrics>,
-    local: std::cell::RefCell<Vec<Sample>>,
+    local: std::cell::RefCell<Batch>,
     in_flight: std::cell::Cell<i64>,
 }
 
@@ -172,17 +179,21 @@ impl Metrics {
         }
     }
 
-    fn drain_shard(&self, agg: &mut Aggregate, shard: &Shard, spare: &mut Vec<Sample>) {
+    fn drain_shard(&self, agg: &mut Aggregate, shard: &Shard, spare: &mut Batch) {
         std::mem::swap(&mut *lock(&shard.samples), spare);
-        self.merge(agg, spare);
-        spare.clear();
+        self.merge(agg, &spare.samples);
+        for e in &spare.exemplars {
+            agg.durations.exemplar(e);
+        }
+        spare.samples.clear();
+        spare.exemplars.clear();
     }
 
     /// Merges every worker's buffered samples into the aggregate.
     pub fn flush(&self) {
         let shards = lock(&self.shards).clone();
         let mut agg = lock(&self.aggregate);
-        let mut spare = Vec::new();
+        let mut spare = Batch::default();
         for shard in &shards {
             self.drain_shard(&mut agg, shard, &mut spare);
         }
@@ -236,17 +247,25 @@ pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// One request being recorded, from its head to the end of its response.
 /// Its sample is taken when this drops: with the status it was answered
-/// with, or 499 if it never was (its client left first).
+/// with, or 499 if it never was (its client left first). Its access-log
+/// line and its spans (when sampled) are sent then too.
 #[derive(Debug)]
 pub struct Recording {
     recorder: std::rc::Rc<Recorder>,
     route: RouteId,
     started: Instant,
     status: u16,
-    upstream: Option<Duration>,
+    /// When the request went upstream, and how long its head took.
+    upstream: Option<(Instant, Duration)>,
     overhead: Duration,
+    /// The cache's outcome, for the access log and the span.
+    cache: &'static str,
     /// Its access-log line, when it is logged.
     access: Option<Box<(Arc<crate::access_log::AccessLog>, crate::access_log::Entry)>>,
+    /// Its trace, when tracing is on.
+    trace: Option<crate::trace::TraceContext>,
+    /// Its spans, when its trace is sampled.
+    span: Option<Box<(Arc<crate::trace::Tracer>, crate::trace::SpanRecord)>>,
 }
 
 fn micros(d: Duration) -> u32 {
@@ -259,14 +278,22 @@ impl Recording {
         self.status = status;
     }
 
-    /// The upstream took `d` from the request sent to its response head read.
-    pub fn upstream(&mut self, d: Duration) {
-        self.upstream = Some(d);
+    /// The request went upstream at `sent`; its response head (or its
+    /// failure) came `took` later.
+    pub fn upstream(&mut self, sent: Instant, took: Duration) {
+        self.upstream = Some((sent, took));
     }
 
-    /// Both shares at once, measured by the caller (no clock read here).
-    pub fn split(&mut self, upstream: Duration, own: Duration) {
-        (self.upstream, self.overhead) = (Some(upstream), own);
+    /// The upstream's share as [`Recording::upstream`], and perfproxy's
+    /// own: what passed before `sent` (no clock read here).
+    pub fn split(&mut self, sent: Instant, took: Duration) {
+        self.upstream = Some((sent, took));
+        self.overhead = sent.saturating_duration_since(self.started);
+    }
+
+    /// The route it is recorded under.
+    pub fn route(&self) -> RouteId {
+        self.route
     }
 
     /// When the request head was read.
@@ -280,9 +307,27 @@ impl Recording {
         self.access = Some(Box::new((log, entry)));
     }
 
-    /// Whether it is being logged.
-    pub fn logged(&self) -> bool {
-        self.access.is_some()
+    /// The request's trace (for the access log and the upstream).
+    pub fn traced(&mut self, context: crate::trace::TraceContext) {
+        if let Some(a) = &mut self.access {
+            a.1.trace_id = Some(crate::trace::trace_id_hex(context.trace_id));
+        }
+        self.trace = Some(context);
+    }
+
+    /// The `traceparent` the upstream gets, when tracing is on.
+    pub fn traceparent(&self) -> Option<[u8; 55]> {
+        self.trace.as_ref().map(crate::trace::TraceContext::traceparent)
+    }
+
+    /// Exports this request's spans when it ends (its trace is sampled).
+    pub fn trace(&mut self, tracer: Arc<crate::trace::Tracer>, span: crate::trace::SpanRecord) {
+        self.span = Some(Box::new((tracer, span)));
+    }
+
+    /// Whether the cache's outcome is wanted (the request is logged or traced).
+    pub fn wants_outcome(&self) -> bool {
+        self.access.is_some() || self.span.is_some()
     }
 
     /// `n` more body bytes sent to the client (for the access log).
@@ -292,10 +337,16 @@ impl Recording {
         }
     }
 
-    /// The cache's outcome, once known (for the access log).
+    /// The cache's outcome, once known (for the access log and the span).
     pub fn cache(&mut self, outcome: &'static str) {
-        if let Some(a) = &mut self.access {
-            a.1.cache = outcome;
+        self.cache = outcome;
+    }
+
+    /// The cache asked Redis (for the span).
+    pub fn redis(&mut self, lookup: crate::trace::RedisLookup) {
+        if let Some(span) = &mut self.span {
+            let from = lookup.sent.saturating_duration_since(span.1.started);
+            span.1.redis = Some((from, lookup.took, lookup.outcome));
         }
     }
 
@@ -304,21 +355,39 @@ impl Recording {
     /// share (what follows is the body's transfer, the client's pace).
     pub fn head_ready(&mut self) {
         let so_far = self.started.elapsed();
-        self.overhead = so_far.saturating_sub(self.upstream.unwrap_or_default());
+        self.overhead = so_far.saturating_sub(self.upstream.map(|u| u.1).unwrap_or_default());
     }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        let split = (self.upstream.map(micros), micros(self.overhead));
+        let upstream = self.upstream.map(|u| u.1);
+        let split = (upstream.map(micros), micros(self.overhead));
+        let duration = self.started.elapsed();
         if let Some(access) = self.access.take() {
             let (log, mut entry) = *access;
-            (entry.status, entry.duration, entry.upstream) = (self.status, self.started.elapsed(), self.upstream);
-            let slow =
-                entry.duration.as_micros() > u128::from(self.recorder.metrics.slow_micros.load(Ordering::Relaxed));
+            (entry.status, entry.duration, entry.upstream) = (self.status, duration, upstream);
+            entry.cache = self.cache;
+            let slow = duration.as_micros() > u128::from(self.recorder.metrics.slow_micros.load(Ordering::Relaxed));
             log.log(entry, slow);
         }
-        self.recorder.finish(self.route, self.status, self.started, split);
+        let exemplar = self.span.take().map(|span| {
+            let (tracer, mut record) = *span;
+            (record.status, record.duration, record.cache) = (self.status, duration, self.cache);
+            record.upstream = self.upstream.map(|(sent, took)| (sent.saturating_duration_since(self.started), took));
+            let unix_ms = (record.start + duration).duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let exemplar = semconv::Exemplar {
+                route: self.route,
+                status: self.status,
+                micros: micros(duration),
+                trace_id: record.context.trace_id.to_bytes(),
+                span_id: record.context.server.to_bytes(),
+                unix_ms: unix_ms.as_millis() as u64,
+            };
+            tracer.finish(Box::new(record));
+            exemplar
+        });
+        self.recorder.finish(self.route, self.status, self.started, split, exemplar);
     }
 }
 
@@ -333,12 +402,22 @@ impl Recorder {
             status: CLIENT_CLOSED_REQUEST,
             upstream: None,
             overhead: Duration::ZERO,
+            cache: "",
             access: None,
+            trace: None,
+            span: None,
         }
     }
 
     /// Its response is complete.
-    fn finish(&self, route: RouteId, status: u16, started: Instant, split: (Option<u32>, u32)) {
+    fn finish(
+        &self,
+        route: RouteId,
+        status: u16,
+        started: Instant,
+        split: (Option<u32>, u32),
+        exemplar: Option<semconv::Exemplar>,
+    ) {
         let now = Instant::now();
         let micros = micros(now.duration_since(started));
         let at_secs = now.duration_since(self.metrics.started).as_secs() as u32;
@@ -346,8 +425,9 @@ impl Recorder {
         let full = {
             let mut local = self.local.borrow_mut();
             let (upstream_micros, overhead_micros) = split;
-            local.push(Sample { route, micros, status, at_secs, upstream_micros, overhead_micros });
-            local.len() >= LOCAL_BATCH
+            local.samples.push(Sample { route, micros, status, at_secs, upstream_micros, overhead_micros });
+            local.exemplars.extend(exemplar);
+            local.samples.len() >= LOCAL_BATCH
         };
         if full {
             self.publish();
@@ -364,17 +444,18 @@ impl Recorder {
     /// Moves the local samples to the shard, where readers find them.
     pub fn publish(&self) {
         let mut local = self.local.borrow_mut();
-        if local.is_empty() {
+        if local.samples.is_empty() {
             return;
         }
         let full = {
             let mut shared = lock(&self.shard.samples);
-            shared.append(&mut local);
-            shared.len() >= FLUSH_AT
+            shared.samples.append(&mut local.samples);
+            shared.exemplars.append(&mut local.exemplars);
+            shared.samples.len() >= FLUSH_AT
         };
         if full {
             let mut agg = lock(&self.metrics.aggregate);
-            self.metrics.drain_shard(&mut agg, &self.shard, &mut Vec::new());
+            self.metrics.drain_shard(&mut agg, &self.shard, &mut Batch::default());
         }
     }
 
@@ -408,9 +489,9 @@ mod tests {
                 upstream_micros: Some(400),
                 overhead_micros: 20,
             };
-            lock(&r.shard.samples).push(s);
+            lock(&r.shard.samples).samples.push(s);
         }
-        lock(&r.shard.samples).push(Sample {
+        lock(&r.shard.samples).samples.push(Sample {
             route: b,
             micros: 5,
             status: 404,
@@ -438,7 +519,7 @@ mod tests {
     fn recent_window_forgets_old_slots() {
         let m = Metrics::new(true, Duration::from_secs(2), Duration::from_secs(60));
         let r = m.recorder();
-        lock(&r.shard.samples).push(Sample {
+        lock(&r.shard.samples).samples.push(Sample {
             route: RouteId(0),
             micros: 10,
             status: 200,
@@ -446,7 +527,7 @@ mod tests {
             upstream_micros: None,
             overhead_micros: 0,
         });
-        lock(&r.shard.samples).push(Sample {
+        lock(&r.shard.samples).samples.push(Sample {
             route: RouteId(0),
             micros: 10,
             status: 500,

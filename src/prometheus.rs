@@ -2,7 +2,10 @@
 //! exposition format, encoded by the `prometheus` crate's `TextEncoder` from
 //! metric families built out of a fresh snapshot at each scrape. (The
 //! classic text format, because that is what `promtool check metrics` and
-//! every Prometheus version read.)
+//! every Prometheus version read.) A scraper that asks for OpenMetrics gets
+//! the same families in that format, with exemplars ([`openmetrics`]).
+
+mod openmetrics;
 
 use hdrhistogram::Counter;
 use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
@@ -15,8 +18,14 @@ use crate::state::Shared;
 /// Upper bounds (seconds) of the request duration histogram's buckets.
 const BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-/// The content type of [`render`]'s output.
+/// The content type of [`render`]'s classic output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub use openmetrics::CONTENT_TYPE as OPENMETRICS_CONTENT_TYPE;
+
+/// Whether a scraper's `Accept` asks for OpenMetrics.
+pub fn wants_openmetrics(accept: Option<&http::HeaderValue>) -> bool {
+    accept.and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/openmetrics-text"))
+}
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
     pairs
@@ -128,8 +137,8 @@ fn semconv_durations(d: &semconv::Durations, names: &[std::sync::Arc<str>]) -> V
     out
 }
 
-/// The text a scrape gets.
-pub fn render(shared: &Shared) -> String {
+/// The text a scrape gets: OpenMetrics (with exemplars) or the classic format.
+pub fn render(shared: &Shared, openmetrics: bool) -> String {
     let snap = shared.metrics.snapshot(None);
     let names = shared.routes.names();
     let routes: Vec<(String, &Stats)> = snap
@@ -204,6 +213,19 @@ pub fn render(shared: &Shared) -> String {
         "Duration of HTTP server requests (OpenTelemetry HTTP semantic conventions)",
         MetricType::HISTOGRAM,
         semconv_durations(&snap.durations, &names),
+    ));
+    let (exported, dropped) = shared.tracer.as_ref().map_or((0, 0), |t| t.counts());
+    families.push(family(
+        "perfproxy_trace_spans_exported_total",
+        "Spans exported over OTLP",
+        MetricType::COUNTER,
+        vec![counter(&[], exported)],
+    ));
+    families.push(family(
+        "perfproxy_trace_spans_dropped_total",
+        "Spans dropped: the export queue was full, or the collector could not take them",
+        MetricType::COUNTER,
+        vec![counter(&[], dropped)],
     ));
 
     let (rss, peak) = crate::system::memory();
@@ -294,6 +316,11 @@ pub fn render(shared: &Shared) -> String {
 
     // The encoder refuses families without samples (no routes yet, say).
     families.retain(|f| !f.get_metric().is_empty());
+    if openmetrics {
+        // In the order `semconv_durations` wrote the label sets.
+        let kept = snap.durations.iter().map(|(_, b)| b.exemplars.as_deref()).collect();
+        return openmetrics::encode(&families, &("http_server_request_duration_seconds", kept));
+    }
     let mut out = Vec::with_capacity(16 * 1024);
     if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
         tracing::error!(error = %e, "encoding /metrics");

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -18,7 +19,9 @@ use tracing::{debug, warn};
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
+use crate::metrics::Recording;
 use crate::state::Client;
+use crate::trace::{self, SpanRecord, Tracer};
 use crate::{forward, headers};
 
 /// hyper's service function: never fails, every error is a response.
@@ -47,7 +50,7 @@ pub async fn respond(client: &Rc<Client>, mut req: Request<RequestBody>) -> Resp
     resp
 }
 
-async fn answer(client: &Rc<Client>, req: Request<RequestBody>) -> Response<ProxyBody> {
+async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<ProxyBody> {
     let paths = &client.worker.shared.admin_paths;
     if paths.is_document(req.uri().path()) && paths.owns(req.uri().path(), client.admin_only) {
         client.worker.document_pace.turn().await;
@@ -58,7 +61,7 @@ async fn answer(client: &Rc<Client>, req: Request<RequestBody>) -> Response<Prox
     let worker = &client.worker;
     // Dropped unanswered (hyper drops this future when the client leaves
     // first), the recording says 499.
-    let recording = worker.recorder.as_ref().map(|r| {
+    let mut recording = worker.recorder.as_ref().map(|r| {
         let route = worker.shared.routes.resolve(req.method(), req.uri().path(), &mut worker.route_cache.borrow_mut());
         let mut recording = r.begin(route);
         if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
@@ -82,6 +85,9 @@ async fn answer(client: &Rc<Client>, req: Request<RequestBody>) -> Response<Prox
         }
         recording
     });
+    if let (Some(recording), Some(tracer)) = (&mut recording, &worker.shared.tracer) {
+        begin_trace(client, tracer, recording, &mut req);
+    }
     let had_body = !req.body().is_end_stream();
     let resp = match forward(client, req).await {
         Ok(resp) => resp,
@@ -101,11 +107,14 @@ async fn answer(client: &Rc<Client>, req: Request<RequestBody>) -> Response<Prox
         Some(mut recording) => {
             recording.answered(resp.status().as_u16());
             if let Some(t) = resp.extensions().get::<forward::UpstreamTime>() {
-                recording.upstream(t.0);
+                recording.upstream(t.sent, t.took);
+            }
+            if let Some(lookup) = resp.extensions().get::<trace::RedisLookup>() {
+                recording.redis(*lookup);
             }
             recording.head_ready();
-            // Read only for a logged request (the access log's `cache`).
-            if recording.logged() {
+            // Read only for a logged or traced request.
+            if recording.wants_outcome() {
                 let x_cache = resp.headers().get(&crate::cache::X_CACHE);
                 recording.cache(x_cache.map_or("", |v| crate::access_log::cache_outcome(v.as_bytes())));
             }
@@ -113,6 +122,30 @@ async fn answer(client: &Rc<Client>, req: Request<RequestBody>) -> Response<Prox
         }
         None => resp,
     }
+}
+
+/// Continues the client's trace or starts one, for the recording; the
+/// upstream gets perfproxy's `traceparent` in place of the client's.
+fn begin_trace(client: &Client, tracer: &Arc<Tracer>, recording: &mut Recording, req: &mut Request<RequestBody>) {
+    let headers = req.headers();
+    let mut sent = headers.get_all(&trace::TRACEPARENT).iter();
+    // W3C: more than one is none.
+    let first = sent.next().filter(|_| sent.next().is_none());
+    let context = tracer.begin(first.map(HeaderValue::as_bytes));
+    recording.traced(context);
+    if context.sampled {
+        let label = client.worker.shared.routes.name(recording.route());
+        let mut span = SpanRecord::new(context, recording.started(), req.method().clone(), label);
+        span.path = req.uri().path().into();
+        let proto = headers.get(&headers::X_FORWARDED_PROTO).map(HeaderValue::as_bytes);
+        span.scheme = trace::scheme(client.peer.trusted, proto);
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        span.host = host.or_else(|| req.uri().authority().map(|a| a.as_str())).unwrap_or("").into();
+        span.client = client.ip.to_str().unwrap_or("").into();
+        recording.trace(tracer.clone(), span);
+    }
+    let value = HeaderValue::from_bytes(&context.traceparent()).expect("hex digits and dashes");
+    req.headers_mut().insert(trace::TRACEPARENT.clone(), value);
 }
 
 /// Checks a request and rewrites it for the upstream, in place; `upgrade` is

@@ -130,6 +130,10 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     for task in background {
         let _ = task.await;
     }
+    if let Some(tracer) = shared.tracer.clone() {
+        // The last spans, exported within 2 s at most.
+        let _ = tokio::task::spawn_blocking(move || tracer.flush(Duration::from_secs(2))).await;
+    }
     info!("stopped");
     Ok(())
 }

@@ -42,6 +42,8 @@ pub struct Shared {
     pub admin_docs: SharedDocs,
     /// `[access_log]`, when enabled.
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// OpenTelemetry spans, when an endpoint is configured.
+    pub tracer: Option<Arc<crate::trace::Tracer>>,
     pub started: Instant,
 }
 
@@ -62,6 +64,12 @@ impl Shared {
         let cache = Cache::new(&config.settings.cache, config.settings.redis_url.as_deref());
         let live = ArcSwap::from_pointee(Live::from(&config.settings));
         let access_log = crate::access_log::AccessLog::start(&config.settings.access_log);
+        let tracer = config.tracing.as_ref().and_then(|setup| {
+            let peer = crate::trace::export::Peer { host: config.upstream.host.clone(), port: config.upstream.port };
+            crate::trace::export::start(setup, peer)
+                .map_err(|e| tracing::error!(error = %e, "tracing: the exporter could not start; no spans"))
+                .ok()
+        });
         Arc::new(Shared {
             config,
             live,
@@ -74,6 +82,7 @@ impl Shared {
             admin_paths,
             admin_docs: SharedDocs::default(),
             access_log,
+            tracer,
             started: Instant::now(),
         })
     }

@@ -103,13 +103,13 @@ async fn through_cache(
         return ctx.pass(parts, body).await;
     }
     let no_cache = ctx.directives.request_no_cache(&parts.headers);
-    let found = cache.lookup(&ctx.key, &parts.headers, counters).await;
+    let (found, redis) = cache.lookup(&ctx.key, &parts.headers, counters).await;
     ctx.fwd = match &found {
         _ if no_cache => Fwd::Request,
         Found::Nothing if cache.holds_key(&ctx.key) => Fwd::VaryMiss,
         _ => Fwd::UriMiss,
     };
-    match found {
+    let answered = match found {
         // `no-cache`: never answered from the cache, but revalidated with it.
         Found::Entry(entry) if no_cache => ctx.fetch(parts, body, Some(entry), None, false).await,
         Found::Entry(entry) => ctx.use_entry(entry, parts, body).await,
@@ -119,7 +119,14 @@ async fn through_cache(
         // them, or their last response was.
         Found::Nothing if !ctx.worth_collapsing() => ctx.fetch(parts, body, None, None, true).await,
         Found::Nothing => ctx.collapse(parts, body).await,
-    }
+    };
+    // The Redis lookup's timing, for the request's span.
+    answered.map(|mut resp| {
+        if let Some(lookup) = redis {
+            resp.extensions_mut().insert(lookup);
+        }
+        resp
+    })
 }
 
 impl Ctx {

@@ -42,6 +42,7 @@ pub struct Settings {
     pub alerts: AlertSettings,
     pub database: DatabaseSettings,
     pub access_log: AccessLogSettings,
+    pub tracing: TracingSettings,
 }
 
 impl Default for Settings {
@@ -74,6 +75,7 @@ impl Default for Settings {
             alerts: AlertSettings::default(),
             database: DatabaseSettings::default(),
             access_log: AccessLogSettings::default(),
+            tracing: TracingSettings::default(),
         }
     }
 }
@@ -109,6 +111,30 @@ impl Default for AccessLogSettings {
             buffer_lines: 16_384,
         }
     }
+}
+
+/// The `[tracing]` table: OpenTelemetry spans over OTLP/HTTP. The standard
+/// `OTEL_*` variables win over these.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingSettings {
+    /// The collector's base URL (`/v1/traces` is appended); none: no spans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `service.name` (default `perfproxy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// The share of new traces sampled, 0 to 1 (default 1); a client's
+    /// sampled flag is followed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_ratio: Option<f64>,
+    /// How long spans wait to be exported in a batch (ms; default 5000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_delay_ms: Option<u64>,
+    /// Spans queued for export at most (default 2048); past that they are
+    /// dropped and counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_size: Option<u64>,
 }
 
 /// Where perfproxy answers on the proxy listener, and to whom.

@@ -40,6 +40,8 @@ pub struct Config {
     pub admin_allow_proxy: Cidrs,
     /// `endpoints.admin_allow`.
     pub admin_allow: Cidrs,
+    /// `[tracing]` and the `OTEL_*` variables; `None`: no spans.
+    pub tracing: Option<crate::trace::Setup>,
 }
 
 /// Where the upstream is: host (name or IP) and port, plus the authority used
@@ -236,6 +238,8 @@ impl Config {
         fraction("access_log.sample", l.sample)?;
         in_range("access_log.buffer_lines", l.buffer_lines, 1, 1 << 24)?;
 
+        let tracing = crate::trace::Setup::resolve(&s.tracing, |k| std::env::var(k).ok())?;
+
         let d = &s.database;
         positive_ms("database.poll_interval_ms", d.poll_interval_ms)?;
         positive_ms("database.statement_timeout_ms", d.statement_timeout_ms)?;
@@ -272,6 +276,7 @@ impl Config {
             trusted_proxies,
             admin_allow_proxy,
             admin_allow,
+            tracing,
             settings,
         })
     }

@@ -28,6 +28,8 @@ enum Role {
     Trusted,
     /// Joined into one `X-Forwarded-For` with the client's address.
     ForwardedFor,
+    /// `traceparent`: copied unless perfproxy writes its own.
+    TraceParent,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,9 @@ pub struct RequestHead {
     pub lookup_fields: bool,
     /// The first `X-Request-Id` the client sent.
     request_id: Option<Range<usize>>,
+    /// The client's `traceparent`, and whether it sent more than one.
+    traceparent: Option<Range<usize>>,
+    traceparents: usize,
     /// The first `X-Forwarded-Proto` / `-Host` the client sent.
     forwarded_proto: Option<Range<usize>>,
     forwarded_host: Option<Range<usize>>,
@@ -132,6 +137,7 @@ impl RequestHead {
         self.path_len = path.find('?').unwrap_or(path.len());
         (self.content_length, self.close, self.range, self.lookup_fields) = (0, false, false, false);
         (self.forwarded_proto, self.forwarded_host, self.request_id) = (None, None, None);
+        (self.traceparent, self.traceparents) = (None, 0);
         self.fields.clear();
         let (mut hosts, mut lengths) = (0, 0);
         for h in req.headers.iter() {
@@ -150,6 +156,11 @@ impl RequestHead {
                 Field::Freshness | Field::Lookup => {
                     self.lookup_fields = true;
                     Role::Plain
+                }
+                Field::TraceParent => {
+                    self.traceparents += 1;
+                    self.traceparent.get_or_insert(span(buf, value));
+                    Role::TraceParent
                 }
                 // Framing or protocol changes: hyper's rules.
                 Field::TransferEncoding | Field::Upgrade | Field::Expect => return Parsed::Handoff,
@@ -231,6 +242,11 @@ impl RequestHead {
         &self.target_text
     }
 
+    /// The client's `traceparent`, if it sent exactly one (W3C: more is none).
+    pub fn traceparent<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
+        self.traceparent.clone().filter(|_| self.traceparents == 1).map(|r| &buf[r])
+    }
+
     /// The client's `X-Request-Id`, if it sent one.
     pub fn request_id<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
         self.request_id.clone().map(|r| &buf[r])
@@ -250,19 +266,25 @@ impl RequestHead {
     /// Writes the head the upstream gets: request line in HTTP/1.1, the
     /// client's end-to-end fields as they came, then `X-Forwarded-For`
     /// (appended to), `X-Forwarded-Proto` and `-Host` (see [`Forwarded`]),
-    /// `Via`, and `X-Request-Id` when the client sent none (`new_id`).
+    /// `Via`, `X-Request-Id` when the client sent none (`new_id`), and
+    /// perfproxy's `traceparent` in place of the client's when tracing.
     pub fn write_upstream(
         &self,
         buf: &[u8],
         (client_ip, trusted_peer): (&[u8], bool),
         new_id: Option<&[u8]>,
+        traceparent: Option<&[u8]>,
         out: &mut Vec<u8>,
     ) {
         out.extend_from_slice(self.method.as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(&buf[self.target.clone()]);
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        let copied = |r: Role| r == Role::Plain || (trusted_peer && r == Role::Trusted);
+        let copied = |r: Role| {
+            r == Role::Plain
+                || (trusted_peer && r == Role::Trusted)
+                || (r == Role::TraceParent && traceparent.is_none())
+        };
         for f in self.fields.iter().filter(|f| copied(f.role)) {
             field(out, &buf[f.name.clone()], &buf[f.value.clone()]);
         }
@@ -282,6 +304,9 @@ impl RequestHead {
         out.extend_from_slice(http1::VIA_LINE);
         if let Some(id) = new_id {
             field(out, b"x-request-id", id);
+        }
+        if let Some(tp) = traceparent {
+            field(out, b"traceparent", tp);
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -336,7 +361,7 @@ mod tests {
         let (none, _) = parse("GET /p HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!((none.path(), none.query()), ("/p", None));
         let mut out = Vec::new();
-        head.write_upstream(buf, (b"127.0.0.9", false), None, &mut out);
+        head.write_upstream(buf, (b"127.0.0.9", false), None, None, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /a/b?x=1 HTTP/1.1\r\nHost: app\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1, 127.0.0.9\r\n\
@@ -353,7 +378,7 @@ mod tests {
         let (head, parsed) = parse(raw);
         assert_eq!(parsed, Parsed::Complete);
         let mut out = Vec::new();
-        head.write_upstream(raw.as_bytes(), (b"10.1.2.3", true), None, &mut out);
+        head.write_upstream(raw.as_bytes(), (b"10.1.2.3", true), None, None, &mut out);
         let out = String::from_utf8(out).unwrap();
         assert!(out.contains("x-forwarded-for: 10.1.2.3\r\n"), "{out}");
         assert!(out.contains("x-forwarded-proto: https\r\n") && !out.contains("X-Forwarded-Proto"), "{out}");
@@ -366,7 +391,7 @@ mod tests {
         let (head, _) = parse(raw);
         for (trusted, host, proto) in [(false, "shop", "http"), (true, "evil", "https")] {
             let mut out = Vec::new();
-            head.write_upstream(raw.as_bytes(), (b"1.2.3.4", trusted), None, &mut out);
+            head.write_upstream(raw.as_bytes(), (b"1.2.3.4", trusted), None, None, &mut out);
             let out = String::from_utf8(out).unwrap();
             assert_eq!(out.matches("x-forwarded-host: ").count() + out.matches("X-Forwarded-Host").count(), 1, "{out}");
             assert!(out.contains(&format!("x-forwarded-host: {host}\r\n")), "{out}");

@@ -5,6 +5,7 @@
 use super::Conn;
 use crate::http1;
 use crate::metrics::Recording;
+use crate::trace::{self, SpanRecord};
 
 impl Conn {
     /// The request's recording, begun (when monitoring is on), with its
@@ -25,6 +26,20 @@ impl Conn {
                 String::from_utf8_lossy(head.field_value(buf, b"user-agent").unwrap_or_default()).into_owned();
             entry.bytes_in = head.content_length;
             recording.log_to(log.clone(), entry);
+        }
+        if let Some(tracer) = &worker.shared.tracer {
+            let context = tracer.begin(head.traceparent(buf));
+            recording.traced(context);
+            if context.sampled {
+                let forwarded = head.forwarded(buf, self.client.peer.trusted);
+                let label = worker.shared.routes.name(route);
+                let mut span = SpanRecord::new(context, recording.started(), head.method.clone(), label);
+                span.path = head.path().into();
+                span.scheme = trace::scheme(true, Some(forwarded.proto));
+                span.host = head.host().into();
+                span.client = self.client.ip.to_str().unwrap_or("").into();
+                recording.trace(tracer.clone(), span);
+            }
         }
         Some(recording)
     }

@@ -2,7 +2,8 @@
 //! conventions define it: a histogram in seconds with their fixed bucket
 //! boundaries, per method, route template and status code. The label sets
 //! are bounded like the routes: past [`MAX_SERIES`] a route's new status
-//! codes fold into `other`.
+//! codes fold into `other`. Each bucket keeps the latest sampled trace that
+//! fell in it, for OpenMetrics exemplars.
 
 use super::Sample;
 use crate::routes::RouteId;
@@ -20,6 +21,26 @@ pub struct Buckets {
     pub counts: [u64; BOUNDS.len() + 1],
     pub sum_micros: u64,
     pub count: u64,
+    /// Per bucket, the latest sampled request in it (made on the first).
+    pub exemplars: Option<Box<[Option<Exemplar>; BOUNDS.len() + 1]>>,
+}
+
+/// A sampled request, as an exemplar of its bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exemplar {
+    pub route: RouteId,
+    pub status: u16,
+    pub micros: u32,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// When it ended, in ms since the Unix epoch.
+    pub unix_ms: u64,
+}
+
+/// The bucket `micros` falls in.
+fn bucket(micros: u64) -> usize {
+    let secs = micros as f64 / 1e6;
+    BOUNDS.iter().position(|le| secs <= *le).unwrap_or(BOUNDS.len())
 }
 
 /// Every label set seen, by route and status code.
@@ -30,18 +51,26 @@ pub struct Durations {
 }
 
 impl Durations {
-    pub fn record(&mut self, s: &Sample) {
-        let mut key = (s.route, s.status);
+    fn series(&mut self, route: RouteId, status: u16) -> &mut Buckets {
+        let mut key = (route, status);
         if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
             key.1 = OTHER_STATUS;
         }
-        let b = self.series.entry(key).or_default();
+        self.series.entry(key).or_default()
+    }
+
+    pub fn record(&mut self, s: &Sample) {
+        let b = self.series(s.route, s.status);
         let micros = u64::from(s.micros);
-        let secs = micros as f64 / 1e6;
-        let i = BOUNDS.iter().position(|le| secs <= *le).unwrap_or(BOUNDS.len());
-        b.counts[i] += 1;
+        b.counts[bucket(micros)] += 1;
         b.sum_micros += micros;
         b.count += 1;
+    }
+
+    /// Keeps `e` as its bucket's exemplar (after its sample was recorded).
+    pub fn exemplar(&mut self, e: &Exemplar) {
+        let b = self.series(e.route, e.status);
+        b.exemplars.get_or_insert_with(Box::default)[bucket(u64::from(e.micros))] = Some(*e);
     }
 
     /// The label sets, by route and status code.
@@ -72,5 +101,10 @@ mod tests {
         }
         assert_eq!(d.series.len(), MAX_SERIES + 1, "full: new codes fold into `other`");
         assert!(d.series.contains_key(&(RouteId(1), OTHER_STATUS)));
+        let e =
+            Exemplar { route: RouteId(1), status: 200, micros: 9_000, trace_id: [7; 16], span_id: [1; 8], unix_ms: 1 };
+        d.exemplar(&e);
+        let kept = d.series[&(RouteId(1), 200)].exemplars.as_ref().expect("made on the first");
+        assert_eq!((kept[1], kept[0]), (Some(e), None), "9 ms is in le=0.01");
     }
 }

@@ -6,6 +6,7 @@
 #   PERFPROXY_ARGS="--performance-monitoring-enabled false" bench/compare.sh
 #   VARIANT_ARGS="--config /tmp/one-worker.toml" bench/compare.sh   # a second perfproxy, same run
 #   VARIANT_BIN=/tmp/perfproxy-before VARIANT_ARGS=" " bench/compare.sh  # another build, same run
+#   TRACING=0.01 bench/compare.sh    # a variant tracing 1 % (spans to the upstream nginx), same run
 #   bench/cache.sh                   # cache hits (memory layer, Redis layer) against pass-through
 #
 # Targets, alternated within each round so drift on this noisy 2-core machine
@@ -64,6 +65,8 @@ http {
     listen 127.0.0.1:$UP_PORT;
     root $work/root;
     location /bench/cached.bin { add_header Cache-Control "public, max-age=3600"; }
+    # An OTLP sink for runs with tracing on: takes the spans, answers 200.
+    location = /v1/traces { client_body_buffer_size 1m; return 200; }
   }
 }
 NGX
@@ -98,6 +101,11 @@ http {
 NGX
 nginx -c "$work/up.conf"
 nginx -c "$work/ngx.conf"
+if [ -n "${TRACING:-}" ]; then
+  # The variant traces (spans to the upstream nginx's sink), perfproxy does not.
+  printf '[tracing]\nendpoint = "http://127.0.0.1:%s"\nsample_ratio = %s\n' "$UP_PORT" "$TRACING" > "$work/tracing.toml"
+  VARIANT_ARGS="--config $work/tracing.toml"
+fi
 # shellcheck disable=SC2086
 RUST_LOG=warn ./target/release/perfproxy --listen "127.0.0.1:$PP_PORT" --upstream "http://127.0.0.1:$UP_PORT" ${PERFPROXY_ARGS:-} &
 pp=$!

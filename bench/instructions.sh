@@ -8,6 +8,8 @@
 #   bench/instructions.sh                               # this tree's release build
 #   BIN=/tmp/perfproxy-before bench/instructions.sh     # another build
 #   bench/instructions.sh --config /tmp/nocache.toml    # extra perfproxy arguments
+#   TRACING=0.01 bench/instructions.sh                  # tracing on, 1 % sampled, spans
+#                                                       # exported to the upstream nginx (200)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N1=${N1:-2000}
@@ -25,7 +27,9 @@ cat > "$work/up.conf" <<NGX
 worker_processes 1; daemon on; pid $work/up.pid; error_log $work/up.err;
 events { worker_connections 1024; }
 http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP_PORT; root $work/root; } }
+  server { listen 127.0.0.1:$UP_PORT; root $work/root;
+    # An OTLP sink for TRACING runs: takes the spans, answers 200.
+    location = /v1/traces { client_body_buffer_size 1m; return 200; } } }
 NGX
 nginx -c "$work/up.conf"
 trap 'kill "$(cat "$work/up.pid")" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -65,6 +69,11 @@ count() {
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
   callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
 }
+if [ -n "${TRACING:-}" ]; then
+  printf '[tracing]\nendpoint = "http://127.0.0.1:%s"\nsample_ratio = %s\nbatch_delay_ms = 200\n' \
+    "$UP_PORT" "$TRACING" > "$work/tracing.toml"
+  set -- --config "$work/tracing.toml" "$@"
+fi
 a=$(count "$N1" "$@")
 b=$(count "$N2" "$@")
 echo "$BIN $*: $(( (b - a) / (N2 - N1) )) instructions per request"

@@ -20,11 +20,15 @@
 //!   validity, framing, forwarding, retry and cache eligibility).
 //! - [`headers`]: the rulebook applied to `HeaderMap`s (the hyper path).
 //! - [`access_log`]: `[access_log]`, one line per request, written off the request path.
+//! - [`trace`]: W3C Trace Context and OpenTelemetry spans, exported over OTLP/HTTP off the request
+//!   path (the exporter's own thread and bounded queue).
 //! - [`access`]: CIDR lists (`trusted_proxies`, `endpoints.allow`) and the admin token check.
 //! - [`body`]: the streamed request and response bodies.
 //! - [`error`]: `ProxyError` and the one place it becomes a 400/502/504.
 //! - [`cache`]: the two-layer response cache (memory in front of Redis), RFC 9111 policy, purge.
 //! - [`routes`]: route patterns, path normalisation, the bounded label table.
+//! - [`metrics`] and [`prometheus`]: per-route HdrHistograms, the semantic-convention histogram
+//!   with its exemplars; `/metrics` in the classic format or OpenMetrics.
 //! - [`admin`]: perfproxy's own endpoints (`/health/live` …).
 //! - [`state`]: process-wide `Shared` and per-thread `Worker` state.
 //! - [`redact`]: secrets out of URLs before they are shown.

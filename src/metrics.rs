@@ -255,17 +255,19 @@ pub struct Recording {
     route: RouteId,
     started: Instant,
     status: u16,
-    /// When the request went upstream, and how long its head took.
-    upstream: Option<(Instant, Duration)>,
+    upstream: Option<Duration>,
     overhead: Duration,
-    /// The cache's outcome, for the access log and the span.
-    cache: &'static str,
     /// Its access-log line, when it is logged.
     access: Option<Box<(Arc<crate::access_log::AccessLog>, crate::access_log::Entry)>>,
-    /// Its trace, when tracing is on.
-    trace: Option<crate::trace::TraceContext>,
-    /// Its spans, when its trace is sampled.
-    span: Option<Box<(Arc<crate::trace::Tracer>, crate::trace::SpanRecord)>>,
+    /// Its trace, when tracing is on (boxed: tracing off costs a pointer).
+    trace: Option<Box<Traced>>,
+}
+
+/// A request's trace, and its spans' record when it is sampled.
+#[derive(Debug)]
+struct Traced {
+    context: crate::trace::TraceContext,
+    span: Option<(Arc<crate::trace::Tracer>, crate::trace::SpanRecord)>,
 }
 
 fn micros(d: Duration) -> u32 {
@@ -281,13 +283,16 @@ impl Recording {
     /// The request went upstream at `sent`; its response head (or its
     /// failure) came `took` later.
     pub fn upstream(&mut self, sent: Instant, took: Duration) {
-        self.upstream = Some((sent, took));
+        self.upstream = Some(took);
+        if let Some((_, span)) = self.trace.as_mut().and_then(|t| t.span.as_mut()) {
+            span.upstream = Some((sent.saturating_duration_since(span.started), took));
+        }
     }
 
     /// The upstream's share as [`Recording::upstream`], and perfproxy's
     /// own: what passed before `sent` (no clock read here).
     pub fn split(&mut self, sent: Instant, took: Duration) {
-        self.upstream = Some((sent, took));
+        self.upstream(sent, took);
         self.overhead = sent.saturating_duration_since(self.started);
     }
 
@@ -312,22 +317,25 @@ impl Recording {
         if let Some(a) = &mut self.access {
             a.1.trace_id = Some(crate::trace::trace_id_hex(context.trace_id));
         }
-        self.trace = Some(context);
+        self.trace = Some(Box::new(Traced { context, span: None }));
     }
 
     /// The `traceparent` the upstream gets, when tracing is on.
     pub fn traceparent(&self) -> Option<[u8; 55]> {
-        self.trace.as_ref().map(crate::trace::TraceContext::traceparent)
+        self.trace.as_ref().map(|t| t.context.traceparent())
     }
 
-    /// Exports this request's spans when it ends (its trace is sampled).
+    /// Exports this request's spans when it ends (after [`Recording::traced`],
+    /// its trace sampled).
     pub fn trace(&mut self, tracer: Arc<crate::trace::Tracer>, span: crate::trace::SpanRecord) {
-        self.span = Some(Box::new((tracer, span)));
+        if let Some(t) = &mut self.trace {
+            t.span = Some((tracer, span));
+        }
     }
 
     /// Whether the cache's outcome is wanted (the request is logged or traced).
     pub fn wants_outcome(&self) -> bool {
-        self.access.is_some() || self.span.is_some()
+        self.access.is_some() || self.trace.as_ref().is_some_and(|t| t.span.is_some())
     }
 
     /// `n` more body bytes sent to the client (for the access log).
@@ -339,14 +347,19 @@ impl Recording {
 
     /// The cache's outcome, once known (for the access log and the span).
     pub fn cache(&mut self, outcome: &'static str) {
-        self.cache = outcome;
+        if let Some(a) = &mut self.access {
+            a.1.cache = outcome;
+        }
+        if let Some((_, span)) = self.trace.as_mut().and_then(|t| t.span.as_mut()) {
+            span.cache = outcome;
+        }
     }
 
     /// The cache asked Redis (for the span).
     pub fn redis(&mut self, lookup: crate::trace::RedisLookup) {
-        if let Some(span) = &mut self.span {
-            let from = lookup.sent.saturating_duration_since(span.1.started);
-            span.1.redis = Some((from, lookup.took, lookup.outcome));
+        if let Some((_, span)) = self.trace.as_mut().and_then(|t| t.span.as_mut()) {
+            let from = lookup.sent.saturating_duration_since(span.started);
+            span.redis = Some((from, lookup.took, lookup.outcome));
         }
     }
 
@@ -355,26 +368,22 @@ impl Recording {
     /// share (what follows is the body's transfer, the client's pace).
     pub fn head_ready(&mut self) {
         let so_far = self.started.elapsed();
-        self.overhead = so_far.saturating_sub(self.upstream.map(|u| u.1).unwrap_or_default());
+        self.overhead = so_far.saturating_sub(self.upstream.unwrap_or_default());
     }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        let upstream = self.upstream.map(|u| u.1);
-        let split = (upstream.map(micros), micros(self.overhead));
+        let split = (self.upstream.map(micros), micros(self.overhead));
         let duration = self.started.elapsed();
         if let Some(access) = self.access.take() {
             let (log, mut entry) = *access;
-            (entry.status, entry.duration, entry.upstream) = (self.status, duration, upstream);
-            entry.cache = self.cache;
+            (entry.status, entry.duration, entry.upstream) = (self.status, duration, self.upstream);
             let slow = duration.as_micros() > u128::from(self.recorder.metrics.slow_micros.load(Ordering::Relaxed));
             log.log(entry, slow);
         }
-        let exemplar = self.span.take().map(|span| {
-            let (tracer, mut record) = *span;
-            (record.status, record.duration, record.cache) = (self.status, duration, self.cache);
-            record.upstream = self.upstream.map(|(sent, took)| (sent.saturating_duration_since(self.started), took));
+        let exemplar = self.trace.take().and_then(|t| t.span).map(|(tracer, mut record)| {
+            (record.status, record.duration) = (self.status, duration);
             let unix_ms = (record.start + duration).duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             let exemplar = semconv::Exemplar {
                 route: self.route,
@@ -402,10 +411,8 @@ impl Recorder {
             status: CLIENT_CLOSED_REQUEST,
             upstream: None,
             overhead: Duration::ZERO,
-            cache: "",
             access: None,
             trace: None,
-            span: None,
         }
     }
 

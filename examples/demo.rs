@@ -158,6 +158,7 @@ async fn main() {
     }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
+        perfproxy::server::Stop::Interrupt
     };
     if let Err(e) = perfproxy::server::run(listeners, config, shutdown).await {
         eprintln!("demo: {e}");

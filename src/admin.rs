@@ -163,7 +163,8 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
             resp
         }
         Endpoint::Live => json(StatusCode::OK, br#"{"status":"live"}"#.to_vec()),
-        Endpoint::Health | Endpoint::Ready => health(shared),
+        Endpoint::Health => health(shared, false),
+        Endpoint::Ready => health(shared, true),
     })
 }
 
@@ -196,11 +197,20 @@ struct HealthDoc {
     checks: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     checked_at: Option<String>,
+    /// `/health/ready` only: whether this replica should get traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ready: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    draining: Option<bool>,
 }
 
-fn health(shared: &Arc<Shared>) -> Response<ProxyBody> {
+/// `/health` (503 when a critical check is down) or `/health/ready` (503
+/// while draining or when a `health.ready` check is down).
+fn health(shared: &Arc<Shared>, readiness: bool) -> Response<ProxyBody> {
     let report = shared.health.report();
     let status = shared.health.overall(&report);
+    let draining = shared.draining();
+    let ready = !draining && shared.health.ready(&report);
     let checks = report
         .checks
         .iter()
@@ -212,8 +222,11 @@ fn health(shared: &Arc<Shared>) -> Response<ProxyBody> {
         uptime_seconds: shared.started.elapsed().as_secs(),
         checks,
         checked_at: report.checked_at.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        ready: readiness.then_some(ready),
+        draining: readiness.then_some(draining),
     };
-    let code = if status == Overall::Unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let down = if readiness { !ready } else { status == Overall::Unhealthy };
+    let code = if down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     json(code, serde_json::to_vec(&doc).expect("plain data"))
 }
 

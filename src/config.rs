@@ -61,6 +61,9 @@ pub struct Cli {
     /// `false` sends every request through the general (hyper) path, a diagnostic switch [default: true]
     #[arg(long, global = true, value_name = "BOOL", env = "PERFPROXY_EXPRESS_LANE")]
     pub express_lane: Option<String>,
+    /// Worker threads; 0 means half the container's CPU quota or of the cores, at least one [default: 0]
+    #[arg(long, global = true, value_name = "N", env = "PERFPROXY_WORKERS")]
+    pub workers: Option<String>,
     /// Bearer token for admin calls: purge always; admin endpoints from peers outside endpoints.allow
     #[arg(long, global = true, value_name = "TOKEN", env = "PERFPROXY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -301,6 +304,11 @@ fn apply_overrides(s: &mut Settings, cli: &Cli, m: &ArgMatches) -> Result<Vec<(&
         let key = name("express_lane", "--express-lane", "PERFPROXY_EXPRESS_LANE");
         s.express_lane = parse_bool(&key, v)?;
         overridden.push(("express_lane", key));
+    }
+    if let Some(v) = &cli.workers {
+        let key = name("workers", "--workers", "PERFPROXY_WORKERS");
+        s.workers = parse_number(&key, v, "a whole number of worker threads (0: from the CPU quota)")?;
+        overridden.push(("workers", key));
     }
     if let Some(v) = &cli.slow_query_threshold {
         let key = name("slow_query_threshold", "--slow-query-threshold", "SLOW_QUERY_THRESHOLD");

@@ -275,7 +275,7 @@ impl Conn {
     /// A request `proxy::respond` answers (perfproxy's endpoints, the cache).
     async fn own(&mut self, req: Request<RequestBody>) -> bool {
         let head_request = self.head.method == Method::HEAD;
-        let close = self.head.close || self.drain.stopping();
+        let close = self.closes();
         self.buf.advance(self.head.len);
         let resp = proxy::respond(&self.client, req).await;
         match reply::write(&mut self.stream, &mut self.scratch.out, resp, head_request, close).await {
@@ -310,7 +310,7 @@ impl Conn {
         };
         let head_request = head.method == Method::HEAD;
         let replayable = http1::replayable(&head.method);
-        let close = head.close || self.drain.stopping();
+        let close = self.closes();
 
         self.scratch.upstream_out.clear();
         let (head, buf) = (&self.head, &self.buf[..]);

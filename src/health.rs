@@ -66,6 +66,8 @@ pub struct HealthReport {
 pub struct Health {
     latest: ArcSwap<HealthReport>,
     critical: ArcSwap<Vec<String>>,
+    /// `health.ready`: the checks readiness follows.
+    ready: ArcSwap<Vec<String>>,
 }
 
 impl Health {
@@ -81,12 +83,20 @@ impl Health {
         Arc::new(Health {
             latest: ArcSwap::from_pointee(HealthReport { checks, checked_at: None }),
             critical: ArcSwap::from_pointee(s.health.critical.clone()),
+            ready: ArcSwap::from_pointee(s.health.ready.clone()),
         })
     }
 
     /// The latest report (no I/O).
     pub fn report(&self) -> Arc<HealthReport> {
         self.latest.load_full()
+    }
+
+    /// Whether no check in `health.ready` is down in `report` (readiness
+    /// follows what this replica alone can fix, not shared dependencies).
+    pub fn ready(&self, report: &HealthReport) -> bool {
+        let ready = self.ready.load();
+        !report.checks.iter().any(|(name, c)| c.status == CheckStatus::Down && ready.iter().any(|r| r == name))
     }
 
     /// The verdict for `report` under this configuration's critical set.
@@ -120,6 +130,7 @@ impl Health {
                 settings = live.health.clone();
                 prober = Prober::new(&shared.config, &settings);
                 self.critical.store(Arc::new(settings.critical.clone()));
+                self.ready.store(Arc::new(settings.ready.clone()));
             }
             let report = tokio::select! {
                 _ = &mut shutdown => return,

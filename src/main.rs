@@ -83,13 +83,13 @@ fn migrate(config: &perfproxy::config::Config) -> ExitCode {
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on the first SIGTERM or SIGINT, saying which.
+async fn shutdown_signal() -> server::Stop {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler can be installed");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler can be installed");
     tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+        _ = term.recv() => server::Stop::Term,
+        _ = int.recv() => server::Stop::Interrupt,
     }
 }

@@ -30,7 +30,12 @@ pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Respon
     if req.uri().path() == paths.purge && paths.owns(paths.purge.as_str(), client.admin_only) {
         return Ok(crate::cache::purge::answer(&client, req).await);
     }
-    Ok(respond(&client, req.map(RequestBody::Client)).await)
+    let mut resp = respond(&client, req.map(RequestBody::Client)).await;
+    if client.worker.shared.draining() {
+        // After SIGTERM every response closes its connection (hyper then closes it).
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
 }
 
 /// Answers one request: perfproxy's own endpoints, else the upstream's

@@ -65,12 +65,24 @@ struct Accepted {
     _permit: OwnedSemaphorePermit,
 }
 
+/// How perfproxy was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: readiness 503 and `Connection: close` at once, new
+    /// connections still served for `shutdown_delay_ms` (while the endpoint
+    /// removal spreads), then drain.
+    Term,
+    /// SIGINT: the same without the delay.
+    Interrupt,
+}
+
 /// Serves until `shutdown` resolves, then drains and returns.
-pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = Stop>) -> io::Result<()> {
     let grace = config.shutdown_grace;
     let workers = match config.workers {
-        // A sidecar shares its pod's CPUs with the app: half the cores, at least one.
-        0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        // A sidecar shares its pod's CPUs with the app: half of its quota
+        // (or of the cores), at least one.
+        0 => crate::system::workers_here(),
         n => n,
     };
     let shared = Shared::new(config);
@@ -107,19 +119,39 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     let next = Arc::new(AtomicUsize::new(0));
     let proxy_limit = Arc::new(Semaphore::new(shared.config.max_connections));
     let proxy = accept_loop(listeners.proxy, false, proxy_limit, queues.clone(), next.clone());
-    let admin = async {
+    let (admin_queues, admin_next) = (queues.clone(), next.clone());
+    let admin = async move {
         match listeners.admin {
             Some(l) => {
-                accept_loop(l, true, Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)), queues.clone(), next.clone())
-                    .await
+                accept_loop(l, true, Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)), admin_queues, admin_next).await
             }
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = shutdown => info!("shutting down: no new connections, draining in-flight requests"),
-        _ = proxy => {},
-        _ = admin => {},
+    {
+        // The accept loops end (their listeners close) with this block.
+        tokio::pin!(proxy, admin);
+        let stop = tokio::select! {
+            stop = shutdown => Some(stop),
+            _ = &mut proxy => None,
+            _ = &mut admin => None,
+        };
+        if let Some(stop) = stop {
+            shared.begin_draining();
+            let delay = shared.config.shutdown_delay;
+            if stop == Stop::Term && !delay.is_zero() {
+                info!(
+                    delay_ms = delay.as_millis() as u64,
+                    "shutting down: not ready, still serving for shutdown_delay_ms"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {},
+                    _ = &mut proxy => {},
+                    _ = &mut admin => {},
+                }
+            }
+            info!("shutting down: no new connections, draining in-flight requests");
+        }
     }
     let _ = stop_tx.send(true);
     drop(queues);

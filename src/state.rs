@@ -44,6 +44,9 @@ pub struct Shared {
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// OpenTelemetry spans, when an endpoint is configured.
     pub tracer: Option<Arc<crate::trace::Tracer>>,
+    /// Set at SIGTERM: readiness answers 503 and every response closes its
+    /// connection, while new connections are still served (`shutdown_delay_ms`).
+    draining: std::sync::atomic::AtomicBool,
     pub started: Instant,
 }
 
@@ -83,8 +86,21 @@ impl Shared {
             admin_docs: SharedDocs::default(),
             access_log,
             tracer,
+            draining: Default::default(),
             started: Instant::now(),
         })
+    }
+}
+
+impl Shared {
+    /// Whether perfproxy is draining (after SIGTERM).
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Begins draining: readiness 503, `Connection: close` on every response.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -17,6 +17,8 @@ pub struct Settings {
     /// An idle pooled upstream connection older than this is closed, not reused.
     pub upstream_idle_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
+    /// After SIGTERM: readiness 503 and new connections still accepted this long (ms), before draining.
+    pub shutdown_delay_ms: u64,
     pub header_read_timeout_ms: u64,
     pub max_header_bytes: u64,
     pub max_connections: u64,
@@ -54,6 +56,7 @@ impl Default for Settings {
             upstream_timeout_ms: 30_000,
             upstream_idle_timeout_ms: 4_000,
             shutdown_grace_ms: 30_000,
+            shutdown_delay_ms: 0,
             header_read_timeout_ms: 10_000,
             max_header_bytes: 65_536,
             max_connections: 10_000,
@@ -234,6 +237,8 @@ pub struct HealthSettings {
     pub timeout_ms: u64,
     pub upstream_path: String,
     pub critical: Vec<String>,
+    /// Checks whose failure makes `/health/ready` answer 503.
+    pub ready: Vec<String>,
     pub http: Vec<HttpCheck>,
 }
 
@@ -244,6 +249,7 @@ impl Default for HealthSettings {
             timeout_ms: 2_000,
             upstream_path: "/".into(),
             critical: vec!["upstream".into(), "database".into()],
+            ready: vec!["upstream".into()],
             http: Vec::new(),
         }
     }

@@ -29,6 +29,7 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub shutdown_delay: Duration,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
@@ -137,6 +138,8 @@ impl Config {
         let upstream_timeout = positive_ms("upstream_timeout_ms", s.upstream_timeout_ms)?;
         let upstream_idle_timeout = positive_ms("upstream_idle_timeout_ms", s.upstream_idle_timeout_ms)?;
         let shutdown_grace = Duration::from_millis(s.shutdown_grace_ms);
+        let shutdown_delay =
+            Duration::from_millis(in_range("shutdown_delay_ms", s.shutdown_delay_ms, 0, 600_000)? as u64);
         let header_read_timeout = positive_ms("header_read_timeout_ms", s.header_read_timeout_ms)?;
         let max_header_bytes = in_range("max_header_bytes", s.max_header_bytes, 8192, 1 << 24)?;
         let max_connections = in_range("max_connections", s.max_connections, 1, 1_000_000)?;
@@ -216,15 +219,17 @@ impl Config {
             }
             url_with_scheme(&format!("health.http[{i}].url"), &check.url, &["http"])?;
         }
-        for (i, name) in h.critical.iter().enumerate() {
-            let known =
-                ["upstream", "redis", "database"].contains(&name.as_str()) || h.http.iter().any(|c| &c.name == name);
-            if !known {
-                return Err(ConfigError::new(
-                    format!("health.critical[{i}]"),
-                    format!("{name:?}"),
-                    "upstream, redis, database or a [[health.http]] name",
-                ));
+        for (list, names) in [("critical", &h.critical), ("ready", &h.ready)] {
+            for (i, name) in names.iter().enumerate() {
+                let known = ["upstream", "redis", "database"].contains(&name.as_str())
+                    || h.http.iter().any(|c| &c.name == name);
+                if !known {
+                    return Err(ConfigError::new(
+                        format!("health.{list}[{i}]"),
+                        format!("{name:?}"),
+                        "upstream, redis, database or a [[health.http]] name",
+                    ));
+                }
             }
         }
 
@@ -267,6 +272,7 @@ impl Config {
             upstream_timeout,
             upstream_idle_timeout,
             shutdown_grace,
+            shutdown_delay,
             header_read_timeout,
             max_header_bytes,
             max_connections,

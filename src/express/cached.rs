@@ -119,7 +119,7 @@ impl Conn {
         let mut recording = self.begin_recording();
         let head = &self.head;
         let head_request = head.method == Method::HEAD;
-        let close = head.close || self.drain.stopping();
+        let close = self.closes();
         self.buf.advance(self.head.len);
         Counters::add(&worker.cache_counters.hits, 1);
         let out = &mut self.scratch.out;

@@ -44,6 +44,13 @@ impl Conn {
         Some(recording)
     }
 
+    /// Whether this response closes the connection: the client asked, the
+    /// worker is stopping, or perfproxy is draining (`Connection: close` on
+    /// every response after SIGTERM).
+    pub(super) fn closes(&self) -> bool {
+        self.head.close || self.drain.stopping() || self.client.worker.shared.draining()
+    }
+
     /// Takes the client's `X-Request-Id`, or makes one (returned: it goes
     /// upstream too).
     pub(super) fn set_request_id(&mut self) -> Option<[u8; 32]> {

@@ -354,6 +354,7 @@ pub async fn spawn_proxy(upstream: &str, args: &[&str]) -> Proxy {
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(perfproxy::server::run(listeners, config, async move {
         let _ = rx.await;
+        perfproxy::server::Stop::Term
     }));
     Proxy { addr, admin, stop: Some(tx), task: Some(task) }
 }

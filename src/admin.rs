@@ -132,12 +132,19 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
     }
     Some(match endpoint {
         Endpoint::Performance => {
-            let route = req.uri().query().and_then(|q| {
-                form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "route").map(|(_, v)| v.into_owned())
-            });
-            let doc = shared.admin_docs.get(Doc::Performance(route), |doc| {
-                let Doc::Performance(route) = doc else { unreachable!("asked for a performance document") };
-                let doc = crate::performance::build(shared, route.as_deref());
+            let param = |name: &str| {
+                req.uri().query().and_then(|q| {
+                    form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+                })
+            };
+            let cluster = param("scope").as_deref() == Some("cluster");
+            let doc = shared.admin_docs.get(Doc::Performance(param("route"), cluster), |doc| {
+                let Doc::Performance(route, cluster) = doc else { unreachable!("asked for a performance document") };
+                let doc = if *cluster {
+                    crate::cluster::document(shared, route.as_deref())
+                } else {
+                    crate::performance::build(shared, route.as_deref())
+                };
                 serde_json::to_vec(&doc).expect("the document is plain data")
             });
             json(StatusCode::OK, doc)
@@ -267,8 +274,8 @@ const DOCS_KEPT: usize = 32;
 /// Which admin document.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Doc {
-    /// `/performance`, narrowed to a route or not.
-    Performance(Option<String>),
+    /// `/performance`, narrowed to a route or not; `true`: `scope=cluster`.
+    Performance(Option<String>, bool),
     /// `/metrics`; `true`: in OpenMetrics.
     Metrics(bool),
 }

@@ -14,8 +14,8 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 pub use settings::{
-    AccessLogSettings, AlertSettings, CacheRule, CacheSettings, DatabaseSettings, Endpoints, HealthSettings, HttpCheck,
-    RouteRule, Settings, TracingSettings,
+    AccessLogSettings, AlertSettings, CacheRule, CacheSettings, ClusterSettings, DatabaseSettings, Endpoints,
+    HealthSettings, HttpCheck, RouteRule, Settings, TracingSettings,
 };
 pub use validate::{Config, UpstreamAddr};
 
@@ -61,6 +61,9 @@ pub struct Cli {
     /// `false` sends every request through the general (hyper) path, a diagnostic switch [default: true]
     #[arg(long, global = true, value_name = "BOOL", env = "PERFPROXY_EXPRESS_LANE")]
     pub express_lane: Option<String>,
+    /// This instance's id in the cluster view [default: hostname-pid]
+    #[arg(long, global = true, value_name = "ID", env = "PERFPROXY_INSTANCE")]
+    pub instance: Option<String>,
     /// Worker threads; 0 means half the container's CPU quota or of the cores, at least one [default: 0]
     #[arg(long, global = true, value_name = "N", env = "PERFPROXY_WORKERS")]
     pub workers: Option<String>,
@@ -304,6 +307,10 @@ fn apply_overrides(s: &mut Settings, cli: &Cli, m: &ArgMatches) -> Result<Vec<(&
         let key = name("express_lane", "--express-lane", "PERFPROXY_EXPRESS_LANE");
         s.express_lane = parse_bool(&key, v)?;
         overridden.push(("express_lane", key));
+    }
+    if let Some(v) = &cli.instance {
+        s.cluster.instance = Some(v.clone());
+        overridden.push(("cluster.instance", name("instance", "--instance", "PERFPROXY_INSTANCE")));
     }
     if let Some(v) = &cli.workers {
         let key = name("workers", "--workers", "PERFPROXY_WORKERS");

@@ -26,6 +26,7 @@
 //! - [`body`]: the streamed request and response bodies.
 //! - [`error`]: `ProxyError` and the one place it becomes a 400/502/504.
 //! - [`cache`]: the two-layer response cache (memory in front of Redis), RFC 9111 policy, purge.
+//! - [`cluster`]: the cluster view: each instance's figures published to Redis, merged histograms.
 //! - [`routes`]: route patterns, path normalisation, the bounded label table.
 //! - [`metrics`] and [`prometheus`]: per-route HdrHistograms, the semantic-convention histogram
 //!   with its exemplars; `/metrics` in the classic format or OpenMetrics.
@@ -42,6 +43,7 @@ pub(crate) mod admin;
 pub(crate) mod alerts;
 pub(crate) mod body;
 pub mod cache;
+pub(crate) mod cluster;
 pub mod config;
 pub mod database;
 pub(crate) mod drain;

@@ -21,6 +21,12 @@ pub struct Performance {
     pub memory: MemoryView,
     pub system: SystemView,
     pub alerts: Vec<crate::alerts::Alert>,
+    /// `?scope=cluster` only: `cluster` (merged over the live instances)
+    /// or `instance` (no Redis: this instance alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<crate::cluster::Instance>>,
 }
 
 #[derive(Serialize)]
@@ -210,6 +216,27 @@ pub fn latency<C: Counter>(s: &Stats<C>) -> Latency {
     }
 }
 
+/// One route's entry: all-time figures and the recent window's.
+pub fn route_view<C: Counter, D: Counter>(route: String, a: &Stats<C>, recent: &Stats<D>) -> RouteView {
+    RouteView {
+        route,
+        count: a.count,
+        errors: a.errors,
+        error_rate: a.error_rate(),
+        slow: a.slow,
+        status: classes(a),
+        latency_ms: latency(a),
+        upstream_ms: split(&a.upstream),
+        overhead_ms: split(&a.overhead),
+        recent: figures(recent),
+    }
+}
+
+/// Busiest first, then by label.
+pub fn sort_routes(routes: &mut [RouteView]) {
+    routes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.route.cmp(&b.route)));
+}
+
 /// Builds the document; `route` narrows `routes` to that label.
 pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
     let only = route.map(|r| shared.routes.id_of(r));
@@ -227,22 +254,11 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
         .routes
         .iter()
         .map(|(id, series)| {
-            let a = &series.all;
-            RouteView {
-                route: names.get(id.0 as usize).map_or_else(String::new, |n| n.to_string()),
-                count: a.count,
-                errors: a.errors,
-                error_rate: a.error_rate(),
-                slow: a.slow,
-                status: classes(a),
-                latency_ms: latency(a),
-                upstream_ms: split(&a.upstream),
-                overhead_ms: split(&a.overhead),
-                recent: figures(&series.recent(snap.now_epoch)),
-            }
+            let label = names.get(id.0 as usize).map_or_else(String::new, |n| n.to_string());
+            route_view(label, &series.all, &series.recent(snap.now_epoch))
         })
         .collect();
-    routes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.route.cmp(&b.route)));
+    sort_routes(&mut routes);
 
     let report = shared.health.report();
     let db = report.checks.iter().find(|(n, _)| n == "database").map(|(_, c)| c.clone());
@@ -292,25 +308,32 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
             pid: std::process::id(),
         },
         alerts: shared.alerts.firing().to_vec(),
+        scope: None,
+        instances: None,
     }
 }
 
 /// The total's window slots, oldest first.
 fn slots(snap: &Snapshot) -> Vec<SlotView> {
     let seconds = snap.slot.as_secs().max(1);
-    let ms = |st: &Stats<u32>, q: f64| if st.count == 0 { 0.0 } else { st.hist.value_at_quantile(q) as f64 / 1000.0 };
     snap.total
         .slots(snap.now_epoch)
         .into_iter()
-        .map(|(epoch, stats)| SlotView {
-            slot: epoch,
-            seconds,
-            ended_seconds_ago: (snap.now_epoch - epoch) * seconds,
-            count: stats.map_or(0, |s| s.count),
-            errors: stats.map_or(0, |s| s.errors),
-            p50_ms: stats.map_or(0.0, |s| ms(s, 0.5)),
-            p95_ms: stats.map_or(0.0, |s| ms(s, 0.95)),
-            p99_ms: stats.map_or(0.0, |s| ms(s, 0.99)),
-        })
+        .map(|(epoch, stats)| slot_view(epoch, seconds, (snap.now_epoch - epoch) * seconds, stats))
         .collect()
+}
+
+/// One window slot's entry (`None`: no traffic in it).
+pub fn slot_view<C: Counter>(slot: u64, seconds: u64, ago: u64, stats: Option<&Stats<C>>) -> SlotView {
+    let ms = |st: &Stats<C>, q: f64| if st.count == 0 { 0.0 } else { st.hist.value_at_quantile(q) as f64 / 1000.0 };
+    SlotView {
+        slot,
+        seconds,
+        ended_seconds_ago: ago,
+        count: stats.map_or(0, |s| s.count),
+        errors: stats.map_or(0, |s| s.errors),
+        p50_ms: stats.map_or(0.0, |s| ms(s, 0.5)),
+        p95_ms: stats.map_or(0.0, |s| ms(s, 0.95)),
+        p99_ms: stats.map_or(0.0, |s| ms(s, 0.99)),
+    }
 }

@@ -98,6 +98,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         .push(tokio::spawn(shared.alerts.clone().evaluate_periodically(shared.clone(), stopped(stop_rx.clone()))));
     background.push(tokio::spawn(crate::reload::on_sighup(shared.clone(), stopped(stop_rx.clone()))));
     background.push(tokio::spawn(shared.cache.clone().run(stopped(stop_rx.clone()))));
+    background.push(tokio::spawn(shared.cluster.clone().run(shared.clone(), stopped(stop_rx.clone()))));
     if let Some(db) = shared.database.clone() {
         let limit = shared.config.settings.database.slow_query_limit as usize;
         background.push(tokio::spawn(db.watch(limit, stopped(stop_rx.clone()))));

@@ -44,6 +44,8 @@ pub struct Shared {
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// OpenTelemetry spans, when an endpoint is configured.
     pub tracer: Option<Arc<crate::trace::Tracer>>,
+    /// The cluster view (publishing to Redis, when there is one).
+    pub cluster: Arc<crate::cluster::Cluster>,
     /// Set at SIGTERM: readiness answers 503 and every response closes its
     /// connection, while new connections are still served (`shutdown_delay_ms`).
     draining: std::sync::atomic::AtomicBool,
@@ -73,6 +75,11 @@ impl Shared {
                 .map_err(|e| tracing::error!(error = %e, "tracing: the exporter could not start; no spans"))
                 .ok()
         });
+        let cluster = crate::cluster::Cluster::new(
+            config.settings.cluster.instance.clone().unwrap_or_else(crate::cluster::default_instance),
+            Duration::from_millis(config.settings.cluster.publish_ms),
+            config.settings.redis_url.as_deref(),
+        );
         Arc::new(Shared {
             config,
             live,
@@ -86,6 +93,7 @@ impl Shared {
             admin_docs: SharedDocs::default(),
             access_log,
             tracer,
+            cluster,
             draining: Default::default(),
             started: Instant::now(),
         })

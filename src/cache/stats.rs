@@ -23,7 +23,7 @@ impl Counters {
 }
 
 /// The counters summed, for `/performance` (its `cache` section) and `/metrics`.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Answers from the cache, stale ones included.
     pub hits: u64,

@@ -45,6 +45,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub access_log: AccessLogSettings,
     pub tracing: TracingSettings,
+    pub cluster: ClusterSettings,
 }
 
 impl Default for Settings {
@@ -79,6 +80,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             access_log: AccessLogSettings::default(),
             tracing: TracingSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -113,6 +115,23 @@ impl Default for AccessLogSettings {
             include_query: false,
             buffer_lines: 16_384,
         }
+    }
+}
+
+/// The `[cluster]` table: the cluster view through Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// How often this instance publishes its figures (ms).
+    pub publish_ms: u64,
+    /// This instance's id (`PERFPROXY_INSTANCE`); default the hostname and pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings { publish_ms: 5_000, instance: None }
     }
 }
 

@@ -243,6 +243,12 @@ impl Config {
         fraction("access_log.sample", l.sample)?;
         in_range("access_log.buffer_lines", l.buffer_lines, 1, 1 << 24)?;
 
+        positive_ms("cluster.publish_ms", s.cluster.publish_ms)?;
+        if let Some(id) = &s.cluster.instance {
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::new("cluster.instance", format!("{id:?}"), "a non-empty id without spaces"));
+            }
+        }
         let tracing = crate::trace::Setup::resolve(&s.tracing, |k| std::env::var(k).ok())?;
 
         let d = &s.database;

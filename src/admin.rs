@@ -36,6 +36,8 @@ pub struct AdminPaths {
     /// The page, with this configuration's paths filled in.
     dashboard_html: String,
     metrics: String,
+    /// `/performance/history`.
+    history: String,
     health: String,
     live: String,
     ready: String,
@@ -55,6 +57,7 @@ impl AdminPaths {
             dashboard: format!("{}/dashboard", e.performance.trim_end_matches('/')),
             dashboard_html,
             metrics: e.metrics.clone(),
+            history: format!("{}/history", e.performance.trim_end_matches('/')),
             health: e.health.clone(),
             live: format!("{}/live", e.health.trim_end_matches('/')),
             ready: format!("{}/ready", e.health.trim_end_matches('/')),
@@ -66,7 +69,7 @@ impl AdminPaths {
     /// `/performance` (and its dashboard) or `/metrics`: the documents a
     /// storm of readers could make expensive.
     pub fn is_document(&self, path: &str) -> bool {
-        path == self.performance || path == self.dashboard || path == self.metrics
+        path == self.performance || path == self.dashboard || path == self.metrics || path == self.history
     }
 
     fn is_probe(&self, path: &str) -> bool {
@@ -81,7 +84,9 @@ impl AdminPaths {
             return true;
         }
         (admin_listener || self.on_proxy_listener)
-            && [&self.performance, &self.dashboard, &self.metrics, &self.purge].iter().any(|p| p.as_str() == path)
+            && [&self.performance, &self.dashboard, &self.metrics, &self.history, &self.purge]
+                .iter()
+                .any(|p| p.as_str() == path)
     }
 }
 
@@ -90,13 +95,27 @@ enum Endpoint {
     Performance,
     Dashboard,
     Metrics,
+    History,
     Health,
     Live,
     Ready,
 }
 
+/// An admin endpoint's answer: at once, or a history query (it reads the
+/// database: the caller awaits [`crate::history::query::answer`]).
+#[allow(clippy::large_enum_variant)] // returned once per admin request, never stored
+pub enum Reply {
+    Now(Response<ProxyBody>),
+    History,
+}
+
 /// Answers `req` if it is addressed to perfproxy itself.
-pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody>> {
+pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Reply> {
+    checked(client, req).map(|r| r.map_or(Reply::History, Reply::Now))
+}
+
+/// The endpoint's answer, `Some(None)` for a history query.
+fn checked<B>(client: &Client, req: &Request<B>) -> Option<Option<Response<ProxyBody>>> {
     let shared = &client.worker.shared;
     let p = &shared.admin_paths;
     let path = req.uri().path();
@@ -110,6 +129,8 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
         Endpoint::Dashboard
     } else if path == p.metrics {
         Endpoint::Metrics
+    } else if path == p.history {
+        Endpoint::History
     } else if path == p.health {
         Endpoint::Health
     } else if path == p.live {
@@ -117,20 +138,23 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
     } else if path == p.ready {
         Endpoint::Ready
     } else {
-        return client.admin_only.then(|| json_error(StatusCode::NOT_FOUND, "not_found", "not an admin endpoint"));
+        return client
+            .admin_only
+            .then(|| Some(json_error(StatusCode::NOT_FOUND, "not_found", "not an admin endpoint")));
     };
     if !p.owns(path, client.admin_only) {
         return None;
     }
     if !p.is_probe(path) && !client.admin_only && !may_read(client, req.headers()) {
-        return Some(forbidden());
+        return Some(Some(forbidden()));
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut resp = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET or HEAD");
         resp.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Some(resp);
+        return Some(Some(resp));
     }
-    Some(match endpoint {
+    Some(Some(match endpoint {
+        Endpoint::History => return Some(None),
         Endpoint::Performance => {
             let param = |name: &str| {
                 req.uri().query().and_then(|q| {
@@ -172,7 +196,7 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Response<ProxyBody
         Endpoint::Live => json(StatusCode::OK, br#"{"status":"live"}"#.to_vec()),
         Endpoint::Health => health(shared, false),
         Endpoint::Ready => health(shared, true),
-    })
+    }))
 }
 
 /// On the proxy listener: a peer in `endpoints.allow` (its socket address,

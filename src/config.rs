@@ -15,7 +15,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, Value
 
 pub use settings::{
     AccessLogSettings, AlertSettings, CacheRule, CacheSettings, ClusterSettings, DatabaseSettings, Endpoints,
-    HealthSettings, HttpCheck, RouteRule, Settings, TracingSettings,
+    HealthSettings, HistorySettings, HttpCheck, RouteRule, Settings, TracingSettings,
 };
 pub use validate::{Config, UpstreamAddr};
 

@@ -91,6 +91,11 @@ impl Database {
     }
 
     /// (maximum size, idle connections).
+    /// The pool, shared with the history writer.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     pub fn pool_status(&self) -> (usize, usize) {
         let s = self.pool.status();
         (s.max_size, s.available)

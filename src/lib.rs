@@ -27,6 +27,7 @@
 //! - [`error`]: `ProxyError` and the one place it becomes a 400/502/504.
 //! - [`cache`]: the two-layer response cache (memory in front of Redis), RFC 9111 policy, purge.
 //! - [`cluster`]: the cluster view: each instance's figures published to Redis, merged histograms.
+//! - [`history`]: per-minute rollups in PostgreSQL, `/performance/history`, the in-memory series.
 //! - [`routes`]: route patterns, path normalisation, the bounded label table.
 //! - [`metrics`] and [`prometheus`]: per-route HdrHistograms, the semantic-convention histogram
 //!   with its exemplars; `/metrics` in the classic format or OpenMetrics.
@@ -52,6 +53,7 @@ pub(crate) mod express;
 pub(crate) mod forward;
 pub(crate) mod headers;
 pub(crate) mod health;
+pub(crate) mod history;
 pub(crate) mod http1;
 pub(crate) mod metrics;
 pub(crate) mod performance;

@@ -214,6 +214,12 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
         MetricType::HISTOGRAM,
         semconv_durations(&snap.durations, &names),
     ));
+    families.push(family(
+        "perfproxy_history_rollups_dropped_total",
+        "Per-minute rollups dropped: the queue was full while the database was away",
+        MetricType::COUNTER,
+        vec![counter(&[], shared.history.dropped())],
+    ));
     let (exported, dropped) = shared.tracer.as_ref().map_or((0, 0), |t| t.counts());
     families.push(family(
         "perfproxy_trace_spans_exported_total",

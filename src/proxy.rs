@@ -60,8 +60,12 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
     if paths.is_document(req.uri().path()) && paths.owns(req.uri().path(), client.admin_only) {
         client.worker.document_pace.turn().await;
     }
-    if let Some(resp) = crate::admin::answer(client, &req) {
-        return resp;
+    match crate::admin::answer(client, &req) {
+        Some(crate::admin::Reply::Now(resp)) => return resp,
+        Some(crate::admin::Reply::History) => {
+            return crate::history::query::answer(&client.worker.shared, req.uri().query()).await
+        }
+        None => {}
     }
     let worker = &client.worker;
     // Dropped unanswered (hyper drops this future when the client leaves

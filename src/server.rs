@@ -99,6 +99,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     background.push(tokio::spawn(crate::reload::on_sighup(shared.clone(), stopped(stop_rx.clone()))));
     background.push(tokio::spawn(shared.cache.clone().run(stopped(stop_rx.clone()))));
     background.push(tokio::spawn(shared.cluster.clone().run(shared.clone(), stopped(stop_rx.clone()))));
+    background.push(tokio::spawn(shared.history.clone().run(shared.clone(), stopped(stop_rx.clone()))));
     if let Some(db) = shared.database.clone() {
         let limit = shared.config.settings.database.slow_query_limit as usize;
         background.push(tokio::spawn(db.watch(limit, stopped(stop_rx.clone()))));
@@ -163,6 +164,8 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     for task in background {
         let _ = task.await;
     }
+    // The workers are done: their last samples are merged.
+    shared.history.finish(&shared).await;
     if let Some(tracer) = shared.tracer.clone() {
         // The last spans, exported within 2 s at most.
         let _ = tokio::task::spawn_blocking(move || tracer.flush(Duration::from_secs(2))).await;

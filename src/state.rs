@@ -46,6 +46,8 @@ pub struct Shared {
     pub tracer: Option<Arc<crate::trace::Tracer>>,
     /// The cluster view (publishing to Redis, when there is one).
     pub cluster: Arc<crate::cluster::Cluster>,
+    /// Per-minute rollups (with a database), the in-memory series.
+    pub history: Arc<crate::history::History>,
     /// Set at SIGTERM: readiness answers 503 and every response closes its
     /// connection, while new connections are still served (`shutdown_delay_ms`).
     draining: std::sync::atomic::AtomicBool,
@@ -80,6 +82,12 @@ impl Shared {
             Duration::from_millis(config.settings.cluster.publish_ms),
             config.settings.redis_url.as_deref(),
         );
+        let history_on = config.settings.history.enabled.unwrap_or(true);
+        let history = crate::history::History::new(
+            cluster.instance.clone(),
+            config.settings.history.retention_days,
+            database.as_ref().filter(|_| history_on).map(|d| d.pool().clone()),
+        );
         Arc::new(Shared {
             config,
             live,
@@ -94,6 +102,7 @@ impl Shared {
             access_log,
             tracer,
             cluster,
+            history,
             draining: Default::default(),
             started: Instant::now(),
         })

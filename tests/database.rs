@@ -56,7 +56,11 @@ async fn migrate_applies_in_order_once() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        ["perfproxy: applied 001_pg_stat_statements", "perfproxy: applied 002_route_history"]
+        [
+            "perfproxy: applied 001_pg_stat_statements",
+            "perfproxy: applied 002_route_history",
+            "perfproxy: applied 003_route_history_histograms"
+        ]
     );
     let (code, out, _) = migrate(&url);
     assert_eq!(code, 0);
@@ -73,7 +77,7 @@ async fn migrate_applies_in_order_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, ["001_pg_stat_statements", "002_route_history"]);
+    assert_eq!(versions, ["001_pg_stat_statements", "002_route_history", "003_route_history_histograms"]);
     let ext = db.query_opt("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'", &[]).await.unwrap();
     assert!(ext.is_some());
     let indexes: Vec<String> = db
@@ -84,7 +88,7 @@ async fn migrate_applies_in_order_once() {
         .map(|r| r.get(0))
         .collect();
     assert!(indexes.iter().any(|i| i.contains("USING brin (minute)")), "{indexes:?}");
-    assert!(indexes.iter().any(|i| i.contains("(route, minute)")), "{indexes:?}");
+    assert!(indexes.iter().any(|i| i.contains("(route, minute, instance)")), "{indexes:?}");
     // Without a database: a configuration error.
     let out = Command::new(binary()).arg("migrate").env_remove("DATABASE_URL").output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -46,6 +46,7 @@ pub struct Settings {
     pub access_log: AccessLogSettings,
     pub tracing: TracingSettings,
     pub cluster: ClusterSettings,
+    pub history: HistorySettings,
 }
 
 impl Default for Settings {
@@ -81,6 +82,7 @@ impl Default for Settings {
             access_log: AccessLogSettings::default(),
             tracing: TracingSettings::default(),
             cluster: ClusterSettings::default(),
+            history: HistorySettings::default(),
         }
     }
 }
@@ -115,6 +117,22 @@ impl Default for AccessLogSettings {
             include_query: false,
             buffer_lines: 16_384,
         }
+    }
+}
+
+/// The `[history]` table: per-minute rollups in PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySettings {
+    /// Default: on when `DATABASE_URL` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    pub retention_days: u64,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings { enabled: None, retention_days: 7 }
     }
 }
 

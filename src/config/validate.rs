@@ -244,6 +244,7 @@ impl Config {
         in_range("access_log.buffer_lines", l.buffer_lines, 1, 1 << 24)?;
 
         positive_ms("cluster.publish_ms", s.cluster.publish_ms)?;
+        in_range("history.retention_days", s.history.retention_days, 1, 3650)?;
         if let Some(id) = &s.cluster.instance {
             if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(ConfigError::new("cluster.instance", format!("{id:?}"), "a non-empty id without spaces"));

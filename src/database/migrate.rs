@@ -9,6 +9,7 @@ use tokio_postgres::NoTls;
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("001_pg_stat_statements", include_str!("../../migrations/001_pg_stat_statements.sql")),
     ("002_route_history", include_str!("../../migrations/002_route_history.sql")),
+    ("003_route_history_histograms", include_str!("../../migrations/003_route_history_histograms.sql")),
 ];
 
 /// Serialises concurrent `migrate` runs (any constant; "perfproxy" in hex-ish).

@@ -189,7 +189,7 @@ async fn without_a_database_the_total_comes_from_memory() {
     }
     assert_eq!((doc["source"].as_str(), doc["step_seconds"].as_u64()), (Some("memory"), Some(1)), "{doc}");
     let n: u64 = doc["points"].as_array().unwrap().iter().map(|p| p["count"].as_u64().unwrap()).sum();
-    assert!(n >= 1 && n <= 10, "{doc}");
+    assert!((1..=10).contains(&n), "{doc}");
     let route = get(&format!("{base}?route=GET%20/x")).await;
     assert_eq!(route.status, 404, "per-route history needs the database: {}", route.text());
 }

@@ -369,6 +369,14 @@ impl Conn {
             // The upstream's share: to its failure.
             if let Some(r) = &mut recording {
                 r.upstream(sent, sent.elapsed());
+                match &outcome {
+                    Err(_) => r.upstream_failed("timeout"),
+                    Ok(Err(Failed::Upstream(e))) if e.status() == StatusCode::GATEWAY_TIMEOUT => {
+                        r.upstream_failed("timeout")
+                    }
+                    Ok(Err(Failed::Upstream(_) | Failed::Stale)) => r.upstream_failed("upstream_error"),
+                    _ => {}
+                }
             }
         }
         let (mut up, resp, took) = match outcome {

@@ -251,7 +251,8 @@ pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// line and its spans (when sampled) are sent then too.
 #[derive(Debug)]
 pub struct Recording {
-    recorder: std::rc::Rc<Recorder>,
+    /// `None` with monitoring off (the request may still be traced or logged).
+    recorder: Option<std::rc::Rc<Recorder>>,
     route: RouteId,
     started: Instant,
     status: u16,
@@ -294,6 +295,31 @@ impl Recording {
     pub fn split(&mut self, sent: Instant, took: Duration) {
         self.upstream(sent, took);
         self.overhead = sent.saturating_duration_since(self.started);
+    }
+
+    /// The upstream gave no answer (`why`: the span's `error.type`).
+    pub fn upstream_failed(&mut self, why: &'static str) {
+        if let Some((_, span)) = self.trace.as_mut().and_then(|t| t.span.as_mut()) {
+            span.upstream_error = Some(why);
+        }
+    }
+
+    /// A request for `route` has been read. With `recorder` (monitoring on)
+    /// it is counted; without, only traced or logged.
+    pub fn begin(recorder: Option<&std::rc::Rc<Recorder>>, route: RouteId) -> Recording {
+        if let Some(r) = recorder {
+            r.set_in_flight(1);
+        }
+        Recording {
+            recorder: recorder.cloned(),
+            route,
+            started: Instant::now(),
+            status: CLIENT_CLOSED_REQUEST,
+            upstream: None,
+            overhead: Duration::ZERO,
+            access: None,
+            trace: None,
+        }
     }
 
     /// The route it is recorded under.
@@ -379,7 +405,10 @@ impl Drop for Recording {
         if let Some(access) = self.access.take() {
             let (log, mut entry) = *access;
             (entry.status, entry.duration, entry.upstream) = (self.status, duration, self.upstream);
-            let slow = duration.as_micros() > u128::from(self.recorder.metrics.slow_micros.load(Ordering::Relaxed));
+            let slow = self
+                .recorder
+                .as_ref()
+                .is_some_and(|r| duration.as_micros() > u128::from(r.metrics.slow_micros.load(Ordering::Relaxed)));
             log.log(entry, slow);
         }
         let exemplar = self.trace.take().and_then(|t| t.span).map(|(tracer, mut record)| {
@@ -396,26 +425,13 @@ impl Drop for Recording {
             tracer.finish(Box::new(record));
             exemplar
         });
-        self.recorder.finish(self.route, self.status, self.started, split, exemplar);
+        if let Some(r) = &self.recorder {
+            r.finish(self.route, self.status, self.started, split, exemplar);
+        }
     }
 }
 
 impl Recorder {
-    /// A request for `route` has been read.
-    pub fn begin(self: &std::rc::Rc<Self>, route: RouteId) -> Recording {
-        self.set_in_flight(1);
-        Recording {
-            recorder: self.clone(),
-            route,
-            started: Instant::now(),
-            status: CLIENT_CLOSED_REQUEST,
-            upstream: None,
-            overhead: Duration::ZERO,
-            access: None,
-            trace: None,
-        }
-    }
-
     /// Its response is complete.
     fn finish(
         &self,

@@ -70,9 +70,9 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
     let worker = &client.worker;
     // Dropped unanswered (hyper drops this future when the client leaves
     // first), the recording says 499.
-    let mut recording = worker.recorder.as_ref().map(|r| {
+    let mut recording = worker.records().then(|| {
         let route = worker.shared.routes.resolve(req.method(), req.uri().path(), &mut worker.route_cache.borrow_mut());
-        let mut recording = r.begin(route);
+        let mut recording = Recording::begin(worker.recorder.as_ref(), route);
         if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
             let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             let label = worker.shared.routes.name(route);
@@ -98,9 +98,20 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
         begin_trace(client, tracer, recording, &mut req);
     }
     let had_body = !req.body().is_end_stream();
+    let sent = Instant::now();
     let resp = match forward(client, req).await {
         Ok(resp) => resp,
         Err(e) => {
+            // No response head from the upstream: its share is to the failure.
+            let why = match e.status() {
+                StatusCode::GATEWAY_TIMEOUT => Some("timeout"),
+                StatusCode::BAD_GATEWAY => Some("upstream_error"),
+                _ => None,
+            };
+            if let (Some(r), Some(why)) = (&mut recording, why) {
+                r.upstream(sent, sent.elapsed());
+                r.upstream_failed(why);
+            }
             match e.status() {
                 StatusCode::BAD_REQUEST => debug!(error = %e, "rejected request"),
                 _ => warn!(error = %e, "upstream failure"),
@@ -145,11 +156,11 @@ fn begin_trace(client: &Client, tracer: &Arc<Tracer>, recording: &mut Recording,
     if context.sampled {
         let label = client.worker.shared.routes.name(recording.route());
         let mut span = SpanRecord::new(context, recording.started(), req.method().clone(), label);
-        span.path = req.uri().path().into();
+        span.path = trace::clipped(req.uri().path(), 1024);
         let proto = headers.get(&headers::X_FORWARDED_PROTO).map(HeaderValue::as_bytes);
         span.scheme = trace::scheme(client.peer.trusted, proto);
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        span.host = host.or_else(|| req.uri().authority().map(|a| a.as_str())).unwrap_or("").into();
+        span.host = trace::clipped(host.or_else(|| req.uri().authority().map(|a| a.as_str())).unwrap_or(""), 256);
         span.client = client.ip.to_str().unwrap_or("").into();
         recording.trace(tracer.clone(), span);
     }

@@ -154,6 +154,11 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Whether requests are recorded: counted (monitoring), traced or logged.
+    pub fn records(&self) -> bool {
+        self.recorder.is_some() || self.shared.tracer.is_some() || self.shared.access_log.is_some()
+    }
+
     pub fn new(shared: Arc<Shared>) -> Rc<Worker> {
         let upstream = UpstreamPool::new(shared.config.upstream.clone(), shared.config.upstream_idle_timeout);
         let recorder = shared.metrics.enabled().then(|| Rc::new(shared.metrics.recorder()));

@@ -101,6 +101,8 @@ pub struct SpanRecord {
     pub redis: Option<(Duration, Duration, &'static str)>,
     /// The cache's outcome (`HIT`, `MISS`, …) or empty.
     pub cache: &'static str,
+    /// The upstream gave no answer: why (`error.type` on the upstream span).
+    pub upstream_error: Option<&'static str>,
 }
 
 impl SpanRecord {
@@ -122,6 +124,7 @@ impl SpanRecord {
             upstream: None,
             redis: None,
             cache: "",
+            upstream_error: None,
         }
     }
 }
@@ -141,6 +144,30 @@ pub fn scheme(trusted_peer: bool, sent_proto: Option<&[u8]>) -> &'static str {
         Some(p) if trusted_peer && p.eq_ignore_ascii_case(b"https") => "https",
         _ => "http",
     }
+}
+
+/// Whether `v` has the W3C `traceparent` shape: `vv-<32 hex>-<16 hex>-ff`,
+/// lowercase hex, version not `ff`, nothing more for version `00` (a later
+/// version may add `-…`). The SDK's parser is lenient about lengths and
+/// signs; ids are checked for zero by it.
+fn well_formed(v: &[u8]) -> bool {
+    let hex = |s: &[u8]| s.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    if v.len() < 55 || !hex(&v[..2]) || &v[..2] == b"ff" {
+        return false;
+    }
+    let dashes = v[2] == b'-' && v[35] == b'-' && v[52] == b'-';
+    let rest_ok = if &v[..2] == b"00" { v.len() == 55 } else { v.len() == 55 || v[55] == b'-' };
+    dashes && hex(&v[3..35]) && hex(&v[36..52]) && hex(&v[53..55]) && rest_ok
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary (span attributes
+/// from client input stay small while they wait for export).
+pub fn clipped(s: &str, max: usize) -> Box<str> {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].into()
 }
 
 /// One header's value as the propagator's carrier.
@@ -199,6 +226,7 @@ impl Tracer {
     pub fn begin(&self, traceparent: Option<&[u8]>) -> TraceContext {
         let random = crate::http1::random_u64;
         let parent = traceparent
+            .filter(|v| well_formed(v))
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(|v| self.propagator.extract_with_context(&Context::new(), &Carrier(v)))
             .filter(|cx| cx.span().span_context().is_valid());
@@ -238,12 +266,22 @@ impl Tracer {
         (self.counts.exported.load(Ordering::Relaxed), self.counts.dropped.load(Ordering::Relaxed))
     }
 
-    /// Exports what is queued, waiting at most `within` (at shutdown).
+    /// Exports what is queued, waiting at most `within` in all (at shutdown).
     pub fn flush(&self, within: Duration) {
+        let deadline = Instant::now() + within;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        if self.queue.send(Message::Flush(tx)).is_ok() {
-            let _ = rx.recv_timeout(within);
+        let mut message = Message::Flush(tx);
+        loop {
+            match self.queue.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    message = m;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => return,
+            }
         }
+        let _ = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
@@ -276,6 +314,8 @@ mod tests {
         assert!(tp.ends_with("-01"));
         assert_eq!(&tp[36..52], format!("{:016x}", u64::from_be_bytes(cx.upstream.to_bytes())));
         assert_ne!(cx.upstream, cx.server);
+        let future = t.begin(Some(b"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later-fields"));
+        assert_eq!(future.parent, cx.parent, "a later version's extra fields are allowed");
         let unsampled = t.begin(Some(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
         assert!(!unsampled.sampled && unsampled.traceparent().ends_with(b"-00"));
     }
@@ -288,6 +328,12 @@ mod tests {
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"00-1-2-01",
+            b"00-+bf92f3577b34da6a3ce929d0e0e4736-+0f067aa0ba902b7-01",
+            b"0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"0A-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
             b"garbage",
             b"\xff\xfe",
         ] {

@@ -217,3 +217,67 @@ async fn a_redis_lookup_has_its_span() {
     assert_eq!(redis.attr("perfproxy.cache.lookup").as_deref(), Some("miss"));
     assert_eq!(server.attr("perfproxy.cache").as_deref(), Some("MISS"));
 }
+
+#[tokio::test]
+async fn monitoring_off_still_traces_and_failures_mark_the_upstream_span() {
+    let rx = spawn_receiver().await;
+    let up = spawn_raw_upstream().await;
+    up.answer("/gone", RawAnswer::BytesThenClose(Vec::new()));
+    let cfg = config(&rx.url(), "");
+    let proxy = spawn_proxy(&up.url(), &["--config", &cfg, "--performance-monitoring-enabled", "false"]).await;
+
+    get(&proxy, "/fine", &format!("traceparent: 00-{CLIENT_TRACE}-{CLIENT_SPAN}-01\r\n")).await;
+    let tp = sent(&up, "/fine", "traceparent");
+    assert!(
+        tp.len() == 1 && tp[0].starts_with(&format!("00-{CLIENT_TRACE}-")) && !tp[0].contains(CLIENT_SPAN),
+        "{tp:?}"
+    );
+    spans_of(&rx, CLIENT_TRACE, 2).await;
+
+    // No answer from the upstream: the upstream span says why, with no status of its own.
+    let other = "0af7651916cd43dd8448eb211c80319c";
+    let resp = get(&proxy, "/gone", &format!("traceparent: 00-{other}-{CLIENT_SPAN}-01\r\n")).await;
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+    let spans = spans_of(&rx, other, 2).await;
+    let upstream = spans.iter().find(|s| s.span.name == "upstream").expect("an upstream span");
+    assert_eq!(upstream.attr("error.type").as_deref(), Some("upstream_error"));
+    assert_eq!(upstream.attr("http.response.status_code"), None);
+    assert_eq!(upstream.span.status.as_ref().map(|s| s.code), Some(2));
+
+    // A made-up method names no span.
+    let raw_req = format!(
+        "FOO1 /m/x HTTP/1.1\r\nHost: app\r\ntraceparent: 00-{third}-{CLIENT_SPAN}-01\r\nConnection: close\r\n\r\n",
+        third = "1af7651916cd43dd8448eb211c80319c"
+    );
+    raw(proxy.addr, raw_req.as_bytes(), Duration::from_millis(500)).await;
+    let spans = spans_of(&rx, "1af7651916cd43dd8448eb211c80319c", 1).await;
+    let server = spans.iter().find(|s| s.span.kind == 2).expect("a server span");
+    assert!(!server.span.name.contains("FOO1"), "{}", server.span.name);
+    assert_eq!(server.attr("http.request.method").as_deref(), Some("_OTHER"));
+    assert_eq!(server.attr("http.request.method_original").as_deref(), Some("FOO1"));
+}
+
+#[tokio::test]
+async fn a_cached_answer_never_replays_another_requests_trace_fields() {
+    let rx = spawn_receiver().await;
+    let up = spawn_raw_upstream().await;
+    let page = format!("/traced-page/{}", fastrand::u64(..));
+    up.answer(
+        &page,
+        RawAnswer::Bytes(
+            format!(
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\ntraceresponse: 00-{CLIENT_TRACE}-{CLIENT_SPAN}-01\r\n\
+                 tracestate: up=1\r\nContent-Length: 2\r\n\r\nok"
+            )
+            .into_bytes(),
+        ),
+    );
+    let cfg = config(&rx.url(), "[cache]\nenabled = true\n");
+    let proxy = spawn_proxy(&up.url(), &["--config", &cfg]).await;
+    let first = get(&proxy, &page, "").await;
+    assert!(first.contains("traceresponse"), "the fetching request gets its own: {first}");
+    let second = get(&proxy, &page, "").await;
+    assert!(second.to_ascii_lowercase().contains("x-cache: hit"), "{second}");
+    let lower = second.to_ascii_lowercase();
+    assert!(!lower.contains("traceresponse") && !lower.contains("tracestate"), "replayed: {second}");
+}

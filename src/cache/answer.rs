@@ -16,13 +16,18 @@ pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// Fields every answer gets anew: never stored with an entry (`Date` is
-/// stored, to date it, and replaced when served).
+/// stored, to date it, and replaced when served). The W3C trace fields an
+/// upstream may echo (`traceresponse`, `traceparent`, `tracestate`) belong
+/// to the request that fetched the entry, never to another client's.
 pub fn per_request(name: &HeaderName) -> bool {
     name == header::AGE
         || name == crate::headers::SERVER_TIMING
         || name == X_CACHE
         || name == CACHE_STATUS
         || name == crate::headers::X_REQUEST_ID
+        || name == crate::trace::TRACEPARENT
+        || name.as_str() == "traceresponse"
+        || name.as_str() == "tracestate"
 }
 
 /// Why a request went forward (RFC 9211 `fwd`).

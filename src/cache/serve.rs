@@ -236,7 +236,11 @@ impl Ctx {
         }
         let request_time = SystemTime::now();
         let generation = self.cache().generation();
+        let sent = std::time::Instant::now();
         let result = forward::exchange(&self.client, Request::from_parts(parts, body)).await;
+        // For the answers built from the entry (a 304, stale on error): the
+        // upstream's share, and its span.
+        let went_upstream = forward::UpstreamTime { sent, took: sent.elapsed() };
         let response_time = SystemTime::now();
         let stale_ok = |e: &Entry| {
             !e.lifetime.must_revalidate && e.staleness(response_time).is_none_or(|s| s <= e.lifetime.stale_if_error)
@@ -263,15 +267,20 @@ impl Ctx {
                 };
                 let mut resp = answer(&entry, &client_headers, self.head, Outcome::Hit);
                 resp.headers_mut().insert(CACHE_STATUS.clone(), Fwd::Stale.value(stored));
+                resp.extensions_mut().insert(went_upstream);
                 Ok(resp)
             }
             (Ok(up), Some(e)) if up.parts.status.is_server_error() && stale_ok(&e) => {
                 drop(up);
-                Ok(self.serve_stale(&e, &client_headers))
+                let mut resp = self.serve_stale(&e, &client_headers);
+                resp.extensions_mut().insert(went_upstream);
+                Ok(resp)
             }
             (Err(err), Some(e)) if err.status().is_server_error() && stale_ok(&e) => {
                 tracing::debug!(error = %err, "upstream failed: serving stale");
-                Ok(self.serve_stale(&e, &client_headers))
+                let mut resp = self.serve_stale(&e, &client_headers);
+                resp.extensions_mut().insert(went_upstream);
+                Ok(resp)
             }
             (Ok(up), _) => {
                 let fetched = Fetched { request_time, response_time, generation, fwd };
@@ -354,6 +363,10 @@ impl Ctx {
         *req.method_mut() = Method::GET;
         *req.uri_mut() = parts.uri.clone();
         *req.headers_mut() = parts.headers.clone();
+        // Not the triggering request's trace: its spans end before this
+        // refresh does, and the upstream would name a parent never exported.
+        req.headers_mut().remove(&crate::trace::TRACEPARENT);
+        req.headers_mut().remove("tracestate");
         let (parts, ()) = req.into_parts();
         let mut ctx = self.clone();
         ctx.head = false;

@@ -8,15 +8,17 @@ use crate::metrics::Recording;
 use crate::trace::{self, SpanRecord};
 
 impl Conn {
-    /// The request's recording, begun (when monitoring is on), with its
-    /// access-log line when the log is on and samples it (the request id
-    /// set first).
+    /// The request's recording, begun (when monitoring, tracing or the
+    /// access log is on), with its access-log line when the log samples it
+    /// (the request id set first) and its trace.
     pub(super) fn begin_recording(&self) -> Option<Recording> {
         let worker = self.client.worker.clone();
-        let recorder = worker.recorder.as_ref()?;
+        if !worker.records() {
+            return None;
+        }
         let (head, buf) = (&self.head, &self.buf[..]);
         let route = worker.shared.routes.resolve(&head.method, head.path(), &mut worker.route_cache.borrow_mut());
-        let mut recording = recorder.begin(route);
+        let mut recording = Recording::begin(worker.recorder.as_ref(), route);
         if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
             let client = self.client.ip.to_str().unwrap_or("");
             let label = worker.shared.routes.name(route);
@@ -34,9 +36,9 @@ impl Conn {
                 let forwarded = head.forwarded(buf, self.client.peer.trusted);
                 let label = worker.shared.routes.name(route);
                 let mut span = SpanRecord::new(context, recording.started(), head.method.clone(), label);
-                span.path = head.path().into();
+                span.path = trace::clipped(head.path(), 1024);
                 span.scheme = trace::scheme(true, Some(forwarded.proto));
-                span.host = head.host().into();
+                span.host = trace::clipped(head.host(), 256);
                 span.client = self.client.ip.to_str().unwrap_or("").into();
                 recording.trace(tracer.clone(), span);
             }

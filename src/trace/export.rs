@@ -41,14 +41,27 @@ pub struct Setup {
 
 const ENDPOINT_VARS: [&str; 2] = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"];
 
+/// An `http://` URL with a host and a valid port, no query: this build
+/// exports without TLS (send to a collector or agent beside perfproxy).
 fn http_url(key: &str, value: &str) -> Result<(), ConfigError> {
-    let ok = value
-        .parse::<http::Uri>()
-        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some());
+    let ok = value.parse::<http::Uri>().is_ok_and(|u| {
+        u.scheme_str() == Some("http")
+            && u.host().is_some_and(|h| !h.is_empty())
+            && u.authority().is_some_and(|a| {
+                // `Authority::port` reads an out-of-range port as none: check the text.
+                let after_host = a.as_str().rsplit_once(']').map_or(a.as_str(), |(_, rest)| rest);
+                after_host.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_ok_and(|p| p > 0))
+            })
+            && u.query().is_none()
+    });
     if ok {
         Ok(())
     } else {
-        Err(ConfigError::new(key, format!("{value:?}"), "an http:// or https:// URL"))
+        Err(ConfigError::new(
+            key,
+            format!("{value:?}"),
+            "an http:// URL with a host, no query (no TLS: use a local collector)",
+        ))
     }
 }
 
@@ -113,19 +126,26 @@ impl Setup {
         }
         let endpoint =
             if from_env { None } else { t.endpoint.as_ref().map(|e| format!("{}/v1/traces", e.trim_end_matches('/'))) };
+        if t.service_name.as_deref() == Some("") {
+            return Err(ConfigError::new("tracing.service_name", "\"\"", "a non-empty name"));
+        }
+        // The environment before the file: the variable, then the resource
+        // attributes' `service.name`, then the key.
         let service_name = var("OTEL_SERVICE_NAME")
-            .or_else(|| t.service_name.clone())
             .or_else(|| {
                 let attrs = var("OTEL_RESOURCE_ATTRIBUTES")?;
                 attrs.split(',').find_map(|kv| kv.trim().strip_prefix("service.name=").map(str::to_string))
             })
+            .or_else(|| t.service_name.clone())
             .unwrap_or_else(|| "perfproxy".to_string());
+        // A ratio: the variable's argument, else the file's.
+        let arg = match var("OTEL_TRACES_SAMPLER_ARG") {
+            Some(a) => Some(ratio("OTEL_TRACES_SAMPLER_ARG", &a)?),
+            None => t.sample_ratio,
+        };
         let sampler = match var("OTEL_TRACES_SAMPLER") {
-            Some(name) => sampler(&name, var("OTEL_TRACES_SAMPLER_ARG"))?,
-            None => {
-                let root = t.sample_ratio.map_or(Sampler::AlwaysOn, Sampler::TraceIdRatioBased);
-                Sampler::ParentBased(Box::new(root))
-            }
+            Some(name) => sampler(&name, arg)?,
+            None => Sampler::ParentBased(Box::new(arg.map_or(Sampler::AlwaysOn, Sampler::TraceIdRatioBased))),
         };
         Ok(Some(Setup {
             endpoint,
@@ -156,19 +176,16 @@ impl Setup {
     }
 }
 
-/// `OTEL_TRACES_SAMPLER` and its argument, as the specification names them.
-fn sampler(name: &str, arg: Option<String>) -> Result<Sampler, ConfigError> {
-    let arg = || match &arg {
-        Some(a) => ratio("OTEL_TRACES_SAMPLER_ARG", a),
-        None => Ok(1.0),
-    };
+/// `OTEL_TRACES_SAMPLER` and its ratio (default 1), as the specification names them.
+fn sampler(name: &str, arg: Option<f64>) -> Result<Sampler, ConfigError> {
+    let ratio = arg.unwrap_or(1.0);
     Ok(match name.trim() {
         "always_on" => Sampler::AlwaysOn,
         "always_off" => Sampler::AlwaysOff,
-        "traceidratio" => Sampler::TraceIdRatioBased(arg()?),
+        "traceidratio" => Sampler::TraceIdRatioBased(ratio),
         "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
         "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-        "parentbased_traceidratio" => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(arg()?))),
+        "parentbased_traceidratio" => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))),
         other => {
             return Err(ConfigError::new(
                 "OTEL_TRACES_SAMPLER",
@@ -312,14 +329,22 @@ fn span_data(r: &SpanRecord, scope: &InstrumentationScope, id: SpanId, kind: Spa
 }
 
 /// A record's spans: the server span, then its children.
+/// The methods the semantic conventions know; others are `_OTHER`.
+const KNOWN_METHODS: [&str; 10] =
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"];
+
 fn spans(r: &SpanRecord, scope: &InstrumentationScope, upstream: &Peer) -> Vec<SpanData> {
-    let method = r.method.as_str().to_string();
+    let original = r.method.as_str();
+    let known = KNOWN_METHODS.contains(&original);
+    // A client's made-up method names no span (their number is the client's to choose).
+    let method = if known { original.to_string() } else { "_OTHER".to_string() };
+    let span_method = if known { original } else { "HTTP" };
     let (_, template) = r.route.split_once(' ').unwrap_or(("", &r.route));
     let template = template.starts_with('/').then(|| template.to_string());
     let mut server = span_data(r, scope, r.context.server, SpanKind::Server);
     server.name = match &template {
-        Some(t) => format!("{method} {t}").into(),
-        None => method.clone().into(),
+        Some(t) => format!("{span_method} {t}").into(),
+        None => span_method.to_string().into(),
     };
     server.parent_span_id = r.context.parent.unwrap_or(SpanId::INVALID);
     server.parent_span_is_remote = r.context.parent.is_some();
@@ -335,6 +360,9 @@ fn spans(r: &SpanRecord, scope: &InstrumentationScope, upstream: &Peer) -> Vec<S
     ];
     if let Some(t) = template {
         attrs.push(KeyValue::new("http.route", t));
+    }
+    if !known {
+        attrs.push(KeyValue::new("http.request.method_original", original.to_string()));
     }
     if let Some(p) = port {
         attrs.push(KeyValue::new("server.port", i64::from(p)));
@@ -357,8 +385,21 @@ fn spans(r: &SpanRecord, scope: &InstrumentationScope, upstream: &Peer) -> Vec<S
             KeyValue::new("server.address", upstream.host.clone()),
             KeyValue::new("server.port", i64::from(upstream.port)),
             KeyValue::new("url.path", r.path.to_string()),
-            KeyValue::new("http.response.status_code", i64::from(r.status)),
         ];
+        match r.upstream_error {
+            // No answer: the status is perfproxy's own, not the upstream's.
+            Some(why) => {
+                up.attributes.push(KeyValue::new("error.type", why));
+                up.status = Status::error("");
+            }
+            None => {
+                up.attributes.push(KeyValue::new("http.response.status_code", i64::from(r.status)));
+                if r.status >= 500 {
+                    up.attributes.push(KeyValue::new("error.type", r.status.to_string()));
+                    up.status = Status::error("");
+                }
+            }
+        }
         out.push(up);
     }
     if let Some((from, took, outcome)) = r.redis {
@@ -440,8 +481,18 @@ mod tests {
         assert_eq!(named(&[("OTEL_BSP_MAX_QUEUE_SIZE", "0")]), "OTEL_BSP_MAX_QUEUE_SIZE");
         let bad = TracingSettings { sample_ratio: Some(1.5), ..Default::default() };
         assert_eq!(resolve(bad, &[]).expect_err("invalid").key, "tracing.sample_ratio");
-        let bad = TracingSettings { endpoint: Some("ftp://x".into()), ..Default::default() };
-        assert_eq!(resolve(bad, &[]).expect_err("invalid").key, "tracing.endpoint");
+        for endpoint in ["ftp://x", "https://collector:4318", "http://h:99999", "http://h/otlp?x=1", "collector"] {
+            let bad = TracingSettings { endpoint: Some(endpoint.into()), ..Default::default() };
+            assert_eq!(resolve(bad, &[]).expect_err(endpoint).key, "tracing.endpoint");
+        }
+        // The environment wins over the file, argument by argument.
+        let ratio = TracingSettings { sample_ratio: Some(0.0), ..file.clone() };
+        let s = resolve(ratio.clone(), &[("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")]).expect("valid");
+        assert!(format!("{:?}", s.expect("on").sampler).contains("TraceIdRatioBased(0.0)"), "the file's ratio");
+        let s = resolve(ratio, &[("OTEL_TRACES_SAMPLER_ARG", "0.5")]).expect("valid");
+        assert!(format!("{:?}", s.expect("on").sampler).contains("TraceIdRatioBased(0.5)"), "the variable's ratio");
+        let s = resolve(file.clone(), &[("OTEL_RESOURCE_ATTRIBUTES", "service.name=attrs")]).expect("valid");
+        assert_eq!(s.expect("on").service_name, "attrs", "the environment's resource attributes beat the file");
         let attrs = [("OTEL_RESOURCE_ATTRIBUTES", "team=core, service.name=checkout"), ENDPOINT_ENV];
         let s = resolve(TracingSettings::default(), &attrs).expect("valid").expect("on");
         assert_eq!(s.service_name, "checkout");

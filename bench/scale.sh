@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# What perfproxy's resources cost as what it holds grows, next to nginx's
+# where nginx has an equivalent:
+#   - idle keep-alive client connections (1k, 4k, 10k), each after one
+#     request: RSS per connection, perfproxy and nginx proxy_pass;
+#   - routes in use (1k, 10k, with max_routes = 10000): RSS, and the time to
+#     receive /performance to its last byte;
+#   - memory-cache entries (10k, 100k): RSS per entry.
+#
+#   bench/scale.sh                      # this tree's release build
+#   BIN=/tmp/perfproxy-before bench/scale.sh
+#   ONLY=connections bench/scale.sh     # one part: connections, routes, cache
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UP_PORT=${UP_PORT:-18580}
+NGX_PORT=${NGX_PORT:-18581}
+PP_PORT=${PP_PORT:-18582}
+ONLY=${ONLY:-}
+command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
+if [ -z "${BIN:-}" ]; then cargo build --release --quiet; BIN=target/release/perfproxy; fi
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+work=$(mktemp -d /tmp/perfproxy-scale.XXXXXX)
+chmod 755 "$work"; mkdir -p "$work/root/bench"
+head -c 1024 /dev/zero | tr '\0' 'x' > "$work/root/bench/1k.bin"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for f in up ngx; do [ -f "$work/$f.pid" ] && kill "$(cat "$work/$f.pid")" 2>/dev/null || true; done
+  sleep 0.3; rm -rf "$work"
+}
+trap cleanup EXIT
+
+cat > "$work/up.conf" <<NGX
+worker_processes 1; daemon on; pid $work/up.pid; error_log $work/up.err;
+events { worker_connections 32768; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  server { listen 127.0.0.1:$UP_PORT backlog=8192; root $work/root;
+    location /c/ { add_header Cache-Control "max-age=3600"; return 200 "cached"; }
+    location /r/ { return 200 "route"; } } }
+NGX
+# nginx as the proxy beside perfproxy: one worker, its RSS measured.
+cat > "$work/ngx.conf" <<NGX
+worker_processes 1; daemon on; pid $work/ngx.pid; error_log $work/ngx.err;
+events { worker_connections 32768; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  upstream backend { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  server { listen 127.0.0.1:$NGX_PORT backlog=8192;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGX
+nginx -c "$work/up.conf"
+
+cat > "$work/idle.py" <<'PY'
+import socket, sys, time
+port, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+conns = []
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(65536)
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    length = next(int(l.split(b":", 1)[1]) for l in head.split(b"\r\n")[1:] if l.lower().startswith(b"content-length:"))
+    while len(rest) < length:
+        rest += s.recv(65536)
+    conns.append(s)
+print("ready", flush=True)
+sys.stdin.readline()
+PY
+cat > "$work/many.py" <<'PY'
+# One request each to n distinct paths (prefix + a letters-only name, so
+# every path is its own route), over one keep-alive connection.
+import socket, sys
+port, n, prefix = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def name(i):
+    s = ""
+    while True:
+        s = chr(97 + i % 26) + s
+        i //= 26
+        if i == 0:
+            return s
+s = socket.create_connection(("127.0.0.1", port))
+buf = b""
+for i in range(n):
+    s.sendall(f"GET {prefix}{name(i)} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(65536)
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    length = next(int(l.split(b":", 1)[1]) for l in head.split(b"\r\n")[1:] if l.lower().startswith(b"content-length:"))
+    while len(buf) < length:
+        buf += s.recv(65536)
+    buf = buf[length:]
+PY
+
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/$2" && return; sleep 0.1; done; }
+start_pp() {
+  RUST_LOG=warn "$BIN" --listen "127.0.0.1:$PP_PORT" --upstream "http://127.0.0.1:$UP_PORT" --config "$1" >/dev/null 2>&1 &
+  pp=$!; pids+=("$pp"); wait_up "$PP_PORT" health/live
+}
+stop_pp() { kill "$pp"; wait "$pp" 2>/dev/null || true; }
+# RSS growth (KiB) of process $1 while n idle connections to port $2 are open.
+idle_growth() {
+  local pid=$1 port=$2 n=$3 before after
+  before=$(rss "$pid")
+  coproc IDLE { python3 "$work/idle.py" "$port" "$n" /bench/1k.bin; }
+  read -r _ <&"${IDLE[0]}"
+  sleep 0.5; after=$(rss "$pid")
+  echo >&"${IDLE[1]}"; wait "$IDLE_PID" 2>/dev/null || true
+  echo $((after - before))
+}
+
+printf 'header_read_timeout_ms = 300000\nmax_connections = 20000\n' > "$work/idle.toml"
+if [ -z "$ONLY" ] || [ "$ONLY" = connections ]; then
+  echo "== idle keep-alive client connections (one request each, then idle)"
+  printf '%-8s %22s %22s\n' conns "perfproxy B/conn" "nginx B/conn"
+  for n in 1000 4000 10000; do
+    start_pp "$work/idle.toml"
+    pg=$(idle_growth "$pp" "$PP_PORT" "$n")
+    stop_pp
+    nginx -c "$work/ngx.conf"; sleep 0.3
+    worker=$(pgrep -P "$(cat "$work/ngx.pid")" | head -1)
+    wait_up "$NGX_PORT" bench/1k.bin
+    ng=$(idle_growth "$worker" "$NGX_PORT" "$n")
+    kill "$(cat "$work/ngx.pid")"; sleep 0.5
+    printf '%-8s %22s %22s\n' "$n" "$((pg * 1024 / n))" "$((ng * 1024 / n))"
+  done
+fi
+
+if [ -z "$ONLY" ] || [ "$ONLY" = routes ]; then
+  echo "== routes in use (max_routes = 10000); /performance timed to its last byte (median of 5)"
+  printf 'max_routes = 10000\n' > "$work/routes.toml"
+  printf '%-8s %12s %18s\n' routes "RSS MiB" "/performance ms"
+  for n in 1000 10000; do
+    start_pp "$work/routes.toml"
+    python3 "$work/many.py" "$PP_PORT" "$n" /r/
+    sleep 0.3
+    times=$(for _ in 1 2 3 4 5; do curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$PP_PORT/performance"; sleep 0.1; done | sort -n | sed -n 3p)
+    printf '%-8s %12s %18s\n' "$n" "$(awk -v k="$(rss "$pp")" 'BEGIN {printf "%.1f", k / 1024}')" "$(awk -v t="$times" 'BEGIN {printf "%.1f", t * 1000}')"
+    stop_pp
+  done
+fi
+
+if [ -z "$ONLY" ] || [ "$ONLY" = cache ]; then
+  echo "== memory-cache entries (cache.memory_bytes = 256 MiB; 6-byte bodies)"
+  printf '[cache]\nenabled = true\nmemory_bytes = 268435456\n' > "$work/cache.toml"
+  printf '%-8s %14s %14s\n' entries "RSS growth MiB" "B/entry"
+  for n in 10000 100000; do
+    start_pp "$work/cache.toml"
+    before=$(rss "$pp")
+    python3 "$work/many.py" "$PP_PORT" "$n" /c/
+    sleep 0.5; after=$(rss "$pp")
+    printf '%-8s %14s %14s\n' "$n" "$(awk -v k=$((after - before)) 'BEGIN {printf "%.1f", k / 1024}')" "$(((after - before) * 1024 / n))"
+    stop_pp
+  done
+fi

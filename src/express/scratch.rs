@@ -28,6 +28,7 @@ const SCRATCH_KEPT: usize = 64;
 /// A worker's spare [`Scratch`] sets, read buffers and parsed heads (whose
 /// field lists and texts keep their capacity).
 #[derive(Debug, Default)]
+#[allow(clippy::vec_box)] // heads are lent as boxes: kept boxed, none reallocated
 pub struct ScratchPool(RefCell<Vec<Scratch>>, RefCell<Vec<BytesMut>>, RefCell<Vec<Box<RequestHead>>>);
 
 impl ScratchPool {

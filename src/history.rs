@@ -317,7 +317,7 @@ impl History {
 
     /// Adds the window's completed slots to the in-memory series.
     fn keep_memory_series(&self, shared: &Shared) {
-        let snap = shared.metrics.snapshot(None);
+        let snap = shared.metrics.snapshot_total();
         let secs = snap.slot.as_secs().max(1);
         self.slot_seconds.store(secs, Ordering::Relaxed);
         let now = epoch_secs(SystemTime::now());

@@ -199,8 +199,17 @@ impl Metrics {
         }
     }
 
+    /// Flushes, then copies the total only (no route is copied).
+    pub fn snapshot_total(&self) -> Snapshot {
+        self.snapshot_where(|_| false)
+    }
+
     /// Flushes, then copies the aggregate (optionally one route only).
     pub fn snapshot(&self, only: Option<RouteId>) -> Snapshot {
+        self.snapshot_where(|id| only.is_none_or(|r| r == id))
+    }
+
+    fn snapshot_where(&self, keep: impl Fn(RouteId) -> bool) -> Snapshot {
         self.flush();
         let in_flight = lock(&self.shards).iter().map(|s| s.in_flight.load(Ordering::Relaxed)).sum();
         let agg = lock(&self.aggregate);
@@ -208,7 +217,7 @@ impl Metrics {
             .routes
             .iter()
             .enumerate()
-            .filter(|(i, s)| s.all.count > 0 && only.is_none_or(|r| r.0 as usize == *i))
+            .filter(|(i, s)| s.all.count > 0 && keep(RouteId(*i as u32)))
             .map(|(i, s)| (RouteId(i as u32), s.clone()))
             .collect();
         Snapshot {

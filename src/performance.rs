@@ -192,8 +192,9 @@ fn split<C: Counter>(p: &crate::metrics::Part<C>) -> Option<Split> {
     if p.count == 0 {
         return None;
     }
-    let q = |q: f64| ms(p.hist.value_at_quantile(q) as f64);
-    Some(Split { p50: q(0.5), p90: q(0.9), p95: q(0.95), p99: q(0.99), max: ms(p.hist.max() as f64) })
+    let h = p.hist.as_ref()?;
+    let q = |q: f64| ms(h.value_at_quantile(q) as f64);
+    Some(Split { p50: q(0.5), p90: q(0.9), p95: q(0.95), p99: q(0.99), max: ms(h.max() as f64) })
 }
 
 fn classes<C: Counter>(s: &Stats<C>) -> Classes {
@@ -241,11 +242,7 @@ pub fn sort_routes(routes: &mut [RouteView]) {
 pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
     let only = route.map(|r| shared.routes.id_of(r));
     let snap: Snapshot = match only {
-        Some(None) => {
-            let mut s = shared.metrics.snapshot(None);
-            s.routes.clear();
-            s
-        }
+        Some(None) => shared.metrics.snapshot_total(),
         Some(Some(id)) => shared.metrics.snapshot(Some(id)),
         None => shared.metrics.snapshot(None),
     };

@@ -66,18 +66,18 @@ fn gauge(pairs: &[(&str, &str)], v: f64) -> Metric {
 
 /// A histogram in seconds from one in µs: cumulative counts per [`BUCKETS`].
 fn histogram<C: Counter>(pairs: &[(&str, &str)], s: &Stats<C>) -> Metric {
-    seconds(pairs, &s.hist, s.count, s.sum_micros)
+    seconds(pairs, Some(&s.hist), s.count, s.sum_micros)
 }
 
 /// A histogram in seconds from `hist` (µs), `count` samples summing `sum_micros`.
 fn seconds<C: Counter>(
     pairs: &[(&str, &str)],
-    hist: &hdrhistogram::Histogram<C>,
+    hist: Option<&hdrhistogram::Histogram<C>>,
     count: u64,
     sum_micros: u64,
 ) -> Metric {
     let mut per_bucket = [0u64; BUCKETS.len()];
-    for v in hist.iter_recorded() {
+    for v in hist.into_iter().flat_map(|h| h.iter_recorded()) {
         let secs = v.value_iterated_to() as f64 / 1e6;
         if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
             per_bucket[i] += v.count_at_value().as_u64();
@@ -186,13 +186,13 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
             "perfproxy_upstream_duration_seconds",
             "The upstream's share: request sent upstream to response head read (cache hits have none)",
             MetricType::HISTOGRAM,
-            per_route(&|r, s| seconds(&[("route", r)], &s.upstream.hist, s.upstream.count, s.upstream.sum_micros)),
+            per_route(&|r, s| seconds(&[("route", r)], s.upstream.hist.as_ref(), s.upstream.count, s.upstream.sum_micros)),
         ),
         family(
             "perfproxy_proxy_overhead_seconds",
             "perfproxy's own share: the request's time less the upstream's and the body's transfer",
             MetricType::HISTOGRAM,
-            per_route(&|r, s| seconds(&[("route", r)], &s.overhead.hist, s.overhead.count, s.overhead.sum_micros)),
+            per_route(&|r, s| seconds(&[("route", r)], s.overhead.hist.as_ref(), s.overhead.count, s.overhead.sum_micros)),
         ),
         family(
             "perfproxy_access_log_dropped_total",

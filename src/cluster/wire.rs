@@ -78,7 +78,11 @@ fn decode(text: &str, sigfig: u8) -> Histogram<u64> {
 
 impl Wire {
     fn of<C: Counter>(s: &Stats<C>, split: bool) -> Wire {
-        let part = |p: &Part<C>| WirePart { count: p.count, sum_micros: p.sum_micros, hist: encode(&p.hist) };
+        let part = |p: &Part<C>| WirePart {
+            count: p.count,
+            sum_micros: p.sum_micros,
+            hist: p.hist.as_ref().map(encode).unwrap_or_default(),
+        };
         Wire {
             count: s.count,
             errors: s.errors,
@@ -95,8 +99,8 @@ impl Wire {
     /// Adds these figures into `into`.
     pub fn add_to(&self, into: &mut Stats, sigfig: u8) {
         let part = |p: &Option<WirePart>| match p {
-            Some(p) => Part { count: p.count, sum_micros: p.sum_micros, hist: decode(&p.hist, sigfig) },
-            None => Stats::<u64>::new(sigfig).upstream,
+            Some(p) => Part::of(p.count, p.sum_micros, Some(decode(&p.hist, sigfig)), sigfig),
+            None => Part::new(sigfig),
         };
         let mut s = Stats::new(sigfig);
         (s.count, s.errors, s.slow, s.status) = (self.count, self.errors, self.slow, self.status);

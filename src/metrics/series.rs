@@ -26,41 +26,57 @@ pub struct Stats<C: Counter = u64> {
 }
 
 /// One share of the requests' time: a histogram (µs) and its exact sum.
+/// The histogram is made on the first value (window slots and routes
+/// answered only from the cache never need one).
 #[derive(Debug, Clone)]
 pub struct Part<C: Counter = u64> {
     pub count: u64,
     pub sum_micros: u64,
-    pub hist: Histogram<C>,
+    pub hist: Option<Histogram<C>>,
+    sigfig: u8,
+}
+
+fn histogram<C: Counter>(sigfig: u8) -> Histogram<C> {
+    // 1 µs .. 1 h, auto-resizing from a small array as larger values arrive.
+    let mut hist = Histogram::new(sigfig).expect("1 to 3 significant digits are supported");
+    hist.auto(true);
+    hist
 }
 
 impl<C: Counter> Part<C> {
-    fn new(sigfig: u8) -> Part<C> {
-        let mut hist = Histogram::new(sigfig).expect("1 to 3 significant digits are supported");
-        hist.auto(true);
-        Part { count: 0, sum_micros: 0, hist }
+    pub fn new(sigfig: u8) -> Part<C> {
+        Part { count: 0, sum_micros: 0, hist: None, sigfig }
+    }
+
+    /// A share with these figures.
+    pub fn of(count: u64, sum_micros: u64, hist: Option<Histogram<C>>, sigfig: u8) -> Part<C> {
+        Part { count, sum_micros, hist, sigfig }
     }
 
     fn record(&mut self, micros: u32) {
         let v = u64::from(micros).clamp(1, 3_600_000_000);
         self.count += 1;
         self.sum_micros += v;
-        if self.hist.record(v).is_err() {
-            self.hist.saturating_record(v);
+        let hist = self.hist.get_or_insert_with(|| histogram(self.sigfig));
+        if hist.record(v).is_err() {
+            hist.saturating_record(v);
         }
     }
 
     fn add(&mut self, other: &Part<C>) {
         self.count += other.count;
         self.sum_micros += other.sum_micros;
-        self.hist.add(&other.hist).expect("auto-resizing histograms accept any values");
+        if let Some(h) = &other.hist {
+            let sigfig = self.sigfig;
+            let mine = self.hist.get_or_insert_with(|| histogram(sigfig));
+            mine.add(h).expect("auto-resizing histograms accept any values");
+        }
     }
 }
 
 impl<C: Counter> Stats<C> {
     pub fn new(sigfig: u8) -> Stats<C> {
-        // 1 µs .. 1 h, auto-resizing from a small array as larger values arrive.
-        let mut hist = Histogram::new(sigfig).expect("1 to 3 significant digits are supported");
-        hist.auto(true);
+        let hist = histogram(sigfig);
         Stats {
             count: 0,
             errors: 0,

@@ -140,20 +140,13 @@ fn upstream_io(e: std::io::Error) -> Failed {
     Failed::Upstream(ProxyError::BadGateway(UpstreamError::Io(e)))
 }
 
-/// The head of the request in flight.
-fn held(head: &Option<Box<RequestHead>>) -> &RequestHead {
-    head.as_deref().expect("a request is in flight: its head is held")
-}
-
 struct Conn {
     client: Rc<Client>,
     drain: Rc<Drain>,
     stream: TcpStream,
     /// Bytes from the client not yet used.
     buf: BytesMut,
-    /// The request's head; lent by the worker while a request is in flight
-    /// (boxed: an idle connection holds none).
-    head: Option<Box<RequestHead>>,
+    head: RequestHead,
     /// Buffers lent by the worker for one request.
     scratch: Scratch,
     /// The request's `X-Request-Id` (the client's or a new one), kept
@@ -179,10 +172,10 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
         client,
         drain,
         stream,
-        buf: BytesMut::new(),
-        head: None,
+        buf: BytesMut::with_capacity(HEAD_CHUNK),
+        head: RequestHead::default(),
         scratch: Scratch::default(),
-        request_id: Vec::new(),
+        request_id: Vec::with_capacity(32),
     };
     loop {
         match conn.read_head().await {
@@ -193,12 +186,10 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
         let Some(lane) = conn.lane() else { return conn.handoff() };
         let worker = conn.client.worker.clone();
         conn.scratch = worker.express_scratch.lend();
-        // Boxed: a request's state lives only while it is in flight, so an
-        // idle connection's task stays small.
         let keep = match lane {
-            Lane::Express(cached) => Box::pin(conn.express(cached)).await,
-            Lane::Hit(entry) => Box::pin(conn.hit(entry)).await,
-            Lane::Own(req) => Box::pin(conn.own(*req)).await,
+            Lane::Express(cached) => conn.express(cached).await,
+            Lane::Hit(entry) => conn.hit(entry).await,
+            Lane::Own(req) => conn.own(*req).await,
         };
         worker.express_scratch.take_back(std::mem::take(&mut conn.scratch));
         if !keep {
@@ -222,41 +213,18 @@ impl Conn {
         let deadline = tokio::time::Instant::now() + config.header_read_timeout;
         loop {
             if !self.buf.is_empty() {
-                match self.head.get_or_insert_with(Box::default).parse(&self.buf) {
+                match self.head.parse(&self.buf) {
                     Parsed::Partial if self.buf.len() < config.max_header_bytes => {}
                     Parsed::Partial => return Some(Parsed::Handoff),
                     done => return Some(done),
                 }
             }
-            let idle = self.buf.is_empty();
-            let drain = &self.drain;
-            let stopped = || {
-                std::future::poll_fn(move |_| if idle && drain.stopping() { Poll::Ready(()) } else { Poll::Pending })
-            };
-            if idle {
-                // Nothing unread: the buffer goes back to the worker while
-                // the client is quiet, and comes back when it writes.
-                let pool = &self.client.worker.express_scratch;
-                pool.take_back_read(std::mem::take(&mut self.buf));
-                if let Some(head) = self.head.take() {
-                    pool.take_back_head(head);
-                }
-                self.request_id = Vec::new();
-                let ready = tokio::time::timeout_at(deadline, self.stream.readable());
-                tokio::select! {
-                    biased;
-                    ready = ready => match ready {
-                        Ok(Ok(())) => {}
-                        _ => return None,
-                    },
-                    () = stopped() => return None,
-                }
-                self.buf = pool.lend_read();
-                self.head = Some(pool.lend_head());
-            }
             self.buf.reserve(HEAD_CHUNK);
+            let idle = self.buf.is_empty();
             let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf));
-            let stopped = stopped();
+            let drain = &self.drain;
+            let stopped =
+                std::future::poll_fn(|_| if idle && drain.stopping() { Poll::Ready(()) } else { Poll::Pending });
             tokio::select! {
                 biased;
                 read = read => match read {
@@ -272,7 +240,7 @@ impl Conn {
     fn lane(&mut self) -> Option<Lane> {
         let worker = &self.client.worker;
         let shared = &worker.shared;
-        let (head, buf) = (held(&self.head), &self.buf[..]);
+        let (head, buf) = (&self.head, &self.buf[..]);
         let path = head.path();
         if shared.admin_paths.owns(path, self.client.admin_only) {
             if path == shared.admin_paths.purge || head.content_length > 0 {
@@ -306,9 +274,9 @@ impl Conn {
 
     /// A request `proxy::respond` answers (perfproxy's endpoints, the cache).
     async fn own(&mut self, req: Request<RequestBody>) -> bool {
-        let head_request = held(&self.head).method == Method::HEAD;
+        let head_request = self.head.method == Method::HEAD;
         let close = self.closes();
-        self.buf.advance(held(&self.head).len);
+        self.buf.advance(self.head.len);
         let resp = proxy::respond(&self.client, req).await;
         match reply::write(&mut self.stream, &mut self.scratch.out, resp, head_request, close).await {
             Ok(keep) => keep,
@@ -326,7 +294,7 @@ impl Conn {
         let new_id = self.set_request_id();
         // Dropped unanswered (the client left first), the recording says 499.
         let mut recording = self.begin_recording();
-        let head = held(&self.head);
+        let head = &self.head;
         let cache_on = !matches!(cached, Cached::Off);
         let written =
             (cache_on && http1::is_unsafe(&head.method)).then(|| (head.host().to_string(), head.path().to_string()));
@@ -345,7 +313,7 @@ impl Conn {
         let close = self.closes();
 
         self.scratch.upstream_out.clear();
-        let (head, buf) = (held(&self.head), &self.buf[..]);
+        let (head, buf) = (&self.head, &self.buf[..]);
         let peer = (self.client.ip.as_bytes(), self.client.peer.trusted);
         let traceparent = recording.as_ref().and_then(Recording::traceparent);
         let (new_id, traceparent) = (new_id.as_ref().map(|id| &id[..]), traceparent.as_ref().map(|t| &t[..]));
@@ -356,7 +324,7 @@ impl Conn {
         let body_here = (buf.len() - head.len).min(usize::try_from(head.content_length).unwrap_or(usize::MAX));
         self.scratch.upstream_out.extend_from_slice(&buf[head.len..head.len + body_here]);
         let body_left = head.content_length - body_here as u64;
-        self.buf.advance(held(&self.head).len + body_here);
+        self.buf.advance(self.head.len + body_here);
 
         let keep_fields = pass.is_some() || miss.is_some();
         let rule_route = pass.as_ref().is_some_and(|(_, p)| p.rule_ttl.is_some());

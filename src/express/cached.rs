@@ -117,10 +117,10 @@ impl Conn {
         let worker = self.client.worker.clone();
         self.set_request_id();
         let mut recording = self.begin_recording();
-        let head = super::held(&self.head);
+        let head = &self.head;
         let head_request = head.method == Method::HEAD;
         let close = self.closes();
-        self.buf.advance(super::held(&self.head).len);
+        self.buf.advance(self.head.len);
         Counters::add(&worker.cache_counters.hits, 1);
         let out = &mut self.scratch.out;
         out.clear();

@@ -16,7 +16,7 @@ impl Conn {
         if !worker.records() {
             return None;
         }
-        let (head, buf) = (super::held(&self.head), &self.buf[..]);
+        let (head, buf) = (&self.head, &self.buf[..]);
         let route = worker.shared.routes.resolve(&head.method, head.path(), &mut worker.route_cache.borrow_mut());
         let mut recording = Recording::begin(worker.recorder.as_ref(), route);
         if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
@@ -50,14 +50,14 @@ impl Conn {
     /// worker is stopping, or perfproxy is draining (`Connection: close` on
     /// every response after SIGTERM).
     pub(super) fn closes(&self) -> bool {
-        super::held(&self.head).close || self.drain.stopping() || self.client.worker.shared.draining()
+        self.head.close || self.drain.stopping() || self.client.worker.shared.draining()
     }
 
     /// Takes the client's `X-Request-Id`, or makes one (returned: it goes
     /// upstream too).
     pub(super) fn set_request_id(&mut self) -> Option<[u8; 32]> {
         self.request_id.clear();
-        match super::held(&self.head).request_id(&self.buf) {
+        match self.head.request_id(&self.buf) {
             Some(id) => {
                 self.request_id.extend_from_slice(id);
                 None

@@ -186,13 +186,17 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
             "perfproxy_upstream_duration_seconds",
             "The upstream's share: request sent upstream to response head read (cache hits have none)",
             MetricType::HISTOGRAM,
-            per_route(&|r, s| seconds(&[("route", r)], s.upstream.hist.as_ref(), s.upstream.count, s.upstream.sum_micros)),
+            per_route(&|r, s| {
+                seconds(&[("route", r)], s.upstream.hist.as_ref(), s.upstream.count, s.upstream.sum_micros)
+            }),
         ),
         family(
             "perfproxy_proxy_overhead_seconds",
             "perfproxy's own share: the request's time less the upstream's and the body's transfer",
             MetricType::HISTOGRAM,
-            per_route(&|r, s| seconds(&[("route", r)], s.overhead.hist.as_ref(), s.overhead.count, s.overhead.sum_micros)),
+            per_route(&|r, s| {
+                seconds(&[("route", r)], s.overhead.hist.as_ref(), s.overhead.count, s.overhead.sum_micros)
+            }),
         ),
         family(
             "perfproxy_access_log_dropped_total",

@@ -189,7 +189,9 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
         let keep = match lane {
             Lane::Express(cached) => conn.express(cached).await,
             Lane::Hit(entry) => conn.hit(entry).await,
-            Lane::Own(req) => conn.own(*req).await,
+            // Boxed: the general path (cache, Redis) is a large state machine
+            // no idle connection should reserve room for.
+            Lane::Own(req) => Box::pin(conn.own(*req)).await,
         };
         worker.express_scratch.take_back(std::mem::take(&mut conn.scratch));
         if !keep {
@@ -389,18 +391,21 @@ impl Conn {
             }
             Ok(Err(Failed::Stale)) => {
                 let e = UpstreamError::Io(std::io::ErrorKind::ConnectionReset.into());
-                return self.fail(ProxyError::BadGateway(e), recording, head_request, close_on_failure).await;
+                return Box::pin(self.fail(ProxyError::BadGateway(e), recording, head_request, close_on_failure)).await;
             }
-            Ok(Err(Failed::Upstream(e))) => return self.fail(e, recording, head_request, close_on_failure).await,
+            Ok(Err(Failed::Upstream(e))) => {
+                return Box::pin(self.fail(e, recording, head_request, close_on_failure)).await
+            }
             Err(_) => {
                 let e = ProxyError::GatewayTimeout(timeout);
-                return self.fail(e, recording, head_request, close_on_failure).await;
+                return Box::pin(self.fail(e, recording, head_request, close_on_failure)).await;
             }
         };
         if let Some((host, path)) = written {
             let h = resp.fields_map(&self.scratch.up_buf);
             if let Ok(status) = StatusCode::from_u16(resp.status) {
-                crate::cache::serve::invalidate_after_write(&self.client, &host, &path, status, &h).await;
+                // Boxed, as the failures: rare paths reserve no room in the connection's task.
+                Box::pin(crate::cache::serve::invalidate_after_write(&self.client, &host, &path, status, &h)).await;
             }
         }
         if let (Some((key, policy)), Ok(status), true) = (pass, StatusCode::from_u16(resp.status), resp.looked_at) {

@@ -59,7 +59,7 @@ use framing::Framing;
 use head::{Parsed, RequestHead};
 
 /// Room made in a client's read buffer to read a request head.
-const HEAD_CHUNK: usize = 4 * 1024;
+const HEAD_CHUNK: usize = 2 * 1024;
 /// Bytes asked of a socket per read of a body.
 const READ_CHUNK: usize = 16 * 1024;
 /// The largest upstream response head accepted.

@@ -194,11 +194,12 @@ async fn never_stored() {
 async fn rules_cache_without_headers_and_ttl_expires() {
     let up = spawn_upstream().await;
     up.script("/t-rule/items/1", 200, &[], "one");
-    let cfg = write_config("[[cache.rules]]\npattern = \"GET /t-rule/items/:id\"\nttl_ms = 1000\n");
+    // 3 s: room for a starved debug build between the two fetches.
+    let cfg = write_config("[[cache.rules]]\npattern = \"GET /t-rule/items/:id\"\nttl_ms = 3000\n");
     let proxy = spawn_proxy(&up.url(), &["--config", &cfg]).await;
     assert_eq!(x_cache(&fetch(&proxy, "/t-rule/items/1").await), "MISS");
     assert_eq!(x_cache(&fetch(&proxy, "/t-rule/items/1").await), "HIT");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     assert_eq!(x_cache(&fetch(&proxy, "/t-rule/items/1").await), "MISS", "the rule's ttl is over");
     assert_eq!(up.hits("/t-rule/items/1"), 2);
     proxy.shutdown().await;

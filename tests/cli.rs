@@ -97,34 +97,6 @@ fn help_documents_every_flag_and_its_variable() {
     }
 }
 
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(upstream: &str, port: u16, extra: &[&str]) -> Child {
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec!["--listen", listen.as_str(), "--upstream", upstream];
-    args.extend_from_slice(extra);
-    Child(
-        Command::new(binary())
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.0.id().to_string()]).status().unwrap().success();
-    assert!(ok);
-}
-
 fn rss_kib(child: &Child) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS")).unwrap();
@@ -135,7 +107,7 @@ fn rss_kib(child: &Child) -> u64 {
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let up = spawn_upstream().await;
     let port = free_port();
-    let mut child = start(&up.url(), port, &[]);
+    let child = start_binary(&up.url(), port, &[]);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/health/live"), 10).await;
     let slow = tokio::spawn({
@@ -152,14 +124,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let a = slow.await.unwrap();
     assert_eq!(a.status, 200);
     assert_eq!(a.text(), "slept 800");
-    let status = tokio::task::spawn_blocking(move || {
-        let s = child.0.wait().unwrap();
-        std::mem::forget(child);
-        s
-    })
-    .await
-    .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(exit_code(child).await, Some(0));
     assert!(t.elapsed() < Duration::from_secs(5), "drain took {:?}", t.elapsed());
 }
 
@@ -167,7 +132,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 async fn a_gigabyte_streams_through_in_bounded_memory() {
     let up = spawn_upstream().await;
     let port = free_port();
-    let child = start(&up.url(), port, &[]);
+    let child = start_binary(&up.url(), port, &[]);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/health/live"), 10).await;
     let idle = rss_kib(&child);

@@ -15,14 +15,6 @@ use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_postgres::NoTls;
 
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start(upstream: &str, port: u16, db: Option<&str>, extra: &[&str]) -> Child {
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec!["--listen", listen.as_str(), "--upstream", upstream];

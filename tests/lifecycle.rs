@@ -7,52 +7,10 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
 use tokio::io::AsyncWriteExt;
-
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(upstream: &str, port: u16, extra: &[&str]) -> Child {
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec!["--listen", listen.as_str(), "--upstream", upstream];
-    args.extend_from_slice(extra);
-    Child(
-        Command::new(binary())
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.0.id().to_string()]).status().unwrap().success();
-    assert!(ok);
-}
-
-async fn exit_code(child: Child) -> Option<i32> {
-    tokio::task::spawn_blocking(move || {
-        let mut child = child;
-        let code = child.0.wait().unwrap().code();
-        std::mem::forget(child);
-        code
-    })
-    .await
-    .unwrap()
-}
 
 async fn status(url: &str) -> Option<u16> {
     match tokio::time::timeout(Duration::from_secs(2), client().get(url.parse().unwrap())).await {
@@ -67,7 +25,7 @@ async fn a_database_outage_leaves_the_replica_ready() {
     let port = free_port();
     let dead_db = format!("postgres://postgres@127.0.0.1:{}/nothing", free_port());
     let cfg = write_config("[health]\ninterval_ms = 200\ntimeout_ms = 200\n");
-    let _child = start(&up.url(), port, &["--config", &cfg, "--database-url", &dead_db]);
+    let _child = start_binary(&up.url(), port, &["--config", &cfg, "--database-url", &dead_db]);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/health/live"), 10).await;
     eventually(10, "the database check is down", || {
@@ -95,7 +53,7 @@ async fn sigterm_turns_unready_at_once_serves_through_the_delay_then_drains() {
     let up = spawn_upstream().await;
     let port = free_port();
     let cfg = write_config("shutdown_delay_ms = 1500\n");
-    let child = start(&up.url(), port, &["--config", &cfg]);
+    let child = start_binary(&up.url(), port, &["--config", &cfg]);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&format!("{base}/health/ready"), 10).await;
 
@@ -166,7 +124,7 @@ async fn sigint_skips_the_delay() {
     let up = spawn_upstream().await;
     let port = free_port();
     let cfg = write_config("shutdown_delay_ms = 5000\n");
-    let child = start(&up.url(), port, &["--config", &cfg]);
+    let child = start_binary(&up.url(), port, &["--config", &cfg]);
     wait_ready(&format!("http://127.0.0.1:{port}/health/ready"), 10).await;
     let signalled = Instant::now();
     signal(&child, "-INT");

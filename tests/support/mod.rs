@@ -443,6 +443,53 @@ pub async fn wait_ready(url: &str, secs: u64) {
     panic!("{url} never became ready");
 }
 
+/// perfproxy's real binary, killed (and reaped) when dropped.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real binary on 127.0.0.1:`port` in front of `upstream`, quiet, with
+/// no `DATABASE_URL`/`REDIS_URL` from the test's environment.
+pub fn start_binary(upstream: &str, port: u16, extra: &[&str]) -> Child {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["--listen", listen.as_str(), "--upstream", upstream];
+    args.extend_from_slice(extra);
+    Child(
+        std::process::Command::new(binary())
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Sends `sig` (`-TERM`, `-INT`) to the child.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = std::process::Command::new("kill").args([sig, &child.0.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig}");
+}
+
+/// Waits for the child to exit; its exit code.
+pub async fn exit_code(child: Child) -> Option<i32> {
+    tokio::task::spawn_blocking(move || {
+        let mut child = child;
+        let code = child.0.wait().unwrap().code();
+        std::mem::forget(child);
+        code
+    })
+    .await
+    .unwrap()
+}
+
 /// A private redis-server on `port`, killed when dropped.
 pub struct Redis(pub std::process::Child);
 

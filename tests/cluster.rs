@@ -21,7 +21,7 @@ fn ids(doc: &Value) -> Vec<String> {
         .map_or_else(Vec::new, |a| a.iter().map(|i| i["id"].as_str().unwrap().to_string()).collect())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_merge_into_one_cluster_document() {
     let port = free_port();
     let _redis = Redis::start(port);
@@ -35,17 +35,23 @@ async fn three_instances_merge_into_one_cluster_document() {
     }
     // Different loads: 60 fast, 60 medium and 30 slow requests.
     for (proxy, (n, ms)) in proxies.iter().zip([(60, 5), (60, 20), (30, 150)]) {
+        // Ten at a time: the upstream and the clients share this test's
+        // runtime, and 60 connections opened at once on a starved debug
+        // build queue for tens of milliseconds (CI saw a 20 ms request's
+        // median at 43 ms).
         let url = proxy.url(&format!("/delay/{ms}"));
-        let tasks: Vec<_> = (0..n)
-            .map(|_| {
-                tokio::spawn({
-                    let url = url.clone();
-                    async move { get(&url).await.status }
+        for _ in 0..n / 10 {
+            let tasks: Vec<_> = (0..10)
+                .map(|_| {
+                    tokio::spawn({
+                        let url = url.clone();
+                        async move { get(&url).await.status }
+                    })
                 })
-            })
-            .collect();
-        for t in tasks {
-            assert_eq!(t.await.unwrap(), 200);
+                .collect();
+            for t in tasks {
+                assert_eq!(t.await.unwrap(), 200);
+            }
         }
     }
     let mut merged = Value::Null;
@@ -71,10 +77,11 @@ async fn three_instances_merge_into_one_cluster_document() {
     let p50 = merged["requests"]["latency_ms"]["p50"].as_f64().unwrap();
     let mean_of_p99s = own_p99s.iter().sum::<f64>() / 3.0;
     // Of 150 samples the slowest 30 took ~150 ms: the p99 is one of them;
-    // the median is one of the 20 ms requests.
-    assert!((150.0..200.0).contains(&p99), "cluster p99 {p99} ms (mean of p99s {mean_of_p99s})");
+    // the median is one of the 20 ms requests (above the fast ones' 5 ms,
+    // well below the slow ones' 150 ms, whatever a busy machine adds).
+    assert!((150.0..250.0).contains(&p99), "cluster p99 {p99} ms (mean of p99s {mean_of_p99s})");
     assert!(p99 > mean_of_p99s * 1.5, "cluster p99 {p99} is not the mean of p99s {mean_of_p99s}");
-    assert!((20.0..40.0).contains(&p50), "cluster p50 {p50} ms");
+    assert!((20.0..100.0).contains(&p50), "cluster p50 {p50} ms");
     let routes = merged["routes"].as_array().unwrap();
     assert_eq!(routes.len(), 1, "{routes:?}");
     assert_eq!((routes[0]["route"].as_str(), routes[0]["count"].as_u64()), (Some("GET /delay/:id"), Some(150)));

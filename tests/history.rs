@@ -15,34 +15,57 @@ use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_postgres::NoTls;
 
-fn start(upstream: &str, port: u16, db: Option<&str>, extra: &[&str]) -> Child {
+/// A running binary and what it has logged so far: its stderr is read as
+/// it comes (a pipe nobody reads fills and blocks the logging process: a
+/// database outage logs a warning per failed connection).
+struct Running {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+fn start(upstream: &str, port: u16, db: Option<&str>, extra: &[&str]) -> Running {
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec!["--listen", listen.as_str(), "--upstream", upstream];
     if let Some(db) = db {
         args.extend_from_slice(&["--database-url", db]);
     }
     args.extend_from_slice(extra);
-    Child(
-        Command::new(binary())
-            .args(&args)
-            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
-            .env_remove("DATABASE_URL")
-            .env_remove("REDIS_URL")
-            .stdout(Stdio::null())
-            .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::piped() })
-            .spawn()
-            .unwrap(),
-    )
+    let mut child = Command::new(binary())
+        .args(&args)
+        .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::piped() })
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stderr = child.stderr.take();
+    let reader = std::thread::spawn({
+        let log = log.clone();
+        move || {
+            use std::io::Read;
+            let Some(stderr) = stderr.as_mut() else { return };
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                log.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    Running { child: Child(child), log, reader }
 }
 
 /// SIGTERM, then the exit code and what it logged.
-async fn stop(child: Child) -> (Option<i32>, String) {
+async fn stop(running: Running) -> (Option<i32>, String) {
     tokio::task::spawn_blocking(move || {
+        let Running { child, log, reader } = running;
+        signal(&child, "-TERM");
         let mut child = child;
-        let pid = child.0.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let out = std::mem::replace(&mut child.0, Command::new("true").spawn().unwrap()).wait_with_output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let code = child.0.wait().unwrap().code();
+        reader.join().unwrap();
+        let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+        (code, text)
     })
     .await
     .unwrap()

@@ -101,21 +101,55 @@ enum Endpoint {
     Ready,
 }
 
-/// An admin endpoint's answer: at once, or a history query (it reads the
-/// database: the caller awaits [`crate::history::query::answer`]).
+/// An admin endpoint's answer: at once; a history query (it reads the
+/// database: the caller awaits [`crate::history::query::answer`]); or a
+/// document to build off the worker (the caller awaits [`built`]).
 #[allow(clippy::large_enum_variant)] // returned once per admin request, never stored
 pub enum Reply {
     Now(Response<ProxyBody>),
     History,
+    Build(Doc),
 }
 
 /// Answers `req` if it is addressed to perfproxy itself.
 pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Reply> {
-    checked(client, req).map(|r| r.map_or(Reply::History, Reply::Now))
+    checked(client, req)
 }
 
-/// The endpoint's answer, `Some(None)` for a history query.
-fn checked<B>(client: &Client, req: &Request<B>) -> Option<Option<Response<ProxyBody>>> {
+/// The document `doc`, built on the blocking pool: with 10 000 routes a
+/// build takes tens of milliseconds, which the worker spends serving
+/// traffic instead. Concurrent readers still share one build.
+pub async fn built(shared: &std::sync::Arc<Shared>, doc: Doc) -> Response<ProxyBody> {
+    let metrics = match doc {
+        Doc::Metrics(om) => Some(om),
+        Doc::Performance(..) => None,
+    };
+    let shared = shared.clone();
+    let bytes = tokio::task::spawn_blocking(move || shared.admin_docs.get(doc, |doc| render(&shared, doc))).await;
+    let Ok(bytes) = bytes else {
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the document could not be built");
+    };
+    let Some(om) = metrics else { return json(StatusCode::OK, bytes) };
+    let mut resp = Response::new(ProxyBody::full(bytes));
+    let ct = if om { crate::prometheus::OPENMETRICS_CONTENT_TYPE } else { crate::prometheus::CONTENT_TYPE };
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn render(shared: &Shared, doc: &Doc) -> Vec<u8> {
+    match doc {
+        Doc::Performance(route, true) => {
+            serde_json::to_vec(&crate::cluster::document(shared, route.as_deref())).expect("the document is plain data")
+        }
+        Doc::Performance(route, false) => serde_json::to_vec(&crate::performance::build(shared, route.as_deref()))
+            .expect("the document is plain data"),
+        Doc::Metrics(om) => crate::prometheus::render(shared, *om).into_bytes(),
+    }
+}
+
+/// The endpoint's answer.
+fn checked<B>(client: &Client, req: &Request<B>) -> Option<Reply> {
     let shared = &client.worker.shared;
     let p = &shared.admin_paths;
     let path = req.uri().path();
@@ -140,21 +174,21 @@ fn checked<B>(client: &Client, req: &Request<B>) -> Option<Option<Response<Proxy
     } else {
         return client
             .admin_only
-            .then(|| Some(json_error(StatusCode::NOT_FOUND, "not_found", "not an admin endpoint")));
+            .then(|| Reply::Now(json_error(StatusCode::NOT_FOUND, "not_found", "not an admin endpoint")));
     };
     if !p.owns(path, client.admin_only) {
         return None;
     }
     if !p.is_probe(path) && !client.admin_only && !may_read(client, req.headers()) {
-        return Some(Some(forbidden()));
+        return Some(Reply::Now(forbidden()));
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut resp = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET or HEAD");
         resp.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Some(Some(resp));
+        return Some(Reply::Now(resp));
     }
-    Some(Some(match endpoint {
-        Endpoint::History => return Some(None),
+    Some(Reply::Now(match endpoint {
+        Endpoint::History => return Some(Reply::History),
         Endpoint::Performance => {
             let param = |name: &str| {
                 req.uri().query().and_then(|q| {
@@ -162,26 +196,11 @@ fn checked<B>(client: &Client, req: &Request<B>) -> Option<Option<Response<Proxy
                 })
             };
             let cluster = param("scope").as_deref() == Some("cluster");
-            let doc = shared.admin_docs.get(Doc::Performance(param("route"), cluster), |doc| {
-                let Doc::Performance(route, cluster) = doc else { unreachable!("asked for a performance document") };
-                let doc = if *cluster {
-                    crate::cluster::document(shared, route.as_deref())
-                } else {
-                    crate::performance::build(shared, route.as_deref())
-                };
-                serde_json::to_vec(&doc).expect("the document is plain data")
-            });
-            json(StatusCode::OK, doc)
+            return Some(Reply::Build(Doc::Performance(param("route"), cluster)));
         }
         Endpoint::Metrics => {
             let om = crate::prometheus::wants_openmetrics(req.headers().get(http::header::ACCEPT));
-            let text = shared.admin_docs.get(Doc::Metrics(om), |_| crate::prometheus::render(shared, om).into_bytes());
-            let mut resp = Response::new(ProxyBody::full(text));
-            let ct = if om { crate::prometheus::OPENMETRICS_CONTENT_TYPE } else { crate::prometheus::CONTENT_TYPE };
-            let ct = HeaderValue::from_static(ct);
-            resp.headers_mut().insert(CONTENT_TYPE, ct);
-            resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            resp
+            return Some(Reply::Build(Doc::Metrics(om)));
         }
         Endpoint::Dashboard => {
             let mut resp = Response::new(ProxyBody::full(p.dashboard_html.clone()));

@@ -120,7 +120,7 @@ fn since(now: &Stats, before: Option<&Stats>) -> Stats {
 
 fn rollup(minute: SystemTime, route: &str, d: &Stats) -> Rollup {
     let mut histogram = Vec::new();
-    let _ = V2DeflateSerializer::new().serialize(&d.hist, &mut histogram);
+    let _ = V2DeflateSerializer::new().serialize(&d.hist.to_hdr(), &mut histogram);
     Rollup {
         minute,
         route: route.to_string(),

@@ -11,6 +11,8 @@
 //! histograms span 1 µs to 1 h, grow only as far as the values seen, and the
 //! window's slots exist only while they hold samples.
 
+mod counts;
+pub mod hist;
 pub mod semconv;
 mod series;
 
@@ -18,6 +20,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use hist::Hist;
 pub use series::{Part, Series, Stats};
 
 use crate::routes::RouteId;
@@ -57,7 +60,10 @@ pub struct Shard {
 #[derive(Debug)]
 pub struct Aggregate {
     pub total: Series,
-    pub routes: Vec<Series>,
+    /// Shared with the snapshots that copied them: a merge copies a route
+    /// only while a reader still holds it (`Arc::make_mut`), so a read costs
+    /// a pointer per route, not the route's histograms.
+    pub routes: Vec<Arc<Series>>,
     /// `http_server_request_duration_seconds`.
     pub durations: semconv::Durations,
 }
@@ -90,7 +96,7 @@ pub struct Recorder {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub total: Series,
-    pub routes: Vec<(RouteId, Series)>,
+    pub routes: Vec<(RouteId, Arc<Series>)>,
     pub in_flight: i64,
     pub durations: semconv::Durations,
     /// The current window slot, for telling recent from expired slots.
@@ -172,9 +178,9 @@ impl Metrics {
             agg.total.record(s, slow, epoch);
             let i = s.route.0 as usize;
             if agg.routes.len() <= i {
-                agg.routes.resize_with(i + 1, || Series::new(self.slots, 2));
+                agg.routes.resize_with(i + 1, || Arc::new(Series::new(self.slots, 2)));
             }
-            agg.routes[i].record(s, slow, epoch);
+            Arc::make_mut(&mut agg.routes[i]).record(s, slow, epoch);
             agg.durations.record(s);
         }
     }

@@ -192,7 +192,7 @@ fn split<C: Counter>(p: &crate::metrics::Part<C>) -> Option<Split> {
     if p.count == 0 {
         return None;
     }
-    let h = p.hist.as_ref()?;
+    let h = &p.hist;
     let q = |q: f64| ms(h.value_at_quantile(q) as f64);
     Some(Split { p50: q(0.5), p90: q(0.9), p95: q(0.95), p99: q(0.99), max: ms(h.max() as f64) })
 }

@@ -72,15 +72,15 @@ fn histogram<C: Counter>(pairs: &[(&str, &str)], s: &Stats<C>) -> Metric {
 /// A histogram in seconds from `hist` (µs), `count` samples summing `sum_micros`.
 fn seconds<C: Counter>(
     pairs: &[(&str, &str)],
-    hist: Option<&hdrhistogram::Histogram<C>>,
+    hist: Option<&crate::metrics::Hist<C>>,
     count: u64,
     sum_micros: u64,
 ) -> Metric {
     let mut per_bucket = [0u64; BUCKETS.len()];
-    for v in hist.into_iter().flat_map(|h| h.iter_recorded()) {
-        let secs = v.value_iterated_to() as f64 / 1e6;
+    for (value, n) in hist.into_iter().flat_map(|h| h.recorded()) {
+        let secs = value as f64 / 1e6;
         if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
-            per_bucket[i] += v.count_at_value().as_u64();
+            per_bucket[i] += n;
         }
     }
     let mut cumulative = 0;
@@ -187,7 +187,7 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
             "The upstream's share: request sent upstream to response head read (cache hits have none)",
             MetricType::HISTOGRAM,
             per_route(&|r, s| {
-                seconds(&[("route", r)], s.upstream.hist.as_ref(), s.upstream.count, s.upstream.sum_micros)
+                seconds(&[("route", r)], Some(&s.upstream.hist), s.upstream.count, s.upstream.sum_micros)
             }),
         ),
         family(
@@ -195,7 +195,7 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
             "perfproxy's own share: the request's time less the upstream's and the body's transfer",
             MetricType::HISTOGRAM,
             per_route(&|r, s| {
-                seconds(&[("route", r)], s.overhead.hist.as_ref(), s.overhead.count, s.overhead.sum_micros)
+                seconds(&[("route", r)], Some(&s.overhead.hist), s.overhead.count, s.overhead.sum_micros)
             }),
         ),
         family(

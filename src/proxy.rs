@@ -65,6 +65,7 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
         Some(crate::admin::Reply::History) => {
             return crate::history::query::answer(&client.worker.shared, req.uri().query()).await
         }
+        Some(crate::admin::Reply::Build(doc)) => return crate::admin::built(&client.worker.shared, doc).await,
         None => {}
     }
     let worker = &client.worker;

@@ -240,3 +240,46 @@ async fn a_thousand_routes_fit_the_memory_budget_and_more_fold_into_other() {
     assert!(rss < 64 << 20, "RSS {} MiB with 1000 routes", rss >> 20);
     println!("RSS with 1000 routes: {:.1} MiB", rss as f64 / 1048576.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_routes_fit_the_memory_budget() {
+    let up = spawn_upstream().await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let cfg = write_config("max_routes = 10000\n");
+    let mut child = Command::new(binary())
+        .args(["--listen", &listen, "--upstream", &up.url(), "--config", &cfg])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://{listen}");
+    wait_ready(&format!("{base}/health/live"), 10).await;
+    let c = client();
+    let mut pending = Vec::new();
+    for i in 0..10_000 {
+        let (c, url) = (c.clone(), format!("{base}/items-{i}/x"));
+        pending.push(tokio::spawn(async move { c.get(url.parse().unwrap()).await.map(|r| r.status()) }));
+        if pending.len() == 50 {
+            for p in pending.drain(..) {
+                assert_eq!(p.await.unwrap().unwrap(), 200);
+            }
+        }
+    }
+    for p in pending {
+        assert_eq!(p.await.unwrap().unwrap(), 200);
+    }
+    let perf_url = format!("{base}/performance");
+    eventually(5, "10000 requests", || async { perf(&perf_url).await["requests"]["total"] == 10_000 }).await;
+    // Read it a few times: reads share the routes' histograms, never copy them.
+    for _ in 0..3 {
+        perf(&perf_url).await;
+    }
+    let doc = perf(&perf_url).await;
+    assert_eq!(doc["routes"].as_array().unwrap().len(), 10_000);
+    let rss = doc["memory"]["rss_bytes"].as_u64().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("RSS with 10 000 routes: {:.1} MiB", rss as f64 / 1048576.0);
+    assert!(rss < 64 << 20, "RSS {} MiB with 10 000 routes", rss >> 20);
+}

@@ -5,10 +5,10 @@
 
 use base64::Engine;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
-use hdrhistogram::{Counter, Histogram};
+use hdrhistogram::Counter;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{Part, Snapshot, Stats};
+use crate::metrics::{Hist, Part, Snapshot, Stats};
 
 /// One instance's figures at one moment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,30 +59,25 @@ pub struct WirePart {
     pub hist: String,
 }
 
-fn encode<C: Counter>(h: &Histogram<C>) -> String {
+fn encode<C: Counter>(h: &Hist<C>) -> String {
     let mut bytes = Vec::new();
-    match V2DeflateSerializer::new().serialize(h, &mut bytes) {
+    match V2DeflateSerializer::new().serialize(&h.to_hdr(), &mut bytes) {
         Ok(_) => base64::engine::general_purpose::STANDARD.encode(bytes),
         Err(_) => String::new(),
     }
 }
 
-fn decode(text: &str, sigfig: u8) -> Histogram<u64> {
+fn decode(text: &str, sigfig: u8) -> Hist<u64> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(text).unwrap_or_default();
-    let mut h = Deserializer::new()
-        .deserialize::<u64, _>(&mut &bytes[..])
-        .unwrap_or_else(|_| Histogram::new(sigfig).expect("1 to 3 significant digits are supported"));
-    h.auto(true);
-    h
+    match Deserializer::new().deserialize::<u64, _>(&mut &bytes[..]) {
+        Ok(h) => Hist::from_hdr(&h, sigfig),
+        Err(_) => Hist::new(sigfig),
+    }
 }
 
 impl Wire {
     fn of<C: Counter>(s: &Stats<C>, split: bool) -> Wire {
-        let part = |p: &Part<C>| WirePart {
-            count: p.count,
-            sum_micros: p.sum_micros,
-            hist: p.hist.as_ref().map(encode).unwrap_or_default(),
-        };
+        let part = |p: &Part<C>| WirePart { count: p.count, sum_micros: p.sum_micros, hist: encode(&p.hist) };
         Wire {
             count: s.count,
             errors: s.errors,
@@ -99,7 +94,7 @@ impl Wire {
     /// Adds these figures into `into`.
     pub fn add_to(&self, into: &mut Stats, sigfig: u8) {
         let part = |p: &Option<WirePart>| match p {
-            Some(p) => Part::of(p.count, p.sum_micros, Some(decode(&p.hist, sigfig)), sigfig),
+            Some(p) => Part::of(p.count, p.sum_micros, decode(&p.hist, sigfig)),
             None => Part::new(sigfig),
         };
         let mut s = Stats::new(sigfig);
@@ -245,7 +240,7 @@ mod tests {
             s.count += 1;
             s.sum_micros += v;
             s.max_micros = s.max_micros.max(*v);
-            s.hist.record(*v).expect("in range");
+            s.hist.record(*v);
         }
         s
     }

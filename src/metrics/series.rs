@@ -1,7 +1,9 @@
 //! One metric series (a route, or the total): all-time [`Stats`] and a ring
 //! of window slots, each slot its own `Stats`, merged on read.
 
-use hdrhistogram::{Counter, Histogram};
+use hdrhistogram::Counter;
+
+use super::hist::Hist;
 
 use super::Sample;
 
@@ -16,7 +18,7 @@ pub struct Stats<C: Counter = u64> {
     pub status: [u64; 6],
     pub sum_micros: u64,
     pub max_micros: u64,
-    pub hist: Histogram<C>,
+    pub hist: Hist<C>,
     /// The upstream's share: request sent → response head read (requests
     /// that went upstream only; all-time figures only).
     pub upstream: Part<C>,
@@ -26,57 +28,40 @@ pub struct Stats<C: Counter = u64> {
 }
 
 /// One share of the requests' time: a histogram (µs) and its exact sum.
-/// The histogram is made on the first value (window slots and routes
-/// answered only from the cache never need one).
 #[derive(Debug, Clone)]
 pub struct Part<C: Counter = u64> {
     pub count: u64,
     pub sum_micros: u64,
-    pub hist: Option<Histogram<C>>,
-    sigfig: u8,
-}
-
-fn histogram<C: Counter>(sigfig: u8) -> Histogram<C> {
-    // 1 µs .. 1 h, auto-resizing from a small array as larger values arrive.
-    let mut hist = Histogram::new(sigfig).expect("1 to 3 significant digits are supported");
-    hist.auto(true);
-    hist
+    pub hist: Hist<C>,
 }
 
 impl<C: Counter> Part<C> {
     pub fn new(sigfig: u8) -> Part<C> {
-        Part { count: 0, sum_micros: 0, hist: None, sigfig }
+        Part { count: 0, sum_micros: 0, hist: Hist::new(sigfig) }
     }
 
     /// A share with these figures.
-    pub fn of(count: u64, sum_micros: u64, hist: Option<Histogram<C>>, sigfig: u8) -> Part<C> {
-        Part { count, sum_micros, hist, sigfig }
+    pub fn of(count: u64, sum_micros: u64, hist: Hist<C>) -> Part<C> {
+        Part { count, sum_micros, hist }
     }
 
     fn record(&mut self, micros: u32) {
-        let v = u64::from(micros).clamp(1, 3_600_000_000);
+        let v = u64::from(micros).clamp(1, super::hist::HIGHEST);
         self.count += 1;
         self.sum_micros += v;
-        let hist = self.hist.get_or_insert_with(|| histogram(self.sigfig));
-        if hist.record(v).is_err() {
-            hist.saturating_record(v);
-        }
+        self.hist.record(v);
     }
 
     fn add(&mut self, other: &Part<C>) {
         self.count += other.count;
         self.sum_micros += other.sum_micros;
-        if let Some(h) = &other.hist {
-            let sigfig = self.sigfig;
-            let mine = self.hist.get_or_insert_with(|| histogram(sigfig));
-            mine.add(h).expect("auto-resizing histograms accept any values");
-        }
+        self.hist.add(&other.hist);
     }
 }
 
 impl<C: Counter> Stats<C> {
     pub fn new(sigfig: u8) -> Stats<C> {
-        let hist = histogram(sigfig);
+        let hist = Hist::new(sigfig);
         Stats {
             count: 0,
             errors: 0,
@@ -95,13 +80,10 @@ impl<C: Counter> Stats<C> {
         self.errors += u64::from(s.status >= 500);
         self.slow += u64::from(slow);
         self.status[usize::from(s.status / 100).min(5)] += 1;
-        let v = u64::from(s.micros).clamp(1, 3_600_000_000);
+        let v = u64::from(s.micros).clamp(1, super::hist::HIGHEST);
         self.sum_micros += v;
         self.max_micros = self.max_micros.max(v);
-        if self.hist.record(v).is_err() {
-            // Only a counter at its maximum can refuse; keep it there.
-            self.hist.saturating_record(v);
-        }
+        self.hist.record(v);
     }
 
     /// Records the sample's latency split (all-time figures only: the
@@ -124,7 +106,7 @@ impl<C: Counter> Stats<C> {
         }
         self.sum_micros += other.sum_micros;
         self.max_micros = self.max_micros.max(other.max_micros);
-        self.hist.add(&other.hist).expect("auto-resizing histograms accept any values");
+        self.hist.add(&other.hist);
         self.upstream.add(&other.upstream);
         self.overhead.add(&other.overhead);
     }
@@ -148,7 +130,8 @@ struct Slot {
 #[derive(Debug, Clone)]
 pub struct Series {
     pub all: Stats,
-    ring: Vec<Option<Slot>>,
+    /// Boxed: a slot no traffic has reached costs a pointer.
+    ring: Vec<Option<Box<Slot>>>,
     sigfig: u8,
 }
 
@@ -168,7 +151,7 @@ impl Series {
             _ => {
                 let mut stats = Stats::new(self.sigfig);
                 stats.record(s, slow);
-                *slot = Some(Slot { epoch, stats });
+                *slot = Some(Box::new(Slot { epoch, stats }));
             }
         }
     }

@@ -201,23 +201,27 @@ async fn endpoints_move_with_config_and_answer_on_the_admin_listener() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_thousand_routes_fit_the_memory_budget_and_more_fold_into_other() {
-    let up = spawn_upstream().await;
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new(binary())
-        .args(["--listen", &listen, "--upstream", &up.url()])
+/// The real binary in front of `upstream`, quiet; it and its base URL.
+async fn start_quiet(upstream: &str, extra: &[&str]) -> (std::process::Child, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(binary())
+        .args(["--listen", &listen, "--upstream", upstream])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let base = format!("http://{listen}");
     wait_ready(&format!("{base}/health/live"), 10).await;
+    (child, base)
+}
+
+/// GETs every URL, 50 at a time; each must answer 200.
+async fn get_all(urls: impl Iterator<Item = String>) {
     let c = client();
     let mut pending = Vec::new();
-    for i in 0..1010 {
-        let (c, url) = (c.clone(), format!("{base}/route-{i}/items"));
+    for url in urls {
+        let c = c.clone();
         pending.push(tokio::spawn(async move { c.get(url.parse().unwrap()).await.map(|r| r.status()) }));
         if pending.len() == 50 {
             for p in pending.drain(..) {
@@ -228,6 +232,13 @@ async fn a_thousand_routes_fit_the_memory_budget_and_more_fold_into_other() {
     for p in pending {
         assert_eq!(p.await.unwrap().unwrap(), 200);
     }
+}
+
+#[tokio::test]
+async fn a_thousand_routes_fit_the_memory_budget_and_more_fold_into_other() {
+    let up = spawn_upstream().await;
+    let (mut child, base) = start_quiet(&up.url(), &[]).await;
+    get_all((0..1010).map(|i| format!("{base}/route-{i}/items"))).await;
     let perf_url = format!("{base}/performance");
     eventually(3, "1010 requests", || async { perf(&perf_url).await["requests"]["total"] == 1010 }).await;
     let doc = perf(&perf_url).await;
@@ -244,31 +255,9 @@ async fn a_thousand_routes_fit_the_memory_budget_and_more_fold_into_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_routes_fit_the_memory_budget() {
     let up = spawn_upstream().await;
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     let cfg = write_config("max_routes = 10000\n");
-    let mut child = Command::new(binary())
-        .args(["--listen", &listen, "--upstream", &up.url(), "--config", &cfg])
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://{listen}");
-    wait_ready(&format!("{base}/health/live"), 10).await;
-    let c = client();
-    let mut pending = Vec::new();
-    for i in 0..10_000 {
-        let (c, url) = (c.clone(), format!("{base}/items-{i}/x"));
-        pending.push(tokio::spawn(async move { c.get(url.parse().unwrap()).await.map(|r| r.status()) }));
-        if pending.len() == 50 {
-            for p in pending.drain(..) {
-                assert_eq!(p.await.unwrap().unwrap(), 200);
-            }
-        }
-    }
-    for p in pending {
-        assert_eq!(p.await.unwrap().unwrap(), 200);
-    }
+    let (mut child, base) = start_quiet(&up.url(), &["--config", &cfg]).await;
+    get_all((0..10_000).map(|i| format!("{base}/items-{i}/x"))).await;
     let perf_url = format!("{base}/performance");
     eventually(5, "10000 requests", || async { perf(&perf_url).await["requests"]["total"] == 10_000 }).await;
     // Read it a few times: reads share the routes' histograms, never copy them.

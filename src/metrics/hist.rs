@@ -114,7 +114,13 @@ impl<C: Counter> Hist<C> {
         if other.is_empty() {
             return;
         }
-        debug_assert_eq!(self.sigfig, other.sigfig, "histograms of one precision are added");
+        if self.sigfig != other.sigfig {
+            // Another precision's buckets: each counted at its lowest value.
+            for (i, c) in other.nonzero() {
+                self.record_n(other.range_of(i).0, c);
+            }
+            return;
+        }
         let (from, to) = (other.lo, other.lo + other.counts.len() as u32 - 1);
         self.cover(from, to);
         let at = (from - self.lo) as usize;
@@ -259,6 +265,12 @@ mod tests {
         ha.subtract(&hb).unwrap();
         assert_eq!(a.value_at_quantile(0.5), ha.value_at_quantile(0.5));
         assert_eq!(a.len(), 300);
+        // Another precision's counts land in these buckets, as the crate's do.
+        let (mut fine, mut hfine) = both(3, &values(4, 200));
+        fine.add(&b);
+        hfine.add(&hb).unwrap();
+        assert_eq!(fine.value_at_quantile(0.9), hfine.value_at_quantile(0.9));
+        assert_eq!(fine.len(), 240);
         let (c, _) = both(2, &[HIGHEST]);
         let before = a.recorded().count();
         assert!(a.subtract(&c).is_err() || a.len() < 300);

@@ -172,7 +172,7 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
         client,
         drain,
         stream,
-        buf: BytesMut::with_capacity(HEAD_CHUNK),
+        buf: BytesMut::new(),
         head: RequestHead::default(),
         scratch: Scratch::default(),
         request_id: Vec::with_capacity(32),
@@ -221,19 +221,37 @@ impl Conn {
                     done => return Some(done),
                 }
             }
-            self.buf.reserve(HEAD_CHUNK);
             let idle = self.buf.is_empty();
-            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf));
-            let drain = &self.drain;
-            let stopped =
-                std::future::poll_fn(|_| if idle && drain.stopping() { Poll::Ready(()) } else { Poll::Pending });
-            tokio::select! {
-                biased;
-                read = read => match read {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return None,
-                },
-                () = stopped => return None,
+            if idle {
+                // Waiting for a request holds no buffer: it is borrowed from
+                // the worker once the socket is readable.
+                let pool = &self.client.worker.express_scratch;
+                if self.buf.capacity() > 0 {
+                    pool.take_back_buf(std::mem::take(&mut self.buf));
+                }
+                // `poll_read_ready`: the stream's own waker slot (`readable()`
+                // queues a waiter, measurably dearer per request).
+                let stream = &self.stream;
+                let ready = tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| stream.poll_read_ready(cx)));
+                let drain = &self.drain;
+                let stopped = std::future::poll_fn(|_| if drain.stopping() { Poll::Ready(()) } else { Poll::Pending });
+                tokio::select! {
+                    biased;
+                    ready = ready => if !matches!(ready, Ok(Ok(()))) { return None },
+                    () = stopped => return None,
+                }
+                self.buf = pool.lend_buf();
+                match self.stream.try_read_buf(&mut self.buf) {
+                    Ok(0) => return None,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return None,
+                }
+            }
+            self.buf.reserve(HEAD_CHUNK);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
             }
         }
     }

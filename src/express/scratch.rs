@@ -24,11 +24,30 @@ pub struct Scratch {
 /// Scratch sets a worker keeps for its next requests, at most.
 const SCRATCH_KEPT: usize = 64;
 
-/// A worker's spare [`Scratch`] sets.
+/// A worker's spare [`Scratch`] sets, and its spare read buffers (an idle
+/// keep-alive connection holds none: it waits for readability, then
+/// borrows one).
 #[derive(Debug, Default)]
-pub struct ScratchPool(RefCell<Vec<Scratch>>);
+pub struct ScratchPool(RefCell<Vec<Scratch>>, RefCell<Vec<BytesMut>>);
 
 impl ScratchPool {
+    /// A read buffer with room for a head's first chunk.
+    pub(super) fn lend_buf(&self) -> BytesMut {
+        self.1.borrow_mut().pop().unwrap_or_else(|| BytesMut::with_capacity(super::HEAD_CHUNK))
+    }
+
+    /// An empty read buffer back; kept if it is no larger than a head chunk
+    /// (a larger one was grown by a body and is let go).
+    pub(super) fn take_back_buf(&self, mut buf: BytesMut) {
+        let mut spare = self.1.borrow_mut();
+        buf.clear();
+        // Reclaims the space before the consumed bytes (no copy: it is empty).
+        buf.reserve(super::HEAD_CHUNK);
+        if spare.len() < SCRATCH_KEPT && buf.capacity() <= super::HEAD_CHUNK * 2 {
+            spare.push(buf);
+        }
+    }
+
     pub(super) fn lend(&self) -> Scratch {
         self.0.borrow_mut().pop().unwrap_or_else(|| Scratch {
             upstream_out: Vec::with_capacity(1024),

@@ -68,6 +68,19 @@ impl<C: Counter> Counts<C> {
 
     /// Counter `j` plus `n` (saturating).
     pub fn add(&mut self, j: usize, n: u64) {
+        // The aggregator's per-sample path: no widening, no clamping.
+        match self {
+            Counts::Narrow(v) => {
+                if let Some(c) = u16::try_from(n).ok().and_then(|n| v[j].checked_add(n)) {
+                    return v[j] = c;
+                }
+            }
+            Counts::Wide(v) => {
+                if let Some(c) = C::from_u64(n).and_then(|n| v[j].checked_add(&n)) {
+                    return v[j] = c;
+                }
+            }
+        }
         self.set(j, self.get(j).saturating_add(n));
     }
 

@@ -240,18 +240,24 @@ impl Conn {
                     ready = ready => if !matches!(ready, Ok(Ok(()))) { return None },
                     () = stopped => return None,
                 }
+                // Read with `read_buf`, not `try_read_buf`: a short read
+                // clears the readiness, so the next wait costs no EAGAIN.
                 self.buf = pool.lend_buf();
-                match self.stream.try_read_buf(&mut self.buf) {
-                    Ok(0) => return None,
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(_) => return None,
-                }
             }
             self.buf.reserve(HEAD_CHUNK);
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return None,
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf));
+            let drain = &self.drain;
+            // A readiness that proved spurious leaves an idle connection
+            // waiting here: the worker's stop still ends it.
+            let stopped =
+                std::future::poll_fn(|_| if idle && drain.stopping() { Poll::Ready(()) } else { Poll::Pending });
+            tokio::select! {
+                biased;
+                read = read => match read {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return None,
+                },
+                () = stopped => return None,
             }
         }
     }

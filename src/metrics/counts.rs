@@ -70,11 +70,13 @@ impl<C: Counter> Counts<C> {
     pub fn add(&mut self, j: usize, n: u64) {
         // The aggregator's per-sample path: no widening, no clamping.
         match self {
-            Counts::Narrow(v) => {
+            // (`C` narrower than 16 bits takes the clamping path below.)
+            Counts::Narrow(v) if std::mem::size_of::<C>() >= 2 => {
                 if let Some(c) = u16::try_from(n).ok().and_then(|n| v[j].checked_add(n)) {
                     return v[j] = c;
                 }
             }
+            Counts::Narrow(_) => {}
             Counts::Wide(v) => {
                 if let Some(c) = C::from_u64(n).and_then(|n| v[j].checked_add(&n)) {
                     return v[j] = c;

@@ -96,7 +96,7 @@ impl<C: Counter> Hist<C> {
         let i = self.index_for(value.clamp(1, HIGHEST));
         self.cover(i, i);
         self.counts.add((i - self.lo) as usize, n);
-        self.total += n;
+        self.total = self.total.saturating_add(n);
     }
 
     pub fn record(&mut self, value: u64) {
@@ -127,12 +127,15 @@ impl<C: Counter> Hist<C> {
         for j in 0..other.counts.len() {
             self.counts.add(at + j, other.counts.get(j));
         }
-        self.total += other.total;
+        self.total = self.total.saturating_add(other.total);
     }
 
     /// Takes `other`'s counts away; `Err` (nothing changed) when it holds a
     /// count these do not.
     pub fn subtract(&mut self, other: &Hist<C>) -> Result<(), ()> {
+        if self.sigfig != other.sigfig {
+            return Err(()); // other buckets: nothing to take them from
+        }
         let holds = other.nonzero().all(|(i, c)| {
             i >= self.lo && ((i - self.lo) as usize) < self.counts.len() && self.counts.get((i - self.lo) as usize) >= c
         });
@@ -155,11 +158,11 @@ impl<C: Counter> Hist<C> {
     /// The crate's `value_at_quantile`: the highest value of the bucket the
     /// `ceil(q × count)`-th value falls in (0 when empty).
     pub fn value_at_quantile(&self, q: f64) -> u64 {
-        let q = q.min(1.0);
+        let q = if q > 1.0 { 1.0 } else { q }; // as the crate (a NaN stays NaN)
         let target = ((q * self.total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
+        let mut seen: u64 = 0;
         for (i, c) in self.nonzero() {
-            seen += c;
+            seen = seen.saturating_add(c);
             if seen >= target {
                 return if q == 0.0 { self.range_of(i).0 } else { self.highest_at(i) };
             }
@@ -242,6 +245,7 @@ mod tests {
                     );
                 }
                 assert_eq!(mine.max(), theirs.max());
+                assert_eq!(mine.value_at_quantile(f64::NAN), theirs.value_at_quantile(f64::NAN));
                 let recorded: Vec<_> =
                     theirs.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
                 assert_eq!(mine.recorded().collect::<Vec<_>>(), recorded);
@@ -265,6 +269,8 @@ mod tests {
         ha.subtract(&hb).unwrap();
         assert_eq!(a.value_at_quantile(0.5), ha.value_at_quantile(0.5));
         assert_eq!(a.len(), 300);
+        // Another precision's buckets are not these: nothing is taken.
+        assert!(a.subtract(&Hist::<u64>::from_hdr(&hb, 3)).is_err() || hb.is_empty());
         // Another precision's counts land in these buckets, as the crate's do.
         let (mut fine, mut hfine) = both(3, &values(4, 200));
         fine.add(&b);

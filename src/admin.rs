@@ -124,6 +124,7 @@ pub async fn built(shared: &std::sync::Arc<Shared>, doc: Doc) -> Response<ProxyB
         Doc::Metrics(om) => Some(om),
         Doc::Performance(..) => None,
     };
+    let _turn = shared.admin_docs.building.acquire().await.expect("the document semaphore is never closed");
     let shared = shared.clone();
     let bytes = tokio::task::spawn_blocking(move || shared.admin_docs.get(doc, |doc| render(&shared, doc))).await;
     let Ok(bytes) = bytes else {
@@ -326,10 +327,19 @@ pub enum Doc {
 /// Admin documents shared by concurrent readers: one merge serves every
 /// reader for up to 50 ms, so a storm of `/performance` or `/metrics`
 /// calls costs one build per 50 ms, not one per call.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SharedDocs {
     docs: Mutex<HashMap<Doc, (Instant, Bytes)>>,
     builds: AtomicU64,
+    /// One blocking-pool thread builds at a time; other readers wait for
+    /// it as tasks, not as threads blocked on `docs`.
+    building: tokio::sync::Semaphore,
+}
+
+impl Default for SharedDocs {
+    fn default() -> Self {
+        SharedDocs { docs: Mutex::default(), builds: AtomicU64::new(0), building: tokio::sync::Semaphore::new(1) }
+    }
 }
 
 impl SharedDocs {

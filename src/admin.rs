@@ -111,11 +111,6 @@ pub enum Reply {
     Build(Doc),
 }
 
-/// Answers `req` if it is addressed to perfproxy itself.
-pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Reply> {
-    checked(client, req)
-}
-
 /// The document `doc`, built on the blocking pool: with 10 000 routes a
 /// build takes tens of milliseconds, which the worker spends serving
 /// traffic instead. Concurrent readers still share one build.
@@ -149,8 +144,8 @@ fn render(shared: &Shared, doc: &Doc) -> Vec<u8> {
     }
 }
 
-/// The endpoint's answer.
-fn checked<B>(client: &Client, req: &Request<B>) -> Option<Reply> {
+/// Answers `req` if it is addressed to perfproxy itself.
+pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Reply> {
     let shared = &client.worker.shared;
     let p = &shared.admin_paths;
     let path = req.uri().path();

@@ -36,8 +36,8 @@ impl ScratchPool {
         self.1.borrow_mut().pop().unwrap_or_else(|| BytesMut::with_capacity(super::HEAD_CHUNK))
     }
 
-    /// An empty read buffer back; kept if it is no larger than a head chunk
-    /// (a larger one was grown by a body and is let go).
+    /// An empty read buffer back; kept if it is no larger than two head
+    /// chunks (a larger one was grown by a body and is let go).
     pub(super) fn take_back_buf(&self, mut buf: BytesMut) {
         let mut spare = self.1.borrow_mut();
         buf.clear();

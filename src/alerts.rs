@@ -1,6 +1,6 @@
 //! Alerts: rules evaluated by a background task over the recent
 //! window (`error_rate`, `slow_requests`, `slow_queries`, `memory`,
-//! `cache_hit_rate`). Each rule, per subject (a route for `slow_requests`, a
+//! `cache_hit_rate`, `rate_limited`). Each rule, per subject (a route for `slow_requests`, a
 //! query for `slow_queries`), fires once when its condition has held at
 //! every evaluation for `alerts.for_ms` and resolves once when it has been
 //! clear for `alerts.keep_firing_ms` (Prometheus' `for` and
@@ -231,6 +231,7 @@ fn message(r: &Reading) -> String {
         "slow_requests" => format!("p95 latency of {}", r.subject.as_deref().unwrap_or("a route")),
         "slow_queries" => "mean time of a database query".to_string(),
         "memory" => "perfproxy's resident memory".to_string(),
+        "rate_limited" => "share of requests refused by a rate limit".to_string(),
         _ => "cache hit rate".to_string(),
     };
     let dir = if r.above { "above" } else { "below" };
@@ -257,6 +258,17 @@ fn readings(shared: &Shared) -> Vec<Reading> {
             above: true,
             unit: "",
         });
+        // Only with rules: a share of requests a rate limit refused.
+        if shared.limits.current().is_some() || recent.limited > 0 {
+            out.push(Reading {
+                rule: "rate_limited",
+                subject: None,
+                value: recent.limited as f64 / recent.count as f64,
+                threshold: a.rate_limited,
+                above: true,
+                unit: "",
+            });
+        }
     }
     let names = shared.routes.names();
     for (id, series) in &snap.routes {

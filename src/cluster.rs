@@ -33,6 +33,8 @@ pub struct Cluster {
     publish: Duration,
     client: Option<redis::Client>,
     latest: ArcSwapOption<Merged>,
+    /// Instances seen live at the last exchange (1 without Redis).
+    live: std::sync::atomic::AtomicUsize,
 }
 
 /// The default instance id: the hostname and the pid (a pod's name, in Kubernetes).
@@ -52,13 +54,23 @@ fn now_ms() -> u64 {
 impl Cluster {
     pub fn new(instance: String, publish: Duration, redis_url: Option<&str>) -> Arc<Cluster> {
         let client = redis_url.and_then(|u| redis::Client::open(u).ok());
-        Arc::new(Cluster { instance, publish, client, latest: ArcSwapOption::empty() })
+        let live = std::sync::atomic::AtomicUsize::new(1);
+        Arc::new(Cluster { instance, publish, client, latest: ArcSwapOption::empty(), live })
     }
 
     /// The latest merge over the live instances; `None` without Redis (or
     /// while it cannot be reached).
     pub fn view(&self) -> Option<Arc<Merged>> {
         self.latest.load_full()
+    }
+
+    /// How many instances were live at the last exchange with Redis (this
+    /// one alone without Redis, or while it cannot be reached).
+    pub fn live_instances(&self) -> usize {
+        if self.latest.load().is_none() {
+            return 1;
+        }
+        self.live.load(std::sync::atomic::Ordering::Relaxed).max(1)
     }
 
     /// Publishes and merges every `publish_ms` until `shutdown` resolves.
@@ -130,6 +142,7 @@ impl Cluster {
             .arg("+inf")
             .query_async(conn)
             .await?;
+        self.live.store(ids.len(), std::sync::atomic::Ordering::Relaxed);
         let keys: Vec<String> = ids.iter().map(|id| format!("{KEY_PREFIX}{id}")).collect();
         let texts: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
         let docs: Vec<wire::Published> = texts.iter().flatten().filter_map(|t| serde_json::from_str(t).ok()).collect();

@@ -15,7 +15,8 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, Value
 
 pub use settings::{
     AccessLogSettings, AlertSettings, CacheRule, CacheSettings, ClusterSettings, DatabaseSettings, Endpoints,
-    HealthSettings, HistorySettings, HttpCheck, RouteRule, Settings, TracingSettings,
+    HealthSettings, HistorySettings, HttpCheck, RateLimitRule, RouteRule, Settings, TopClientsSettings,
+    TracingSettings,
 };
 pub use validate::{Config, UpstreamAddr};
 

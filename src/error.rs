@@ -5,7 +5,7 @@
 //! ([`chain`]).
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use http::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 use std::time::Duration;
 
@@ -45,6 +45,9 @@ pub enum ProxyError {
     /// The upstream did not answer within `upstream_timeout` (504).
     #[error("upstream did not answer within {0:?}")]
     GatewayTimeout(Duration),
+    /// A rate limit refused the request before it was forwarded (429).
+    #[error("rate limited by {:?}", .0.policy)]
+    RateLimited(Box<crate::limits::Limited>),
 }
 
 impl ProxyError {
@@ -54,6 +57,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ProxyError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -70,6 +74,7 @@ impl ProxyError {
             ProxyError::GatewayTimeout(t) => {
                 ("gateway_timeout", format!("the upstream did not answer within {} ms", t.as_millis()))
             }
+            ProxyError::RateLimited(l) => return rate_limited(l),
         };
         let mut resp = json_error(status, code, &detail);
         if status == StatusCode::BAD_REQUEST {
@@ -78,6 +83,25 @@ impl ProxyError {
         }
         resp
     }
+}
+
+/// `429` with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit`
+/// fields (draft-ietf-httpapi-ratelimit-headers: quota `q` per window `w`
+/// seconds; `r` remaining, `t` seconds until a request passes).
+fn rate_limited(l: &crate::limits::Limited) -> Response<ProxyBody> {
+    let detail = format!("over the rate limit {:?}: retry in {} s", l.policy, l.retry_after_secs);
+    let body = serde_json::json!({
+        "error": "rate_limited",
+        "detail": detail,
+        "retry_after_seconds": l.retry_after_secs,
+    });
+    let mut resp = json(StatusCode::TOO_MANY_REQUESTS, body.to_string());
+    let h = resp.headers_mut();
+    let value = |text: String| HeaderValue::try_from(text).expect("a policy name is printable ASCII without quotes");
+    h.insert(RETRY_AFTER, HeaderValue::from(l.retry_after_secs));
+    h.insert("ratelimit-policy", value(format!("\"{}\";q={};w={}", l.policy, l.quota, l.window_secs)));
+    h.insert("ratelimit", value(format!("\"{}\";r=0;t={}", l.policy, l.retry_after_secs)));
+    resp
 }
 
 /// A JSON answer of perfproxy's own (never stored by anyone: `no-store`).

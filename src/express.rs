@@ -88,6 +88,8 @@ enum Lane {
     /// A fresh memory-layer hit.
     Hit(Arc<Entry>),
     Own(Box<Request<RequestBody>>),
+    /// Refused by a rate limit: answered 429 here.
+    Limited(Box<crate::limits::Limited>),
 }
 
 /// What the cache makes of an express request.
@@ -192,6 +194,7 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
             // Boxed: the general path (cache, Redis) is a large state machine
             // no idle connection should reserve room for.
             Lane::Own(req) => Box::pin(conn.own(*req)).await,
+            Lane::Limited(limited) => Box::pin(conn.limited(limited)).await,
         };
         worker.express_scratch.take_back(std::mem::take(&mut conn.scratch));
         if !keep {
@@ -274,6 +277,13 @@ impl Conn {
             }
             return head.to_request(buf).map(|r| Lane::Own(Box::new(r)));
         }
+        if let Some(limits) = shared.limits.current() {
+            let fields = head.fields(buf);
+            let asker = self.client.asker(&fields);
+            if let Some(limited) = limits.check(&head.method, path, &asker, shared.cluster.live_instances()) {
+                return Some(Lane::Limited(Box::new(limited)));
+            }
+        }
         let rules = shared.cache.rules();
         if !rules.enabled {
             return Some(Lane::Express(Cached::Off));
@@ -286,7 +296,11 @@ impl Conn {
                 return match cached::lookup(worker, &rules, key, path, &head.method, head.lookup_fields) {
                     cached::Lookup::Hit(entry) => Some(Lane::Hit(entry)),
                     cached::Lookup::Miss(miss) => Some(Lane::Express(Cached::Miss(miss))),
-                    cached::Lookup::General => head.to_request(buf).map(|r| Lane::Own(Box::new(r))),
+                    cached::Lookup::General => head.to_request(buf).map(|mut r| {
+                        // Counted by the rate limits above: not again on the general path.
+                        r.extensions_mut().insert(crate::limits::Counted);
+                        Lane::Own(Box::new(r))
+                    }),
                 };
             }
             pass_key = Some(key);

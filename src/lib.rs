@@ -22,6 +22,9 @@
 //! - [`access_log`]: `[access_log]`, one line per request, written off the request path.
 //! - [`trace`]: W3C Trace Context and OpenTelemetry spans, exported over OTLP/HTTP off the request
 //!   path (the exporter's own thread and bounded queue).
+//! - [`clients`]: who a request is from (`X-Forwarded-For` walked past `trusted_proxies`, or a
+//!   header's value, shown hashed) and the top clients by request rate.
+//! - [`limits`]: `[[rate_limits]]`, counted per key in pingora-limits' sketches; over a limit, 429.
 //! - [`access`]: CIDR lists (`trusted_proxies`, `endpoints.allow`) and the admin token check.
 //! - [`body`]: the streamed request and response bodies.
 //! - [`error`]: `ProxyError` and the one place it becomes a 400/502/504.
@@ -44,6 +47,7 @@ pub(crate) mod admin;
 pub(crate) mod alerts;
 pub(crate) mod body;
 pub mod cache;
+pub(crate) mod clients;
 pub(crate) mod cluster;
 pub mod config;
 pub mod database;
@@ -55,6 +59,7 @@ pub(crate) mod headers;
 pub(crate) mod health;
 pub(crate) mod history;
 pub(crate) mod http1;
+pub(crate) mod limits;
 pub(crate) mod metrics;
 pub(crate) mod performance;
 pub(crate) mod prometheus;

@@ -40,6 +40,8 @@ pub struct Sample {
     pub upstream_micros: Option<u32>,
     /// perfproxy's own time (see [`Recording::head_ready`]).
     pub overhead_micros: u32,
+    /// Refused by a rate limit (answered 429, never forwarded).
+    pub limited: bool,
 }
 
 /// Samples not yet merged, and the exemplars (sampled traces) among them.
@@ -87,6 +89,8 @@ pub struct Metrics {
 #[derive(Debug)]
 pub struct Recorder {
     shard: Arc<Shard>,
+    /// This worker's top-client counts.
+    clients: Arc<Mutex<crate::clients::top::Tally>>,
     metrics: Arc<Metrics>,
     local: std::cell::RefCell<Batch>,
     in_flight: std::cell::Cell<i64>,
@@ -154,11 +158,11 @@ impl Metrics {
         Duration::from_secs(u64::from(self.slot_secs) * self.slots as u64)
     }
 
-    /// A recorder for one worker thread.
-    pub fn recorder(self: &Arc<Self>) -> Recorder {
+    /// A recorder for one worker thread, counting its clients in `clients`.
+    pub fn recorder(self: &Arc<Self>, clients: Arc<Mutex<crate::clients::top::Tally>>) -> Recorder {
         let shard = Arc::new(Shard::default());
         lock(&self.shards).push(shard.clone());
-        Recorder { shard, metrics: self.clone(), local: Default::default(), in_flight: Default::default() }
+        Recorder { shard, clients, metrics: self.clone(), local: Default::default(), in_flight: Default::default() }
     }
 
     fn now_secs(&self) -> u32 {
@@ -277,6 +281,9 @@ pub struct Recording {
     access: Option<Box<(Arc<crate::access_log::AccessLog>, crate::access_log::Entry)>>,
     /// Its trace, when tracing is on (boxed: tracing off costs a pointer).
     trace: Option<Box<Traced>>,
+    /// Its client among the top clients (monitoring on).
+    client: Option<crate::clients::Key>,
+    limited: bool,
 }
 
 /// A request's trace, and its spans' record when it is sampled.
@@ -334,7 +341,21 @@ impl Recording {
             overhead: Duration::ZERO,
             access: None,
             trace: None,
+            client: None,
+            limited: false,
         }
+    }
+
+    /// Counts the request under its client, for the top clients.
+    pub fn client(&mut self, who: &crate::clients::Who) {
+        if let Some(r) = &self.recorder {
+            self.client = Some(lock(&r.clients).note(who, self.route));
+        }
+    }
+
+    /// A rate limit refused the request.
+    pub fn limited(&mut self) {
+        self.limited = true;
     }
 
     /// The route it is recorded under.
@@ -441,7 +462,10 @@ impl Drop for Recording {
             exemplar
         });
         if let Some(r) = &self.recorder {
-            r.finish(self.route, self.status, self.started, split, exemplar);
+            if let Some(key) = self.client.filter(|_| self.status >= 500) {
+                lock(&r.clients).error(key);
+            }
+            r.finish(self.route, (self.status, self.limited), self.started, split, exemplar);
         }
     }
 }
@@ -451,7 +475,7 @@ impl Recorder {
     fn finish(
         &self,
         route: RouteId,
-        status: u16,
+        (status, limited): (u16, bool),
         started: Instant,
         split: (Option<u32>, u32),
         exemplar: Option<semconv::Exemplar>,
@@ -463,7 +487,7 @@ impl Recorder {
         let full = {
             let mut local = self.local.borrow_mut();
             let (upstream_micros, overhead_micros) = split;
-            local.samples.push(Sample { route, micros, status, at_secs, upstream_micros, overhead_micros });
+            local.samples.push(Sample { route, micros, status, at_secs, upstream_micros, overhead_micros, limited });
             local.exemplars.extend(exemplar);
             local.samples.len() >= LOCAL_BATCH
         };
@@ -512,10 +536,14 @@ impl Recorder {
 mod tests {
     use super::*;
 
+    fn test_tally() -> Arc<Mutex<crate::clients::top::Tally>> {
+        crate::clients::top::TopClients::new(10, crate::clients::KeySpec::Client, Duration::from_secs(60)).tally()
+    }
+
     #[test]
     fn counts_and_percentiles_come_from_histograms() {
         let m = Metrics::new(true, Duration::from_millis(100), Duration::from_secs(60));
-        let r = m.recorder();
+        let r = m.recorder(test_tally());
         let a = RouteId(0);
         let b = RouteId(3);
         for i in 1..=100u32 {
@@ -526,6 +554,7 @@ mod tests {
                 at_secs: 0,
                 upstream_micros: Some(400),
                 overhead_micros: 20,
+                limited: false,
             };
             lock(&r.shard.samples).samples.push(s);
         }
@@ -536,6 +565,7 @@ mod tests {
             at_secs: 0,
             upstream_micros: None,
             overhead_micros: 0,
+            limited: false,
         });
         let snap = m.snapshot(None);
         assert_eq!(snap.total.all.count, 101);
@@ -556,7 +586,7 @@ mod tests {
     #[test]
     fn recent_window_forgets_old_slots() {
         let m = Metrics::new(true, Duration::from_secs(2), Duration::from_secs(60));
-        let r = m.recorder();
+        let r = m.recorder(test_tally());
         lock(&r.shard.samples).samples.push(Sample {
             route: RouteId(0),
             micros: 10,
@@ -564,6 +594,7 @@ mod tests {
             at_secs: 0,
             upstream_micros: None,
             overhead_micros: 0,
+            limited: false,
         });
         lock(&r.shard.samples).samples.push(Sample {
             route: RouteId(0),
@@ -572,6 +603,7 @@ mod tests {
             at_secs: 125,
             upstream_micros: None,
             overhead_micros: 0,
+            limited: false,
         });
         m.flush();
         let agg = lock(&m.aggregate);

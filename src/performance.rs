@@ -21,6 +21,8 @@ pub struct Performance {
     pub memory: MemoryView,
     pub system: SystemView,
     pub alerts: Vec<crate::alerts::Alert>,
+    /// The clients with the most requests over the recent window (this instance's).
+    pub top_clients: Vec<crate::clients::top::TopClient>,
     /// `?scope=cluster` only: `cluster` (merged over the live instances)
     /// or `instance` (no Redis: this instance alone).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,6 +68,8 @@ pub struct Figures {
     pub status: Classes,
     pub latency_ms: Latency,
     pub slow: u64,
+    /// Refused by a rate limit (429, never forwarded).
+    pub limited: u64,
     /// The upstream's share (absent when nothing went upstream: hits only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ms: Option<Split>,
@@ -115,6 +119,8 @@ pub struct RouteView {
     pub errors: u64,
     pub error_rate: f64,
     pub slow: u64,
+    /// Refused by a rate limit (429, never forwarded).
+    pub limited: u64,
     pub status: Classes,
     pub latency_ms: Latency,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,6 +188,7 @@ pub fn figures<C: Counter>(s: &Stats<C>) -> Figures {
         status: classes(s),
         latency_ms: latency(s),
         slow: s.slow,
+        limited: s.limited,
         upstream_ms: split(&s.upstream),
         overhead_ms: split(&s.overhead),
     }
@@ -225,6 +232,7 @@ pub fn route_view<C: Counter, D: Counter>(route: String, a: &Stats<C>, recent: &
         errors: a.errors,
         error_rate: a.error_rate(),
         slow: a.slow,
+        limited: a.limited,
         status: classes(a),
         latency_ms: latency(a),
         upstream_ms: split(&a.upstream),
@@ -305,6 +313,7 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
             pid: std::process::id(),
         },
         alerts: shared.alerts.firing().to_vec(),
+        top_clients: if shared.metrics.enabled() { shared.top_clients.top() } else { Vec::new() },
         scope: None,
         instances: None,
     }

@@ -171,6 +171,12 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
             per_route(&|r, s| counter(&[("route", r)], s.errors)),
         ),
         family(
+            "perfproxy_rate_limited_total",
+            "Requests a rate limit refused (answered 429, never forwarded)",
+            MetricType::COUNTER,
+            per_route(&|r, s| counter(&[("route", r)], s.limited)),
+        ),
+        family(
             "perfproxy_slow_requests_total",
             "Requests slower than SLOW_REQUEST_THRESHOLD",
             MetricType::COUNTER,
@@ -306,12 +312,19 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
     ] {
         families.push(family(name, help, MetricType::GAUGE, vec![gauge(&[], value)]));
     }
+    let top = if shared.metrics.enabled() { shared.top_clients.top() } else { Vec::new() };
+    families.push(family(
+        "perfproxy_top_client_requests_per_second",
+        "Request rate of the busiest clients over the recent window, by rank (1: the busiest); the clients themselves are in /performance",
+        MetricType::GAUGE,
+        top.iter().enumerate().map(|(i, c)| gauge(&[("rank", &(i + 1).to_string())], c.rps)).collect(),
+    ));
     let firing = shared.alerts.firing();
     families.push(family(
         "perfproxy_alerts_firing",
         "Alerts firing now, by rule",
         MetricType::GAUGE,
-        ["error_rate", "slow_requests", "slow_queries", "memory", "cache_hit_rate"]
+        ["error_rate", "slow_requests", "slow_queries", "memory", "cache_hit_rate", "rate_limited"]
             .iter()
             .map(|rule| gauge(&[("rule", rule)], firing.iter().filter(|a| a.rule == *rule).count() as f64))
             .collect(),

@@ -69,11 +69,21 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
         None => {}
     }
     let worker = &client.worker;
+    let counted = req.extensions().get::<crate::limits::Counted>().is_some();
+    let limited = worker.shared.limits.current().filter(|_| !counted).and_then(|limits| {
+        let instances = worker.shared.cluster.live_instances();
+        limits.check(req.method(), req.uri().path(), &client.asker(req.headers()), instances)
+    });
     // Dropped unanswered (hyper drops this future when the client leaves
     // first), the recording says 499.
     let mut recording = worker.records().then(|| {
         let route = worker.shared.routes.resolve(req.method(), req.uri().path(), &mut worker.route_cache.borrow_mut());
         let mut recording = Recording::begin(worker.recorder.as_ref(), route);
+        if worker.recorder.is_some() {
+            if let Some(who) = client.asker(req.headers()).who(&worker.shared.top_clients.spec) {
+                recording.client(&who);
+            }
+        }
         if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
             let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             let label = worker.shared.routes.name(route);
@@ -99,6 +109,9 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
         begin_trace(client, tracer, recording, &mut req);
     }
     let had_body = !req.body().is_end_stream();
+    if let Some(limited) = limited {
+        return refuse(limited, recording, had_body);
+    }
     let sent = Instant::now();
     let resp = match forward(client, req).await {
         Ok(resp) => resp,
@@ -143,6 +156,21 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
         }
         None => resp,
     }
+}
+
+/// A request a rate limit refused: its 429, recorded, never forwarded (the
+/// connection closes after it when the request had a body, never read).
+fn refuse(limited: crate::limits::Limited, recording: Option<Recording>, had_body: bool) -> Response<ProxyBody> {
+    let mut resp = ProxyError::RateLimited(Box::new(limited)).into_response();
+    if crate::http1::own_answer_closes(had_body) {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let Some(mut r) = recording {
+        r.limited();
+        r.answered(resp.status().as_u16());
+        r.head_ready();
+    }
+    resp
 }
 
 /// Continues the client's trace or starts one, for the recording; the

@@ -1,6 +1,6 @@
 //! Live reload: on SIGHUP the configuration is read again (the
 //! same command line, so flags and environment keep their precedence over
-//! the file) and validated; the route patterns, cache rules, alert
+//! the file) and validated; the route patterns, cache rules, rate limits, alert
 //! thresholds and health settings swap atomically (arc-swap) under running
 //! connections. Keys that need a restart (listeners, upstream, limits,
 //! backends, the metrics window) are logged and not applied. A broken file
@@ -16,7 +16,7 @@ use crate::config::{self, ConfigError, LoadError, Settings};
 use crate::state::{Live, Shared};
 
 /// Tables whose changes apply live (`alerts.window_ms` excepted).
-const LIVE_KEYS: [&str; 4] = ["routes", "cache", "health", "alerts"];
+const LIVE_KEYS: [&str; 5] = ["routes", "cache", "health", "alerts", "rate_limits"];
 
 /// Re-reads the configuration and applies what can change live. Returns
 /// the keys that changed but need a restart.
@@ -38,6 +38,7 @@ pub fn reload(shared: &Shared) -> Result<Vec<String>, ConfigError> {
         db.set_threshold(Duration::from_millis(live.alerts.slow_query_ms));
     }
     shared.cache.configure(&live.cache);
+    shared.limits.replace(&next.rate_limits);
     shared.live.store(Arc::new(live));
     Ok(restart)
 }

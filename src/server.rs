@@ -333,9 +333,9 @@ async fn serve_client(
         admin_allowed: config.admin_allow_proxy.contains(peer.ip()),
     };
     let express = config.settings.express_lane;
-    let ip =
-        HeaderValue::from_str(&peer.ip().to_canonical().to_string()).expect("an IP address is a valid header value");
-    let client = Rc::new(Client { worker, ip, admin_only: admin, peer: access });
+    let addr = peer.ip().to_canonical();
+    let ip = HeaderValue::from_str(&addr.to_string()).expect("an IP address is a valid header value");
+    let client = Rc::new(Client { worker, ip, addr, admin_only: admin, peer: access });
     let id = drain.next_id.get();
     drain.next_id.set(id + 1);
     let io = if admin || !express {

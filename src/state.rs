@@ -48,6 +48,10 @@ pub struct Shared {
     pub cluster: Arc<crate::cluster::Cluster>,
     /// Per-minute rollups (with a database), the in-memory series.
     pub history: Arc<crate::history::History>,
+    /// `[[rate_limits]]`, swapped on reload.
+    pub limits: crate::limits::LiveLimits,
+    /// Every worker's top-client counts.
+    pub top_clients: crate::clients::top::TopClients,
     /// Set at SIGTERM: readiness answers 503 and every response closes its
     /// connection, while new connections are still served (`shutdown_delay_ms`).
     draining: std::sync::atomic::AtomicBool,
@@ -88,7 +92,12 @@ impl Shared {
             config.settings.history.retention_days,
             database.as_ref().filter(|_| history_on).map(|d| d.pool().clone()),
         );
+        let limits = crate::limits::LiveLimits::new(&config.rate_limits);
+        let (top_key, top_count) = config.top_clients.clone();
+        let top_clients = crate::clients::top::TopClients::new(top_count, top_key, metrics.window());
         Arc::new(Shared {
+            limits,
+            top_clients,
             config,
             live,
             routes,
@@ -161,7 +170,7 @@ impl Worker {
 
     pub fn new(shared: Arc<Shared>) -> Rc<Worker> {
         let upstream = UpstreamPool::new(shared.config.upstream.clone(), shared.config.upstream_idle_timeout);
-        let recorder = shared.metrics.enabled().then(|| Rc::new(shared.metrics.recorder()));
+        let recorder = shared.metrics.enabled().then(|| Rc::new(shared.metrics.recorder(shared.top_clients.tally())));
         let cache_counters = shared.cache.counters();
         Rc::new(Worker {
             shared,
@@ -182,8 +191,18 @@ pub struct Client {
     pub worker: Rc<Worker>,
     /// The peer's IP, rendered once for `X-Forwarded-For`.
     pub ip: HeaderValue,
+    /// The peer's IP (IPv4-mapped addresses as IPv4).
+    pub addr: std::net::IpAddr,
     /// Accepted on the admin listener: only perfproxy's own endpoints answer.
     pub admin_only: bool,
     /// What the peer address allows (trusted proxy, admin reader).
     pub peer: Peer,
+}
+
+impl Client {
+    /// Who a request on this connection is from, asked of its fields.
+    pub fn asker<'a, F: crate::clients::Fields>(&'a self, fields: &'a F) -> crate::clients::Asker<'a, F> {
+        let trusted = &self.worker.shared.config.trusted_proxies;
+        crate::clients::Asker::new(fields, self.addr, self.peer.trusted, trusted)
+    }
 }

@@ -42,6 +42,9 @@ pub struct Wire {
     pub count: u64,
     pub errors: u64,
     pub slow: u64,
+    /// Refused by a rate limit (absent from instances that predate it).
+    #[serde(default)]
+    pub limited: u64,
     pub status: [u64; 6],
     pub sum_micros: u64,
     pub max_micros: u64,
@@ -82,6 +85,7 @@ impl Wire {
             count: s.count,
             errors: s.errors,
             slow: s.slow,
+            limited: s.limited,
             status: s.status,
             sum_micros: s.sum_micros,
             max_micros: s.max_micros,
@@ -99,6 +103,7 @@ impl Wire {
         };
         let mut s = Stats::new(sigfig);
         (s.count, s.errors, s.slow, s.status) = (self.count, self.errors, self.slow, self.status);
+        s.limited = self.limited;
         (s.sum_micros, s.max_micros) = (self.sum_micros, self.max_micros);
         if self.count > 0 {
             s.hist = decode(&self.hist, sigfig);

@@ -47,6 +47,8 @@ pub struct Settings {
     pub tracing: TracingSettings,
     pub cluster: ClusterSettings,
     pub history: HistorySettings,
+    pub top_clients: TopClientsSettings,
+    pub rate_limits: Vec<RateLimitRule>,
 }
 
 impl Default for Settings {
@@ -83,8 +85,50 @@ impl Default for Settings {
             tracing: TracingSettings::default(),
             cluster: ClusterSettings::default(),
             history: HistorySettings::default(),
+            top_clients: TopClientsSettings::default(),
+            rate_limits: Vec::new(),
         }
     }
+}
+
+/// The `[top_clients]` table: who sends the most requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopClientsSettings {
+    /// How many clients `/performance.top_clients` lists.
+    pub count: u64,
+    /// `"client"` (the address, `X-Forwarded-For` walked past `trusted_proxies`)
+    /// or `"header:NAME"` (that header's value, shown hashed).
+    pub key: String,
+}
+
+impl Default for TopClientsSettings {
+    fn default() -> Self {
+        TopClientsSettings { count: 10, key: "client".into() }
+    }
+}
+
+/// A `[[rate_limits]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRule {
+    /// As `[[routes]]`: `POST /api/*`, `/api/documents/*`.
+    pub pattern: String,
+    /// `"client"`, `"header:NAME"` or `"global"`.
+    #[serde(default = "client_key")]
+    pub key: String,
+    /// Requests per second, on average.
+    pub rps: f64,
+    /// Requests at once after a quiet spell (default: `rps`, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// With Redis: the limit is divided by the live instances of the cluster view.
+    #[serde(default)]
+    pub shared: bool,
+}
+
+fn client_key() -> String {
+    "client".into()
 }
 
 /// The `[access_log]` table: one line per request.
@@ -312,6 +356,8 @@ pub struct AlertSettings {
     pub slow_query_ms: u64,
     pub memory_bytes: u64,
     pub cache_hit_rate: f64,
+    /// Share of requests answered 429 by a rate limit above which `rate_limited` fires.
+    pub rate_limited: f64,
     /// How long a condition must hold, at every evaluation, before it fires.
     pub for_ms: u64,
     /// How long a firing alert's condition must stay clear before it resolves.
@@ -330,6 +376,7 @@ impl Default for AlertSettings {
             slow_query_ms: 1_000,
             memory_bytes: 524_288_000,
             cache_hit_rate: 0.70,
+            rate_limited: 0.05,
             for_ms: 30_000,
             keep_firing_ms: 60_000,
             webhook_url: None,

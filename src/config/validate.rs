@@ -43,6 +43,10 @@ pub struct Config {
     pub admin_allow: Cidrs,
     /// `[tracing]` and the `OTEL_*` variables; `None`: no spans.
     pub tracing: Option<crate::trace::Setup>,
+    /// `[[rate_limits]]`, in order.
+    pub rate_limits: Vec<crate::limits::Rule>,
+    /// `top_clients.key` and `top_clients.count`.
+    pub top_clients: (crate::clients::KeySpec, usize),
 }
 
 /// Where the upstream is: host (name or IP) and port, plus the authority used
@@ -250,6 +254,14 @@ impl Config {
                 return Err(ConfigError::new("cluster.instance", format!("{id:?}"), "a non-empty id without spaces"));
             }
         }
+        let rate_limits = s
+            .rate_limits
+            .iter()
+            .enumerate()
+            .map(|(i, r)| crate::limits::Rule::compile(i, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let top_key = crate::clients::KeySpec::parse("top_clients.key", &s.top_clients.key, false)?;
+        let top_count = in_range("top_clients.count", s.top_clients.count, 1, 1000)?;
         let tracing = crate::trace::Setup::resolve(&s.tracing, |k| std::env::var(k).ok())?;
 
         let d = &s.database;
@@ -262,6 +274,7 @@ impl Config {
         positive_ms("alerts.interval_ms", a.interval_ms)?;
         fraction("alerts.error_rate", a.error_rate)?;
         fraction("alerts.cache_hit_rate", a.cache_hit_rate)?;
+        fraction("alerts.rate_limited", a.rate_limited)?;
         positive_ms("alerts.slow_request_ms", a.slow_request_ms)?;
         positive_ms("alerts.slow_query_ms", a.slow_query_ms)?;
         in_range("alerts.for_ms", a.for_ms, 0, 86_400_000)?;
@@ -290,6 +303,8 @@ impl Config {
             admin_allow_proxy,
             admin_allow,
             tracing,
+            rate_limits,
+            top_clients: (top_key, top_count),
             settings,
         })
     }

@@ -83,6 +83,23 @@ pub struct RequestHead {
     fields: Vec<FieldAt>,
 }
 
+/// A parsed head with the buffer it points into.
+pub struct HeadFields<'a> {
+    head: &'a RequestHead,
+    buf: &'a [u8],
+}
+
+impl crate::clients::Fields for HeadFields<'_> {
+    fn forwarded_for(&self) -> impl DoubleEndedIterator<Item = &[u8]> {
+        let fields = self.head.fields.iter().filter(|f| f.role == Role::ForwardedFor);
+        fields.map(|f| &self.buf[f.value.clone()])
+    }
+
+    fn field(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.head.field_value(self.buf, name.as_str().as_bytes())
+    }
+}
+
 /// Bytes an origin-form target may hold here: RFC 3986 unreserved,
 /// sub-delims, `:@/?%`. Anything else (`#`, quotes, spaces, non-ASCII) goes
 /// to hyper, whose URI rules decide.
@@ -309,6 +326,11 @@ impl RequestHead {
             field(out, b"traceparent", tp);
         }
         out.extend_from_slice(b"\r\n");
+    }
+
+    /// The head's fields as the client rules read them.
+    pub fn fields<'a>(&'a self, buf: &'a [u8]) -> HeadFields<'a> {
+        HeadFields { head: self, buf }
     }
 
     /// The request as `http` types, for what the express lane does not do

@@ -2,7 +2,9 @@
 //! or a new one) and its recording (route, latency split, and its
 //! access-log line when the log samples it).
 
-use super::Conn;
+use bytes::Buf;
+
+use super::{reply, Conn};
 use crate::http1;
 use crate::metrics::Recording;
 use crate::trace::{self, SpanRecord};
@@ -19,6 +21,12 @@ impl Conn {
         let (head, buf) = (&self.head, &self.buf[..]);
         let route = worker.shared.routes.resolve(&head.method, head.path(), &mut worker.route_cache.borrow_mut());
         let mut recording = Recording::begin(worker.recorder.as_ref(), route);
+        if worker.recorder.is_some() {
+            let fields = head.fields(buf);
+            if let Some(who) = self.client.asker(&fields).who(&worker.shared.top_clients.spec) {
+                recording.client(&who);
+            }
+        }
         if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
             let client = self.client.ip.to_str().unwrap_or("");
             let label = worker.shared.routes.name(route);
@@ -44,6 +52,27 @@ impl Conn {
             }
         }
         Some(recording)
+    }
+
+    /// A request a rate limit refused: its 429, recorded; the connection
+    /// closes after it when the request had a body (never read).
+    pub(super) async fn limited(&mut self, limited: Box<crate::limits::Limited>) -> bool {
+        let head_request = self.head.method == http::Method::HEAD;
+        let close = self.closes() || http1::own_answer_closes(self.head.content_length > 0);
+        self.set_request_id();
+        let mut recording = self.begin_recording();
+        self.buf.advance(self.head.len);
+        let mut resp = crate::error::ProxyError::RateLimited(limited).into_response();
+        if let Ok(id) = http::HeaderValue::from_bytes(&self.request_id) {
+            resp.headers_mut().insert(crate::headers::X_REQUEST_ID.clone(), id);
+        }
+        if let Some(r) = &mut recording {
+            r.limited();
+            r.answered(resp.status().as_u16());
+            r.head_ready();
+        }
+        let written = reply::write(&mut self.stream, &mut self.scratch.out, resp, head_request, close).await;
+        written.unwrap_or(false)
     }
 
     /// Whether this response closes the connection: the client asked, the

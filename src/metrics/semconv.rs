@@ -84,7 +84,15 @@ mod tests {
     use super::*;
 
     fn sample(status: u16, micros: u32) -> Sample {
-        Sample { route: RouteId(1), micros, status, at_secs: 0, upstream_micros: None, overhead_micros: 0 }
+        Sample {
+            route: RouteId(1),
+            micros,
+            status,
+            at_secs: 0,
+            upstream_micros: None,
+            overhead_micros: 0,
+            limited: false,
+        }
     }
 
     #[test]

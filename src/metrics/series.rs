@@ -14,6 +14,8 @@ pub struct Stats<C: Counter = u64> {
     pub count: u64,
     pub errors: u64,
     pub slow: u64,
+    /// Refused by a rate limit (429, never forwarded).
+    pub limited: u64,
     /// Index 1..=5: 1xx..5xx (0 unused).
     pub status: [u64; 6],
     pub sum_micros: u64,
@@ -66,6 +68,7 @@ impl<C: Counter> Stats<C> {
             count: 0,
             errors: 0,
             slow: 0,
+            limited: 0,
             status: [0; 6],
             sum_micros: 0,
             max_micros: 0,
@@ -79,6 +82,7 @@ impl<C: Counter> Stats<C> {
         self.count += 1;
         self.errors += u64::from(s.status >= 500);
         self.slow += u64::from(slow);
+        self.limited += u64::from(s.limited);
         self.status[usize::from(s.status / 100).min(5)] += 1;
         let v = u64::from(s.micros).clamp(1, super::hist::HIGHEST);
         self.sum_micros += v;
@@ -101,6 +105,7 @@ impl<C: Counter> Stats<C> {
         self.count += other.count;
         self.errors += other.errors;
         self.slow += other.slow;
+        self.limited += other.limited;
         for (a, b) in self.status.iter_mut().zip(other.status) {
             *a += b;
         }

@@ -1,0 +1,255 @@
+//! Rate limits (`[[rate_limits]]`). A rule matches requests as a route
+//! pattern does and counts, per key (the client, a header's value, or
+//! everyone), the requests it lets through, in pingora-limits' [`Rate`]: a
+//! count-min sketch per window of `burst / rps` seconds, read as a sliding
+//! window (the previous window weighted by what is left of it, plus the
+//! current one; Cloudflare's estimate). A request passes while that count
+//! is under `burst`: `burst` at once after a quiet spell, `rps` on average.
+//! A rule's sketch sits behind a mutex (its lazy window reset must not race),
+//! so deciding and counting are one step. Over a limit the request is
+//! answered `429` ([`ProxyError::RateLimited`](crate::error::ProxyError))
+//! and never forwarded. Limits are per instance; `shared = true` divides a
+//! rule's `burst` (and so its rate) by the live instances of the cluster view.
+//! [`Limits`] holds the compiled rules; SIGHUP swaps them ([`LiveLimits`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::Method;
+use pingora_limits::rate::{Rate, RateComponents};
+
+use crate::clients::{Asker, Fields, KeySpec};
+use crate::config::{ConfigError, RateLimitRule};
+use crate::routes::RoutePattern;
+
+/// The sketch of one rule: rows and counters per row (see the README's error bounds).
+const HASHES: usize = 4;
+const SLOTS: usize = 8192;
+
+/// A validated `[[rate_limits]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub pattern: RoutePattern,
+    /// The pattern as written (the policy's name in `RateLimit-Policy`).
+    pub name: String,
+    pub key: KeySpec,
+    pub rps: f64,
+    pub burst: u64,
+    pub shared: bool,
+}
+
+impl Rule {
+    /// Checks entry `i`; an error names its key.
+    pub fn compile(i: usize, r: &RateLimitRule) -> Result<Rule, ConfigError> {
+        let at = |k: &str| format!("rate_limits[{i}].{k}");
+        let pattern = RoutePattern::parse(&r.pattern)
+            .map_err(|why| ConfigError::new(at("pattern"), format!("{:?}", r.pattern), why))?;
+        let key = KeySpec::parse(&at("key"), &r.key, true)?;
+        if !(r.rps.is_finite() && r.rps > 0.0 && r.rps <= 1e6) {
+            return Err(ConfigError::new(at("rps"), r.rps, "requests per second, more than 0 and at most 1000000"));
+        }
+        let burst = r.burst.unwrap_or((r.rps.ceil() as u64).max(1));
+        if !(1..=1_000_000_000).contains(&burst) {
+            return Err(ConfigError::new(at("burst"), burst, "a number of requests from 1 to 1000000000"));
+        }
+        // An sf-string in the `RateLimit` fields: printable ASCII, no quote or backslash.
+        let shown = |c: &char| (c.is_ascii_graphic() || *c == ' ') && !matches!(c, '"' | '\\');
+        let name = r.pattern.trim().chars().filter(shown).collect();
+        Ok(Rule { pattern, name, key, rps: r.rps, burst, shared: r.shared })
+    }
+
+    /// How long a window lasts: `burst` requests at `rps` (1 ms at least).
+    fn window(&self) -> Duration {
+        Duration::from_secs_f64(self.burst as f64 / self.rps).max(Duration::from_millis(1))
+    }
+}
+
+/// In a request's extensions: the rate limits have counted it already (the
+/// express lane handing it to the general path), so they do not again.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted;
+
+/// Why a request was refused: what its `RateLimit` fields say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limited {
+    /// The rule's name (its pattern).
+    pub policy: String,
+    /// Requests allowed per `window_secs`.
+    pub quota: u64,
+    pub window_secs: u64,
+    /// Seconds until a request would pass (1 at least).
+    pub retry_after_secs: u64,
+}
+
+struct Limiter {
+    rule: Rule,
+    window: Duration,
+    /// Shared with the rule's next version when a reload leaves it unchanged.
+    counts: Arc<Mutex<Rate>>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter").field("rule", &self.rule).field("window", &self.window).finish_non_exhaustive()
+    }
+}
+
+/// The compiled rules and their counts.
+#[derive(Debug, Default)]
+pub struct Limits {
+    limiters: Vec<Limiter>,
+}
+
+impl Limits {
+    pub fn new(rules: &[Rule]) -> Limits {
+        let limiters = rules
+            .iter()
+            .map(|rule| {
+                let window = rule.window();
+                Limiter {
+                    rule: rule.clone(),
+                    window,
+                    counts: Arc::new(Mutex::new(Rate::new_with_estimator_config(window, HASHES, SLOTS))),
+                }
+            })
+            .collect();
+        Limits { limiters }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.limiters.is_empty()
+    }
+
+    /// Counts the request with every rule it matches, or refuses it with
+    /// the first rule it is over (then counted by none). `instances`: the
+    /// live instances, for shared rules.
+    pub fn check<F: Fields>(&self, method: &Method, path: &str, asker: &Asker<F>, instances: usize) -> Option<Limited> {
+        let matching = || self.limiters.iter().filter(|l| l.rule.pattern.matches(method, path));
+        for l in matching() {
+            let Some(who) = asker.who(&l.rule.key) else { continue };
+            if let Some(limited) = l.over(who.key(), instances) {
+                return Some(limited);
+            }
+        }
+        for l in matching() {
+            if let Some(who) = asker.who(&l.rule.key) {
+                l.lock().observe(&who.key(), 1);
+            }
+        }
+        None
+    }
+}
+
+impl Limiter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Rate> {
+        self.counts.lock().expect("rate-limit locks are never poisoned: no code under them panics")
+    }
+
+    /// `Some` when `key` has used its quota in the sliding window.
+    fn over(&self, key: crate::clients::Key, instances: usize) -> Option<Limited> {
+        let rule = &self.rule;
+        let divide = if rule.shared { instances.max(1) as u64 } else { 1 };
+        let quota = (rule.burst / divide).max(1);
+        let wait = self.lock().rate_with(&key, |r: RateComponents| {
+            let counts = (r.prev_samples as f64, r.curr_samples as f64, r.current_interval_fraction);
+            wait_for(counts, r.interval, quota as f64)
+        })?;
+        let secs = self.window.as_secs_f64();
+        let (quota_shown, window_secs) =
+            if secs >= 1.0 { (quota, secs.ceil() as u64) } else { ((rule.rps / divide as f64).ceil() as u64, 1) };
+        Some(Limited {
+            policy: rule.name.clone(),
+            quota: quota_shown,
+            window_secs,
+            retry_after_secs: (wait.as_secs_f64().ceil() as u64).max(1),
+        })
+    }
+}
+
+/// How long until the sliding count falls under `quota`, from the previous
+/// window's count, the current one's and how far `into` it we are; `None`:
+/// it is under.
+fn wait_for((prev, curr, into): (f64, f64, f64), window: Duration, quota: f64) -> Option<Duration> {
+    if prev * (1.0 - into) + curr < quota {
+        return None;
+    }
+    let window = window.as_secs_f64();
+    let fraction = if curr >= quota {
+        // Past this window, the current count becomes the previous one and fades.
+        (1.0 - into) + (1.0 - quota / curr)
+    } else {
+        (1.0 - (quota - curr) / prev) - into
+    };
+    Some(Duration::from_secs_f64((fraction * window).max(0.0)))
+}
+
+/// The rules in force, swapped on reload; reading them when there are
+/// none costs one atomic load.
+#[derive(Debug)]
+pub struct LiveLimits {
+    any: AtomicBool,
+    limits: ArcSwap<Limits>,
+}
+
+impl LiveLimits {
+    pub fn new(rules: &[Rule]) -> LiveLimits {
+        LiveLimits { any: AtomicBool::new(!rules.is_empty()), limits: ArcSwap::from_pointee(Limits::new(rules)) }
+    }
+
+    /// The rules, when there are any.
+    pub fn current(&self) -> Option<arc_swap::Guard<Arc<Limits>>> {
+        self.any.load(Ordering::Relaxed).then(|| self.limits.load())
+    }
+
+    /// Applies reloaded rules; a rule that did not change keeps its counts.
+    pub fn replace(&self, rules: &[Rule]) {
+        let old = self.limits.load_full();
+        let mut next = Limits::new(rules);
+        for l in &mut next.limiters {
+            if let Some(kept) = old.limiters.iter().find(|o| o.rule == l.rule) {
+                l.counts = kept.counts.clone();
+            }
+        }
+        self.limits.store(Arc::new(next));
+        self.any.store(!rules.is_empty(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(pattern: &str, key: &str, rps: f64, burst: Option<u64>) -> Rule {
+        let r = RateLimitRule { pattern: pattern.into(), key: key.into(), rps, burst, shared: false };
+        Rule::compile(0, &r).expect("a valid rule")
+    }
+
+    #[test]
+    fn rules_are_checked_by_key() {
+        let bad = |rps: f64, burst: Option<u64>, key: &str| {
+            let r = RateLimitRule { pattern: "POST /api/*".into(), key: key.into(), rps, burst, shared: false };
+            Rule::compile(2, &r).expect_err("invalid").key
+        };
+        assert_eq!(bad(0.0, None, "client"), "rate_limits[2].rps");
+        assert_eq!(bad(f64::NAN, None, "client"), "rate_limits[2].rps");
+        assert_eq!(bad(5.0, Some(0), "client"), "rate_limits[2].burst");
+        assert_eq!(bad(5.0, None, "header:"), "rate_limits[2].key");
+        assert_eq!(rule("/x/*", "global", 2.5, None).burst, 3);
+    }
+
+    #[test]
+    fn the_wait_is_until_the_sliding_count_is_under_the_quota() {
+        let two = Duration::from_secs(2);
+        let at = |prev, curr, into| ((prev, curr, into), two);
+        let wait_for = |((counts, window), quota): (((f64, f64, f64), Duration), f64)| wait_for(counts, window, quota);
+        assert_eq!(wait_for((at(0.0, 99.0, 0.5), 100.0)), None);
+        // 100 used in this window, half of it gone: the rest of it, then half of the next.
+        let w = wait_for((at(0.0, 100.0, 0.5), 100.0)).expect("over");
+        assert!((w.as_secs_f64() - 1.0).abs() < 1e-9, "{w:?}");
+        // 100 last window, 50 now, a quarter in: 0.75*100+50 = 125 until the previous fades to 50.
+        let w = wait_for((at(100.0, 50.0, 0.25), 100.0)).expect("over");
+        assert!((w.as_secs_f64() - 0.5).abs() < 1e-9, "{w:?}");
+    }
+}

@@ -259,7 +259,7 @@ fn readings(shared: &Shared) -> Vec<Reading> {
             unit: "",
         });
         // Only with rules: a share of requests a rate limit refused.
-        if shared.limits.current().is_some() || recent.limited > 0 {
+        if shared.limits.any() || recent.limited > 0 {
             out.push(Reading {
                 rule: "rate_limited",
                 subject: None,

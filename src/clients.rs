@@ -11,6 +11,7 @@
 //!
 //! [`top`] ranks the clients by request rate.
 
+pub mod sliding;
 pub mod top;
 
 use std::cell::Cell;
@@ -85,6 +86,7 @@ pub enum Who<'a> {
 
 impl Who<'_> {
     /// Its key: addresses, header values and the global key never meet.
+    #[inline]
     pub fn key(&self) -> Key {
         let hash = |seed: u64, bytes: &[u8]| foldhash::fast::FixedState::with_seed(seed).hash_one(bytes);
         Key(match self {
@@ -113,6 +115,8 @@ impl Who<'_> {
 pub trait Fields {
     /// The `X-Forwarded-For` values, in the order they came.
     fn forwarded_for(&self) -> impl DoubleEndedIterator<Item = &[u8]>;
+    /// Whether it carries an `X-Forwarded-For` at all.
+    fn any_forwarded_for(&self) -> bool;
     /// The first value of the field `name`.
     fn field(&self, name: &HeaderName) -> Option<&[u8]>;
 }
@@ -120,6 +124,10 @@ pub trait Fields {
 impl Fields for http::HeaderMap {
     fn forwarded_for(&self) -> impl DoubleEndedIterator<Item = &[u8]> {
         self.get_all(&crate::headers::X_FORWARDED_FOR).iter().map(|v| v.as_bytes())
+    }
+
+    fn any_forwarded_for(&self) -> bool {
+        self.contains_key(&crate::headers::X_FORWARDED_FOR)
     }
 
     fn field(&self, name: &HeaderName) -> Option<&[u8]> {
@@ -142,22 +150,33 @@ impl<'a, F: Fields> Asker<'a, F> {
     }
 
     /// The client's address (see the module's rule).
+    #[inline]
     pub fn address(&self) -> IpAddr {
+        // Most requests: an untrusted peer, or a trusted one that forwards nothing.
+        if !self.peer_trusted || !self.fields.any_forwarded_for() {
+            return self.peer;
+        }
+        self.walked()
+    }
+
+    #[inline(never)]
+    fn walked(&self) -> IpAddr {
         if let Some(ip) = self.address.get() {
             return ip;
         }
-        let ip = if self.peer_trusted { walk(self.peer, self.fields.forwarded_for(), self.trusted) } else { self.peer };
+        let ip = walk(self.peer, self.fields.forwarded_for(), self.trusted);
         self.address.set(Some(ip));
         ip
     }
 
     /// The client as `spec` names it; `None`: a header key the request lacks.
+    #[inline]
     pub fn who(&self, spec: &KeySpec) -> Option<Who<'a>> {
-        Some(match spec {
-            KeySpec::Client => Who::Address(self.address()),
-            KeySpec::Header(name) => Who::Header(self.fields.field(name).filter(|v| !v.is_empty())?),
-            KeySpec::Global => Who::Everyone,
-        })
+        match spec {
+            KeySpec::Client => Some(Who::Address(self.address())),
+            KeySpec::Header(name) => self.fields.field(name).filter(|v| !v.is_empty()).map(Who::Header),
+            KeySpec::Global => Some(Who::Everyone),
+        }
     }
 }
 

@@ -154,6 +154,9 @@ struct Conn {
     /// The request's `X-Request-Id` (the client's or a new one), kept
     /// until answered.
     request_id: Vec<u8>,
+    /// When the rate limits read the clock for this request (its recording
+    /// begins then too: one clock read).
+    checked_at: Option<Instant>,
 }
 
 /// Serves a client connection until it closes or needs hyper. `id` is its
@@ -178,6 +181,7 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
         head: RequestHead::default(),
         scratch: Scratch::default(),
         request_id: Vec::with_capacity(32),
+        checked_at: None,
     };
     loop {
         match conn.read_head().await {
@@ -185,6 +189,7 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
             Some(_) => return conn.handoff(),
             None => return Ended::Closed,
         }
+        conn.checked_at = None;
         let Some(lane) = conn.lane() else { return conn.handoff() };
         let worker = conn.client.worker.clone();
         conn.scratch = worker.express_scratch.lend();
@@ -277,10 +282,13 @@ impl Conn {
             }
             return head.to_request(buf).map(|r| Lane::Own(Box::new(r)));
         }
-        if let Some(limits) = shared.limits.current() {
+        if let Some(limits) = worker.limits() {
             let fields = head.fields(buf);
             let asker = self.client.asker(&fields);
-            if let Some(limited) = limits.check(&head.method, path, &asker, shared.cluster.live_instances()) {
+            let now = Instant::now();
+            self.checked_at = Some(now);
+            let instances = || shared.cluster.live_instances();
+            if let Some(limited) = limits.check(&head.method, path, &asker, now, instances) {
                 return Some(Lane::Limited(Box::new(limited)));
             }
         }

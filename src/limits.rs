@@ -1,32 +1,35 @@
 //! Rate limits (`[[rate_limits]]`). A rule matches requests as a route
 //! pattern does and counts, per key (the client, a header's value, or
-//! everyone), the requests it lets through, in pingora-limits' [`Rate`]: a
-//! count-min sketch per window of `burst / rps` seconds, read as a sliding
-//! window (the previous window weighted by what is left of it, plus the
-//! current one; Cloudflare's estimate). A request passes while that count
+//! everyone), the requests it lets through, in pingora-limits' count-min
+//! sketches over a sliding window of `burst / rps` seconds
+//! ([`SlidingCounts`]: the previous window weighted by what is left of it,
+//! plus the current one; Cloudflare's estimate). A request passes while that count
 //! is under `burst`: `burst` at once after a quiet spell, `rps` on average.
-//! A rule's sketch sits behind a mutex (its lazy window reset must not race),
-//! so deciding and counting are one step. Over a limit the request is
+//! A rule's sketch sits behind a mutex, so deciding and counting are one
+//! step (nginx's `limit_req` locks its zone the same way). Over a limit the request is
 //! answered `429` ([`ProxyError::RateLimited`](crate::error::ProxyError))
 //! and never forwarded. Limits are per instance; `shared = true` divides a
 //! rule's `burst` (and so its rate) by the live instances of the cluster view.
-//! [`Limits`] holds the compiled rules; SIGHUP swaps them ([`LiveLimits`]).
+//! [`Limits`] holds the compiled rules; SIGHUP swaps them ([`LiveLimits`]),
+//! and each worker keeps its own handle until then ([`WorkerLimits`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-use http::Method;
-use pingora_limits::rate::{Rate, RateComponents};
-
-use crate::clients::{Asker, Fields, KeySpec};
+use crate::clients::sliding::SlidingCounts;
+use crate::clients::{Asker, Fields, Key, KeySpec};
 use crate::config::{ConfigError, RateLimitRule};
 use crate::routes::RoutePattern;
+use arc_swap::ArcSwap;
+use http::Method;
 
-/// The sketch of one rule: rows and counters per row (see the README's error bounds).
-const HASHES: usize = 4;
-const SLOTS: usize = 8192;
+/// The sketch of one rule: rows and counters per row (see the README's
+/// error bounds). Two rows, each wide: every row is a hash and a counter
+/// per request; a collision only ever makes a limit stricter.
+const HASHES: usize = 2;
+const SLOTS: usize = 16384;
 
 /// A validated `[[rate_limits]]` entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,12 +50,16 @@ impl Rule {
         let pattern = RoutePattern::parse(&r.pattern)
             .map_err(|why| ConfigError::new(at("pattern"), format!("{:?}", r.pattern), why))?;
         let key = KeySpec::parse(&at("key"), &r.key, true)?;
-        if !(r.rps.is_finite() && r.rps > 0.0 && r.rps <= 1e6) {
-            return Err(ConfigError::new(at("rps"), r.rps, "requests per second, more than 0 and at most 1000000"));
+        if !(r.rps.is_finite() && (0.001..=1e6).contains(&r.rps)) {
+            return Err(ConfigError::new(at("rps"), r.rps, "requests per second, from 0.001 to 1000000"));
         }
         let burst = r.burst.unwrap_or((r.rps.ceil() as u64).max(1));
         if !(1..=1_000_000_000).contains(&burst) {
             return Err(ConfigError::new(at("burst"), burst, "a number of requests from 1 to 1000000000"));
+        }
+        if burst as f64 / r.rps > 86_400.0 {
+            let expected = "a burst that rps refills within a day (burst / rps at most 86400 s)";
+            return Err(ConfigError::new(at("burst"), burst, expected));
         }
         // An sf-string in the `RateLimit` fields: printable ASCII, no quote or backslash.
         let shown = |c: &char| (c.is_ascii_graphic() || *c == ' ') && !matches!(c, '"' | '\\');
@@ -85,14 +92,13 @@ pub struct Limited {
 
 struct Limiter {
     rule: Rule,
-    window: Duration,
     /// Shared with the rule's next version when a reload leaves it unchanged.
-    counts: Arc<Mutex<Rate>>,
+    counts: Arc<Mutex<SlidingCounts>>,
 }
 
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Limiter").field("rule", &self.rule).field("window", &self.window).finish_non_exhaustive()
+        f.debug_struct("Limiter").field("rule", &self.rule).finish_non_exhaustive()
     }
 }
 
@@ -104,15 +110,15 @@ pub struct Limits {
 
 impl Limits {
     pub fn new(rules: &[Rule]) -> Limits {
+        let now = Instant::now();
         let limiters = rules
             .iter()
             .map(|rule| {
                 let window = rule.window();
-                Limiter {
-                    rule: rule.clone(),
-                    window,
-                    counts: Arc::new(Mutex::new(Rate::new_with_estimator_config(window, HASHES, SLOTS))),
-                }
+                // Narrower for short windows: a window's reset writes every counter.
+                let slots = (SLOTS as f64 * window.as_secs_f64()).clamp(256.0, SLOTS as f64) as usize;
+                let counts = SlidingCounts::new(window, HASHES, slots, now);
+                Limiter { rule: rule.clone(), counts: Arc::new(Mutex::new(counts)) }
             })
             .collect();
         Limits { limiters }
@@ -122,20 +128,29 @@ impl Limits {
         self.limiters.is_empty()
     }
 
-    /// Counts the request with every rule it matches, or refuses it with
-    /// the first rule it is over (then counted by none). `instances`: the
-    /// live instances, for shared rules.
-    pub fn check<F: Fields>(&self, method: &Method, path: &str, asker: &Asker<F>, instances: usize) -> Option<Limited> {
+    /// Counts the request, which began `now`, with every rule it matches,
+    /// or refuses it with the first rule it is over (then counted by none).
+    /// `instances`: the live instances, asked only for shared rules.
+    pub fn check<F: Fields>(
+        &self,
+        method: &Method,
+        path: &str,
+        asker: &Asker<F>,
+        now: Instant,
+        instances: impl Fn() -> usize,
+    ) -> Option<Limited> {
         let matching = || self.limiters.iter().filter(|l| l.rule.pattern.matches(method, path));
-        for l in matching() {
+        for (i, l) in matching().enumerate() {
             let Some(who) = asker.who(&l.rule.key) else { continue };
-            if let Some(limited) = l.over(who.key(), instances) {
+            let divide = if l.rule.shared { instances().max(1) } else { 1 };
+            if let Err(limited) = l.take(who.key(), now, divide) {
+                // The rules before it counted the request: not any more.
+                for earlier in matching().take(i) {
+                    if let Some(who) = asker.who(&earlier.rule.key) {
+                        earlier.lock().take_back(&who.key(), 1);
+                    }
+                }
                 return Some(limited);
-            }
-        }
-        for l in matching() {
-            if let Some(who) = asker.who(&l.rule.key) {
-                l.lock().observe(&who.key(), 1);
             }
         }
         None
@@ -143,23 +158,35 @@ impl Limits {
 }
 
 impl Limiter {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Rate> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlidingCounts> {
         self.counts.lock().expect("rate-limit locks are never poisoned: no code under them panics")
     }
 
-    /// `Some` when `key` has used its quota in the sliding window.
-    fn over(&self, key: crate::clients::Key, instances: usize) -> Option<Limited> {
+    /// Counts one request from `key` if its sliding count is under the
+    /// quota (the rule's burst divided by `divide`), else says why not.
+    fn take(&self, key: Key, now: Instant, divide: usize) -> Result<(), Limited> {
         let rule = &self.rule;
-        let divide = if rule.shared { instances.max(1) as u64 } else { 1 };
-        let quota = (rule.burst / divide).max(1);
-        let wait = self.lock().rate_with(&key, |r: RateComponents| {
-            let counts = (r.prev_samples as f64, r.curr_samples as f64, r.current_interval_fraction);
-            wait_for(counts, r.interval, quota as f64)
-        })?;
-        let secs = self.window.as_secs_f64();
+        let quota = if divide == 1 { rule.burst } else { (rule.burst / divide as u64).max(1) };
+        let mut counts = self.lock();
+        counts.advance(now);
+        let current = (counts.add(&key, 1) - 1).max(0) as f64;
+        let (previous, quota_f) = (counts.previous(&key), quota as f64);
+        // Under even without the previous window's fading: no clock arithmetic.
+        if previous + current < quota_f {
+            return Ok(());
+        }
+        let into = counts.fraction(now);
+        if previous * (1.0 - into) + current < quota_f {
+            return Ok(());
+        }
+        counts.take_back(&key, 1);
+        let window = counts.window();
+        drop(counts);
+        let wait = wait_for((previous, current, into), window, quota_f).unwrap_or_default();
+        let secs = window.as_secs_f64();
         let (quota_shown, window_secs) =
             if secs >= 1.0 { (quota, secs.ceil() as u64) } else { ((rule.rps / divide as f64).ceil() as u64, 1) };
-        Some(Limited {
+        Err(Limited {
             policy: rule.name.clone(),
             quota: quota_shown,
             window_secs,
@@ -185,22 +212,16 @@ fn wait_for((prev, curr, into): (f64, f64, f64), window: Duration, quota: f64) -
     Some(Duration::from_secs_f64((fraction * window).max(0.0)))
 }
 
-/// The rules in force, swapped on reload; reading them when there are
-/// none costs one atomic load.
+/// The rules in force, swapped on reload, and their generation.
 #[derive(Debug)]
 pub struct LiveLimits {
-    any: AtomicBool,
+    generation: AtomicU64,
     limits: ArcSwap<Limits>,
 }
 
 impl LiveLimits {
     pub fn new(rules: &[Rule]) -> LiveLimits {
-        LiveLimits { any: AtomicBool::new(!rules.is_empty()), limits: ArcSwap::from_pointee(Limits::new(rules)) }
-    }
-
-    /// The rules, when there are any.
-    pub fn current(&self) -> Option<arc_swap::Guard<Arc<Limits>>> {
-        self.any.load(Ordering::Relaxed).then(|| self.limits.load())
+        LiveLimits { generation: AtomicU64::new(1), limits: ArcSwap::from_pointee(Limits::new(rules)) }
     }
 
     /// Applies reloaded rules; a rule that did not change keeps its counts.
@@ -213,7 +234,33 @@ impl LiveLimits {
             }
         }
         self.limits.store(Arc::new(next));
-        self.any.store(!rules.is_empty(), Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Whether any rule is in force.
+    pub fn any(&self) -> bool {
+        !self.limits.load().is_empty()
+    }
+}
+
+/// A worker's copy of the rules in force: one atomic load per request to
+/// see that no reload replaced them.
+#[derive(Debug, Default)]
+pub struct WorkerLimits {
+    cached: RefCell<(u64, Option<Arc<Limits>>)>,
+}
+
+impl WorkerLimits {
+    /// The rules in force, when there are any.
+    #[inline]
+    pub fn current(&self, live: &LiveLimits) -> Option<Arc<Limits>> {
+        let generation = live.generation.load(Ordering::Acquire);
+        let mut cached = self.cached.borrow_mut();
+        if cached.0 != generation {
+            let limits = live.limits.load_full();
+            *cached = (generation, (!limits.is_empty()).then_some(limits));
+        }
+        cached.1.clone()
     }
 }
 
@@ -236,6 +283,7 @@ mod tests {
         assert_eq!(bad(f64::NAN, None, "client"), "rate_limits[2].rps");
         assert_eq!(bad(5.0, Some(0), "client"), "rate_limits[2].burst");
         assert_eq!(bad(5.0, None, "header:"), "rate_limits[2].key");
+        assert_eq!(bad(0.001, Some(100_000), "client"), "rate_limits[2].burst");
         assert_eq!(rule("/x/*", "global", 2.5, None).burst, 3);
     }
 

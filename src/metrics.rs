@@ -89,8 +89,8 @@ pub struct Metrics {
 #[derive(Debug)]
 pub struct Recorder {
     shard: Arc<Shard>,
-    /// This worker's top-client counts.
-    clients: Arc<Mutex<crate::clients::top::Tally>>,
+    /// This worker's top-client counts (its own: no lock per request).
+    clients: std::cell::RefCell<crate::clients::top::Tally>,
     metrics: Arc<Metrics>,
     local: std::cell::RefCell<Batch>,
     in_flight: std::cell::Cell<i64>,
@@ -159,7 +159,8 @@ impl Metrics {
     }
 
     /// A recorder for one worker thread, counting its clients in `clients`.
-    pub fn recorder(self: &Arc<Self>, clients: Arc<Mutex<crate::clients::top::Tally>>) -> Recorder {
+    pub fn recorder(self: &Arc<Self>, clients: crate::clients::top::Tally) -> Recorder {
+        let clients = std::cell::RefCell::new(clients);
         let shard = Arc::new(Shard::default());
         lock(&self.shards).push(shard.clone());
         Recorder { shard, clients, metrics: self.clone(), local: Default::default(), in_flight: Default::default() }
@@ -329,13 +330,18 @@ impl Recording {
     /// A request for `route` has been read. With `recorder` (monitoring on)
     /// it is counted; without, only traced or logged.
     pub fn begin(recorder: Option<&std::rc::Rc<Recorder>>, route: RouteId) -> Recording {
+        Recording::begin_at(recorder, route, Instant::now())
+    }
+
+    /// As [`Recording::begin`], for a request whose head was read `started`.
+    pub fn begin_at(recorder: Option<&std::rc::Rc<Recorder>>, route: RouteId, started: Instant) -> Recording {
         if let Some(r) = recorder {
             r.set_in_flight(1);
         }
         Recording {
             recorder: recorder.cloned(),
             route,
-            started: Instant::now(),
+            started,
             status: CLIENT_CLOSED_REQUEST,
             upstream: None,
             overhead: Duration::ZERO,
@@ -349,7 +355,7 @@ impl Recording {
     /// Counts the request under its client, for the top clients.
     pub fn client(&mut self, who: &crate::clients::Who) {
         if let Some(r) = &self.recorder {
-            self.client = Some(lock(&r.clients).note(who, self.route));
+            self.client = Some(r.clients.borrow_mut().note(who, self.route, self.started));
         }
     }
 
@@ -463,7 +469,7 @@ impl Drop for Recording {
         });
         if let Some(r) = &self.recorder {
             if let Some(key) = self.client.filter(|_| self.status >= 500) {
-                lock(&r.clients).error(key);
+                r.clients.borrow_mut().error(key);
             }
             r.finish(self.route, (self.status, self.limited), self.started, split, exemplar);
         }
@@ -528,6 +534,7 @@ impl Recorder {
         loop {
             tick.tick().await;
             self.publish();
+            self.clients.borrow_mut().publish(Instant::now());
         }
     }
 }
@@ -536,7 +543,7 @@ impl Recorder {
 mod tests {
     use super::*;
 
-    fn test_tally() -> Arc<Mutex<crate::clients::top::Tally>> {
+    fn test_tally() -> crate::clients::top::Tally {
         crate::clients::top::TopClients::new(10, crate::clients::KeySpec::Client, Duration::from_secs(60)).tally()
     }
 

@@ -70,9 +70,9 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
     }
     let worker = &client.worker;
     let counted = req.extensions().get::<crate::limits::Counted>().is_some();
-    let limited = worker.shared.limits.current().filter(|_| !counted).and_then(|limits| {
-        let instances = worker.shared.cluster.live_instances();
-        limits.check(req.method(), req.uri().path(), &client.asker(req.headers()), instances)
+    let limited = worker.limits().filter(|_| !counted).and_then(|limits| {
+        let instances = || worker.shared.cluster.live_instances();
+        limits.check(req.method(), req.uri().path(), &client.asker(req.headers()), Instant::now(), instances)
     });
     // Dropped unanswered (hyper drops this future when the client leaves
     // first), the recording says 499.

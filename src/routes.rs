@@ -74,22 +74,37 @@ impl RoutePattern {
 
     /// Whether `path` matches, whatever the method.
     pub fn matches_path(&self, path: &str) -> bool {
-        let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
+        // Its segments as `split('/')` gives them, by bytes (this runs per
+        // request, per pattern: no string searcher).
+        let mut rest = Some(path.strip_prefix('/').unwrap_or(path).as_bytes());
+        let mut next = || {
+            let r = rest?;
+            match r.iter().position(|&b| b == b'/') {
+                Some(i) => {
+                    rest = Some(&r[i + 1..]);
+                    Some(&r[..i])
+                }
+                None => {
+                    rest = None;
+                    Some(r)
+                }
+            }
+        };
         for seg in &self.segments {
             match seg {
                 // `/a/*` needs the slash: it matches `/a/` and `/a/b/c`, not `/a`.
-                Segment::Rest => return parts.next().is_some(),
-                Segment::Param => match parts.next() {
+                Segment::Rest => return rest.is_some(),
+                Segment::Param => match next() {
                     Some(p) if !p.is_empty() => {}
                     _ => return false,
                 },
-                Segment::Literal(l) => match parts.next() {
-                    Some(p) if p == &**l => {}
+                Segment::Literal(l) => match next() {
+                    Some(p) if p == l.as_bytes() => {}
                     _ => return false,
                 },
             }
         }
-        parts.next().is_none()
+        next().is_none()
     }
 
     /// The path template, e.g. `/api/users/:id`.

@@ -160,6 +160,8 @@ pub struct Worker {
     pub express_scratch: ScratchPool,
     /// This worker's pace for `/performance` and `/metrics` answers.
     pub document_pace: DocumentPace,
+    /// This worker's handle on the rate limits in force.
+    pub limits: crate::limits::WorkerLimits,
 }
 
 impl Worker {
@@ -181,6 +183,7 @@ impl Worker {
             cache_passes: RefCell::default(),
             express_scratch: ScratchPool::default(),
             document_pace: DocumentPace::default(),
+            limits: Default::default(),
         })
     }
 }
@@ -197,6 +200,13 @@ pub struct Client {
     pub admin_only: bool,
     /// What the peer address allows (trusted proxy, admin reader).
     pub peer: Peer,
+}
+
+impl Worker {
+    /// The rate limits in force, when there are any.
+    pub fn limits(&self) -> Option<Arc<crate::limits::Limits>> {
+        self.limits.current(&self.shared.limits)
+    }
 }
 
 impl Client {

@@ -153,6 +153,10 @@ async fn a_header_key_counts_per_value_and_is_never_shown() {
     assert_eq!(get(&proxy.url("/api/orders")).await.status, 200, "GET is not in the pattern");
     assert_eq!(up.seen().len(), 6);
 
+    eventually(5, "the top clients are published", || async {
+        !get(&proxy.url("/performance")).await.json()["top_clients"].as_array().unwrap().is_empty()
+    })
+    .await;
     let perf = get(&proxy.url("/performance")).await.text();
     let metrics = get(&proxy.url("/metrics")).await.text();
     for doc in [&perf, &metrics] {

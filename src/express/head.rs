@@ -77,6 +77,8 @@ pub struct RequestHead {
     /// The client's `traceparent`, and whether it sent more than one.
     traceparent: Option<Range<usize>>,
     traceparents: usize,
+    /// How many `X-Forwarded-For` fields it carries.
+    forwarded_fors: usize,
     /// The first `X-Forwarded-Proto` / `-Host` the client sent.
     forwarded_proto: Option<Range<usize>>,
     forwarded_host: Option<Range<usize>>,
@@ -93,6 +95,10 @@ impl crate::clients::Fields for HeadFields<'_> {
     fn forwarded_for(&self) -> impl DoubleEndedIterator<Item = &[u8]> {
         let fields = self.head.fields.iter().filter(|f| f.role == Role::ForwardedFor);
         fields.map(|f| &self.buf[f.value.clone()])
+    }
+
+    fn any_forwarded_for(&self) -> bool {
+        self.head.forwarded_fors > 0
     }
 
     fn field(&self, name: &HeaderName) -> Option<&[u8]> {
@@ -154,7 +160,7 @@ impl RequestHead {
         self.path_len = path.find('?').unwrap_or(path.len());
         (self.content_length, self.close, self.range, self.lookup_fields) = (0, false, false, false);
         (self.forwarded_proto, self.forwarded_host, self.request_id) = (None, None, None);
-        (self.traceparent, self.traceparents) = (None, 0);
+        (self.traceparent, self.traceparents, self.forwarded_fors) = (None, 0, 0);
         self.fields.clear();
         let (mut hosts, mut lengths) = (0, 0);
         for h in req.headers.iter() {
@@ -213,7 +219,10 @@ impl RequestHead {
                 }
                 Field::HopByHop => Role::Dropped,
                 Field::ForwardedOther => Role::Trusted,
-                Field::ForwardedFor => Role::ForwardedFor,
+                Field::ForwardedFor => {
+                    self.forwarded_fors += 1;
+                    Role::ForwardedFor
+                }
                 Field::ForwardedProto => {
                     self.forwarded_proto.get_or_insert(span(buf, value));
                     Role::Dropped

@@ -13,14 +13,16 @@ impl Conn {
     /// The request's recording, begun (when monitoring, tracing or the
     /// access log is on), with its access-log line when the log samples it
     /// (the request id set first) and its trace.
-    pub(super) fn begin_recording(&self) -> Option<Recording> {
+    pub(super) fn begin_recording(&mut self) -> Option<Recording> {
         let worker = self.client.worker.clone();
+        let checked_at = self.checked_at.take();
         if !worker.records() {
             return None;
         }
+        let started = checked_at.unwrap_or_else(std::time::Instant::now);
         let (head, buf) = (&self.head, &self.buf[..]);
         let route = worker.shared.routes.resolve(&head.method, head.path(), &mut worker.route_cache.borrow_mut());
-        let mut recording = Recording::begin(worker.recorder.as_ref(), route);
+        let mut recording = Recording::begin_at(worker.recorder.as_ref(), route, started);
         if worker.recorder.is_some() {
             let fields = head.fields(buf);
             if let Some(who) = self.client.asker(&fields).who(&worker.shared.top_clients.spec) {

@@ -5,11 +5,13 @@
 #     request: RSS per connection, perfproxy and nginx proxy_pass;
 #   - routes in use (1k, 10k, with max_routes = 10000): RSS, and the time to
 #     receive /performance to its last byte;
-#   - memory-cache entries (10k, 100k): RSS per entry.
+#   - memory-cache entries (10k, 100k): RSS per entry;
+#   - distinct clients (10k, 100k, each sending one request through a
+#     trusted hop), without and with a per-client rate limit: RSS growth.
 #
 #   bench/scale.sh                      # this tree's release build
 #   BIN=/tmp/perfproxy-before bench/scale.sh
-#   ONLY=connections bench/scale.sh     # one part: connections, routes, cache
+#   ONLY=connections bench/scale.sh     # one part: connections, routes, cache, clients
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UP_PORT=${UP_PORT:-18580}
@@ -93,6 +95,25 @@ for i in range(n):
     buf = buf[length:]
 PY
 
+cat > "$work/clients.py" <<'PY'
+# One request each from n distinct clients (X-Forwarded-For from a trusted
+# peer), over one keep-alive connection.
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+buf = b""
+for i in range(n):
+    who = f"100.{64 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
+    s.sendall(f"GET /r/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: {who}\r\n\r\n".encode())
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(65536)
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    length = next(int(l.split(b":", 1)[1]) for l in head.split(b"\r\n")[1:] if l.lower().startswith(b"content-length:"))
+    while len(buf) < length:
+        buf += s.recv(65536)
+    buf = buf[length:]
+PY
+
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/$2" && return; sleep 0.1; done; }
 start_pp() {
@@ -161,5 +182,25 @@ if [ -z "$ONLY" ] || [ "$ONLY" = cache ]; then
     sleep 0.5; after=$(rss "$pp")
     printf '%-8s %14s %14s\n' "$n" "$(awk -v k=$((after - before)) 'BEGIN {printf "%.1f", k / 1024}')" "$(((after - before) * 1024 / n))"
     stop_pp
+  done
+fi
+
+if [ -z "$ONLY" ] || [ "$ONLY" = clients ]; then
+  echo "== distinct clients (X-Forwarded-For through a trusted hop): RSS growth"
+  : > "$work/noclients.toml"
+  printf '[[rate_limits]]\npattern = "/r/*"\nkey = "client"\nrps = 1000\n' > "$work/limit.toml"
+  printf '%-8s %22s %26s\n' clients "top clients KiB" "+ per-client limit KiB"
+  for n in 10000 100000; do
+    out=()
+    for conf in noclients limit; do
+      start_pp "$work/$conf.toml"
+      python3 "$work/clients.py" "$PP_PORT" 200 >/dev/null
+      sleep 0.3; before=$(rss "$pp")
+      python3 "$work/clients.py" "$PP_PORT" "$n"
+      sleep 0.3; after=$(rss "$pp")
+      out+=("$((after - before))")
+      stop_pp
+    done
+    printf '%-8s %22s %26s\n' "$n" "${out[0]}" "${out[1]}"
   done
 fi

@@ -119,6 +119,8 @@ pub trait Fields {
     fn any_forwarded_for(&self) -> bool;
     /// The first value of the field `name`.
     fn field(&self, name: &HeaderName) -> Option<&[u8]>;
+    /// How many fields `name` it carries.
+    fn field_count(&self, name: &HeaderName) -> usize;
 }
 
 impl Fields for http::HeaderMap {
@@ -132,6 +134,10 @@ impl Fields for http::HeaderMap {
 
     fn field(&self, name: &HeaderName) -> Option<&[u8]> {
         self.get(name).map(|v| v.as_bytes())
+    }
+
+    fn field_count(&self, name: &HeaderName) -> usize {
+        self.get_all(name).iter().count()
     }
 }
 
@@ -169,6 +175,11 @@ impl<'a, F: Fields> Asker<'a, F> {
         ip
     }
 
+    /// Whether `spec` is a header the request carries more than once.
+    pub fn repeated(&self, spec: &KeySpec) -> bool {
+        matches!(spec, KeySpec::Header(name) if self.fields.field_count(name) > 1)
+    }
+
     /// The client as `spec` names it; `None`: a header key the request lacks.
     #[inline]
     pub fn who(&self, spec: &KeySpec) -> Option<Who<'a>> {
@@ -190,7 +201,7 @@ fn walk<'v>(peer: IpAddr, values: impl DoubleEndedIterator<Item = &'v [u8]>, tru
                 continue;
             }
             match parse_entry(entry) {
-                Some(ip) if trusted.contains(ip) => hop = ip,
+                Some(ip) if trusted.contains(ip) => hop = ip.to_canonical(),
                 Some(ip) => return ip.to_canonical(),
                 // Not an address: the chain is broken here; the hop that passed it on is the client.
                 None => return hop,

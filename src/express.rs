@@ -88,8 +88,8 @@ enum Lane {
     /// A fresh memory-layer hit.
     Hit(Arc<Entry>),
     Own(Box<Request<RequestBody>>),
-    /// Refused by a rate limit: answered 429 here.
-    Limited(Box<crate::limits::Limited>),
+    /// Refused by the rate limits (429, or 400 for an ambiguous key): answered here.
+    Refused(Box<ProxyError>),
 }
 
 /// What the cache makes of an express request.
@@ -199,7 +199,7 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
             // Boxed: the general path (cache, Redis) is a large state machine
             // no idle connection should reserve room for.
             Lane::Own(req) => Box::pin(conn.own(*req)).await,
-            Lane::Limited(limited) => Box::pin(conn.limited(limited)).await,
+            Lane::Refused(refusal) => Box::pin(conn.refused(*refusal)).await,
         };
         worker.express_scratch.take_back(std::mem::take(&mut conn.scratch));
         if !keep {
@@ -288,8 +288,8 @@ impl Conn {
             let now = Instant::now();
             self.checked_at = Some(now);
             let instances = || shared.cluster.live_instances();
-            if let Some(limited) = limits.check(&head.method, path, &asker, now, instances) {
-                return Some(Lane::Limited(Box::new(limited)));
+            if let Err(refusal) = limits.check(&head.method, path, &asker, now, instances) {
+                return Some(Lane::Refused(Box::new(refusal)));
             }
         }
         let rules = shared.cache.rules();

@@ -13,6 +13,7 @@
 //! [`Limits`] holds the compiled rules; SIGHUP swaps them ([`LiveLimits`]),
 //! and each worker keeps its own handle until then ([`WorkerLimits`]).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use crate::clients::sliding::SlidingCounts;
 use crate::clients::{Asker, Fields, Key, KeySpec};
 use crate::config::{ConfigError, RateLimitRule};
+use crate::error::ProxyError;
 use crate::routes::RoutePattern;
 use arc_swap::ArcSwap;
 use http::Method;
@@ -57,8 +59,9 @@ impl Rule {
         if !(1..=1_000_000_000).contains(&burst) {
             return Err(ConfigError::new(at("burst"), burst, "a number of requests from 1 to 1000000000"));
         }
-        if burst as f64 / r.rps > 86_400.0 {
-            let expected = "a burst that rps refills within a day (burst / rps at most 86400 s)";
+        let window = burst as f64 / r.rps;
+        if !(0.001..=86_400.0).contains(&window) {
+            let expected = "a burst that rps refills in 1 ms to a day (burst / rps from 0.001 to 86400 s)";
             return Err(ConfigError::new(at("burst"), burst, expected));
         }
         // An sf-string in the `RateLimit` fields: printable ASCII, no quote or backslash.
@@ -129,7 +132,9 @@ impl Limits {
     }
 
     /// Counts the request, which began `now`, with every rule it matches,
-    /// or refuses it with the first rule it is over (then counted by none).
+    /// or refuses it with the first rule it is over (then counted by none):
+    /// [`ProxyError::RateLimited`], or a 400 when a rule's key header comes
+    /// more than once (which one a backend reads is anyone's guess).
     /// `instances`: the live instances, asked only for shared rules.
     pub fn check<F: Fields>(
         &self,
@@ -138,8 +143,15 @@ impl Limits {
         asker: &Asker<F>,
         now: Instant,
         instances: impl Fn() -> usize,
-    ) -> Option<Limited> {
-        let matching = || self.limiters.iter().filter(|l| l.rule.pattern.matches(method, path));
+    ) -> Result<(), ProxyError> {
+        // `/api/x`, `//api/x`, `/%61pi/x` and `/b/../api/x` are one path to a backend.
+        let path = canonical(path);
+        let matching = || self.limiters.iter().filter(|l| l.rule.pattern.matches(method, &path));
+        for l in matching() {
+            if asker.repeated(&l.rule.key) {
+                return Err(ProxyError::BadRequest("a rate-limit key header sent more than once"));
+            }
+        }
         for (i, l) in matching().enumerate() {
             let Some(who) = asker.who(&l.rule.key) else { continue };
             let divide = if l.rule.shared { instances().max(1) } else { 1 };
@@ -150,11 +162,60 @@ impl Limits {
                         earlier.lock().take_back(&who.key(), 1);
                     }
                 }
-                return Some(limited);
+                return Err(ProxyError::RateLimited(Box::new(limited)));
             }
         }
-        None
+        Ok(())
     }
+}
+
+/// `path` as a backend would route it: `%XX` of unreserved characters
+/// decoded, runs of `/` merged, `.` and `..` segments removed (RFC 3986
+/// §6.2.2); unchanged (and not copied) when there is nothing to do.
+fn canonical(path: &str) -> Cow<'_, str> {
+    let b = path.as_bytes();
+    let odd = b.contains(&b'%') || b.windows(2).any(|w| w == b"//" || w == b"/.");
+    if !odd {
+        return Cow::Borrowed(path);
+    }
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                let c = (h * 16 + l) as u8;
+                if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                    decoded.push(c);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        decoded.push(b[i]);
+        i += 1;
+    }
+    let text = String::from_utf8_lossy(&decoded);
+    let mut out: Vec<&str> = Vec::new();
+    for seg in text.split('/').filter(|s| !s.is_empty()) {
+        match seg {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let trailing = text.ends_with('/') || text.ends_with("/.") || text.ends_with("/..");
+    let mut joined = String::with_capacity(text.len());
+    for seg in &out {
+        joined.push('/');
+        joined.push_str(seg);
+    }
+    if trailing || joined.is_empty() {
+        joined.push('/');
+    }
+    Cow::Owned(joined)
 }
 
 impl Limiter {
@@ -228,9 +289,11 @@ impl LiveLimits {
     pub fn replace(&self, rules: &[Rule]) {
         let old = self.limits.load_full();
         let mut next = Limits::new(rules);
+        let mut unclaimed: Vec<&Limiter> = old.limiters.iter().collect();
         for l in &mut next.limiters {
-            if let Some(kept) = old.limiters.iter().find(|o| o.rule == l.rule) {
-                l.counts = kept.counts.clone();
+            // Each old rule's counts go to one new rule at most (two equal rules keep two counts).
+            if let Some(i) = unclaimed.iter().position(|o| o.rule == l.rule) {
+                l.counts = unclaimed.swap_remove(i).counts.clone();
             }
         }
         self.limits.store(Arc::new(next));
@@ -284,7 +347,41 @@ mod tests {
         assert_eq!(bad(5.0, Some(0), "client"), "rate_limits[2].burst");
         assert_eq!(bad(5.0, None, "header:"), "rate_limits[2].key");
         assert_eq!(bad(0.001, Some(100_000), "client"), "rate_limits[2].burst");
+        // burst 1 at 100 000 rps: a window under 1 ms.
+        assert_eq!(bad(100_000.0, Some(1), "client"), "rate_limits[2].burst");
         assert_eq!(rule("/x/*", "global", 2.5, None).burst, 3);
+    }
+
+    #[test]
+    fn a_reload_keeps_each_rules_counts_once() {
+        let r = rule("/api/*", "global", 5.0, None);
+        let live = LiveLimits::new(&[r.clone(), r.clone()]);
+        let before = live.limits.load_full();
+        live.replace(&[r.clone(), r.clone(), r]);
+        let after = live.limits.load_full();
+        let same = |a: &Limiter, b: &Limiter| Arc::ptr_eq(&a.counts, &b.counts);
+        assert!(!same(&after.limiters[0], &after.limiters[1]), "two equal rules keep two counts");
+        let kept = after.limiters.iter().filter(|l| before.limiters.iter().any(|b| same(l, b))).count();
+        assert_eq!(kept, 2, "the third rule starts afresh");
+    }
+
+    #[test]
+    fn paths_are_matched_as_a_backend_routes_them() {
+        for (raw, seen) in [
+            ("/api/x", "/api/x"),
+            ("//api//x", "/api/x"),
+            ("/%61pi/x", "/api/x"),
+            ("/%2e%2e/api/x", "/api/x"),
+            ("/b/../api/./x", "/api/x"),
+            ("/api/", "/api/"),
+            ("/api/x/..", "/api/"),
+            ("/%2Fapi", "/%2Fapi"),
+            ("/%zz/%4", "/%zz/%4"),
+            ("/..", "/"),
+        ] {
+            assert_eq!(canonical(raw), seen, "{raw}");
+        }
+        assert!(matches!(canonical("/plain/path"), Cow::Borrowed(_)));
     }
 
     #[test]

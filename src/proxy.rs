@@ -72,7 +72,7 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
     let counted = req.extensions().get::<crate::limits::Counted>().is_some();
     let limited = worker.limits().filter(|_| !counted).and_then(|limits| {
         let instances = || worker.shared.cluster.live_instances();
-        limits.check(req.method(), req.uri().path(), &client.asker(req.headers()), Instant::now(), instances)
+        limits.check(req.method(), req.uri().path(), &client.asker(req.headers()), Instant::now(), instances).err()
     });
     // Dropped unanswered (hyper drops this future when the client leaves
     // first), the recording says 499.
@@ -109,8 +109,8 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
         begin_trace(client, tracer, recording, &mut req);
     }
     let had_body = !req.body().is_end_stream();
-    if let Some(limited) = limited {
-        return refuse(limited, recording, had_body);
+    if let Some(refusal) = limited {
+        return refuse(refusal, recording, had_body);
     }
     let sent = Instant::now();
     let resp = match forward(client, req).await {
@@ -158,15 +158,19 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
     }
 }
 
-/// A request a rate limit refused: its 429, recorded, never forwarded (the
-/// connection closes after it when the request had a body, never read).
-fn refuse(limited: crate::limits::Limited, recording: Option<Recording>, had_body: bool) -> Response<ProxyBody> {
-    let mut resp = ProxyError::RateLimited(Box::new(limited)).into_response();
+/// A request the rate limits refused (a 429, or a 400 for an ambiguous
+/// key): answered, recorded, never forwarded (the connection closes after
+/// it when the request had a body, never read).
+fn refuse(refusal: ProxyError, recording: Option<Recording>, had_body: bool) -> Response<ProxyBody> {
+    let limited = matches!(refusal, ProxyError::RateLimited(_));
+    let mut resp = refusal.into_response();
     if crate::http1::own_answer_closes(had_body) {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Some(mut r) = recording {
-        r.limited();
+        if limited {
+            r.limited();
+        }
         r.answered(resp.status().as_u16());
         r.head_ready();
     }

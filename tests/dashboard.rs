@@ -82,6 +82,7 @@ async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
     assert!(dom.contains("firing since "), "an alert says since when:\n{dom}");
     assert!(dom.contains("<td>GET /api/users/:id</td><td>7</td>"), "routes table not rendered:\n{dom}");
     assert!(dom.contains("<td>GET /status/:id</td><td>3</td>"), "{dom}");
+    assert!(dom.contains("<td><code>127.0.0.1</code></td>"), "the top clients panel lists the client:\n{dom}");
     assert!(dom.contains(r#"id="k-total">15<"#), "total not rendered:\n{dom}");
     assert!(dom.contains(r#"class="badge healthy">healthy<"#), "health badge:\n{dom}");
     assert!(dom.contains("20.00 %"), "recent error rate (3 of 15):\n{dom}");

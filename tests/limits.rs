@@ -150,6 +150,13 @@ async fn a_header_key_counts_per_value_and_is_never_shown() {
     assert_eq!(refused.headers["connection"], "close", "a refused request's body is never read: the connection closes");
     assert_eq!(post(Some("sk_live_secret_two")).await.status, 200, "another key has its own count");
     assert_eq!(post(None).await.status, 200, "no key: the rule does not apply");
+    // Two keys: which one a backend reads is a guess; refused, never forwarded.
+    let twice = Request::post(proxy.url("/api/orders"))
+        .header("x-api-key", "sk_live_rotating_1")
+        .header("x-api-key", "sk_live_secret_one")
+        .body(Full::from("{}"))
+        .unwrap();
+    assert_eq!(send(twice).await.status, 400);
     assert_eq!(get(&proxy.url("/api/orders")).await.status, 200, "GET is not in the pattern");
     assert_eq!(up.seen().len(), 6);
 
@@ -198,6 +205,11 @@ async fn a_body_behind_a_refused_request_never_becomes_a_request() {
     let (answer, _) = raw(proxy.addr, chunked.as_bytes(), Duration::from_millis(500)).await;
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("ratelimit-policy: \"/api/*\";q=1;w=1000"), "{answer}");
+    // Spelled otherwise, the same path is the same rule's (the quota is spent).
+    for odd in ["//api/first-one", "/%61pi/x", "/b/../api/x", "/./api/x"] {
+        assert_eq!(get(&proxy.url(odd)).await.status, 429, "{odd}");
+    }
+    assert_eq!(up.seen().len(), 1);
     // perfproxy's own endpoints are never limited.
     for _ in 0..3 {
         assert_eq!(get(&proxy.url("/health/live")).await.status, 200);

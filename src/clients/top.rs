@@ -25,7 +25,7 @@ use crate::routes::RouteId;
 const HASHES: usize = 4;
 const SLOTS: usize = 4096;
 /// Distinct routes counted per candidate and window, at most.
-const MAX_ROUTES: usize = 1024;
+const MAX_ROUTES: usize = 256;
 
 /// One client in `/performance.top_clients`.
 #[derive(Debug, Clone, Serialize)]
@@ -35,7 +35,7 @@ pub struct TopClient {
     pub rps: f64,
     /// Share of its requests answered 5xx, over the same window.
     pub error_rate: f64,
-    /// Distinct routes it asked for (at most 1 024 counted).
+    /// Distinct routes it asked for (at most 256 counted).
     pub routes: u64,
 }
 
@@ -65,7 +65,7 @@ impl TopClients {
     pub fn tally(&self) -> Tally {
         let board = Board::default();
         lock(&self.boards).push(board.clone());
-        Tally::new(self.window, (self.count * 4).max(64), board)
+        Tally::new(self.window, (self.count * 2).max(64), board)
     }
 
     /// The first `top_clients.count` clients by rate, over every worker.

@@ -104,6 +104,11 @@ impl crate::clients::Fields for HeadFields<'_> {
     fn field(&self, name: &HeaderName) -> Option<&[u8]> {
         self.head.field_value(self.buf, name.as_str().as_bytes())
     }
+
+    fn field_count(&self, name: &HeaderName) -> usize {
+        let named = |f: &&FieldAt| self.buf[f.name.clone()].eq_ignore_ascii_case(name.as_str().as_bytes());
+        self.head.fields.iter().filter(named).count()
+    }
 }
 
 /// Bytes an origin-form target may hold here: RFC 3986 unreserved,

@@ -56,20 +56,24 @@ impl Conn {
         Some(recording)
     }
 
-    /// A request a rate limit refused: its 429, recorded; the connection
-    /// closes after it when the request had a body (never read).
-    pub(super) async fn limited(&mut self, limited: Box<crate::limits::Limited>) -> bool {
+    /// A request the rate limits refused (429, or 400 for an ambiguous
+    /// key), recorded; the connection closes after it when the request had
+    /// a body (never read).
+    pub(super) async fn refused(&mut self, refusal: crate::error::ProxyError) -> bool {
         let head_request = self.head.method == http::Method::HEAD;
         let close = self.closes() || http1::own_answer_closes(self.head.content_length > 0);
         self.set_request_id();
         let mut recording = self.begin_recording();
         self.buf.advance(self.head.len);
-        let mut resp = crate::error::ProxyError::RateLimited(limited).into_response();
+        let limited = matches!(refusal, crate::error::ProxyError::RateLimited(_));
+        let mut resp = refusal.into_response();
         if let Ok(id) = http::HeaderValue::from_bytes(&self.request_id) {
             resp.headers_mut().insert(crate::headers::X_REQUEST_ID.clone(), id);
         }
         if let Some(r) = &mut recording {
-            r.limited();
+            if limited {
+                r.limited();
+            }
             r.answered(resp.status().as_u16());
             r.head_ready();
         }

@@ -13,7 +13,6 @@
 //! [`Limits`] holds the compiled rules; SIGHUP swaps them ([`LiveLimits`]),
 //! and each worker keeps its own handle until then ([`WorkerLimits`]).
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -144,26 +143,35 @@ impl Limits {
         now: Instant,
         instances: impl Fn() -> usize,
     ) -> Result<(), ProxyError> {
-        // `/api/x`, `//api/x`, `/%61pi/x` and `/b/../api/x` are one path to a backend.
-        let path = canonical(path);
-        let matching = || self.limiters.iter().filter(|l| l.rule.pattern.matches(method, &path));
-        for l in matching() {
-            if asker.repeated(&l.rule.key) {
-                return Err(ProxyError::BadRequest("a rate-limit key header sent more than once"));
+        // `/api/x`, `//api/x`, `/%61pi/x` and `/b/../api/x` are one path to a
+        // backend: a rule the raw path misses is tried on the canonical one
+        // (worked out once, and only then).
+        let canonical_path = std::cell::OnceCell::new();
+        let matches = |l: &&Limiter| {
+            let p = &l.rule.pattern;
+            p.matches(method, path) || {
+                let c: &Option<String> = canonical_path.get_or_init(|| canonical(path));
+                c.as_deref().is_some_and(|c| p.matches(method, c))
             }
-        }
-        for (i, l) in matching().enumerate() {
-            let Some(who) = asker.who(&l.rule.key) else { continue };
-            let divide = if l.rule.shared { instances().max(1) } else { 1 };
-            if let Err(limited) = l.take(who.key(), now, divide) {
-                // The rules before it counted the request: not any more.
-                for earlier in matching().take(i) {
-                    if let Some(who) = asker.who(&earlier.rule.key) {
-                        earlier.lock().take_back(&who.key(), 1);
-                    }
+        };
+        for (i, l) in self.limiters.iter().enumerate().filter(|(_, l)| matches(l)) {
+            let refusal = if asker.repeated(&l.rule.key) {
+                ProxyError::BadRequest("a rate-limit key header sent more than once")
+            } else {
+                let Some(who) = asker.who(&l.rule.key) else { continue };
+                let divide = if l.rule.shared { instances().max(1) } else { 1 };
+                match l.take(who.key(), now, divide) {
+                    Ok(()) => continue,
+                    Err(limited) => ProxyError::RateLimited(Box::new(limited)),
                 }
-                return Err(ProxyError::RateLimited(Box::new(limited)));
+            };
+            // The rules before it counted the request: not any more.
+            for earlier in self.limiters[..i].iter().filter(matches) {
+                if let Some(who) = asker.who(&earlier.rule.key).filter(|_| !asker.repeated(&earlier.rule.key)) {
+                    earlier.lock().take_back(&who.key(), 1);
+                }
             }
+            return Err(refusal);
         }
         Ok(())
     }
@@ -171,12 +179,20 @@ impl Limits {
 
 /// `path` as a backend would route it: `%XX` of unreserved characters
 /// decoded, runs of `/` merged, `.` and `..` segments removed (RFC 3986
-/// §6.2.2); unchanged (and not copied) when there is nothing to do.
-fn canonical(path: &str) -> Cow<'_, str> {
+/// §6.2.2); `None` when it is that already.
+fn canonical(path: &str) -> Option<String> {
     let b = path.as_bytes();
-    let odd = b.contains(&b'%') || b.windows(2).any(|w| w == b"//" || w == b"/.");
+    let mut i = 0;
+    let odd = loop {
+        match b.get(i) {
+            None => break false,
+            Some(b'%') => break true,
+            Some(b'/') if matches!(b.get(i + 1), Some(b'/' | b'.')) => break true,
+            Some(_) => i += 1,
+        }
+    };
     if !odd {
-        return Cow::Borrowed(path);
+        return None;
     }
     let mut decoded = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -215,7 +231,7 @@ fn canonical(path: &str) -> Cow<'_, str> {
     if trailing || joined.is_empty() {
         joined.push('/');
     }
-    Cow::Owned(joined)
+    Some(joined)
 }
 
 impl Limiter {
@@ -379,9 +395,9 @@ mod tests {
             ("/%zz/%4", "/%zz/%4"),
             ("/..", "/"),
         ] {
-            assert_eq!(canonical(raw), seen, "{raw}");
+            assert_eq!(canonical(raw).as_deref().unwrap_or(raw), seen, "{raw}");
         }
-        assert!(matches!(canonical("/plain/path"), Cow::Borrowed(_)));
+        assert_eq!(canonical("/plain/path.txt"), None);
     }
 
     #[test]

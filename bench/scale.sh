@@ -72,9 +72,12 @@ sys.stdin.readline()
 PY
 cat > "$work/many.py" <<'PY'
 # One request each to n distinct paths (prefix + a letters-only name, so
-# every path is its own route), over one keep-alive connection.
+# every path is its own route), over one keep-alive connection; with a 4th
+# argument `clients`, n requests to the path `prefix` from n distinct
+# clients (X-Forwarded-For, sent from a trusted peer).
 import socket, sys
 port, n, prefix = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+clients = len(sys.argv) > 4 and sys.argv[4] == "clients"
 def name(i):
     s = ""
     while True:
@@ -85,26 +88,11 @@ def name(i):
 s = socket.create_connection(("127.0.0.1", port))
 buf = b""
 for i in range(n):
-    s.sendall(f"GET {prefix}{name(i)} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    while b"\r\n\r\n" not in buf:
-        buf += s.recv(65536)
-    head, buf = buf.split(b"\r\n\r\n", 1)
-    length = next(int(l.split(b":", 1)[1]) for l in head.split(b"\r\n")[1:] if l.lower().startswith(b"content-length:"))
-    while len(buf) < length:
-        buf += s.recv(65536)
-    buf = buf[length:]
-PY
-
-cat > "$work/clients.py" <<'PY'
-# One request each from n distinct clients (X-Forwarded-For from a trusted
-# peer), over one keep-alive connection.
-import socket, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
-s = socket.create_connection(("127.0.0.1", port))
-buf = b""
-for i in range(n):
-    who = f"100.{64 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
-    s.sendall(f"GET /r/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: {who}\r\n\r\n".encode())
+    if clients:
+        who = f"100.{64 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
+        s.sendall(f"GET {prefix} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: {who}\r\n\r\n".encode())
+    else:
+        s.sendall(f"GET {prefix}{name(i)} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     while b"\r\n\r\n" not in buf:
         buf += s.recv(65536)
     head, buf = buf.split(b"\r\n\r\n", 1)
@@ -194,9 +182,9 @@ if [ -z "$ONLY" ] || [ "$ONLY" = clients ]; then
     out=()
     for conf in noclients limit; do
       start_pp "$work/$conf.toml"
-      python3 "$work/clients.py" "$PP_PORT" 200 >/dev/null
+      python3 "$work/many.py" "$PP_PORT" 200 /r/x clients
       sleep 0.3; before=$(rss "$pp")
-      python3 "$work/clients.py" "$PP_PORT" "$n"
+      python3 "$work/many.py" "$PP_PORT" "$n" /r/x clients
       sleep 0.3; after=$(rss "$pp")
       out+=("$((after - before))")
       stop_pp

@@ -247,7 +247,12 @@ impl Limiter {
         let mut counts = self.lock();
         counts.advance(now);
         let current = (counts.add(&key, 1) - 1).max(0) as f64;
-        let (previous, quota_f) = (counts.previous(&key), quota as f64);
+        let quota_f = quota as f64;
+        // The previous window held too few requests in all to matter: not read.
+        if counts.previous_total() + current < quota_f {
+            return Ok(());
+        }
+        let previous = counts.previous(&key);
         // Under even without the previous window's fading: no clock arithmetic.
         if previous + current < quota_f {
             return Ok(());

@@ -18,6 +18,8 @@ use pingora_limits::estimator::Estimator;
 pub struct SlidingCounts {
     current: Estimator,
     previous: Estimator,
+    /// Every key's counts added up, per window: no key's count is more.
+    totals: [isize; 2],
     window: Duration,
     /// When the current window began, and ends.
     began: Instant,
@@ -36,6 +38,7 @@ impl SlidingCounts {
         SlidingCounts {
             current: Estimator::new(hashes, slots),
             previous: Estimator::new(hashes, slots),
+            totals: [0; 2],
             window: window.max(Duration::from_millis(1)),
             began: now,
             ends: now + window.max(Duration::from_millis(1)),
@@ -65,11 +68,13 @@ impl SlidingCounts {
         if past < self.window * 2 {
             std::mem::swap(&mut self.current, &mut self.previous);
             self.current.reset();
+            self.totals = [0, self.totals[0]];
             self.began += self.window;
         } else {
             // Two windows or more without a count: nothing is recent.
             self.current.reset();
             self.previous.reset();
+            self.totals = [0, 0];
             let windows = past.as_nanos() / self.window.as_nanos();
             self.began += self.window * windows.min(u128::from(u32::MAX)) as u32;
         }
@@ -79,7 +84,16 @@ impl SlidingCounts {
     /// `key`'s count in the previous window.
     #[inline]
     pub fn previous<K: Hash>(&self, key: &K) -> f64 {
+        if self.totals[1] == 0 {
+            return 0.0;
+        }
         self.previous.get(key).max(0) as f64
+    }
+
+    /// All keys' counts in the previous window: at least any one key's.
+    #[inline]
+    pub fn previous_total(&self) -> f64 {
+        self.totals[1] as f64
     }
 
     /// How far into the current window `now` is (0..1).
@@ -90,12 +104,14 @@ impl SlidingCounts {
 
     /// Adds `n` to `key` in the current window; its count there now.
     #[inline]
-    pub fn add<K: Hash>(&self, key: &K, n: isize) -> isize {
+    pub fn add<K: Hash>(&mut self, key: &K, n: isize) -> isize {
+        self.totals[0] += n;
         self.current.incr(key, n)
     }
 
     /// Takes back `n` that [`SlidingCounts::add`] counted.
-    pub fn take_back<K: Hash>(&self, key: &K, n: isize) {
+    pub fn take_back<K: Hash>(&mut self, key: &K, n: isize) {
+        self.totals[0] -= n;
         self.current.decr(key, n);
     }
 }
@@ -113,6 +129,7 @@ mod tests {
         c.advance(s(12.5));
         assert_eq!(c.add(&7u64, 10), 10);
         assert_eq!(c.previous(&7u64), 100.0);
+        assert_eq!(c.previous_total(), 100.0);
         assert!((c.fraction(s(12.5)) - 0.25).abs() < 1e-9);
         // Aligned to the windows: the next begins at 20 s.
         c.advance(s(19.9));

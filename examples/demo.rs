@@ -91,8 +91,12 @@ async fn serve_backend() -> SocketAddr {
     addr
 }
 
-/// One simulated client: a mix of the API's routes, forever.
-async fn traffic(proxy: SocketAddr) {
+/// One simulated client: a mix of the API's routes, forever, from its own
+/// address (`X-Forwarded-For`, as an ingress in front would send it), so
+/// the dashboard's top clients tell them apart; the first is the busiest.
+async fn traffic(proxy: SocketAddr, n: u8) {
+    let who = format!("203.0.113.{}", 10 + n);
+    let pause = if n == 0 { 10..60 } else { 20..120 };
     let client =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
     loop {
@@ -114,12 +118,13 @@ async fn traffic(proxy: SocketAddr) {
         let req = Request::builder()
             .method(method)
             .uri(format!("http://{proxy}{path}"))
+            .header("x-forwarded-for", &who)
             .body(Full::new(Bytes::from_static(b"{}")))
             .expect("a well-formed demo request");
         if let Ok(resp) = client.request(req).await {
             let _ = resp.into_body().collect().await;
         }
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(20..120))).await;
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(pause.clone()))).await;
     }
 }
 
@@ -153,8 +158,8 @@ async fn main() {
     println!("perfproxy on   http://{proxy}");
     println!("dashboard      http://{proxy}/performance   (JSON with curl; also /metrics, /health)");
     println!("generating traffic through perfproxy; Ctrl-C to stop");
-    for _ in 0..8 {
-        tokio::spawn(traffic(proxy));
+    for n in 0..8 {
+        tokio::spawn(traffic(proxy, n));
     }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -501,12 +501,23 @@ impl Conn {
         if let Some(r) = &mut recording {
             r.head_ready();
         }
-        let mut resp = e.into_response();
-        if let Ok(id) = http::HeaderValue::from_bytes(&self.request_id) {
-            resp.headers_mut().insert(crate::headers::X_REQUEST_ID.clone(), id);
-        }
+        let resp = e.into_response();
         if let Some(mut r) = recording {
             r.answered(resp.status().as_u16());
+        }
+        self.write_own(resp, head_request, close).await
+    }
+
+    /// Writes an answer of perfproxy's own (an error, a refusal) with the
+    /// request's `X-Request-Id`; whether the connection may go on.
+    async fn write_own(
+        &mut self,
+        mut resp: http::Response<crate::body::ProxyBody>,
+        head_request: bool,
+        close: bool,
+    ) -> bool {
+        if let Ok(id) = http::HeaderValue::from_bytes(&self.request_id) {
+            resp.headers_mut().insert(crate::headers::X_REQUEST_ID.clone(), id);
         }
         reply::write(&mut self.stream, &mut self.scratch.out, resp, head_request, close).await.unwrap_or(false)
     }

@@ -352,16 +352,26 @@ impl Recording {
         }
     }
 
-    /// Counts the request under its client, for the top clients.
-    pub fn client(&mut self, who: &crate::clients::Who) {
+    /// Counts the request under its client as `spec` names it, for the top
+    /// clients (with monitoring on; the client is not asked otherwise).
+    pub fn client<F: crate::clients::Fields>(
+        &mut self,
+        asker: &crate::clients::Asker<F>,
+        spec: &crate::clients::KeySpec,
+    ) {
         if let Some(r) = &self.recorder {
-            self.client = Some(r.clients.borrow_mut().note(who, self.route, self.started));
+            if let Some(who) = asker.who(spec) {
+                self.client = Some(r.clients.borrow_mut().note(&who, self.route, self.started));
+            }
         }
     }
 
-    /// A rate limit refused the request.
-    pub fn limited(&mut self) {
-        self.limited = true;
+    /// The rate limits refused the request with `status` (`limited`: over a
+    /// limit, not a 400 for an ambiguous key); its answer is ready.
+    pub fn refused(&mut self, status: u16, limited: bool) {
+        self.limited = limited;
+        self.status = status;
+        self.head_ready();
     }
 
     /// The route it is recorded under.

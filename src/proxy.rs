@@ -79,11 +79,7 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
     let mut recording = worker.records().then(|| {
         let route = worker.shared.routes.resolve(req.method(), req.uri().path(), &mut worker.route_cache.borrow_mut());
         let mut recording = Recording::begin(worker.recorder.as_ref(), route);
-        if worker.recorder.is_some() {
-            if let Some(who) = client.asker(req.headers()).who(&worker.shared.top_clients.spec) {
-                recording.client(&who);
-            }
-        }
+        recording.client(&client.asker(req.headers()), &worker.shared.top_clients.spec);
         if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
             let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             let label = worker.shared.routes.name(route);
@@ -168,11 +164,7 @@ fn refuse(refusal: ProxyError, recording: Option<Recording>, had_body: bool) -> 
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Some(mut r) = recording {
-        if limited {
-            r.limited();
-        }
-        r.answered(resp.status().as_u16());
-        r.head_ready();
+        r.refused(resp.status().as_u16(), limited);
     }
     resp
 }

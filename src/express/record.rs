@@ -4,7 +4,7 @@
 
 use bytes::Buf;
 
-use super::{reply, Conn};
+use super::Conn;
 use crate::http1;
 use crate::metrics::Recording;
 use crate::trace::{self, SpanRecord};
@@ -23,12 +23,7 @@ impl Conn {
         let (head, buf) = (&self.head, &self.buf[..]);
         let route = worker.shared.routes.resolve(&head.method, head.path(), &mut worker.route_cache.borrow_mut());
         let mut recording = Recording::begin_at(worker.recorder.as_ref(), route, started);
-        if worker.recorder.is_some() {
-            let fields = head.fields(buf);
-            if let Some(who) = self.client.asker(&fields).who(&worker.shared.top_clients.spec) {
-                recording.client(&who);
-            }
-        }
+        recording.client(&self.client.asker(&head.fields(buf)), &worker.shared.top_clients.spec);
         if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
             let client = self.client.ip.to_str().unwrap_or("");
             let label = worker.shared.routes.name(route);
@@ -66,19 +61,11 @@ impl Conn {
         let mut recording = self.begin_recording();
         self.buf.advance(self.head.len);
         let limited = matches!(refusal, crate::error::ProxyError::RateLimited(_));
-        let mut resp = refusal.into_response();
-        if let Ok(id) = http::HeaderValue::from_bytes(&self.request_id) {
-            resp.headers_mut().insert(crate::headers::X_REQUEST_ID.clone(), id);
-        }
+        let resp = refusal.into_response();
         if let Some(r) = &mut recording {
-            if limited {
-                r.limited();
-            }
-            r.answered(resp.status().as_u16());
-            r.head_ready();
+            r.refused(resp.status().as_u16(), limited);
         }
-        let written = reply::write(&mut self.stream, &mut self.scratch.out, resp, head_request, close).await;
-        written.unwrap_or(false)
+        self.write_own(resp, head_request, close).await
     }
 
     /// Whether this response closes the connection: the client asked, the

@@ -4,6 +4,7 @@
 //! key (flag, variable or file key), the value and what was expected; the
 //! binary turns it into exit status 2.
 
+mod protocols;
 mod settings;
 mod validate;
 
@@ -18,6 +19,7 @@ pub use settings::{
     HealthSettings, HistorySettings, HttpCheck, RateLimitRule, RouteRule, Settings, TopClientsSettings,
     TracingSettings,
 };
+pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamProtocol};
 pub use validate::{Config, UpstreamAddr};
 
 /// perfproxy: a sidecar reverse proxy that measures, caches and watches your backend.

@@ -1,10 +1,14 @@
 //! A worker's open connections, counted and wakeable: when the worker
 //! stops, every connection is woken to finish its in-flight request and
-//! close. Both lanes register here; the server waits on it.
+//! close. Both lanes and HTTP/2 connections register here ([`Drainable`]
+//! for hyper's); the server waits on it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::task::Waker;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 
@@ -37,5 +41,78 @@ impl Drain {
         for (_, waker) in self.wakers.borrow_mut().drain() {
             waker.wake();
         }
+    }
+}
+
+/// A served connection that can be asked to finish what it is doing and close.
+pub(crate) trait Graceful: Future {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+impl<I, S, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self)
+    }
+}
+
+/// A client connection that finishes its in-flight requests and closes once
+/// its worker drains (HTTP/1.1: after the current exchange; HTTP/2: a
+/// GOAWAY, open streams finish). Costs one `Cell` read per poll.
+pub(crate) struct Drainable<C> {
+    conn: Pin<Box<C>>,
+    drain: Rc<Drain>,
+    id: u64,
+    registered: bool,
+    closing: bool,
+}
+
+impl<C> Drainable<C> {
+    pub(crate) fn new(conn: C, drain: Rc<Drain>, id: u64) -> Drainable<C> {
+        Drainable { conn: Box::pin(conn), drain, id, registered: false, closing: false }
+    }
+}
+
+impl<C: Graceful> Future for Drainable<C> {
+    type Output = C::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.drain.stopping() {
+            if !this.closing {
+                this.closing = true;
+                this.conn.as_mut().graceful_shutdown();
+            }
+        } else if !this.registered {
+            this.registered = true;
+            this.drain.register(this.id, cx.waker());
+        }
+        this.conn.as_mut().poll(cx)
+    }
+}
+
+impl<C> Drop for Drainable<C> {
+    fn drop(&mut self) {
+        self.drain.unregister(self.id);
     }
 }

@@ -9,11 +9,9 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,7 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::access::Peer;
 use crate::config::Config;
-use crate::drain::Drain;
+use crate::drain::{Drain, Drainable};
 use crate::express::{Ended, Rewind};
 use crate::state::{Client, Shared, Worker};
 
@@ -227,7 +225,7 @@ async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accep
         .header_read_timeout(config.header_read_timeout)
         .max_header_size(config.max_header_bytes)
         .keep_alive(true);
-    let http = Rc::new(http);
+    let servers = Rc::new(Servers { http1: http, http2: crate::http2::server(config) });
     let grace = config.shutdown_grace;
     let worker = Worker::new(shared.clone());
     if let Some(recorder) = worker.recorder.clone() {
@@ -241,7 +239,7 @@ async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accep
             accepted = rx.recv() => match accepted {
                 Some(a) => {
                     drain.open.set(drain.open.get() + 1);
-                    tokio::task::spawn_local(serve_connection(worker.clone(), a, http.clone(), drain.clone()));
+                    tokio::task::spawn_local(serve_connection(worker.clone(), a, servers.clone(), drain.clone()));
                 }
                 None => break,
             },
@@ -261,52 +259,16 @@ async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accep
     }
 }
 
-/// A client connection that finishes its in-flight request and closes once
-/// its worker drains. Costs one `Cell` read per poll.
-struct DrainableConnection<C> {
-    conn: Pin<Box<C>>,
-    drain: Rc<Drain>,
-    id: u64,
-    registered: bool,
-    closing: bool,
+/// The two servers a worker's hyper connections use.
+struct Servers {
+    http1: http1::Builder,
+    http2: hyper::server::conn::http2::Builder<crate::http2::LocalExec>,
 }
 
-type ServerConnection<S> = hyper::server::conn::http1::UpgradeableConnection<TokioIo<Rewind>, S>;
-
-impl<S> Future for DrainableConnection<ServerConnection<S>>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Output = hyper::Result<()>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        if this.drain.stopping() {
-            if !this.closing {
-                this.closing = true;
-                this.conn.as_mut().graceful_shutdown();
-            }
-        } else if !this.registered {
-            this.registered = true;
-            this.drain.register(this.id, cx.waker());
-        }
-        this.conn.as_mut().poll(cx)
-    }
-}
-
-impl<C> Drop for DrainableConnection<C> {
-    fn drop(&mut self) {
-        self.drain.unregister(self.id);
-    }
-}
-
-async fn serve_connection(worker: Rc<Worker>, accepted: Accepted, http: Rc<http1::Builder>, drain: Rc<Drain>) {
+async fn serve_connection(worker: Rc<Worker>, accepted: Accepted, servers: Rc<Servers>, drain: Rc<Drain>) {
     let Accepted { stream, peer, admin, _permit } = accepted;
     match TcpStream::from_std(stream) {
-        Ok(stream) => serve_client(worker, stream, peer, admin, &http, &drain).await,
+        Ok(stream) => serve_client(worker, stream, peer, admin, &servers, &drain).await,
         Err(e) => warn!(error = %e, "could not register a connection"),
     }
     drain.open.set(drain.open.get() - 1);
@@ -314,16 +276,18 @@ async fn serve_connection(worker: Rc<Worker>, accepted: Accepted, http: Rc<http1
 }
 
 /// The express lane first; hyper for the admin listener and for whatever
-/// the express lane hands over.
+/// the express lane hands over: its HTTP/2 server when the connection
+/// starts with the HTTP/2 preface, else its HTTP/1.1 server.
 async fn serve_client(
     worker: Rc<Worker>,
     stream: TcpStream,
     peer: SocketAddr,
     admin: bool,
-    http: &http1::Builder,
+    servers: &Servers,
     drain: &Rc<Drain>,
 ) {
-    let config = &worker.shared.config;
+    let shared = worker.shared.clone();
+    let config = &shared.config;
     if admin && !config.admin_allow.contains(peer.ip()) {
         debug!(%peer, "admin listener: peer not in endpoints.admin_allow");
         return;
@@ -346,11 +310,13 @@ async fn serve_client(
             Ended::Handoff(io) => io,
         }
     };
+    let Ok((io, h2)) = crate::http2::sniff(io, config.header_read_timeout).await else { return };
+    if h2 {
+        return crate::http2::serve(client, io, &servers.http2, drain, id).await;
+    }
     let service = service_fn(move |req| crate::proxy::handle(client.clone(), req));
-    let conn = http.serve_connection(TokioIo::new(io), service).with_upgrades();
-    let conn =
-        DrainableConnection { conn: Box::pin(conn), drain: drain.clone(), id, registered: false, closing: false };
-    if let Err(e) = conn.await {
+    let conn = servers.http1.serve_connection(TokioIo::new(io), service).with_upgrades();
+    if let Err(e) = Drainable::new(conn, drain.clone(), id).await {
         debug!(error = %e, %peer, "client connection ended");
     }
 }

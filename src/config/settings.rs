@@ -27,6 +27,8 @@ pub struct Settings {
     pub workers: u64,
     /// `false`: every request through the general (hyper) path; a diagnostic switch.
     pub express_lane: bool,
+    /// `"http1"`, `"h2c"` or `"auto"` (gRPC over h2c, the rest over HTTP/1.1).
+    pub upstream_protocol: String,
     /// Peers (CIDRs) whose `X-Forwarded-Host`/`-Proto` are kept.
     pub trusted_proxies: Vec<String>,
     pub monitoring_enabled: bool,
@@ -49,6 +51,8 @@ pub struct Settings {
     pub history: HistorySettings,
     pub top_clients: TopClientsSettings,
     pub rate_limits: Vec<RateLimitRule>,
+    pub http2: super::protocols::Http2Settings,
+    pub grpc: super::protocols::GrpcSettings,
 }
 
 impl Default for Settings {
@@ -67,6 +71,7 @@ impl Default for Settings {
             max_routes: 1_000,
             workers: 0,
             express_lane: true,
+            upstream_protocol: "auto".into(),
             trusted_proxies: ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7"]
                 .map(String::from)
                 .to_vec(),
@@ -87,6 +92,8 @@ impl Default for Settings {
             history: HistorySettings::default(),
             top_clients: TopClientsSettings::default(),
             rate_limits: Vec::new(),
+            http2: Default::default(),
+            grpc: Default::default(),
         }
     }
 }

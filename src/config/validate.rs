@@ -47,6 +47,8 @@ pub struct Config {
     pub rate_limits: Vec<crate::limits::Rule>,
     /// `top_clients.key` and `top_clients.count`.
     pub top_clients: (crate::clients::KeySpec, usize),
+    /// `upstream_protocol`, `[http2]`, `[grpc]`.
+    pub protocols: super::Protocols,
 }
 
 /// Where the upstream is: host (name or IP) and port, plus the authority used
@@ -262,6 +264,7 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         let top_key = crate::clients::KeySpec::parse("top_clients.key", &s.top_clients.key, false)?;
         let top_count = in_range("top_clients.count", s.top_clients.count, 1, 1000)?;
+        let protocols = super::Protocols::validate(&s.upstream_protocol, &s.http2, &s.grpc)?;
         let tracing = crate::trace::Setup::resolve(&s.tracing, |k| std::env::var(k).ok())?;
 
         let d = &s.database;
@@ -305,6 +308,7 @@ impl Config {
             tracing,
             rate_limits,
             top_clients: (top_key, top_count),
+            protocols,
             settings,
         })
     }

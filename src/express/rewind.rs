@@ -19,6 +19,11 @@ impl Rewind {
     pub fn new(prefix: Bytes, inner: TcpStream) -> Rewind {
         Rewind { prefix, inner }
     }
+
+    /// The bytes still to replay, and the socket.
+    pub fn into_parts(self) -> (Bytes, TcpStream) {
+        (self.prefix, self.inner)
+    }
 }
 
 impl AsyncRead for Rewind {

@@ -85,6 +85,38 @@ impl ProxyError {
     }
 }
 
+impl ProxyError {
+    /// The answer to a gRPC call: a gRPC status (Trailers-Only), not an
+    /// HTTP error, as gRPC clients read failures. No answer in time is
+    /// `DEADLINE_EXCEEDED`, any other upstream failure `UNAVAILABLE`, a
+    /// rate limit `RESOURCE_EXHAUSTED`, a request perfproxy refused
+    /// `INTERNAL` (the gRPC mapping of HTTP 400).
+    pub fn into_grpc_response(self) -> Response<ProxyBody> {
+        use crate::grpc::{answer, Code};
+        match self {
+            ProxyError::BadRequest(why) => answer(Code::Internal, why),
+            ProxyError::ClientBody(_) => answer(Code::Internal, "the request body was malformed or cut off"),
+            ProxyError::BadGateway(UpstreamError::Connect(_)) => {
+                answer(Code::Unavailable, "the upstream refused the connection")
+            }
+            ProxyError::BadGateway(_) => answer(Code::Unavailable, "the upstream closed or reset the connection"),
+            ProxyError::GatewayTimeout(t) => {
+                answer(Code::DeadlineExceeded, &format!("the upstream did not answer within {} ms", t.as_millis()))
+            }
+            ProxyError::RateLimited(l) => {
+                let mut resp = answer(Code::ResourceExhausted, &format!("over the rate limit {}", l.policy));
+                let limited = rate_limited(&l);
+                for name in [RETRY_AFTER.as_str(), "ratelimit-policy", "ratelimit"] {
+                    if let Some(v) = limited.headers().get(name) {
+                        resp.headers_mut().insert(name, v.clone());
+                    }
+                }
+                resp
+            }
+        }
+    }
+}
+
 /// `429` with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit`
 /// fields (draft-ietf-httpapi-ratelimit-headers: quota `q` per window `w`
 /// seconds; `r` remaining, `t` seconds until a request passes).

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, RequestBody};
@@ -28,7 +28,8 @@ pub struct UpstreamTime {
 pub struct Upstream {
     pub parts: http::response::Parts,
     pub body: Incoming,
-    pub lease: Lease,
+    /// The pooled HTTP/1.1 connection it came on (none over h2c).
+    pub lease: Option<Lease>,
     pub sent: Instant,
     /// From the request sent to the response head read.
     pub head_after: Duration,
@@ -46,25 +47,44 @@ impl Upstream {
             // As on the express lane, which relays such a body as it comes.
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        Response::from_parts(parts, ProxyBody::upstream(body, Some(lease)))
+        Response::from_parts(parts, ProxyBody::upstream(body, lease))
     }
 }
 
 /// Sends a checked request upstream on a pooled connection, under
 /// `upstream_timeout`.
-pub async fn exchange(client: &Client, req: Request<RequestBody>) -> Result<Upstream, ProxyError> {
+pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<Upstream, ProxyError> {
     let worker = &client.worker;
     let sent = Instant::now();
     let head_request = req.method() == Method::HEAD;
-    let (resp, lease) = time_boxed(worker.shared.config.upstream_timeout, worker.upstream.send(req)).await?;
+    let timeout = deadline(&mut req, worker.shared.config.upstream_timeout);
+    let (resp, lease) = time_boxed(timeout, worker.upstream.send(req)).await?;
     let head_after = sent.elapsed();
     check_status(resp.status())?;
     let (mut parts, body) = resp.into_parts();
-    let framing = headers::response_framing(&parts.headers, head_request, parts.status.as_u16())
-        .map_err(|m| ProxyError::BadGateway(m.into()))?;
+    // An HTTP/2 body's end is its stream's end: no framing to check.
+    let close_after = parts.version != Version::HTTP_2 && {
+        let framing = headers::response_framing(&parts.headers, head_request, parts.status.as_u16())
+            .map_err(|m| ProxyError::BadGateway(m.into()))?;
+        framing == http1::Framing::Close
+    };
     headers::prepare_response(&mut parts.headers);
-    let close_after = framing == http1::Framing::Close;
     Ok(Upstream { parts, body, lease, sent, head_after, close_after })
+}
+
+/// How long the upstream has to answer: `upstream_timeout`, or a gRPC
+/// call's shorter `grpc-timeout`. A longer one is lowered to the cap, so the
+/// server gives up when perfproxy does.
+fn deadline(req: &mut Request<RequestBody>, cap: Duration) -> Duration {
+    let name = crate::grpc::GRPC_TIMEOUT;
+    let Some(asked) = req.headers().get(name).filter(|_| crate::grpc::is_grpc(req.headers())) else { return cap };
+    match crate::grpc::timeout(asked) {
+        Some(t) if t <= cap => t,
+        _ => {
+            req.headers_mut().insert(name, crate::grpc::timeout_value(cap));
+            cap
+        }
+    }
 }
 
 /// An upstream exchange under `upstream_timeout`, its failures as the

@@ -11,6 +11,8 @@ use http::{Response, StatusCode};
 
 use crate::body::ProxyBody;
 
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+
 /// The gRPC status codes (grpc/doc/statuscodes.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -108,6 +108,9 @@ pub enum Field {
     /// `Pragma`, `Authorization`, `If-*`: in a request, they change how the
     /// cache answers it (with `Cache-Control`, a [`Field::Freshness`]).
     Lookup,
+    /// `Content-Type`: a gRPC request (`application/grpc*`) is the general
+    /// path's (`upstream_protocol`); relayed as any other field.
+    ContentType,
     Other,
 }
 
@@ -139,6 +142,7 @@ pub fn field(name: &[u8]) -> Field {
         11 if is("traceparent") => Field::TraceParent,
         12 if is("cache-status") => Field::CacheOutcome,
         12 if is("x-request-id") => Field::RequestId,
+        12 if is("content-type") => Field::ContentType,
         13 if is("cache-control") => Field::Freshness,
         13 if is("authorization") || is("if-none-match") => Field::Lookup,
         10 if is("keep-alive") => Field::HopByHop,

@@ -105,8 +105,9 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
         begin_trace(client, tracer, recording, &mut req);
     }
     let had_body = !req.body().is_end_stream();
+    let grpc = crate::grpc::is_grpc(req.headers());
     if let Some(refusal) = limited {
-        return refuse(refusal, recording, had_body);
+        return refuse(refusal, recording, had_body, grpc);
     }
     let sent = Instant::now();
     let resp = match forward(client, req).await {
@@ -126,7 +127,7 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
                 StatusCode::BAD_REQUEST => debug!(error = %e, "rejected request"),
                 _ => warn!(error = %e, "upstream failure"),
             }
-            let mut resp = e.into_response();
+            let mut resp = if grpc { e.into_grpc_response() } else { e.into_response() };
             if crate::http1::own_answer_closes(had_body) {
                 resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -157,9 +158,9 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
 /// A request the rate limits refused (a 429, or a 400 for an ambiguous
 /// key): answered, recorded, never forwarded (the connection closes after
 /// it when the request had a body, never read).
-fn refuse(refusal: ProxyError, recording: Option<Recording>, had_body: bool) -> Response<ProxyBody> {
+fn refuse(refusal: ProxyError, recording: Option<Recording>, had_body: bool, grpc: bool) -> Response<ProxyBody> {
     let limited = matches!(refusal, ProxyError::RateLimited(_));
-    let mut resp = refusal.into_response();
+    let mut resp = if grpc { refusal.into_grpc_response() } else { refusal.into_response() };
     if crate::http1::own_answer_closes(had_body) {
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -254,7 +255,8 @@ async fn forward(client: &Rc<Client>, req: Request<RequestBody>) -> Result<Respo
     if let Some(on_client_upgrade) = upgrade {
         return tunnel(client, Request::from_parts(parts, body), on_client_upgrade).await;
     }
-    let mut resp = if worker.shared.cache.rules().enabled {
+    // gRPC is never cached (its answers are POSTs with trailers).
+    let mut resp = if worker.shared.cache.rules().enabled && !crate::grpc::is_grpc(&parts.headers) {
         crate::cache::serve::forward(client, parts, body).await?
     } else {
         forward::exchange(client, Request::from_parts(parts, body)).await?.into_response()

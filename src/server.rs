@@ -296,7 +296,8 @@ async fn serve_client(
         trusted: config.trusted_proxies.contains(peer.ip()),
         admin_allowed: config.admin_allow_proxy.contains(peer.ip()),
     };
-    let express = config.settings.express_lane;
+    // With every request over h2c upstream, hyper's path serves them all.
+    let express = config.settings.express_lane && config.protocols.upstream != crate::config::UpstreamProtocol::H2c;
     let addr = peer.ip().to_canonical();
     let ip = HeaderValue::from_str(&addr.to_string()).expect("an IP address is a valid header value");
     let client = Rc::new(Client { worker, ip, addr, admin_only: admin, peer: access });

@@ -171,7 +171,11 @@ impl Worker {
     }
 
     pub fn new(shared: Arc<Shared>) -> Rc<Worker> {
-        let upstream = UpstreamPool::new(shared.config.upstream.clone(), shared.config.upstream_idle_timeout);
+        let upstream = UpstreamPool::new(
+            shared.config.upstream.clone(),
+            shared.config.upstream_idle_timeout,
+            shared.config.protocols.upstream,
+        );
         let recorder = shared.metrics.enabled().then(|| Rc::new(shared.metrics.recorder(shared.top_clients.tally())));
         let cache_counters = shared.cache.counters();
         Rc::new(Worker {

@@ -12,6 +12,12 @@
 //! pool once the response body has been read to its end ([`Lease`]). A
 //! request the upstream never saw because it closed an idle connection is
 //! retried on the next one.
+//!
+//! Requests that go over HTTP/2 (`upstream_protocol`: every one with `h2c`,
+//! gRPC with `auto`) share the worker's one multiplexed h2c connection
+//! instead ([`h2c`]).
+
+mod h2c;
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -27,7 +33,7 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::body::RequestBody;
-use crate::config::UpstreamAddr;
+use crate::config::{UpstreamAddr, UpstreamProtocol};
 
 /// How many idle connections one worker keeps.
 const MAX_IDLE_PER_WORKER: usize = 512;
@@ -57,6 +63,8 @@ pub struct UpstreamPool {
     /// Streams released by hyper exchanges whose connection task has yet to
     /// hand them back (it runs on the next turn of the worker).
     returning: Cell<usize>,
+    protocol: UpstreamProtocol,
+    h2c: h2c::H2cClient,
 }
 
 /// A connection on loan to one hyper exchange; [`Lease::release`] says its
@@ -81,8 +89,20 @@ impl Lease {
 }
 
 impl UpstreamPool {
-    pub fn new(addr: UpstreamAddr, idle_timeout: Duration) -> Rc<UpstreamPool> {
-        Rc::new(UpstreamPool { addr, idle: RefCell::new(Vec::new()), idle_timeout, returning: Cell::new(0) })
+    pub fn new(addr: UpstreamAddr, idle_timeout: Duration, protocol: UpstreamProtocol) -> Rc<UpstreamPool> {
+        Rc::new(UpstreamPool {
+            h2c: h2c::H2cClient::new(addr.clone()),
+            addr,
+            idle: RefCell::new(Vec::new()),
+            idle_timeout,
+            returning: Cell::new(0),
+            protocol,
+        })
+    }
+
+    /// Whether `req` goes over h2c (`grpc`: it is a gRPC call).
+    pub fn h2c_for(&self, grpc: bool) -> bool {
+        self.protocol.h2c_for(grpc)
     }
 
     /// An idle connection the upstream has not closed, if there is one.
@@ -158,11 +178,15 @@ impl UpstreamPool {
     }
 
     /// Sends `req` on an idle connection (or a new one) and returns the
-    /// response head with the lease of its connection.
+    /// response head with the lease of its connection (none over h2c: the
+    /// connection is shared).
     pub async fn send(
         self: &Rc<Self>,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+        if self.h2c_for(crate::grpc::is_grpc(req.headers())) {
+            return Ok((self.h2c.send(req).await?, None));
+        }
         loop {
             let (stream, reused) = self.checkout().await?;
             let (mut sender, released) = self.handshake(stream).await?;
@@ -173,7 +197,7 @@ impl UpstreamPool {
                 (reused && crate::http1::replayable(req.method()) && http_body::Body::is_end_stream(req.body()))
                     .then(|| head_copy(&req));
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Lease { pool: self.clone(), sender, released })),
+                Ok(resp) => return Ok((resp, Some(Lease { pool: self.clone(), sender, released }))),
                 Err(mut e) => match (e.take_message(), again) {
                     // Never written: the connection was closing. Try the next one.
                     (Some(unsent), _) if reused => req = unsent,

@@ -172,6 +172,9 @@ impl RequestHead {
             let value = h.value;
             let role = match http1::field(h.name.as_bytes()) {
                 Field::Other | Field::Date | Field::Location | Field::CacheOutcome => Role::Plain,
+                // gRPC goes upstream as `upstream_protocol` says: hyper's.
+                Field::ContentType if crate::grpc::is_grpc_type(value) => return Parsed::Handoff,
+                Field::ContentType => Role::Plain,
                 Field::RequestId => {
                     // An empty one is none: perfproxy makes one.
                     if value.is_empty() {

@@ -168,7 +168,7 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
         // upstream's are replaced), the tag headers, `Surrogate-Control`.
         let unrelayed = match kind {
             Field::CacheOutcome => add.x_cache.is_some(),
-            Field::Other => add.drop.iter().any(|d| d.as_str().as_bytes().eq_ignore_ascii_case(n)),
+            Field::Other | Field::ContentType => add.drop.iter().any(|d| d.as_str().as_bytes().eq_ignore_ascii_case(n)),
             Field::Freshness => add.strip_surrogate && n.eq_ignore_ascii_case(b"surrogate-control"),
             Field::RequestId => true,
             _ => false,

@@ -1,0 +1,86 @@
+"""A real gRPC server and client (grpcio) for perfproxy's tests.
+
+    peer.py server PORT          serve test.Echo on 127.0.0.1:PORT until killed
+    peer.py client HOST:PORT     run every call through HOST:PORT, print JSON
+
+Messages are raw bytes (no protobuf), so no generated code is needed:
+- /test.Echo/Unary: echoes the request; `fail:N` aborts with status N,
+  `sleep:MS` answers after MS milliseconds. Trailing metadata x-trailer: kept.
+- /test.Echo/Count (server streaming): a request `N` gets N messages.
+- /test.Echo/Chat (bidirectional): each message echoed, upper-cased.
+"""
+import json
+import sys
+import time
+from concurrent import futures
+
+import grpc
+
+
+def unary(request, context):
+    context.set_trailing_metadata((("x-trailer", "kept"),))
+    if request.startswith(b"fail:"):
+        context.abort(grpc.StatusCode(_code(int(request[5:]))), "failed as asked")
+    if request.startswith(b"sleep:"):
+        time.sleep(int(request[6:]) / 1000)
+    return request
+
+
+def _code(n):
+    return next(c for c in grpc.StatusCode if c.value[0] == n).value
+
+
+def count(request, context):
+    for i in range(int(request)):
+        yield b"message %d" % i
+
+
+def chat(requests, context):
+    for r in requests:
+        yield r.upper()
+
+
+def serve(port):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    handlers = {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "Count": grpc.unary_stream_rpc_method_handler(count),
+        "Chat": grpc.stream_stream_rpc_method_handler(chat),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
+    server.add_insecure_port("127.0.0.1:%d" % port)
+    server.start()
+    print("serving", flush=True)
+    server.wait_for_termination()
+
+
+def client(target):
+    out = {}
+    with grpc.insecure_channel(target) as ch:
+        u = ch.unary_unary("/test.Echo/Unary")
+        reply, call = u.with_call(b"hello", timeout=10)
+        out["unary"] = reply.decode()
+        out["trailers"] = {k: v for k, v in call.trailing_metadata()}
+        out["unary_code"] = call.code().name
+        for n in (13, 5):
+            try:
+                u(b"fail:%d" % n, timeout=10)
+                out["fail_%d" % n] = "OK"
+            except grpc.RpcError as e:
+                out["fail_%d" % n] = e.code().name
+        try:
+            u(b"sleep:3000", timeout=0.5)
+            out["deadline"] = "OK"
+        except grpc.RpcError as e:
+            out["deadline"] = e.code().name
+        out["count"] = [m.decode() for m in ch.unary_stream("/test.Echo/Count")(b"5", timeout=10)]
+        chat = ch.stream_stream("/test.Echo/Chat")
+        out["chat"] = [m.decode() for m in chat(iter([b"a", b"b", b"c"]), timeout=10)]
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "server":
+        serve(int(sys.argv[2]))
+    else:
+        client(sys.argv[2])

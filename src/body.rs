@@ -5,7 +5,9 @@
 //! they arrive; a response being stored keeps a copy on the side
 //! ([`Fill`]).
 
+use std::cell::Cell;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -13,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::cache::fill::Fill;
+use crate::grpc::MessageCount;
 use crate::metrics::Recording;
 use crate::upstream::Lease;
 
@@ -21,8 +24,20 @@ use crate::upstream::Lease;
 pub enum RequestBody {
     /// The client's body, streamed.
     Client(Incoming),
+    /// A gRPC client's body, its messages counted as they pass.
+    Grpc(Incoming, Rc<Cell<MessageCount>>),
     /// No body (probes, revalidations).
     Empty,
+}
+
+impl RequestBody {
+    /// The same body, its gRPC messages counted into `count`.
+    pub fn counted(self, count: Rc<Cell<MessageCount>>) -> RequestBody {
+        match self {
+            RequestBody::Client(b) | RequestBody::Grpc(b, _) => RequestBody::Grpc(b, count),
+            RequestBody::Empty => RequestBody::Empty,
+        }
+    }
 }
 
 impl Body for RequestBody {
@@ -32,20 +47,31 @@ impl Body for RequestBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Grpc(b, count) => {
+                let polled = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(data) = frame.data_ref() {
+                        let mut c = count.get();
+                        c.feed(data);
+                        count.set(c);
+                    }
+                }
+                polled
+            }
             RequestBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client(b) => b.is_end_stream(),
+            RequestBody::Client(b) | RequestBody::Grpc(b, _) => b.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Client(b) => b.size_hint(),
+            RequestBody::Client(b) | RequestBody::Grpc(b, _) => b.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }
@@ -151,6 +177,9 @@ impl Body for ProxyBody {
         if let (Some(recording), Poll::Ready(Some(Ok(frame)))) = (&mut this.done, &polled) {
             if let Some(data) = frame.data_ref() {
                 recording.sent(data.len());
+                recording.grpc_data(data);
+            } else if let Some(trailers) = frame.trailers_ref() {
+                recording.grpc_status(trailers);
             }
         }
         if let Some(fill) = &mut this.fill {

@@ -90,6 +90,21 @@ impl Code {
         NAMES.iter().position(|n| n.eq_ignore_ascii_case(text)).map(|i| CODES[i])
     }
 
+    /// What a gRPC client makes of a call answered with HTTP `status` and
+    /// no `grpc-status` (gRPC's HTTP-to-gRPC mapping; 499: the client left,
+    /// cancelling it; 200: the stream broke off).
+    pub fn without_status(status: u16) -> Code {
+        match status {
+            499 => Code::Cancelled,
+            400 => Code::Internal,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::Unimplemented,
+            429 | 502 | 503 | 504 => Code::Unavailable,
+            _ => Code::Unknown,
+        }
+    }
+
     /// A `grpc-status` value; a number outside 0–16 is `UNKNOWN`, as gRPC
     /// clients read it.
     pub fn from_header(value: &HeaderValue) -> Option<Code> {

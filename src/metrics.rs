@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use hist::Hist;
-pub use series::{Part, Series, Stats};
+pub use series::{Grpc, Part, Series, Stats};
 
 use crate::routes::RouteId;
 
@@ -42,6 +42,19 @@ pub struct Sample {
     pub overhead_micros: u32,
     /// Refused by a rate limit (answered 429, never forwarded).
     pub limited: bool,
+    /// A gRPC call's outcome.
+    pub grpc: Option<Called>,
+}
+
+/// How a gRPC call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Called {
+    /// Its `grpc-status` (0–16).
+    pub code: u8,
+    /// The code is one of `grpc.error_codes`.
+    pub error: bool,
+    /// Messages it carried, both ways.
+    pub messages: u32,
 }
 
 /// Samples not yet merged, and the exemplars (sampled traces) among them.
@@ -285,6 +298,19 @@ pub struct Recording {
     /// Its client among the top clients (monitoring on).
     client: Option<crate::clients::Key>,
     limited: bool,
+    /// A gRPC call's status and message counts (boxed: HTTP costs a pointer).
+    grpc: Option<Box<GrpcCall>>,
+}
+
+/// What a recording learns of a gRPC call as it goes.
+#[derive(Debug)]
+struct GrpcCall {
+    code: Option<crate::grpc::Code>,
+    /// `grpc.error_codes`, bit per code.
+    error_codes: u32,
+    /// The client's messages, counted by its request body.
+    request: std::rc::Rc<std::cell::Cell<crate::grpc::MessageCount>>,
+    response: crate::grpc::MessageCount,
 }
 
 /// A request's trace, and its spans' record when it is sampled.
@@ -349,6 +375,7 @@ impl Recording {
             trace: None,
             client: None,
             limited: false,
+                grpc: None,
         }
     }
 
@@ -441,6 +468,31 @@ impl Recording {
         }
     }
 
+    /// The request is a gRPC call (`error_codes`: `grpc.error_codes` as
+    /// bits); the returned count is its request body's to keep.
+    pub fn grpc_call(&mut self, error_codes: u32) -> std::rc::Rc<std::cell::Cell<crate::grpc::MessageCount>> {
+        let request = std::rc::Rc::default();
+        let call = GrpcCall { code: None, error_codes, request: std::rc::Rc::clone(&request), response: Default::default() };
+        self.grpc = Some(Box::new(call));
+        request
+    }
+
+    /// A `grpc-status` seen in the response's head (Trailers-Only) or trailers.
+    pub fn grpc_status(&mut self, headers: &http::HeaderMap) {
+        if let Some(call) = &mut self.grpc {
+            if let Some(code) = crate::grpc::status_in(headers) {
+                call.code.get_or_insert(code);
+            }
+        }
+    }
+
+    /// Response body bytes of a gRPC call, for its message count.
+    pub fn grpc_data(&mut self, data: &[u8]) {
+        if let Some(call) = &mut self.grpc {
+            call.response.feed(data);
+        }
+    }
+
     /// The response head is ready to be written: perfproxy's own time is
     /// what has passed since the request head was read, less the upstream's
     /// share (what follows is the body's transfer, the client's pace).
@@ -481,7 +533,14 @@ impl Drop for Recording {
             if let Some(key) = self.client.filter(|_| self.status >= 500) {
                 r.clients.borrow_mut().error(key);
             }
-            r.finish(self.route, (self.status, self.limited), self.started, split, exemplar);
+            let grpc = self.grpc.take().map(|g| {
+                // No status at all: the client saw its call cancelled (it
+                // left) or fail (the stream broke off).
+                let code = g.code.unwrap_or_else(|| crate::grpc::Code::without_status(self.status)) as u8;
+                let messages = g.request.get().messages + g.response.messages;
+                Called { code, error: g.error_codes & (1 << code) != 0, messages: messages.min(u64::from(u32::MAX)) as u32 }
+            });
+            r.finish(self.route, (self.status, self.limited, grpc), self.started, split, exemplar);
         }
     }
 }
@@ -491,7 +550,7 @@ impl Recorder {
     fn finish(
         &self,
         route: RouteId,
-        (status, limited): (u16, bool),
+        (status, limited, grpc): (u16, bool, Option<Called>),
         started: Instant,
         split: (Option<u32>, u32),
         exemplar: Option<semconv::Exemplar>,
@@ -503,7 +562,16 @@ impl Recorder {
         let full = {
             let mut local = self.local.borrow_mut();
             let (upstream_micros, overhead_micros) = split;
-            local.samples.push(Sample { route, micros, status, at_secs, upstream_micros, overhead_micros, limited });
+            local.samples.push(Sample {
+                route,
+                micros,
+                status,
+                at_secs,
+                upstream_micros,
+                overhead_micros,
+                limited,
+                grpc,
+            });
             local.exemplars.extend(exemplar);
             local.samples.len() >= LOCAL_BATCH
         };
@@ -572,6 +640,7 @@ mod tests {
                 upstream_micros: Some(400),
                 overhead_micros: 20,
                 limited: false,
+                grpc: None,
             };
             lock(&r.shard.samples).samples.push(s);
         }
@@ -583,6 +652,7 @@ mod tests {
             upstream_micros: None,
             overhead_micros: 0,
             limited: false,
+                grpc: None,
         });
         let snap = m.snapshot(None);
         assert_eq!(snap.total.all.count, 101);
@@ -612,6 +682,7 @@ mod tests {
             upstream_micros: None,
             overhead_micros: 0,
             limited: false,
+                grpc: None,
         });
         lock(&r.shard.samples).samples.push(Sample {
             route: RouteId(0),
@@ -621,6 +692,7 @@ mod tests {
             upstream_micros: None,
             overhead_micros: 0,
             limited: false,
+                grpc: None,
         });
         m.flush();
         let agg = lock(&m.aggregate);

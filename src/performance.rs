@@ -127,6 +127,12 @@ pub struct RouteView {
     pub upstream_ms: Option<Split>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overhead_ms: Option<Split>,
+    /// gRPC routes only: calls by `grpc-status` name (codes seen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<std::collections::BTreeMap<&'static str, u64>>,
+    /// gRPC routes only: messages streamed, both ways.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
     pub recent: Figures,
 }
 
@@ -237,6 +243,11 @@ pub fn route_view<C: Counter, D: Counter>(route: String, a: &Stats<C>, recent: &
         latency_ms: latency(a),
         upstream_ms: split(&a.upstream),
         overhead_ms: split(&a.overhead),
+        grpc_status: a.grpc.as_ref().map(|g| {
+            let seen = g.codes.iter().enumerate().filter(|(_, n)| **n > 0);
+            seen.map(|(code, n)| (crate::grpc::NAMES[code], *n)).collect()
+        }),
+        messages: a.grpc.as_ref().map(|g| g.messages),
         recent: figures(recent),
     }
 }

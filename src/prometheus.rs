@@ -177,6 +177,28 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
             per_route(&|r, s| counter(&[("route", r)], s.limited)),
         ),
         family(
+            "perfproxy_grpc_responses_total",
+            "gRPC calls by route and grpc-status name (from the trailers, or a Trailers-Only head)",
+            MetricType::COUNTER,
+            routes
+                .iter()
+                .flat_map(|(r, s)| {
+                    let codes = s.grpc.as_ref().map(|g| g.codes).unwrap_or_default();
+                    let seen = codes.into_iter().enumerate().filter(|(_, n)| *n > 0);
+                    seen.map(move |(c, n)| counter(&[("route", r), ("code", crate::grpc::NAMES[c])], n))
+                })
+                .collect(),
+        ),
+        family(
+            "perfproxy_grpc_messages_total",
+            "Messages gRPC calls carried, both ways, by route",
+            MetricType::COUNTER,
+            routes
+                .iter()
+                .filter_map(|(r, s)| s.grpc.as_ref().map(|g| counter(&[("route", r)], g.messages)))
+                .collect(),
+        ),
+        family(
             "perfproxy_slow_requests_total",
             "Requests slower than SLOW_REQUEST_THRESHOLD",
             MetricType::COUNTER,

@@ -106,6 +106,10 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
     }
     let had_body = !req.body().is_end_stream();
     let grpc = crate::grpc::is_grpc(req.headers());
+    if let Some(recording) = recording.as_mut().filter(|_| grpc) {
+        let count = recording.grpc_call(worker.shared.config.protocols.grpc_errors);
+        req = req.map(|body| body.counted(count));
+    }
     if let Some(refusal) = limited {
         return refuse(refusal, recording, had_body, grpc);
     }
@@ -137,6 +141,8 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
     match recording {
         Some(mut recording) => {
             recording.answered(resp.status().as_u16());
+            // Trailers-Only: the status is in the head.
+            recording.grpc_status(resp.headers());
             if let Some(t) = resp.extensions().get::<forward::UpstreamTime>() {
                 recording.upstream(t.sent, t.took);
             }
@@ -165,6 +171,7 @@ fn refuse(refusal: ProxyError, recording: Option<Recording>, had_body: bool, grp
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if let Some(mut r) = recording {
+        r.grpc_status(resp.headers());
         r.refused(resp.status().as_u16(), limited);
     }
     resp

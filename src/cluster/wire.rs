@@ -53,6 +53,9 @@ pub struct Wire {
     pub upstream: Option<WirePart>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overhead: Option<WirePart>,
+    /// gRPC statuses (by code) and messages, for gRPC routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<(Vec<u64>, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +95,7 @@ impl Wire {
             hist: encode(&s.hist),
             upstream: (split && s.upstream.count > 0).then(|| part(&s.upstream)),
             overhead: (split && s.overhead.count > 0).then(|| part(&s.overhead)),
+            grpc: s.grpc.as_ref().map(|g| (g.codes.to_vec(), g.messages)),
         }
     }
 
@@ -109,6 +113,11 @@ impl Wire {
             s.hist = decode(&self.hist, sigfig);
         }
         (s.upstream, s.overhead) = (part(&self.upstream), part(&self.overhead));
+        s.grpc = self.grpc.as_ref().map(|(codes, messages)| {
+            let mut g = crate::metrics::Grpc { messages: *messages, ..Default::default() };
+            g.codes.iter_mut().zip(codes).for_each(|(a, b)| *a = *b);
+            Box::new(g)
+        });
         into.add(&s);
     }
 }

@@ -92,6 +92,7 @@ mod tests {
             upstream_micros: None,
             overhead_micros: 0,
             limited: false,
+            grpc: None,
         }
     }
 

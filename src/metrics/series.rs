@@ -27,6 +27,25 @@ pub struct Stats<C: Counter = u64> {
     /// perfproxy's own share: the request's time less the upstream's and
     /// less the time spent writing the body to the client.
     pub overhead: Part<C>,
+    /// gRPC calls' statuses and messages (boxed: only gRPC routes pay).
+    pub grpc: Option<Box<Grpc>>,
+}
+
+/// gRPC calls: how many ended with each status, and the messages they carried.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grpc {
+    /// By status code, 0–16.
+    pub codes: [u64; 17],
+    pub messages: u64,
+}
+
+impl Grpc {
+    pub fn add(&mut self, other: &Grpc) {
+        for (a, b) in self.codes.iter_mut().zip(other.codes) {
+            *a += b;
+        }
+        self.messages += other.messages;
+    }
 }
 
 /// One share of the requests' time: a histogram (µs) and its exact sum.
@@ -75,12 +94,18 @@ impl<C: Counter> Stats<C> {
             hist,
             upstream: Part::new(sigfig),
             overhead: Part::new(sigfig),
+            grpc: None,
         }
     }
 
     fn record(&mut self, s: &Sample, slow: bool) {
         self.count += 1;
-        self.errors += u64::from(s.status >= 500);
+        self.errors += u64::from(s.status >= 500 || s.grpc.is_some_and(|g| g.error));
+        if let Some(g) = s.grpc {
+            let grpc = self.grpc.get_or_insert_with(Default::default);
+            grpc.codes[usize::from(g.code).min(16)] += 1;
+            grpc.messages += u64::from(g.messages);
+        }
         self.slow += u64::from(slow);
         self.limited += u64::from(s.limited);
         self.status[usize::from(s.status / 100).min(5)] += 1;
@@ -114,6 +139,9 @@ impl<C: Counter> Stats<C> {
         self.hist.add(&other.hist);
         self.upstream.add(&other.upstream);
         self.overhead.add(&other.overhead);
+        if let Some(g) = &other.grpc {
+            self.grpc.get_or_insert_with(Default::default).add(g);
+        }
     }
 
     pub fn error_rate(&self) -> f64 {

@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamProtocol};
 pub use settings::{
     AccessLogSettings, AlertSettings, CacheRule, CacheSettings, ClusterSettings, DatabaseSettings, Endpoints,
     HealthSettings, HistorySettings, HttpCheck, RateLimitRule, RouteRule, Settings, TopClientsSettings,
     TracingSettings,
 };
-pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamProtocol};
 pub use validate::{Config, UpstreamAddr};
 
 /// perfproxy: a sidecar reverse proxy that measures, caches and watches your backend.

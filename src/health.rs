@@ -5,6 +5,8 @@
 //! dependency. A critical check down makes the whole `unhealthy` (503); a
 //! non-critical one, `degraded` (200).
 
+mod h2c;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -168,9 +170,8 @@ impl Health {
 /// The probing side: clients and connections kept between rounds.
 struct Prober {
     http: Client<HttpConnector, Empty<Bytes>>,
-    /// The upstream's client: `http`, or one speaking HTTP/2 (h2c) when
-    /// every request goes to the upstream that way.
-    upstream_http: Client<HttpConnector, Empty<Bytes>>,
+    /// With every request to the upstream over h2c, so is its probe.
+    h2c: Option<h2c::H2Client>,
     timeout: Duration,
     upstream: Uri,
     redis: Option<(redis::Client, Option<redis::aio::MultiplexedConnection>)>,
@@ -184,16 +185,10 @@ impl Prober {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let upstream = format!("http://{}{}", config.upstream.authority, health.upstream_path);
-        let client = |h2: bool| {
-            Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_max_idle_per_host(1)
-                .http2_only(h2)
-                .build(connector.clone())
-        };
         let h2c = config.protocols.upstream == crate::config::UpstreamProtocol::H2c;
         Prober {
-            http: client(false),
-            upstream_http: client(h2c),
+            h2c: h2c.then(|| h2c::client(connector.clone())),
+            http: Client::builder(hyper_util::rt::TokioExecutor::new()).pool_max_idle_per_host(1).build(connector),
             timeout: Duration::from_millis(health.timeout_ms),
             upstream: upstream.parse().expect("a validated authority and path form a URI"),
             redis: s.redis_url.as_ref().and_then(|u| redis::Client::open(u.as_str()).ok()).map(|c| (c, None)),
@@ -210,7 +205,12 @@ impl Prober {
     async fn round(&mut self) -> HealthReport {
         let timeout = self.timeout;
         let http = self.http.clone();
-        let upstream = timed(timeout, probe_http(&self.upstream_http, self.upstream.clone(), 500));
+        let upstream = timed(timeout, async {
+            match &self.h2c {
+                Some(h2) => h2c::probe(h2, &self.upstream).await,
+                None => probe_http(&http, self.upstream.clone(), 500).await,
+            }
+        });
         let redis = async {
             match &mut self.redis {
                 Some((client, conn)) => timed(timeout, probe_redis(client, conn)).await,

@@ -311,6 +311,9 @@ struct GrpcCall {
     /// The client's messages, counted by its request body.
     request: std::rc::Rc<std::cell::Cell<crate::grpc::MessageCount>>,
     response: crate::grpc::MessageCount,
+    /// Its `grpc-timeout`: a client that leaves once it has passed saw
+    /// `DEADLINE_EXCEEDED`, not a cancellation.
+    deadline: Option<Duration>,
 }
 
 /// A request's trace, and its spans' record when it is sampled.
@@ -375,7 +378,7 @@ impl Recording {
             trace: None,
             client: None,
             limited: false,
-                grpc: None,
+            grpc: None,
         }
     }
 
@@ -470,9 +473,14 @@ impl Recording {
 
     /// The request is a gRPC call (`error_codes`: `grpc.error_codes` as
     /// bits); the returned count is its request body's to keep.
-    pub fn grpc_call(&mut self, error_codes: u32) -> std::rc::Rc<std::cell::Cell<crate::grpc::MessageCount>> {
+    pub fn grpc_call(
+        &mut self,
+        error_codes: u32,
+        deadline: Option<Duration>,
+    ) -> std::rc::Rc<std::cell::Cell<crate::grpc::MessageCount>> {
         let request = std::rc::Rc::default();
-        let call = GrpcCall { code: None, error_codes, request: std::rc::Rc::clone(&request), response: Default::default() };
+        let response = Default::default();
+        let call = GrpcCall { code: None, error_codes, request: std::rc::Rc::clone(&request), response, deadline };
         self.grpc = Some(Box::new(call));
         request
     }
@@ -536,9 +544,19 @@ impl Drop for Recording {
             let grpc = self.grpc.take().map(|g| {
                 // No status at all: the client saw its call cancelled (it
                 // left) or fail (the stream broke off).
-                let code = g.code.unwrap_or_else(|| crate::grpc::Code::without_status(self.status)) as u8;
+                // The client's clock started before perfproxy's: within 10 %.
+                let expired = g.deadline.is_some_and(|d| duration >= d.mul_f64(0.9));
+                let code = match g.code {
+                    Some(code) => code,
+                    None if self.status == 499 && expired => crate::grpc::Code::DeadlineExceeded,
+                    None => crate::grpc::Code::without_status(self.status),
+                } as u8;
                 let messages = g.request.get().messages + g.response.messages;
-                Called { code, error: g.error_codes & (1 << code) != 0, messages: messages.min(u64::from(u32::MAX)) as u32 }
+                Called {
+                    code,
+                    error: g.error_codes & (1 << code) != 0,
+                    messages: messages.min(u64::from(u32::MAX)) as u32,
+                }
             });
             r.finish(self.route, (self.status, self.limited, grpc), self.started, split, exemplar);
         }
@@ -652,7 +670,7 @@ mod tests {
             upstream_micros: None,
             overhead_micros: 0,
             limited: false,
-                grpc: None,
+            grpc: None,
         });
         let snap = m.snapshot(None);
         assert_eq!(snap.total.all.count, 101);
@@ -682,7 +700,7 @@ mod tests {
             upstream_micros: None,
             overhead_micros: 0,
             limited: false,
-                grpc: None,
+            grpc: None,
         });
         lock(&r.shard.samples).samples.push(Sample {
             route: RouteId(0),
@@ -692,7 +710,7 @@ mod tests {
             upstream_micros: None,
             overhead_micros: 0,
             limited: false,
-                grpc: None,
+            grpc: None,
         });
         m.flush();
         let agg = lock(&m.aggregate);

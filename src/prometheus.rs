@@ -193,10 +193,7 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
             "perfproxy_grpc_messages_total",
             "Messages gRPC calls carried, both ways, by route",
             MetricType::COUNTER,
-            routes
-                .iter()
-                .filter_map(|(r, s)| s.grpc.as_ref().map(|g| counter(&[("route", r)], g.messages)))
-                .collect(),
+            routes.iter().filter_map(|(r, s)| s.grpc.as_ref().map(|g| counter(&[("route", r)], g.messages))).collect(),
         ),
         family(
             "perfproxy_slow_requests_total",

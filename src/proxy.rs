@@ -107,7 +107,8 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
     let had_body = !req.body().is_end_stream();
     let grpc = crate::grpc::is_grpc(req.headers());
     if let Some(recording) = recording.as_mut().filter(|_| grpc) {
-        let count = recording.grpc_call(worker.shared.config.protocols.grpc_errors);
+        let deadline = req.headers().get(crate::grpc::GRPC_TIMEOUT).and_then(crate::grpc::timeout);
+        let count = recording.grpc_call(worker.shared.config.protocols.grpc_errors, deadline);
         req = req.map(|body| body.counted(count));
     }
     if let Some(refusal) = limited {

@@ -2,6 +2,7 @@
 
     peer.py server PORT          serve test.Echo on 127.0.0.1:PORT until killed
     peer.py client HOST:PORT     run every call through HOST:PORT, print JSON
+    peer.py call HOST:PORT MSG [TIMEOUT_S]   one unary call, print its status name
 
 Messages are raw bytes (no protobuf), so no generated code is needed:
 - /test.Echo/Unary: echoes the request; `fail:N` aborts with status N,
@@ -79,8 +80,19 @@ def client(target):
     print(json.dumps(out), flush=True)
 
 
+def call(target, message, timeout):
+    with grpc.insecure_channel(target) as ch:
+        try:
+            ch.unary_unary("/test.Echo/Unary")(message.encode(), timeout=timeout)
+            print("OK", flush=True)
+        except grpc.RpcError as e:
+            print(e.code().name, e.details(), flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "call":
+        call(sys.argv[2], sys.argv[3], float(sys.argv[4]) if len(sys.argv) > 4 else 10.0)
     else:
         client(sys.argv[2])

@@ -16,8 +16,11 @@ use support::*;
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc/peer.py");
 
-/// The grpcio test server, killed when dropped.
-struct GrpcServer(Child, u16);
+/// The grpcio test server (its port), killed when dropped.
+struct GrpcServer {
+    _process: Child,
+    port: u16,
+}
 
 fn grpc_server() -> GrpcServer {
     let port = free_port();
@@ -31,7 +34,7 @@ fn grpc_server() -> GrpcServer {
     let out = child.stdout.take().unwrap();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
     assert_eq!(line.trim(), "serving", "the grpcio server did not start (pip install grpcio; scripts/test.sh does)");
-    GrpcServer(Child(child), port)
+    GrpcServer { _process: Child(child), port }
 }
 
 /// Runs the peer's client side with `args`; its stdout.
@@ -52,7 +55,7 @@ fn route<'a>(perf: &'a Value, name: &str) -> &'a Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unary_streaming_and_bidirectional_calls_pass_with_trailers_and_are_counted_per_method() {
     let server = grpc_server();
-    let proxy = spawn_proxy(&format!("http://127.0.0.1:{}", server.1), &[]).await;
+    let proxy = spawn_proxy(&format!("http://127.0.0.1:{}", server.port), &[]).await;
     let target = proxy.addr.to_string();
     let out: Value = serde_json::from_str(&peer(&["client", &target]).await).unwrap();
     assert_eq!(out["unary"], "hello", "{out}");
@@ -103,7 +106,7 @@ async fn unary_streaming_and_bidirectional_calls_pass_with_trailers_and_are_coun
 async fn upstream_timeout_caps_grpc_timeout_and_a_dead_upstream_is_unavailable() {
     let server = grpc_server();
     let proxy = spawn_proxy(
-        &format!("http://127.0.0.1:{}", server.1),
+        &format!("http://127.0.0.1:{}", server.port),
         &["--config", &write_config("upstream_timeout_ms = 300\n")],
     )
     .await;
@@ -133,12 +136,12 @@ async fn upstream_timeout_caps_grpc_timeout_and_a_dead_upstream_is_unavailable()
 async fn with_h2c_upstream_a_grpc_only_backend_becomes_ready_and_http_goes_over_h2c() {
     let server = grpc_server();
     let config = write_config("upstream_protocol = \"h2c\"\n[health]\ninterval_ms = 200\n");
-    let proxy = spawn_proxy(&format!("http://127.0.0.1:{}", server.1), &["--config", &config]).await;
+    let proxy = spawn_proxy(&format!("http://127.0.0.1:{}", server.port), &["--config", &config]).await;
     // The probe speaks HTTP/2: the gRPC server answers it (an HTTP/1.1 probe gets a protocol error).
     wait_ready(&proxy.url("/health/ready"), 10).await;
     assert!(peer(&["call", &proxy.addr.to_string(), "hello"]).await.starts_with("OK"));
     let auto = spawn_proxy(
-        &format!("http://127.0.0.1:{}", server.1),
+        &format!("http://127.0.0.1:{}", server.port),
         &["--config", &write_config("[health]\ninterval_ms = 200\n")],
     )
     .await;

@@ -3,6 +3,7 @@
 //! a raw-socket client for byte-exact requests.
 #![allow(dead_code)]
 
+pub mod h2raw;
 pub mod otlp;
 pub mod raw;
 

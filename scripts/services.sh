@@ -100,6 +100,8 @@ ensure_tools() {
   command -v promtool >/dev/null || { echo "services: installing promtool" >&2; apt_install --no-install-recommends prometheus; }
   # Headless Chromium renders the dashboard in tests/dashboard.rs.
   command -v chromium >/dev/null || { echo "services: installing chromium" >&2; apt_install --no-install-recommends chromium; }
+  # A real gRPC server and client (grpcio, from PyPI) in tests/grpc.rs.
+  python3 -c 'import grpc' 2>/dev/null || { echo "services: installing grpcio" >&2; python3 -m pip install --quiet grpcio; }
 }
 
 # Stops what the tests started that the machine did not have: the

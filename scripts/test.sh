@@ -16,5 +16,5 @@ ensure_pgss_cluster
 cargo test --all-targets "$@"
 if [ "$#" -eq 0 ]; then
   echo "== the same request-path suites with express_lane = false (every request through hyper)"
-  PERFPROXY_EXPRESS_LANE=false cargo test --test proxy --test hardening --test express --test cache --test cache_answers --test security --test rulebook --test request_id --test latency_split --test access_log --test tracing --test lifecycle --test limits
+  PERFPROXY_EXPRESS_LANE=false cargo test --test proxy --test hardening --test express --test cache --test cache_answers --test security --test rulebook --test request_id --test latency_split --test access_log --test tracing --test lifecycle --test limits --test http2 --test grpc
 fi

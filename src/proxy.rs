@@ -76,8 +76,10 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
     });
     // Dropped unanswered (hyper drops this future when the client leaves
     // first), the recording says 499.
+    let grpc = crate::grpc::is_grpc(req.headers());
     let mut recording = worker.records().then(|| {
-        let route = worker.shared.routes.resolve(req.method(), req.uri().path(), &mut worker.route_cache.borrow_mut());
+        let (routes, path) = (&worker.shared.routes, req.uri().path());
+        let route = routes.resolve_as(req.method(), path, grpc, &mut worker.route_cache.borrow_mut());
         let mut recording = Recording::begin(worker.recorder.as_ref(), route);
         recording.client(&client.asker(req.headers()), &worker.shared.top_clients.spec);
         if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
@@ -105,7 +107,6 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
         begin_trace(client, tracer, recording, &mut req);
     }
     let had_body = !req.body().is_end_stream();
-    let grpc = crate::grpc::is_grpc(req.headers());
     if let Some(recording) = recording.as_mut().filter(|_| grpc) {
         let deadline = req.headers().get(crate::grpc::GRPC_TIMEOUT).and_then(crate::grpc::timeout);
         let count = recording.grpc_call(worker.shared.config.protocols.grpc_errors, deadline);

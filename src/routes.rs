@@ -140,6 +140,15 @@ pub fn is_identifier(seg: &str) -> bool {
     token_chars && letters && ((b.len() >= 16 && digits >= 2) || b.len() >= 40)
 }
 
+/// `/service/method`: two segments, neither empty (gRPC's path).
+fn is_grpc_method(path: &str) -> bool {
+    let mut segments = path.strip_prefix('/').unwrap_or("").split('/');
+    let (Some(service), Some(method), None) = (segments.next(), segments.next(), segments.next()) else {
+        return false;
+    };
+    !service.is_empty() && !method.is_empty()
+}
+
 /// Writes the normalised template of `path` into `out`.
 pub fn normalise_into(path: &str, out: &mut String) {
     let rest = path.strip_prefix('/').unwrap_or(path);
@@ -210,6 +219,13 @@ impl RouteTable {
 
     /// The label of a request, interned; allocation-free once seen.
     pub fn resolve(&self, method: &Method, path: &str, cache: &mut RouteCache) -> RouteId {
+        self.resolve_as(method, path, false, cache)
+    }
+
+    /// As [`RouteTable::resolve`]; `grpc`: the request is a gRPC call, whose
+    /// `/package.Service/Method` path is its label as it is (no segment of
+    /// it is an identifier, however many digits a versioned package has).
+    pub fn resolve_as(&self, method: &Method, path: &str, grpc: bool, cache: &mut RouteCache) -> RouteId {
         let generation = self.generation.load(Ordering::Acquire);
         if cache.generation != generation {
             cache.patterns = self.patterns.load_full();
@@ -222,6 +238,7 @@ impl RouteTable {
         buf.push(' ');
         match cache.patterns.iter().find(|p| p.matches(method, path)) {
             Some(p) => buf.push_str(p.template()),
+            None if grpc && is_grpc_method(path) => buf.push_str(path),
             None => normalise_into(path, buf),
         }
         if let Some(id) = cache.known.get(buf.as_str()) {
@@ -293,6 +310,17 @@ mod tests {
         assert_eq!(label(&t, Method::GET, "/"), "GET /");
         assert_eq!(label(&t, Method::GET, "/v1/deadbeef/facade"), "GET /v1/deadbeef/facade");
         assert_eq!(label(&t, Method::from_bytes(b"BREW").unwrap(), "/pot"), "OTHER /pot");
+    }
+
+    #[test]
+    fn grpc_methods_are_their_own_labels() {
+        let t = RouteTable::new(vec![], 100);
+        let service = "/acme.payments.v1beta2.PaymentService/Charge";
+        let grpc = |path| t.name(t.resolve_as(&Method::POST, path, true, &mut RouteCache::default())).to_string();
+        assert_eq!(grpc(service), format!("POST {service}"));
+        // The same path as plain HTTP is normalised; a longer gRPC path too.
+        assert_eq!(label(&t, Method::POST, service), "POST /:id/Charge");
+        assert_eq!(grpc("/prefix/12345/Method"), "POST /prefix/:id/Method");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! gRPC through perfproxy with a real gRPC server and client (grpcio, from
-//! `tests/grpc/peer.py`): unary, server-streaming and bidirectional calls
+//! `tests/grpc/peer.py`): unary, server-, client-streaming and bidirectional calls
 //! arrive intact with their trailers; statuses are counted per method in
 //! `/performance` and `/metrics`, the configured ones as errors; a
 //! `grpc-timeout` (or `upstream_timeout_ms`, when shorter) ends in
@@ -66,12 +66,13 @@ async fn unary_streaming_and_bidirectional_calls_pass_with_trailers_and_are_coun
     assert_eq!(out["deadline"], "DEADLINE_EXCEEDED");
     let count: Vec<String> = (0..5).map(|i| format!("message {i}")).collect();
     assert_eq!(out["count"], serde_json::json!(count));
+    assert_eq!(out["join"], "x+y+z");
     assert_eq!(out["chat"], serde_json::json!(["A", "B", "C"]));
 
     let url = proxy.url("/performance");
     eventually(5, "the calls are recorded", || async {
         let perf = get(&url).await.json();
-        perf["routes"].as_array().unwrap().iter().filter(|r| r["grpc_status"].is_object()).count() == 3
+        perf["routes"].as_array().unwrap().iter().filter(|r| r["grpc_status"].is_object()).count() == 4
     })
     .await;
     let perf = get(&url).await.json();
@@ -88,6 +89,7 @@ async fn unary_streaming_and_bidirectional_calls_pass_with_trailers_and_are_coun
     assert_eq!(unary["messages"], 5, "{unary}");
     let stream = route(&perf, "POST /test.Echo/Count");
     assert_eq!((stream["messages"].as_u64(), &stream["grpc_status"]), (Some(6), &serde_json::json!({"OK": 1})));
+    assert_eq!(route(&perf, "POST /test.Echo/Join")["messages"], 4);
     assert_eq!(route(&perf, "POST /test.Echo/Chat")["messages"], 6);
     // Never cached: gRPC calls are POSTs with trailers.
     assert_eq!(perf["cache"]["stores"].as_u64().unwrap_or(0), 0, "{}", perf["cache"]);

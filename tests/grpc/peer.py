@@ -8,6 +8,7 @@ Messages are raw bytes (no protobuf), so no generated code is needed:
 - /test.Echo/Unary: echoes the request; `fail:N` aborts with status N,
   `sleep:MS` answers after MS milliseconds. Trailing metadata x-trailer: kept.
 - /test.Echo/Count (server streaming): a request `N` gets N messages.
+- /test.Echo/Join (client streaming): the messages joined with "+".
 - /test.Echo/Chat (bidirectional): each message echoed, upper-cased.
 """
 import json
@@ -36,6 +37,10 @@ def count(request, context):
         yield b"message %d" % i
 
 
+def join(requests, context):
+    return b"+".join(requests)
+
+
 def chat(requests, context):
     for r in requests:
         yield r.upper()
@@ -46,6 +51,7 @@ def serve(port):
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Count": grpc.unary_stream_rpc_method_handler(count),
+        "Join": grpc.stream_unary_rpc_method_handler(join),
         "Chat": grpc.stream_stream_rpc_method_handler(chat),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
@@ -75,6 +81,7 @@ def client(target):
         except grpc.RpcError as e:
             out["deadline"] = e.code().name
         out["count"] = [m.decode() for m in ch.unary_stream("/test.Echo/Count")(b"5", timeout=10)]
+        out["join"] = ch.stream_unary("/test.Echo/Join")(iter([b"x", b"y", b"z"]), timeout=10).decode()
         chat = ch.stream_stream("/test.Echo/Chat")
         out["chat"] = [m.decode() for m in chat(iter([b"a", b"b", b"c"]), timeout=10)]
     print(json.dumps(out), flush=True)

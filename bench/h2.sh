@@ -49,7 +49,8 @@ http {
 }
 NGX
 nginx -c "$work/ngx.conf" -p "$work"
-trap 'bench_cleanup; [ -f "$work/ngx.pid" ] && kill "$(cat "$work/ngx.pid")" 2>/dev/null || true' EXIT
+# The front nginx stops before bench_cleanup removes its pid file with $work.
+trap '[ -f "$work/ngx.pid" ] && kill "$(cat "$work/ngx.pid")" 2>/dev/null; bench_cleanup' EXIT
 RUST_LOG=warn bench_perfproxy "$PP_PORT" "$UP_PORT"
 
 results="$work/results.tsv"

@@ -161,6 +161,21 @@ pub fn prepare_request(
     headers.append(header::VIA, via());
 }
 
+/// HTTP/2 clients may send each cookie in a field of its own (RFC 9113
+/// §8.2.3); HTTP/1.1 servers expect one `Cookie` field, so they are joined
+/// with "; " before the request goes on as HTTP/1.1.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else { return };
+    let mut joined = first.as_bytes().to_vec();
+    for more in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(more.as_bytes());
+    }
+    let value = HeaderValue::from_bytes(&joined).expect("header values joined by \"; \" are a header value");
+    headers.insert(header::COOKIE, value);
+}
+
 /// What the cache keys a prepared request by: the forwarding values it sends.
 pub fn forwarded_sent(headers: &HeaderMap) -> Forwarded<'_> {
     let get = |n: &HeaderName| headers.get(n).map(HeaderValue::as_bytes);
@@ -225,6 +240,20 @@ mod tests {
             h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn http2_cookie_fields_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2; c=3"]);
+        let mut one = HeaderMap::new();
+        one.insert(header::COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(&mut one);
+        assert_eq!(one[header::COOKIE], "a=1");
     }
 
     #[test]

@@ -234,6 +234,9 @@ fn prepare(client: &Client, parts: &mut http::request::Parts, upgrade: Option<He
             .expect("a validated authority is a valid header value");
         parts.headers.insert(header::HOST, host);
     }
+    if parts.version == Version::HTTP_2 {
+        headers::join_cookies(&mut parts.headers);
+    }
     headers::prepare_request(&mut parts.headers, &client.ip, client.peer.trusted, upgrade);
     parts.version = Version::HTTP_11;
     Ok(())

@@ -75,12 +75,20 @@ async fn h2c_and_http_1_1_share_the_port_and_the_request_path() {
     assert_eq!((status, body.as_str(), headers["x-cache"].to_str().unwrap()), (200, "stored", "HIT"));
     assert_eq!(up.hits("/cached"), 1);
 
+    // curl, as users run it.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+        .arg(proxy.url("/api/curl"))
+        .output()
+        .expect("curl runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
+
     // HTTP/1.1 on the same port, meanwhile.
     assert_eq!(get(&proxy.url("/api/items/8")).await.status, 200);
     let url = proxy.url("/performance");
     eventually(5, "HTTP/2 requests are recorded", || async {
         let perf = get(&url).await.json();
-        perf["requests"]["total"].as_u64() >= Some(4)
+        perf["requests"]["total"].as_u64() >= Some(5)
     })
     .await;
 }

@@ -236,6 +236,7 @@ impl Conn {
                 let pool = &self.client.worker.express_scratch;
                 if self.buf.capacity() > 0 {
                     pool.take_back_buf(std::mem::take(&mut self.buf));
+                    pool.take_back_head(self.head.give_parts());
                 }
                 // `poll_read_ready`: the stream's own waker slot (`readable()`
                 // queues a waiter, measurably dearer per request).
@@ -251,6 +252,7 @@ impl Conn {
                 // Read with `read_buf`, not `try_read_buf`: a short read
                 // clears the readiness, so the next wait costs no EAGAIN.
                 self.buf = pool.lend_buf();
+                self.head.take_parts(pool.lend_head());
             }
             self.buf.reserve(HEAD_CHUNK);
             let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf));

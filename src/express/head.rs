@@ -85,6 +85,38 @@ pub struct RequestHead {
     fields: Vec<FieldAt>,
 }
 
+/// A head's heap buffers, lent by the worker while a request is read and
+/// served: an idle keep-alive connection holds none.
+#[derive(Debug, Default)]
+pub struct HeadParts {
+    fields: Vec<FieldAt>,
+    target_text: String,
+    host_text: String,
+}
+
+impl HeadParts {
+    /// No larger than an ordinary head needs (32 fields, 1 KiB of text).
+    pub fn small(&self) -> bool {
+        self.fields.capacity() <= 32 && self.target_text.capacity() + self.host_text.capacity() <= 1024
+    }
+}
+
+impl RequestHead {
+    /// Gives up the head's buffers (the connection goes idle).
+    pub fn give_parts(&mut self) -> HeadParts {
+        HeadParts {
+            fields: std::mem::take(&mut self.fields),
+            target_text: std::mem::take(&mut self.target_text),
+            host_text: std::mem::take(&mut self.host_text),
+        }
+    }
+
+    /// Takes buffers for the next head (each is cleared by the parse).
+    pub fn take_parts(&mut self, parts: HeadParts) {
+        (self.fields, self.target_text, self.host_text) = (parts.fields, parts.target_text, parts.host_text);
+    }
+}
+
 /// A parsed head with the buffer it points into.
 pub struct HeadFields<'a> {
     head: &'a RequestHead,

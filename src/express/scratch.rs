@@ -1,11 +1,13 @@
 //! The buffers an express request borrows while it is in flight
 //! ([`Scratch`]), lent by its worker ([`ScratchPool`]) so that an idle
-//! keep-alive connection holds only its read buffer.
+//! keep-alive connection holds no buffer at all: its read buffer and its
+//! head's buffers are lent too, while a request is read and served.
 
 use std::cell::RefCell;
 
 use bytes::BytesMut;
 
+use super::head::HeadParts;
 use super::READ_CHUNK;
 
 /// The buffers a request needs while it is in flight: a worker keeps a few
@@ -28,7 +30,7 @@ const SCRATCH_KEPT: usize = 64;
 /// keep-alive connection holds none: it waits for readability, then
 /// borrows one).
 #[derive(Debug, Default)]
-pub struct ScratchPool(RefCell<Vec<Scratch>>, RefCell<Vec<BytesMut>>);
+pub struct ScratchPool(RefCell<Vec<Scratch>>, RefCell<Vec<BytesMut>>, RefCell<Vec<HeadParts>>);
 
 impl ScratchPool {
     /// A read buffer with room for a head's first chunk.
@@ -45,6 +47,20 @@ impl ScratchPool {
         buf.reserve(super::HEAD_CHUNK);
         if spare.len() < SCRATCH_KEPT && buf.capacity() <= super::HEAD_CHUNK * 2 {
             spare.push(buf);
+        }
+    }
+
+    /// A head's buffers, for the head a connection is about to read.
+    pub(super) fn lend_head(&self) -> HeadParts {
+        self.2.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// A head's buffers back from a connection gone idle (kept unless a
+    /// head with many fields grew them).
+    pub(super) fn take_back_head(&self, parts: HeadParts) {
+        let mut spare = self.2.borrow_mut();
+        if spare.len() < SCRATCH_KEPT && parts.small() {
+            spare.push(parts);
         }
     }
 

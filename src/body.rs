@@ -85,6 +85,9 @@ pub struct ProxyBody {
     done: Option<Recording>,
     /// The cache's copy, while this body is being stored.
     fill: Option<Box<Fill>>,
+    /// The upstream's body broke off (else a body dropped before its end
+    /// was left by its client).
+    failed: bool,
 }
 
 #[derive(Debug)]
@@ -99,17 +102,17 @@ enum Kind {
 impl ProxyBody {
     /// The upstream's body; `lease` is its pooled connection, if any.
     pub fn upstream(body: Incoming, lease: Option<Lease>) -> ProxyBody {
-        let mut b = ProxyBody { kind: Kind::Upstream { body, lease }, done: None, fill: None };
+        let mut b = ProxyBody { kind: Kind::Upstream { body, lease }, done: None, fill: None, failed: false };
         b.release_if_done();
         b
     }
 
     pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-        ProxyBody { kind: Kind::Full(Some(bytes.into())), done: None, fill: None }
+        ProxyBody { kind: Kind::Full(Some(bytes.into())), done: None, fill: None, failed: false }
     }
 
     pub fn empty() -> ProxyBody {
-        ProxyBody { kind: Kind::Full(None), done: None, fill: None }
+        ProxyBody { kind: Kind::Full(None), done: None, fill: None, failed: false }
     }
 
     /// Ends `recording` once this body has been sent or dropped.
@@ -150,6 +153,10 @@ impl ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        let unfinished = !self.failed && !self.is_end_stream();
+        if let (Some(recording), true) = (&mut self.done, unfinished) {
+            recording.client_left();
+        }
         self.finish_fill_if_done();
         self.release_if_done();
         self.complete();
@@ -203,8 +210,10 @@ impl Body for ProxyBody {
                 Poll::Pending => {}
             }
         }
-        if let Poll::Ready(None) = polled {
-            this.complete();
+        match &polled {
+            Poll::Ready(None) => this.complete(),
+            Poll::Ready(Some(Err(_))) => this.failed = true,
+            _ => {}
         }
         polled
     }

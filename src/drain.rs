@@ -93,6 +93,16 @@ impl<C> Drainable<C> {
     }
 }
 
+impl<C: Graceful> Drainable<C> {
+    /// Asks the connection to finish what it is doing and close, as a drain does.
+    pub(crate) fn close_gracefully(&mut self) {
+        if !self.closing {
+            self.closing = true;
+            self.conn.as_mut().graceful_shutdown();
+        }
+    }
+}
+
 impl<C: Graceful> Future for Drainable<C> {
     type Output = C::Output;
 

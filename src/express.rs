@@ -78,8 +78,9 @@ async fn client_gone(stream: &TcpStream) {
 #[derive(Debug)]
 pub enum Ended {
     Closed,
-    /// hyper serves the rest of the connection.
-    Handoff(Rewind),
+    /// hyper serves the rest of the connection; `true`: no request was
+    /// served on it before (only then may it be HTTP/2).
+    Handoff(Rewind, bool),
 }
 
 /// Where one request goes, if it stays on the express lane's connection.
@@ -157,6 +158,8 @@ struct Conn {
     /// When the rate limits read the clock for this request (its recording
     /// begins then too: one clock read).
     checked_at: Option<Instant>,
+    /// A request has been answered on this connection.
+    served: bool,
 }
 
 /// Serves a client connection until it closes or needs hyper. `id` is its
@@ -182,6 +185,7 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
         scratch: Scratch::default(),
         request_id: Vec::with_capacity(32),
         checked_at: None,
+        served: false,
     };
     loop {
         match conn.read_head().await {
@@ -202,6 +206,7 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
             Lane::Refused(refusal) => Box::pin(conn.refused(*refusal)).await,
         };
         worker.express_scratch.take_back(std::mem::take(&mut conn.scratch));
+        conn.served = true;
         if !keep {
             let _ = conn.stream.shutdown().await;
             return Ended::Closed;
@@ -211,7 +216,7 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
 
 impl Conn {
     fn handoff(self) -> Ended {
-        Ended::Handoff(Rewind::new(self.buf.freeze(), self.stream))
+        Ended::Handoff(Rewind::new(self.buf.freeze(), self.stream), !self.served)
     }
 
     /// Reads until a head is complete (`Parsed::Complete`) or is one for

@@ -75,12 +75,22 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
 /// How long the upstream has to answer: `upstream_timeout`, or a gRPC
 /// call's shorter `grpc-timeout`. A longer one is lowered to the cap, so the
 /// server gives up when perfproxy does.
+/// Sent more than once, the shortest counts, and one value goes on (servers
+/// differ on which of several they read).
 fn deadline(req: &mut Request<RequestBody>, cap: Duration) -> Duration {
     let name = crate::grpc::GRPC_TIMEOUT;
-    let Some(asked) = req.headers().get(name).filter(|_| crate::grpc::is_grpc(req.headers())) else { return cap };
-    match crate::grpc::timeout(asked) {
-        Some(t) if t <= cap => t,
-        _ => {
+    if !crate::grpc::is_grpc(req.headers()) || !req.headers().contains_key(name) {
+        return cap;
+    }
+    let asked = req.headers().get_all(name).iter().map(crate::grpc::timeout).collect::<Vec<_>>();
+    let shortest = asked.iter().flatten().min().copied().filter(|t| *t <= cap);
+    match shortest {
+        Some(t) if asked.len() == 1 && asked[0].is_some() => t,
+        Some(t) => {
+            req.headers_mut().insert(name, crate::grpc::timeout_value(t));
+            t
+        }
+        None => {
             req.headers_mut().insert(name, crate::grpc::timeout_value(cap));
             cap
         }

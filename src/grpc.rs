@@ -164,10 +164,20 @@ pub fn answer(code: Code, message: &str) -> Response<ProxyBody> {
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     h.insert("grpc-status", HeaderValue::from(code as u16));
-    // grpc-message is percent-encoded; perfproxy's messages are plain ASCII words.
-    let message: String = message.chars().filter(|c| c.is_ascii_alphanumeric() || " .,-_".contains(*c)).collect();
-    h.insert("grpc-message", HeaderValue::try_from(message).expect("filtered to printable ASCII"));
+    h.insert("grpc-message", HeaderValue::try_from(percent_encoded(message)).expect("encoded to printable ASCII"));
     resp
+}
+
+/// `grpc-message`'s encoding: bytes outside printable ASCII, and `%`, as `%XX`.
+fn percent_encoded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b' '..=b'~' if b != b'%' => out.push(char::from(b)),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// Counts the messages of one direction of a gRPC stream from its data
@@ -226,6 +236,7 @@ mod tests {
             assert_eq!(timeout(&HeaderValue::from_str(bad).unwrap()), None, "{bad}");
         }
         assert_eq!(timeout_value(Duration::from_secs(3)), "3000m");
+        assert_eq!(percent_encoded("over \"POST /a/*\" 100%\n"), "over \"POST /a/*\" 100%25%0A");
         assert!(is_grpc_type(b"application/grpc") && is_grpc_type(b"application/grpc+proto"));
         assert!(is_grpc_type(b"Application/GRPC; charset=x"));
         assert!(!is_grpc_type(b"application/grpc-web") && !is_grpc_type(b"application/json"));

@@ -10,11 +10,12 @@
 //! windows, and streams reset before they were served (rapid reset,
 //! CVE-2023-44487: past `max_pending_resets` the connection gets a GOAWAY).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use hyper::server::conn::http2;
@@ -63,7 +64,10 @@ pub fn server(config: &Config) -> http2::Builder<LocalExec> {
 /// Whether the connection starts with the HTTP/2 preface. Reads (within
 /// `header_read_timeout`) only while what arrived could still be one; the
 /// bytes read are replayed to whichever server takes the connection.
-pub async fn sniff(io: Rewind, timeout: Duration) -> io::Result<(Rewind, bool)> {
+/// `None`: the client sent nothing more within the timeout, or closed, while
+/// what it sent could still be a preface (the connection is closed: the
+/// timeout is the head's, not restarted for hyper).
+pub async fn sniff(io: Rewind, timeout: Duration) -> Option<(Rewind, bool)> {
     let (prefix, mut stream) = io.into_parts();
     let mut buf = BytesMut::from(&prefix[..]);
     let read = async {
@@ -74,18 +78,41 @@ pub async fn sniff(io: Rewind, timeout: Duration) -> io::Result<(Rewind, bool)> 
         }
         Ok::<_, io::Error>(())
     };
-    // A silent client is hyper's to time out (header_read_timeout) as before.
-    let _ = tokio::time::timeout(timeout, read).await;
+    let done = matches!(tokio::time::timeout(timeout, read).await, Ok(Ok(())));
     let h2 = buf.starts_with(PREFACE);
-    Ok((Rewind::new(buf.freeze(), stream), h2))
+    let undecided = !h2 && PREFACE.starts_with(&buf);
+    if !done || undecided {
+        return None;
+    }
+    Some((Rewind::new(buf.freeze(), stream), h2))
 }
 
-/// Serves an h2c connection to the end.
+/// Serves an h2c connection to the end. A connection on which no stream
+/// has begun for `header_read_timeout` (none at all since the preface, or
+/// none since the last) gets a GOAWAY: streams still open finish, then it
+/// closes, as an idle HTTP/1.1 connection is closed after the same time.
 pub async fn serve(client: Rc<Client>, io: Rewind, server: &http2::Builder<LocalExec>, drain: &Rc<Drain>, id: u64) {
     let peer: SocketAddr = (client.addr, 0).into();
-    let service = service_fn(move |req| crate::proxy::handle(client.clone(), req));
-    let conn = server.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = Drainable::new(conn, drain.clone(), id).await {
+    let idle = client.worker.shared.config.header_read_timeout;
+    let last_stream = Rc::new(Cell::new(Instant::now()));
+    let seen = last_stream.clone();
+    let service = service_fn(move |req| {
+        seen.set(Instant::now());
+        crate::proxy::handle(client.clone(), req)
+    });
+    let mut conn = Drainable::new(server.serve_connection(TokioIo::new(io), service), drain.clone(), id);
+    let ended = loop {
+        tokio::select! {
+            ended = &mut conn => break ended,
+            () = tokio::time::sleep_until((last_stream.get() + idle).into()) => {
+                if last_stream.get().elapsed() >= idle {
+                    conn.close_gracefully();
+                    break conn.await;
+                }
+            }
+        }
+    };
+    if let Err(e) = ended {
         debug!(error = %e, peer = %peer.ip(), "HTTP/2 client connection ended");
     }
 }

@@ -50,8 +50,15 @@ pub async fn respond(client: &Rc<Client>, mut req: Request<RequestBody>) -> Resp
             id
         }
     };
+    // hyper's HTTP/1.1 server sends only the trailers a `Trailer` field
+    // names: a gRPC answer's status ones, for a gRPC client on HTTP/1.1.
+    let grpc_over_http1 = req.version() < Version::HTTP_2 && crate::grpc::is_grpc(req.headers());
     let mut resp = answer(client, req).await;
     resp.headers_mut().insert(headers::X_REQUEST_ID.clone(), request_id);
+    if grpc_over_http1 && resp.status() == StatusCode::OK {
+        let names = HeaderValue::from_static("grpc-status, grpc-message, grpc-status-details-bin");
+        resp.headers_mut().insert(header::TRAILER, names);
+    }
     resp
 }
 
@@ -221,6 +228,10 @@ fn prepare(client: &Client, parts: &mut http::request::Parts, upgrade: Option<He
     }
     // Absolute-form targets (`GET http://h/p`) become origin-form; their authority is the Host.
     if let Some(authority) = parts.uri.authority() {
+        if authority.as_str().contains('@') {
+            // RFC 9113 §8.3.1, RFC 9110 §4.2.4: no userinfo in a request's authority.
+            return Err(ProxyError::BadRequest("userinfo in the request's authority"));
+        }
         let host =
             HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest("bad request target"))?;
         parts.headers.insert(header::HOST, host);

@@ -140,13 +140,14 @@ pub fn is_identifier(seg: &str) -> bool {
     token_chars && letters && ((b.len() >= 16 && digits >= 2) || b.len() >= 40)
 }
 
-/// `/service/method`: two segments, neither empty (gRPC's path).
+/// `/package.Service/Method`: two segments, the first with a package (so a
+/// client cannot mint labels from ids by sending a gRPC content type).
 fn is_grpc_method(path: &str) -> bool {
     let mut segments = path.strip_prefix('/').unwrap_or("").split('/');
     let (Some(service), Some(method), None) = (segments.next(), segments.next(), segments.next()) else {
         return false;
     };
-    !service.is_empty() && !method.is_empty()
+    service.contains('.') && !service.starts_with('.') && !method.is_empty()
 }
 
 /// Writes the normalised template of `path` into `out`.
@@ -321,6 +322,7 @@ mod tests {
         // The same path as plain HTTP is normalised; a longer gRPC path too.
         assert_eq!(label(&t, Method::POST, service), "POST /:id/Charge");
         assert_eq!(grpc("/prefix/12345/Method"), "POST /prefix/:id/Method");
+        assert_eq!(grpc("/users/11111"), "POST /users/:id", "no package: normalised");
     }
 
     #[test]

@@ -303,15 +303,23 @@ async fn serve_client(
     let client = Rc::new(Client { worker, ip, addr, admin_only: admin, peer: access });
     let id = drain.next_id.get();
     drain.next_id.set(id + 1);
-    let io = if admin || !express {
-        Rewind::new(Bytes::new(), stream)
+    let (io, first) = if admin || !express {
+        (Rewind::new(Bytes::new(), stream), true)
     } else {
         match crate::express::serve(client.clone(), stream, drain.clone(), id).await {
             Ended::Closed => return,
-            Ended::Handoff(io) => io,
+            Ended::Handoff(io, first) => (io, first),
         }
     };
-    let Ok((io, h2)) = crate::http2::sniff(io, config.header_read_timeout).await else { return };
+    // HTTP/2 only from a connection's first bytes; a client silent (or
+    // halfway through a preface) for header_read_timeout is closed.
+    let (io, h2) = match first {
+        true => match crate::http2::sniff(io, config.header_read_timeout).await {
+            Some(sniffed) => sniffed,
+            None => return,
+        },
+        false => (io, false),
+    };
     if h2 {
         return crate::http2::serve(client, io, &servers.http2, drain, id).await;
     }

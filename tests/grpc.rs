@@ -135,6 +135,22 @@ async fn upstream_timeout_caps_grpc_timeout_and_a_dead_upstream_is_unavailable()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_client_cancels_mid_stream_counts_as_cancelled_not_as_an_error() {
+    let server = grpc_server();
+    let proxy = spawn_proxy(&format!("http://127.0.0.1:{}", server.port), &[]).await;
+    assert_eq!(peer(&["cancel", &proxy.addr.to_string()]).await.trim(), "cancelled");
+    let url = proxy.url("/performance");
+    eventually(5, "the cancelled call is recorded", || async {
+        get(&url).await.json()["routes"].as_array().unwrap().iter().any(|r| r["route"] == "POST /test.Echo/Count")
+    })
+    .await;
+    let perf = get(&url).await.json();
+    let stream = route(&perf, "POST /test.Echo/Count");
+    assert_eq!(stream["grpc_status"], serde_json::json!({"CANCELLED": 1}), "{stream}");
+    assert_eq!(stream["errors"], 0, "{stream}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_h2c_upstream_a_grpc_only_backend_becomes_ready_and_http_goes_over_h2c() {
     let server = grpc_server();
     let config = write_config("upstream_protocol = \"h2c\"\n[health]\ninterval_ms = 200\n");

@@ -94,6 +94,48 @@ async fn h2c_and_http_1_1_share_the_port_and_the_request_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_header_read_timeout() {
+    let up = spawn_upstream().await;
+    let proxy = spawn_proxy(&up.url(), &["--config", &write_config("header_read_timeout_ms = 500\n")]).await;
+    // A client that sends the preface and then no request; it answers the
+    // PING of the graceful GOAWAY, as every HTTP/2 client library does.
+    let started = Instant::now();
+    let mut s = h2raw::connect(proxy.addr).await;
+    let (mut frames, mut closed) = (Vec::new(), false);
+    while !closed && started.elapsed() < Duration::from_secs(5) {
+        let (more, ended) = h2raw::read_frames(&mut s, Duration::from_millis(200)).await;
+        for ping in more.iter().filter(|f| f.kind == 6 && f.flags == 0) {
+            let _ = s.write_all(&frame(6, 1, 0, &ping.payload)).await;
+        }
+        frames.extend(more);
+        closed = ended;
+    }
+    assert!(closed, "closed: {frames:?}");
+    assert!(frames.iter().any(|f| f.kind == h2raw::GOAWAY), "{frames:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    // A connection that is silent from the start is closed as an HTTP/1.1 one is.
+    let (_, closed) = raw(proxy.addr, b"", Duration::from_secs(3)).await;
+    assert!(closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preface_after_an_http_1_1_request_is_not_taken_for_http2() {
+    let up = spawn_upstream().await;
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /first HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let (first, _) = read_until_quiet(&mut s, Duration::from_millis(300)).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let mut h2 = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2.extend(frame(h2raw::SETTINGS, 0, 0, &[]));
+    h2.extend(frame(h2raw::HEADERS, h2raw::END_HEADERS | h2raw::END_STREAM, 1, &h2raw::request("GET", "/second", &[])));
+    s.write_all(&h2).await.unwrap();
+    let (after, _) = read_until_quiet(&mut s, Duration::from_millis(500)).await;
+    assert!(!after.as_bytes().starts_with(&[0, 0]), "answered as HTTP/2: {after:?}");
+    assert_eq!(up.hits("/second"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_beyond_max_concurrent_streams_are_refused() {
     let up = spawn_upstream().await;
     up.script_slow("/slow", &[], "late", 1500);

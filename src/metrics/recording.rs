@@ -50,6 +50,8 @@ struct GrpcCall {
     /// Its `grpc-timeout`: a client that leaves once it has passed saw
     /// `DEADLINE_EXCEEDED`, not a cancellation.
     deadline: Option<Duration>,
+    /// The client left before the end of the response (a cancelled call).
+    left: bool,
 }
 
 /// A request's trace, and its spans' record when it is sampled.
@@ -216,7 +218,8 @@ impl Recording {
     ) -> std::rc::Rc<std::cell::Cell<crate::grpc::MessageCount>> {
         let request = std::rc::Rc::default();
         let response = Default::default();
-        let call = GrpcCall { code: None, error_codes, request: std::rc::Rc::clone(&request), response, deadline };
+        let request_count = std::rc::Rc::clone(&request);
+        let call = GrpcCall { code: None, error_codes, request: request_count, response, deadline, left: false };
         self.grpc = Some(Box::new(call));
         request
     }
@@ -227,6 +230,14 @@ impl Recording {
             if let Some(code) = crate::grpc::status_in(headers) {
                 call.code.get_or_insert(code);
             }
+        }
+    }
+
+    /// The client left before the response ended (its body was dropped
+    /// unfinished): a gRPC call it cancelled, or whose deadline it gave up on.
+    pub fn client_left(&mut self) {
+        if let Some(call) = &mut self.grpc {
+            call.left = true;
         }
     }
 
@@ -284,7 +295,8 @@ impl Drop for Recording {
                 let expired = g.deadline.is_some_and(|d| duration >= d.mul_f64(0.9));
                 let code = match g.code {
                     Some(code) => code,
-                    None if self.status == 499 && expired => crate::grpc::Code::DeadlineExceeded,
+                    None if (g.left || self.status == 499) && expired => crate::grpc::Code::DeadlineExceeded,
+                    None if g.left => crate::grpc::Code::Cancelled,
                     None => crate::grpc::Code::without_status(self.status),
                 } as u8;
                 let messages = g.request.get().messages + g.response.messages;

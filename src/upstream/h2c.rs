@@ -19,6 +19,11 @@ use crate::body::RequestBody;
 use crate::config::UpstreamAddr;
 use crate::http2::LocalExec;
 
+/// A stream's flow-control window to the upstream (HTTP/2's default).
+const STREAM_WINDOW: u32 = 65_535;
+/// The connection's: HTTP/2's largest (RFC 9113 §6.9.1).
+const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+
 /// One worker's h2c connection to the upstream.
 #[derive(Debug)]
 pub struct H2cClient {
@@ -55,10 +60,14 @@ impl H2cClient {
             .await
             .map_err(UpstreamError::Connect)?;
         stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        // The connection's window is as large as HTTP/2 allows, a stream's
+        // the protocol's default: a client that stops reading its stream
+        // holds 64 KiB of the shared connection's window (and of perfproxy's
+        // memory), never all of it.
         let (sender, conn) = http2::Builder::new(LocalExec)
             .timer(TokioTimer::new())
-            .initial_stream_window_size(1 << 20)
-            .initial_connection_window_size(1 << 22)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Handshake)?;
@@ -89,7 +98,32 @@ impl H2cClient {
         if crate::grpc::is_grpc(req.headers()) {
             req.headers_mut().insert(TE, HeaderValue::from_static("trailers"));
         }
-        let mut sender = self.sender().await?;
-        sender.send_request(req).await.map_err(UpstreamError::Exchange)
+        let mut retried = false;
+        loop {
+            let mut sender = self.sender().await?;
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                // Never sent (the connection was going away: a GOAWAY, or
+                // the server's connection age): once more, on a new one.
+                Err(mut e) if !retried => match e.take_message() {
+                    Some(unsent) => {
+                        debug!(error = %e.error(), "upstream HTTP/2 connection going away: retrying on a new one");
+                        self.forget();
+                        (req, retried) = (unsent, true);
+                    }
+                    None => return Err(UpstreamError::Exchange(e.into_error())),
+                },
+                Err(e) => return Err(UpstreamError::Exchange(e.into_error())),
+            }
+        }
+    }
+
+    /// Stops handing out the current connection (it is going away); the
+    /// next request dials a new one.
+    fn forget(&self) {
+        *self.ready.borrow_mut() = None;
+        if let Ok(mut held) = self.sender.try_lock() {
+            *held = None;
+        }
     }
 }

@@ -3,6 +3,7 @@
     peer.py server PORT          serve test.Echo on 127.0.0.1:PORT until killed
     peer.py client HOST:PORT     run every call through HOST:PORT, print JSON
     peer.py call HOST:PORT MSG [TIMEOUT_S]   one unary call, print its status name
+    peer.py cancel HOST:PORT     cancel a server stream after 3 messages, print "cancelled"
 
 Messages are raw bytes (no protobuf), so no generated code is needed:
 - /test.Echo/Unary: echoes the request; `fail:N` aborts with status N,
@@ -96,9 +97,22 @@ def call(target, message, timeout):
             print(e.code().name, e.details(), flush=True)
 
 
+def cancel(target):
+    with grpc.insecure_channel(target) as ch:
+        stream = ch.unary_stream("/test.Echo/Count")(b"100000", timeout=30)
+        for i, _ in enumerate(stream):
+            if i == 2:
+                stream.cancel()
+                break
+        time.sleep(0.5)
+    print("cancelled", flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "cancel":
+        cancel(sys.argv[2])
     elif sys.argv[1] == "call":
         call(sys.argv[2], sys.argv[3], float(sys.argv[4]) if len(sys.argv) > 4 else 10.0)
     else:

@@ -105,12 +105,7 @@ impl ProxyError {
             }
             ProxyError::RateLimited(l) => {
                 let mut resp = answer(Code::ResourceExhausted, &format!("over the rate limit {}", l.policy));
-                let limited = rate_limited(&l);
-                for name in [RETRY_AFTER.as_str(), "ratelimit-policy", "ratelimit"] {
-                    if let Some(v) = limited.headers().get(name) {
-                        resp.headers_mut().insert(name, v.clone());
-                    }
-                }
+                rate_limit_fields(resp.headers_mut(), &l);
                 resp
             }
         }
@@ -128,12 +123,17 @@ fn rate_limited(l: &crate::limits::Limited) -> Response<ProxyBody> {
         "retry_after_seconds": l.retry_after_secs,
     });
     let mut resp = json(StatusCode::TOO_MANY_REQUESTS, body.to_string());
-    let h = resp.headers_mut();
+    rate_limit_fields(resp.headers_mut(), l);
+    resp
+}
+
+/// `Retry-After`, `RateLimit-Policy` and `RateLimit` of a refusal (HTTP's
+/// 429 and gRPC's `RESOURCE_EXHAUSTED` alike).
+fn rate_limit_fields(h: &mut http::HeaderMap, l: &crate::limits::Limited) {
     let value = |text: String| HeaderValue::try_from(text).expect("a policy name is printable ASCII without quotes");
     h.insert(RETRY_AFTER, HeaderValue::from(l.retry_after_secs));
     h.insert("ratelimit-policy", value(format!("\"{}\";q={};w={}", l.policy, l.quota, l.window_secs)));
     h.insert("ratelimit", value(format!("\"{}\";r=0;t={}", l.policy, l.retry_after_secs)));
-    resp
 }
 
 /// A JSON answer of perfproxy's own (never stored by anyone: `no-store`).

@@ -90,6 +90,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().expect("history locks are never poisoned: nothing panics under them")
 }
 
+/// From now to the start of the next wall-clock minute (at least 1 s).
+fn to_next_minute() -> Duration {
+    Duration::from_secs(60 - epoch_secs(SystemTime::now()) % 60)
+}
+
 fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
@@ -181,9 +186,14 @@ impl History {
         let every = (shared.metrics.window() / 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The minute's deadline lives across the loop and moves only when the
+        // minute is rolled up: a tick that fires at the boundary, or a write
+        // that runs across it, must not push the rollup a minute late (and
+        // under the next minute's label).
+        let mut minute = epoch_secs(SystemTime::now()) / 60;
+        let boundary = tokio::time::sleep(to_next_minute());
+        tokio::pin!(boundary);
         loop {
-            let now = SystemTime::now();
-            let to_minute = Duration::from_secs(60 - epoch_secs(now) % 60);
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {
@@ -192,10 +202,14 @@ impl History {
                         self.write().await;
                     }
                 }
-                () = tokio::time::sleep(to_minute) => {
-                    // The minute that just ended.
-                    let minute = UNIX_EPOCH + Duration::from_secs((epoch_secs(SystemTime::now()) / 60 - 1) * 60);
-                    self.roll_up(&shared, minute);
+                () = &mut boundary => {
+                    boundary.as_mut().reset(tokio::time::Instant::now() + to_next_minute());
+                    let now = epoch_secs(SystemTime::now()) / 60;
+                    if now == minute {
+                        continue; // the timer ran ahead of the wall clock
+                    }
+                    self.roll_up(&shared, UNIX_EPOCH + Duration::from_secs(minute * 60));
+                    minute = now;
                     self.write().await;
                     self.expire().await;
                 }
@@ -251,6 +265,7 @@ impl History {
             }
             before.insert(label, all.clone());
         }
+        debug!(minute = epoch_secs(minute), rollups = fresh.len(), "history: rolled up");
         let mut queue = lock(&self.queue);
         for r in fresh {
             if queue.len() >= MAX_QUEUE {

@@ -33,7 +33,7 @@ fn start(upstream: &str, port: u16, db: Option<&str>, extra: &[&str]) -> Running
     args.extend_from_slice(extra);
     let mut child = Command::new(binary())
         .args(&args)
-        .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn,perfproxy::history=debug".into()))
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")
         .stdout(Stdio::null())
@@ -250,12 +250,19 @@ async fn a_database_outage_across_a_minute_fails_no_request_and_loses_no_rollup(
     let relay = relay(5432).await;
     let via_relay = format!("postgres://postgres@127.0.0.1:{}/{name}", relay.port);
     let port = free_port();
-    let cfg = write_config("[cluster]\ninstance = \"outage\"\n");
+    // A 2 s window ticks the writer every second, so a tick meets each
+    // minute's boundary: the rollup must still be queued on time.
+    let cfg = write_config("[cluster]\ninstance = \"outage\"\n[alerts]\nwindow_ms = 2000\n");
     let child = start(&up.url(), port, Some(&via_relay), &["--config", &cfg]);
     wait_ready(&format!("http://127.0.0.1:{port}/health/live"), 10).await;
     // Cut the database, then keep traffic going across the next minute boundary.
+    // Not in a minute's last seconds: the outage's minute must see traffic.
+    let epoch = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    if epoch() % 60 >= 50 {
+        tokio::time::sleep(Duration::from_secs(61 - epoch() % 60)).await;
+    }
     relay.up.store(false, std::sync::atomic::Ordering::SeqCst);
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let secs = epoch();
     let boundary = Duration::from_secs(60 - secs % 60 + 2);
     let until = tokio::time::Instant::now() + boundary;
     let mut sent = 0;
@@ -264,22 +271,31 @@ async fn a_database_outage_across_a_minute_fails_no_request_and_loses_no_rollup(
         sent += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Back: the queued rollup is written at the next 10 s tick.
+    // Back: the queued rollup is written at the next tick.
     relay.up.store(true, std::sync::atomic::Ordering::SeqCst);
     let client = db(&url).await;
-    let mut written = 0i64;
-    for _ in 0..600 {
+    // Within seconds, not at the next minute's rollup.
+    let mut written = (0i64, 0i64);
+    for _ in 0..250 {
         let row = client
-            .query_one("SELECT COALESCE(sum(requests), 0)::int8 FROM perfproxy.route_minutes WHERE route = '*'", &[])
+            .query_one(
+                "SELECT COALESCE(sum(requests), 0)::int8, COALESCE(extract(epoch FROM min(minute)), 0)::int8 \
+                 FROM perfproxy.route_minutes WHERE route = '*'",
+                &[],
+            )
             .await
             .unwrap();
-        written = row.get(0);
-        if written > 0 {
+        written = (row.get(0), row.get(1));
+        if written.0 > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(written > 0, "the rollup queued during the outage was written");
+    if written.0 == 0 {
+        let (_, log) = stop(child).await;
+        panic!("the rollup queued during the outage was written; the proxy logged:\n{log}");
+    }
+    assert_eq!(written.1 as u64, secs / 60 * 60, "the rollup carries the minute it covers");
     let metrics = get(&format!("http://127.0.0.1:{port}/metrics")).await.text();
     assert!(metrics.contains("perfproxy_history_rollups_dropped_total 0"), "nothing dropped");
     let (code, log) = stop(child).await;

@@ -19,6 +19,7 @@
 
 mod cached;
 mod exchange;
+mod forward;
 mod framing;
 mod head;
 mod record;
@@ -27,6 +28,7 @@ mod response;
 mod rewind;
 mod scratch;
 
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
@@ -34,28 +36,24 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use http::header::HeaderName;
-use http::{Method, Request, StatusCode};
+use http::{Method, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{debug, warn};
+use tracing::debug;
 
 pub use rewind::Rewind;
 pub use scratch::{Scratch, ScratchPool};
 
 use crate::body::RequestBody;
-use crate::cache::answer::Outcome;
 use crate::cache::entry::Entry;
 use crate::cache::policy::Policy;
 use crate::cache::{key, Counters};
 use crate::drain::Drain;
 use crate::error::ProxyError;
 use crate::http1;
-use crate::metrics::Recording;
 use crate::proxy;
 use crate::state::Client;
 use crate::upstream::UpstreamError;
-use exchange::Exchange;
-use framing::Framing;
 use head::{Parsed, RequestHead};
 
 /// Room made in a client's read buffer to read a request head.
@@ -64,15 +62,6 @@ const HEAD_CHUNK: usize = 2 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// The largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-
-/// Resolves when the client closes its connection (EOF or reset). Bytes it
-/// sends meanwhile (a pipelined request) end the watch.
-async fn client_gone(stream: &TcpStream) {
-    match stream.peek(&mut [0u8; 1]).await {
-        Ok(0) | Err(_) => {}
-        Ok(_) => std::future::pending().await,
-    }
-}
 
 /// How a connection left the express lane.
 #[derive(Debug)]
@@ -163,19 +152,10 @@ struct Conn {
 }
 
 /// Serves a client connection until it closes or needs hyper. `id` is its
-/// number in `drain`, which wakes it when the worker stops.
-pub(crate) async fn serve(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>, id: u64) -> Ended {
-    std::future::poll_fn(|cx| {
-        drain.register(id, cx.waker());
-        Poll::Ready(())
-    })
-    .await;
-    let ended = serve_requests(client, stream, drain.clone()).await;
-    drain.unregister(id);
-    ended
-}
-
-async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>) -> Ended {
+/// number in `drain`, which wakes it when the worker stops. The connection
+/// is built before the future, which holds it once: an idle keep-alive
+/// connection costs its task and this state, no buffer.
+pub(crate) fn serve(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>, id: u64) -> impl Future<Output = Ended> {
     let mut conn = Conn {
         client,
         drain,
@@ -183,38 +163,55 @@ async fn serve_requests(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>)
         buf: BytesMut::new(),
         head: RequestHead::default(),
         scratch: Scratch::default(),
-        request_id: Vec::with_capacity(32),
+        request_id: Vec::new(),
         checked_at: None,
         served: false,
     };
-    loop {
-        match conn.read_head().await {
-            Some(Parsed::Complete) => {}
-            Some(_) => return conn.handoff(),
-            None => return Ended::Closed,
-        }
-        conn.checked_at = None;
-        let Some(lane) = conn.lane() else { return conn.handoff() };
-        let worker = conn.client.worker.clone();
-        conn.scratch = worker.express_scratch.lend();
-        let keep = match lane {
-            Lane::Express(cached) => conn.express(cached).await,
-            Lane::Hit(entry) => conn.hit(entry).await,
-            // Boxed: the general path (cache, Redis) is a large state machine
-            // no idle connection should reserve room for.
-            Lane::Own(req) => Box::pin(conn.own(*req)).await,
-            Lane::Refused(refusal) => Box::pin(conn.refused(*refusal)).await,
-        };
-        worker.express_scratch.take_back(std::mem::take(&mut conn.scratch));
-        conn.served = true;
-        if !keep {
-            let _ = conn.stream.shutdown().await;
-            return Ended::Closed;
+    async move {
+        std::future::poll_fn(|cx| {
+            conn.drain.register(id, cx.waker());
+            Poll::Ready(())
+        })
+        .await;
+        let handoff = conn.serve_requests().await;
+        conn.drain.unregister(id);
+        match handoff {
+            true => conn.handoff(),
+            false => Ended::Closed,
         }
     }
 }
 
 impl Conn {
+    /// Serves requests until the connection closes (`false`) or is hyper's (`true`).
+    async fn serve_requests(&mut self) -> bool {
+        loop {
+            match self.read_head().await {
+                Some(Parsed::Complete) => {}
+                Some(_) => return true,
+                None => return false,
+            }
+            self.checked_at = None;
+            let Some(lane) = self.lane() else { return true };
+            let worker = self.client.worker.clone();
+            self.scratch = worker.express_scratch.lend();
+            // Each lane but the hit is boxed: an idle connection's task
+            // reserves no room for a request in flight.
+            let keep = match lane {
+                Lane::Express(cached) => Box::pin(self.express(cached)).await,
+                Lane::Hit(entry) => self.hit(entry).await,
+                Lane::Own(req) => Box::pin(self.own(*req)).await,
+                Lane::Refused(refusal) => Box::pin(self.refused(*refusal)).await,
+            };
+            worker.express_scratch.take_back(std::mem::take(&mut self.scratch));
+            self.served = true;
+            if !keep {
+                let _ = self.stream.shutdown().await;
+                return false;
+            }
+        }
+    }
+
     fn handoff(self) -> Ended {
         Ended::Handoff(Rewind::new(self.buf.freeze(), self.stream), !self.served)
     }
@@ -340,179 +337,6 @@ impl Conn {
                 false
             }
         }
-    }
-
-    /// A request straight to the upstream and its response back, recorded
-    /// (and stored, a miss whose answer may be).
-    async fn express(&mut self, cached: Cached) -> bool {
-        let worker = self.client.worker.clone();
-        let new_id = self.set_request_id();
-        // Dropped unanswered (the client left first), the recording says 499.
-        let mut recording = self.begin_recording();
-        let head = &self.head;
-        let cache_on = !matches!(cached, Cached::Off);
-        let written =
-            (cache_on && http1::is_unsafe(&head.method)).then(|| (head.host().to_string(), head.path().to_string()));
-        let (x_cache, cache_status) = match &cached {
-            Cached::Off => (None, None),
-            Cached::Bypass(b) => (Some(Outcome::Bypass.as_str().as_bytes()), Some(b.cache_status)),
-            Cached::Miss(_) => (Some(Outcome::Miss.as_str().as_bytes()), None),
-        };
-        let (pass, mut miss) = match cached {
-            Cached::Bypass(b) => (b.pass_key.zip(b.policy), None),
-            Cached::Miss(m) => (None, Some(m)),
-            Cached::Off => (None, None),
-        };
-        let head_request = head.method == Method::HEAD;
-        let replayable = http1::replayable(&head.method);
-        let close = self.closes();
-
-        self.scratch.upstream_out.clear();
-        let (head, buf) = (&self.head, &self.buf[..]);
-        let peer = (self.client.ip.as_bytes(), self.client.peer.trusted);
-        let traceparent = recording.as_ref().and_then(Recording::traceparent);
-        let (new_id, traceparent) = (new_id.as_ref().map(|id| &id[..]), traceparent.as_ref().map(|t| &t[..]));
-        head.write_upstream(buf, peer, new_id, traceparent, &mut self.scratch.upstream_out);
-        if let Some(r) = recording.as_mut().filter(|r| r.wants_outcome()) {
-            r.cache(x_cache.map_or("", crate::access_log::cache_outcome));
-        }
-        let body_here = (buf.len() - head.len).min(usize::try_from(head.content_length).unwrap_or(usize::MAX));
-        self.scratch.upstream_out.extend_from_slice(&buf[head.len..head.len + body_here]);
-        let body_left = head.content_length - body_here as u64;
-        self.buf.advance(self.head.len + body_here);
-
-        let keep_fields = pass.is_some() || miss.is_some();
-        let rule_route = pass.as_ref().is_some_and(|(_, p)| p.rule_ttl.is_some());
-        // The cache's tag headers never reach the client (unless kept).
-        let rules = x_cache.is_some().then(|| worker.shared.cache.rules_now());
-        let unrelayed = rules.as_deref().filter(|r| !r.keep_tag_headers).map_or(&[][..], |r| &r.tag_headers[..]);
-        let answer = Answer {
-            head_request,
-            x_cache,
-            cache_status,
-            keep_fields,
-            rule_route,
-            drop: unrelayed,
-            // With the cache on, `Surrogate-Control` is perfproxy's, never relayed.
-            strip_surrogate: x_cache.is_some(),
-            close,
-            sent: Instant::now(),
-            request_id: &self.request_id,
-        };
-        let timeout = worker.shared.config.upstream_timeout;
-        let sent = answer.sent;
-        let exchange =
-            Exchange { worker: &worker, client: &self.stream, buf: &mut self.buf, scratch: &mut self.scratch };
-        let exchanged = tokio::time::timeout(timeout, exchange.run(body_left, replayable && body_left == 0, &answer));
-        // A client that leaves before its answer: the upstream request is
-        // dropped (its connection closed), as hyper and nginx do.
-        let outcome = tokio::select! {
-            biased;
-            exchanged = exchanged => exchanged,
-            () = client_gone(&self.stream), if body_left == 0 => {
-                debug!("client closed its connection before the answer");
-                return false;
-            }
-        };
-        // An answer of our own to a request with a body: what follows it
-        // must never be read as a request (RFC 9112 §9.3).
-        let close_on_failure = close || http1::own_answer_closes(head.content_length > 0);
-        if !matches!(outcome, Ok(Ok(_))) {
-            if miss.is_some() {
-                Counters::add(&worker.cache_counters.misses, 1);
-            }
-            // The upstream's share: to its failure.
-            if let Some(r) = &mut recording {
-                r.upstream(sent, sent.elapsed());
-                match &outcome {
-                    Err(_) => r.upstream_failed("timeout"),
-                    Ok(Err(Failed::Upstream(e))) if e.status() == StatusCode::GATEWAY_TIMEOUT => {
-                        r.upstream_failed("timeout")
-                    }
-                    Ok(Err(Failed::Upstream(_) | Failed::Stale)) => r.upstream_failed("upstream_error"),
-                    _ => {}
-                }
-            }
-        }
-        let (mut up, resp, took) = match outcome {
-            Ok(Ok(v)) => v,
-            Ok(Err(Failed::Client)) => {
-                if let Some(r) = &mut recording {
-                    r.answered(400);
-                }
-                return false;
-            }
-            Ok(Err(Failed::Stale)) => {
-                let e = UpstreamError::Io(std::io::ErrorKind::ConnectionReset.into());
-                return Box::pin(self.fail(ProxyError::BadGateway(e), recording, head_request, close_on_failure)).await;
-            }
-            Ok(Err(Failed::Upstream(e))) => {
-                return Box::pin(self.fail(e, recording, head_request, close_on_failure)).await
-            }
-            Err(_) => {
-                let e = ProxyError::GatewayTimeout(timeout);
-                return Box::pin(self.fail(e, recording, head_request, close_on_failure)).await;
-            }
-        };
-        if let Some((host, path)) = written {
-            let h = resp.fields_map(&self.scratch.up_buf);
-            if let Ok(status) = StatusCode::from_u16(resp.status) {
-                // Boxed, as the failures: rare paths reserve no room in the connection's task.
-                Box::pin(crate::cache::serve::invalidate_after_write(&self.client, &host, &path, status, &h)).await;
-            }
-        }
-        if let (Some((key, policy)), Ok(status), true) = (pass, StatusCode::from_u16(resp.status), resp.looked_at) {
-            let h = resp.fields_map(&self.scratch.up_buf);
-            crate::cache::serve::forget_pass_if_storable(&worker, &key, &policy, status, &h);
-        }
-        let mut fill = miss.take().and_then(|m| {
-            cached::after_head(
-                &worker,
-                m,
-                &resp,
-                (&self.scratch.up_buf, &self.scratch.upstream_out),
-                &mut self.scratch.out,
-            )
-        });
-        self.scratch.up_buf.advance(resp.len);
-        if let Some(r) = &mut recording {
-            r.answered(resp.status);
-            // Before the upstream, and the head's rewrite: perfproxy's share.
-            r.split(sent, took);
-        }
-        let relayed = self.relay(&mut up, resp.framing, &mut fill).await;
-        if let (Some(r), Ok(n)) = (&mut recording, &relayed) {
-            r.sent(*n);
-        }
-        drop(recording);
-        match relayed {
-            Ok(_) => {
-                if let Some(fill) = fill {
-                    fill.finish();
-                }
-                if resp.reusable && self.scratch.up_buf.is_empty() {
-                    worker.upstream.give_back(up);
-                }
-                !close && resp.framing != Framing::Close
-            }
-            Err(e) => {
-                debug!(error = %e, "response cut off");
-                false
-            }
-        }
-    }
-
-    /// No response head from the upstream: the error's answer, recorded.
-    async fn fail(&mut self, e: ProxyError, mut recording: Option<Recording>, head_request: bool, close: bool) -> bool {
-        warn!(error = %e, "upstream failure");
-        if let Some(r) = &mut recording {
-            r.head_ready();
-        }
-        let resp = e.into_response();
-        if let Some(mut r) = recording {
-            r.answered(resp.status().as_u16());
-        }
-        self.write_own(resp, head_request, close).await
     }
 
     /// Writes an answer of perfproxy's own (an error, a refusal) with the

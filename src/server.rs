@@ -265,52 +265,100 @@ struct Servers {
     http2: hyper::server::conn::http2::Builder<crate::http2::LocalExec>,
 }
 
-async fn serve_connection(worker: Rc<Worker>, accepted: Accepted, servers: Rc<Servers>, drain: Rc<Drain>) {
-    let Accepted { stream, peer, admin, _permit } = accepted;
-    match TcpStream::from_std(stream) {
-        Ok(stream) => serve_client(worker, stream, peer, admin, &servers, &drain).await,
-        Err(e) => warn!(error = %e, "could not register a connection"),
-    }
-    drain.open.set(drain.open.get() - 1);
-    drain.closed.notify_one();
+/// A connection counted open in its worker's [`Drain`] until dropped.
+struct Open {
+    drain: Rc<Drain>,
+    _permit: OwnedSemaphorePermit,
 }
 
-/// The express lane first; hyper for the admin listener and for whatever
-/// the express lane hands over: its HTTP/2 server when the connection
-/// starts with the HTTP/2 preface, else its HTTP/1.1 server.
-async fn serve_client(
-    worker: Rc<Worker>,
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.drain.open.set(self.drain.open.get() - 1);
+        self.drain.closed.notify_one();
+    }
+}
+
+/// A client connection ready to serve.
+struct Started {
+    client: Rc<Client>,
     stream: TcpStream,
+    id: u64,
+    /// The express lane takes it first (else hyper's lanes from the start).
+    express: bool,
+}
+
+/// A client connection served to its end: the express lane first; hyper
+/// for the admin listener and for whatever the express lane hands over:
+/// its HTTP/2 server when the connection starts with the HTTP/2 preface,
+/// else its HTTP/1.1 server. The connection is set up before the future,
+/// which holds only what serving needs: all an idle keep-alive connection
+/// costs is its task.
+fn serve_connection(
+    worker: Rc<Worker>,
+    accepted: Accepted,
+    servers: Rc<Servers>,
+    drain: Rc<Drain>,
+) -> impl Future<Output = ()> {
+    let Accepted { stream, peer, admin, _permit } = accepted;
+    let started = start(worker, stream, peer, admin, &drain);
+    let open = Open { drain, _permit };
+    async move {
+        let Some(s) = started else { return };
+        let (io, first) = if s.express {
+            match crate::express::serve(s.client.clone(), s.stream, open.drain.clone(), s.id).await {
+                Ended::Closed => return,
+                Ended::Handoff(io, first) => (io, first),
+            }
+        } else {
+            (Rewind::new(Bytes::new(), s.stream), true)
+        };
+        // Boxed: hyper's servers are large state machines an express
+        // connection's task would otherwise reserve room for.
+        Box::pin(serve_hyper(s.client, io, first, &servers, &open.drain, s.id)).await
+    }
+}
+
+/// The connection registered with the worker's reactor and its client's
+/// addresses worked out; `None` when it cannot be served.
+fn start(
+    worker: Rc<Worker>,
+    stream: std::net::TcpStream,
     peer: SocketAddr,
     admin: bool,
-    servers: &Servers,
-    drain: &Rc<Drain>,
-) {
-    let shared = worker.shared.clone();
-    let config = &shared.config;
+    drain: &Drain,
+) -> Option<Started> {
+    let stream = match TcpStream::from_std(stream) {
+        Ok(stream) => stream,
+        Err(e) => {
+            warn!(error = %e, "could not register a connection");
+            return None;
+        }
+    };
+    let config = &worker.shared.config;
     if admin && !config.admin_allow.contains(peer.ip()) {
         debug!(%peer, "admin listener: peer not in endpoints.admin_allow");
-        return;
+        return None;
     }
     let access = Peer {
         trusted: config.trusted_proxies.contains(peer.ip()),
         admin_allowed: config.admin_allow_proxy.contains(peer.ip()),
     };
     // With every request over h2c upstream, hyper's path serves them all.
-    let express = config.settings.express_lane && config.protocols.upstream != crate::config::UpstreamProtocol::H2c;
+    let express =
+        !admin && config.settings.express_lane && config.protocols.upstream != crate::config::UpstreamProtocol::H2c;
     let addr = peer.ip().to_canonical();
     let ip = HeaderValue::from_str(&addr.to_string()).expect("an IP address is a valid header value");
     let client = Rc::new(Client { worker, ip, addr, admin_only: admin, peer: access });
     let id = drain.next_id.get();
     drain.next_id.set(id + 1);
-    let (io, first) = if admin || !express {
-        (Rewind::new(Bytes::new(), stream), true)
-    } else {
-        match crate::express::serve(client.clone(), stream, drain.clone(), id).await {
-            Ended::Closed => return,
-            Ended::Handoff(io, first) => (io, first),
-        }
-    };
+    Some(Started { client, stream, id, express })
+}
+
+/// hyper serves the connection (`first`: no request was served on it yet,
+/// so it may be HTTP/2).
+async fn serve_hyper(client: Rc<Client>, io: Rewind, first: bool, servers: &Servers, drain: &Rc<Drain>, id: u64) {
+    let config = &client.worker.shared.config;
+    let peer = client.addr;
     // HTTP/2 only from a connection's first bytes; a client silent (or
     // halfway through a preface) for header_read_timeout is closed.
     let (io, h2) = match first {

@@ -134,7 +134,9 @@ impl UpstreamPool {
                 return Ok((s, true));
             }
         }
-        Ok((self.dial().await?, false))
+        // Boxed: dialling is a large state machine every checkout would
+        // otherwise reserve room for.
+        Ok((Box::pin(self.dial()).await?, false))
     }
 
     /// A new connection.

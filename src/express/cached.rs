@@ -176,7 +176,7 @@ pub(super) fn after_head(
     resp: &ResponseHead,
     (up_head, sent): (&[u8], &[u8]),
     out: &mut Vec<u8>,
-) -> Option<Fill> {
+) -> Option<Box<Fill>> {
     let counters = &worker.cache_counters;
     let response_time = SystemTime::now();
     // Only an answer with freshness fields was looked at: no other can be stored.
@@ -236,5 +236,7 @@ pub(super) fn after_head(
         wire: Default::default(),
     };
     let cache = worker.shared.cache.clone();
-    Some(Fill::new(cache, counters.clone(), miss.key, pending, miss.max_object, miss.generation, None))
+    // Boxed: a request's future reserves no room for a fill it rarely has.
+    let fill = Fill::new(cache, counters.clone(), miss.key, pending, miss.max_object, miss.generation, None);
+    Some(Box::new(fill))
 }

@@ -3,6 +3,7 @@
 //! head and body written, the response head read past any 1xx and rewritten
 //! into the client's, then the body relayed to the end its framing gives.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -25,39 +26,43 @@ pub(super) struct Exchange<'a> {
     pub client: &'a TcpStream,
     pub buf: &'a mut BytesMut,
     pub scratch: &'a mut Scratch,
+    /// Body bytes still to come from the client.
+    pub body_left: u64,
+    /// A stale pooled connection may be retried (nothing unreplayable sent).
+    pub replay: bool,
+    pub answer: &'a Answer<'a>,
 }
 
-impl Exchange<'_> {
+impl<'a> Exchange<'a> {
     /// Sends the request (a stale pooled connection: the next one, or a new
     /// one) and reads the response head; the client's head is in `out`.
-    pub(super) async fn run(
-        mut self,
-        body_left: u64,
-        replayable: bool,
-        answer: &Answer<'_>,
-    ) -> Result<(TcpStream, ResponseHead, Duration), Failed> {
-        let worker = self.worker;
-        loop {
-            let (mut up, reused) = worker.upstream.checkout().await.map_err(|e| Failed::Upstream(e.into()))?;
-            match self.send(&mut up, body_left, answer).await {
-                Ok((head, took)) => return Ok((up, head, took)),
-                Err(Failed::Stale) if reused && replayable => debug!("upstream closed a pooled connection: retrying"),
-                Err(e) => return Err(e),
+    /// (A block, not an `async fn`: its state holds `self` once, not a copy
+    /// of each argument too.)
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold `self` twice
+    pub(super) fn run(mut self) -> impl Future<Output = Result<(TcpStream, ResponseHead, Duration), Failed>> + 'a {
+        async move {
+            loop {
+                let (mut up, reused) = self.worker.upstream.checkout().await.map_err(|e| Failed::Upstream(e.into()))?;
+                match self.send(&mut up).await {
+                    Ok((head, took)) => return Ok((up, head, took)),
+                    Err(Failed::Stale) if reused && self.replay => {
+                        debug!("upstream closed a pooled connection: retrying")
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
     }
 
-    async fn send(
-        &mut self,
-        up: &mut TcpStream,
-        mut body_left: u64,
-        answer: &Answer<'_>,
-    ) -> Result<(ResponseHead, Duration), Failed> {
+    async fn send(&mut self, up: &mut TcpStream) -> Result<(ResponseHead, Duration), Failed> {
+        let (mut body_left, answer) = (self.body_left, self.answer);
         up.write_all(&self.scratch.upstream_out).await.map_err(|_| Failed::Stale)?;
         while body_left > 0 {
             if self.buf.is_empty() {
                 self.buf.reserve(READ_CHUNK);
-                self.client.readable().await.map_err(|_| Failed::Client)?;
+                // The stream's own waker slot: no waiter queued (`readable()`).
+                let client = self.client;
+                std::future::poll_fn(|cx| client.poll_read_ready(cx)).await.map_err(|_| Failed::Client)?;
                 match self.client.try_read_buf(self.buf) {
                     Ok(0) => return Err(Failed::Client),
                     Ok(_) => {}
@@ -121,7 +126,7 @@ impl Conn {
         &mut self,
         up: &mut TcpStream,
         framing: Framing,
-        fill: &mut Option<Fill>,
+        fill: &mut Option<Box<Fill>>,
     ) -> std::io::Result<usize> {
         let mut body = 0;
         let mut chunks = Chunks::default();

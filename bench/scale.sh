@@ -3,6 +3,8 @@
 # where nginx has an equivalent:
 #   - idle keep-alive client connections (1k, 4k, 10k), each after one
 #     request: RSS per connection, perfproxy and nginx proxy_pass;
+#   - idle pooled upstream connections (400 requests at once to a slow
+#     upstream, clients gone): RSS per pooled connection, both;
 #   - routes in use (1k, 10k, with max_routes = 10000): RSS, and the time to
 #     receive /performance to its last byte;
 #   - memory-cache entries (10k, 100k): RSS per entry;
@@ -11,12 +13,13 @@
 #
 #   bench/scale.sh                      # this tree's release build
 #   BIN=/tmp/perfproxy-before bench/scale.sh
-#   ONLY=connections bench/scale.sh     # one part: connections, routes, cache, clients
+#   ONLY=connections bench/scale.sh     # one part: connections, upstream, routes, cache, clients
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UP_PORT=${UP_PORT:-18580}
 NGX_PORT=${NGX_PORT:-18581}
 PP_PORT=${PP_PORT:-18582}
+SLOW_PORT=${SLOW_PORT:-18583}
 ONLY=${ONLY:-}
 command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
 if [ -z "${BIN:-}" ]; then cargo build --release --quiet; BIN=target/release/perfproxy; fi
@@ -126,6 +129,9 @@ if [ -z "$ONLY" ] || [ "$ONLY" = connections ]; then
   printf '%-8s %22s %22s\n' conns "perfproxy B/conn" "nginx B/conn"
   for n in 1000 4000 10000; do
     start_pp "$work/idle.toml"
+    # Warmed as nginx is below (one proxied request first): the growth is
+    # what the connections add, not the first request's one-time setup.
+    wait_up "$PP_PORT" bench/1k.bin
     pg=$(idle_growth "$pp" "$PP_PORT" "$n")
     stop_pp
     nginx -c "$work/ngx.conf"; sleep 0.3
@@ -135,6 +141,81 @@ if [ -z "$ONLY" ] || [ "$ONLY" = connections ]; then
     kill "$(cat "$work/ngx.pid")"; sleep 0.5
     printf '%-8s %22s %22s\n' "$n" "$((pg * 1024 / n))" "$((ng * 1024 / n))"
   done
+fi
+
+if [ -z "$ONLY" ] || [ "$ONLY" = upstream ]; then
+  # Pooled idle upstream connections: n requests at once to an upstream
+  # that answers after 1 s (so each takes its own upstream connection),
+  # each client closing after its answer. Run twice on a fresh process:
+  # the upstream keeps its connections open (they stay pooled, idle), or
+  # closes each after its answer (nothing pooled); the difference in RSS
+  # growth, per pooled connection, leaves out what the allocator kept of
+  # the client connections just freed.
+  echo "== idle pooled upstream connections (n requests at once, clients gone)"
+  cat > "$work/slow.py" <<'PY'
+import sys, time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path.startswith("/slow"):
+            time.sleep(1)
+        self.send_response(200); self.send_header("Content-Length", "4")
+        if "close" in self.path:
+            self.send_header("Connection", "close")
+        self.end_headers(); self.wfile.write(b"slow")
+    def log_message(self, *a): pass
+ThreadingHTTPServer.request_queue_size = 2048
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+  cat > "$work/burst.py" <<'PY'
+import socket, sys, threading
+port, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def one(i):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(f"GET {path}{i} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    while s.recv(65536):
+        pass
+    s.close()
+ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+for t in ts: t.start()
+for t in ts: t.join()
+PY
+  python3 "$work/slow.py" "$SLOW_PORT" & pids+=("$!")
+  sleep 0.5
+  printf 'max_connections = 20000\nupstream_timeout_ms = 10000\n' > "$work/slow.toml"
+  cat > "$work/ngx-slow.conf" <<NGX
+worker_processes 1; daemon on; pid $work/ngx.pid; error_log $work/ngx.err;
+events { worker_connections 32768; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  upstream backend { server 127.0.0.1:$SLOW_PORT; keepalive 512; keepalive_timeout 300s; }
+  server { listen 127.0.0.1:$NGX_PORT backlog=8192;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGX
+  pooled() { ss -Htn state established "( dport = :$SLOW_PORT )" | wc -l; }
+  # RSS growth (KiB) of process $1 over a burst of n requests to port $2, path $3.
+  burst_growth() {
+    local before after
+    before=$(rss "$1"); python3 "$work/burst.py" "$2" "$n" "$3"; sleep 0.5; after=$(rss "$1")
+    echo $((after - before))
+  }
+  n=400
+  out=()
+  for path in /slow/ /slow/close/; do
+    RUST_LOG=warn "$BIN" --listen "127.0.0.1:$PP_PORT" --upstream "http://127.0.0.1:$SLOW_PORT" \
+      --config "$work/slow.toml" >/dev/null 2>&1 &
+    pp=$!; pids+=("$pp"); wait_up "$PP_PORT" fast
+    out+=("$(burst_growth "$pp" "$PP_PORT" "$path")" "$(pooled)"); stop_pp; sleep 0.3
+    nginx -c "$work/ngx-slow.conf"; sleep 0.3
+    worker=$(pgrep -P "$(cat "$work/ngx.pid")" | head -1)
+    wait_up "$NGX_PORT" fast
+    out+=("$(burst_growth "$worker" "$NGX_PORT" "$path")" "$(pooled)"); kill "$(cat "$work/ngx.pid")"; sleep 0.5
+  done
+  # out: pp pooled-run growth, pooled; nginx pooled-run growth, pooled; then the closing runs.
+  echo "RSS growth KiB: perfproxy ${out[0]} pooled, ${out[4]} closing; nginx ${out[2]} pooled, ${out[6]} closing"
+  printf '%-8s %10s %22s %10s %22s\n' requests pooled "perfproxy B/conn" pooled "nginx B/conn"
+  printf '%-8s %10s %22s %10s %22s\n' "$n" "${out[1]}" "$(((out[0] - out[4]) * 1024 / out[1]))" \
+    "${out[3]}" "$(((out[2] - out[6]) * 1024 / out[3]))"
 fi
 
 if [ -z "$ONLY" ] || [ "$ONLY" = routes ]; then

@@ -11,7 +11,7 @@
 //! (their paths then reach the app).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -121,7 +121,7 @@ pub async fn built(shared: &std::sync::Arc<Shared>, doc: Doc) -> Response<ProxyB
     };
     let _turn = shared.admin_docs.building.acquire().await.expect("the document semaphore is never closed");
     let shared = shared.clone();
-    let bytes = tokio::task::spawn_blocking(move || shared.admin_docs.get(doc, |doc| render(&shared, doc))).await;
+    let bytes = tokio::task::spawn_blocking(move || shared.admin_docs.get(doc, |doc, room| render(&shared, doc, room))).await;
     let Ok(bytes) = bytes else {
         return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the document could not be built");
     };
@@ -133,15 +133,24 @@ pub async fn built(shared: &std::sync::Arc<Shared>, doc: Doc) -> Response<ProxyB
     resp
 }
 
-fn render(shared: &Shared, doc: &Doc) -> Vec<u8> {
+/// The document, a JSON one written into a buffer of `room` bytes (the
+/// largest document so far) made at once.
+fn render(shared: &Shared, doc: &Doc, room: usize) -> Vec<u8> {
+    let mut out = Vec::new();
     match doc {
         Doc::Performance(route, true) => {
-            serde_json::to_vec(&crate::cluster::document(shared, route.as_deref())).expect("the document is plain data")
+            out.reserve_exact(room);
+            let document = crate::cluster::document(shared, route.as_deref());
+            serde_json::to_writer(&mut out, &document).expect("the document is plain data");
         }
-        Doc::Performance(route, false) => serde_json::to_vec(&crate::performance::build(shared, route.as_deref()))
-            .expect("the document is plain data"),
-        Doc::Metrics(om) => crate::prometheus::render(shared, *om).into_bytes(),
+        Doc::Performance(route, false) => {
+            out.reserve_exact(room);
+            let document = crate::performance::build(shared, route.as_deref());
+            serde_json::to_writer(&mut out, &document).expect("the document is plain data");
+        }
+        Doc::Metrics(om) => return crate::prometheus::render(shared, *om).into_bytes(),
     }
+    out
 }
 
 /// Answers `req` if it is addressed to perfproxy itself.
@@ -326,6 +335,10 @@ pub enum Doc {
 pub struct SharedDocs {
     docs: Mutex<HashMap<Doc, (Instant, Bytes)>>,
     builds: AtomicU64,
+    /// The largest JSON document built so far: the next one's buffer is
+    /// made this large at once (no doubling and copying as it grows, no spare
+    /// half kept with the document).
+    largest: AtomicUsize,
     /// One blocking-pool thread builds at a time; other readers wait for
     /// it as tasks, not as threads blocked on `docs`.
     building: tokio::sync::Semaphore,
@@ -333,21 +346,32 @@ pub struct SharedDocs {
 
 impl Default for SharedDocs {
     fn default() -> Self {
-        SharedDocs { docs: Mutex::default(), builds: AtomicU64::new(0), building: tokio::sync::Semaphore::new(1) }
+        SharedDocs {
+            docs: Mutex::default(),
+            builds: AtomicU64::new(0),
+            largest: AtomicUsize::new(0),
+            building: tokio::sync::Semaphore::new(1),
+        }
     }
 }
 
 impl SharedDocs {
     /// The document, built (under the lock, so concurrent readers wait for
     /// the one build) when the kept one is older than 50 ms.
-    pub fn get(&self, doc: Doc, build: impl FnOnce(&Doc) -> Vec<u8>) -> Bytes {
+    pub fn get(&self, doc: Doc, build: impl FnOnce(&Doc, usize) -> Vec<u8>) -> Bytes {
         let mut docs = self.docs.lock().expect("no code panics holding the document map");
         if let Some((at, bytes)) = docs.get(&doc) {
             if at.elapsed() < DOC_MAX_AGE {
                 return bytes.clone();
             }
         }
-        let bytes = Bytes::from(build(&doc));
+        let room = self.largest.load(Ordering::Relaxed);
+        let mut built = build(&doc, room + room / 16);
+        if matches!(doc, Doc::Performance(..)) {
+            self.largest.fetch_max(built.len(), Ordering::Relaxed);
+        }
+        built.shrink_to_fit();
+        let bytes = Bytes::from(built);
         self.builds.fetch_add(1, Ordering::Relaxed);
         if docs.len() >= DOCS_KEPT {
             docs.retain(|_, (at, _)| at.elapsed() < DOC_MAX_AGE);

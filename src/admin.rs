@@ -121,7 +121,8 @@ pub async fn built(shared: &std::sync::Arc<Shared>, doc: Doc) -> Response<ProxyB
     };
     let _turn = shared.admin_docs.building.acquire().await.expect("the document semaphore is never closed");
     let shared = shared.clone();
-    let bytes = tokio::task::spawn_blocking(move || shared.admin_docs.get(doc, |doc, room| render(&shared, doc, room))).await;
+    let bytes =
+        tokio::task::spawn_blocking(move || shared.admin_docs.get(doc, |doc, room| render(&shared, doc, room))).await;
     let Ok(bytes) = bytes else {
         return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the document could not be built");
     };

@@ -134,23 +134,19 @@ pub async fn built(shared: &std::sync::Arc<Shared>, doc: Doc) -> Response<ProxyB
     resp
 }
 
-/// The document, a JSON one written into a buffer of `room` bytes (the
+/// The document; a JSON one is written into a buffer of `room` bytes (the
 /// largest document so far) made at once.
 fn render(shared: &Shared, doc: &Doc, room: usize) -> Vec<u8> {
-    let mut out = Vec::new();
     match doc {
-        Doc::Performance(route, true) => {
-            out.reserve_exact(room);
-            let document = crate::cluster::document(shared, route.as_deref());
-            serde_json::to_writer(&mut out, &document).expect("the document is plain data");
-        }
-        Doc::Performance(route, false) => {
-            out.reserve_exact(room);
-            let document = crate::performance::build(shared, route.as_deref());
-            serde_json::to_writer(&mut out, &document).expect("the document is plain data");
-        }
-        Doc::Metrics(om) => return crate::prometheus::render(shared, *om).into_bytes(),
+        Doc::Performance(route, true) => json_into(&crate::cluster::document(shared, route.as_deref()), room),
+        Doc::Performance(route, false) => json_into(&crate::performance::build(shared, route.as_deref()), room),
+        Doc::Metrics(om) => crate::prometheus::render(shared, *om).into_bytes(),
     }
+}
+
+fn json_into(document: &impl serde::Serialize, room: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(room);
+    serde_json::to_writer(&mut out, document).expect("the document is plain data");
     out
 }
 

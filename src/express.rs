@@ -101,6 +101,13 @@ struct Bypass {
     policy: Option<Policy>,
 }
 
+impl Bypass {
+    /// A pass (a URL remembered as uncacheable): its key and its route's policy.
+    fn pass(&self) -> Option<(&str, &Policy)> {
+        self.pass_key.as_deref().zip(self.policy.as_ref())
+    }
+}
+
 /// What the client's response head gets besides the upstream's fields.
 struct Answer<'a> {
     head_request: bool,

@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 
 use super::exchange::Exchange;
 use super::framing::Framing;
-use super::{cached, Answer, Bypass, Cached, Conn, Failed};
+use super::{cached, Answer, Cached, Conn, Failed};
 use crate::cache::answer::Outcome;
 use crate::cache::Counters;
 use crate::error::ProxyError;
@@ -40,7 +40,9 @@ struct Forward {
     body_left: u64,
     has_body: bool,
     head_request: bool,
-    replayable: bool,
+    /// A stale pooled connection may be retried: the method is replayable
+    /// and the whole request is in `upstream_out`.
+    replay: bool,
     close: bool,
 }
 
@@ -96,16 +98,16 @@ impl Conn {
                 let rules = x_cache.is_some().then(|| worker.shared.cache.rules_now());
                 let unrelayed =
                     rules.as_deref().filter(|r| !r.keep_tag_headers).map_or(&[][..], |r| &r.tag_headers[..]);
-                let (cache_status, pass_rule) = match &f.cached {
-                    Cached::Bypass(b) => (Some(b.cache_status), b.policy.as_ref().map(|p| p.rule_ttl.is_some())),
+                let (cache_status, pass) = match &f.cached {
+                    Cached::Bypass(b) => (Some(b.cache_status), b.pass()),
                     _ => (None, None),
                 };
                 let answer = Answer {
                     head_request: f.head_request,
                     x_cache,
                     cache_status,
-                    keep_fields: f.is_miss() || matches!(&f.cached, Cached::Bypass(b) if b.pass_key.is_some()),
-                    rule_route: pass_rule.unwrap_or(false),
+                    keep_fields: f.is_miss() || pass.is_some(),
+                    rule_route: pass.is_some_and(|(_, p)| p.rule_ttl.is_some()),
                     drop: unrelayed,
                     // With the cache on, `Surrogate-Control` is perfproxy's, never relayed.
                     strip_surrogate: x_cache.is_some(),
@@ -120,7 +122,7 @@ impl Conn {
                     buf: &mut self.buf,
                     scratch: &mut self.scratch,
                     body_left: f.body_left,
-                    replay: f.replayable && f.body_left == 0,
+                    replay: f.replay,
                     answer: &answer,
                 };
                 // A client that leaves before its answer: the upstream request is
@@ -167,10 +169,10 @@ impl Conn {
                     let up_head = (&self.scratch.up_buf[..], &self.scratch.upstream_out[..]);
                     fill = cached::after_head(&worker, m, &resp, up_head, &mut self.scratch.out);
                 }
-                Cached::Bypass(Bypass { pass_key: Some(key), policy: Some(policy), .. }) if resp.looked_at => {
-                    if let Ok(status) = StatusCode::from_u16(resp.status) {
+                Cached::Bypass(b) if resp.looked_at => {
+                    if let (Some((key, policy)), Ok(status)) = (b.pass(), StatusCode::from_u16(resp.status)) {
                         let h = resp.fields_map(&self.scratch.up_buf);
-                        crate::cache::serve::forget_pass_if_storable(&worker, &key, &policy, status, &h);
+                        crate::cache::serve::forget_pass_if_storable(&worker, key, policy, status, &h);
                     }
                 }
                 _ => {}
@@ -222,14 +224,15 @@ impl Conn {
         head.write_upstream(buf, peer, new_id, traceparent, &mut self.scratch.upstream_out);
         let body_here = (buf.len() - head.len).min(usize::try_from(head.content_length).unwrap_or(usize::MAX));
         self.scratch.upstream_out.extend_from_slice(&buf[head.len..head.len + body_here]);
+        let body_left = head.content_length - body_here as u64;
         let mut forward = Forward {
             recording,
             cached,
             written,
-            body_left: head.content_length - body_here as u64,
+            body_left,
             has_body: head.content_length > 0,
             head_request: head.method == Method::HEAD,
-            replayable: http1::replayable(&head.method),
+            replay: http1::replayable(&head.method) && body_left == 0,
             close: self.closes(),
         };
         self.buf.advance(self.head.len + body_here);

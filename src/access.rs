@@ -63,8 +63,17 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim())
 }
 
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares a guess with the token in time that depends on the guess's
+/// length only: every byte of the guess is compared (with the token's
+/// bytes, cycled), and a length mismatch folds into the same result, so
+/// neither a wrong byte nor a wrong length answers sooner.
+fn same(guess: &[u8], token: &[u8]) -> bool {
+    if token.is_empty() {
+        return false;
+    }
+    let lengths = (guess.len() ^ token.len()) as u64;
+    let bytes = guess.iter().enumerate().fold(0u8, |acc, (i, g)| acc | (g ^ token[i % token.len()]));
+    std::hint::black_box(lengths | u64::from(bytes)) == 0
 }
 
 #[cfg(test)]
@@ -91,5 +100,8 @@ mod tests {
         assert!(bearer_matches(&h, "sekrit") && !bearer_matches(&h, "sekri"));
         h.insert(AUTHORIZATION, "Basic sekrit".parse().unwrap());
         assert!(!bearer_matches(&h, "sekrit"));
+        // A guess that is the token repeated, or its prefix, is no match.
+        assert!(!same(b"sekritsekrit", b"sekrit") && !same(b"sek", b"sekrit") && !same(b"", b"sekrit"));
+        assert!(same(b"sekrit", b"sekrit") && !same(b"x", b""));
     }
 }

@@ -164,19 +164,34 @@ fn format(at: SystemTime, e: &Entry, json: bool) -> String {
     }
     let upstream = e.upstream.map_or_else(|| "-".to_string(), |d| ms(d).to_string());
     let cache = if e.cache.is_empty() { "-" } else { e.cache };
-    format!(
-        "{time} {} \"{} {}\" {} {} {upstream} {} {} {cache} \"{}\" {} {:?}",
-        e.client,
-        e.method,
-        e.path,
-        e.status,
-        ms(e.duration),
-        e.bytes_in,
-        e.bytes_out,
-        e.route,
-        e.request_id,
-        e.user_agent
-    )
+    let mut line = format!("{time} {} \"", e.client);
+    quoted_into(&mut line, &e.method);
+    line.push(' ');
+    quoted_into(&mut line, &e.path);
+    line.push_str(&format!("\" {} {} {upstream} {} {} {cache} \"", e.status, ms(e.duration), e.bytes_in, e.bytes_out));
+    for (i, value) in [&*e.route, &e.request_id, &e.user_agent].into_iter().enumerate() {
+        if i > 0 {
+            line.push_str("\" \"");
+        }
+        quoted_into(&mut line, value);
+    }
+    line.push('"');
+    line
+}
+
+/// Appends a value for the inside of a text line's quotes: `"`, `\` and
+/// control bytes escaped as `\xHH` (`"` is `\x22`), so no client value can
+/// end its field or the line and forge another.
+fn quoted_into(line: &mut String, value: &str) {
+    for c in value.chars() {
+        if c == '"' || c == '\\' || c.is_control() {
+            for b in c.to_string().bytes() {
+                line.push_str(&format!("\\x{b:02X}"));
+            }
+        } else {
+            line.push(c);
+        }
+    }
 }
 
 /// The writer thread: opens its output, then writes lines as they come,
@@ -201,5 +216,29 @@ fn write_lines(path: &str, json: bool, lines: Receiver<(SystemTime, Entry)>) {
             let _ = writeln!(out, "{}", format(at, &entry, json));
         }
         let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_lines_quote_and_escape_what_clients_control() {
+        let entry = Entry {
+            client: "10.0.0.1".into(),
+            method: "GET".into(),
+            route: "GET /a".into(),
+            path: "/a\"b".into(),
+            status: 200,
+            request_id: "x\" 500 \"forged\\\n".into(),
+            user_agent: "ua \"q\"\u{7f}".into(),
+            ..Entry::default()
+        };
+        let line = format(SystemTime::UNIX_EPOCH, &entry, false);
+        assert!(line.contains(" \"GET /a\\x22b\" 200 "), "{line}");
+        assert!(line.ends_with(" \"GET /a\" \"x\\x22 500 \\x22forged\\x5C\\x0A\" \"ua \\x22q\\x22\\x7F\""), "{line}");
+        assert_eq!(line.matches('"').count(), 8, "four quoted fields: {line}");
+        assert!(!line.contains('\n'));
     }
 }

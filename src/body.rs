@@ -6,9 +6,11 @@
 //! ([`Fill`]).
 
 use std::cell::Cell;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -77,6 +79,16 @@ impl Body for RequestBody {
     }
 }
 
+/// Why a body sent to the client broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    /// No more of the upstream's body within `upstream_read_timeout_ms`.
+    #[error("upstream body stalled past upstream_read_timeout_ms")]
+    Stalled,
+}
+
 /// A body sent to the client; when it completes (last frame sent, or
 /// dropped), its request's sample is recorded.
 #[derive(Debug)]
@@ -93,16 +105,39 @@ pub struct ProxyBody {
 #[derive(Debug)]
 enum Kind {
     /// The upstream's body, streamed; its connection returns to the pool
-    /// once the body has been read to the end.
-    Upstream { body: Incoming, lease: Option<Lease> },
+    /// once the body has been read to the end. A wait for its next frame
+    /// is bounded by `read_timeout` (the timer made at the first wait).
+    Upstream { body: Incoming, lease: Option<Lease>, read_timeout: Duration, stall: Option<Stall> },
     /// A body perfproxy produced (errors, its own endpoints).
     Full(Option<Bytes>),
 }
 
+/// The timer of an upstream body's waits, re-armed after each frame.
+#[derive(Debug)]
+struct Stall {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// A frame came since the timer was armed.
+    progressed: bool,
+}
+
+impl Stall {
+    /// Whether the wait that has begun has lasted `timeout` (polling arms
+    /// the timer: at the first wait, or the first since a frame came).
+    fn expired(stall: &mut Option<Stall>, timeout: Duration, cx: &mut Context<'_>) -> bool {
+        let s = stall.get_or_insert_with(|| Stall { sleep: Box::pin(tokio::time::sleep(timeout)), progressed: false });
+        if std::mem::take(&mut s.progressed) {
+            s.sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+        }
+        s.sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
 impl ProxyBody {
-    /// The upstream's body; `lease` is its pooled connection, if any.
-    pub fn upstream(body: Incoming, lease: Option<Lease>) -> ProxyBody {
-        let mut b = ProxyBody { kind: Kind::Upstream { body, lease }, done: None, fill: None, failed: false };
+    /// The upstream's body; `lease` is its pooled connection, if any;
+    /// `read_timeout` bounds each wait for more of it (`upstream_read_timeout_ms`).
+    pub fn upstream(body: Incoming, lease: Option<Lease>, read_timeout: Duration) -> ProxyBody {
+        let kind = Kind::Upstream { body, lease, read_timeout, stall: None };
+        let mut b = ProxyBody { kind, done: None, fill: None, failed: false };
         b.release_if_done();
         b
     }
@@ -136,7 +171,7 @@ impl ProxyBody {
     }
 
     fn release_if_done(&mut self) {
-        if let Kind::Upstream { body, lease } = &mut self.kind {
+        if let Kind::Upstream { body, lease, .. } = &mut self.kind {
             if body.is_end_stream() {
                 if let Some(lease) = lease.take() {
                     lease.release();
@@ -165,20 +200,33 @@ impl Drop for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let mut polled = match &mut this.kind {
-            Kind::Upstream { body, lease } => {
-                let polled = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(None) = polled {
+            Kind::Upstream { body, lease, read_timeout, stall } => match Pin::new(body).poll_frame(cx) {
+                Poll::Pending if Stall::expired(stall, *read_timeout, cx) => {
+                    if let Some(recording) = &mut this.done {
+                        recording.upstream_stalled();
+                    }
+                    tracing::warn!("upstream body stalled past upstream_read_timeout_ms: response cut off");
+                    Poll::Ready(Some(Err(BodyError::Stalled)))
+                }
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(None) => {
                     if let Some(lease) = lease.take() {
                         lease.release();
                     }
+                    Poll::Ready(None)
                 }
-                polled
-            }
+                Poll::Ready(Some(frame)) => {
+                    if let Some(s) = stall {
+                        s.progressed = true;
+                    }
+                    Poll::Ready(Some(frame.map_err(BodyError::from)))
+                }
+            },
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         if let (Some(recording), Poll::Ready(Some(Ok(frame)))) = (&mut this.done, &polled) {

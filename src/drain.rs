@@ -8,9 +8,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
+
+use crate::linger::Activity;
 
 /// A worker's open connections: counted, and wakeable when it drains.
 #[derive(Default)]
@@ -34,6 +37,17 @@ impl Drain {
 
     pub(crate) fn unregister(&self, id: u64) {
         self.wakers.borrow_mut().remove(&id);
+    }
+
+    /// Resolves when draining begins (`id`'s waker registered meanwhile).
+    pub(crate) fn stopped(&self, id: u64) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.stopping() {
+                return Poll::Ready(());
+            }
+            self.register(id, cx.waker());
+            Poll::Pending
+        })
     }
 
     pub(crate) fn begin(&self) {
@@ -78,18 +92,24 @@ where
 
 /// A client connection that finishes its in-flight requests and closes once
 /// its worker drains (HTTP/1.1: after the current exchange; HTTP/2: a
-/// GOAWAY, open streams finish). Costs one `Cell` read per poll.
+/// GOAWAY, open streams finish). Only requests in progress hold it: once
+/// asked to close, it ends as soon as its [`Activity`] is idle (no request
+/// in progress, nothing left to write), whatever the client does: an idle
+/// keep-alive connection, a partial head, an HTTP/2 connection with no open
+/// stream or one that never answers the GOAWAY's PING. Costs one `Cell`
+/// read per poll.
 pub(crate) struct Drainable<C> {
     conn: Pin<Box<C>>,
     drain: Rc<Drain>,
     id: u64,
+    activity: Arc<Activity>,
     registered: bool,
     closing: bool,
 }
 
 impl<C> Drainable<C> {
-    pub(crate) fn new(conn: C, drain: Rc<Drain>, id: u64) -> Drainable<C> {
-        Drainable { conn: Box::pin(conn), drain, id, registered: false, closing: false }
+    pub(crate) fn new(conn: C, drain: Rc<Drain>, id: u64, activity: Arc<Activity>) -> Drainable<C> {
+        Drainable { conn: Box::pin(conn), drain, id, activity, registered: false, closing: false }
     }
 }
 
@@ -103,7 +123,7 @@ impl<C: Graceful> Drainable<C> {
     }
 }
 
-impl<C: Graceful> Future for Drainable<C> {
+impl<C: Graceful<Output = hyper::Result<()>>> Future for Drainable<C> {
     type Output = C::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -117,7 +137,11 @@ impl<C: Graceful> Future for Drainable<C> {
             this.registered = true;
             this.drain.register(this.id, cx.waker());
         }
-        this.conn.as_mut().poll(cx)
+        match this.conn.as_mut().poll(cx) {
+            // Polled once since the close was asked for: a GOAWAY is written.
+            Poll::Pending if this.closing && this.activity.idle() => Poll::Ready(Ok(())),
+            polled => polled,
+        }
     }
 }
 

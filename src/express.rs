@@ -37,7 +37,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use http::header::HeaderName;
 use http::{Method, Request};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -180,26 +180,41 @@ pub(crate) fn serve(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>, id:
             Poll::Ready(())
         })
         .await;
-        let handoff = conn.serve_requests().await;
+        let next = conn.serve_requests().await;
         conn.drain.unregister(id);
-        match handoff {
-            true => conn.handoff(),
-            false => Ended::Closed,
+        match next {
+            Next::Handoff => conn.handoff(),
+            Next::Closed => Ended::Closed,
+            Next::Linger => {
+                // perfproxy ends the connection: its answer is read, not reset.
+                crate::linger::close(conn.stream);
+                Ended::Closed
+            }
         }
     }
 }
 
+/// What becomes of a connection the express lane stops serving.
+enum Next {
+    /// hyper takes it.
+    Handoff,
+    /// The client closed, was too slow, or the worker stopped between requests.
+    Closed,
+    /// An answer ended it (the client may still be sending): a lingering close.
+    Linger,
+}
+
 impl Conn {
-    /// Serves requests until the connection closes (`false`) or is hyper's (`true`).
-    async fn serve_requests(&mut self) -> bool {
+    /// Serves requests until the connection ends or is hyper's.
+    async fn serve_requests(&mut self) -> Next {
         loop {
             match self.read_head().await {
                 Some(Parsed::Complete) => {}
-                Some(_) => return true,
-                None => return false,
+                Some(_) => return Next::Handoff,
+                None => return Next::Closed,
             }
             self.checked_at = None;
-            let Some(lane) = self.lane() else { return true };
+            let Some(lane) = self.lane() else { return Next::Handoff };
             let worker = self.client.worker.clone();
             self.scratch = worker.express_scratch.lend();
             // Each lane but the hit is boxed: an idle connection's task
@@ -213,8 +228,7 @@ impl Conn {
             worker.express_scratch.take_back(std::mem::take(&mut self.scratch));
             self.served = true;
             if !keep {
-                let _ = self.stream.shutdown().await;
-                return false;
+                return Next::Linger;
             }
         }
     }
@@ -226,7 +240,7 @@ impl Conn {
     /// Reads until a head is complete (`Parsed::Complete`) or is one for
     /// hyper; `None` when the client closed or was too slow
     /// (`header_read_timeout_ms`, idle keep-alive included), or the worker
-    /// is stopping and no request has begun.
+    /// is stopping and no request has begun (a partial head included).
     async fn read_head(&mut self) -> Option<Parsed> {
         let config = &self.client.worker.shared.config;
         let deadline = tokio::time::Instant::now() + config.header_read_timeout;
@@ -266,10 +280,9 @@ impl Conn {
             self.buf.reserve(HEAD_CHUNK);
             let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf));
             let drain = &self.drain;
-            // A readiness that proved spurious leaves an idle connection
-            // waiting here: the worker's stop still ends it.
-            let stopped =
-                std::future::poll_fn(|_| if idle && drain.stopping() { Poll::Ready(()) } else { Poll::Pending });
+            // No request is in progress until its head is whole: the
+            // worker's stop ends an idle connection or a partial head.
+            let stopped = std::future::poll_fn(|_| if drain.stopping() { Poll::Ready(()) } else { Poll::Pending });
             tokio::select! {
                 biased;
                 read = read => match read {

@@ -35,19 +35,21 @@ pub struct Upstream {
     pub head_after: Duration,
     /// The body ends when the upstream closes: the client connection closes after it.
     pub close_after: bool,
+    /// The longest wait for more of the body (`upstream_read_timeout_ms`).
+    pub read_timeout: Duration,
 }
 
 impl Upstream {
     /// The response as the client gets it, with `Server-Timing`.
     pub fn into_response(self) -> Response<ProxyBody> {
-        let Upstream { mut parts, body, lease, sent, head_after, close_after } = self;
+        let Upstream { mut parts, body, lease, sent, head_after, close_after, read_timeout } = self;
         parts.extensions.insert(UpstreamTime { sent, took: head_after });
         parts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
         if close_after {
             // As on the express lane, which relays such a body as it comes.
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        Response::from_parts(parts, ProxyBody::upstream(body, lease))
+        Response::from_parts(parts, ProxyBody::upstream(body, lease, read_timeout))
     }
 }
 
@@ -60,7 +62,7 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
     let timeout = deadline(&mut req, worker.shared.config.upstream_timeout);
     let (resp, lease) = time_boxed(timeout, worker.upstream.send(req)).await?;
     let head_after = sent.elapsed();
-    check_status(resp.status())?;
+    check_status(resp.status(), false)?;
     let (mut parts, body) = resp.into_parts();
     // An HTTP/2 body's end is its stream's end: no framing to check.
     let close_after = parts.version != Version::HTTP_2 && {
@@ -68,8 +70,9 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
             .map_err(|m| ProxyError::BadGateway(m.into()))?;
         framing == http1::Framing::Close
     };
-    headers::prepare_response(&mut parts.headers);
-    Ok(Upstream { parts, body, lease, sent, head_after, close_after })
+    headers::prepare_response(&mut parts.headers, parts.status.as_u16());
+    let read_timeout = worker.shared.config.upstream_read_timeout;
+    Ok(Upstream { parts, body, lease, sent, head_after, close_after, read_timeout })
 }
 
 /// How long the upstream has to answer: `upstream_timeout`, or a gRPC
@@ -112,12 +115,10 @@ pub(crate) async fn time_boxed<T>(
     }
 }
 
-/// hyper takes any three digits; the rulebook takes 100–599.
-pub(crate) fn check_status(status: StatusCode) -> Result<(), ProxyError> {
-    if http1::valid_status(status.as_u16()) {
-        return Ok(());
-    }
-    Err(ProxyError::BadGateway(http1::Malformed("status outside 100-599").into()))
+/// hyper takes any three digits; the rulebook takes 100–599, and a `101`
+/// only to a forwarded WebSocket upgrade (`upgrade_sent`).
+pub(crate) fn check_status(status: StatusCode, upgrade_sent: bool) -> Result<(), ProxyError> {
+    http1::check_status(status.as_u16(), upgrade_sent).map_err(|m| ProxyError::BadGateway(m.into()))
 }
 
 pub(crate) fn server_timing(sent: Instant) -> HeaderValue {

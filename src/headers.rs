@@ -49,11 +49,15 @@ impl ServerTiming {
     }
 }
 
-/// The `Upgrade` a client asked for, when it is a real upgrade handshake
-/// (`Connection: upgrade` and an `Upgrade` header), e.g. a WebSocket.
+/// The `Upgrade` a client asked for, when it is a WebSocket handshake
+/// (`Connection: upgrade` and `Upgrade: websocket`, the one upgrade
+/// perfproxy tunnels: [`http1::tunnelled_upgrade`]). Any other is not an
+/// upgrade here: its fields are removed as hop-by-hop.
 pub fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
-    let upgrade = headers.get(header::UPGRADE)?;
-    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade")).then(|| upgrade.clone())
+    let mut upgrades = headers.get_all(header::UPGRADE).iter();
+    let upgrade = upgrades.next().filter(|_| upgrades.next().is_none())?;
+    let asked = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"));
+    (asked && http1::tunnelled_upgrade(upgrade.as_bytes())).then(|| upgrade.clone())
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
@@ -217,13 +221,19 @@ pub fn response_framing(
 }
 
 /// Prepares an upstream response for the client. A `Content-Length` is kept
-/// (HEAD and 304 answers need it) unless the upstream also sent
-/// `Transfer-Encoding`, in which case the body was read as chunked. Room is
-/// made for the headers perfproxy adds (`Via`, `Server-Timing`, `X-Cache`).
-pub fn prepare_response(headers: &mut HeaderMap) {
+/// once (HEAD and 304 answers need it; repeats were checked equal) unless
+/// the upstream also sent `Transfer-Encoding`, in which case the body was
+/// read as chunked, or the status has no length ([`http1::relays_length`]).
+/// Room is made for the headers perfproxy adds (`Via`, `Server-Timing`,
+/// `X-Cache`).
+pub fn prepare_response(headers: &mut HeaderMap, status: u16) {
     let present = Present::scan(headers);
-    if present.content_length && present.transfer_encoding {
-        headers.remove(header::CONTENT_LENGTH);
+    if present.content_length {
+        if present.transfer_encoding || !http1::relays_length(status) {
+            headers.remove(header::CONTENT_LENGTH);
+        } else if let Some(one) = headers.get(header::CONTENT_LENGTH).cloned() {
+            headers.insert(header::CONTENT_LENGTH, one);
+        }
     }
     strip(headers, &present);
     headers.reserve(3);
@@ -310,16 +320,33 @@ mod tests {
         assert_eq!(h2["upgrade"], "websocket");
         assert_eq!(h2["connection"], "upgrade");
         assert!(upgrade_request(&map(&[("upgrade", "websocket")])).is_none());
+        let h2c = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+        ]);
+        assert!(upgrade_request(&h2c).is_none());
+        let mut h = h2c.clone();
+        prepare_request(&mut h, &HeaderValue::from_static("1.2.3.4"), false, None);
+        for gone in ["upgrade", "http2-settings", "connection"] {
+            assert!(!h.contains_key(gone), "{gone} forwarded");
+        }
     }
 
     #[test]
     fn response_keeps_length_unless_chunked() {
         let mut h = map(&[("content-length", "10"), ("connection", "close"), ("upgrade", "h2c")]);
-        prepare_response(&mut h);
+        prepare_response(&mut h, 200);
         assert_eq!(h["content-length"], "10");
         assert!(!h.contains_key("connection") && !h.contains_key("upgrade"));
+        let mut h = map(&[("content-length", "10"), ("content-length", "10")]);
+        prepare_response(&mut h, 200);
+        assert_eq!(h.get_all("content-length").iter().count(), 1);
+        let mut h = map(&[("content-length", "0")]);
+        prepare_response(&mut h, 204);
+        assert!(!h.contains_key("content-length"));
         let mut h = map(&[("content-length", "10"), ("transfer-encoding", "chunked")]);
-        prepare_response(&mut h);
+        prepare_response(&mut h, 200);
         assert!(!h.contains_key("content-length") && !h.contains_key("transfer-encoding"));
     }
 }

@@ -88,8 +88,9 @@ pub enum Field {
     ForwardedFor,
     ForwardedProto,
     ForwardedHost,
-    /// `Forwarded`, `X-Forwarded-Port`/`-Scheme`/`-Ssl`/`-Prefix`: kept only
-    /// from trusted proxies (frameworks build URLs from them too).
+    /// `Forwarded`, `X-Forwarded-Port`/`-Scheme`/`-Ssl`/`-Prefix`/`-Server`,
+    /// `X-Host`, `X-Original-URL`, `X-Rewrite-URL`: kept only from trusted
+    /// proxies (frameworks build URLs or pick routes from them too).
     ForwardedOther,
     Range,
     Date,
@@ -99,8 +100,9 @@ pub enum Field {
     CacheOutcome,
     /// `Location` or `Content-Location`: invalidated after a write.
     Location,
-    /// `X-Request-Id`: the client's is kept (else perfproxy makes one),
-    /// sent upstream and returned; an upstream's is replaced.
+    /// `X-Request-Id`: the client's is kept when it is usable
+    /// ([`client_request_id`]; else perfproxy makes one), sent upstream
+    /// once and returned; an upstream's is replaced.
     RequestId,
     /// `traceparent` (W3C Trace Context): with tracing on, replaced by
     /// perfproxy's own upstream; relayed as it came otherwise.
@@ -119,6 +121,73 @@ impl Field {
     pub fn is_hop_by_hop(self) -> bool {
         matches!(self, Field::Connection | Field::HopByHop | Field::Upgrade | Field::TransferEncoding)
     }
+}
+
+/// The longest client `X-Request-Id` kept (longer ones are replaced).
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// The client's `X-Request-Id` among the values it sent, if perfproxy keeps
+/// it: exactly one field, 1 to [`MAX_REQUEST_ID`] bytes of visible ASCII.
+/// Anything else (none, repeated, empty, too long, spaces, control bytes) is
+/// replaced by perfproxy's own id, so exactly one reaches the upstream and
+/// no client value can bloat or forge an answer or a log line.
+pub fn client_request_id<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<&'a [u8]> {
+    let first = values.next()?;
+    let usable = !first.is_empty() && first.len() <= MAX_REQUEST_ID && first.iter().all(u8::is_ascii_graphic);
+    (usable && values.next().is_none()).then_some(first)
+}
+
+/// Whether a `Host` value (or an HTTP/2 `:authority`) is `uri-host [":"
+/// port]` (RFC 9112 §3.2, RFC 3986 §3.2.2): a registered name of
+/// unreserved characters, `%XX` escapes and sub-delimiters other than `,`
+/// (a list is not a host), or a bracketed IP literal; then, optionally, a
+/// port of 1 to 5 digits from 1 to 65535. No userinfo, no path, no spaces.
+/// An empty value (a request whose target has no authority) is left to the
+/// caller.
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.iter().rposition(|&b| b == b':') {
+        // The last `:` splits off a port unless it lies inside `[...]`.
+        Some(i) if !value[i..].contains(&b']') => (&value[..i], Some(&value[i + 1..])),
+        _ => (value, None),
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit) && {
+            let n = p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+            (1..=65535).contains(&n)
+        }
+    });
+    let host_ok = match host {
+        [] => false,
+        [b'[', inner @ .., b']'] => {
+            !inner.is_empty() && inner.iter().all(|&b| b.is_ascii_hexdigit() || b":.vV".contains(&b) || b == b'%')
+        }
+        name => {
+            let mut i = 0;
+            let mut ok = true;
+            while i < name.len() && ok {
+                let b = name[i];
+                ok = if b == b'%' {
+                    let escape = name.get(i + 1..i + 3);
+                    i += 2;
+                    escape.is_some_and(|e| e.iter().all(u8::is_ascii_hexdigit))
+                } else {
+                    b.is_ascii_alphanumeric() || b"-._~!$&'()*+;=".contains(&b)
+                };
+                i += 1;
+            }
+            ok
+        }
+    };
+    port_ok && host_ok
+}
+
+/// Whether an `Upgrade` value asks for the one protocol perfproxy tunnels:
+/// WebSocket. Any other (`h2c` above all: an upgraded connection would
+/// reach the upstream raw, past every rule here) is removed from the
+/// forwarded request, with `HTTP2-Settings`.
+pub fn tunnelled_upgrade(value: &[u8]) -> bool {
+    let mut protocols = tokens(value);
+    protocols.next().is_some_and(|p| p.eq_ignore_ascii_case(b"websocket")) && protocols.next().is_none()
 }
 
 /// Classifies a field name.
@@ -150,6 +219,14 @@ pub fn field(name: &[u8]) -> Field {
         15 if is("x-forwarded-for") => Field::ForwardedFor,
         15 if is("x-forwarded-ssl") => Field::ForwardedOther,
         16 if is("proxy-connection") => Field::HopByHop,
+        // Only meaningful beside `Upgrade: h2c`, which is never forwarded.
+        14 if is("http2-settings") => Field::HopByHop,
+        // Frameworks take the URL or host from these (Symfony, IIS, Zend):
+        // forwarding headers, kept from trusted proxies only.
+        6 if is("x-host") => Field::ForwardedOther,
+        14 if is("x-original-url") => Field::ForwardedOther,
+        13 if is("x-rewrite-url") => Field::ForwardedOther,
+        18 if is("x-forwarded-server") => Field::ForwardedOther,
         16 if is("x-forwarded-host") => Field::ForwardedHost,
         16 if is("content-location") => Field::Location,
         16 if is("x-forwarded-port") => Field::ForwardedOther,
@@ -229,6 +306,25 @@ pub fn chunked_count(value: &[u8]) -> usize {
 /// A status an upstream may answer with: three digits from 100 to 599.
 pub fn valid_status(code: u16) -> bool {
     (100..=599).contains(&code)
+}
+
+/// Checks an upstream answer's status: within 100–599, and a `101` only to
+/// a WebSocket upgrade that was forwarded (`upgrade_sent`).
+pub fn check_status(code: u16, upgrade_sent: bool) -> Result<(), Malformed> {
+    if !valid_status(code) {
+        return Err(Malformed("status outside 100-599"));
+    }
+    if code == 101 && !upgrade_sent {
+        return Err(Malformed("101 to a request that asked for no upgrade"));
+    }
+    Ok(())
+}
+
+/// Whether an answer with this status may carry `Content-Length` to the
+/// client: never a 1xx or a 204 (RFC 9110 §8.6), which have no body and no
+/// length; a HEAD or 304 answer keeps the length it would have had.
+pub fn relays_length(status: u16) -> bool {
+    status != 204 && !(100..200).contains(&status)
 }
 
 /// Why an upstream answer is refused (a 502; the connection is discarded).
@@ -394,6 +490,59 @@ mod tests {
     }
 
     #[test]
+    fn hosts_are_uri_host_and_port() {
+        for good in ["a.example", "a.example:8080", "127.0.0.1:1", "[::1]:65535", "[::1]", "x_y-z~", "%41b", "A"] {
+            assert!(valid_host(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "user@a.example",
+            "a, b",
+            "a,b",
+            "a.example/x",
+            "a.example:0",
+            "a.example:65536",
+            "a.example:x",
+            "a.example:",
+            "a.example:123456",
+            "a b",
+            ":80",
+            "[]",
+            "[::1",
+            "a%4",
+            "a\\b",
+            "a?b",
+            "a#b",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_single_short_and_visible() {
+        let one = |v: &[&str]| client_request_id(v.iter().map(|s| s.as_bytes())).map(|v| v.to_vec());
+        assert_eq!(one(&["abc-1"]), Some(b"abc-1".to_vec()));
+        assert_eq!(one(&["a", "b"]), None);
+        assert_eq!(one(&["", "b"]), None);
+        assert_eq!(one(&[""]), None);
+        assert_eq!(one(&["a b"]), None);
+        assert_eq!(one(&["a\"x"]), Some(b"a\"x".to_vec()), "visible ASCII is kept; the text log escapes it");
+        assert_eq!(one(&[&"x".repeat(128)]).map(|v| v.len()), Some(128));
+        assert_eq!(one(&[&"x".repeat(129)]), None);
+    }
+
+    #[test]
+    fn only_websocket_is_tunnelled_and_101_only_to_it() {
+        assert!(tunnelled_upgrade(b"websocket") && tunnelled_upgrade(b"WebSocket"));
+        for other in [&b"h2c"[..], b"websocket, h2c", b"h2c, websocket", b"", b"TLS/1.2"] {
+            assert!(!tunnelled_upgrade(other), "{other:?}");
+        }
+        assert!(check_status(101, true).is_ok() && check_status(101, false).is_err());
+        assert!(check_status(600, false).is_err() && check_status(204, false).is_ok());
+        assert!(!relays_length(204) && !relays_length(100) && relays_length(304) && relays_length(200));
+        assert_eq!(field(b"HTTP2-Settings"), Field::HopByHop);
+    }
+
+    #[test]
     fn the_via_line_says_via() {
         assert_eq!(VIA_LINE, format!("via: {VIA}\r\n").as_bytes());
     }
@@ -402,7 +551,17 @@ mod tests {
     fn field_names() {
         assert_eq!(field(b"Content-Length"), Field::ContentLength);
         assert_eq!(field(b"X-FORWARDED-HOST"), Field::ForwardedHost);
-        for other in ["forwarded", "x-forwarded-port", "x-forwarded-ssl", "x-forwarded-scheme", "X-Forwarded-Prefix"] {
+        for other in [
+            "forwarded",
+            "x-forwarded-port",
+            "x-forwarded-ssl",
+            "x-forwarded-scheme",
+            "X-Forwarded-Prefix",
+            "X-Forwarded-Server",
+            "X-Original-URL",
+            "x-rewrite-url",
+            "X-Host",
+        ] {
             assert_eq!(field(other.as_bytes()), Field::ForwardedOther, "{other}");
         }
         assert!(field(b"keep-alive").is_hop_by_hop() && field(b"Upgrade").is_hop_by_hop());

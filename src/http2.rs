@@ -15,11 +15,12 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use hyper::server::conn::http2;
-use hyper::service::service_fn;
+use hyper::service::{service_fn, Service};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncReadExt;
 use tracing::debug;
@@ -27,6 +28,7 @@ use tracing::debug;
 use crate::config::Config;
 use crate::drain::{Drain, Drainable};
 use crate::express::Rewind;
+use crate::linger::{Activity, ClientIo};
 use crate::state::Client;
 
 /// The client connection preface (RFC 9113 §3.4).
@@ -67,7 +69,7 @@ pub fn server(config: &Config) -> http2::Builder<LocalExec> {
 /// `None`: the client sent nothing more within the timeout, or closed, while
 /// what it sent could still be a preface (the connection is closed: the
 /// timeout is the head's, not restarted for hyper).
-pub async fn sniff(io: Rewind, timeout: Duration) -> Option<(Rewind, bool)> {
+pub async fn sniff(io: Rewind, timeout: Duration, stopped: impl Future<Output = ()>) -> Option<(Rewind, bool)> {
     let (prefix, mut stream) = io.into_parts();
     let mut buf = BytesMut::from(&prefix[..]);
     let read = async {
@@ -78,7 +80,11 @@ pub async fn sniff(io: Rewind, timeout: Duration) -> Option<(Rewind, bool)> {
         }
         Ok::<_, io::Error>(())
     };
-    let done = matches!(tokio::time::timeout(timeout, read).await, Ok(Ok(())));
+    // The worker stopping ends the wait: nothing is in progress yet.
+    let done = tokio::select! {
+        read = tokio::time::timeout(timeout, read) => matches!(read, Ok(Ok(()))),
+        () = stopped => false,
+    };
     let h2 = buf.starts_with(PREFACE);
     let undecided = !h2 && PREFACE.starts_with(&buf);
     if !done || undecided {
@@ -91,16 +97,25 @@ pub async fn sniff(io: Rewind, timeout: Duration) -> Option<(Rewind, bool)> {
 /// has begun for `header_read_timeout` (none at all since the preface, or
 /// none since the last) gets a GOAWAY: streams still open finish, then it
 /// closes, as an idle HTTP/1.1 connection is closed after the same time.
-pub async fn serve(client: Rc<Client>, io: Rewind, server: &http2::Builder<LocalExec>, drain: &Rc<Drain>, id: u64) {
+pub async fn serve(
+    client: Rc<Client>,
+    io: ClientIo<Rewind>,
+    activity: Arc<Activity>,
+    server: &http2::Builder<LocalExec>,
+    drain: &Rc<Drain>,
+    id: u64,
+) {
     let peer: SocketAddr = (client.addr, 0).into();
     let idle = client.worker.shared.config.header_read_timeout;
     let last_stream = Rc::new(Cell::new(Instant::now()));
     let seen = last_stream.clone();
+    let streams = crate::proxy::service(client, activity.clone());
     let service = service_fn(move |req| {
         seen.set(Instant::now());
-        crate::proxy::handle(client.clone(), req)
+        streams.call(req)
     });
-    let mut conn = Drainable::new(server.serve_connection(TokioIo::new(io), service), drain.clone(), id);
+    let conn = server.serve_connection(TokioIo::new(io), service);
+    let mut conn = Drainable::new(conn, drain.clone(), id, activity);
     let ended = loop {
         tokio::select! {
             ended = &mut conn => break ended,

@@ -7,6 +7,7 @@
 //! - [`config`]: flags, environment, TOML file → one validated [`config::Config`]; errors name the key.
 //! - [`server`]: listeners, the acceptor, thread-per-core workers, limits, graceful shutdown.
 //! - [`drain`]: a worker's open connections, woken to finish and close when it stops.
+//! - [`linger`]: lingering close of client connections, and whether a hyper connection is busy.
 //! - [`express`]: the express lane: plain HTTP/1.1 requests proxied as bytes (heads parsed once,
 //!   rewritten in a buffer), fresh memory hits written from stored bytes and plain misses stored
 //!   as they are relayed; endpoints and the cache's other lookups go to [`proxy`], the unusual to
@@ -62,6 +63,7 @@ pub(crate) mod history;
 pub(crate) mod http1;
 pub(crate) mod http2;
 pub(crate) mod limits;
+pub(crate) mod linger;
 pub(crate) mod metrics;
 pub(crate) mod performance;
 pub(crate) mod prometheus;

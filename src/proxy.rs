@@ -19,10 +19,24 @@ use tracing::{debug, warn};
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
+use crate::linger::{Activity, Tracked};
 use crate::metrics::Recording;
 use crate::state::Client;
 use crate::trace::{self, SpanRecord, Tracer};
 use crate::{forward, headers};
+
+/// hyper's service for one client connection: each request runs [`handle`],
+/// counted in `activity` (for the drain) until its answer's body is sent.
+pub fn service(
+    client: Rc<Client>,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<Request<Incoming>, Response = Response<Tracked<ProxyBody>>, Error = Infallible> {
+    hyper::service::service_fn(move |req| {
+        let in_flight = activity.enter();
+        let answered = handle(client.clone(), req);
+        async move { Ok(answered.await?.map(|body| Tracked::new(body, in_flight))) }
+    })
+}
 
 /// hyper's service function: never fails, every error is a response.
 pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
@@ -41,8 +55,11 @@ pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Respon
 /// Answers one request: perfproxy's own endpoints, else the upstream's
 /// answer (through the cache when it is on), recorded when monitoring is on.
 pub async fn respond(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<ProxyBody> {
-    // The client's `X-Request-Id`, else a new one: sent upstream, returned.
-    let request_id = match req.headers().get(&headers::X_REQUEST_ID).filter(|v| !v.is_empty()) {
+    // The client's `X-Request-Id` when usable, else a new one: sent
+    // upstream once, returned.
+    let sent = req.headers().get_all(&headers::X_REQUEST_ID).iter().map(HeaderValue::as_bytes);
+    let kept = crate::http1::client_request_id(sent).is_some();
+    let request_id = match req.headers().get(&headers::X_REQUEST_ID).filter(|_| kept) {
         Some(id) => id.clone(),
         None => {
             let id = HeaderValue::from_bytes(&crate::http1::new_request_id()).expect("hex digits");
@@ -222,15 +239,24 @@ fn prepare(client: &Client, parts: &mut http::request::Parts, upgrade: Option<He
         return Err(ProxyError::BadRequest("chunked applied more than once"));
     }
     let mut hosts = parts.headers.get_all(header::HOST).iter();
-    let host_count = hosts.next().map_or(0, |_| 1 + hosts.count());
+    let first_host = hosts.next();
+    let host_count = first_host.map_or(0, |_| 1 + hosts.count());
     if host_count > 1 {
         return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    // RFC 9112 §3.2: `uri-host [":" port]`, nothing else (an empty Host is
+    // a target without an authority, as RFC 9112 allows).
+    if first_host.is_some_and(|h| !h.is_empty() && !crate::http1::valid_host(h.as_bytes())) {
+        return Err(ProxyError::BadRequest("invalid Host"));
     }
     // Absolute-form targets (`GET http://h/p`) become origin-form; their authority is the Host.
     if let Some(authority) = parts.uri.authority() {
         if authority.as_str().contains('@') {
             // RFC 9113 §8.3.1, RFC 9110 §4.2.4: no userinfo in a request's authority.
             return Err(ProxyError::BadRequest("userinfo in the request's authority"));
+        }
+        if !crate::http1::valid_host(authority.as_str().as_bytes()) {
+            return Err(ProxyError::BadRequest("invalid authority"));
         }
         let host =
             HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest("bad request target"))?;
@@ -301,13 +327,14 @@ async fn tunnel(
     let timeout = worker.shared.config.upstream_timeout;
     let sent = Instant::now();
     let mut resp = forward::time_boxed(timeout, worker.upstream.send_upgrade(req)).await?;
-    forward::check_status(resp.status())?;
+    forward::check_status(resp.status(), true)?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = resp.into_parts();
-        headers::prepare_response(&mut parts.headers);
+        headers::prepare_response(&mut parts.headers, parts.status.as_u16());
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         // A refused upgrade's connection was dedicated: stream, never pool.
-        return Ok(Response::from_parts(parts, ProxyBody::upstream(body, None)));
+        let read_timeout = worker.shared.config.upstream_read_timeout;
+        return Ok(Response::from_parts(parts, ProxyBody::upstream(body, None, read_timeout)));
     }
     let on_upstream = hyper::upgrade::on(&mut resp);
     let protocol = resp.headers().get(header::UPGRADE).cloned();
@@ -324,7 +351,7 @@ async fn tunnel(
         }
     });
     let (mut parts, _) = resp.into_parts();
-    headers::prepare_response(&mut parts.headers);
+    headers::prepare_response(&mut parts.headers, parts.status.as_u16());
     parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     if let Some(p) = protocol {
         parts.headers.insert(header::UPGRADE, p);

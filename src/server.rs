@@ -17,7 +17,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderValue;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -27,6 +26,7 @@ use crate::access::Peer;
 use crate::config::Config;
 use crate::drain::{Drain, Drainable};
 use crate::express::{Ended, Rewind};
+use crate::linger::{Activity, ClientIo};
 use crate::state::{Client, Shared, Worker};
 
 /// Connections the admin listener accepts at once, apart from `max_connections`,
@@ -360,20 +360,28 @@ async fn serve_hyper(client: Rc<Client>, io: Rewind, first: bool, servers: &Serv
     let config = &client.worker.shared.config;
     let peer = client.addr;
     // HTTP/2 only from a connection's first bytes; a client silent (or
-    // halfway through a preface) for header_read_timeout is closed.
+    // halfway through a preface) for header_read_timeout, or when the
+    // worker stops, is closed.
     let (io, h2) = match first {
-        true => match crate::http2::sniff(io, config.header_read_timeout).await {
-            Some(sniffed) => sniffed,
-            None => return,
-        },
+        true => {
+            let sniffed = crate::http2::sniff(io, config.header_read_timeout, drain.stopped(id)).await;
+            drain.unregister(id);
+            match sniffed {
+                Some(sniffed) => sniffed,
+                None => return,
+            }
+        }
         false => (io, false),
     };
+    let activity = Arc::new(Activity::default());
+    // Closed by perfproxy first, the socket lingers (read and discarded).
+    let io = ClientIo::new(io, activity.clone());
     if h2 {
-        return crate::http2::serve(client, io, &servers.http2, drain, id).await;
+        return crate::http2::serve(client, io, activity, &servers.http2, drain, id).await;
     }
-    let service = service_fn(move |req| crate::proxy::handle(client.clone(), req));
+    let service = crate::proxy::service(client, activity.clone());
     let conn = servers.http1.serve_connection(TokioIo::new(io), service).with_upgrades();
-    if let Err(e) = Drainable::new(conn, drain.clone(), id).await {
+    if let Err(e) = Drainable::new(conn, drain.clone(), id, activity).await {
         debug!(error = %e, %peer, "client connection ended");
     }
 }

@@ -1,5 +1,5 @@
 //! Cache keys and the patterns that select them. A primary key is
-//! `path[?sorted query] host`: the path first, so a purge pattern's literal
+//! `path[?query sorted by name] host`: the path first, so a purge pattern's literal
 //! prefix is a range in Redis' sorted index (no `KEYS`, no full scan). The
 //! `X-Forwarded-Host`/`-Proto` sent upstream are part of it when they differ
 //! from perfproxy's own view, so a page built from a client's forwarding
@@ -11,7 +11,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use crate::http1::Forwarded;
 
 /// The primary key of a request: `path[?query] host`, query parameters
-/// sorted and those matching `ignore` (globs such as `utm_*`) dropped, then
+/// sorted by name (repeated names in the order sent) and those matching `ignore` (globs such as `utm_*`) dropped, then
 /// `\n<forwarded host>\n<forwarded proto>` unless they are `host` and `http`
 /// (a newline never occurs in a field value, so keys cannot collide).
 pub fn primary(host: &str, path: &str, query: Option<&str>, ignore: &[Glob], forwarded: Forwarded<'_>) -> String {
@@ -27,7 +27,9 @@ pub fn primary(host: &str, path: &str, query: Option<&str>, ignore: &[Glob], for
             })
             .collect();
         if !params.is_empty() {
-            params.sort_unstable();
+            // By name only, and stable: repeated names keep their order
+            // (`?a=1&a=2` is not `?a=2&a=1`: a server may read either one).
+            params.sort_by_key(|p| p.split_once('=').map_or(*p, |(n, _)| n));
             key.push('?');
             for (i, p) in params.iter().enumerate() {
                 if i > 0 {
@@ -198,6 +200,13 @@ mod tests {
         assert_eq!(key, "/a?a=1&b=2 example.com");
         assert_eq!(primary("h", "/a", Some("utm_x=1"), &ignore, own("h")), "/a h");
         assert_eq!(primary("h", "/a", None, &ignore, own("h")), primary("h", "/a", Some(""), &ignore, own("h")));
+        let evil_first = primary("h", "/a", Some("lang=EVIL&lang=en"), &ignore, own("h"));
+        let en_first = primary("h", "/a", Some("lang=en&lang=EVIL"), &ignore, own("h"));
+        assert_ne!(evil_first, en_first, "repeated names keep their order");
+        assert_eq!(
+            primary("h", "/a", Some("z=1&lang=en&a=0&lang=EVIL"), &ignore, own("h")),
+            "/a?a=0&lang=en&lang=EVIL&z=1 h"
+        );
     }
 
     #[test]

@@ -254,7 +254,7 @@ impl Ctx {
             (Ok(up), Some(e)) if up.parts.status == StatusCode::NOT_MODIFIED && revalidating => {
                 let merged = refreshed(&e, &up.parts.headers, request_time, response_time, &self.policy);
                 // Read the (empty) body so the connection goes back to the pool.
-                drop(ProxyBody::upstream(up.body, up.lease));
+                drop(ProxyBody::upstream(up.body, up.lease, up.read_timeout));
                 Counters::add(&self.counters().hits, 1);
                 let stored = merged.is_some();
                 let entry = match merged {

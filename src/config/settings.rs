@@ -16,6 +16,8 @@ pub struct Settings {
     pub upstream_timeout_ms: u64,
     /// An idle pooled upstream connection older than this is closed, not reused.
     pub upstream_idle_timeout_ms: u64,
+    /// The longest wait for the next bytes of an upstream answer's body once its head came.
+    pub upstream_read_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
     /// After SIGTERM: readiness 503 and new connections still accepted this long (ms), before draining.
     pub shutdown_delay_ms: u64,
@@ -63,6 +65,7 @@ impl Default for Settings {
             admin_listen: None,
             upstream_timeout_ms: 30_000,
             upstream_idle_timeout_ms: 4_000,
+            upstream_read_timeout_ms: 60_000,
             shutdown_grace_ms: 30_000,
             shutdown_delay_ms: 0,
             header_read_timeout_ms: 10_000,

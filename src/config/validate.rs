@@ -28,6 +28,8 @@ pub struct Config {
     pub upstream: UpstreamAddr,
     pub upstream_timeout: Duration,
     pub upstream_idle_timeout: Duration,
+    /// The longest wait for the next bytes of an upstream body (`upstream_read_timeout_ms`).
+    pub upstream_read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub shutdown_delay: Duration,
     pub header_read_timeout: Duration,
@@ -143,6 +145,7 @@ impl Config {
         let upstream = upstream_addr("upstream", &s.upstream)?;
         let upstream_timeout = positive_ms("upstream_timeout_ms", s.upstream_timeout_ms)?;
         let upstream_idle_timeout = positive_ms("upstream_idle_timeout_ms", s.upstream_idle_timeout_ms)?;
+        let upstream_read_timeout = positive_ms("upstream_read_timeout_ms", s.upstream_read_timeout_ms)?;
         let shutdown_grace = Duration::from_millis(s.shutdown_grace_ms);
         let shutdown_delay =
             Duration::from_millis(in_range("shutdown_delay_ms", s.shutdown_delay_ms, 0, 600_000)? as u64);
@@ -294,6 +297,7 @@ impl Config {
             upstream,
             upstream_timeout,
             upstream_idle_timeout,
+            upstream_read_timeout,
             shutdown_grace,
             shutdown_delay,
             header_read_timeout,

@@ -121,7 +121,8 @@ impl<'a> Exchange<'a> {
 impl Conn {
     /// The response head in `out`, then the body as it arrives, to its end;
     /// `fill` (a `Length` body) keeps a copy, dropped if it outgrows its limit.
-    /// Returns the body's bytes relayed (as framed on the wire).
+    /// Returns the body's bytes relayed (as framed on the wire); an upstream
+    /// silent for `upstream_read_timeout_ms` mid-body is `TimedOut`.
     pub(super) async fn relay(
         &mut self,
         up: &mut TcpStream,
@@ -132,6 +133,7 @@ impl Conn {
         let mut chunks = Chunks::default();
         let mut left = if let Framing::Length(n) = framing { n } else { 0 };
         let mut head_sent = false;
+        let read_timeout = self.client.worker.shared.config.upstream_read_timeout;
         loop {
             let (take, done) = match framing {
                 Framing::Empty => (0, true),
@@ -160,7 +162,9 @@ impl Conn {
             }
             self.scratch.up_buf.clear();
             self.scratch.up_buf.reserve(READ_CHUNK);
-            if up.read_buf(&mut self.scratch.up_buf).await? == 0 {
+            // `upstream_read_timeout_ms` bounds each wait for more of the body.
+            let read = tokio::time::timeout(read_timeout, up.read_buf(&mut self.scratch.up_buf));
+            if read.await.map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?? == 0 {
                 return match framing {
                     Framing::Close => Ok(body),
                     _ => Err(std::io::ErrorKind::UnexpectedEof.into()),

@@ -184,8 +184,10 @@ impl Conn {
                 r.split(sent, took);
             }
             let relayed = self.relay(&mut up, resp.framing, &mut fill).await;
-            if let (Some(r), Ok(n)) = (&mut f.recording, &relayed) {
-                r.sent(*n);
+            match (&mut f.recording, &relayed) {
+                (Some(r), Ok(n)) => r.sent(*n),
+                (Some(r), Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => r.upstream_stalled(),
+                _ => {}
             }
             drop(f.recording.take());
             match relayed {
@@ -198,6 +200,10 @@ impl Conn {
                     }
                     !f.close && resp.framing != Framing::Close
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    warn!("upstream body stalled past upstream_read_timeout_ms: client connection closed");
+                    false
+                }
                 Err(e) => {
                     debug!(error = %e, "response cut off");
                     false
@@ -209,7 +215,7 @@ impl Conn {
     /// Begins the request's recording and writes its upstream head (and the
     /// body bytes already read) into `upstream_out`.
     fn prepare(&mut self, cached: Cached) -> Forward {
-        let new_id = self.set_request_id();
+        self.set_request_id();
         // Dropped unanswered (the client left first), the recording says 499.
         let recording = self.begin_recording();
         let head = &self.head;
@@ -220,8 +226,8 @@ impl Conn {
         let (head, buf) = (&self.head, &self.buf[..]);
         let peer = (self.client.ip.as_bytes(), self.client.peer.trusted);
         let traceparent = recording.as_ref().and_then(Recording::traceparent);
-        let (new_id, traceparent) = (new_id.as_ref().map(|id| &id[..]), traceparent.as_ref().map(|t| &t[..]));
-        head.write_upstream(buf, peer, new_id, traceparent, &mut self.scratch.upstream_out);
+        let traceparent = traceparent.as_ref().map(|t| &t[..]);
+        head.write_upstream(buf, peer, &self.request_id, traceparent, &mut self.scratch.upstream_out);
         let body_here = (buf.len() - head.len).min(usize::try_from(head.content_length).unwrap_or(usize::MAX));
         self.scratch.upstream_out.extend_from_slice(&buf[head.len..head.len + body_here]);
         let body_left = head.content_length - body_here as u64;

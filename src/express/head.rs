@@ -72,8 +72,9 @@ pub struct RequestHead {
     /// `Authorization`, `If-*`): the express lane leaves it to the cache's
     /// general path.
     pub lookup_fields: bool,
-    /// The first `X-Request-Id` the client sent.
+    /// The first `X-Request-Id` the client sent, and how many it sent.
     request_id: Option<Range<usize>>,
+    request_ids: usize,
     /// The client's `traceparent`, and whether it sent more than one.
     traceparent: Option<Range<usize>>,
     traceparents: usize,
@@ -197,7 +198,7 @@ impl RequestHead {
         self.path_len = path.find('?').unwrap_or(path.len());
         (self.content_length, self.close, self.range, self.lookup_fields) = (0, false, false, false);
         (self.forwarded_proto, self.forwarded_host, self.request_id) = (None, None, None);
-        (self.traceparent, self.traceparents, self.forwarded_fors) = (None, 0, 0);
+        (self.traceparent, self.traceparents, self.forwarded_fors, self.request_ids) = (None, 0, 0, 0);
         self.fields.clear();
         let (mut hosts, mut lengths) = (0, 0);
         for h in req.headers.iter() {
@@ -207,14 +208,11 @@ impl RequestHead {
                 // gRPC goes upstream as `upstream_protocol` says: hyper's.
                 Field::ContentType if crate::grpc::is_grpc_type(value) => return Parsed::Handoff,
                 Field::ContentType => Role::Plain,
+                // Written once by `write_upstream`: the client's when usable.
                 Field::RequestId => {
-                    // An empty one is none: perfproxy makes one.
-                    if value.is_empty() {
-                        Role::Dropped
-                    } else {
-                        self.request_id.get_or_insert(span(buf, value));
-                        Role::Plain
-                    }
+                    self.request_ids += 1;
+                    self.request_id.get_or_insert(span(buf, value));
+                    Role::Dropped
                 }
                 Field::Freshness | Field::Lookup => {
                     self.lookup_fields = true;
@@ -229,7 +227,8 @@ impl RequestHead {
                 Field::TransferEncoding | Field::Upgrade | Field::Expect => return Parsed::Handoff,
                 Field::Host => {
                     hosts += 1;
-                    if value.is_empty() || !value.iter().all(u8::is_ascii_graphic) {
+                    // Not `uri-host [":" port]`: hyper's path answers the 400.
+                    if !http1::valid_host(value) {
                         return Parsed::Handoff;
                     }
                     self.host = span(buf, value);
@@ -313,9 +312,12 @@ impl RequestHead {
         self.traceparent.clone().filter(|_| self.traceparents == 1).map(|r| &buf[r])
     }
 
-    /// The client's `X-Request-Id`, if it sent one.
+    /// The client's `X-Request-Id`, if perfproxy keeps it ([`http1::client_request_id`]).
     pub fn request_id<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
-        self.request_id.clone().map(|r| &buf[r])
+        let first = self.request_id.clone().map(|r| &buf[r])?;
+        // A second one makes none: the rule sees that there were two.
+        let second = (self.request_ids > 1).then_some(&b""[..]);
+        http1::client_request_id([first].into_iter().chain(second))
     }
 
     /// What `X-Forwarded-Host`/`-Proto` say upstream (see [`Forwarded`]).
@@ -332,13 +334,14 @@ impl RequestHead {
     /// Writes the head the upstream gets: request line in HTTP/1.1, the
     /// client's end-to-end fields as they came, then `X-Forwarded-For`
     /// (appended to), `X-Forwarded-Proto` and `-Host` (see [`Forwarded`]),
-    /// `Via`, `X-Request-Id` when the client sent none (`new_id`), and
-    /// perfproxy's `traceparent` in place of the client's when tracing.
+    /// `Via`, the request's one `X-Request-Id` (`request_id`: the client's
+    /// or perfproxy's), and perfproxy's `traceparent` in place of the
+    /// client's when tracing.
     pub fn write_upstream(
         &self,
         buf: &[u8],
         (client_ip, trusted_peer): (&[u8], bool),
-        new_id: Option<&[u8]>,
+        request_id: &[u8],
         traceparent: Option<&[u8]>,
         out: &mut Vec<u8>,
     ) {
@@ -368,9 +371,7 @@ impl RequestHead {
         out.extend_from_slice(forwarded.host);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(http1::VIA_LINE);
-        if let Some(id) = new_id {
-            field(out, b"x-request-id", id);
-        }
+        field(out, b"x-request-id", request_id);
         if let Some(tp) = traceparent {
             field(out, b"traceparent", tp);
         }
@@ -432,11 +433,11 @@ mod tests {
         let (none, _) = parse("GET /p HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!((none.path(), none.query()), ("/p", None));
         let mut out = Vec::new();
-        head.write_upstream(buf, (b"127.0.0.9", false), None, None, &mut out);
+        head.write_upstream(buf, (b"127.0.0.9", false), b"rid", None, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /a/b?x=1 HTTP/1.1\r\nHost: app\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1, 127.0.0.9\r\n\
-             x-forwarded-proto: http\r\nx-forwarded-host: app\r\nvia: 1.1 perfproxy\r\n\r\n"
+             x-forwarded-proto: http\r\nx-forwarded-host: app\r\nvia: 1.1 perfproxy\r\nx-request-id: rid\r\n\r\n"
         );
         let req = head.to_request(buf).unwrap();
         assert_eq!(req.uri(), "/a/b?x=1");
@@ -449,7 +450,7 @@ mod tests {
         let (head, parsed) = parse(raw);
         assert_eq!(parsed, Parsed::Complete);
         let mut out = Vec::new();
-        head.write_upstream(raw.as_bytes(), (b"10.1.2.3", true), None, None, &mut out);
+        head.write_upstream(raw.as_bytes(), (b"10.1.2.3", true), b"rid", None, &mut out);
         let out = String::from_utf8(out).unwrap();
         assert!(out.contains("x-forwarded-for: 10.1.2.3\r\n"), "{out}");
         assert!(out.contains("x-forwarded-proto: https\r\n") && !out.contains("X-Forwarded-Proto"), "{out}");
@@ -462,7 +463,7 @@ mod tests {
         let (head, _) = parse(raw);
         for (trusted, host, proto) in [(false, "shop", "http"), (true, "evil", "https")] {
             let mut out = Vec::new();
-            head.write_upstream(raw.as_bytes(), (b"1.2.3.4", trusted), None, None, &mut out);
+            head.write_upstream(raw.as_bytes(), (b"1.2.3.4", trusted), b"rid", None, &mut out);
             let out = String::from_utf8(out).unwrap();
             assert_eq!(out.matches("x-forwarded-host: ").count() + out.matches("X-Forwarded-Host").count(), 1, "{out}");
             assert!(out.contains(&format!("x-forwarded-host: {host}\r\n")), "{out}");
@@ -487,6 +488,11 @@ mod tests {
             "PUT /a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
             "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /a HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: user@a\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a, b\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a/x\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a:99999\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: \r\n\r\n",
         ] {
             assert_eq!(parse(raw).1, Parsed::Handoff, "{raw}");
         }
@@ -494,5 +500,14 @@ mod tests {
         let (head, parsed) = parse("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nConnection: close\r\n\r\n");
         assert_eq!(parsed, Parsed::Complete);
         assert_eq!((head.content_length, head.close), (12, true));
+        let raw = "GET /a HTTP/1.1\r\nHost: a\r\nX-Request-Id: one\r\nX-Request-Id: two\r\n\r\n";
+        let (head, parsed) = parse(raw);
+        assert_eq!((parsed, head.request_id(raw.as_bytes())), (Parsed::Complete, None));
+        let raw = "GET /a HTTP/1.1\r\nHost: a\r\nX-Request-Id: one\r\n\r\n";
+        let (head, _) = parse(raw);
+        assert_eq!(head.request_id(raw.as_bytes()), Some(&b"one"[..]));
+        let mut out = Vec::new();
+        head.write_upstream(raw.as_bytes(), (b"1.2.3.4", false), b"one", None, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap().to_ascii_lowercase().matches("x-request-id").count(), 1);
     }
 }

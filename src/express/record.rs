@@ -75,20 +75,14 @@ impl Conn {
         self.head.close || self.drain.stopping() || self.client.worker.shared.draining()
     }
 
-    /// Takes the client's `X-Request-Id`, or makes one (returned: it goes
-    /// upstream too).
-    pub(super) fn set_request_id(&mut self) -> Option<[u8; 32]> {
+    /// The request's one `X-Request-Id`: the client's when perfproxy keeps
+    /// it ([`http1::client_request_id`]), else a new one; it goes upstream
+    /// and back.
+    pub(super) fn set_request_id(&mut self) {
         self.request_id.clear();
         match self.head.request_id(&self.buf) {
-            Some(id) => {
-                self.request_id.extend_from_slice(id);
-                None
-            }
-            None => {
-                let id = http1::new_request_id();
-                self.request_id.extend_from_slice(&id);
-                Some(id)
-            }
+            Some(id) => self.request_id.extend_from_slice(id),
+            None => self.request_id.extend_from_slice(&http1::new_request_id()),
         }
     }
 }

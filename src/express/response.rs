@@ -98,13 +98,10 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     let (Some(version), Some(status)) = (resp.version, resp.code) else {
         return Err(Malformed("unparsable head"));
     };
-    if !http1::valid_status(status) {
-        return Err(Malformed("status outside 100-599"));
-    }
-    match status {
-        101 => return Err(Malformed("101 to a request that asked for no upgrade")),
-        100..=199 => return Ok(Parsed::Interim(len)),
-        _ => {}
+    // The express lane forwards no upgrade: a 101 is malformed here.
+    http1::check_status(status, false)?;
+    if (100..200).contains(&status) {
+        return Ok(Parsed::Interim(len));
     }
     // First pass: framing and the fields `Connection` names; each field's
     // kind is kept for the second.
@@ -146,12 +143,14 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut fields = Vec::new();
+    // One `Content-Length` at most (repeats were checked equal), none on a 204 or 1xx.
+    let mut length_relayed = !http1::relays_length(status);
     for (h, &kind) in resp.headers.iter().zip(kinds.iter()) {
         let n = h.name.as_bytes();
         let dropped = match kind {
             // Kept as the upstream framed the body, unless there is none.
             Field::TransferEncoding => framing == Framing::Empty,
-            Field::ContentLength => encoded,
+            Field::ContentLength => encoded || std::mem::replace(&mut length_relayed, true),
             k => k.is_hop_by_hop(),
         };
         if dropped || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
@@ -253,6 +252,11 @@ mod tests {
         let (h, out) = rewrite("HTTP/1.0 200 OK\r\n\r\n", false);
         assert_eq!((h.framing, h.reusable), (Framing::Close, false));
         assert!(out.contains("connection: close"));
+        let (h, out) = rewrite("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", false);
+        assert_eq!(h.framing, Framing::Empty);
+        assert!(!out.to_ascii_lowercase().contains("content-length"), "{out}");
+        let (_, out) = rewrite("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", false);
+        assert_eq!(out.matches("Content-Length: 2").count(), 1, "{out}");
         let (h, _) = rewrite("HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n", false);
         assert_eq!((h.framing, h.reusable), (Framing::Empty, false));
         assert!(matches!(

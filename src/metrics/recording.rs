@@ -87,6 +87,14 @@ impl Recording {
         self.overhead = sent.saturating_duration_since(self.started);
     }
 
+    /// The upstream's body stalled past `upstream_read_timeout_ms` after its
+    /// head was relayed: the client's connection is closed and the request
+    /// counts as an error of its route (a 504, as in the access log).
+    pub fn upstream_stalled(&mut self) {
+        self.status = 504;
+        self.upstream_failed("timeout");
+    }
+
     /// The upstream gave no answer (`why`: the span's `error.type`).
     pub fn upstream_failed(&mut self, why: &'static str) {
         if let Some((_, span)) = self.trace.as_mut().and_then(|t| t.span.as_mut()) {

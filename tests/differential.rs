@@ -1,7 +1,9 @@
 //! Differential fuzzing of the two lanes: generated client byte streams
 //! (valid requests, pipelining, bodies split at random points, CL/TE
 //! variants, obs-fold, bare LF, odd targets, `Connection` tokens, `Expect`,
-//! bodies that look like requests) against generated upstream answers
+//! bodies that look like requests, invalid and odd `Host` values, h2c and
+//! WebSocket upgrades, one URL's repeated query names in two orders through
+//! the cache) against generated upstream answers
 //! (valid, and each malformation class). Every case runs through the
 //! express lane and through hyper, each in front of its own recording raw
 //! upstream, and must give the same client-visible status classes and the
@@ -54,7 +56,20 @@ fn request(rng: &mut fastrand::Rng, target: &str, eol: &str) -> (Vec<u8>, bool) 
         2 => format!("http://a{target}"),
         _ => target.to_string(),
     };
-    let mut h = format!("{method} {odd_target} HTTP/1.1{eol}Host: a{eol}");
+    // Now and then a `Host` that is not `uri-host [":" port]` (a 400 on both
+    // lanes), or an unusual valid one.
+    let host = match rng.u8(..10) {
+        0 => *pick(rng, &["user@a", "a, b", "a/x", "a:0", "a:99999", "a:x", "a:", "[::1"]),
+        1 => *pick(rng, &["a:8080", "[::1]:80", "A.Example", "a%41"]),
+        _ => "a",
+    };
+    let mut h = format!("{method} {odd_target} HTTP/1.1{eol}Host: {host}{eol}");
+    // Upgrades: h2c (never tunnelled), WebSocket (tunnelled on a 101).
+    match rng.u8(..12) {
+        0 => h += &format!("Connection: Upgrade, HTTP2-Settings{eol}Upgrade: h2c{eol}HTTP2-Settings: AAMAAABk{eol}"),
+        1 => h += &format!("Connection: Upgrade{eol}Upgrade: websocket{eol}Sec-WebSocket-Version: 13{eol}"),
+        _ => {}
+    }
     let mut framed = true;
     let with_body = !body.is_empty() || rng.bool();
     match rng.u8(..10) {
@@ -98,7 +113,7 @@ fn request(rng: &mut fastrand::Rng, target: &str, eol: &str) -> (Vec<u8>, bool) 
 fn answer(rng: &mut fastrand::Rng) -> RawAnswer {
     let body = "hello";
     let bytes = |s: String| s.into_bytes();
-    match rng.u8(..16) {
+    match rng.u8(..18) {
         0 => RawAnswer::Bytes(bytes(format!(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{body}\r\n0\r\n\r\n"
         ))),
@@ -122,12 +137,31 @@ fn answer(rng: &mut fastrand::Rng) -> RawAnswer {
         11 => RawAnswer::Early(bytes("HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n".into())),
         12 => RawAnswer::Bytes(bytes(format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n{body}"))),
         13 => RawAnswer::Bytes(bytes(format!("HTTP/1.1 503 Busy\r\nContent-Length: 5\r\n\r\n{body}"))),
+        14 => RawAnswer::Bytes(bytes(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".into(),
+        )),
+        15 => RawAnswer::Bytes(bytes(format!(
+            "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"
+        ))),
         _ => RawAnswer::Bytes(bytes(format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{body}"))),
     }
 }
 
+/// A cacheable answer, for the cases that ask for one URL's query in two orders.
+fn cacheable() -> RawAnswer {
+    RawAnswer::Bytes(b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\nContent-Length: 5\r\n\r\nhello".to_vec())
+}
+
 fn generate(rng: &mut fastrand::Rng, n: usize) -> Case {
     let target = format!("/c{n}-");
+    if rng.u8(..10) == 0 {
+        // Repeated query names in two orders: two cache entries, both fetched.
+        let (a, b) = (format!("{target}?k=1&a=0&k=2"), format!("{target}?k=2&a=0&k=1"));
+        let stream = format!(
+            "GET {a} HTTP/1.1\r\nHost: a\r\n\r\nGET {b} HTTP/1.1\r\nHost: a\r\n\r\nGET {a} HTTP/1.1\r\nHost: a\r\n\r\n"
+        );
+        return Case { pieces: vec![stream.into_bytes()], answer: cacheable(), targets: vec![target, a, b] };
+    }
     let eol = if rng.u8(..12) == 0 { "\n" } else { "\r\n" };
     let (first, framed) = request(rng, &target, eol);
     let mut stream = first;
@@ -189,8 +223,10 @@ async fn both_lanes_behave_alike_on_generated_traffic() {
         std::env::var("PERFPROXY_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| fastrand::u64(..));
     println!("differential fuzz: {cases} cases, PERFPROXY_FUZZ_SEED={seed}");
     let (up_e, up_h) = (spawn_raw_upstream().await, spawn_raw_upstream().await);
+    // The cache is on (memory layer): answers without freshness are not
+    // stored, the query-order cases' are.
     let config =
-        support::write_config("upstream_timeout_ms = 2000\nshutdown_grace_ms = 2000\n[cache]\nenabled = false\n");
+        support::write_config("upstream_timeout_ms = 2000\nshutdown_grace_ms = 2000\n[cache]\nenabled = true\n");
     let express = spawn_proxy(&up_e.url(), &["--express-lane", "true", "--config", &config]).await;
     let hyper = spawn_proxy(&up_h.url(), &["--express-lane", "false", "--config", &config]).await;
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -257,6 +293,12 @@ async fn both_lanes_behave_alike_on_generated_traffic() {
             for (_, target, _) in &se {
                 let sent = case.targets.iter().any(|t| target.starts_with(t.as_str()));
                 assert!(sent, "a request the client never sent reached the upstream ({target}): {why}");
+            }
+            if case.targets.len() == 3 && case.targets[1].contains('?') {
+                // One URL, its repeated names in two orders: two entries,
+                // the third request a hit.
+                let targets: Vec<&str> = se.iter().map(|(_, t, _)| t.as_str()).collect();
+                assert_eq!(targets, [&case.targets[1], &case.targets[2]], "query order: {why}");
             }
         }
     }

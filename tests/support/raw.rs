@@ -31,6 +31,10 @@ pub enum RawAnswer {
     Early(Vec<u8>),
     /// Never answer (the connection stays open).
     Hang,
+    /// These bytes (a head and part of its body), then nothing more for 60 s.
+    Stall(Vec<u8>),
+    /// These bytes after this many milliseconds, then keep the connection.
+    Late(u64, Vec<u8>),
     /// These bytes on a fresh connection; on one that already carried a
     /// request, close without answering (an upstream that timed out a
     /// keep-alive connection just as it was reused).
@@ -121,6 +125,17 @@ async fn serve(up: RawUpstream, mut s: TcpStream) {
                 }
             }
             RawAnswer::Hang => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return;
+            }
+            RawAnswer::Late(ms, b) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                if s.write_all(&b).await.is_err() {
+                    return;
+                }
+            }
+            RawAnswer::Stall(b) => {
+                let _ = s.write_all(&b).await;
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 return;
             }

@@ -1,0 +1,375 @@
+//! Hostile input, second round (SPEC §2, §6, §9): each defect an
+//! adversarial pass found, as a raw-socket client (and a raw upstream where
+//! the upstream misbehaves), on both lanes: every test runs once with the
+//! express lane and once with every request through hyper
+//! (`--express-lane false`).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::raw::{ok, spawn_raw_upstream, RawAnswer, RawUpstream};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LANES: [&str; 2] = ["true", "false"];
+const WAIT: Duration = Duration::from_millis(600);
+
+fn status_of(resp: &str) -> u16 {
+    resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// The values of a field in a response's head.
+fn field<'a>(resp: &'a str, name: &str) -> Vec<&'a str> {
+    let head = resp.split("\r\n\r\n").next().unwrap_or("");
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+fn sent_field(up: &RawUpstream, target: &str, name: &str) -> Vec<Vec<String>> {
+    let seen = up.seen();
+    let with = seen.iter().filter(|s| s.target == target);
+    with.map(|s| s.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).collect())
+        .collect()
+}
+
+async fn proxy_on(up: &RawUpstream, lane: &str, extra: &[&str]) -> Proxy {
+    let mut args = vec!["--express-lane", lane];
+    args.extend_from_slice(extra);
+    spawn_proxy(&up.url(), &args).await
+}
+
+#[tokio::test]
+async fn h2c_upgrades_are_not_tunnelled_and_a_101_to_a_plain_request_is_a_502() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        // An upstream that would switch to h2c if asked (and even if not).
+        let switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+        up.answer("/h2c", RawAnswer::Bytes(switch));
+        let proxy = proxy_on(&up, lane, &[]).await;
+        let req = b"GET /h2c HTTP/1.1\r\nHost: app\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let (resp, _) = read_until_quiet(&mut s, WAIT).await;
+        assert_eq!(status_of(&resp), 502, "lane {lane}: {resp}");
+        // Whatever follows on the connection is never a raw tunnel's.
+        let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nraw bytes").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let seen = up.seen();
+        assert_eq!(seen.len(), 1, "lane {lane}: {seen:?}");
+        for name in ["upgrade", "http2-settings", "connection"] {
+            assert_eq!(sent_field(&up, "/h2c", name), vec![Vec::<String>::new()], "lane {lane}: {name} forwarded");
+        }
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn invalid_host_values_are_a_400_that_never_reaches_the_upstream() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        let proxy = proxy_on(&up, lane, &[]).await;
+        for host in [
+            "user@a.example",
+            "a, b",
+            "a.example/x",
+            "a.example:0",
+            "a.example:65536",
+            "a.example:8o",
+            "a.example:",
+            "a b",
+        ] {
+            let req = format!("GET /h HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            let (resp, _) = raw(proxy.addr, req.as_bytes(), WAIT).await;
+            assert_eq!(status_of(&resp), 400, "lane {lane}, Host {host:?}: {resp}");
+        }
+        let (fine, _) = raw(proxy.addr, b"GET /h HTTP/1.1\r\nHost: a.example:8080\r\n\r\n", WAIT).await;
+        assert_eq!(status_of(&fine), 200, "lane {lane}: {fine}");
+        let seen = up.seen();
+        assert_eq!(seen.len(), 1, "lane {lane}: only the valid Host went upstream: {seen:?}");
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_http2_authority_never_reaches_the_upstream() {
+    use support::h2raw::{self, frame};
+    let up = spawn_raw_upstream().await;
+    let proxy = proxy_on(&up, "true", &[]).await;
+    let mut s = h2raw::connect(proxy.addr).await;
+    let mut stream = 1;
+    for authority in ["user@a.example", "a.example:0", "a.example:70000"] {
+        let fields = [(":method", "GET"), (":scheme", "http"), (":path", "/h"), (":authority", authority)];
+        s.write_all(&frame(0x1, 0x5, stream, &h2raw::block(&fields))).await.unwrap();
+        stream += 2;
+    }
+    let (frames, _) = h2raw::read_frames(&mut s, WAIT).await;
+    assert!(frames.iter().any(|f| f.kind == 0x1 || f.kind == 0x3), "answered or reset: {frames:?}");
+    assert!(up.seen().is_empty(), "{:?}", up.seen());
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn repeated_query_names_in_another_order_are_another_cache_entry() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        let page = "HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\nContent-Length: 4\r\n\r\npage";
+        up.answer("/q", RawAnswer::Bytes(page.as_bytes().to_vec()));
+        let proxy = proxy_on(&up, lane, &[]).await;
+        for target in ["/q?lang=EVIL&lang=en", "/q?lang=en&lang=EVIL", "/q?lang=EVIL&lang=en"] {
+            let req = format!("GET {target} HTTP/1.1\r\nHost: app\r\n\r\n");
+            let (resp, _) = raw(proxy.addr, req.as_bytes(), WAIT).await;
+            assert_eq!(status_of(&resp), 200, "lane {lane}: {resp}");
+        }
+        let targets: Vec<String> = up.seen().into_iter().map(|s| s.target).collect();
+        assert_eq!(targets, ["/q?lang=EVIL&lang=en", "/q?lang=en&lang=EVIL"], "lane {lane}: the third is a hit");
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn request_ids_repeated_oversized_or_not_visible_are_replaced() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        let proxy = proxy_on(&up, lane, &[]).await;
+        let long = "x".repeat(60_000);
+        let cases = [
+            ("/two", "X-Request-Id: first\r\nX-Request-Id: second\r\n".to_string()),
+            ("/empty-first", "X-Request-Id:\r\nX-Request-Id: second\r\n".to_string()),
+            ("/long", format!("X-Request-Id: {long}\r\n")),
+            ("/space", "X-Request-Id: a b\r\n".to_string()),
+        ];
+        for (target, fields) in cases {
+            let req = format!("GET {target} HTTP/1.1\r\nHost: app\r\n{fields}Connection: close\r\n\r\n");
+            let (resp, _) = raw(proxy.addr, req.as_bytes(), WAIT).await;
+            let back = field(&resp, "x-request-id");
+            assert_eq!(back.len(), 1, "lane {lane} {target}: {resp}");
+            assert!(back[0].len() == 32 && back[0].bytes().all(|b| b.is_ascii_hexdigit()), "lane {lane}: {back:?}");
+            assert_eq!(sent_field(&up, target, "x-request-id"), vec![vec![back[0].to_string()]], "lane {lane}");
+        }
+        let req = b"GET /kept HTTP/1.1\r\nHost: app\r\nX-Request-Id: abc-123\r\nConnection: close\r\n\r\n";
+        let (resp, _) = raw(proxy.addr, req, WAIT).await;
+        assert_eq!(field(&resp, "x-request-id"), ["abc-123"], "lane {lane}");
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_204_loses_its_content_length_and_repeated_lengths_reach_the_client_as_one() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        up.answer("/none", RawAnswer::Bytes(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n".to_vec()));
+        let twice = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok".to_vec();
+        up.answer("/twice", RawAnswer::Bytes(twice));
+        let proxy = proxy_on(&up, lane, &[]).await;
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"GET /none HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+        let (resp, _) = read_until_quiet(&mut s, WAIT).await;
+        assert_eq!(status_of(&resp), 204, "lane {lane}: {resp}");
+        assert!(field(&resp, "content-length").is_empty(), "lane {lane}: {resp}");
+        // The connection goes on: the 204 had no body.
+        s.write_all(b"GET /twice HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+        let (resp, _) = read_until_quiet(&mut s, WAIT).await;
+        assert_eq!(status_of(&resp), 200, "lane {lane}: {resp}");
+        assert_eq!(field(&resp, "content-length"), ["2"], "lane {lane}: {resp}");
+        assert!(resp.ends_with("\r\n\r\nok"), "lane {lane}: {resp}");
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn client_values_cannot_forge_text_access_log_fields() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        let path = std::env::temp_dir().join(format!("pp-forge-{}", fastrand::u64(..))).display().to_string();
+        let config = write_config(&format!("[access_log]\nenabled = true\npath = \"{path}\"\nformat = \"text\"\n"));
+        let proxy = proxy_on(&up, lane, &["--config", &config]).await;
+        let req = "GET /f HTTP/1.1\r\nHost: app\r\nX-Request-Id: q\"x\r\nUser-Agent: ua\" 500 \"forged\\\r\n\
+                   Connection: close\r\n\r\n";
+        let (resp, _) = raw(proxy.addr, req.as_bytes(), WAIT).await;
+        assert_eq!(status_of(&resp), 200, "{resp}");
+        let mut line = String::new();
+        for _ in 0..50 {
+            line = std::fs::read_to_string(&path).unwrap_or_default();
+            if !line.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let line = line.trim_end();
+        assert_eq!(line.lines().count(), 1, "lane {lane}: {line}");
+        // Four quoted fields ("METHOD path", route, request id, user agent): no more.
+        assert_eq!(line.matches('"').count(), 8, "lane {lane}: {line}");
+        assert!(line.ends_with(r#" "q\x22x" "ua\x22 500 \x22forged\x5C""#), "lane {lane}: {line}");
+        proxy.shutdown().await;
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_body_closes_the_client_after_upstream_read_timeout() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst".to_vec();
+        up.answer("/stall", RawAnswer::Stall(head));
+        let config = write_config("upstream_read_timeout_ms = 400\n");
+        let proxy = proxy_on(&up, lane, &["--config", &config]).await;
+        let started = Instant::now();
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"GET /stall HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+        let (resp, closed) = read_until_quiet(&mut s, Duration::from_secs(5)).await;
+        assert!(closed, "lane {lane}: the client connection stays open: {resp}");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(350) && took < Duration::from_secs(4), "lane {lane}: {took:?}");
+        assert_eq!(status_of(&resp), 200, "lane {lane}: {resp}");
+        assert!(resp.ends_with("first"), "lane {lane}: the body so far was relayed: {resp}");
+        let errors = || async {
+            let perf = get(&proxy.url("/performance")).await.json();
+            let routes = perf["routes"].as_array().cloned().unwrap_or_default();
+            routes.iter().find(|r| r["route"] == "GET /stall").map_or(0, |r| r["errors"].as_u64().unwrap_or(0))
+        };
+        eventually(5, "the stalled request counted as an error of its route", || async { errors().await == 1 }).await;
+        proxy.shutdown().await;
+    }
+}
+
+/// Writes a refused request in two parts (the second after its answer came)
+/// and reads: the answer, then the close, never a reset.
+async fn refused_in_two_parts(addr: std::net::SocketAddr, first: &[u8]) -> Result<String, std::io::Error> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(first).await?;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The rest of what the client was sending, after perfproxy answered.
+    s.write_all(&[b'x'; 4096]).await?;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) => return Ok(String::from_utf8_lossy(&out).into_owned()),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(String::from_utf8_lossy(&out).into_owned()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_request_is_answered_with_a_lingering_close_not_a_reset() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        let proxy = proxy_on(&up, lane, &[]).await;
+        let heads: [&[u8]; 3] = [
+            b"POST /a HTTP/1.1\r\nHost: app\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: user@app\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: gzip\r\n\r\n",
+        ];
+        for _ in 0..5 {
+            for head in heads {
+                let got = refused_in_two_parts(proxy.addr, head).await;
+                let resp = got.unwrap_or_else(|e| panic!("lane {lane}: {e} instead of the answer to {head:?}"));
+                assert_eq!(status_of(&resp), 400, "lane {lane}: {resp}");
+            }
+        }
+        assert!(up.seen().is_empty(), "{:?}", up.seen());
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_is_not_held_by_idle_peers_only_by_requests_in_progress() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        up.answer("/slow", RawAnswer::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow".to_vec()));
+        let port = free_port();
+        let child = start_binary(&up.url(), port, &["--express-lane", lane]);
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_ready(&format!("http://{addr}/health/live"), 10).await;
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /idle HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "lane {lane}");
+            held.push(s);
+        }
+        for _ in 0..10 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+            held.push(s);
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /half HTTP/1.1\r\nHost: a").await.unwrap();
+            held.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        signal(&child, "-TERM");
+        let code = exit_code(child).await;
+        let took = started.elapsed();
+        assert_eq!(code, Some(0), "lane {lane}");
+        assert!(took < Duration::from_secs(1), "lane {lane}: exit took {took:?} with only idle peers");
+        drop(held);
+    }
+}
+
+#[tokio::test]
+async fn sigterm_waits_for_a_request_in_progress_and_no_longer() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        let port = free_port();
+        let child = start_binary(&up.url(), port, &["--express-lane", lane]);
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_ready(&format!("http://{addr}/health/live"), 10).await;
+        // The upstream answers the request in progress after 1.5 s.
+        let late = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow".to_vec();
+        up.answer("/slow", RawAnswer::Late(1500, late));
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET /half HTTP/1.1\r\nHost: a").await.unwrap();
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        busy.write_all(b"GET /slow HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        signal(&child, "-TERM");
+        let (_, idle_closed) = read_until_quiet(&mut idle, Duration::from_millis(800)).await;
+        assert!(idle_closed, "lane {lane}: a partial head is closed at once");
+        assert!(started.elapsed() < Duration::from_millis(900), "lane {lane}: {:?}", started.elapsed());
+        // The request in progress holds the drain, and is answered.
+        let (resp, _) = read_until_quiet(&mut busy, Duration::from_secs(3)).await;
+        assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("slow"), "lane {lane}: {resp}");
+        let code = exit_code(child).await;
+        assert_eq!(code, Some(0), "lane {lane}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(2800), "lane {lane}: exit once the request ended, not {took:?}");
+    }
+}
+
+#[tokio::test]
+async fn forwarding_like_headers_pass_only_from_trusted_peers() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        up.answer("/", ok("ok"));
+        let names = ["X-Original-URL", "X-Rewrite-URL", "X-Forwarded-Server", "X-Host"];
+        let fields: String = names.iter().map(|n| format!("{n}: /admin\r\n")).collect();
+        let req = format!("GET /page HTTP/1.1\r\nHost: app\r\n{fields}Connection: close\r\n\r\n");
+        // 127.0.0.1 is trusted by default; an empty list trusts no one.
+        let untrusting = write_config("trusted_proxies = []\n");
+        for (args, kept) in [(vec![], true), (vec!["--config", untrusting.as_str()], false)] {
+            let proxy = proxy_on(&up, lane, &args).await;
+            let (resp, _) = raw(proxy.addr, req.as_bytes(), WAIT).await;
+            assert_eq!(status_of(&resp), 200, "{resp}");
+            let last = up.seen().pop().unwrap();
+            for n in names {
+                let sent = last.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+                assert_eq!(sent, kept, "lane {lane}: {n} from a peer trusted: {kept}");
+            }
+            proxy.shutdown().await;
+        }
+    }
+}

@@ -10,8 +10,37 @@
 #   bench/instructions.sh --config /tmp/nocache.toml    # extra perfproxy arguments
 #   TRACING=0.01 bench/instructions.sh                  # tracing on, 1 % sampled, spans
 #                                                       # exported to the upstream nginx (200)
+#   bench/instructions.sh --check                       # the CPU budget (CI): cache on and
+#                                                       # cache off against bench/budget.toml;
+#                                                       # fails past a budget plus its tolerance
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--check" ]; then
+  shift
+  budget=bench/budget.toml
+  value() { awk -F= -v k="$1" '$1 ~ "^"k" *$" {gsub(/[ _]/, "", $2); print $2}' "$budget"; }
+  tolerance=$(value tolerance_percent)
+  nocache=$(mktemp /tmp/perfproxy-nocache.XXXXXX.toml)
+  printf '[cache]\nenabled = false\n' > "$nocache"
+  failed=0
+  for run in cache_on cache_off; do
+    args=()
+    [ "$run" = cache_off ] && args=(--config "$nocache")
+    got=$(bash "$0" "${args[@]}" "$@" | awk '/instructions per request/ {print $(NF-3)}')
+    allowed=$(value "$run")
+    limit=$(( allowed + allowed * tolerance / 100 ))
+    if [ -z "$got" ]; then
+      echo "CPU budget, $run: no figure measured"; failed=1
+    elif [ "$got" -gt "$limit" ]; then
+      echo "CPU budget, $run: $got instructions per request, over the budget $allowed (+$tolerance % = $limit)"
+      failed=1
+    else
+      echo "CPU budget, $run: $got instructions per request, budget $allowed (+$tolerance % = $limit): ok"
+    fi
+  done
+  rm -f "$nocache"
+  exit "$failed"
+fi
 N1=${N1:-2000}
 N2=${N2:-12000}
 UP_PORT=${UP_PORT:-18380}

@@ -28,12 +28,15 @@ pub const LINGER_BYTES: usize = 64 * 1024;
 
 /// Half-closes `io` (what was written goes first, then a FIN) and reads and
 /// discards what the client still sends, up to [`LINGER_TIME`] or
-/// [`LINGER_BYTES`], before dropping it: in a task of its own on the worker.
-pub fn close<T: AsyncRead + AsyncWrite + Unpin + 'static>(io: T) {
-    tokio::task::spawn_local(discard(io));
+/// [`LINGER_BYTES`], before dropping it: in a task of its own on the
+/// worker's runtime (outside one, as a runtime shuts down, it just closes).
+pub fn close<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: T) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(discard(io));
+    }
 }
 
-async fn discard<T: AsyncRead + AsyncWrite + Unpin>(mut io: T) {
+async fn discard<T: AsyncRead + AsyncWrite + Unpin + Send>(mut io: T) {
     let _ = io.shutdown().await;
     let deadline = tokio::time::Instant::now() + LINGER_TIME;
     let mut left = LINGER_BYTES;
@@ -83,13 +86,13 @@ impl Drop for InFlight {
 /// client closed (or reset) first, and records blocked writes in its
 /// connection's [`Activity`].
 #[derive(Debug)]
-pub struct ClientIo<T: AsyncRead + AsyncWrite + Unpin + 'static> {
+pub struct ClientIo<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     io: Option<T>,
     client_closed: bool,
     activity: Arc<Activity>,
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + 'static> ClientIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<T> {
     pub fn new(io: T, activity: Arc<Activity>) -> ClientIo<T> {
         ClientIo { io: Some(io), client_closed: false, activity }
     }
@@ -104,7 +107,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + 'static> ClientIo<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + 'static> Drop for ClientIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for ClientIo<T> {
     fn drop(&mut self) {
         if let (Some(io), false) = (self.io.take(), self.client_closed) {
             close(io);
@@ -112,7 +115,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + 'static> Drop for ClientIo<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + 'static> AsyncRead for ClientIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = self.io().poll_read(cx, buf);
@@ -125,7 +128,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + 'static> AsyncRead for ClientIo<T> {
     }
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin + 'static> AsyncWrite for ClientIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let polled = self.io().poll_write(cx, buf);
         self.wrote(polled)

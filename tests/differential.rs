@@ -140,9 +140,9 @@ fn answer(rng: &mut fastrand::Rng) -> RawAnswer {
         14 => RawAnswer::Bytes(bytes(
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".into(),
         )),
-        15 => RawAnswer::Bytes(bytes(format!(
-            "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"
-        ))),
+        15 => {
+            RawAnswer::Bytes(bytes("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n".into()))
+        }
         _ => RawAnswer::Bytes(bytes(format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{body}"))),
     }
 }
@@ -284,6 +284,10 @@ async fn both_lanes_behave_alike_on_generated_traffic() {
             } else if matches!(case.answer, RawAnswer::Early(_)) {
                 // Whether a pipelined request behind an early answer is served is racy.
                 assert_eq!(se.first(), sh.first(), "upstream saw different requests: {why}");
+            } else if stale && on_express == on_hyper && (se.starts_with(&sh) || sh.starts_with(&se)) {
+                // A 5xx both ways, one of them from a pooled connection that
+                // closed under a request that cannot be replayed: that lane's
+                // upstream saw less, never something else.
             } else {
                 assert_eq!(se, sh, "upstream saw different requests: {why}");
             }

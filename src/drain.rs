@@ -93,23 +93,49 @@ where
 /// A client connection that finishes its in-flight requests and closes once
 /// its worker drains (HTTP/1.1: after the current exchange; HTTP/2: a
 /// GOAWAY, open streams finish). Only requests in progress hold it: once
-/// asked to close, it ends as soon as its [`Activity`] is idle (no request
-/// in progress, nothing left to write), whatever the client does: an idle
-/// keep-alive connection, a partial head, an HTTP/2 connection with no open
-/// stream or one that never answers the GOAWAY's PING. Costs one `Cell`
-/// read per poll.
+/// asked to close, it ends as soon as its [`Activity`] says it can be
+/// closed without cutting an answer, whatever the client does: an idle
+/// keep-alive connection, a partial head, an HTTP/2 connection with no
+/// open stream or one that never answers the GOAWAY's PING. Costs one
+/// `Cell` read per poll.
 pub(crate) struct Drainable<C> {
     conn: Pin<Box<C>>,
     drain: Rc<Drain>,
     id: u64,
     activity: Arc<Activity>,
+    /// When to ask the activity again (an HTTP/2 connection not yet quiet).
+    recheck: Option<Pin<Box<tokio::time::Sleep>>>,
     registered: bool,
     closing: bool,
 }
 
 impl<C> Drainable<C> {
     pub(crate) fn new(conn: C, drain: Rc<Drain>, id: u64, activity: Arc<Activity>) -> Drainable<C> {
-        Drainable { conn: Box::pin(conn), drain, id, activity, registered: false, closing: false }
+        Drainable { conn: Box::pin(conn), drain, id, activity, recheck: None, registered: false, closing: false }
+    }
+
+    /// Whether a closing connection can end now; else a timer is armed to
+    /// ask again when the activity says.
+    fn closable_now(&mut self, cx: &mut Context<'_>) -> bool {
+        // A timer that fired is asked again; a few times at most.
+        for _ in 0..4 {
+            match self.activity.closable() {
+                Ok(()) => return true,
+                Err(None) => return false,
+                Err(Some(after)) => {
+                    let at = tokio::time::Instant::now() + after;
+                    match &mut self.recheck {
+                        Some(sleep) => sleep.as_mut().reset(at),
+                        None => self.recheck = Some(Box::pin(tokio::time::sleep_until(at))),
+                    }
+                    let sleep = self.recheck.as_mut().expect("armed above");
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return false;
+                    }
+                }
+            }
+        }
+        false
     }
 }
 
@@ -118,6 +144,10 @@ impl<C: Graceful> Drainable<C> {
     pub(crate) fn close_gracefully(&mut self) {
         if !self.closing {
             self.closing = true;
+            // Closed with nothing in progress: no lingering close after it.
+            if self.activity.closable().is_ok() {
+                self.activity.drained();
+            }
             self.conn.as_mut().graceful_shutdown();
         }
     }
@@ -129,17 +159,17 @@ impl<C: Graceful<Output = hyper::Result<()>>> Future for Drainable<C> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         if this.drain.stopping() {
-            if !this.closing {
-                this.closing = true;
-                this.conn.as_mut().graceful_shutdown();
-            }
+            this.close_gracefully();
         } else if !this.registered {
             this.registered = true;
             this.drain.register(this.id, cx.waker());
         }
         match this.conn.as_mut().poll(cx) {
             // Polled once since the close was asked for: a GOAWAY is written.
-            Poll::Pending if this.closing && this.activity.idle() => Poll::Ready(Ok(())),
+            Poll::Pending if this.closing && this.closable_now(cx) => {
+                this.activity.drained();
+                Poll::Ready(Ok(()))
+            }
             polled => polled,
         }
     }

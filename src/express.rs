@@ -67,6 +67,9 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 #[derive(Debug)]
 pub enum Ended {
     Closed,
+    /// An answer ended it while the client may still be sending: the
+    /// caller gives it a lingering close ([`crate::linger::discard`]).
+    Linger(TcpStream),
     /// hyper serves the rest of the connection; `true`: no request was
     /// served on it before (only then may it be HTTP/2).
     Handoff(Rewind, bool),
@@ -156,6 +159,9 @@ struct Conn {
     checked_at: Option<Instant>,
     /// A request has been answered on this connection.
     served: bool,
+    /// An answer of perfproxy's own ended the connection (the client may
+    /// still be sending its body): a lingering close.
+    own_answer_closed: bool,
 }
 
 /// Serves a client connection until it closes or needs hyper. `id` is its
@@ -173,6 +179,7 @@ pub(crate) fn serve(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>, id:
         request_id: Vec::new(),
         checked_at: None,
         served: false,
+        own_answer_closed: false,
     };
     async move {
         std::future::poll_fn(|cx| {
@@ -185,11 +192,7 @@ pub(crate) fn serve(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>, id:
         match next {
             Next::Handoff => conn.handoff(),
             Next::Closed => Ended::Closed,
-            Next::Linger => {
-                // perfproxy ends the connection: its answer is read, not reset.
-                crate::linger::close(conn.stream);
-                Ended::Closed
-            }
+            Next::Linger => Ended::Linger(conn.stream),
         }
     }
 }
@@ -198,7 +201,8 @@ pub(crate) fn serve(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>, id:
 enum Next {
     /// hyper takes it.
     Handoff,
-    /// The client closed, was too slow, or the worker stopped between requests.
+    /// The client closed, was too slow, or the worker stopped between
+    /// requests; or an exchange ended whole with nothing more to read.
     Closed,
     /// An answer ended it (the client may still be sending): a lingering close.
     Linger,
@@ -228,7 +232,11 @@ impl Conn {
             worker.express_scratch.take_back(std::mem::take(&mut self.scratch));
             self.served = true;
             if !keep {
-                return Next::Linger;
+                // After a whole exchange, a plain close; a lingering one
+                // when the client may still be sending (its body was not
+                // read, or more input is waiting).
+                let unread = !self.buf.is_empty() || crate::linger::readable(&self.stream);
+                return if self.own_answer_closed || unread { Next::Linger } else { Next::Closed };
             }
         }
     }
@@ -370,6 +378,7 @@ impl Conn {
         if let Ok(id) = http::HeaderValue::from_bytes(&self.request_id) {
             resp.headers_mut().insert(crate::headers::X_REQUEST_ID.clone(), id);
         }
+        self.own_answer_closed |= close;
         reply::write(&mut self.stream, &mut self.scratch.out, resp, head_request, close).await.unwrap_or(false)
     }
 }

@@ -76,6 +76,8 @@ struct Present {
     forwarded_for: bool,
     /// `Forwarded`, `X-Forwarded-Port` and the like, by name.
     forwarded_other: Vec<HeaderName>,
+    /// Known fields spelled with `_` (`X_Forwarded_Host`): never forwarded upstream.
+    underscored: Vec<HeaderName>,
 }
 
 impl Present {
@@ -92,6 +94,7 @@ impl Present {
                     p.transfer_encoding = true;
                     p.hop.push(name.clone());
                 }
+                Field::Underscored if !p.underscored.contains(name) => p.underscored.push(name.clone()),
                 f if f.is_hop_by_hop() && !p.hop.contains(name) => p.hop.push(name.clone()),
                 _ => {}
             }
@@ -138,6 +141,9 @@ pub fn prepare_request(
         for name in &present.forwarded_other {
             headers.remove(name);
         }
+    }
+    for name in &present.underscored {
+        headers.remove(name);
     }
     // Up to five inserts below: grow the map at most once.
     headers.reserve(5);

@@ -113,6 +113,9 @@ pub enum Field {
     /// `Content-Type`: a gRPC request (`application/grpc*`) is the general
     /// path's (`upstream_protocol`); relayed as any other field.
     ContentType,
+    /// One of the names above spelled with `_` for `-`: never forwarded in
+    /// a request (a CGI-style backend would read it as that field).
+    Underscored,
     Other,
 }
 
@@ -141,9 +144,8 @@ pub fn client_request_id<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Opti
 /// port]` (RFC 9112 §3.2, RFC 3986 §3.2.2): a registered name of
 /// unreserved characters, `%XX` escapes and sub-delimiters other than `,`
 /// (a list is not a host), or a bracketed IP literal; then, optionally, a
-/// port of 1 to 5 digits from 1 to 65535. No userinfo, no path, no spaces.
-/// An empty value (a request whose target has no authority) is left to the
-/// caller.
+/// port of 1 to 5 digits from 1 to 65535. No userinfo, no path, no spaces,
+/// and never empty (an http URI's host is not: RFC 9110 §4.2.1).
 pub fn valid_host(value: &[u8]) -> bool {
     let (host, port) = match value.iter().rposition(|&b| b == b':') {
         // The last `:` splits off a port unless it lies inside `[...]`.
@@ -158,9 +160,17 @@ pub fn valid_host(value: &[u8]) -> bool {
     });
     let host_ok = match host {
         [] => false,
-        [b'[', inner @ .., b']'] => {
-            !inner.is_empty() && inner.iter().all(|&b| b.is_ascii_hexdigit() || b":.vV".contains(&b) || b == b'%')
-        }
+        // IP-literal: an IPv6 address, or IPvFuture (`v` HEXDIG+ "." ...).
+        [b'[', inner @ .., b']'] => match inner {
+            [b'v' | b'V', rest @ ..] => rest.iter().position(|&b| b == b'.').is_some_and(|dot| {
+                let (version, address) = (&rest[..dot], &rest[dot + 1..]);
+                !version.is_empty()
+                    && version.iter().all(u8::is_ascii_hexdigit)
+                    && !address.is_empty()
+                    && address.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+;=:".contains(&b))
+            }),
+            _ => std::str::from_utf8(inner).is_ok_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok()),
+        },
         name => {
             let mut i = 0;
             let mut ok = true;
@@ -236,7 +246,26 @@ pub fn field(name: &[u8]) -> Field {
         17 if is("x-forwarded-proto") => Field::ForwardedProto,
         17 if is("if-modified-since") => Field::Lookup,
         19 if is("if-unmodified-since") => Field::Lookup,
-        _ => Field::Other,
+        _ => underscored(name),
+    }
+}
+
+/// A name that is one of the fields above spelled with `_` for `-`
+/// (`X_Forwarded_Host`, `Content_Length`): backends that read headers as
+/// CGI-style variables (Rack, WSGI, PHP) take it for that field, so it is
+/// never forwarded (nginx drops every underscored name by default).
+fn underscored(name: &[u8]) -> Field {
+    // Longer than any name above, or no `_`: an ordinary field.
+    if name.len() > 20 || !name.contains(&b'_') {
+        return Field::Other;
+    }
+    let mut dashed = [0u8; 20];
+    for (d, &b) in dashed.iter_mut().zip(name) {
+        *d = if b == b'_' { b'-' } else { b };
+    }
+    match field(&dashed[..name.len()]) {
+        Field::Other | Field::ContentType => Field::Other,
+        _ => Field::Underscored,
     }
 }
 
@@ -491,7 +520,9 @@ mod tests {
 
     #[test]
     fn hosts_are_uri_host_and_port() {
-        for good in ["a.example", "a.example:8080", "127.0.0.1:1", "[::1]:65535", "[::1]", "x_y-z~", "%41b", "A"] {
+        for good in
+            ["a.example", "a.example:8080", "127.0.0.1:1", "[::1]:65535", "[::1]", "x_y-z~", "%41b", "A", "[v1.x]"]
+        {
             assert!(valid_host(good.as_bytes()), "{good}");
         }
         for bad in [
@@ -512,6 +543,14 @@ mod tests {
             "a\\b",
             "a?b",
             "a#b",
+            "",
+            "[.]",
+            "[%]",
+            "[vvv]",
+            "[1]",
+            "[:]",
+            "[a]:80",
+            "[v1.]",
         ] {
             assert!(!valid_host(bad.as_bytes()), "{bad}");
         }
@@ -540,6 +579,12 @@ mod tests {
         assert!(check_status(600, false).is_err() && check_status(204, false).is_ok());
         assert!(!relays_length(204) && !relays_length(100) && relays_length(304) && relays_length(200));
         assert_eq!(field(b"HTTP2-Settings"), Field::HopByHop);
+        for smuggled in ["X_Forwarded_Host", "X-Original_URL", "x_host", "Content_Length", "X_Request_Id"] {
+            assert_eq!(field(smuggled.as_bytes()), Field::Underscored, "{smuggled}");
+        }
+        for plain in ["X_Custom", "my_header", "Content_Type", "x_a_very_long_custom_header_name"] {
+            assert_eq!(field(plain.as_bytes()), Field::Other, "{plain}");
+        }
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub async fn sniff(io: Rewind, timeout: Duration, stopped: impl Future<Output = 
     Some((Rewind::new(buf.freeze(), stream), h2))
 }
 
-/// Serves an h2c connection to the end. A connection on which no stream
+/// Serves an h2c connection to the end; `true` if it ended in an error. A connection on which no stream
 /// has begun for `header_read_timeout` (none at all since the preface, or
 /// none since the last) gets a GOAWAY: streams still open finish, then it
 /// closes, as an idle HTTP/1.1 connection is closed after the same time.
@@ -104,7 +104,7 @@ pub async fn serve(
     server: &http2::Builder<LocalExec>,
     drain: &Rc<Drain>,
     id: u64,
-) {
+) -> bool {
     let peer: SocketAddr = (client.addr, 0).into();
     let idle = client.worker.shared.config.header_read_timeout;
     let last_stream = Rc::new(Cell::new(Instant::now()));
@@ -127,7 +127,8 @@ pub async fn serve(
             }
         }
     };
-    if let Err(e) = ended {
+    if let Err(e) = &ended {
         debug!(error = %e, peer = %peer.ip(), "HTTP/2 client connection ended");
     }
+    ended.is_err()
 }

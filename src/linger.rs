@@ -6,41 +6,45 @@
 //! instead of a reset (a socket closed with unread input sends a RST, and
 //! the client's kernel may then discard the answer it had not read yet).
 //!
-//! Both lanes use it: the express lane calls [`close`] when it ends a
-//! connection; hyper's lanes get their socket as a [`ClientIo`], which
-//! lingers when dropped unless the client closed first. `ClientIo` also
-//! tells the drain whether a connection is busy ([`Activity`]): a request
-//! in progress, or an answer still being written.
+//! A connection closed after a whole exchange with nothing more to read is
+//! closed plainly. Both lanes linger inside the connection's own task, so a
+//! lingering connection still counts against `max_connections` and still
+//! holds its worker's drain (at most [`LINGER_TIME`]): the express lane
+//! awaits [`discard`] when its own answer ended a connection or input is
+//! waiting; hyper's lanes get their socket as a [`ClientIo`], which hands
+//! it back when dropped (unless the client closed first or the drain closed
+//! it idle), and the server lingers when hyper's connection ended in an
+//! error (its `400`s) or input is waiting.
+//! `ClientIo` also tells the drain whether a connection is busy
+//! ([`Activity`]).
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::oneshot;
 
 /// The longest a closed connection's input is read and discarded.
 pub const LINGER_TIME: Duration = Duration::from_secs(2);
 /// The most input read and discarded after a close.
 pub const LINGER_BYTES: usize = 64 * 1024;
+/// How long an HTTP/2 connection that has carried streams must have been
+/// silent both ways, with none in progress, before a drain closes it: h2
+/// may still hold the end of an answer until the client opens its window.
+pub const HTTP2_QUIET: Duration = Duration::from_secs(2);
 
 /// Half-closes `io` (what was written goes first, then a FIN) and reads and
 /// discards what the client still sends, up to [`LINGER_TIME`] or
-/// [`LINGER_BYTES`], before dropping it: in a task of its own on the
-/// worker's runtime (outside one, as a runtime shuts down, it just closes).
-pub fn close<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: T) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(discard(io));
-    }
-}
-
-async fn discard<T: AsyncRead + AsyncWrite + Unpin + Send>(mut io: T) {
+/// [`LINGER_BYTES`], then drops it.
+pub async fn discard<T: AsyncRead + AsyncWrite + Unpin>(mut io: T) {
     let _ = io.shutdown().await;
     let deadline = tokio::time::Instant::now() + LINGER_TIME;
     let mut left = LINGER_BYTES;
-    let mut sink = [0u8; 2048];
+    let mut sink = [0u8; 1024];
     while left > 0 {
         match tokio::time::timeout_at(deadline, io.read(&mut sink)).await {
             Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
@@ -49,26 +53,77 @@ async fn discard<T: AsyncRead + AsyncWrite + Unpin + Send>(mut io: T) {
     }
 }
 
+/// Whether the client has sent bytes not read yet (or closed): a peek
+/// without waiting.
+pub fn readable(stream: &tokio::net::TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut byte = [0u8; 1];
+    stream.poll_peek(&mut cx, &mut ReadBuf::new(&mut byte)).is_ready()
+}
+
+/// Milliseconds since the first call, a clock for [`Activity`]'s last I/O.
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
 /// What a hyper connection is doing, for the drain: requests whose answer
-/// is not yet sent, and whether the socket refused a write (an answer still
-/// on its way out).
+/// is not yet sent, whether the socket refused a write (an answer still on
+/// its way out), and for HTTP/2 whether it ever carried a stream and when
+/// it last read or wrote.
 #[derive(Debug, Default)]
 pub struct Activity {
     in_flight: AtomicUsize,
     write_blocked: AtomicBool,
+    multiplexed: bool,
+    ever_busy: AtomicBool,
+    last_io_ms: AtomicU64,
+    /// Closed by the drain with nothing in progress: no lingering close.
+    drained: AtomicBool,
 }
 
 impl Activity {
+    /// An HTTP/1.1 connection's (`multiplexed` false) or HTTP/2's.
+    pub fn new(multiplexed: bool) -> Arc<Activity> {
+        Arc::new(Activity { multiplexed, last_io_ms: AtomicU64::new(now_ms()), ..Activity::default() })
+    }
+
     /// A request has begun; it ends when the guard drops (with its answer's body).
     pub fn enter(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.ever_busy.store(true, Ordering::Relaxed);
         InFlight(self.clone())
     }
 
-    /// No request in progress and nothing left to write: the connection
-    /// can be closed without cutting an answer.
-    pub fn idle(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0 && !self.write_blocked.load(Ordering::Relaxed)
+    /// Whether the connection can be closed now without cutting an answer
+    /// (`Ok`), or when to ask again (`Err(Some)`; `Err(None)`: when it
+    /// next makes progress). HTTP/1.1: no request in progress and nothing
+    /// left to write. HTTP/2: no stream in progress and, once it has
+    /// carried any, [`HTTP2_QUIET`] of silence (h2 keeps an answer's end
+    /// until the client's window lets it out, unseen from here).
+    pub fn closable(&self) -> Result<(), Option<Duration>> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 || self.write_blocked.load(Ordering::Relaxed) {
+            return Err(None);
+        }
+        if !self.multiplexed || !self.ever_busy.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let quiet = Duration::from_millis(now_ms().saturating_sub(self.last_io_ms.load(Ordering::Relaxed)));
+        match HTTP2_QUIET.checked_sub(quiet) {
+            Some(left) if !left.is_zero() => Err(Some(left)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The drain closes the connection: nothing is in progress, no lingering.
+    pub fn drained(&self) {
+        self.drained.store(true, Ordering::Relaxed);
+    }
+
+    fn saw_io(&self) {
+        if self.multiplexed {
+            self.last_io_ms.store(now_ms(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -82,19 +137,24 @@ impl Drop for InFlight {
     }
 }
 
-/// A client socket as hyper's lanes use it: lingers when dropped unless the
-/// client closed (or reset) first, and records blocked writes in its
-/// connection's [`Activity`].
+/// A client socket as hyper's lanes use it: handed back for a lingering
+/// close when dropped (see [`ClientIo::new`]) unless the client closed (or
+/// reset) first or the drain closed it idle, and its blocked writes and
+/// I/O times recorded in its connection's [`Activity`].
 #[derive(Debug)]
 pub struct ClientIo<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     io: Option<T>,
     client_closed: bool,
     activity: Arc<Activity>,
+    back: Option<oneshot::Sender<T>>,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<T> {
-    pub fn new(io: T, activity: Arc<Activity>) -> ClientIo<T> {
-        ClientIo { io: Some(io), client_closed: false, activity }
+    /// The socket for hyper, and where it comes back when hyper is done
+    /// with it and perfproxy closed first (await [`discard`] on it).
+    pub fn new(io: T, activity: Arc<Activity>) -> (ClientIo<T>, oneshot::Receiver<T>) {
+        let (back, returned) = oneshot::channel();
+        (ClientIo { io: Some(io), client_closed: false, activity, back: Some(back) }, returned)
     }
 
     fn io(&mut self) -> Pin<&mut T> {
@@ -103,14 +163,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<T> {
 
     fn wrote<R>(&self, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         self.activity.write_blocked.store(polled.is_pending(), Ordering::Relaxed);
+        if polled.is_ready() {
+            self.activity.saw_io();
+        }
         polled
     }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for ClientIo<T> {
     fn drop(&mut self) {
-        if let (Some(io), false) = (self.io.take(), self.client_closed) {
-            close(io);
+        let lingers = !self.client_closed && !self.activity.drained.load(Ordering::Relaxed);
+        if let (Some(io), Some(back), true) = (self.io.take(), self.back.take(), lingers) {
+            // Nobody waiting (an upgraded connection's tunnel): just closed.
+            let _ = back.send(io);
         }
     }
 }
@@ -122,7 +187,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<
         match &polled {
             Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => self.client_closed = true,
             Poll::Ready(Err(_)) => self.client_closed = true,
-            _ => {}
+            Poll::Ready(Ok(())) => self.activity.saw_io(),
+            Poll::Pending => {}
         }
         polled
     }

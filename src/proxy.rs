@@ -244,10 +244,13 @@ fn prepare(client: &Client, parts: &mut http::request::Parts, upgrade: Option<He
     if host_count > 1 {
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
-    // RFC 9112 §3.2: `uri-host [":" port]`, nothing else (an empty Host is
-    // a target without an authority, as RFC 9112 allows).
-    if first_host.is_some_and(|h| !h.is_empty() && !crate::http1::valid_host(h.as_bytes())) {
+    // RFC 9112 §3.2: `uri-host [":" port]`, nothing else (an http URI's
+    // host is never empty: RFC 9110 §4.2.1).
+    if first_host.is_some_and(|h| !crate::http1::valid_host(h.as_bytes())) {
         return Err(ProxyError::BadRequest("invalid Host"));
+    }
+    if parts.uri.scheme().is_some_and(|s| !matches!(s.as_str(), "http" | "https")) {
+        return Err(ProxyError::BadRequest("a target that is not an http URI"));
     }
     // Absolute-form targets (`GET http://h/p`) become origin-form; their authority is the Host.
     if let Some(authority) = parts.uri.authority() {
@@ -328,6 +331,11 @@ async fn tunnel(
     let sent = Instant::now();
     let mut resp = forward::time_boxed(timeout, worker.upstream.send_upgrade(req)).await?;
     forward::check_status(resp.status(), true)?;
+    let switched_to = resp.headers().get(header::UPGRADE).map(HeaderValue::as_bytes);
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !switched_to.is_some_and(crate::http1::tunnelled_upgrade) {
+        // A WebSocket upgrade answered with another protocol (h2c): not tunnelled.
+        return Err(ProxyError::BadGateway(crate::http1::Malformed("101 to another protocol than asked").into()));
+    }
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = resp.into_parts();
         headers::prepare_response(&mut parts.headers, parts.status.as_u16());

@@ -307,6 +307,8 @@ fn serve_connection(
         let (io, first) = if s.express {
             match crate::express::serve(s.client.clone(), s.stream, open.drain.clone(), s.id).await {
                 Ended::Closed => return,
+                // Boxed, as the rare paths are; the connection stays counted meanwhile.
+                Ended::Linger(stream) => return Box::pin(crate::linger::discard(stream)).await,
                 Ended::Handoff(io, first) => (io, first),
             }
         } else {
@@ -373,15 +375,25 @@ async fn serve_hyper(client: Rc<Client>, io: Rewind, first: bool, servers: &Serv
         }
         false => (io, false),
     };
-    let activity = Arc::new(Activity::default());
-    // Closed by perfproxy first, the socket lingers (read and discarded).
-    let io = ClientIo::new(io, activity.clone());
-    if h2 {
-        return crate::http2::serve(client, io, activity, &servers.http2, drain, id).await;
-    }
-    let service = crate::proxy::service(client, activity.clone());
-    let conn = servers.http1.serve_connection(TokioIo::new(io), service).with_upgrades();
-    if let Err(e) = Drainable::new(conn, drain.clone(), id, activity).await {
-        debug!(error = %e, %peer, "client connection ended");
+    let activity = Activity::new(h2);
+    // Closed by perfproxy first, the socket comes back for a lingering close.
+    let (io, mut returned) = ClientIo::new(io, activity.clone());
+    let failed = if h2 {
+        crate::http2::serve(client, io, activity, &servers.http2, drain, id).await
+    } else {
+        let service = crate::proxy::service(client, activity.clone());
+        let conn = servers.http1.serve_connection(TokioIo::new(io), service).with_upgrades();
+        let ended = Drainable::new(conn, drain.clone(), id, activity).await;
+        if let Err(e) = &ended {
+            debug!(error = %e, %peer, "client connection ended");
+        }
+        ended.is_err()
+    };
+    // Back when hyper dropped it (not when it became a tunnel): lingering
+    // after hyper's own error answers (a 400, 431) or with input waiting.
+    if let Ok(io) = returned.try_recv() {
+        if failed || io.has_unread() {
+            Box::pin(crate::linger::discard(io)).await;
+        }
     }
 }

@@ -84,6 +84,9 @@ async fn invalid_host_values_are_a_400_that_never_reaches_the_upstream() {
             "a.example:8o",
             "a.example:",
             "a b",
+            "",
+            "[1]",
+            "[a]:80",
         ] {
             let req = format!("GET /h HTTP/1.1\r\nHost: {host}\r\n\r\n");
             let (resp, _) = raw(proxy.addr, req.as_bytes(), WAIT).await;
@@ -179,6 +182,26 @@ async fn a_204_loses_its_content_length_and_repeated_lengths_reach_the_client_as
         assert_eq!(status_of(&resp), 200, "lane {lane}: {resp}");
         assert_eq!(field(&resp, "content-length"), ["2"], "lane {lane}: {resp}");
         assert!(resp.ends_with("\r\n\r\nok"), "lane {lane}: {resp}");
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_cached_204_is_served_without_content_length() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        let none = b"HTTP/1.1 204 No Content\r\nCache-Control: max-age=60\r\nContent-Length: 0\r\n\r\n".to_vec();
+        up.answer("/cached-none", RawAnswer::Bytes(none));
+        let proxy = proxy_on(&up, lane, &[]).await;
+        for (i, method) in ["GET", "GET", "HEAD"].iter().enumerate() {
+            let req = format!("{method} /cached-none HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n");
+            let (resp, _) = raw(proxy.addr, req.as_bytes(), WAIT).await;
+            assert_eq!(status_of(&resp), 204, "lane {lane}: {resp}");
+            let x_cache = if i == 0 { "MISS" } else { "HIT" };
+            assert_eq!(field(&resp, "x-cache"), [x_cache], "lane {lane}: {resp}");
+            assert!(field(&resp, "content-length").is_empty(), "lane {lane}, {method} {x_cache}: {resp}");
+        }
+        assert_eq!(up.seen().len(), 1, "lane {lane}");
         proxy.shutdown().await;
     }
 }
@@ -356,7 +379,9 @@ async fn forwarding_like_headers_pass_only_from_trusted_peers() {
         let up = spawn_raw_upstream().await;
         up.answer("/", ok("ok"));
         let names = ["X-Original-URL", "X-Rewrite-URL", "X-Forwarded-Server", "X-Host"];
-        let fields: String = names.iter().map(|n| format!("{n}: /admin\r\n")).collect();
+        // Underscored spellings a CGI-style backend reads as the same fields: never forwarded.
+        let underscored = ["X_Original_URL", "X-Forwarded_Host", "X_Host", "Content_Length"];
+        let fields: String = names.iter().chain(&underscored).map(|n| format!("{n}: /admin\r\n")).collect();
         let req = format!("GET /page HTTP/1.1\r\nHost: app\r\n{fields}Connection: close\r\n\r\n");
         // 127.0.0.1 is trusted by default; an empty list trusts no one.
         let untrusting = write_config("trusted_proxies = []\n");
@@ -369,7 +394,96 @@ async fn forwarding_like_headers_pass_only_from_trusted_peers() {
                 let sent = last.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
                 assert_eq!(sent, kept, "lane {lane}: {n} from a peer trusted: {kept}");
             }
+            for n in underscored {
+                let sent = last.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+                assert!(!sent, "lane {lane}: {n} forwarded");
+            }
             proxy.shutdown().await;
         }
     }
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_answer_to_a_slow_reader_finish() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        let size = 3_000_000;
+        let mut big = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").into_bytes();
+        big.extend(std::iter::repeat_n(b'b', size));
+        up.answer("/big", RawAnswer::Bytes(big));
+        let port = free_port();
+        let child = start_binary(&up.url(), port, &["--express-lane", lane]);
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_ready(&format!("http://{addr}/health/live"), 10).await;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(16 * 1024).unwrap();
+        let mut s = socket.connect(addr).await.unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 32 * 1024];
+        let started = Instant::now();
+        let mut signalled = false;
+        loop {
+            if !signalled && started.elapsed() > Duration::from_millis(500) {
+                signal(&child, "-TERM");
+                signalled = true;
+            }
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Ok(Err(e)) => panic!("lane {lane}: {e} after {} bytes", got.len()),
+                Err(_) => panic!("lane {lane}: stalled after {} bytes", got.len()),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(got.len() - head_end, size, "lane {lane}: the answer in progress was cut");
+        assert_eq!(exit_code(child).await, Some(0), "lane {lane}");
+    }
+}
+
+#[tokio::test]
+async fn an_http2_answer_held_by_flow_control_outlives_the_idle_goaway() {
+    use support::h2raw::{self, frame, DATA, END_STREAM, HEADERS};
+    let up = spawn_raw_upstream().await;
+    let size = 300_000;
+    let mut big = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").into_bytes();
+    big.extend(std::iter::repeat_n(b'b', size));
+    up.answer("/big", RawAnswer::Bytes(big));
+    // The idle GOAWAY comes 1 s after the stream began, mid-answer.
+    let config = write_config("header_read_timeout_ms = 1000\n");
+    let proxy = proxy_on(&up, "true", &["--config", &config]).await;
+    let mut s = h2raw::connect(proxy.addr).await;
+    s.write_all(&frame(HEADERS, 0x5, 1, &h2raw::request("GET", "/big", &[]))).await.unwrap();
+    let (mut body, mut ended, mut buf, mut pending) = (0usize, false, vec![0u8; 65536], Vec::new());
+    let started = Instant::now();
+    while !ended && started.elapsed() < Duration::from_secs(10) {
+        // The client opens its windows slowly: 16 KiB every 100 ms.
+        let more = 16_384u32.to_be_bytes();
+        s.write_all(&frame(0x8, 0, 0, &more)).await.unwrap();
+        if s.write_all(&frame(0x8, 0, 1, &more)).await.is_err() {
+            break;
+        }
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            pending.extend_from_slice(&buf[..n]);
+        }
+        while pending.len() >= 9 {
+            let len = (usize::from(pending[0]) << 16) | (usize::from(pending[1]) << 8) | usize::from(pending[2]);
+            if pending.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (pending[3], pending[4]);
+            let stream = u32::from_be_bytes(pending[5..9].try_into().unwrap()) & 0x7fff_ffff;
+            if kind == DATA && stream == 1 {
+                body += len;
+                ended |= flags & END_STREAM != 0;
+            }
+            pending.drain(..9 + len);
+        }
+    }
+    assert!(ended && body == size, "{body} of {size} bytes, END_STREAM {ended}");
+    proxy.shutdown().await;
 }

@@ -126,6 +126,9 @@ pub fn answer(entry: &Entry, request: &HeaderMap, head: bool, outcome: Outcome) 
     } else {
         *resp.status_mut() = entry.status;
         *resp.headers_mut() = entry.headers.clone();
+        if !crate::http1::relays_length(entry.status.as_u16()) {
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
+        }
     }
     let h = resp.headers_mut();
     h.insert(header::AGE, HeaderValue::from(entry.age(SystemTime::now()).as_secs()));

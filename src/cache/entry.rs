@@ -69,13 +69,17 @@ impl Entry {
             out.push(b' ');
             out.extend_from_slice(self.status.canonical_reason().unwrap_or("").as_bytes());
             out.extend_from_slice(b"\r\n");
-            let relayed = |n: &HeaderName| *n != http::header::DATE && !unrelayed.contains(n);
+            // A 204 has no length (RFC 9110 §8.6): none is written, stored or not.
+            let length = crate::http1::relays_length(self.status.as_u16());
+            let relayed = |n: &HeaderName| {
+                *n != http::header::DATE && !unrelayed.contains(n) && (length || *n != http::header::CONTENT_LENGTH)
+            };
             for (name, value) in self.headers.iter().filter(|(n, _)| relayed(n)) {
                 for part in [name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
                     out.extend_from_slice(part);
                 }
             }
-            if !self.headers.contains_key(http::header::CONTENT_LENGTH) {
+            if length && !self.headers.contains_key(http::header::CONTENT_LENGTH) {
                 out.extend_from_slice(b"content-length: ");
                 out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
                 out.extend_from_slice(b"\r\n");

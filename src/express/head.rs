@@ -256,7 +256,7 @@ impl RequestHead {
                     }
                     Role::Dropped
                 }
-                Field::HopByHop => Role::Dropped,
+                Field::HopByHop | Field::Underscored => Role::Dropped,
                 Field::ForwardedOther => Role::Trusted,
                 Field::ForwardedFor => {
                     self.forwarded_fors += 1;

@@ -24,6 +24,11 @@ impl Rewind {
     pub fn into_parts(self) -> (Bytes, TcpStream) {
         (self.prefix, self.inner)
     }
+
+    /// Whether input is waiting: bytes still to replay, or in the socket.
+    pub fn has_unread(&self) -> bool {
+        !self.prefix.is_empty() || crate::linger::readable(&self.inner)
+    }
 }
 
 impl AsyncRead for Rewind {

@@ -92,7 +92,7 @@ impl ProxyError {
     /// rate limit `RESOURCE_EXHAUSTED`, a request perfproxy refused
     /// `INTERNAL` (the gRPC mapping of HTTP 400).
     pub fn into_grpc_response(self) -> Response<ProxyBody> {
-        use crate::grpc::{answer, Code};
+        use crate::grpc::Code;
         match self {
             ProxyError::BadRequest(why) => answer(Code::Internal, why),
             ProxyError::ClientBody(_) => answer(Code::Internal, "the request body was malformed or cut off"),
@@ -148,6 +148,19 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
 /// `{"error": code, "detail": detail}` with `status`.
 pub fn json_error(status: StatusCode, code: &str, detail: &str) -> Response<ProxyBody> {
     json(status, serde_json::json!({ "error": code, "detail": detail }).to_string())
+}
+
+/// A gRPC answer of perfproxy's own: Trailers-Only, HTTP 200, the status in
+/// the one header block.
+fn answer(code: crate::grpc::Code, message: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from(code as u16));
+    let message = HeaderValue::try_from(crate::grpc::percent_encoded(message)).expect("encoded to printable ASCII");
+    h.insert("grpc-message", message);
+    resp
 }
 
 #[cfg(test)]

@@ -378,7 +378,9 @@ impl Conn {
         if let Ok(id) = http::HeaderValue::from_bytes(&self.request_id) {
             resp.headers_mut().insert(crate::headers::X_REQUEST_ID.clone(), id);
         }
-        self.own_answer_closed |= close;
-        reply::write(&mut self.stream, &mut self.scratch.out, resp, head_request, close).await.unwrap_or(false)
+        let out = &mut self.scratch.out;
+        let keep = reply::write(&mut self.stream, out, resp, head_request, close).await.unwrap_or(false);
+        self.own_answer_closed |= !keep;
+        keep
     }
 }

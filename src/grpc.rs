@@ -7,9 +7,6 @@
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
-use http::{Response, StatusCode};
-
-use crate::body::ProxyBody;
 
 pub const GRPC_TIMEOUT: &str = "grpc-timeout";
 
@@ -156,20 +153,8 @@ pub fn timeout_value(d: Duration) -> HeaderValue {
     HeaderValue::try_from(format!("{ms}m")).expect("digits and a unit are a valid header value")
 }
 
-/// A gRPC answer of perfproxy's own: Trailers-Only, HTTP 200, the status in
-/// the one header block.
-pub fn answer(code: Code, message: &str) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::empty());
-    *resp.status_mut() = StatusCode::OK;
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    h.insert("grpc-status", HeaderValue::from(code as u16));
-    h.insert("grpc-message", HeaderValue::try_from(percent_encoded(message)).expect("encoded to printable ASCII"));
-    resp
-}
-
 /// `grpc-message`'s encoding: bytes outside printable ASCII, and `%`, as `%XX`.
-fn percent_encoded(text: &str) -> String {
+pub fn percent_encoded(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         match b {

@@ -14,6 +14,7 @@
 //!   hyper.
 //! - [`proxy`]: one request on `http` types, top to bottom: own endpoints → route → checks → cache
 //!   or upstream → response (hyper's connections, and what the express lane asks it to answer).
+//! - [`pipeline`]: the request's phases written once for both lanes (refusals, upstream failures).
 //! - [`forward`]: the upstream exchange on `http` types (time-boxed, head checked and rewritten),
 //!   below the request path and the cache.
 //! - [`upstream`]: each worker's pool of upstream connections, shared by both lanes.
@@ -66,6 +67,7 @@ pub(crate) mod limits;
 pub(crate) mod linger;
 pub(crate) mod metrics;
 pub(crate) mod performance;
+pub(crate) mod pipeline;
 pub(crate) mod prometheus;
 pub(crate) mod proxy;
 pub mod redact;

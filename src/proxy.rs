@@ -15,14 +15,14 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::linger::{Activity, Tracked};
 use crate::metrics::Recording;
 use crate::state::Client;
-use crate::trace::{self, SpanRecord, Tracer};
+use crate::trace;
 use crate::{forward, headers};
 
 /// hyper's service for one client connection: each request runs [`handle`],
@@ -101,34 +101,12 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
     // Dropped unanswered (hyper drops this future when the client leaves
     // first), the recording says 499.
     let grpc = crate::grpc::is_grpc(req.headers());
-    let mut recording = worker.records().then(|| {
-        let (routes, path) = (&worker.shared.routes, req.uri().path());
-        let route = routes.resolve_as(req.method(), path, grpc, &mut worker.route_cache.borrow_mut());
-        let mut recording = Recording::begin(worker.recorder.as_ref(), route);
-        recording.client(&client.asker(req.headers()), &worker.shared.top_clients.spec);
-        if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
-            let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-            let label = worker.shared.routes.name(route);
-            let text = |name| {
-                req.headers()
-                    .get(name)
-                    .map_or(String::new(), |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            };
-            let mut entry = crate::access_log::Entry::new(
-                log,
-                client.ip.to_str().unwrap_or(""),
-                req.method().as_str(),
-                target,
-                label,
-            );
-            (entry.request_id, entry.user_agent) = (text(&headers::X_REQUEST_ID), text(&header::USER_AGENT));
-            entry.bytes_in = req.body().size_hint().exact().unwrap_or(0);
-            recording.log_to(log.clone(), entry);
-        }
-        recording
-    });
-    if let (Some(recording), Some(tracer)) = (&mut recording, &worker.shared.tracer) {
-        begin_trace(client, tracer, recording, &mut req);
+    let request_id = req.headers().get(&headers::X_REQUEST_ID).map_or(&[][..], HeaderValue::as_bytes);
+    let mut recording = crate::pipeline::begin_recording(client, &req, request_id, grpc, None);
+    // The upstream gets perfproxy's `traceparent` in place of the client's.
+    if let Some(traceparent) = recording.as_ref().and_then(Recording::traceparent) {
+        let value = HeaderValue::from_bytes(&traceparent).expect("hex digits and dashes");
+        req.headers_mut().insert(trace::TRACEPARENT.clone(), value);
     }
     let had_body = !req.body().is_end_stream();
     if let Some(recording) = recording.as_mut().filter(|_| grpc) {
@@ -137,32 +115,13 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
         req = req.map(|body| body.counted(count));
     }
     if let Some(refusal) = limited {
-        return refuse(refusal, recording, had_body, grpc);
+        return crate::pipeline::refuse(refusal, recording, had_body, grpc);
     }
     let sent = Instant::now();
     let resp = match forward(client, req).await {
         Ok(resp) => resp,
-        Err(e) => {
-            // No response head from the upstream: its share is to the failure.
-            let why = match e.status() {
-                StatusCode::GATEWAY_TIMEOUT => Some("timeout"),
-                StatusCode::BAD_GATEWAY => Some("upstream_error"),
-                _ => None,
-            };
-            if let (Some(r), Some(why)) = (&mut recording, why) {
-                r.upstream(sent, sent.elapsed());
-                r.upstream_failed(why);
-            }
-            match e.status() {
-                StatusCode::BAD_REQUEST => debug!(error = %e, "rejected request"),
-                _ => warn!(error = %e, "upstream failure"),
-            }
-            let mut resp = if grpc { e.into_grpc_response() } else { e.into_response() };
-            if crate::http1::own_answer_closes(had_body) {
-                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            resp
-        }
+        // No response head from the upstream: its share is to the failure.
+        Err(e) => crate::pipeline::upstream_failed(e, recording.as_mut(), sent, had_body, grpc),
     };
     match recording {
         Some(mut recording) => {
@@ -185,46 +144,6 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
         }
         None => resp,
     }
-}
-
-/// A request the rate limits refused (a 429, or a 400 for an ambiguous
-/// key): answered, recorded, never forwarded (the connection closes after
-/// it when the request had a body, never read).
-fn refuse(refusal: ProxyError, recording: Option<Recording>, had_body: bool, grpc: bool) -> Response<ProxyBody> {
-    let limited = matches!(refusal, ProxyError::RateLimited(_));
-    let mut resp = if grpc { refusal.into_grpc_response() } else { refusal.into_response() };
-    if crate::http1::own_answer_closes(had_body) {
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    if let Some(mut r) = recording {
-        r.grpc_status(resp.headers());
-        r.refused(resp.status().as_u16(), limited);
-    }
-    resp
-}
-
-/// Continues the client's trace or starts one, for the recording; the
-/// upstream gets perfproxy's `traceparent` in place of the client's.
-fn begin_trace(client: &Client, tracer: &Arc<Tracer>, recording: &mut Recording, req: &mut Request<RequestBody>) {
-    let headers = req.headers();
-    let mut sent = headers.get_all(&trace::TRACEPARENT).iter();
-    // W3C: more than one is none.
-    let first = sent.next().filter(|_| sent.next().is_none());
-    let context = tracer.begin(first.map(HeaderValue::as_bytes));
-    recording.traced(context);
-    if context.sampled {
-        let label = client.worker.shared.routes.name(recording.route());
-        let mut span = SpanRecord::new(context, recording.started(), req.method().clone(), label);
-        span.path = trace::clipped(req.uri().path(), 1024);
-        let proto = headers.get(&headers::X_FORWARDED_PROTO).map(HeaderValue::as_bytes);
-        span.scheme = trace::scheme(client.peer.trusted, proto);
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        span.host = trace::clipped(host.or_else(|| req.uri().authority().map(|a| a.as_str())).unwrap_or(""), 256);
-        span.client = client.ip.to_str().unwrap_or("").into();
-        recording.trace(tracer.clone(), span);
-    }
-    let value = HeaderValue::from_bytes(&context.traceparent()).expect("hex digits and dashes");
-    req.headers_mut().insert(trace::TRACEPARENT.clone(), value);
 }
 
 /// Checks a request and rewrites it for the upstream, in place; `upgrade` is

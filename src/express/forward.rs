@@ -251,24 +251,14 @@ impl Conn {
 
     /// No response head from the upstream: the error's answer, recorded.
     async fn fail(&mut self, e: ProxyError, mut f: Forward, sent: Instant) -> bool {
-        warn!(error = %e, "upstream failure");
         if f.is_miss() {
             Counters::add(&self.client.worker.cache_counters.misses, 1);
         }
-        if let Some(r) = &mut f.recording {
-            // The upstream's share: to its failure.
-            r.upstream(sent, sent.elapsed());
-            let timed_out = e.status() == StatusCode::GATEWAY_TIMEOUT;
-            r.upstream_failed(if timed_out { "timeout" } else { "upstream_error" });
-            r.head_ready();
-        }
-        let resp = e.into_response();
+        let resp = crate::pipeline::upstream_failed(e, f.recording.as_mut(), sent, f.has_body, false);
         if let Some(mut r) = f.recording {
+            r.head_ready();
             r.answered(resp.status().as_u16());
         }
-        // An answer of our own to a request with a body: what follows it
-        // must never be read as a request (RFC 9112 §9.3).
-        let close = f.close || http1::own_answer_closes(f.has_body);
-        self.write_own(resp, f.head_request, close).await
+        self.write_own(resp, f.head_request, f.close).await
     }
 }

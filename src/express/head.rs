@@ -144,6 +144,37 @@ impl crate::clients::Fields for HeadFields<'_> {
     }
 }
 
+impl crate::pipeline::RequestView for HeadFields<'_> {
+    fn method(&self) -> &Method {
+        &self.head.method
+    }
+
+    fn path(&self) -> &str {
+        self.head.path()
+    }
+
+    fn target(&self) -> &str {
+        self.head.target_text()
+    }
+
+    fn host(&self) -> &str {
+        self.head.host()
+    }
+
+    fn traceparent(&self) -> Option<&[u8]> {
+        self.head.traceparent(self.buf)
+    }
+
+    fn scheme(&self, trusted_peer: bool) -> &'static str {
+        // The forwarded proto already decided by `trusted_proxies`.
+        crate::trace::scheme(true, Some(self.head.forwarded(self.buf, trusted_peer).proto))
+    }
+
+    fn bytes_in(&self) -> u64 {
+        self.head.content_length
+    }
+}
+
 /// Bytes an origin-form target may hold here: RFC 3986 unreserved,
 /// sub-delims, `:@/?%`. Anything else (`#`, quotes, spaces, non-ASCII) goes
 /// to hyper, whose URI rules decide.

@@ -1,54 +1,20 @@
 //! What an express request is known by: its `X-Request-Id` (the client's,
-//! or a new one) and its recording (route, latency split, and its
-//! access-log line when the log samples it).
+//! or a new one) and its recording (begun by the request path's one
+//! `pipeline::begin_recording`), and its refusal.
 
 use bytes::Buf;
 
 use super::Conn;
 use crate::http1;
 use crate::metrics::Recording;
-use crate::trace::{self, SpanRecord};
 
 impl Conn {
-    /// The request's recording, begun (when monitoring, tracing or the
-    /// access log is on), with its access-log line when the log samples it
-    /// (the request id set first) and its trace.
+    /// The request's recording, begun ([`crate::pipeline::begin_recording`]),
+    /// its clock read when the rate limits read it, if they did.
     pub(super) fn begin_recording(&mut self) -> Option<Recording> {
-        let worker = self.client.worker.clone();
-        let checked_at = self.checked_at.take();
-        if !worker.records() {
-            return None;
-        }
-        let started = checked_at.unwrap_or_else(std::time::Instant::now);
-        let (head, buf) = (&self.head, &self.buf[..]);
-        let route = worker.shared.routes.resolve(&head.method, head.path(), &mut worker.route_cache.borrow_mut());
-        let mut recording = Recording::begin_at(worker.recorder.as_ref(), route, started);
-        recording.client(&self.client.asker(&head.fields(buf)), &worker.shared.top_clients.spec);
-        if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
-            let client = self.client.ip.to_str().unwrap_or("");
-            let label = worker.shared.routes.name(route);
-            let mut entry = crate::access_log::Entry::new(log, client, head.method.as_str(), head.target_text(), label);
-            entry.request_id = String::from_utf8_lossy(&self.request_id).into_owned();
-            entry.user_agent =
-                String::from_utf8_lossy(head.field_value(buf, b"user-agent").unwrap_or_default()).into_owned();
-            entry.bytes_in = head.content_length;
-            recording.log_to(log.clone(), entry);
-        }
-        if let Some(tracer) = &worker.shared.tracer {
-            let context = tracer.begin(head.traceparent(buf));
-            recording.traced(context);
-            if context.sampled {
-                let forwarded = head.forwarded(buf, self.client.peer.trusted);
-                let label = worker.shared.routes.name(route);
-                let mut span = SpanRecord::new(context, recording.started(), head.method.clone(), label);
-                span.path = trace::clipped(head.path(), 1024);
-                span.scheme = trace::scheme(true, Some(forwarded.proto));
-                span.host = trace::clipped(head.host(), 256);
-                span.client = self.client.ip.to_str().unwrap_or("").into();
-                recording.trace(tracer.clone(), span);
-            }
-        }
-        Some(recording)
+        let started = self.checked_at.take();
+        let view = self.head.fields(&self.buf);
+        crate::pipeline::begin_recording(&self.client, &view, &self.request_id, false, started)
     }
 
     /// A request the rate limits refused (429, or 400 for an ambiguous
@@ -56,15 +22,12 @@ impl Conn {
     /// a body (never read).
     pub(super) async fn refused(&mut self, refusal: crate::error::ProxyError) -> bool {
         let head_request = self.head.method == http::Method::HEAD;
-        let close = self.closes() || http1::own_answer_closes(self.head.content_length > 0);
+        let close = self.closes();
         self.set_request_id();
         let mut recording = self.begin_recording();
         self.buf.advance(self.head.len);
-        let limited = matches!(refusal, crate::error::ProxyError::RateLimited(_));
-        let resp = refusal.into_response();
-        if let Some(r) = &mut recording {
-            r.refused(resp.status().as_u16(), limited);
-        }
+        let had_body = self.head.content_length > 0;
+        let resp = crate::pipeline::refuse(refusal, recording.take(), had_body, false);
         self.write_own(resp, head_request, close).await
     }
 

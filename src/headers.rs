@@ -84,7 +84,7 @@ impl Present {
     fn scan(headers: &HeaderMap) -> Present {
         let mut p = Present::default();
         for name in headers.keys() {
-            match http1::field(name.as_str().as_bytes()) {
+            match http1::request_field(name.as_str().as_bytes()) {
                 Field::Connection => p.connection = true,
                 Field::ContentLength => p.content_length = true,
                 Field::Expect => p.expect = true,

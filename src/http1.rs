@@ -114,7 +114,8 @@ pub enum Field {
     /// path's (`upstream_protocol`); relayed as any other field.
     ContentType,
     /// One of the names above spelled with `_` for `-`: never forwarded in
-    /// a request (a CGI-style backend would read it as that field).
+    /// a request (a CGI-style backend would read it as that field); only
+    /// [`request_field`] says so.
     Underscored,
     Other,
 }
@@ -147,48 +148,72 @@ pub fn client_request_id<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Opti
 /// port of 1 to 5 digits from 1 to 65535. No userinfo, no path, no spaces,
 /// and never empty (an http URI's host is not: RFC 9110 §4.2.1).
 pub fn valid_host(value: &[u8]) -> bool {
-    let (host, port) = match value.iter().rposition(|&b| b == b':') {
-        // The last `:` splits off a port unless it lies inside `[...]`.
-        Some(i) if !value[i..].contains(&b']') => (&value[..i], Some(&value[i + 1..])),
-        _ => (value, None),
-    };
-    let port_ok = port.is_none_or(|p| {
-        !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit) && {
-            let n = p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
-            (1..=65535).contains(&n)
+    if value.first() == Some(&b'[') {
+        return valid_ip_literal_host(value);
+    }
+    // One pass, a table lookup a byte (this runs on every request).
+    let mut i = 0;
+    while i < value.len() {
+        let b = value[i];
+        if REG_NAME[usize::from(b)] {
+            i += 1;
+            continue;
         }
-    });
-    let host_ok = match host {
-        [] => false,
-        // IP-literal: an IPv6 address, or IPvFuture (`v` HEXDIG+ "." ...).
-        [b'[', inner @ .., b']'] => match inner {
-            [b'v' | b'V', rest @ ..] => rest.iter().position(|&b| b == b'.').is_some_and(|dot| {
-                let (version, address) = (&rest[..dot], &rest[dot + 1..]);
-                !version.is_empty()
-                    && version.iter().all(u8::is_ascii_hexdigit)
-                    && !address.is_empty()
-                    && address.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+;=:".contains(&b))
-            }),
-            _ => std::str::from_utf8(inner).is_ok_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok()),
-        },
-        name => {
-            let mut i = 0;
-            let mut ok = true;
-            while i < name.len() && ok {
-                let b = name[i];
-                ok = if b == b'%' {
-                    let escape = name.get(i + 1..i + 3);
-                    i += 2;
-                    escape.is_some_and(|e| e.iter().all(u8::is_ascii_hexdigit))
-                } else {
-                    b.is_ascii_alphanumeric() || b"-._~!$&'()*+;=".contains(&b)
-                };
-                i += 1;
-            }
-            ok
+        match b {
+            b'%' if value.get(i + 1..i + 3).is_some_and(|e| e.iter().all(u8::is_ascii_hexdigit)) => i += 3,
+            b':' => return i > 0 && valid_port(&value[i + 1..]),
+            _ => return false,
         }
+    }
+    i > 0
+}
+
+/// The bytes of a registered name (RFC 3986 §3.2.2): unreserved and
+/// sub-delimiters but `,` (a list is not a host); `%` escapes apart.
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b';' | b'='
+            );
+        b += 1;
+    }
+    table
+};
+
+/// A port: 1 to 5 digits, 1 to 65535.
+fn valid_port(p: &[u8]) -> bool {
+    !p.is_empty()
+        && p.len() <= 5
+        && p.iter().all(u8::is_ascii_digit)
+        && (1..=65535).contains(&p.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
+}
+
+/// `[` IP-literal `]` and an optional port: an IPv6 address, or IPvFuture
+/// (`v` HEXDIG+ "." then unreserved, sub-delimiters or `:`).
+fn valid_ip_literal_host(value: &[u8]) -> bool {
+    let Some(end) = value.iter().position(|&b| b == b']') else { return false };
+    let (inner, rest) = (&value[1..end], &value[end + 1..]);
+    let port_ok = match rest {
+        [] => true,
+        [b':', port @ ..] => valid_port(port),
+        _ => false,
     };
-    port_ok && host_ok
+    let literal_ok = match inner {
+        [b'v' | b'V', rest @ ..] => rest.iter().position(|&b| b == b'.').is_some_and(|dot| {
+            let (version, address) = (&rest[..dot], &rest[dot + 1..]);
+            !version.is_empty()
+                && version.iter().all(u8::is_ascii_hexdigit)
+                && !address.is_empty()
+                && address.iter().all(|&b| REG_NAME[usize::from(b)] || b == b':')
+        }),
+        _ => std::str::from_utf8(inner).is_ok_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok()),
+    };
+    port_ok && literal_ok
 }
 
 /// Whether an `Upgrade` value asks for the one protocol perfproxy tunnels:
@@ -246,26 +271,29 @@ pub fn field(name: &[u8]) -> Field {
         17 if is("x-forwarded-proto") => Field::ForwardedProto,
         17 if is("if-modified-since") => Field::Lookup,
         19 if is("if-unmodified-since") => Field::Lookup,
-        _ => underscored(name),
+        _ => Field::Other,
     }
 }
 
-/// A name that is one of the fields above spelled with `_` for `-`
-/// (`X_Forwarded_Host`, `Content_Length`): backends that read headers as
-/// CGI-style variables (Rack, WSGI, PHP) take it for that field, so it is
-/// never forwarded (nginx drops every underscored name by default).
-fn underscored(name: &[u8]) -> Field {
-    // Longer than any name above, or no `_`: an ordinary field.
-    if name.len() > 20 || !name.contains(&b'_') {
-        return Field::Other;
-    }
-    let mut dashed = [0u8; 20];
-    for (d, &b) in dashed.iter_mut().zip(name) {
-        *d = if b == b'_' { b'-' } else { b };
-    }
-    match field(&dashed[..name.len()]) {
-        Field::Other | Field::ContentType => Field::Other,
-        _ => Field::Underscored,
+/// Classifies a request field's name: [`field`], and [`Field::Underscored`]
+/// for one of those names spelled with `_` for `-` (`X_Forwarded_Host`,
+/// `Content_Length`): backends that read headers as CGI-style variables
+/// (Rack, WSGI, PHP) take it for that field, so it is never forwarded
+/// (nginx drops every underscored name by default).
+pub fn request_field(name: &[u8]) -> Field {
+    match field(name) {
+        // Longer than any name above, or no `_`: an ordinary field.
+        Field::Other if name.len() <= 20 && name.contains(&b'_') => {
+            let mut dashed = [0u8; 20];
+            for (d, &b) in dashed.iter_mut().zip(name) {
+                *d = if b == b'_' { b'-' } else { b };
+            }
+            match field(&dashed[..name.len()]) {
+                Field::Other | Field::ContentType => Field::Other,
+                _ => Field::Underscored,
+            }
+        }
+        f => f,
     }
 }
 
@@ -580,11 +608,13 @@ mod tests {
         assert!(!relays_length(204) && !relays_length(100) && relays_length(304) && relays_length(200));
         assert_eq!(field(b"HTTP2-Settings"), Field::HopByHop);
         for smuggled in ["X_Forwarded_Host", "X-Original_URL", "x_host", "Content_Length", "X_Request_Id"] {
-            assert_eq!(field(smuggled.as_bytes()), Field::Underscored, "{smuggled}");
+            assert_eq!(request_field(smuggled.as_bytes()), Field::Underscored, "{smuggled}");
+            assert_eq!(field(smuggled.as_bytes()), Field::Other, "answers relay them: {smuggled}");
         }
         for plain in ["X_Custom", "my_header", "Content_Type", "x_a_very_long_custom_header_name"] {
-            assert_eq!(field(plain.as_bytes()), Field::Other, "{plain}");
+            assert_eq!(request_field(plain.as_bytes()), Field::Other, "{plain}");
         }
+        assert_eq!(request_field(b"Host"), Field::Host);
     }
 
     #[test]

@@ -110,10 +110,10 @@ pub fn begin_recording<V: RequestView>(
     let route = routes.resolve_as(view.method(), view.path(), grpc, &mut worker.route_cache.borrow_mut());
     let mut recording = Recording::begin_at(worker.recorder.as_ref(), route, started.unwrap_or_else(Instant::now));
     recording.client(&client.asker(view), &worker.shared.top_clients.spec);
-    let client_ip = client.ip.to_str().unwrap_or("");
+    let client_ip = || client.ip.to_str().unwrap_or("");
     if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
         let label = routes.name(route);
-        let mut entry = crate::access_log::Entry::new(log, client_ip, view.method().as_str(), view.target(), label);
+        let mut entry = crate::access_log::Entry::new(log, client_ip(), view.method().as_str(), view.target(), label);
         entry.request_id = String::from_utf8_lossy(request_id).into_owned();
         entry.user_agent = String::from_utf8_lossy(view.field(&header::USER_AGENT).unwrap_or_default()).into_owned();
         entry.bytes_in = view.bytes_in();
@@ -127,7 +127,7 @@ pub fn begin_recording<V: RequestView>(
             span.path = trace::clipped(view.path(), 1024);
             span.scheme = view.scheme(client.peer.trusted);
             span.host = trace::clipped(view.host(), 256);
-            span.client = client_ip.into();
+            span.client = client_ip().into();
             recording.trace(tracer.clone(), span);
         }
     }

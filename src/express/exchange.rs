@@ -162,9 +162,7 @@ impl Conn {
             }
             self.scratch.up_buf.clear();
             self.scratch.up_buf.reserve(READ_CHUNK);
-            // `upstream_read_timeout_ms` bounds each wait for more of the body.
-            let read = tokio::time::timeout(read_timeout, up.read_buf(&mut self.scratch.up_buf));
-            if read.await.map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?? == 0 {
+            if read_within(up, &mut self.scratch.up_buf, read_timeout).await? == 0 {
                 return match framing {
                     Framing::Close => Ok(body),
                     _ => Err(std::io::ErrorKind::UnexpectedEof.into()),
@@ -172,4 +170,23 @@ impl Conn {
             }
         }
     }
+}
+
+/// Reads more of an upstream body; a wait longer than `timeout`
+/// (`upstream_read_timeout_ms`) is `TimedOut`. The timer is made only when
+/// the read has to wait: bytes already there cost no clock read.
+async fn read_within(up: &mut TcpStream, buf: &mut BytesMut, timeout: Duration) -> std::io::Result<usize> {
+    let mut read = std::pin::pin!(up.read_buf(buf));
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(r) = read.as_mut().poll(cx) {
+            return std::task::Poll::Ready(r);
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::ErrorKind::TimedOut.into())),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
+    .await
 }

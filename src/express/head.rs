@@ -234,7 +234,7 @@ impl RequestHead {
         let (mut hosts, mut lengths) = (0, 0);
         for h in req.headers.iter() {
             let value = h.value;
-            let role = match http1::field(h.name.as_bytes()) {
+            let role = match http1::request_field(h.name.as_bytes()) {
                 Field::Other | Field::Date | Field::Location | Field::CacheOutcome => Role::Plain,
                 // gRPC goes upstream as `upstream_protocol` says: hyper's.
                 Field::ContentType if crate::grpc::is_grpc_type(value) => return Parsed::Handoff,

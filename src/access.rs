@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use http::header::{HeaderMap, AUTHORIZATION};
 use ipnet::IpNet;
 
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// A list of address ranges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

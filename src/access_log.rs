@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::config::AccessLogSettings;
+use crate::settings::AccessLogSettings;
 
 /// What one request's line says, taken on the request path.
 #[derive(Debug, Clone, Default)]

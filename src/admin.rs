@@ -23,9 +23,9 @@ use serde::Serialize;
 
 use crate::access::bearer_matches;
 use crate::body::ProxyBody;
-use crate::config::Endpoints;
 use crate::error::{json, json_error};
 use crate::health::{CheckResult, Overall};
+use crate::settings::Endpoints;
 use crate::state::{Client, Shared};
 
 /// The admin paths, resolved once.

@@ -41,7 +41,7 @@ use arc_swap::ArcSwap;
 use http::HeaderMap;
 use tracing::debug;
 
-use crate::config::CacheSettings;
+use crate::settings::CacheSettings;
 use crate::trace::RedisLookup;
 use entry::Entry;
 use index::PathIndex;

@@ -21,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use http::header::HeaderName;
 
 use crate::access::Cidrs;
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// What a request is counted under.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,8 +4,6 @@
 //! key (flag, variable or file key), the value and what was expected; the
 //! binary turns it into exit status 2.
 
-mod protocols;
-mod settings;
 mod validate;
 
 use std::ffi::OsString;
@@ -14,12 +12,12 @@ use std::path::{Path, PathBuf};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamProtocol};
-pub use settings::{
+pub use crate::settings::{
     AccessLogSettings, AlertSettings, CacheRule, CacheSettings, ClusterSettings, DatabaseSettings, Endpoints,
     HealthSettings, HistorySettings, HttpCheck, RateLimitRule, RouteRule, Settings, TopClientsSettings,
     TracingSettings,
 };
+pub use crate::settings::{ConfigError, GrpcSettings, Http2Settings, Protocols, UpstreamProtocol};
 pub use validate::{Config, UpstreamAddr};
 
 /// perfproxy: a sidecar reverse proxy that measures, caches and watches your backend.
@@ -92,21 +90,6 @@ pub enum Command {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// A configuration problem: which key, which value, what was expected.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid configuration: {key} = {value}: expected {expected}")]
-pub struct ConfigError {
-    pub key: String,
-    pub value: String,
-    pub expected: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(key: impl Into<String>, value: impl ToString, expected: impl Into<String>) -> Self {
-        ConfigError { key: key.into(), value: value.to_string(), expected: expected.into() }
-    }
 }
 
 /// The parsed command line: what to do, and with which configuration.

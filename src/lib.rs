@@ -5,6 +5,9 @@
 //! # Layout
 //!
 //! - [`config`]: flags, environment, TOML file → one validated [`config::Config`]; errors name the key.
+//! - [`settings`]: the bottom layer: the config file's shape ([`settings::Settings`]) and
+//!   [`settings::ConfigError`], which the components that parse their own keys import (never
+//!   `config`, which imports them).
 //! - [`server`]: listeners, the acceptor, thread-per-core workers, limits, graceful shutdown.
 //! - [`drain`]: a worker's open connections, woken to finish and close when it stops.
 //! - [`linger`]: lingering close of client connections, and whether a hyper connection is busy.
@@ -74,6 +77,7 @@ pub mod redact;
 pub(crate) mod reload;
 pub(crate) mod routes;
 pub mod server;
+pub mod settings;
 pub(crate) mod state;
 pub(crate) mod system;
 pub mod telemetry;

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use crate::clients::sliding::SlidingCounts;
 use crate::clients::{Asker, Fields, Key, KeySpec};
-use crate::config::{ConfigError, RateLimitRule};
 use crate::error::ProxyError;
 use crate::routes::RoutePattern;
+use crate::settings::{ConfigError, RateLimitRule};
 use arc_swap::ArcSwap;
 use http::Method;
 

@@ -19,7 +19,7 @@ use opentelemetry_sdk::Resource;
 use tracing::{info, warn};
 
 use super::{Counts, Message, SpanRecord, Tracer};
-use crate::config::{ConfigError, TracingSettings};
+use crate::settings::{ConfigError, TracingSettings};
 
 /// Tracing as configured: on when an endpoint is named, here or by the
 /// environment, and `OTEL_SDK_DISABLED` is not `true`.

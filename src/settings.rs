@@ -3,7 +3,26 @@
 //! variables are applied on top of this (see `config::load`), and the result
 //! is what `perfproxy check-config` prints.
 
+mod protocols;
+
 use serde::{Deserialize, Serialize};
+
+pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamProtocol};
+
+/// A configuration problem: which key, which value, what was expected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid configuration: {key} = {value}: expected {expected}")]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub expected: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: impl Into<String>, value: impl ToString, expected: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), value: value.to_string(), expected: expected.into() }
+    }
+}
 
 /// Every setting, in the shape of `config/perfproxy.toml`. Durations are ms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,8 +72,8 @@ pub struct Settings {
     pub history: HistorySettings,
     pub top_clients: TopClientsSettings,
     pub rate_limits: Vec<RateLimitRule>,
-    pub http2: super::protocols::Http2Settings,
-    pub grpc: super::protocols::GrpcSettings,
+    pub http2: protocols::Http2Settings,
+    pub grpc: protocols::GrpcSettings,
 }
 
 impl Default for Settings {

@@ -20,17 +20,6 @@ fn status_of(resp: &str) -> u16 {
     resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
-/// The values of a field in a response's head.
-fn field<'a>(resp: &'a str, name: &str) -> Vec<&'a str> {
-    let head = resp.split("\r\n\r\n").next().unwrap_or("");
-    head.lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
-        .collect()
-}
-
 fn sent_field(up: &RawUpstream, target: &str, name: &str) -> Vec<Vec<String>> {
     let seen = up.seen();
     let with = seen.iter().filter(|s| s.target == target);
@@ -151,14 +140,14 @@ async fn request_ids_repeated_oversized_or_not_visible_are_replaced() {
         for (target, fields) in cases {
             let req = format!("GET {target} HTTP/1.1\r\nHost: app\r\n{fields}Connection: close\r\n\r\n");
             let (resp, _) = raw(proxy.addr, req.as_bytes(), WAIT).await;
-            let back = field(&resp, "x-request-id");
+            let back = head_field(&resp, "x-request-id");
             assert_eq!(back.len(), 1, "lane {lane} {target}: {resp}");
             assert!(back[0].len() == 32 && back[0].bytes().all(|b| b.is_ascii_hexdigit()), "lane {lane}: {back:?}");
             assert_eq!(sent_field(&up, target, "x-request-id"), vec![vec![back[0].to_string()]], "lane {lane}");
         }
         let req = b"GET /kept HTTP/1.1\r\nHost: app\r\nX-Request-Id: abc-123\r\nConnection: close\r\n\r\n";
         let (resp, _) = raw(proxy.addr, req, WAIT).await;
-        assert_eq!(field(&resp, "x-request-id"), ["abc-123"], "lane {lane}");
+        assert_eq!(head_field(&resp, "x-request-id"), ["abc-123"], "lane {lane}");
         proxy.shutdown().await;
     }
 }
@@ -175,12 +164,12 @@ async fn a_204_loses_its_content_length_and_repeated_lengths_reach_the_client_as
         s.write_all(b"GET /none HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
         let (resp, _) = read_until_quiet(&mut s, WAIT).await;
         assert_eq!(status_of(&resp), 204, "lane {lane}: {resp}");
-        assert!(field(&resp, "content-length").is_empty(), "lane {lane}: {resp}");
+        assert!(head_field(&resp, "content-length").is_empty(), "lane {lane}: {resp}");
         // The connection goes on: the 204 had no body.
         s.write_all(b"GET /twice HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
         let (resp, _) = read_until_quiet(&mut s, WAIT).await;
         assert_eq!(status_of(&resp), 200, "lane {lane}: {resp}");
-        assert_eq!(field(&resp, "content-length"), ["2"], "lane {lane}: {resp}");
+        assert_eq!(head_field(&resp, "content-length"), ["2"], "lane {lane}: {resp}");
         assert!(resp.ends_with("\r\n\r\nok"), "lane {lane}: {resp}");
         proxy.shutdown().await;
     }
@@ -198,8 +187,8 @@ async fn a_cached_204_is_served_without_content_length() {
             let (resp, _) = raw(proxy.addr, req.as_bytes(), WAIT).await;
             assert_eq!(status_of(&resp), 204, "lane {lane}: {resp}");
             let x_cache = if i == 0 { "MISS" } else { "HIT" };
-            assert_eq!(field(&resp, "x-cache"), [x_cache], "lane {lane}: {resp}");
-            assert!(field(&resp, "content-length").is_empty(), "lane {lane}, {method} {x_cache}: {resp}");
+            assert_eq!(head_field(&resp, "x-cache"), [x_cache], "lane {lane}: {resp}");
+            assert!(head_field(&resp, "content-length").is_empty(), "lane {lane}, {method} {x_cache}: {resp}");
         }
         assert_eq!(up.seen().len(), 1, "lane {lane}");
         proxy.shutdown().await;

@@ -10,16 +10,6 @@ use std::time::Duration;
 use support::raw::{ok, spawn_raw_upstream, RawAnswer};
 use support::*;
 
-fn field<'a>(resp: &'a str, name: &str) -> Vec<&'a str> {
-    let head = resp.split("\r\n\r\n").next().unwrap_or("");
-    head.lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
-        .collect()
-}
-
 async fn get(proxy: &Proxy, path: &str, extra: &str) -> String {
     let req = format!("GET {path} HTTP/1.1\r\nHost: app\r\n{extra}Connection: close\r\n\r\n");
     raw(proxy.addr, req.as_bytes(), Duration::from_millis(500)).await.0
@@ -46,22 +36,22 @@ async fn every_request_carries_one_id_upstream_and_back() {
     let proxy = spawn_proxy(&up.url(), &[]).await;
 
     let fresh = get(&proxy, "/echo", "").await;
-    let ids = field(&fresh, "x-request-id");
+    let ids = head_field(&fresh, "x-request-id");
     assert_eq!(ids.len(), 1, "{fresh}");
     assert!(ids[0].len() == 32 && ids[0].bytes().all(|b| b.is_ascii_hexdigit()), "{fresh}");
     assert_eq!(sent_ids(&up, "/echo"), vec![vec![ids[0].to_string()]], "the same id went upstream, once");
 
     let kept = get(&proxy, "/echo?2", "X-Request-Id: client-abc-123\r\n").await;
-    assert_eq!(field(&kept, "x-request-id"), ["client-abc-123"], "{kept}");
+    assert_eq!(head_field(&kept, "x-request-id"), ["client-abc-123"], "{kept}");
     assert_eq!(sent_ids(&up, "/echo?2"), vec![vec!["client-abc-123".to_string()]]);
 
     let empty = get(&proxy, "/echo?4", "X-Request-Id:\r\n").await;
-    let made = field(&empty, "x-request-id");
+    let made = head_field(&empty, "x-request-id");
     assert!(made.len() == 1 && made[0].len() == 32, "an empty id is none: {empty}");
     assert_eq!(sent_ids(&up, "/echo?4"), vec![vec![made[0].to_string()]], "one id upstream, the new one");
 
     let other = get(&proxy, "/echo?3", "").await;
-    assert_ne!(field(&other, "x-request-id"), ids, "a new id per request");
+    assert_ne!(head_field(&other, "x-request-id"), ids, "a new id per request");
     proxy.shutdown().await;
 }
 
@@ -76,18 +66,18 @@ async fn hits_and_errors_carry_the_requests_id() {
     up.answer("/fine", ok("fine"));
     let proxy = spawn_proxy(&up.url(), &[]).await;
     let miss = get(&proxy, "/cached", "X-Request-Id: first\r\n").await;
-    assert_eq!(field(&miss, "x-request-id"), ["first"], "{miss}");
+    assert_eq!(head_field(&miss, "x-request-id"), ["first"], "{miss}");
     let hit = get(&proxy, "/cached", "X-Request-Id: second\r\n").await;
-    assert_eq!(field(&hit, "x-cache"), ["HIT"], "{hit}");
-    assert_eq!(field(&hit, "x-request-id"), ["second"], "never the stored one: {hit}");
+    assert_eq!(head_field(&hit, "x-cache"), ["HIT"], "{hit}");
+    assert_eq!(head_field(&hit, "x-request-id"), ["second"], "never the stored one: {hit}");
     let hit = get(&proxy, "/cached", "").await;
-    assert_eq!(field(&hit, "x-request-id").len(), 1, "{hit}");
-    assert_ne!(field(&hit, "x-request-id"), ["first"], "{hit}");
+    assert_eq!(head_field(&hit, "x-request-id").len(), 1, "{hit}");
+    assert_ne!(head_field(&hit, "x-request-id"), ["first"], "{hit}");
 
     let bad = get(&proxy, "/broken", "X-Request-Id: failing-one\r\n").await;
     assert!(bad.starts_with("HTTP/1.1 502"), "{bad}");
-    assert_eq!(field(&bad, "x-request-id"), ["failing-one"], "{bad}");
+    assert_eq!(head_field(&bad, "x-request-id"), ["failing-one"], "{bad}");
     let own = get(&proxy, "/health/live", "").await;
-    assert_eq!(field(&own, "x-request-id").len(), 1, "perfproxy's own answers too: {own}");
+    assert_eq!(head_field(&own, "x-request-id").len(), 1, "perfproxy's own answers too: {own}");
     proxy.shutdown().await;
 }

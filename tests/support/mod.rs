@@ -392,6 +392,17 @@ pub async fn get(url: &str) -> Answer {
     send(Request::get(url).body(Full::default()).unwrap()).await
 }
 
+/// The values of a field in a raw response's head, in order.
+pub fn head_field<'a>(resp: &'a str, name: &str) -> Vec<&'a str> {
+    let head = resp.split("\r\n\r\n").next().unwrap_or("");
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
 /// Writes raw bytes on a fresh connection and reads until the peer closes
 /// or `wait` passes without data. Returns what was read and whether the
 /// peer closed.

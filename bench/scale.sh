@@ -14,6 +14,7 @@
 #   bench/scale.sh                      # this tree's release build
 #   BIN=/tmp/perfproxy-before bench/scale.sh
 #   ONLY=connections bench/scale.sh     # one part: connections, upstream, routes, cache, clients
+#   IDLE_CONFIG='express_lane = false\n' ONLY=connections bench/scale.sh   # the hyper lane's idle connections
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UP_PORT=${UP_PORT:-18580}
@@ -123,7 +124,7 @@ idle_growth() {
   echo $((after - before))
 }
 
-printf 'header_read_timeout_ms = 300000\nmax_connections = 20000\n' > "$work/idle.toml"
+printf 'header_read_timeout_ms = 300000\nmax_connections = 20000\n%b' "${IDLE_CONFIG:-}" > "$work/idle.toml"
 if [ -z "$ONLY" ] || [ "$ONLY" = connections ]; then
   echo "== idle keep-alive client connections (one request each, then idle)"
   printf '%-8s %22s %22s\n' conns "perfproxy B/conn" "nginx B/conn"

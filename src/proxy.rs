@@ -19,7 +19,7 @@ use tracing::debug;
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
-use crate::linger::{Activity, Tracked};
+use crate::linger::{Activity, InFlight, Tracked};
 use crate::metrics::Recording;
 use crate::state::Client;
 use crate::trace;
@@ -31,25 +31,29 @@ pub fn service(
     client: Rc<Client>,
     activity: Arc<Activity>,
 ) -> impl hyper::service::Service<Request<Incoming>, Response = Response<Tracked<ProxyBody>>, Error = Infallible> {
-    hyper::service::service_fn(move |req| {
-        let in_flight = activity.enter();
-        let answered = handle(client.clone(), req);
-        async move { Ok(answered.await?.map(|body| Tracked::new(body, in_flight))) }
-    })
+    // `handle`'s future as it is, not wrapped: hyper keeps room for one per
+    // connection, idle or not (a wrapping block would hold it twice).
+    hyper::service::service_fn(move |req| handle(client.clone(), req, activity.enter()))
 }
 
-/// hyper's service function: never fails, every error is a response.
-pub async fn handle(client: Rc<Client>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+/// hyper's service function: never fails, every error is a response; the
+/// request counts in progress (`in_flight`) until its answer's body is sent.
+async fn handle(
+    client: Rc<Client>,
+    req: Request<Incoming>,
+    in_flight: InFlight,
+) -> Result<Response<Tracked<ProxyBody>>, Infallible> {
     let paths = &client.worker.shared.admin_paths;
-    if req.uri().path() == paths.purge && paths.owns(paths.purge.as_str(), client.admin_only) {
-        return Ok(crate::cache::purge::answer(&client, req).await);
-    }
-    let mut resp = respond(&client, req.map(RequestBody::Client)).await;
+    let mut resp = if req.uri().path() == paths.purge && paths.owns(paths.purge.as_str(), client.admin_only) {
+        crate::cache::purge::answer(&client, req).await
+    } else {
+        respond(&client, req.map(RequestBody::Client)).await
+    };
     if client.worker.shared.draining() {
         // After SIGTERM every response closes its connection (hyper then closes it).
         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    Ok(resp)
+    Ok(resp.map(|body| Tracked::new(body, in_flight)))
 }
 
 /// Answers one request: perfproxy's own endpoints, else the upstream's

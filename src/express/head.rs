@@ -30,6 +30,8 @@ enum Role {
     ForwardedFor,
     /// `traceparent`: copied unless perfproxy writes its own.
     TraceParent,
+    /// `X-Request-Id`: never copied; the request's one id is written apart.
+    RequestId,
 }
 
 #[derive(Debug)]
@@ -72,9 +74,6 @@ pub struct RequestHead {
     /// `Authorization`, `If-*`): the express lane leaves it to the cache's
     /// general path.
     pub lookup_fields: bool,
-    /// The first `X-Request-Id` the client sent, and how many it sent.
-    request_id: Option<Range<usize>>,
-    request_ids: usize,
     /// The client's `traceparent`, and whether it sent more than one.
     traceparent: Option<Range<usize>>,
     traceparents: usize,
@@ -228,8 +227,8 @@ impl RequestHead {
         self.target_text.push_str(path);
         self.path_len = path.find('?').unwrap_or(path.len());
         (self.content_length, self.close, self.range, self.lookup_fields) = (0, false, false, false);
-        (self.forwarded_proto, self.forwarded_host, self.request_id) = (None, None, None);
-        (self.traceparent, self.traceparents, self.forwarded_fors, self.request_ids) = (None, 0, 0, 0);
+        (self.forwarded_proto, self.forwarded_host) = (None, None);
+        (self.traceparent, self.traceparents, self.forwarded_fors) = (None, 0, 0);
         self.fields.clear();
         let (mut hosts, mut lengths) = (0, 0);
         for h in req.headers.iter() {
@@ -240,11 +239,7 @@ impl RequestHead {
                 Field::ContentType if crate::grpc::is_grpc_type(value) => return Parsed::Handoff,
                 Field::ContentType => Role::Plain,
                 // Written once by `write_upstream`: the client's when usable.
-                Field::RequestId => {
-                    self.request_ids += 1;
-                    self.request_id.get_or_insert(span(buf, value));
-                    Role::Dropped
-                }
+                Field::RequestId => Role::RequestId,
                 Field::Freshness | Field::Lookup => {
                     self.lookup_fields = true;
                     Role::Plain
@@ -345,10 +340,8 @@ impl RequestHead {
 
     /// The client's `X-Request-Id`, if perfproxy keeps it ([`http1::client_request_id`]).
     pub fn request_id<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
-        let first = self.request_id.clone().map(|r| &buf[r])?;
-        // A second one makes none: the rule sees that there were two.
-        let second = (self.request_ids > 1).then_some(&b""[..]);
-        http1::client_request_id([first].into_iter().chain(second))
+        let sent = self.fields.iter().filter(|f| f.role == Role::RequestId);
+        http1::client_request_id(sent.map(|f| &buf[f.value.clone()]))
     }
 
     /// What `X-Forwarded-Host`/`-Proto` say upstream (see [`Forwarded`]).

@@ -24,10 +24,10 @@ impl Conn {
         let head_request = self.head.method == http::Method::HEAD;
         let close = self.closes();
         self.set_request_id();
-        let mut recording = self.begin_recording();
+        let recording = self.begin_recording();
         self.buf.advance(self.head.len);
         let had_body = self.head.content_length > 0;
-        let resp = crate::pipeline::refuse(refusal, recording.take(), had_body, false);
+        let resp = crate::pipeline::refuse(refusal, recording, had_body, false);
         self.write_own(resp, head_request, close).await
     }
 

@@ -140,9 +140,9 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    perfproxy::telemetry::init(invocation.log_format);
+    perfproxy::runtime::telemetry::init(invocation.log_format);
     let config = invocation.config;
-    let listeners = match perfproxy::server::Listeners::bind(&config) {
+    let listeners = match perfproxy::runtime::server::Listeners::bind(&config) {
         Ok(l) => l,
         Err(e) => {
             eprintln!(
@@ -163,9 +163,9 @@ async fn main() {
     }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
-        perfproxy::server::Stop::Interrupt
+        perfproxy::runtime::server::Stop::Interrupt
     };
-    if let Err(e) = perfproxy::server::run(listeners, config, shutdown).await {
+    if let Err(e) = perfproxy::runtime::server::run(listeners, config, shutdown).await {
         eprintln!("demo: {e}");
     }
 }

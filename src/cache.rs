@@ -14,20 +14,16 @@
 //! `cache.redis_timeout_ms`, counted in `errors` when it fails, and the
 //! request goes on with the memory layer alone.
 
-pub mod answer;
 pub mod entry;
 pub mod fill;
 pub mod flights;
 pub mod index;
 pub mod key;
 pub mod policy;
-pub mod purge;
 pub mod redis_layer;
 pub mod rules;
-pub mod serve;
 pub mod stats;
 
-pub use answer::X_CACHE;
 pub use flights::{FlightGuard, Flights, Joined, Passes};
 pub use rules::{Rule, Rules};
 pub use stats::{Counters, Stats};
@@ -41,8 +37,8 @@ use arc_swap::ArcSwap;
 use http::HeaderMap;
 use tracing::debug;
 
+use crate::observe::trace::RedisLookup;
 use crate::settings::CacheSettings;
-use crate::trace::RedisLookup;
 use entry::Entry;
 use index::PathIndex;
 use key::Glob;

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use perfproxy::config::{self, Command, LoadError};
-use perfproxy::server::{self, Listeners};
+use perfproxy::runtime::server::{self, Listeners};
 use tracing::error;
 
 fn main() -> ExitCode {
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         Some(Command::Migrate) => return migrate(&config),
         None => {}
     }
-    perfproxy::telemetry::init(invocation.log_format);
+    perfproxy::runtime::telemetry::init(invocation.log_format);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -65,7 +65,7 @@ fn migrate(config: &perfproxy::config::Config) -> ExitCode {
     };
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime can be built at start-up");
-    match runtime.block_on(perfproxy::database::migrate::run(&url)) {
+    match runtime.block_on(perfproxy::watch::database::migrate::run(&url)) {
         Ok(applied) if applied.is_empty() => {
             println!("perfproxy: migrations up to date");
             ExitCode::SUCCESS

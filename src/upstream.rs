@@ -32,8 +32,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::body::RequestBody;
 use crate::config::{UpstreamAddr, UpstreamProtocol};
+use crate::shared::body::RequestBody;
 
 /// How many idle connections one worker keeps.
 const MAX_IDLE_PER_WORKER: usize = 512;
@@ -50,7 +50,7 @@ pub enum UpstreamError {
     #[error("upstream exchange: {0}")]
     Io(#[source] io::Error),
     #[error(transparent)]
-    Malformed(#[from] crate::http1::Malformed),
+    Malformed(#[from] crate::wire::http1::Malformed),
 }
 
 /// One worker's connections to the upstream.
@@ -186,7 +186,7 @@ impl UpstreamPool {
         self: &Rc<Self>,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
-        if self.h2c_for(crate::grpc::is_grpc(req.headers())) {
+        if self.h2c_for(crate::wire::grpc::is_grpc(req.headers())) {
             return Ok((self.h2c.send(req).await?, None));
         }
         loop {
@@ -196,7 +196,7 @@ impl UpstreamPool {
             // connection: kept, in case the upstream closed it as it went
             // (as the express lane does: `Failed::Stale`).
             let again =
-                (reused && crate::http1::replayable(req.method()) && http_body::Body::is_end_stream(req.body()))
+                (reused && crate::wire::http1::replayable(req.method()) && http_body::Body::is_end_stream(req.body()))
                     .then(|| head_copy(&req));
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Some(Lease { pool: self.clone(), sender, released }))),

@@ -70,7 +70,7 @@ impl Entry {
             out.extend_from_slice(self.status.canonical_reason().unwrap_or("").as_bytes());
             out.extend_from_slice(b"\r\n");
             // A 204 has no length (RFC 9110 §8.6): none is written, stored or not.
-            let length = crate::http1::relays_length(self.status.as_u16());
+            let length = crate::wire::http1::relays_length(self.status.as_u16());
             let relayed = |n: &HeaderName| {
                 *n != http::header::DATE && !unrelayed.contains(n) && (length || *n != http::header::CONTENT_LENGTH)
             };

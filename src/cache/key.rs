@@ -8,7 +8,7 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::http1::Forwarded;
+use crate::wire::http1::Forwarded;
 
 /// The primary key of a request: `path[?query] host`, query parameters
 /// sorted by name (repeated names in the order sent) and those matching `ignore` (globs such as `utm_*`) dropped, then

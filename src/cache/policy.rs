@@ -39,7 +39,7 @@ impl Directives {
     pub fn parse_field(headers: &HeaderMap, name: header::HeaderName) -> Directives {
         let mut d = Directives::default();
         for value in headers.get_all(name) {
-            for item in crate::http1::tokens(value.as_bytes()) {
+            for item in crate::wire::http1::tokens(value.as_bytes()) {
                 let Ok(item) = std::str::from_utf8(item) else { continue };
                 let (name, arg) = match item.split_once('=') {
                     Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
@@ -186,7 +186,7 @@ pub fn lifetime_within(
     max_object: usize,
     response_time: SystemTime,
 ) -> Option<Lifetime> {
-    let length = response.get(header::CONTENT_LENGTH).and_then(|v| crate::http1::content_length(v.as_bytes()));
+    let length = response.get(header::CONTENT_LENGTH).and_then(|v| crate::wire::http1::content_length(v.as_bytes()));
     if length.is_some_and(|n| n > max_object as u64) {
         return None;
     }

@@ -8,8 +8,8 @@ use http::Method;
 
 use super::key::Glob;
 use super::policy::Policy;
-use crate::routes::RoutePattern;
 use crate::settings::CacheSettings;
+use crate::wire::routes::RoutePattern;
 
 /// The cache configuration as the request path uses it (swapped on reload).
 #[derive(Debug)]

@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::uri::{Authority, Uri};
 
 use super::{ConfigError, Settings};
-use crate::access::Cidrs;
-use crate::routes::RoutePattern;
+use crate::admit::access::Cidrs;
+use crate::wire::routes::RoutePattern;
 
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone)]
@@ -44,11 +44,11 @@ pub struct Config {
     /// `endpoints.admin_allow`.
     pub admin_allow: Cidrs,
     /// `[tracing]` and the `OTEL_*` variables; `None`: no spans.
-    pub tracing: Option<crate::trace::Setup>,
+    pub tracing: Option<crate::observe::trace::Setup>,
     /// `[[rate_limits]]`, in order.
-    pub rate_limits: Vec<crate::limits::Rule>,
+    pub rate_limits: Vec<crate::admit::limits::Rule>,
     /// `top_clients.key` and `top_clients.count`.
-    pub top_clients: (crate::clients::KeySpec, usize),
+    pub top_clients: (crate::admit::clients::KeySpec, usize),
     /// `upstream_protocol`, `[http2]`, `[grpc]`.
     pub protocols: super::Protocols,
 }
@@ -114,7 +114,7 @@ fn url_with_scheme(key: &str, v: &str, schemes: &[&str]) -> Result<(), ConfigErr
     }
     // The whole URL, as the client that will use it reads it.
     let problem = match scheme {
-        "postgres" | "postgresql" => v.parse::<tokio_postgres::Config>().err().map(|e| crate::error::chain(&e)),
+        "postgres" | "postgresql" => v.parse::<tokio_postgres::Config>().err().map(|e| crate::shared::error::chain(&e)),
         "redis" | "rediss" | "redis+unix" => redis::Client::open(v).err().map(|e| e.to_string()),
         _ => match v.parse::<Uri>() {
             Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => None,
@@ -263,12 +263,12 @@ impl Config {
             .rate_limits
             .iter()
             .enumerate()
-            .map(|(i, r)| crate::limits::Rule::compile(i, r))
+            .map(|(i, r)| crate::admit::limits::Rule::compile(i, r))
             .collect::<Result<Vec<_>, _>>()?;
-        let top_key = crate::clients::KeySpec::parse("top_clients.key", &s.top_clients.key, false)?;
+        let top_key = crate::admit::clients::KeySpec::parse("top_clients.key", &s.top_clients.key, false)?;
         let top_count = in_range("top_clients.count", s.top_clients.count, 1, 1000)?;
         let protocols = super::Protocols::validate(&s.upstream_protocol, &s.http2, &s.grpc)?;
-        let tracing = crate::trace::Setup::resolve(&s.tracing, |k| std::env::var(k).ok())?;
+        let tracing = crate::observe::trace::Setup::resolve(&s.tracing, |k| std::env::var(k).ok())?;
 
         let d = &s.database;
         positive_ms("database.poll_interval_ms", d.poll_interval_ms)?;

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::grpc::Code;
+use crate::wire::grpc::Code;
 
 /// How requests reach the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

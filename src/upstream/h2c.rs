@@ -15,9 +15,9 @@ use tokio::sync::Mutex;
 use tracing::debug;
 
 use super::UpstreamError;
-use crate::body::RequestBody;
 use crate::config::UpstreamAddr;
-use crate::http2::LocalExec;
+use crate::lanes::http2::LocalExec;
+use crate::shared::body::RequestBody;
 
 /// A stream's flow-control window to the upstream (HTTP/2's default).
 const STREAM_WINDOW: u32 = 65_535;
@@ -93,9 +93,9 @@ impl H2cClient {
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| crate::http1::Malformed("request target"))?;
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| crate::wire::http1::Malformed("request target"))?;
         *req.version_mut() = Version::HTTP_2;
-        if crate::grpc::is_grpc(req.headers()) {
+        if crate::wire::grpc::is_grpc(req.headers()) {
             req.headers_mut().insert(TE, HeaderValue::from_static("trailers"));
         }
         let mut retried = false;

@@ -349,13 +349,13 @@ pub async fn spawn_proxy(upstream: &str, args: &[&str]) -> Proxy {
         Ok(inv) => inv.config,
         Err(e) => panic!("bad test config: {e}"),
     };
-    let listeners = perfproxy::server::Listeners::bind(&config).unwrap();
+    let listeners = perfproxy::runtime::server::Listeners::bind(&config).unwrap();
     let addr = listeners.proxy.local_addr().unwrap();
     let admin = listeners.admin.as_ref().map(|l| l.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(perfproxy::server::run(listeners, config, async move {
+    let task = tokio::spawn(perfproxy::runtime::server::run(listeners, config, async move {
         let _ = rx.await;
-        perfproxy::server::Stop::Term
+        perfproxy::runtime::server::Stop::Term
     }));
     Proxy { addr, admin, stop: Some(tx), task: Some(task) }
 }

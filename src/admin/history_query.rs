@@ -1,0 +1,241 @@
+//! `GET /performance/history?route=&from=&to=&step=`: a route's (or, without
+//! `route`, the total's) time series of count, error rate and p50/p95/p99,
+//! merged per step and across instances from the minutes' histograms. From
+//! the database when history is on; otherwise, for the total only, from the
+//! in-memory series of the last 15 minutes.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::Histogram;
+use http::StatusCode;
+use serde::Serialize;
+
+use crate::observe::history::{epoch_secs, History, TOTAL};
+use crate::shared::body::ProxyBody;
+use crate::shared::state::Shared;
+
+/// Rows read for one answer at most.
+const MAX_ROWS: i64 = 200_000;
+/// The longest range one answer covers.
+const MAX_RANGE: Duration = Duration::from_secs(31 * 86_400);
+
+/// A parsed request.
+#[derive(Debug, PartialEq)]
+pub struct Query {
+    pub route: String,
+    pub from: SystemTime,
+    pub to: SystemTime,
+    pub step: Duration,
+}
+
+/// A bad parameter: its name and what was expected.
+#[derive(Debug, PartialEq)]
+pub struct BadParam(pub &'static str, pub String);
+
+impl Query {
+    /// From the query string; defaults: the total, the last hour, 60 s steps.
+    pub fn parse(query: Option<&str>, now: SystemTime) -> Result<Query, BadParam> {
+        let (mut route, mut from, mut to, mut step) = (TOTAL.to_string(), None, None, Duration::from_secs(60));
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let time = |name: &'static str| {
+                humantime::parse_rfc3339_weak(&v).map_err(|_| BadParam(name, format!("{v:?}: an RFC 3339 time")))
+            };
+            match &*k {
+                "route" if !v.is_empty() => route = v.into_owned(),
+                "from" => from = Some(time("from")?),
+                "to" => to = Some(time("to")?),
+                "step" => {
+                    step = humantime::parse_duration(&v)
+                        .ok()
+                        .filter(|s| s.as_secs() >= 1 && s.subsec_nanos() == 0)
+                        .ok_or_else(|| BadParam("step", format!("{v:?}: a whole number of seconds, e.g. 60s")))?;
+                }
+                _ => {}
+            }
+        }
+        let to = to.unwrap_or(now);
+        let from = from.unwrap_or(to - Duration::from_secs(3600));
+        if from >= to {
+            return Err(BadParam("from", "before `to`".into()));
+        }
+        if to.duration_since(from).unwrap_or_default() > MAX_RANGE {
+            return Err(BadParam("from", "at most 31 days before `to`".into()));
+        }
+        Ok(Query { route, from, to, step })
+    }
+}
+
+#[derive(Serialize)]
+struct Doc {
+    route: String,
+    step_seconds: u64,
+    /// `database` (every instance) or `memory` (this instance, 15 minutes).
+    source: &'static str,
+    points: Vec<PointView>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+}
+
+#[derive(Serialize)]
+struct PointView {
+    t: String,
+    count: u64,
+    error_rate: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+}
+
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+fn rate(errors: u64, count: u64) -> f64 {
+    if count == 0 {
+        0.0
+    } else {
+        errors as f64 / count as f64
+    }
+}
+
+/// Answers a history request.
+pub async fn answer(shared: &Shared, query: Option<&str>) -> http::Response<ProxyBody> {
+    let q = match Query::parse(query, SystemTime::now()) {
+        Ok(q) => q,
+        Err(BadParam(name, expected)) => {
+            return crate::shared::error::json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_parameter",
+                &format!("{name}: {expected}"),
+            )
+        }
+    };
+    let history = &shared.history;
+    let doc = if history.pool().is_some() {
+        match tokio::time::timeout(crate::observe::history::DB_TIMEOUT, from_database(history, &q)).await {
+            Ok(Ok(doc)) => doc,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "history: query failed");
+                return crate::shared::error::json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "history_unavailable",
+                    "the database did not answer",
+                );
+            }
+            Err(_) => {
+                return crate::shared::error::json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "history_unavailable",
+                    "the database did not answer in time",
+                )
+            }
+        }
+    } else if q.route == TOTAL {
+        from_memory(history, &q)
+    } else {
+        return crate::shared::error::json_error(
+            StatusCode::NOT_FOUND,
+            "history_unavailable",
+            "per-route history needs DATABASE_URL and `perfproxy migrate`; without them only the total's last 15 \
+             minutes are kept",
+        );
+    };
+    crate::shared::error::json(StatusCode::OK, serde_json::to_vec(&doc).expect("plain data"))
+}
+
+fn from_memory(history: &History, q: &Query) -> Doc {
+    let (secs, points) = history.memory_points(epoch_secs(q.from), epoch_secs(q.to));
+    Doc {
+        route: q.route.clone(),
+        step_seconds: secs,
+        source: "memory",
+        points: points
+            .into_iter()
+            .filter(|p| p.count > 0)
+            .map(|p| PointView {
+                t: rfc3339(p.at),
+                count: p.count,
+                error_rate: rate(p.errors, p.count),
+                p50: p.p50,
+                p95: p.p95,
+                p99: p.p99,
+            })
+            .collect(),
+        truncated: false,
+    }
+}
+
+async fn from_database(history: &History, q: &Query) -> Result<Doc, Box<dyn std::error::Error + Send + Sync>> {
+    let pool = history.pool().ok_or("history is off")?;
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT minute, requests, errors, histogram FROM perfproxy.route_minutes \
+             WHERE route = $1 AND minute >= $2 AND minute < $3 ORDER BY minute LIMIT $4",
+            &[&q.route, &q.from, &q.to, &MAX_ROWS],
+        )
+        .await?;
+    let step = q.step.as_secs().max(1);
+    let mut steps: BTreeMap<u64, (u64, u64, Histogram<u64>)> = BTreeMap::new();
+    for row in &rows {
+        let minute: SystemTime = row.get(0);
+        let (requests, errors): (i64, i64) = (row.get(1), row.get(2));
+        let bytes: Option<Vec<u8>> = row.get(3);
+        let at = epoch_secs(minute) / step * step;
+        let entry = steps.entry(at).or_insert_with(|| {
+            let mut h = Histogram::new(3).expect("3 significant digits are supported");
+            h.auto(true);
+            (0, 0, h)
+        });
+        entry.0 += requests.max(0) as u64;
+        entry.1 += errors.max(0) as u64;
+        if let Some(h) = bytes.and_then(|b| Deserializer::new().deserialize::<u64, _>(&mut &b[..]).ok()) {
+            let _ = entry.2.add(&h);
+        }
+    }
+    let ms = |h: &Histogram<u64>, q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1000.0 };
+    Ok(Doc {
+        route: q.route.clone(),
+        step_seconds: step,
+        source: "database",
+        points: steps
+            .into_iter()
+            .map(|(at, (count, errors, h))| PointView {
+                t: rfc3339(at),
+                count,
+                error_rate: rate(errors, count),
+                p50: ms(&h, 0.5),
+                p95: ms(&h, 0.95),
+                p99: ms(&h, 0.99),
+            })
+            .collect(),
+        truncated: rows.len() as i64 == MAX_ROWS,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_have_defaults_and_bad_ones_are_named() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let q = Query::parse(None, now).expect("defaults");
+        assert_eq!((q.route.as_str(), q.step, q.to), (TOTAL, Duration::from_secs(60), now));
+        assert_eq!(q.to.duration_since(q.from).ok(), Some(Duration::from_secs(3600)));
+        let q = Query::parse(
+            Some("route=GET%20/api/users/:id&from=2026-11-28T10:00:00Z&to=2026-11-28T11:00:00Z&step=5m"),
+            now,
+        )
+        .expect("valid");
+        assert_eq!((q.route.as_str(), q.step), ("GET /api/users/:id", Duration::from_secs(300)));
+        let bad = |s: &str| Query::parse(Some(s), now).expect_err("invalid").0;
+        assert_eq!(bad("from=yesterday"), "from");
+        assert_eq!(bad("step=0s"), "step");
+        assert_eq!(bad("step=1.5s"), "step");
+        assert_eq!(bad("from=2026-11-28T12:00:00Z&to=2026-11-28T11:00:00Z"), "from");
+        assert_eq!(bad("from=2026-01-01T00:00:00Z&to=2026-11-28T11:00:00Z"), "from");
+    }
+}

@@ -1,0 +1,242 @@
+//! The cache on the express lane: the lookups that make up nearly all
+//! cached traffic, answered with no `http` types. A fresh memory-layer hit
+//! is written from bytes kept with its entry ([`Entry::wire_head`]) with
+//! `Age`, `Date`, `Server-Timing`, `X-Cache` and `Cache-Status` added; a miss
+//! on a key not worth collapsing goes upstream as any express request, its
+//! response head decides at once whether it is stored, and a storable body
+//! is copied while it is relayed ([`Fill`]). Everything else a lookup can
+//! meet goes to the cache's general path ([`crate::pipeline::serve`]): request
+//! directives, conditionals and `Authorization`, hits on entries that vary, stale entries,
+//! Redis, collapsing, `HEAD` misses, chunked or close-delimited bodies.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Buf;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use tokio::io::AsyncWriteExt;
+
+use super::head::field;
+use super::response::{add_field, ResponseHead};
+use super::Conn;
+use crate::cache::entry::Entry;
+use crate::cache::fill::Fill;
+use crate::cache::policy::{self, Policy, SURROGATE_CONTROL};
+use crate::cache::{key, Counters, Rules};
+use crate::pipeline::answer::per_request;
+use crate::shared::state::Worker;
+use crate::wire::http1::{self, Framing};
+
+/// A body this big or bigger is written apart from its head.
+const WRITE_APART: usize = 16 * 1024;
+
+/// What a lookup on the express lane found.
+pub(super) enum Lookup {
+    /// A fresh entry, answered from its bytes.
+    Hit(Arc<Entry>),
+    /// Nothing stored, not worth collapsing: straight upstream.
+    Miss(Miss),
+    /// The cache's general path decides.
+    General,
+}
+
+/// A miss on its way upstream.
+pub(super) struct Miss {
+    key: String,
+    policy: Policy,
+    max_object: usize,
+    uncacheable_ttl: std::time::Duration,
+    /// When the request went upstream, and the invalidation log then.
+    request_time: SystemTime,
+    generation: u64,
+}
+
+/// Looks `key` up in the memory layer for a GET or HEAD with no field that
+/// changes a lookup (`lookup_fields`).
+pub(super) fn lookup(
+    worker: &Worker,
+    rules: &Rules,
+    key: String,
+    path: &str,
+    method: &Method,
+    lookup_fields: bool,
+) -> Lookup {
+    let cache = &worker.shared.cache;
+    if lookup_fields {
+        return Lookup::General;
+    }
+    match cache.memory_slot(&key) {
+        Some(slot) => {
+            // The newest variant answers any request only if it varies on nothing.
+            let Some(newest) = slot.first().filter(|e| e.vary.is_empty()) else { return Lookup::General };
+            // Tag headers are written only when kept: the general path writes them.
+            if newest.staleness(SystemTime::now()).is_some() || rules.keep_tag_headers {
+                return Lookup::General;
+            }
+            Lookup::Hit(newest.clone())
+        }
+        None if *method == Method::HEAD || cache.has_redis() => Lookup::General,
+        None => {
+            let policy = rules.policy(path);
+            if policy.rule_ttl.is_some() || worker.cache_passes.borrow().storable(&key) {
+                return Lookup::General;
+            }
+            Lookup::Miss(Miss {
+                key,
+                policy,
+                max_object: rules.max_object_bytes,
+                uncacheable_ttl: rules.uncacheable_ttl,
+                request_time: SystemTime::now(),
+                generation: cache.generation(),
+            })
+        }
+    }
+}
+
+/// The client's head for a fresh hit on `entry`, to `out`.
+fn write_hit_head(out: &mut Vec<u8>, entry: &Entry, tag_headers: &[http::HeaderName], request_id: &[u8], close: bool) {
+    out.extend_from_slice(entry.wire_head(tag_headers));
+    field(out, b"x-request-id", request_id);
+    let now = SystemTime::now();
+    let age = entry.age(now);
+    field(out, b"age", itoa::Buffer::new().format(age.as_secs()).as_bytes());
+    field(out, b"date", &http1::date());
+    out.extend_from_slice(b"server-timing: cache;desc=HIT\r\nx-cache: HIT\r\ncache-status: perfproxy; hit; ttl=");
+    out.extend_from_slice(itoa::Buffer::new().format(entry.lifetime.fresh.saturating_sub(age).as_secs()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+impl Conn {
+    /// Answers a fresh hit from its entry's bytes, recorded.
+    pub(super) async fn hit(&mut self, entry: Arc<Entry>) -> bool {
+        let worker = self.client.worker.clone();
+        self.set_request_id();
+        let mut recording = self.begin_recording();
+        let head = &self.head;
+        let head_request = head.method == Method::HEAD;
+        let close = self.closes();
+        self.buf.advance(self.head.len);
+        Counters::add(&worker.cache_counters.hits, 1);
+        let out = &mut self.scratch.out;
+        out.clear();
+        write_hit_head(out, &entry, &worker.shared.cache.rules().tag_headers, &self.request_id, close);
+        if let Some(r) = &mut recording {
+            r.answered(entry.status.as_u16());
+            r.head_ready();
+        }
+        let body = if http1::bodiless(head_request, entry.status.as_u16()) { &[][..] } else { &entry.body[..] };
+        if let Some(r) = &mut recording {
+            r.cache("HIT");
+            r.sent(body.len());
+        }
+        let written = if body.len() >= WRITE_APART {
+            match self.stream.write_all(out).await {
+                Ok(()) => self.stream.write_all(body).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            out.extend_from_slice(body);
+            self.stream.write_all(out).await
+        };
+        drop(recording);
+        written.is_ok() && !close
+    }
+}
+
+/// The fields of the request head at the start of `sent` (what went
+/// upstream), for the values a response's `Vary` names.
+/// `None` if it cannot be read whole (then nothing is stored: a variant
+/// must never be filed under values the request did not have).
+fn request_fields(sent: &[u8]) -> Option<HeaderMap> {
+    // The client's fields and the few perfproxy adds on the way.
+    let mut raw = [httparse::EMPTY_HEADER; super::head::MAX_FIELDS + 8];
+    let mut req = httparse::Request::new(&mut raw);
+    if !matches!(req.parse(sent), Ok(httparse::Status::Complete(_))) {
+        return None;
+    }
+    let mut fields = HeaderMap::new();
+    for h in req.headers.iter() {
+        fields.append(HeaderName::from_bytes(h.name.as_bytes()).ok()?, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    Some(fields)
+}
+
+/// A miss's response head has arrived: counts it, adds its `Cache-Status`
+/// to the client's head in `out`, and returns the copy to keep if it is
+/// stored. `up_head` holds the upstream's head (`resp`'s fields point
+/// there), `sent` the request as it went upstream.
+pub(super) fn after_head(
+    worker: &Worker,
+    miss: Miss,
+    resp: &ResponseHead,
+    (up_head, sent): (&[u8], &[u8]),
+    out: &mut Vec<u8>,
+) -> Option<Box<Fill>> {
+    let counters = &worker.cache_counters;
+    let response_time = SystemTime::now();
+    // Only an answer with freshness fields was looked at: no other can be stored.
+    let mut h = if resp.looked_at { resp.fields_map(up_head) } else { HeaderMap::new() };
+    let lifetime = match StatusCode::from_u16(resp.status) {
+        Ok(status) if resp.looked_at => {
+            policy::lifetime_within(&miss.policy, &HeaderMap::new(), status, &h, miss.max_object, response_time)
+        }
+        _ => None,
+    };
+    let Some(lifetime) = lifetime else {
+        Counters::add(&counters.uncacheable, 1);
+        // Hit-for-miss: no lookup for a while.
+        worker.cache_passes.borrow_mut().mark_uncacheable(&miss.key, resp.status, miss.uncacheable_ttl);
+        add_field(out, b"cache-status", b"perfproxy; fwd=uri-miss");
+        return None;
+    };
+    Counters::add(&counters.misses, 1);
+    worker.cache_passes.borrow_mut().mark_storable(&miss.key);
+    let whole = match resp.framing {
+        Framing::Length(n) => n <= miss.max_object as u64,
+        Framing::Empty => true,
+        Framing::Chunked | Framing::Close => false,
+    };
+    if !whole {
+        // The general path stores it (it de-chunks): the key is now worth
+        // collapsing, its next miss goes there.
+        add_field(out, b"cache-status", b"perfproxy; fwd=uri-miss");
+        return None;
+    }
+    let vary = match policy::vary_names(&h).next() {
+        None => Some(Vec::new()),
+        Some(_) => request_fields(sent).map(|r| key::vary_values(policy::vary_names(&h), &r)),
+    };
+    let Some(vary) = vary else {
+        add_field(out, b"cache-status", b"perfproxy; fwd=uri-miss");
+        return None;
+    };
+    add_field(out, b"cache-status", b"perfproxy; fwd=uri-miss; stored");
+    // Its age on arrival, from the upstream's `Age` and `Date`, before the
+    // per-request fields (`Age` among them) leave the stored copy.
+    let initial_age = policy::initial_age(&h, miss.request_time, response_time).as_millis() as u64;
+    let names: Vec<_> = h.keys().filter(|n| per_request(n) || *n == SURROGATE_CONTROL).cloned().collect();
+    for n in names {
+        h.remove(n);
+    }
+    // As the general path stores it: with perfproxy's `Via` after the upstream's.
+    h.append(http::header::VIA, HeaderValue::from_static(http1::VIA));
+    let pending = Entry {
+        vary,
+        status: StatusCode::from_u16(resp.status).expect("a storable status is a status"),
+        initial_age,
+        headers: h,
+        body: bytes::Bytes::new(),
+        response_time: policy::epoch_ms(response_time),
+        lifetime,
+        wire: Default::default(),
+    };
+    let cache = worker.shared.cache.clone();
+    // Boxed: a request's future reserves no room for a fill it rarely has.
+    let fill = Fill::new(cache, counters.clone(), miss.key, pending, miss.max_object, miss.generation, None);
+    Some(Box::new(fill))
+}

@@ -1,0 +1,192 @@
+//! The upstream side of an express request: a pooled connection checked
+//! out (a stale one retried when the request can be replayed), the request
+//! head and body written, the response head read past any 1xx and rewritten
+//! into the client's, then the body relayed to the end its framing gives.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::framing::{Chunks, Framing};
+use super::response::{self, Additions, ResponseHead};
+use super::{upstream_io, Answer, Conn, Failed, Scratch, MAX_RESPONSE_HEAD, READ_CHUNK};
+use crate::cache::fill::Fill;
+use crate::shared::state::Worker;
+use crate::upstream::UpstreamError;
+use crate::wire::headers::ServerTiming;
+
+/// What an exchange borrows from its connection. The client socket is only
+/// read from (the rest of a body), so the connection can watch it meanwhile.
+pub(super) struct Exchange<'a> {
+    pub worker: &'a Worker,
+    pub client: &'a TcpStream,
+    pub buf: &'a mut BytesMut,
+    pub scratch: &'a mut Scratch,
+    /// Body bytes still to come from the client.
+    pub body_left: u64,
+    /// A stale pooled connection may be retried (nothing unreplayable sent).
+    pub replay: bool,
+    pub answer: &'a Answer<'a>,
+}
+
+impl<'a> Exchange<'a> {
+    /// Sends the request (a stale pooled connection: the next one, or a new
+    /// one) and reads the response head; the client's head is in `out`.
+    /// (A block, not an `async fn`: its state holds `self` once, not a copy
+    /// of each argument too.)
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold `self` twice
+    pub(super) fn run(mut self) -> impl Future<Output = Result<(TcpStream, ResponseHead, Duration), Failed>> + 'a {
+        async move {
+            loop {
+                let (mut up, reused) = self.worker.upstream.checkout().await.map_err(|e| Failed::Upstream(e.into()))?;
+                match self.send(&mut up).await {
+                    Ok((head, took)) => return Ok((up, head, took)),
+                    Err(Failed::Stale) if reused && self.replay => {
+                        debug!("upstream closed a pooled connection: retrying")
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, up: &mut TcpStream) -> Result<(ResponseHead, Duration), Failed> {
+        let (mut body_left, answer) = (self.body_left, self.answer);
+        up.write_all(&self.scratch.upstream_out).await.map_err(|_| Failed::Stale)?;
+        while body_left > 0 {
+            if self.buf.is_empty() {
+                self.buf.reserve(READ_CHUNK);
+                // The stream's own waker slot: no waiter queued (`readable()`).
+                let client = self.client;
+                std::future::poll_fn(|cx| client.poll_read_ready(cx)).await.map_err(|_| Failed::Client)?;
+                match self.client.try_read_buf(self.buf) {
+                    Ok(0) => return Err(Failed::Client),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return Err(Failed::Client),
+                }
+            }
+            let n = self.buf.len().min(usize::try_from(body_left).unwrap_or(usize::MAX));
+            up.write_all(&self.buf[..n]).await.map_err(upstream_io)?;
+            self.buf.advance(n);
+            body_left -= n as u64;
+        }
+        self.scratch.up_buf.clear();
+        loop {
+            self.scratch.up_buf.reserve(READ_CHUNK);
+            match up.read_buf(&mut self.scratch.up_buf).await {
+                Ok(0) | Err(_) if self.scratch.up_buf.is_empty() => return Err(Failed::Stale),
+                Ok(0) => return Err(upstream_io(std::io::ErrorKind::UnexpectedEof.into())),
+                Err(e) => return Err(upstream_io(e)),
+                Ok(_) => {}
+            }
+            loop {
+                self.scratch.out.clear();
+                // One clock read for `Server-Timing` and the latency split.
+                let took = answer.sent.elapsed();
+                let timing = ServerTiming::of(took);
+                let add = Additions {
+                    head_request: answer.head_request,
+                    server_timing: timing.as_bytes(),
+                    date: crate::wire::http1::date,
+                    x_cache: answer.x_cache,
+                    cache_status: answer.cache_status,
+                    keep_fields: answer.keep_fields,
+                    rule_route: answer.rule_route,
+                    drop: answer.drop,
+                    strip_surrogate: answer.strip_surrogate,
+                    request_id: answer.request_id,
+                    close: answer.close,
+                };
+                match response::parse(&self.scratch.up_buf, &add, &mut self.scratch.out) {
+                    Ok(response::Parsed::Complete(head)) => return Ok((head, took)),
+                    Ok(response::Parsed::Interim(n)) => self.scratch.up_buf.advance(n),
+                    Ok(response::Parsed::Partial) if self.scratch.up_buf.len() < MAX_RESPONSE_HEAD => break,
+                    Ok(response::Parsed::Partial) => {
+                        return Err(Failed::Upstream(
+                            UpstreamError::Malformed(crate::wire::http1::Malformed("head too large")).into(),
+                        ))
+                    }
+                    Err(m) => return Err(Failed::Upstream(UpstreamError::Malformed(m).into())),
+                }
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// The response head in `out`, then the body as it arrives, to its end;
+    /// `fill` (a `Length` body) keeps a copy, dropped if it outgrows its limit.
+    /// Returns the body's bytes relayed (as framed on the wire); an upstream
+    /// silent for `upstream_read_timeout_ms` mid-body is `TimedOut`.
+    pub(super) async fn relay(
+        &mut self,
+        up: &mut TcpStream,
+        framing: Framing,
+        fill: &mut Option<Box<Fill>>,
+    ) -> std::io::Result<usize> {
+        let mut body = 0;
+        let mut chunks = Chunks::default();
+        let mut left = if let Framing::Length(n) = framing { n } else { 0 };
+        let mut head_sent = false;
+        let read_timeout = self.client.worker.shared.config.upstream_read_timeout;
+        loop {
+            let (take, done) = match framing {
+                Framing::Empty => (0, true),
+                Framing::Length(_) => {
+                    let n = left.min(self.scratch.up_buf.len() as u64);
+                    left -= n;
+                    (n as usize, left == 0)
+                }
+                Framing::Chunked => chunks.scan(&self.scratch.up_buf).map_err(std::io::Error::other)?,
+                Framing::Close => (self.scratch.up_buf.len(), false),
+            };
+            if fill.as_mut().is_some_and(|f| !f.push(&self.scratch.up_buf[..take])) {
+                *fill = None;
+            }
+            if head_sent {
+                self.stream.write_all(&self.scratch.up_buf[..take]).await?;
+            } else {
+                self.scratch.out.extend_from_slice(&self.scratch.up_buf[..take]);
+                self.stream.write_all(&self.scratch.out).await?;
+                head_sent = true;
+            }
+            self.scratch.up_buf.advance(take);
+            body += take;
+            if done {
+                return Ok(body);
+            }
+            self.scratch.up_buf.clear();
+            self.scratch.up_buf.reserve(READ_CHUNK);
+            if read_within(up, &mut self.scratch.up_buf, read_timeout).await? == 0 {
+                return match framing {
+                    Framing::Close => Ok(body),
+                    _ => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                };
+            }
+        }
+    }
+}
+
+/// Reads more of an upstream body; a wait longer than `timeout`
+/// (`upstream_read_timeout_ms`) is `TimedOut`. The timer is made only when
+/// the read has to wait: bytes already there cost no clock read.
+async fn read_within(up: &mut TcpStream, buf: &mut BytesMut, timeout: Duration) -> std::io::Result<usize> {
+    let mut read = std::pin::pin!(up.read_buf(buf));
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(r) = read.as_mut().poll(cx) {
+            return std::task::Poll::Ready(r);
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::ErrorKind::TimedOut.into())),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
+    .await
+}

@@ -1,0 +1,537 @@
+//! Request and response heads as bytes: parsed with `httparse` into offsets
+//! of the connection's read buffer, checked, and rewritten straight into the
+//! output buffer (hop-by-hop fields out, forwarding fields in, by the rules of `http1`) with
+//! no `HeaderMap` in between. A request with anything unusual is not parsed
+//! further: it is handed to hyper ([`Parsed::Handoff`]), which owns the rules
+//! for the rare cases (bodies in `Transfer-Encoding`, upgrades, `Expect`,
+//! absolute-form targets, HTTP/1.0, malformed or oversized heads).
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request, Uri, Version};
+
+use crate::shared::body::RequestBody;
+use crate::wire::http1::{self, Field, Forwarded};
+
+/// Most header fields a head may carry here (hyper's own limit).
+pub const MAX_FIELDS: usize = 100;
+
+/// What a request field becomes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Plain,
+    /// Hop-by-hop, or a forwarding field perfproxy writes itself: not copied.
+    Dropped,
+    /// Copied only from a trusted proxy.
+    Trusted,
+    /// Joined into one `X-Forwarded-For` with the client's address.
+    ForwardedFor,
+    /// `traceparent`: copied unless perfproxy writes its own.
+    TraceParent,
+    /// `X-Request-Id`: never copied; the request's one id is written apart.
+    RequestId,
+}
+
+#[derive(Debug)]
+struct FieldAt {
+    name: Range<usize>,
+    value: Range<usize>,
+    role: Role,
+}
+
+/// How far a request head got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Partial,
+    Complete,
+    /// Not a request for the express lane: hyper takes the connection.
+    Handoff,
+}
+
+/// A checked request head: offsets into the buffer it was parsed from.
+#[derive(Debug, Default)]
+pub struct RequestHead {
+    /// Bytes of the head, blank line included.
+    pub len: usize,
+    pub method: Method,
+    /// Origin-form path and query.
+    target: Range<usize>,
+    host: Range<usize>,
+    /// The target and the Host as text, copied once per request (buffers
+    /// kept across requests): read several times, checked once.
+    target_text: String,
+    host_text: String,
+    /// Where the path ends in the target (the `?`, else its end).
+    path_len: usize,
+    pub content_length: u64,
+    /// The client asked to close after this response.
+    pub close: bool,
+    /// A `Range` request (the cache does not serve those).
+    pub range: bool,
+    /// A field that changes a cache lookup (`Cache-Control`, `Pragma`,
+    /// `Authorization`, `If-*`): the express lane leaves it to the cache's
+    /// general path.
+    pub lookup_fields: bool,
+    /// The client's `traceparent`, and whether it sent more than one.
+    traceparent: Option<Range<usize>>,
+    traceparents: usize,
+    /// How many `X-Forwarded-For` fields it carries.
+    forwarded_fors: usize,
+    /// The first `X-Forwarded-Proto` / `-Host` the client sent.
+    forwarded_proto: Option<Range<usize>>,
+    forwarded_host: Option<Range<usize>>,
+    fields: Vec<FieldAt>,
+}
+
+/// A head's heap buffers, lent by the worker while a request is read and
+/// served: an idle keep-alive connection holds none.
+#[derive(Debug, Default)]
+pub struct HeadParts {
+    fields: Vec<FieldAt>,
+    target_text: String,
+    host_text: String,
+}
+
+impl HeadParts {
+    /// No larger than an ordinary head needs (32 fields, 1 KiB of text).
+    pub fn small(&self) -> bool {
+        self.fields.capacity() <= 32 && self.target_text.capacity() + self.host_text.capacity() <= 1024
+    }
+}
+
+impl RequestHead {
+    /// Gives up the head's buffers (the connection goes idle).
+    pub fn give_parts(&mut self) -> HeadParts {
+        HeadParts {
+            fields: std::mem::take(&mut self.fields),
+            target_text: std::mem::take(&mut self.target_text),
+            host_text: std::mem::take(&mut self.host_text),
+        }
+    }
+
+    /// Takes buffers for the next head (each is cleared by the parse).
+    pub fn take_parts(&mut self, parts: HeadParts) {
+        (self.fields, self.target_text, self.host_text) = (parts.fields, parts.target_text, parts.host_text);
+    }
+}
+
+/// A parsed head with the buffer it points into.
+pub struct HeadFields<'a> {
+    head: &'a RequestHead,
+    buf: &'a [u8],
+}
+
+impl crate::admit::clients::Fields for HeadFields<'_> {
+    fn forwarded_for(&self) -> impl DoubleEndedIterator<Item = &[u8]> {
+        let fields = self.head.fields.iter().filter(|f| f.role == Role::ForwardedFor);
+        fields.map(|f| &self.buf[f.value.clone()])
+    }
+
+    fn any_forwarded_for(&self) -> bool {
+        self.head.forwarded_fors > 0
+    }
+
+    fn field(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.head.field_value(self.buf, name.as_str().as_bytes())
+    }
+
+    fn field_count(&self, name: &HeaderName) -> usize {
+        let named = |f: &&FieldAt| self.buf[f.name.clone()].eq_ignore_ascii_case(name.as_str().as_bytes());
+        self.head.fields.iter().filter(named).count()
+    }
+}
+
+impl crate::pipeline::phases::RequestView for HeadFields<'_> {
+    fn method(&self) -> &Method {
+        &self.head.method
+    }
+
+    fn path(&self) -> &str {
+        self.head.path()
+    }
+
+    fn target(&self) -> &str {
+        self.head.target_text()
+    }
+
+    fn host(&self) -> &str {
+        self.head.host()
+    }
+
+    fn traceparent(&self) -> Option<&[u8]> {
+        self.head.traceparent(self.buf)
+    }
+
+    fn scheme(&self, trusted_peer: bool) -> &'static str {
+        // The forwarded proto already decided by `trusted_proxies`.
+        crate::observe::trace::scheme(true, Some(self.head.forwarded(self.buf, trusted_peer).proto))
+    }
+
+    fn bytes_in(&self) -> u64 {
+        self.head.content_length
+    }
+}
+
+/// Bytes an origin-form target may hold here: RFC 3986 unreserved,
+/// sub-delims, `:@/?%`. Anything else (`#`, quotes, spaces, non-ASCII) goes
+/// to hyper, whose URI rules decide.
+fn target_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+}
+
+fn method(m: &str) -> Option<Method> {
+    Some(match m {
+        "GET" => Method::GET,
+        "HEAD" => Method::HEAD,
+        "POST" => Method::POST,
+        "PUT" => Method::PUT,
+        "DELETE" => Method::DELETE,
+        "PATCH" => Method::PATCH,
+        "OPTIONS" => Method::OPTIONS,
+        _ => return None,
+    })
+}
+
+/// Where `part` (a subslice of `buf`) lies in `buf`.
+fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
+    if part.is_empty() {
+        return 0..0;
+    }
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+impl RequestHead {
+    /// Parses and checks the head at the start of `buf`.
+    pub fn parse(&mut self, buf: &[u8]) -> Parsed {
+        let mut raw = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut req = httparse::Request::new(&mut raw);
+        let len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(_) => return Parsed::Handoff,
+        };
+        let (Some(m), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+            return Parsed::Handoff;
+        };
+        let Some(method) = method(m) else { return Parsed::Handoff };
+        if !path.starts_with('/') || !path.bytes().all(target_byte) {
+            return Parsed::Handoff;
+        }
+        self.len = len;
+        self.method = method;
+        self.target = span(buf, path.as_bytes());
+        self.target_text.clear();
+        self.target_text.push_str(path);
+        self.path_len = path.find('?').unwrap_or(path.len());
+        (self.content_length, self.close, self.range, self.lookup_fields) = (0, false, false, false);
+        (self.forwarded_proto, self.forwarded_host) = (None, None);
+        (self.traceparent, self.traceparents, self.forwarded_fors) = (None, 0, 0);
+        self.fields.clear();
+        let (mut hosts, mut lengths) = (0, 0);
+        for h in req.headers.iter() {
+            let value = h.value;
+            let role = match http1::request_field(h.name.as_bytes()) {
+                Field::Other | Field::Date | Field::Location | Field::CacheOutcome => Role::Plain,
+                // gRPC goes upstream as `upstream_protocol` says: hyper's.
+                Field::ContentType if crate::wire::grpc::is_grpc_type(value) => return Parsed::Handoff,
+                Field::ContentType => Role::Plain,
+                // Written once by `write_upstream`: the client's when usable.
+                Field::RequestId => Role::RequestId,
+                Field::Freshness | Field::Lookup => {
+                    self.lookup_fields = true;
+                    Role::Plain
+                }
+                Field::TraceParent => {
+                    self.traceparents += 1;
+                    self.traceparent.get_or_insert(span(buf, value));
+                    Role::TraceParent
+                }
+                // Framing or protocol changes: hyper's rules.
+                Field::TransferEncoding | Field::Upgrade | Field::Expect => return Parsed::Handoff,
+                Field::Host => {
+                    hosts += 1;
+                    // Not `uri-host [":" port]`: hyper's path answers the 400.
+                    if !http1::valid_host(value) {
+                        return Parsed::Handoff;
+                    }
+                    self.host = span(buf, value);
+                    self.host_text.clear();
+                    // Checked visible ASCII above.
+                    self.host_text.extend(value.iter().map(|&b| char::from(b)));
+                    Role::Plain
+                }
+                Field::ContentLength => {
+                    lengths += 1;
+                    match http1::content_length(value) {
+                        Some(n) => self.content_length = n,
+                        None => return Parsed::Handoff,
+                    }
+                    Role::Plain
+                }
+                Field::Connection => {
+                    for t in http1::tokens(value) {
+                        if t.eq_ignore_ascii_case(b"close") {
+                            self.close = true;
+                        } else if http1::names_a_field(t) {
+                            // A token naming more hop-by-hop fields.
+                            return Parsed::Handoff;
+                        }
+                    }
+                    Role::Dropped
+                }
+                Field::HopByHop | Field::Underscored => Role::Dropped,
+                Field::ForwardedOther => Role::Trusted,
+                Field::ForwardedFor => {
+                    self.forwarded_fors += 1;
+                    Role::ForwardedFor
+                }
+                Field::ForwardedProto => {
+                    self.forwarded_proto.get_or_insert(span(buf, value));
+                    Role::Dropped
+                }
+                Field::ForwardedHost => {
+                    self.forwarded_host.get_or_insert(span(buf, value));
+                    Role::Dropped
+                }
+                Field::Range => {
+                    self.range = true;
+                    Role::Plain
+                }
+            };
+            self.fields.push(FieldAt { name: span(buf, h.name.as_bytes()), value: span(buf, value), role });
+        }
+        if hosts != 1 || lengths > 1 || (http1::bodyless_method(&self.method) && self.content_length > 0) {
+            return Parsed::Handoff;
+        }
+        Parsed::Complete
+    }
+
+    /// The target's path.
+    pub fn path(&self) -> &str {
+        &self.target_text[..self.path_len]
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.target_text.get(self.path_len + 1..).filter(|_| self.path_len < self.target_text.len())
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host_text
+    }
+
+    /// The value of the first field named `name` (lower case), if any.
+    pub fn field_value<'b>(&self, buf: &'b [u8], name: &[u8]) -> Option<&'b [u8]> {
+        let f = self.fields.iter().find(|f| buf[f.name.clone()].eq_ignore_ascii_case(name))?;
+        Some(&buf[f.value.clone()])
+    }
+
+    /// The target as the client sent it (path and query).
+    pub fn target_text(&self) -> &str {
+        &self.target_text
+    }
+
+    /// The client's `traceparent`, if it sent exactly one (W3C: more is none).
+    pub fn traceparent<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
+        self.traceparent.clone().filter(|_| self.traceparents == 1).map(|r| &buf[r])
+    }
+
+    /// The client's `X-Request-Id`, if perfproxy keeps it ([`http1::client_request_id`]).
+    pub fn request_id<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
+        let sent = self.fields.iter().filter(|f| f.role == Role::RequestId);
+        http1::client_request_id(sent.map(|f| &buf[f.value.clone()]))
+    }
+
+    /// What `X-Forwarded-Host`/`-Proto` say upstream (see [`Forwarded`]).
+    pub fn forwarded<'b>(&self, buf: &'b [u8], trusted_peer: bool) -> Forwarded<'b> {
+        let sent = |r: &Option<Range<usize>>| r.clone().map(|r| &buf[r]);
+        Forwarded::decide(
+            trusted_peer,
+            &buf[self.host.clone()],
+            sent(&self.forwarded_host),
+            sent(&self.forwarded_proto),
+        )
+    }
+
+    /// Writes the head the upstream gets: request line in HTTP/1.1, the
+    /// client's end-to-end fields as they came, then `X-Forwarded-For`
+    /// (appended to), `X-Forwarded-Proto` and `-Host` (see [`Forwarded`]),
+    /// `Via`, the request's one `X-Request-Id` (`request_id`: the client's
+    /// or perfproxy's), and perfproxy's `traceparent` in place of the
+    /// client's when tracing.
+    pub fn write_upstream(
+        &self,
+        buf: &[u8],
+        (client_ip, trusted_peer): (&[u8], bool),
+        request_id: &[u8],
+        traceparent: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) {
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(&buf[self.target.clone()]);
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let copied = |r: Role| {
+            r == Role::Plain
+                || (trusted_peer && r == Role::Trusted)
+                || (r == Role::TraceParent && traceparent.is_none())
+        };
+        for f in self.fields.iter().filter(|f| copied(f.role)) {
+            field(out, &buf[f.name.clone()], &buf[f.value.clone()]);
+        }
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for f in self.fields.iter().filter(|f| f.role == Role::ForwardedFor && !f.value.is_empty()) {
+            out.extend_from_slice(&buf[f.value.clone()]);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(client_ip);
+        let forwarded = self.forwarded(buf, trusted_peer);
+        // Few writes: this runs on every request.
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(forwarded.proto);
+        out.extend_from_slice(b"\r\nx-forwarded-host: ");
+        out.extend_from_slice(forwarded.host);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(http1::VIA_LINE);
+        field(out, b"x-request-id", request_id);
+        if let Some(tp) = traceparent {
+            field(out, b"traceparent", tp);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The head's fields as the client rules read them.
+    pub fn fields<'a>(&'a self, buf: &'a [u8]) -> HeadFields<'a> {
+        HeadFields { head: self, buf }
+    }
+
+    /// The request as `http` types, for what the express lane does not do
+    /// itself (perfproxy's endpoints, cache lookups). No body: those requests
+    /// have none. `None` if a field is not a valid `http` header.
+    pub fn to_request(&self, buf: &[u8]) -> Option<Request<RequestBody>> {
+        let mut req = Request::new(RequestBody::Empty);
+        *req.method_mut() = self.method.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.uri_mut() = Uri::from_maybe_shared(Bytes::copy_from_slice(&buf[self.target.clone()])).ok()?;
+        let headers = req.headers_mut();
+        headers.reserve(self.fields.len());
+        for f in &self.fields {
+            let name = HeaderName::from_bytes(&buf[f.name.clone()]).ok()?;
+            headers.append(name, HeaderValue::from_bytes(&buf[f.value.clone()]).ok()?);
+        }
+        Some(req)
+    }
+}
+
+/// Appends `name: value\r\n`.
+pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> (RequestHead, Parsed) {
+        let mut head = RequestHead::default();
+        let parsed = head.parse(raw.as_bytes());
+        (head, parsed)
+    }
+
+    #[test]
+    fn plain_requests_are_rewritten_for_the_upstream() {
+        let raw = "GET /a/b?x=1 HTTP/1.1\r\nHost: app\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\
+                   X-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\n\r\nGET /next";
+        let (head, parsed) = parse(raw);
+        assert_eq!(parsed, Parsed::Complete);
+        assert_eq!(head.len, raw.len() - "GET /next".len());
+        let buf = raw.as_bytes();
+        assert_eq!((head.path(), head.query(), head.host()), ("/a/b", Some("x=1"), "app"));
+        let (bare, _) = parse("GET /p? HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((bare.path(), bare.query()), ("/p", Some("")));
+        let (none, _) = parse("GET /p HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((none.path(), none.query()), ("/p", None));
+        let mut out = Vec::new();
+        head.write_upstream(buf, (b"127.0.0.9", false), b"rid", None, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /a/b?x=1 HTTP/1.1\r\nHost: app\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1, 127.0.0.9\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: app\r\nvia: 1.1 perfproxy\r\nx-request-id: rid\r\n\r\n"
+        );
+        let req = head.to_request(buf).unwrap();
+        assert_eq!(req.uri(), "/a/b?x=1");
+        assert_eq!(req.headers()["accept"], "*/*");
+    }
+
+    #[test]
+    fn an_empty_forwarded_for_is_not_joined() {
+        let raw = "GET / HTTP/1.1\r\nHost: app\r\nX-Forwarded-For:\r\nX-Forwarded-Proto: https\r\n\r\n";
+        let (head, parsed) = parse(raw);
+        assert_eq!(parsed, Parsed::Complete);
+        let mut out = Vec::new();
+        head.write_upstream(raw.as_bytes(), (b"10.1.2.3", true), b"rid", None, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("x-forwarded-for: 10.1.2.3\r\n"), "{out}");
+        assert!(out.contains("x-forwarded-proto: https\r\n") && !out.contains("X-Forwarded-Proto"), "{out}");
+    }
+
+    #[test]
+    fn forwarding_fields_from_an_untrusted_peer_are_replaced() {
+        let raw = "GET / HTTP/1.1\r\nHost: shop\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Host: two\r\n\
+                   X-Forwarded-Proto: https\r\n\r\n";
+        let (head, _) = parse(raw);
+        for (trusted, host, proto) in [(false, "shop", "http"), (true, "evil", "https")] {
+            let mut out = Vec::new();
+            head.write_upstream(raw.as_bytes(), (b"1.2.3.4", trusted), b"rid", None, &mut out);
+            let out = String::from_utf8(out).unwrap();
+            assert_eq!(out.matches("x-forwarded-host: ").count() + out.matches("X-Forwarded-Host").count(), 1, "{out}");
+            assert!(out.contains(&format!("x-forwarded-host: {host}\r\n")), "{out}");
+            assert!(out.contains(&format!("x-forwarded-proto: {proto}\r\n")), "{out}");
+        }
+    }
+
+    #[test]
+    fn anything_unusual_goes_to_hyper() {
+        for raw in [
+            "GET /a HTTP/1.0\r\nHost: a\r\n\r\n",
+            "GET http://a/b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a#f HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a HTTP/1.1\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nConnection: x-secret\r\n\r\n",
+            "PUT /a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: user@a\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a, b\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a/x\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a:99999\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: \r\n\r\n",
+        ] {
+            assert_eq!(parse(raw).1, Parsed::Handoff, "{raw}");
+        }
+        assert_eq!(parse("GET /a HTTP/1.1\r\nHost: a\r\n").1, Parsed::Partial);
+        let (head, parsed) = parse("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nConnection: close\r\n\r\n");
+        assert_eq!(parsed, Parsed::Complete);
+        assert_eq!((head.content_length, head.close), (12, true));
+        let raw = "GET /a HTTP/1.1\r\nHost: a\r\nX-Request-Id: one\r\nX-Request-Id: two\r\n\r\n";
+        let (head, parsed) = parse(raw);
+        assert_eq!((parsed, head.request_id(raw.as_bytes())), (Parsed::Complete, None));
+        let raw = "GET /a HTTP/1.1\r\nHost: a\r\nX-Request-Id: one\r\n\r\n";
+        let (head, _) = parse(raw);
+        assert_eq!(head.request_id(raw.as_bytes()), Some(&b"one"[..]));
+        let mut out = Vec::new();
+        head.write_upstream(raw.as_bytes(), (b"1.2.3.4", false), b"one", None, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap().to_ascii_lowercase().matches("x-request-id").count(), 1);
+    }
+}

@@ -1,0 +1,134 @@
+//! HTTP/2 over cleartext (h2c, prior knowledge) on the proxy listener: a
+//! connection whose first bytes are the HTTP/2 preface is served by hyper's
+//! HTTP/2 server, every other one by the HTTP/1.1 lanes. Each stream runs
+//! the same request path as an HTTP/1.1 request ([`proxy::handle`]) on the
+//! connection's worker (a local executor: nothing crosses threads).
+//!
+//! HTTP/2's own attacks are bounded by the `[http2]` limits: concurrent
+//! streams, the decoded header list (which also ends a CONTINUATION flood:
+//! h2 stops at the limit, not at the end of the block), flow-control
+//! windows, and streams reset before they were served (rapid reset,
+//! CVE-2023-44487: past `max_pending_resets` the connection gets a GOAWAY).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use hyper::server::conn::http2;
+use hyper::service::{service_fn, Service};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncReadExt;
+use tracing::debug;
+
+use crate::config::Config;
+use crate::lanes::drain::{Drain, Drainable};
+use crate::lanes::express::Rewind;
+use crate::lanes::linger::{Activity, ClientIo};
+use crate::shared::state::Client;
+
+/// The client connection preface (RFC 9113 §3.4).
+pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Spawns HTTP/2 streams on the worker's `LocalSet`.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalExec;
+
+impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// hyper's HTTP/2 server with the `[http2]` limits.
+pub fn server(config: &Config) -> http2::Builder<LocalExec> {
+    let limits = &config.protocols.http2;
+    let window = limits.initial_window_bytes as u32;
+    let mut b = http2::Builder::new(LocalExec);
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams as u32)
+        .max_header_list_size(limits.max_header_list_bytes as u32)
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
+        .max_pending_accept_reset_streams(limits.max_pending_resets as usize)
+        // Streams perfproxy itself resets (protocol errors a client provokes).
+        .max_local_error_reset_streams(1024)
+        // A connection that stops answering PINGs is closed.
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Whether the connection starts with the HTTP/2 preface. Reads (within
+/// `header_read_timeout`) only while what arrived could still be one; the
+/// bytes read are replayed to whichever server takes the connection.
+/// `None`: the client sent nothing more within the timeout, or closed, while
+/// what it sent could still be a preface (the connection is closed: the
+/// timeout is the head's, not restarted for hyper).
+pub async fn sniff(io: Rewind, timeout: Duration, stopped: impl Future<Output = ()>) -> Option<(Rewind, bool)> {
+    let (prefix, mut stream) = io.into_parts();
+    let mut buf = BytesMut::from(&prefix[..]);
+    let read = async {
+        while buf.len() < PREFACE.len() && PREFACE.starts_with(&buf) {
+            if stream.read_buf(&mut buf).await? == 0 {
+                break;
+            }
+        }
+        Ok::<_, io::Error>(())
+    };
+    // The worker stopping ends the wait: nothing is in progress yet.
+    let done = tokio::select! {
+        read = tokio::time::timeout(timeout, read) => matches!(read, Ok(Ok(()))),
+        () = stopped => false,
+    };
+    let h2 = buf.starts_with(PREFACE);
+    let undecided = !h2 && PREFACE.starts_with(&buf);
+    if !done || undecided {
+        return None;
+    }
+    Some((Rewind::new(buf.freeze(), stream), h2))
+}
+
+/// Serves an h2c connection to the end; `true` if it ended in an error. A connection on which no stream
+/// has begun for `header_read_timeout` (none at all since the preface, or
+/// none since the last) gets a GOAWAY: streams still open finish, then it
+/// closes, as an idle HTTP/1.1 connection is closed after the same time.
+pub async fn serve(
+    client: Rc<Client>,
+    io: ClientIo<Rewind>,
+    activity: Arc<Activity>,
+    server: &http2::Builder<LocalExec>,
+    drain: &Rc<Drain>,
+    id: u64,
+) -> bool {
+    let peer: SocketAddr = (client.addr, 0).into();
+    let idle = client.worker.shared.config.header_read_timeout;
+    let last_stream = Rc::new(Cell::new(Instant::now()));
+    let seen = last_stream.clone();
+    let streams = crate::pipeline::proxy::service(client, activity.clone());
+    let service = service_fn(move |req| {
+        seen.set(Instant::now());
+        streams.call(req)
+    });
+    let conn = server.serve_connection(TokioIo::new(io), service);
+    let mut conn = Drainable::new(conn, drain.clone(), id, activity);
+    let ended = loop {
+        tokio::select! {
+            ended = &mut conn => break ended,
+            () = tokio::time::sleep_until((last_stream.get() + idle).into()) => {
+                if last_stream.get().elapsed() >= idle {
+                    conn.close_gracefully();
+                    break conn.await;
+                }
+            }
+        }
+    };
+    if let Err(e) = &ended {
+        debug!(error = %e, peer = %peer.ip(), "HTTP/2 client connection ended");
+    }
+    ended.is_err()
+}

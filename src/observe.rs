@@ -1,0 +1,12 @@
+//! What perfproxy records about the traffic: [`metrics`] (per-route
+//! HdrHistograms, windows, the semantic-convention histogram), [`trace`] (W3C
+//! Trace Context, OTLP spans), [`access_log`], [`alerts`] (thresholds, the
+//! webhook), [`history`] (per-minute rollups, the in-memory series) and
+//! [`cluster`] (figures shared between instances through Redis).
+
+pub(crate) mod access_log;
+pub(crate) mod alerts;
+pub(crate) mod cluster;
+pub(crate) mod history;
+pub(crate) mod metrics;
+pub mod trace;

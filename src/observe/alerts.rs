@@ -1,0 +1,386 @@
+//! Alerts: rules evaluated by a background task over the recent
+//! window (`error_rate`, `slow_requests`, `slow_queries`, `memory`,
+//! `cache_hit_rate`, `rate_limited`). Each rule, per subject (a route for `slow_requests`, a
+//! query for `slow_queries`), fires once when its condition has held at
+//! every evaluation for `alerts.for_ms` and resolves once when it has been
+//! clear for `alerts.keep_firing_ms` (Prometheus' `for` and
+//! `keep_firing_for`), so a value jumping around its threshold does not
+//! flap. A firing alert's value, severity and message follow every
+//! evaluation. Every transition is a log line and, with
+//! `alerts.webhook_url`, a JSON POST from a bounded queue (retried with
+//! backoff, never blocking traffic: when the queue is full the event is
+//! dropped and counted in the log).
+
+mod webhook;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::shared::state::Shared;
+
+/// Fewest requests in the window before `error_rate` is judged.
+const MIN_REQUESTS: u64 = 20;
+/// Fewest requests of a route before its p95 is judged.
+const MIN_ROUTE_REQUESTS: u64 = 5;
+/// Fewest cache lookups in the window before the hit rate is judged.
+const MIN_LOOKUPS: u64 = 50;
+
+/// A firing alert, as `/performance` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub rule: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub severity: &'static str,
+    pub value: f64,
+    pub threshold: f64,
+    pub since: String,
+    pub message: String,
+}
+
+/// One evaluation's finding: a condition that holds now, or a value that
+/// is still close to its threshold.
+#[derive(Debug, Clone)]
+struct Reading {
+    rule: &'static str,
+    subject: Option<String>,
+    value: f64,
+    threshold: f64,
+    /// `true` when breaching means going above the threshold.
+    above: bool,
+    unit: &'static str,
+}
+
+impl Reading {
+    fn breached(&self) -> bool {
+        if self.above {
+            self.value > self.threshold
+        } else {
+            self.value < self.threshold
+        }
+    }
+}
+
+/// How long a condition must hold to fire, and stay clear to resolve.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timing {
+    hold: Duration,
+    keep_firing: Duration,
+}
+
+/// One rule and subject between evaluations: breaching (pending or
+/// firing), or firing and clear for a while.
+#[derive(Debug, Default)]
+struct State {
+    /// Since when the condition has held at every evaluation.
+    breached_since: Option<Instant>,
+    /// Since when a firing alert's condition has been clear.
+    clear_since: Option<Instant>,
+    firing: Option<Alert>,
+}
+
+type Subject = (&'static str, Option<String>);
+
+/// Alert states and the queue to the webhook.
+#[derive(Debug)]
+pub struct Alerts {
+    states: Mutex<HashMap<Subject, State>>,
+    published: ArcSwap<Vec<Alert>>,
+    webhook: Option<webhook::Queue>,
+    /// The cache's (hits, lookups) at past evaluations, for windowed rates.
+    cache_history: Mutex<VecDeque<(Instant, u64, u64)>>,
+}
+
+impl Alerts {
+    pub fn new(webhook_url: Option<&str>) -> Arc<Alerts> {
+        Arc::new(Alerts {
+            states: Mutex::default(),
+            published: ArcSwap::from_pointee(Vec::new()),
+            webhook: webhook_url.map(webhook::Queue::start),
+            // The counters start at zero with the process.
+            cache_history: Mutex::new(VecDeque::from([(Instant::now(), 0, 0)])),
+        })
+    }
+
+    /// The alerts firing now, oldest first.
+    pub fn firing(&self) -> Arc<Vec<Alert>> {
+        self.published.load_full()
+    }
+
+    /// Evaluates every `alerts.interval_ms` (as reloaded) until `shutdown` resolves.
+    pub async fn evaluate_periodically(
+        self: Arc<Self>,
+        shared: Arc<Shared>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            let a = shared.live.load().alerts.clone();
+            let interval = Duration::from_millis(a.interval_ms);
+            let timing =
+                Timing { hold: Duration::from_millis(a.for_ms), keep_firing: Duration::from_millis(a.keep_firing_ms) };
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(interval) => self.evaluate(readings(&shared), Instant::now(), timing),
+            }
+        }
+    }
+
+    /// The cache's hits and lookups over the last `window`: the counters
+    /// now minus those at the oldest evaluation inside the window.
+    fn cache_window(&self, hits: u64, lookups: u64, window: Duration) -> (u64, u64) {
+        let mut history = self.cache_history.lock().expect("no panics under the history lock");
+        let now = Instant::now();
+        while history.len() > 1 && history.get(1).is_some_and(|(t, _, _)| now.duration_since(*t) >= window) {
+            history.pop_front();
+        }
+        let (h0, l0) = history.front().map_or((0, 0), |(_, h, l)| (*h, *l));
+        history.push_back((now, hits, lookups));
+        (hits.saturating_sub(h0), lookups.saturating_sub(l0))
+    }
+
+    /// Applies one evaluation's readings at `now`: fires what has held
+    /// for `timing.hold`, resolves what has been clear for
+    /// `timing.keep_firing` (a subject no longer reported is clear), and
+    /// brings every firing alert's value, severity and message up to date.
+    fn evaluate(&self, readings: Vec<Reading>, now: Instant, timing: Timing) {
+        let mut states = self.states.lock().expect("alert lock is never poisoned: no panics under it");
+        let mut seen = Vec::with_capacity(readings.len());
+        for r in readings {
+            let key = (r.rule, r.subject.clone());
+            let state = states.entry(key.clone()).or_default();
+            seen.push(key);
+            if r.breached() {
+                state.breached_since.get_or_insert(now);
+                state.clear_since = None;
+            } else {
+                state.breached_since = None;
+                if state.firing.is_some() {
+                    state.clear_since.get_or_insert(now);
+                }
+            }
+            if let Some(alert) = &mut state.firing {
+                alert.value = r.value;
+                alert.severity = severity(&r);
+                alert.message = message(&r);
+            } else if state.breached_since.is_some_and(|t| now.duration_since(t) >= timing.hold) {
+                let alert = Alert {
+                    rule: r.rule,
+                    subject: r.subject.clone(),
+                    severity: severity(&r),
+                    value: r.value,
+                    threshold: r.threshold,
+                    since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                    message: message(&r),
+                };
+                self.transition("firing", &alert);
+                state.firing = Some(alert);
+            }
+        }
+        for (key, state) in states.iter_mut() {
+            // A subject that no longer reports (a query gone from the window) is clear.
+            if !seen.contains(key) {
+                state.breached_since = None;
+                if state.firing.is_some() {
+                    state.clear_since.get_or_insert(now);
+                }
+            }
+            if state.clear_since.is_some_and(|t| now.duration_since(t) >= timing.keep_firing) {
+                if let Some(alert) = state.firing.take() {
+                    self.transition("resolved", &alert);
+                }
+            }
+        }
+        states.retain(|_, s| s.firing.is_some() || s.breached_since.is_some());
+        let mut list: Vec<Alert> = states.values().filter_map(|s| s.firing.clone()).collect();
+        list.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.rule.cmp(b.rule)));
+        self.published.store(Arc::new(list));
+    }
+
+    /// Logs a transition and hands it to the webhook queue.
+    fn transition(&self, status: &'static str, alert: &Alert) {
+        let subject = alert.subject.as_deref().unwrap_or("");
+        let (rule, value, threshold) = (alert.rule, alert.value, alert.threshold);
+        match status {
+            "firing" => warn!(rule = %rule, subject = %subject, value, threshold, "alert firing"),
+            _ => info!(rule = %rule, subject = %subject, value, threshold, "alert resolved"),
+        }
+        if let Some(queue) = &self.webhook {
+            queue.push(status, alert);
+        }
+    }
+}
+
+fn severity(r: &Reading) -> &'static str {
+    let far = if r.above { r.value > r.threshold * 2.0 } else { r.value < r.threshold / 2.0 };
+    if far {
+        "critical"
+    } else {
+        "warning"
+    }
+}
+
+fn message(r: &Reading) -> String {
+    let what = match r.rule {
+        "error_rate" => "error rate".to_string(),
+        "slow_requests" => format!("p95 latency of {}", r.subject.as_deref().unwrap_or("a route")),
+        "slow_queries" => "mean time of a database query".to_string(),
+        "memory" => "perfproxy's resident memory".to_string(),
+        "rate_limited" => "share of requests refused by a rate limit".to_string(),
+        _ => "cache hit rate".to_string(),
+    };
+    let dir = if r.above { "above" } else { "below" };
+    format!("{what} is {}{} ({dir} the threshold of {}{})", round(r.value), r.unit, round(r.threshold), r.unit)
+}
+
+fn round(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// Reads every rule's current value from the shared state.
+fn readings(shared: &Shared) -> Vec<Reading> {
+    let live = shared.live.load();
+    let a = &live.alerts;
+    let mut out = Vec::new();
+    let snap = shared.metrics.snapshot(None);
+    let recent = snap.total.recent(snap.now_epoch);
+    if recent.count >= MIN_REQUESTS {
+        out.push(Reading {
+            rule: "error_rate",
+            subject: None,
+            value: recent.error_rate(),
+            threshold: a.error_rate,
+            above: true,
+            unit: "",
+        });
+        // Only with rules: a share of requests a rate limit refused.
+        if shared.limits.any() || recent.limited > 0 {
+            out.push(Reading {
+                rule: "rate_limited",
+                subject: None,
+                value: recent.limited as f64 / recent.count as f64,
+                threshold: a.rate_limited,
+                above: true,
+                unit: "",
+            });
+        }
+    }
+    let names = shared.routes.names();
+    for (id, series) in &snap.routes {
+        let r = series.recent(snap.now_epoch);
+        if r.count >= MIN_ROUTE_REQUESTS {
+            let p95_ms = r.hist.value_at_quantile(0.95) as f64 / 1000.0;
+            let subject = names.get(id.0 as usize).map(|n| n.to_string());
+            out.push(Reading {
+                rule: "slow_requests",
+                subject,
+                value: p95_ms,
+                threshold: a.slow_request_ms as f64,
+                above: true,
+                unit: " ms",
+            });
+        }
+    }
+    if let Some(db) = &shared.database {
+        for q in &db.report().slow_queries {
+            let subject = Some(q.query.chars().take(200).collect());
+            out.push(Reading {
+                rule: "slow_queries",
+                subject,
+                value: q.mean_ms,
+                threshold: a.slow_query_ms as f64,
+                above: true,
+                unit: " ms",
+            });
+        }
+    }
+    let (rss, _) = crate::system::memory();
+    out.push(Reading {
+        rule: "memory",
+        subject: None,
+        value: rss as f64,
+        threshold: a.memory_bytes as f64,
+        above: true,
+        unit: " bytes",
+    });
+    let cache = shared.cache.stats();
+    let window = Duration::from_millis(a.window_ms);
+    // Fresh hits only: an outage answered from stale is not a healthy cache.
+    let fresh = cache.hits.saturating_sub(cache.stale);
+    let (hits, lookups) = shared.alerts.cache_window(fresh, cache.hits + cache.misses, window);
+    if lookups >= MIN_LOOKUPS {
+        out.push(Reading {
+            rule: "cache_hit_rate",
+            subject: None,
+            value: hits as f64 / lookups as f64,
+            threshold: a.cache_hit_rate,
+            above: false,
+            unit: "",
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(value: f64) -> Reading {
+        Reading { rule: "error_rate", subject: None, value, threshold: 0.05, above: true, unit: "" }
+    }
+
+    fn timing(hold: u64, keep: u64) -> Timing {
+        Timing { hold: Duration::from_secs(hold), keep_firing: Duration::from_secs(keep) }
+    }
+
+    #[test]
+    fn fires_after_holding_and_resolves_after_staying_clear() {
+        let alerts = Alerts::new(None);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let t = timing(30, 60);
+        alerts.evaluate(vec![reading(0.06)], at(0), t);
+        assert!(alerts.firing().is_empty(), "pending, not firing");
+        alerts.evaluate(vec![reading(0.04)], at(5), t);
+        alerts.evaluate(vec![reading(0.06)], at(10), t);
+        alerts.evaluate(vec![reading(0.06)], at(35), t);
+        assert!(alerts.firing().is_empty(), "a break restarts the hold: 25 s so far");
+        alerts.evaluate(vec![reading(0.07)], at(40), t);
+        assert_eq!(alerts.firing().len(), 1, "held 30 s at every evaluation");
+        let since = alerts.firing()[0].since.clone();
+        // A bimodal value jumping across the threshold keeps it firing, once.
+        for (s, v) in [(45, 0.01), (50, 0.2), (55, 0.02), (90, 0.09), (100, 0.03), (150, 0.04)] {
+            alerts.evaluate(vec![reading(v)], at(s), t);
+            let now = alerts.firing();
+            assert_eq!(now.len(), 1, "at {s} s");
+            assert_eq!(now[0].since, since);
+            assert_eq!(now[0].value, v, "the value is current");
+            assert!(now[0].message.contains(&format!("{v}")), "the message is current: {}", now[0].message);
+        }
+        assert_eq!(alerts.firing()[0].severity, "warning");
+        alerts.evaluate(vec![reading(0.04)], at(159), t);
+        assert_eq!(alerts.firing().len(), 1, "clear for 59 s only");
+        alerts.evaluate(vec![reading(0.045)], at(160), t);
+        assert!(alerts.firing().is_empty(), "clear for 60 s: resolved");
+        assert!(alerts.states.lock().unwrap().is_empty(), "nothing kept for a cleared subject");
+    }
+
+    #[test]
+    fn severity_follows_and_a_silent_subject_resolves() {
+        let alerts = Alerts::new(None);
+        let t0 = Instant::now();
+        alerts.evaluate(vec![reading(0.06)], t0, timing(0, 0));
+        assert_eq!(alerts.firing()[0].severity, "warning");
+        alerts.evaluate(vec![reading(0.2)], t0 + Duration::from_secs(1), timing(0, 10));
+        assert_eq!(alerts.firing()[0].severity, "critical", "severity is current");
+        alerts.evaluate(vec![], t0 + Duration::from_secs(2), timing(0, 10));
+        assert_eq!(alerts.firing().len(), 1, "not reported for 0 s");
+        alerts.evaluate(vec![], t0 + Duration::from_secs(12), timing(0, 10));
+        assert!(alerts.firing().is_empty(), "not reported for 10 s: resolved");
+    }
+}

@@ -1,0 +1,409 @@
+//! History: what `/performance` said, kept past restarts. Each minute the
+//! instance turns what its routes (and its total, route `*`) did in that
+//! minute into rollups (count, errors, slow, percentiles and the minute's
+//! HdrHistogram, V2 + DEFLATE) and writes them to `perfproxy.route_minutes`
+//! with its instance id; [`query`] merges them per step and across
+//! instances. Rollups wait in a bounded queue while the database is away
+//! (the oldest dropped and counted when it is full); requests never wait on
+//! any of it. Without the schema (`perfproxy migrate` not run) history
+//! turns itself off with one warning. Rows older than
+//! `history.retention_days` are deleted in bounded batches.
+//!
+//! Without a database the dashboard still gets a chart on page load: the
+//! last 15 minutes of the total at the window's slot resolution (10 s), kept
+//! in memory.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_postgres::Pool;
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+use tokio_postgres::error::SqlState;
+use tracing::{debug, warn};
+
+use crate::observe::metrics::Stats;
+use crate::shared::state::Shared;
+
+/// The route label of an instance's total.
+pub const TOTAL: &str = "*";
+/// Rollups waiting for the database at most.
+const MAX_QUEUE: usize = 100_000;
+/// Rows per insert.
+const BATCH: usize = 1_000;
+/// Rows per retention delete, and deletes per minute at most.
+const DELETE_BATCH: i64 = 5_000;
+const DELETES_PER_TICK: usize = 10;
+/// How long the in-memory series reaches back.
+const MEMORY_SPAN: Duration = Duration::from_secs(15 * 60);
+/// One database call at most this long.
+pub(crate) const DB_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One route's minute.
+#[derive(Debug, Clone)]
+pub struct Rollup {
+    pub minute: SystemTime,
+    pub route: String,
+    pub requests: i64,
+    pub errors: i64,
+    pub slow: i64,
+    pub p50_ms: f32,
+    pub p95_ms: f32,
+    pub p99_ms: f32,
+    pub max_ms: f32,
+    pub histogram: Vec<u8>,
+}
+
+/// One point of the in-memory series (the total, per window slot).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Point {
+    /// The slot's start, seconds since the Unix epoch.
+    #[serde(skip)]
+    pub at: u64,
+    pub count: u64,
+    pub errors: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+#[derive(Debug)]
+pub struct History {
+    instance: String,
+    retention_days: u64,
+    pool: Option<Pool>,
+    /// Off without a database, or once the schema was found missing.
+    on: AtomicBool,
+    queue: Mutex<VecDeque<Rollup>>,
+    dropped: AtomicU64,
+    /// The total per window slot, by slot start (seconds), the last 15 minutes.
+    memory: Mutex<BTreeMap<u64, Point>>,
+    slot_seconds: AtomicU64,
+    /// Each series' all-time stats at the last rollup.
+    before: Mutex<HashMap<String, Stats>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().expect("history locks are never poisoned: nothing panics under them")
+}
+
+/// From now to the start of the next wall-clock minute (at least 1 s).
+fn to_next_minute() -> Duration {
+    Duration::from_secs(60 - epoch_secs(SystemTime::now()) % 60)
+}
+
+pub(crate) fn epoch_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+fn ms_at<C: hdrhistogram::Counter>(s: &Stats<C>, q: f64) -> f64 {
+    if s.count == 0 {
+        0.0
+    } else {
+        s.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// What a series did since `before` (its all-time stats then).
+fn since(now: &Stats, before: Option<&Stats>) -> Stats {
+    let mut d = now.clone();
+    if let Some(b) = before {
+        d.count -= b.count.min(d.count);
+        d.errors -= b.errors.min(d.errors);
+        d.slow -= b.slow.min(d.slow);
+        d.sum_micros -= b.sum_micros.min(d.sum_micros);
+        if d.hist.subtract(&b.hist).is_err() {
+            d.hist.reset();
+        }
+    }
+    d.max_micros = d.hist.max();
+    d
+}
+
+fn rollup(minute: SystemTime, route: &str, d: &Stats) -> Rollup {
+    let mut histogram = Vec::new();
+    let _ = V2DeflateSerializer::new().serialize(&d.hist.to_hdr(), &mut histogram);
+    Rollup {
+        minute,
+        route: route.to_string(),
+        requests: d.count as i64,
+        errors: d.errors as i64,
+        slow: d.slow as i64,
+        p50_ms: ms_at(d, 0.5) as f32,
+        p95_ms: ms_at(d, 0.95) as f32,
+        p99_ms: ms_at(d, 0.99) as f32,
+        max_ms: (d.max_micros as f64 / 1000.0) as f32,
+        histogram,
+    }
+}
+
+impl History {
+    pub fn new(instance: String, retention_days: u64, pool: Option<Pool>) -> Arc<History> {
+        Arc::new(History {
+            instance,
+            retention_days,
+            on: AtomicBool::new(pool.is_some()),
+            pool,
+            queue: Mutex::default(),
+            dropped: AtomicU64::new(0),
+            memory: Mutex::default(),
+            slot_seconds: AtomicU64::new(10),
+            before: Mutex::default(),
+        })
+    }
+
+    /// Whether rollups go to the database.
+    pub fn on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn pool(&self) -> Option<&Pool> {
+        self.pool.as_ref().filter(|_| self.on())
+    }
+
+    /// Rollups dropped: the queue was full while the database was away.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The in-memory series from `from` (seconds since the epoch), and its resolution.
+    pub fn memory_points(&self, from: u64, to: u64) -> (u64, Vec<Point>) {
+        let points = lock(&self.memory).range(from..to).map(|(_, p)| *p).collect();
+        (self.slot_seconds.load(Ordering::Relaxed), points)
+    }
+
+    /// Rolls up every minute, keeps the in-memory series (every 10 s, or
+    /// half the window if shorter) and retries queued writes, until
+    /// `shutdown` ([`History::finish`] writes the last minute).
+    pub async fn run(self: Arc<Self>, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        self.check_schema().await;
+        self.expire().await;
+        // Often enough that no window slot expires unseen.
+        let every = (shared.metrics.window() / 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The minute's deadline lives across the loop and moves only when the
+        // minute is rolled up: a tick that fires at the boundary, or a write
+        // that runs across it, must not push the rollup a minute late (and
+        // under the next minute's label).
+        let mut minute = epoch_secs(SystemTime::now()) / 60;
+        let boundary = tokio::time::sleep(to_next_minute());
+        tokio::pin!(boundary);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {
+                    self.keep_memory_series(&shared);
+                    if !lock(&self.queue).is_empty() {
+                        self.write().await;
+                    }
+                }
+                () = &mut boundary => {
+                    boundary.as_mut().reset(tokio::time::Instant::now() + to_next_minute());
+                    let now = epoch_secs(SystemTime::now()) / 60;
+                    if now == minute {
+                        continue; // the timer ran ahead of the wall clock
+                    }
+                    self.roll_up(&shared, UNIX_EPOCH + Duration::from_secs(minute * 60));
+                    minute = now;
+                    self.write().await;
+                    self.expire().await;
+                }
+            }
+        }
+    }
+
+    /// At exit, once the workers have stopped (their last samples merged):
+    /// rolls up and writes the current minute, so a restart loses nothing.
+    pub async fn finish(&self, shared: &Shared) {
+        let minute = UNIX_EPOCH + Duration::from_secs(epoch_secs(SystemTime::now()) / 60 * 60);
+        self.roll_up(shared, minute);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.write()).await;
+    }
+
+    /// Turns history off, with one warning, when the schema is missing.
+    async fn check_schema(&self) {
+        let Some(pool) = self.pool() else { return };
+        let Ok(Ok(client)) = tokio::time::timeout(DB_TIMEOUT, pool.get()).await else { return };
+        let probe = client.query("SELECT instance, histogram FROM perfproxy.route_minutes LIMIT 0", &[]).await;
+        if let Err(e) = probe {
+            if no_schema(&WriteError::Db(e)) {
+                self.turn_off();
+            }
+        }
+    }
+
+    fn turn_off(&self) {
+        if self.on.swap(false, Ordering::Relaxed) {
+            warn!("history: no perfproxy schema in the database (run `perfproxy migrate`); history is off");
+        }
+        lock(&self.queue).clear();
+    }
+
+    /// Queues the rollups of what happened since the last ones.
+    fn roll_up(&self, shared: &Shared, minute: SystemTime) {
+        if self.pool.is_none() || !self.on() {
+            return;
+        }
+        let mut before = lock(&self.before);
+        let snap = shared.metrics.snapshot(None);
+        let names = shared.routes.names();
+        let mut fresh = Vec::new();
+        let series = snap
+            .routes
+            .iter()
+            .map(|(id, s)| (names.get(id.0 as usize).map_or_else(String::new, |n| n.to_string()), &s.all))
+            .chain(std::iter::once((TOTAL.to_string(), &snap.total.all)));
+        for (label, all) in series {
+            let d = since(all, before.get(&label));
+            if d.count > 0 {
+                fresh.push(rollup(minute, &label, &d));
+            }
+            before.insert(label, all.clone());
+        }
+        debug!(minute = epoch_secs(minute), rollups = fresh.len(), "history: rolled up");
+        let mut queue = lock(&self.queue);
+        for r in fresh {
+            if queue.len() >= MAX_QUEUE {
+                queue.pop_front();
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            queue.push_back(r);
+        }
+    }
+
+    /// Writes the queued rollups; they stay queued if the database is away.
+    async fn write(&self) {
+        let Some(pool) = self.pool() else { return };
+        loop {
+            let batch: Vec<Rollup> = lock(&self.queue).iter().take(BATCH).cloned().collect();
+            if batch.is_empty() {
+                return;
+            }
+            match tokio::time::timeout(DB_TIMEOUT, insert(pool, &self.instance, &batch)).await {
+                Ok(Ok(())) => {
+                    let mut queue = lock(&self.queue);
+                    let n = batch.len().min(queue.len());
+                    queue.drain(..n);
+                }
+                Ok(Err(e)) if no_schema(&e) => {
+                    self.turn_off();
+                    return;
+                }
+                Ok(Err(e)) => {
+                    debug!(error = %crate::redact::text(&e.to_string()), queued = lock(&self.queue).len(), "history: write failed; kept");
+                    return;
+                }
+                Err(_) => {
+                    debug!("history: write timed out; kept");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Deletes rows past the retention, a bounded batch at a time.
+    async fn expire(&self) {
+        let Some(pool) = self.pool() else { return };
+        let Ok(client) = pool.get().await else { return };
+        let cutoff = SystemTime::now() - Duration::from_secs(self.retention_days * 86_400);
+        for _ in 0..DELETES_PER_TICK {
+            let deleted = client
+                .execute(
+                    "DELETE FROM perfproxy.route_minutes WHERE ctid IN \
+                     (SELECT ctid FROM perfproxy.route_minutes WHERE minute < $1 LIMIT $2)",
+                    &[&cutoff, &DELETE_BATCH],
+                )
+                .await;
+            match deleted {
+                Ok(n) if n as i64 == DELETE_BATCH => continue,
+                Ok(_) => return,
+                Err(e) => {
+                    debug!(error = %e, "history: retention delete failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Adds the window's completed slots to the in-memory series.
+    fn keep_memory_series(&self, shared: &Shared) {
+        let snap = shared.metrics.snapshot_total();
+        let secs = snap.slot.as_secs().max(1);
+        self.slot_seconds.store(secs, Ordering::Relaxed);
+        let now = epoch_secs(SystemTime::now());
+        let mut memory = lock(&self.memory);
+        for (epoch, stats) in snap.total.slots(snap.now_epoch) {
+            let ago = (snap.now_epoch - epoch) * secs;
+            if ago == 0 {
+                continue; // still filling
+            }
+            let at = (now - ago) / secs * secs;
+            let point = stats.map_or(Point { at, count: 0, errors: 0, p50: 0.0, p95: 0.0, p99: 0.0 }, |s| Point {
+                at,
+                count: s.count,
+                errors: s.errors,
+                p50: ms_at(s, 0.5),
+                p95: ms_at(s, 0.95),
+                p99: ms_at(s, 0.99),
+            });
+            memory.insert(at, point);
+        }
+        let keep_from = now.saturating_sub(MEMORY_SPAN.as_secs());
+        *memory = memory.split_off(&keep_from);
+    }
+}
+
+/// The schema (or its columns) is missing: `perfproxy migrate` was not run.
+fn no_schema(e: &WriteError) -> bool {
+    let WriteError::Db(e) = e else { return false };
+    e.code().is_some_and(|c| {
+        [SqlState::UNDEFINED_TABLE, SqlState::UNDEFINED_COLUMN, SqlState::INVALID_SCHEMA_NAME].contains(c)
+    })
+}
+
+/// Why rollups could not be written.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("{0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("no connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+async fn insert(pool: &Pool, instance: &str, rows: &[Rollup]) -> Result<(), WriteError> {
+    let client = pool.get().await?;
+    let col = |f: &dyn Fn(&Rollup) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+    let real = |f: &dyn Fn(&Rollup) -> f32| rows.iter().map(f).collect::<Vec<f32>>();
+    let minutes: Vec<SystemTime> = rows.iter().map(|r| r.minute).collect();
+    let routes: Vec<&str> = rows.iter().map(|r| r.route.as_str()).collect();
+    let instances: Vec<&str> = rows.iter().map(|_| instance).collect();
+    let hists: Vec<&[u8]> = rows.iter().map(|r| r.histogram.as_slice()).collect();
+    client
+        .execute(
+            "INSERT INTO perfproxy.route_minutes \
+             (minute, route, instance, requests, errors, slow, p50_ms, p95_ms, p99_ms, max_ms, histogram) \
+             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[], \
+             $7::float4[], $8::float4[], $9::float4[], $10::float4[], $11::bytea[]) \
+             ON CONFLICT (route, minute, instance) DO UPDATE SET requests = EXCLUDED.requests, \
+             errors = EXCLUDED.errors, slow = EXCLUDED.slow, p50_ms = EXCLUDED.p50_ms, p95_ms = EXCLUDED.p95_ms, \
+             p99_ms = EXCLUDED.p99_ms, max_ms = EXCLUDED.max_ms, histogram = EXCLUDED.histogram",
+            &[
+                &minutes,
+                &routes,
+                &instances,
+                &col(&|r| r.requests),
+                &col(&|r| r.errors),
+                &col(&|r| r.slow),
+                &real(&|r| r.p50_ms),
+                &real(&|r| r.p95_ms),
+                &real(&|r| r.p99_ms),
+                &real(&|r| r.max_ms),
+                &hists,
+            ],
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,439 @@
+//! Per-route request metrics. The request path only appends a
+//! small [`Sample`] to its worker's local buffer (no lock, no atomic);
+//! batches move to the worker's shard (a mutex no other worker takes), so
+//! recording never serialises workers. A
+//! background task, and every reader, drains the buffers into one
+//! [`Aggregate`]: per route and in total, counters plus HdrHistograms for all
+//! time and for a rolling window (a ring of sub-window slots, merged on read).
+//!
+//! Precision: totals use 3 significant digits (0.1 %); per-route histograms
+//! use 2 (1 %), so that 1000 routes stay inside the memory budget. All
+//! histograms span 1 µs to 1 h, grow only as far as the values seen, and the
+//! window's slots exist only while they hold samples.
+
+mod counts;
+pub mod hist;
+mod recording;
+pub mod semconv;
+mod series;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use hist::Hist;
+use recording::micros;
+pub use recording::Recording;
+pub use series::{Grpc, Part, Series, Stats};
+
+use crate::wire::routes::RouteId;
+
+/// Drain a worker's buffer from the request path once it holds this many.
+const FLUSH_AT: usize = 16_384;
+
+/// One finished request.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub route: RouteId,
+    pub micros: u32,
+    pub status: u16,
+    /// Seconds since the metrics started, when the response completed.
+    pub at_secs: u32,
+    /// Request sent upstream → response head read; `None`: not upstream (a hit).
+    pub upstream_micros: Option<u32>,
+    /// perfproxy's own time (see [`Recording::head_ready`]).
+    pub overhead_micros: u32,
+    /// Refused by a rate limit (answered 429, never forwarded).
+    pub limited: bool,
+    /// A gRPC call's outcome.
+    pub grpc: Option<Called>,
+}
+
+/// How a gRPC call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Called {
+    /// Its `grpc-status` (0–16).
+    pub code: u8,
+    /// The code is one of `grpc.error_codes`.
+    pub error: bool,
+    /// Messages it carried, both ways.
+    pub messages: u32,
+}
+
+/// Samples not yet merged, and the exemplars (sampled traces) among them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    samples: Vec<Sample>,
+    exemplars: Vec<semconv::Exemplar>,
+}
+
+/// One worker's buffer of samples not yet merged, and its in-flight count.
+#[derive(Debug, Default)]
+pub struct Shard {
+    samples: Mutex<Batch>,
+    in_flight: AtomicI64,
+}
+
+/// Everything merged so far.
+#[derive(Debug)]
+pub struct Aggregate {
+    pub total: Series,
+    /// Shared with the snapshots that copied them: a merge copies a route
+    /// only while a reader still holds it (`Arc::make_mut`), so a read costs
+    /// a pointer per route, not the route's histograms.
+    pub routes: Vec<Arc<Series>>,
+    /// `http_server_request_duration_seconds`.
+    pub durations: semconv::Durations,
+}
+
+/// Process-wide metrics: the shards, the aggregate and the settings.
+#[derive(Debug)]
+pub struct Metrics {
+    enabled: bool,
+    slow_micros: AtomicU64,
+    slot_secs: u32,
+    slots: usize,
+    started: Instant,
+    shards: Mutex<Vec<Arc<Shard>>>,
+    aggregate: Mutex<Aggregate>,
+}
+
+/// A worker's handle for recording: samples collect in a local buffer (no
+/// atomics, no lock) and move to the worker's shard every 256 samples or
+/// when [`Recorder::publish`] runs (every 50 ms), so readers see figures at
+/// most that old.
+#[derive(Debug)]
+pub struct Recorder {
+    shard: Arc<Shard>,
+    /// This worker's top-client counts (its own: no lock per request).
+    clients: std::cell::RefCell<crate::admit::clients::top::Tally>,
+    metrics: Arc<Metrics>,
+    local: std::cell::RefCell<Batch>,
+    in_flight: std::cell::Cell<i64>,
+}
+
+/// A point-in-time copy for readers.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub total: Series,
+    pub routes: Vec<(RouteId, Arc<Series>)>,
+    pub in_flight: i64,
+    pub durations: semconv::Durations,
+    /// The current window slot, for telling recent from expired slots.
+    pub now_epoch: u64,
+    pub window: Duration,
+    /// How long a slot lasts.
+    pub slot: Duration,
+    /// Since recording began (slot epochs count from there).
+    pub elapsed: Duration,
+}
+
+impl Snapshot {
+    /// How much time the recent window covers now: the full window, less
+    /// what is still to come of the current slot, or less if recording
+    /// began within it.
+    pub fn covered(&self) -> Duration {
+        let slot = self.slot.as_secs_f64().max(1.0);
+        let elapsed = self.elapsed.as_secs_f64();
+        let slots = (self.window.as_secs_f64() / slot).round();
+        let covered = (slots - 1.0) * slot + elapsed % slot;
+        Duration::from_secs_f64(covered.min(elapsed).max(0.001))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().expect("metrics locks are never poisoned: no code under them panics")
+}
+
+impl Metrics {
+    /// `window` is the recent view's length, kept as 6 slots (at least 1 s each).
+    pub fn new(enabled: bool, slow: Duration, window: Duration) -> Arc<Metrics> {
+        let slots = 6usize;
+        let slot_secs = (window.as_secs() / slots as u64).max(1) as u32;
+        Arc::new(Metrics {
+            enabled,
+            slow_micros: AtomicU64::new(slow.as_micros() as u64),
+            slot_secs,
+            slots,
+            started: Instant::now(),
+            shards: Mutex::default(),
+            aggregate: Mutex::new(Aggregate {
+                total: Series::new(slots, 3),
+                routes: Vec::new(),
+                durations: semconv::Durations::default(),
+            }),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The recent window as configured (slots × slot length).
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(u64::from(self.slot_secs) * self.slots as u64)
+    }
+
+    /// A recorder for one worker thread, counting its clients in `clients`.
+    pub fn recorder(self: &Arc<Self>, clients: crate::admit::clients::top::Tally) -> Recorder {
+        let clients = std::cell::RefCell::new(clients);
+        let shard = Arc::new(Shard::default());
+        lock(&self.shards).push(shard.clone());
+        Recorder { shard, clients, metrics: self.clone(), local: Default::default(), in_flight: Default::default() }
+    }
+
+    fn now_secs(&self) -> u32 {
+        self.started.elapsed().as_secs() as u32
+    }
+
+    /// Changes what counts as slow from now on (a reload).
+    pub fn set_slow(&self, slow: Duration) {
+        self.slow_micros.store(slow.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn merge(&self, agg: &mut Aggregate, samples: &[Sample]) {
+        let slow_micros = self.slow_micros.load(Ordering::Relaxed);
+        for s in samples {
+            let epoch = u64::from(s.at_secs / self.slot_secs);
+            let slow = u64::from(s.micros) > slow_micros;
+            agg.total.record(s, slow, epoch);
+            let i = s.route.0 as usize;
+            if agg.routes.len() <= i {
+                agg.routes.resize_with(i + 1, || Arc::new(Series::new(self.slots, 2)));
+            }
+            Arc::make_mut(&mut agg.routes[i]).record(s, slow, epoch);
+            agg.durations.record(s);
+        }
+    }
+
+    fn drain_shard(&self, agg: &mut Aggregate, shard: &Shard, spare: &mut Batch) {
+        std::mem::swap(&mut *lock(&shard.samples), spare);
+        self.merge(agg, &spare.samples);
+        for e in &spare.exemplars {
+            agg.durations.exemplar(e);
+        }
+        spare.samples.clear();
+        spare.exemplars.clear();
+    }
+
+    /// Merges every worker's buffered samples into the aggregate.
+    pub fn flush(&self) {
+        let shards = lock(&self.shards).clone();
+        let mut agg = lock(&self.aggregate);
+        let mut spare = Batch::default();
+        for shard in &shards {
+            self.drain_shard(&mut agg, shard, &mut spare);
+        }
+    }
+
+    /// Flushes, then copies the total only (no route is copied).
+    pub fn snapshot_total(&self) -> Snapshot {
+        self.snapshot_where(|_| false)
+    }
+
+    /// Flushes, then copies the aggregate (optionally one route only).
+    pub fn snapshot(&self, only: Option<RouteId>) -> Snapshot {
+        self.snapshot_where(|id| only.is_none_or(|r| r == id))
+    }
+
+    fn snapshot_where(&self, keep: impl Fn(RouteId) -> bool) -> Snapshot {
+        self.flush();
+        let in_flight = lock(&self.shards).iter().map(|s| s.in_flight.load(Ordering::Relaxed)).sum();
+        let agg = lock(&self.aggregate);
+        let routes = agg
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.all.count > 0 && keep(RouteId(*i as u32)))
+            .map(|(i, s)| (RouteId(i as u32), s.clone()))
+            .collect();
+        Snapshot {
+            total: agg.total.clone(),
+            routes,
+            in_flight,
+            durations: agg.durations.clone(),
+            now_epoch: u64::from(self.now_secs() / self.slot_secs),
+            window: self.window(),
+            slot: Duration::from_secs(u64::from(self.slot_secs)),
+            elapsed: self.started.elapsed(),
+        }
+    }
+
+    /// Merges on a timer until `shutdown` resolves, so buffers stay small
+    /// even when nobody reads.
+    pub async fn merge_periodically(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tick.tick() => self.flush(),
+            }
+        }
+    }
+}
+
+/// Move a worker's local samples to its shard once this many have collected.
+const LOCAL_BATCH: usize = 256;
+
+impl Recorder {
+    /// Its response is complete.
+    fn finish(
+        &self,
+        route: RouteId,
+        (status, limited, grpc): (u16, bool, Option<Called>),
+        started: Instant,
+        split: (Option<u32>, u32),
+        exemplar: Option<semconv::Exemplar>,
+    ) {
+        let now = Instant::now();
+        let micros = micros(now.duration_since(started));
+        let at_secs = now.duration_since(self.metrics.started).as_secs() as u32;
+        self.set_in_flight(-1);
+        let full = {
+            let mut local = self.local.borrow_mut();
+            let (upstream_micros, overhead_micros) = split;
+            local.samples.push(Sample {
+                route,
+                micros,
+                status,
+                at_secs,
+                upstream_micros,
+                overhead_micros,
+                limited,
+                grpc,
+            });
+            local.exemplars.extend(exemplar);
+            local.samples.len() >= LOCAL_BATCH
+        };
+        if full {
+            self.publish();
+        }
+    }
+
+    /// Only this worker writes its count: a plain store, no read-modify-write.
+    fn set_in_flight(&self, delta: i64) {
+        let n = self.in_flight.get() + delta;
+        self.in_flight.set(n);
+        self.shard.in_flight.store(n, Ordering::Relaxed);
+    }
+
+    /// Moves the local samples to the shard, where readers find them.
+    pub fn publish(&self) {
+        let mut local = self.local.borrow_mut();
+        if local.samples.is_empty() {
+            return;
+        }
+        let full = {
+            let mut shared = lock(&self.shard.samples);
+            shared.samples.append(&mut local.samples);
+            shared.exemplars.append(&mut local.exemplars);
+            shared.samples.len() >= FLUSH_AT
+        };
+        if full {
+            let mut agg = lock(&self.metrics.aggregate);
+            self.metrics.drain_shard(&mut agg, &self.shard, &mut Batch::default());
+        }
+    }
+
+    /// Publishes every `period` for as long as the worker runs.
+    pub async fn publish_periodically(self: std::rc::Rc<Self>, period: Duration) {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.publish();
+            self.clients.borrow_mut().publish(Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_tally() -> crate::admit::clients::top::Tally {
+        crate::admit::clients::top::TopClients::new(10, crate::admit::clients::KeySpec::Client, Duration::from_secs(60))
+            .tally()
+    }
+
+    #[test]
+    fn counts_and_percentiles_come_from_histograms() {
+        let m = Metrics::new(true, Duration::from_millis(100), Duration::from_secs(60));
+        let r = m.recorder(test_tally());
+        let a = RouteId(0);
+        let b = RouteId(3);
+        for i in 1..=100u32 {
+            let s = Sample {
+                route: a,
+                micros: i * 1000,
+                status: if i % 10 == 0 { 503 } else { 200 },
+                at_secs: 0,
+                upstream_micros: Some(400),
+                overhead_micros: 20,
+                limited: false,
+                grpc: None,
+            };
+            lock(&r.shard.samples).samples.push(s);
+        }
+        lock(&r.shard.samples).samples.push(Sample {
+            route: b,
+            micros: 5,
+            status: 404,
+            at_secs: 0,
+            upstream_micros: None,
+            overhead_micros: 0,
+            limited: false,
+            grpc: None,
+        });
+        let snap = m.snapshot(None);
+        assert_eq!(snap.total.all.count, 101);
+        assert_eq!(snap.total.all.errors, 10);
+        assert_eq!(snap.routes.len(), 2);
+        let ra = &snap.routes[0].1.all;
+        assert_eq!((ra.count, ra.errors, ra.status[2], ra.status[5]), (100, 10, 90, 10));
+        let p50 = ra.hist.value_at_quantile(0.5) as f64;
+        assert!((p50 - 50_000.0).abs() / 50_000.0 < 0.01, "p50 {p50}");
+        assert!(ra.hist.value_at_quantile(0.99) >= 98_000);
+        assert_eq!(ra.max_micros, 100_000);
+        assert_eq!(ra.slow, 0, "100 ms is not slower than 100 ms");
+        let only_b = m.snapshot(Some(b));
+        assert_eq!(only_b.routes.len(), 1);
+        assert_eq!(only_b.routes[0].1.all.status[4], 1);
+    }
+
+    #[test]
+    fn recent_window_forgets_old_slots() {
+        let m = Metrics::new(true, Duration::from_secs(2), Duration::from_secs(60));
+        let r = m.recorder(test_tally());
+        lock(&r.shard.samples).samples.push(Sample {
+            route: RouteId(0),
+            micros: 10,
+            status: 200,
+            at_secs: 0,
+            upstream_micros: None,
+            overhead_micros: 0,
+            limited: false,
+            grpc: None,
+        });
+        lock(&r.shard.samples).samples.push(Sample {
+            route: RouteId(0),
+            micros: 10,
+            status: 500,
+            at_secs: 125,
+            upstream_micros: None,
+            overhead_micros: 0,
+            limited: false,
+            grpc: None,
+        });
+        m.flush();
+        let agg = lock(&m.aggregate);
+        // At second 125 (epoch 12) the window covers epochs 7..=12.
+        let recent = agg.total.recent(12);
+        assert_eq!((recent.count, recent.errors), (1, 1));
+        assert_eq!(agg.total.all.count, 2);
+        let later = agg.total.recent(30);
+        assert_eq!(later.count, 0);
+    }
+}

@@ -1,0 +1,216 @@
+//! Responses made from the cache: a stored entry as the client gets it
+//! (`Age`, `X-Cache`, `Cache-Status`, `Server-Timing`, or `304` to a
+//! matching conditional), an entry refreshed by a `304` (RFC 9111 §4.3.4),
+//! the `only-if-cached` miss, and how every answer is marked ([`mark`]).
+
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::cache::entry::Entry;
+use crate::cache::policy::{self, Policy};
+use crate::shared::body::ProxyBody;
+
+pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Fields every answer gets anew: never stored with an entry (`Date` is
+/// stored, to date it, and replaced when served). The W3C trace fields an
+/// upstream may echo (`traceresponse`, `traceparent`, `tracestate`) belong
+/// to the request that fetched the entry, never to another client's.
+pub fn per_request(name: &HeaderName) -> bool {
+    name == header::AGE
+        || name == crate::wire::headers::SERVER_TIMING
+        || name == X_CACHE
+        || name == CACHE_STATUS
+        || name == crate::wire::headers::X_REQUEST_ID
+        || name == crate::observe::trace::TRACEPARENT
+        || name.as_str() == "traceresponse"
+        || name.as_str() == "tracestate"
+}
+
+/// Why a request went forward (RFC 9211 `fwd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fwd {
+    /// Nothing stored for the URL.
+    UriMiss,
+    /// Something stored for the URL, no variant for these request headers.
+    VaryMiss,
+    /// Stored but stale: revalidated, or served stale.
+    Stale,
+    /// The client asked (`no-cache`).
+    Request,
+    /// A method the cache does not answer.
+    Method,
+    /// Not looked up: `Range`, or a URL remembered as uncacheable.
+    Bypass,
+}
+
+impl Fwd {
+    fn as_str(self) -> &'static str {
+        match self {
+            Fwd::UriMiss => "uri-miss",
+            Fwd::VaryMiss => "vary-miss",
+            Fwd::Stale => "stale",
+            Fwd::Request => "request",
+            Fwd::Method => "method",
+            Fwd::Bypass => "bypass",
+        }
+    }
+
+    /// The `Cache-Status` value, `; stored` when the response is being stored.
+    pub fn value(self, stored: bool) -> HeaderValue {
+        let text = format!("perfproxy; fwd={}{}", self.as_str(), if stored { "; stored" } else { "" });
+        HeaderValue::from_str(&text).expect("ASCII")
+    }
+}
+
+/// The `Cache-Status` of a fresh hit with `ttl` seconds of freshness left.
+pub fn hit_status(ttl: u64) -> HeaderValue {
+    let mut text = String::with_capacity(32);
+    text.push_str("perfproxy; hit; ttl=");
+    text.push_str(itoa::Buffer::new().format(ttl));
+    HeaderValue::from_str(&text).expect("ASCII")
+}
+/// How a response relates to the cache (`X-Cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    Bypass,
+    Stale,
+}
+
+impl Outcome {
+    /// The `X-Cache` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "HIT",
+            Outcome::Miss => "MISS",
+            Outcome::Bypass => "BYPASS",
+            Outcome::Stale => "STALE",
+        }
+    }
+
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(self.as_str())
+    }
+}
+
+/// The stored response, for the client: `304` if its conditional matches.
+pub fn answer(entry: &Entry, request: &HeaderMap, head: bool, outcome: Outcome) -> Response<ProxyBody> {
+    let not_modified = entry.status == StatusCode::OK && not_modified(entry, request);
+    let mut resp = if head || not_modified {
+        Response::new(ProxyBody::empty())
+    } else {
+        Response::new(ProxyBody::full(entry.body.clone()))
+    };
+    if not_modified {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        let h = resp.headers_mut();
+        for name in [
+            header::CACHE_CONTROL,
+            header::CONTENT_LOCATION,
+            header::DATE,
+            header::ETAG,
+            header::EXPIRES,
+            header::VARY,
+            header::LAST_MODIFIED,
+            header::VIA,
+        ] {
+            for v in entry.headers.get_all(&name) {
+                h.append(name.clone(), v.clone());
+            }
+        }
+    } else {
+        *resp.status_mut() = entry.status;
+        *resp.headers_mut() = entry.headers.clone();
+        if !crate::wire::http1::relays_length(entry.status.as_u16()) {
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
+        }
+    }
+    let h = resp.headers_mut();
+    h.insert(header::AGE, HeaderValue::from(entry.age(SystemTime::now()).as_secs()));
+    // `Date` is the answer's own (the stored one still dates the entry).
+    h.insert(header::DATE, HeaderValue::from_bytes(&crate::wire::http1::date()).expect("a date is a header value"));
+    let timing = if outcome == Outcome::Stale { "cache;desc=STALE" } else { "cache;desc=HIT" };
+    h.append(crate::wire::headers::SERVER_TIMING.clone(), HeaderValue::from_static(timing));
+    let status = match outcome {
+        Outcome::Stale => Fwd::Stale.value(false),
+        _ => {
+            let now = SystemTime::now();
+            hit_status(entry.lifetime.fresh.saturating_sub(entry.age(now)).as_secs())
+        }
+    };
+    mark(resp, outcome, status)
+}
+
+/// Whether the client's own validators match the stored response
+/// (If-None-Match first, else If-Modified-Since; RFC 9110 §13.2.2).
+fn not_modified(entry: &Entry, request: &HeaderMap) -> bool {
+    if request.contains_key(header::IF_NONE_MATCH) {
+        let Some(etag) = entry.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) else { return false };
+        let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+        return request
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|list| list.split(',').any(|t| t.trim() == "*" || weak(t) == weak(etag)));
+    }
+    let Some(since) = policy::http_date(request, header::IF_MODIFIED_SINCE) else { return false };
+    let modified =
+        policy::http_date(&entry.headers, header::LAST_MODIFIED).or(policy::http_date(&entry.headers, header::DATE));
+    modified.is_some_and(|m| m <= since)
+}
+
+/// The stored entry updated by a `304` (RFC 9111 §4.3.4): its headers
+/// replace the stored ones (framing excepted) and its times restart the
+/// clock. `None` if the updated response may no longer be stored.
+pub fn refreshed(
+    e: &Entry,
+    update: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+    policy: &Policy,
+) -> Option<Entry> {
+    let mut headers = e.headers.clone();
+    for name in update.keys() {
+        // Framing, content metadata and the validator stay the stored body's.
+        let kept = [header::CONTENT_LENGTH, header::AGE, header::CONTENT_ENCODING, header::CONTENT_RANGE, header::ETAG];
+        // Nor is a per-request field ever stored (an upstream's `X-Cache`, say).
+        if kept.contains(name) || name == "content-md5" || per_request(name) {
+            continue;
+        }
+        headers.remove(name);
+        for v in update.get_all(name) {
+            headers.append(name.clone(), crate::cache::entry::owned(v));
+        }
+    }
+    let lifetime = policy::lifetime(policy, &HeaderMap::new(), e.status, &headers, response_time)?;
+    // Read for the lifetime above, perfproxy's own: not stored, not relayed.
+    headers.remove(&policy::SURROGATE_CONTROL);
+    Some(Entry {
+        initial_age: policy::initial_age(update, request_time, response_time).as_millis() as u64,
+        response_time: policy::epoch_ms(response_time),
+        lifetime,
+        headers,
+        ..e.clone()
+    })
+}
+
+/// `only-if-cached` with nothing usable stored: 504 (RFC 9111 §5.2.1.7).
+pub fn only_if_cached_miss() -> Response<ProxyBody> {
+    let mut resp =
+        Response::new(ProxyBody::full(&br#"{"error":"gateway_timeout","detail":"only-if-cached: not in cache"}"#[..]));
+    *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    mark(resp, Outcome::Miss, Fwd::UriMiss.value(false))
+}
+
+/// Marks an answer: `X-Cache` and `Cache-Status` (never taken from a stored entry).
+pub fn mark(mut resp: Response<ProxyBody>, outcome: Outcome, status: HeaderValue) -> Response<ProxyBody> {
+    resp.headers_mut().insert(X_CACHE.clone(), outcome.header());
+    resp.headers_mut().insert(CACHE_STATUS.clone(), status);
+    resp
+}

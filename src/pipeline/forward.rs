@@ -1,0 +1,128 @@
+//! The upstream exchange on `http` types, below both the request path and
+//! the cache: a checked request sent on a pooled connection under
+//! `upstream_timeout`, the answer's status and framing checked by the
+//! rulebook, its head rewritten for the client. Failures become
+//! [`ProxyError`]s as the client will see them.
+
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use crate::shared::body::{ProxyBody, RequestBody};
+use crate::shared::error::ProxyError;
+use crate::shared::state::Client;
+use crate::upstream::{Lease, UpstreamError};
+use crate::wire::headers;
+use crate::wire::http1;
+
+/// How long the upstream took to answer with a head, carried in a
+/// response's extensions to where it is recorded (the latency split).
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTime {
+    pub sent: Instant,
+    pub took: Duration,
+}
+
+/// An upstream response, its head already rewritten for the client.
+pub struct Upstream {
+    pub parts: http::response::Parts,
+    pub body: Incoming,
+    /// The pooled HTTP/1.1 connection it came on (none over h2c).
+    pub lease: Option<Lease>,
+    pub sent: Instant,
+    /// From the request sent to the response head read.
+    pub head_after: Duration,
+    /// The body ends when the upstream closes: the client connection closes after it.
+    pub close_after: bool,
+    /// The longest wait for more of the body (`upstream_read_timeout_ms`).
+    pub read_timeout: Duration,
+}
+
+impl Upstream {
+    /// The response as the client gets it, with `Server-Timing`.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let Upstream { mut parts, body, lease, sent, head_after, close_after, read_timeout } = self;
+        parts.extensions.insert(UpstreamTime { sent, took: head_after });
+        parts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
+        if close_after {
+            // As on the express lane, which relays such a body as it comes.
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Response::from_parts(parts, ProxyBody::upstream(body, lease, read_timeout))
+    }
+}
+
+/// Sends a checked request upstream on a pooled connection, under
+/// `upstream_timeout`.
+pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<Upstream, ProxyError> {
+    let worker = &client.worker;
+    let sent = Instant::now();
+    let head_request = req.method() == Method::HEAD;
+    let timeout = deadline(&mut req, worker.shared.config.upstream_timeout);
+    let (resp, lease) = time_boxed(timeout, worker.upstream.send(req)).await?;
+    let head_after = sent.elapsed();
+    check_status(resp.status(), false)?;
+    let (mut parts, body) = resp.into_parts();
+    // An HTTP/2 body's end is its stream's end: no framing to check.
+    let close_after = parts.version != Version::HTTP_2 && {
+        let framing = headers::response_framing(&parts.headers, head_request, parts.status.as_u16())
+            .map_err(|m| ProxyError::BadGateway(m.into()))?;
+        framing == http1::Framing::Close
+    };
+    headers::prepare_response(&mut parts.headers, parts.status.as_u16());
+    let read_timeout = worker.shared.config.upstream_read_timeout;
+    Ok(Upstream { parts, body, lease, sent, head_after, close_after, read_timeout })
+}
+
+/// How long the upstream has to answer: `upstream_timeout`, or a gRPC
+/// call's shorter `grpc-timeout`. A longer one is lowered to the cap, so the
+/// server gives up when perfproxy does.
+/// Sent more than once, the shortest counts, and one value goes on (servers
+/// differ on which of several they read).
+fn deadline(req: &mut Request<RequestBody>, cap: Duration) -> Duration {
+    let name = crate::wire::grpc::GRPC_TIMEOUT;
+    if !crate::wire::grpc::is_grpc(req.headers()) || !req.headers().contains_key(name) {
+        return cap;
+    }
+    let asked = req.headers().get_all(name).iter().map(crate::wire::grpc::timeout).collect::<Vec<_>>();
+    let shortest = asked.iter().flatten().min().copied().filter(|t| *t <= cap);
+    match shortest {
+        Some(t) if asked.len() == 1 && asked[0].is_some() => t,
+        Some(t) => {
+            req.headers_mut().insert(name, crate::wire::grpc::timeout_value(t));
+            t
+        }
+        None => {
+            req.headers_mut().insert(name, crate::wire::grpc::timeout_value(cap));
+            cap
+        }
+    }
+}
+
+/// An upstream exchange under `upstream_timeout`, its failures as the
+/// client will see them: the client's own broken body is a 400, anything
+/// else from the upstream a 502, no answer in time a 504.
+pub(crate) async fn time_boxed<T>(
+    timeout: Duration,
+    exchange: impl std::future::Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, ProxyError> {
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(UpstreamError::Exchange(e))) if e.is_user() => Err(ProxyError::ClientBody(e)),
+        Ok(Err(e)) => Err(ProxyError::BadGateway(e)),
+        Err(_) => Err(ProxyError::GatewayTimeout(timeout)),
+    }
+}
+
+/// hyper takes any three digits; the rulebook takes 100–599, and a `101`
+/// only to a forwarded WebSocket upgrade (`upgrade_sent`).
+pub(crate) fn check_status(status: StatusCode, upgrade_sent: bool) -> Result<(), ProxyError> {
+    http1::check_status(status.as_u16(), upgrade_sent).map_err(|m| ProxyError::BadGateway(m.into()))
+}
+
+pub(crate) fn server_timing(sent: Instant) -> HeaderValue {
+    HeaderValue::from_bytes(headers::ServerTiming::since(sent).as_bytes())
+        .expect("digits and ascii are a valid header value")
+}

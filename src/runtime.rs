@@ -1,0 +1,8 @@
+//! The top layer: the process. [`server`] binds the listeners, starts the
+//! worker threads and the background tasks, and stops them in order;
+//! [`reload`] swaps what SIGHUP may change; [`telemetry`] sets up logging.
+//! It wires every layer below together and nothing imports it.
+
+pub mod reload;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,282 @@
+//! The body types that cross the proxy. [`RequestBody`] is what goes to the
+//! upstream (the client's streamed body, or nothing); [`ProxyBody`] is what
+//! goes to the client (the upstream's streamed body, or bytes perfproxy made
+//! itself). Neither is boxed, and neither buffers: frames pass through as
+//! they arrive; a response being stored keeps a copy on the side
+//! ([`Fill`]).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::cache::fill::Fill;
+use crate::observe::metrics::Recording;
+use crate::upstream::Lease;
+use crate::wire::grpc::MessageCount;
+
+/// A body sent to the upstream.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// The client's body, streamed.
+    Client(Incoming),
+    /// A gRPC client's body, its messages counted as they pass.
+    Grpc(Incoming, Rc<Cell<MessageCount>>),
+    /// No body (probes, revalidations).
+    Empty,
+}
+
+impl RequestBody {
+    /// The same body, its gRPC messages counted into `count`.
+    pub fn counted(self, count: Rc<Cell<MessageCount>>) -> RequestBody {
+        match self {
+            RequestBody::Client(b) | RequestBody::Grpc(b, _) => RequestBody::Grpc(b, count),
+            RequestBody::Empty => RequestBody::Empty,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Grpc(b, count) => {
+                let polled = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(data) = frame.data_ref() {
+                        let mut c = count.get();
+                        c.feed(data);
+                        count.set(c);
+                    }
+                }
+                polled
+            }
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Client(b) | RequestBody::Grpc(b, _) => b.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Client(b) | RequestBody::Grpc(b, _) => b.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Why a body sent to the client broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    /// No more of the upstream's body within `upstream_read_timeout_ms`.
+    #[error("upstream body stalled past upstream_read_timeout_ms")]
+    Stalled,
+}
+
+/// A body sent to the client; when it completes (last frame sent, or
+/// dropped), its request's sample is recorded.
+#[derive(Debug)]
+pub struct ProxyBody {
+    kind: Kind,
+    done: Option<Recording>,
+    /// The cache's copy, while this body is being stored.
+    fill: Option<Box<Fill>>,
+    /// The upstream's body broke off (else a body dropped before its end
+    /// was left by its client).
+    failed: bool,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// The upstream's body, streamed; its connection returns to the pool
+    /// once the body has been read to the end. A wait for its next frame
+    /// is bounded by `read_timeout` (the timer made at the first wait).
+    Upstream { body: Incoming, lease: Option<Lease>, read_timeout: Duration, stall: Option<Stall> },
+    /// A body perfproxy produced (errors, its own endpoints).
+    Full(Option<Bytes>),
+}
+
+/// The timer of an upstream body's waits, re-armed after each frame.
+#[derive(Debug)]
+struct Stall {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// A frame came since the timer was armed.
+    progressed: bool,
+}
+
+impl Stall {
+    /// Whether the wait that has begun has lasted `timeout` (polling arms
+    /// the timer: at the first wait, or the first since a frame came).
+    fn expired(stall: &mut Option<Stall>, timeout: Duration, cx: &mut Context<'_>) -> bool {
+        let s = stall.get_or_insert_with(|| Stall { sleep: Box::pin(tokio::time::sleep(timeout)), progressed: false });
+        if std::mem::take(&mut s.progressed) {
+            s.sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+        }
+        s.sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl ProxyBody {
+    /// The upstream's body; `lease` is its pooled connection, if any;
+    /// `read_timeout` bounds each wait for more of it (`upstream_read_timeout_ms`).
+    pub fn upstream(body: Incoming, lease: Option<Lease>, read_timeout: Duration) -> ProxyBody {
+        let kind = Kind::Upstream { body, lease, read_timeout, stall: None };
+        let mut b = ProxyBody { kind, done: None, fill: None, failed: false };
+        b.release_if_done();
+        b
+    }
+
+    pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+        ProxyBody { kind: Kind::Full(Some(bytes.into())), done: None, fill: None, failed: false }
+    }
+
+    pub fn empty() -> ProxyBody {
+        ProxyBody { kind: Kind::Full(None), done: None, fill: None, failed: false }
+    }
+
+    /// Ends `recording` once this body has been sent or dropped.
+    pub fn on_complete(mut self, recording: Recording) -> ProxyBody {
+        self.done = Some(recording);
+        self
+    }
+
+    /// Keeps a copy of the frames for the cache; stored at the end.
+    pub fn filling(mut self, fill: Fill) -> ProxyBody {
+        self.fill = Some(Box::new(fill));
+        self
+    }
+
+    fn finish_fill_if_done(&mut self) {
+        if self.fill.is_some() && self.is_end_stream() {
+            if let Some(fill) = self.fill.take() {
+                fill.finish();
+            }
+        }
+    }
+
+    fn release_if_done(&mut self) {
+        if let Kind::Upstream { body, lease, .. } = &mut self.kind {
+            if body.is_end_stream() {
+                if let Some(lease) = lease.take() {
+                    lease.release();
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self) {
+        // Dropping the recording takes the sample.
+        self.done = None;
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        let unfinished = !self.failed && !self.is_end_stream();
+        if let (Some(recording), true) = (&mut self.done, unfinished) {
+            recording.client_left();
+        }
+        self.finish_fill_if_done();
+        self.release_if_done();
+        self.complete();
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let mut polled = match &mut this.kind {
+            Kind::Upstream { body, lease, read_timeout, stall } => match Pin::new(body).poll_frame(cx) {
+                Poll::Pending if Stall::expired(stall, *read_timeout, cx) => {
+                    if let Some(recording) = &mut this.done {
+                        recording.upstream_stalled();
+                    }
+                    tracing::warn!("upstream body stalled past upstream_read_timeout_ms: response cut off");
+                    Poll::Ready(Some(Err(BodyError::Stalled)))
+                }
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(None) => {
+                    if let Some(lease) = lease.take() {
+                        lease.release();
+                    }
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(frame)) => {
+                    if let Some(s) = stall {
+                        s.progressed = true;
+                    }
+                    Poll::Ready(Some(frame.map_err(BodyError::from)))
+                }
+            },
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        if let (Some(recording), Poll::Ready(Some(Ok(frame)))) = (&mut this.done, &polled) {
+            if let Some(data) = frame.data_ref() {
+                recording.sent(data.len());
+                recording.grpc_data(data);
+            } else if let Some(trailers) = frame.trailers_ref() {
+                recording.grpc_status(trailers);
+            }
+        }
+        if let Some(fill) = &mut this.fill {
+            match &mut polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        if !fill.push(data) {
+                            this.fill = None;
+                        }
+                    }
+                    // hyper stops polling once the body says it has ended.
+                    this.finish_fill_if_done();
+                }
+                Poll::Ready(None) => {
+                    if let Some(fill) = this.fill.take() {
+                        fill.finish();
+                    }
+                }
+                // A failed body is never stored.
+                Poll::Ready(Some(Err(_))) => this.fill = None,
+                Poll::Pending => {}
+            }
+        }
+        match &polled {
+            Poll::Ready(None) => this.complete(),
+            Poll::Ready(Some(Err(_))) => this.failed = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The bottom layer: the rules of the wire, imported by everything and
+//! importing nothing of the crate. [`http1`] is the HTTP/1 rulebook both lanes
+//! apply (field roles, lists, lengths, status validity, framing, forwarding,
+//! cache eligibility), [`headers`] the same rules on `HeaderMap`s, [`grpc`]
+//! gRPC's framing and status codes, [`routes`] route patterns, path
+//! normalisation and the bounded label table.
+
+pub(crate) mod grpc;
+pub(crate) mod headers;
+pub(crate) mod http1;
+pub(crate) mod routes;

@@ -37,12 +37,20 @@ use arc_swap::ArcSwap;
 use http::HeaderMap;
 use tracing::debug;
 
-use crate::observe::trace::RedisLookup;
 use crate::settings::CacheSettings;
 use entry::Entry;
 use index::PathIndex;
 use key::Glob;
 use redis_layer::RedisLayer;
+
+/// A Redis lookup's timing, carried in a response's extensions from the
+/// cache to where the request is recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisLookup {
+    pub sent: Instant,
+    pub took: Duration,
+    pub outcome: &'static str,
+}
 
 /// How often the Redis index is swept of expired keys.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);

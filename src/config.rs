@@ -17,8 +17,8 @@ pub use crate::settings::{
     HealthSettings, HistorySettings, HttpCheck, RateLimitRule, RouteRule, Settings, TopClientsSettings,
     TracingSettings,
 };
-pub use crate::settings::{ConfigError, GrpcSettings, Http2Settings, Protocols, UpstreamProtocol};
-pub use validate::{Config, UpstreamAddr};
+pub use crate::settings::{ConfigError, GrpcSettings, Http2Settings, Protocols, UpstreamAddr, UpstreamProtocol};
+pub use validate::Config;
 
 /// perfproxy: a sidecar reverse proxy that measures, caches and watches your backend.
 #[derive(Debug, Parser)]

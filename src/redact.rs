@@ -1,5 +1,6 @@
-//! Keeping secrets out of output: URLs lose their password before they are
-//! logged, printed or served.
+//! Text for people, kept free of secrets: URLs lose their password before
+//! they are logged, printed or served, and an error reads as its causes
+//! joined ([`chain`]).
 
 /// `scheme://user:secret@host/...` → `scheme://user:***@host/...`.
 pub fn url(u: &str) -> String {
@@ -28,6 +29,24 @@ pub fn text(t: &str) -> String {
     t.split(' ').map(|w| if w.contains("://") { url(w) } else { w.to_string() }).collect::<Vec<_>>().join(" ")
 }
 
+/// An error and every cause under it, `outer: inner: innermost`, for
+/// people: a cause already stated by the text above it is not repeated
+/// ("db error: database \"x\" does not exist", "error connecting to
+/// server: Connection refused (os error 111)").
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        if !c.is_empty() && !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -37,5 +56,18 @@ mod tests {
         assert_eq!(super::url("redis://h:6379"), "redis://h:6379");
         assert_eq!(super::url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::text("failed: postgres://u:p@h/db refused"), "failed: postgres://u:***@h/db refused");
+    }
+
+    #[test]
+    fn every_cause_is_kept_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("tcp connect error")]
+        struct Connect(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error: tcp connect error")]
+        struct Client(#[source] Connect);
+        let e = Client(Connect(io));
+        assert_eq!(super::chain(&e), "client error: tcp connect error: connection refused");
     }
 }

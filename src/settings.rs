@@ -7,7 +7,7 @@ mod protocols;
 
 use serde::{Deserialize, Serialize};
 
-pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamProtocol};
+pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamAddr, UpstreamProtocol};
 
 /// A configuration problem: which key, which value, what was expected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -18,6 +18,9 @@
 //! instead ([`h2c`]).
 
 mod h2c;
+mod request_body;
+
+pub use request_body::RequestBody;
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -32,8 +35,17 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::config::{UpstreamAddr, UpstreamProtocol};
-use crate::shared::body::RequestBody;
+use crate::settings::{UpstreamAddr, UpstreamProtocol};
+
+/// Spawns HTTP/2 tasks (streams, connections) on the worker's `LocalSet`.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalExec;
+
+impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
 
 /// How many idle connections one worker keeps.
 const MAX_IDLE_PER_WORKER: usize = 512;

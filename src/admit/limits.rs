@@ -7,7 +7,7 @@
 //! is under `burst`: `burst` at once after a quiet spell, `rps` on average.
 //! A rule's sketch sits behind a mutex, so deciding and counting are one
 //! step (nginx's `limit_req` locks its zone the same way). Over a limit the request is
-//! answered `429` ([`ProxyError::RateLimited`](crate::shared::error::ProxyError))
+//! answered `429` ([`Refusal::Over`], which the request path maps to HTTP)
 //! and never forwarded. Limits are per instance; `shared = true` divides a
 //! rule's `burst` (and so its rate) by the live instances of the cluster view.
 //! [`Limits`] holds the compiled rules; SIGHUP swaps them ([`LiveLimits`]),
@@ -21,10 +21,19 @@ use std::time::{Duration, Instant};
 use crate::admit::clients::sliding::SlidingCounts;
 use crate::admit::clients::{Asker, Fields, Key, KeySpec};
 use crate::settings::{ConfigError, RateLimitRule};
-use crate::shared::error::ProxyError;
 use crate::wire::routes::RoutePattern;
 use arc_swap::ArcSwap;
 use http::Method;
+
+/// Why the rate limits refused a request.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Over a rule's limit (a `429`).
+    Over(Box<Limited>),
+    /// A rule's key header came more than once (a `400`: which one a backend
+    /// reads is anyone's guess).
+    RepeatedKey,
+}
 
 /// The sketch of one rule: rows and counters per row (see the README's
 /// error bounds). Two rows, each wide: every row is a hash and a counter
@@ -132,7 +141,7 @@ impl Limits {
 
     /// Counts the request, which began `now`, with every rule it matches,
     /// or refuses it with the first rule it is over (then counted by none):
-    /// [`ProxyError::RateLimited`], or a 400 when a rule's key header comes
+    /// [`Refusal::Over`], or [`Refusal::RepeatedKey`] when a rule's key header comes
     /// more than once (which one a backend reads is anyone's guess).
     /// `instances`: the live instances, asked only for shared rules.
     pub fn check<F: Fields>(
@@ -142,7 +151,7 @@ impl Limits {
         asker: &Asker<F>,
         now: Instant,
         instances: impl Fn() -> usize,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<(), Refusal> {
         // `/api/x`, `//api/x`, `/%61pi/x` and `/b/../api/x` are one path to a
         // backend: a rule the raw path misses is tried on the canonical one
         // (worked out once, and only then).
@@ -156,13 +165,13 @@ impl Limits {
         };
         for (i, l) in self.limiters.iter().enumerate().filter(|(_, l)| matches(l)) {
             let refusal = if asker.repeated(&l.rule.key) {
-                ProxyError::BadRequest("a rate-limit key header sent more than once")
+                Refusal::RepeatedKey
             } else {
                 let Some(who) = asker.who(&l.rule.key) else { continue };
                 let divide = if l.rule.shared { instances().max(1) } else { 1 };
                 match l.take(who.key(), now, divide) {
                     Ok(()) => continue,
-                    Err(limited) => ProxyError::RateLimited(Box::new(limited)),
+                    Err(limited) => Refusal::Over(Box::new(limited)),
                 }
             };
             // The rules before it counted the request: not any more.

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::uri::{Authority, Uri};
+use crate::settings::UpstreamAddr;
+use http::uri::Uri;
 
 use super::{ConfigError, Settings};
 use crate::admit::access::Cidrs;
@@ -51,15 +52,6 @@ pub struct Config {
     pub top_clients: (crate::admit::clients::KeySpec, usize),
     /// `upstream_protocol`, `[http2]`, `[grpc]`.
     pub protocols: super::Protocols,
-}
-
-/// Where the upstream is: host (name or IP) and port, plus the authority used
-/// for requests that arrive without a `Host`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamAddr {
-    pub host: String,
-    pub port: u16,
-    pub authority: Authority,
 }
 
 fn positive_ms(key: &str, ms: u64) -> Result<Duration, ConfigError> {
@@ -114,7 +106,7 @@ fn url_with_scheme(key: &str, v: &str, schemes: &[&str]) -> Result<(), ConfigErr
     }
     // The whole URL, as the client that will use it reads it.
     let problem = match scheme {
-        "postgres" | "postgresql" => v.parse::<tokio_postgres::Config>().err().map(|e| crate::shared::error::chain(&e)),
+        "postgres" | "postgresql" => v.parse::<tokio_postgres::Config>().err().map(|e| crate::redact::chain(&e)),
         "redis" | "rediss" | "redis+unix" => redis::Client::open(v).err().map(|e| e.to_string()),
         _ => match v.parse::<Uri>() {
             Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => None,

@@ -49,9 +49,9 @@ use crate::cache::policy::Policy;
 use crate::cache::{key, Counters};
 use crate::lanes::drain::Drain;
 use crate::pipeline::proxy;
-use crate::shared::body::RequestBody;
 use crate::shared::error::ProxyError;
 use crate::shared::state::Client;
+use crate::upstream::RequestBody;
 use crate::upstream::UpstreamError;
 use crate::wire::http1;
 use head::{Parsed, RequestHead};
@@ -321,7 +321,7 @@ impl Conn {
             self.checked_at = Some(now);
             let instances = || shared.cluster.live_instances();
             if let Err(refusal) = limits.check(&head.method, path, &asker, now, instances) {
-                return Some(Lane::Refused(Box::new(refusal)));
+                return Some(Lane::Refused(Box::new(refusal.into())));
             }
         }
         let rules = shared.cache.rules();

@@ -30,19 +30,10 @@ use crate::lanes::drain::{Drain, Drainable};
 use crate::lanes::express::Rewind;
 use crate::lanes::linger::{Activity, ClientIo};
 use crate::shared::state::Client;
+use crate::upstream::LocalExec;
 
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Spawns HTTP/2 streams on the worker's `LocalSet`.
-#[derive(Debug, Clone, Copy)]
-pub struct LocalExec;
-
-impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
-    fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
-    }
-}
 
 /// hyper's HTTP/2 server with the `[http2]` limits.
 pub fn server(config: &Config) -> http2::Builder<LocalExec> {

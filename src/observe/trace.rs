@@ -129,15 +129,6 @@ impl SpanRecord {
     }
 }
 
-/// A Redis lookup's timing, carried in a response's extensions from the
-/// cache to where the request is recorded.
-#[derive(Debug, Clone, Copy)]
-pub struct RedisLookup {
-    pub sent: Instant,
-    pub took: Duration,
-    pub outcome: &'static str,
-}
-
 /// `url.scheme`: `https` only when a trusted proxy says so.
 pub fn scheme(trusted_peer: bool, sent_proto: Option<&[u8]>) -> &'static str {
     match sent_proto {

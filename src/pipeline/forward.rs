@@ -10,9 +10,10 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use crate::shared::body::{ProxyBody, RequestBody};
+use crate::shared::body::ProxyBody;
 use crate::shared::error::ProxyError;
 use crate::shared::state::Client;
+use crate::upstream::RequestBody;
 use crate::upstream::{Lease, UpstreamError};
 use crate::wire::headers;
 use crate::wire::http1;

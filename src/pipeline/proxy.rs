@@ -21,9 +21,10 @@ use crate::lanes::linger::{Activity, InFlight, Tracked};
 use crate::observe::metrics::Recording;
 use crate::observe::trace;
 use crate::pipeline::forward;
-use crate::shared::body::{ProxyBody, RequestBody};
+use crate::shared::body::ProxyBody;
 use crate::shared::error::ProxyError;
 use crate::shared::state::Client;
+use crate::upstream::RequestBody;
 use crate::wire::headers;
 
 /// hyper's service for one client connection: each request runs [`handle`],
@@ -103,7 +104,10 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
     let counted = req.extensions().get::<crate::admit::limits::Counted>().is_some();
     let limited = worker.limits().filter(|_| !counted).and_then(|limits| {
         let instances = || worker.shared.cluster.live_instances();
-        limits.check(req.method(), req.uri().path(), &client.asker(req.headers()), Instant::now(), instances).err()
+        limits
+            .check(req.method(), req.uri().path(), &client.asker(req.headers()), Instant::now(), instances)
+            .err()
+            .map(ProxyError::from)
     });
     // Dropped unanswered (hyper drops this future when the client leaves
     // first), the recording says 499.
@@ -138,7 +142,7 @@ async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<
             if let Some(t) = resp.extensions().get::<forward::UpstreamTime>() {
                 recording.upstream(t.sent, t.took);
             }
-            if let Some(lookup) = resp.extensions().get::<trace::RedisLookup>() {
+            if let Some(lookup) = resp.extensions().get::<crate::cache::RedisLookup>() {
                 recording.redis(*lookup);
             }
             recording.head_ready();

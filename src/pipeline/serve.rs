@@ -24,9 +24,10 @@ use crate::cache::key::{self, Glob};
 use crate::cache::policy::{self, Directives, Policy};
 use crate::cache::{Cache, Counters, FlightGuard, Found, Joined};
 use crate::pipeline::forward::{self, Upstream};
-use crate::shared::body::{ProxyBody, RequestBody};
+use crate::shared::body::ProxyBody;
 use crate::shared::error::ProxyError;
 use crate::shared::state::{Client, Worker};
+use crate::upstream::RequestBody;
 use crate::wire::headers;
 use crate::wire::http1;
 

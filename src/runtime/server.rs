@@ -262,7 +262,7 @@ async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accep
 /// The two servers a worker's hyper connections use.
 struct Servers {
     http1: http1::Builder,
-    http2: hyper::server::conn::http2::Builder<crate::lanes::http2::LocalExec>,
+    http2: hyper::server::conn::http2::Builder<crate::upstream::LocalExec>,
 }
 
 /// A connection counted open in its worker's [`Drain`] until dropped.

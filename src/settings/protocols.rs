@@ -7,6 +7,15 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 use crate::wire::grpc::Code;
 
+/// Where the upstream is: host (name or IP) and port, plus the authority used
+/// for requests that arrive without a `Host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAddr {
+    pub host: String,
+    pub port: u16,
+    pub authority: http::uri::Authority,
+}
+
 /// How requests reach the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamProtocol {

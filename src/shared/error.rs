@@ -2,7 +2,7 @@
 //! with the JSON answers perfproxy makes itself ([`json`], [`json_error`]).
 //! Clients get a status and a short JSON body (`{"error": ..., "detail": ...}`)
 //! that never carries internal detail; the cause goes to the log, whole
-//! ([`chain`]).
+//! ([`chain`](crate::redact::chain)).
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
@@ -12,22 +12,15 @@ use std::time::Duration;
 use crate::shared::body::ProxyBody;
 use crate::upstream::UpstreamError;
 
-/// An error and every cause under it, `outer: inner: innermost`, for
-/// people: a cause already stated by the text above it is not repeated
-/// ("db error: database \"x\" does not exist", "error connecting to
-/// server: Connection refused (os error 111)").
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let c = cause.to_string();
-        if !c.is_empty() && !text.contains(&c) {
-            text.push_str(": ");
-            text.push_str(&c);
+impl From<crate::admit::limits::Refusal> for ProxyError {
+    fn from(r: crate::admit::limits::Refusal) -> ProxyError {
+        match r {
+            crate::admit::limits::Refusal::Over(limited) => ProxyError::RateLimited(limited),
+            crate::admit::limits::Refusal::RepeatedKey => {
+                ProxyError::BadRequest("a rate-limit key header sent more than once")
+            }
         }
-        next = cause.source();
     }
-    text
 }
 
 /// Why a request could not be proxied, by whose fault.
@@ -162,20 +155,4 @@ fn answer(code: crate::wire::grpc::Code, message: &str) -> Response<ProxyBody> {
         HeaderValue::try_from(crate::wire::grpc::percent_encoded(message)).expect("encoded to printable ASCII");
     h.insert("grpc-message", message);
     resp
-}
-
-#[cfg(test)]
-mod chain_tests {
-    #[test]
-    fn every_cause_is_kept_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
-        #[derive(Debug, thiserror::Error)]
-        #[error("tcp connect error")]
-        struct Connect(#[source] std::io::Error);
-        #[derive(Debug, thiserror::Error)]
-        #[error("client error: tcp connect error")]
-        struct Client(#[source] Connect);
-        let e = Client(Connect(io));
-        assert_eq!(super::chain(&e), "client error: tcp connect error: connection refused");
-    }
 }

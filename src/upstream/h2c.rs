@@ -14,10 +14,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Mutex;
 use tracing::debug;
 
+use super::LocalExec;
+use super::RequestBody;
 use super::UpstreamError;
-use crate::config::UpstreamAddr;
-use crate::lanes::http2::LocalExec;
-use crate::shared::body::RequestBody;
+use crate::settings::UpstreamAddr;
 
 /// A stream's flow-control window to the upstream (HTTP/2's default).
 const STREAM_WINDOW: u32 = 65_535;

@@ -262,7 +262,7 @@ async fn probe_http(client: &Client<HttpConnector, Empty<Bytes>>, uri: Uri, down
     let where_ = uri.authority().map_or_else(String::new, |a| a.to_string());
     let req =
         Request::get(uri).header("user-agent", "perfproxy-health").body(Empty::new()).map_err(|e| e.to_string())?;
-    let resp = client.request(req).await.map_err(|e| format!("{} ({where_})", crate::shared::error::chain(&e)))?;
+    let resp = client.request(req).await.map_err(|e| format!("{} ({where_})", crate::redact::chain(&e)))?;
     let status = resp.status().as_u16();
     if status >= down_from {
         return Err(format!("answered {status}"));
@@ -275,14 +275,14 @@ async fn probe_redis(
     conn: &mut Option<redis::aio::MultiplexedConnection>,
 ) -> Result<(), String> {
     if conn.is_none() {
-        *conn = Some(client.get_multiplexed_async_connection().await.map_err(|e| crate::shared::error::chain(&e))?);
+        *conn = Some(client.get_multiplexed_async_connection().await.map_err(|e| crate::redact::chain(&e))?);
     }
     let c = conn.as_mut().expect("connected just above");
     match redis::cmd("PING").query_async::<String>(c).await {
         Ok(_) => Ok(()),
         Err(e) => {
             *conn = None;
-            Err(crate::shared::error::chain(&e))
+            Err(crate::redact::chain(&e))
         }
     }
 }
@@ -290,7 +290,7 @@ async fn probe_redis(
 async fn probe_database(url: &str, conn: &mut Option<tokio_postgres::Client>) -> Result<(), String> {
     if conn.as_ref().is_none_or(|c| c.is_closed()) {
         let (client, connection) =
-            tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(|e| crate::shared::error::chain(&e))?;
+            tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(|e| crate::redact::chain(&e))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -301,7 +301,7 @@ async fn probe_database(url: &str, conn: &mut Option<tokio_postgres::Client>) ->
         Ok(_) => Ok(()),
         Err(e) => {
             *conn = None;
-            Err(crate::shared::error::chain(&e))
+            Err(crate::redact::chain(&e))
         }
     }
 }

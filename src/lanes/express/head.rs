@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
-use crate::shared::body::RequestBody;
+use crate::upstream::RequestBody;
 use crate::wire::http1::{self, Field, Forwarded};
 
 /// Most header fields a head may carry here (hyper's own limit).

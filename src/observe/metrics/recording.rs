@@ -204,7 +204,7 @@ impl Recording {
     }
 
     /// The cache asked Redis (for the span).
-    pub fn redis(&mut self, lookup: crate::observe::trace::RedisLookup) {
+    pub fn redis(&mut self, lookup: crate::cache::RedisLookup) {
         if let Some((_, span)) = self.trace.as_mut().and_then(|t| t.span.as_mut()) {
             let from = lookup.sent.saturating_duration_since(span.started);
             span.redis = Some((from, lookup.took, lookup.outcome));

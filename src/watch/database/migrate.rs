@@ -27,7 +27,7 @@ pub enum MigrateError {
 impl MigrateError {
     /// The error with every cause under it (what the server said).
     pub fn describe(&self) -> String {
-        crate::shared::error::chain(self)
+        crate::redact::chain(self)
     }
 }
 

@@ -36,7 +36,7 @@ pub async fn probe(client: &H2Client, base: &Uri) -> Result<(), String> {
         Request::get(base.clone()).header("user-agent", "perfproxy-health").body(Full::default())
     }
     .map_err(|e| e.to_string())?;
-    let resp = client.request(req).await.map_err(|e| format!("{} ({where_})", crate::shared::error::chain(&e)))?;
+    let resp = client.request(req).await.map_err(|e| format!("{} ({where_})", crate::redact::chain(&e)))?;
     let status = resp.status().as_u16();
     if status >= 500 {
         return Err(format!("answered {status}"));
@@ -45,8 +45,7 @@ pub async fn probe(client: &H2Client, base: &Uri) -> Result<(), String> {
         return Ok(());
     }
     let head_status = crate::wire::grpc::status_in(resp.headers());
-    let body =
-        resp.into_body().collect().await.map_err(|e| format!("{} ({where_})", crate::shared::error::chain(&e)))?;
+    let body = resp.into_body().collect().await.map_err(|e| format!("{} ({where_})", crate::redact::chain(&e)))?;
     let code = head_status.or_else(|| body.trailers().and_then(crate::wire::grpc::status_in));
     let message = body.to_bytes();
     use crate::wire::grpc::Code;

@@ -1,9 +1,11 @@
 //! What the request path and the endpoints share: [`state`] (the process's
 //! `Shared`, each thread's `Worker`, each connection's `Client`), [`body`]
-//! (the bodies that cross the proxy) and [`error`] (`ProxyError` and the one
+//! (the body that goes to the client), [`endpoints`] (what perfproxy's own
+//! endpoints keep between requests) and [`error`] (`ProxyError` and the one
 //! place it becomes an HTTP answer). It composes the layers below and is
 //! imported only by the layers above.
 
 pub(crate) mod body;
+pub(crate) mod endpoints;
 pub(crate) mod error;
 pub(crate) mod state;

@@ -219,8 +219,7 @@ impl Conn {
             }
             self.checked_at = None;
             let Some(lane) = self.lane() else { return Next::Handoff };
-            let worker = self.client.worker.clone();
-            self.scratch = worker.express_scratch.lend();
+            self.scratch = ScratchPool::with(ScratchPool::lend);
             // Each lane but the hit is boxed: an idle connection's task
             // reserves no room for a request in flight.
             let keep = match lane {
@@ -229,7 +228,8 @@ impl Conn {
                 Lane::Own(req) => Box::pin(self.own(*req)).await,
                 Lane::Refused(refusal) => Box::pin(self.refused(*refusal)).await,
             };
-            worker.express_scratch.take_back(std::mem::take(&mut self.scratch));
+            let scratch = std::mem::take(&mut self.scratch);
+            ScratchPool::with(|pool| pool.take_back(scratch));
             self.served = true;
             if !keep {
                 // After a whole exchange, a plain close; a lingering one
@@ -264,10 +264,12 @@ impl Conn {
             if idle {
                 // Waiting for a request holds no buffer: it is borrowed from
                 // the worker once the socket is readable.
-                let pool = &self.client.worker.express_scratch;
                 if self.buf.capacity() > 0 {
-                    pool.take_back_buf(std::mem::take(&mut self.buf));
-                    pool.take_back_head(self.head.give_parts());
+                    let (buf, parts) = (std::mem::take(&mut self.buf), self.head.give_parts());
+                    ScratchPool::with(|pool| {
+                        pool.take_back_buf(buf);
+                        pool.take_back_head(parts);
+                    });
                 }
                 // `poll_read_ready`: the stream's own waker slot (`readable()`
                 // queues a waiter, measurably dearer per request).
@@ -282,8 +284,9 @@ impl Conn {
                 }
                 // Read with `read_buf`, not `try_read_buf`: a short read
                 // clears the readiness, so the next wait costs no EAGAIN.
-                self.buf = pool.lend_buf();
-                self.head.take_parts(pool.lend_head());
+                let parts;
+                (self.buf, parts) = ScratchPool::with(|pool| (pool.lend_buf(), pool.lend_head()));
+                self.head.take_parts(parts);
             }
             self.buf.reserve(HEAD_CHUNK);
             let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf));

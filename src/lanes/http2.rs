@@ -1,7 +1,7 @@
 //! HTTP/2 over cleartext (h2c, prior knowledge) on the proxy listener: a
 //! connection whose first bytes are the HTTP/2 preface is served by hyper's
 //! HTTP/2 server, every other one by the HTTP/1.1 lanes. Each stream runs
-//! the same request path as an HTTP/1.1 request ([`proxy::handle`]) on the
+//! the same request path as an HTTP/1.1 request ([`service`](crate::lanes::service)) on the
 //! connection's worker (a local executor: nothing crosses threads).
 //!
 //! HTTP/2's own attacks are bounded by the `[http2]` limits: concurrent
@@ -100,7 +100,7 @@ pub async fn serve(
     let idle = client.worker.shared.config.header_read_timeout;
     let last_stream = Rc::new(Cell::new(Instant::now()));
     let seen = last_stream.clone();
-    let streams = crate::pipeline::proxy::service(client, activity.clone());
+    let streams = crate::lanes::service::service(client, activity.clone());
     let service = service_fn(move |req| {
         seen.set(Instant::now());
         streams.call(req)

@@ -3,21 +3,17 @@
 //! handshakes (WebSocket) are tunnelled. Every failure becomes a
 //! [`ProxyError`] and is answered in one place.
 
-use std::convert::Infallible;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
-use crate::lanes::linger::{Activity, InFlight, Tracked};
 use crate::observe::metrics::Recording;
 use crate::observe::trace;
 use crate::pipeline::forward;
@@ -26,37 +22,6 @@ use crate::shared::error::ProxyError;
 use crate::shared::state::Client;
 use crate::upstream::RequestBody;
 use crate::wire::headers;
-
-/// hyper's service for one client connection: each request runs [`handle`],
-/// counted in `activity` (for the drain) until its answer's body is sent.
-pub fn service(
-    client: Rc<Client>,
-    activity: Arc<Activity>,
-) -> impl hyper::service::Service<Request<Incoming>, Response = Response<Tracked<ProxyBody>>, Error = Infallible> {
-    // `handle`'s future as it is, not wrapped: hyper keeps room for one per
-    // connection, idle or not (a wrapping block would hold it twice).
-    hyper::service::service_fn(move |req| handle(client.clone(), req, activity.enter()))
-}
-
-/// hyper's service function: never fails, every error is a response; the
-/// request counts in progress (`in_flight`) until its answer's body is sent.
-async fn handle(
-    client: Rc<Client>,
-    req: Request<Incoming>,
-    in_flight: InFlight,
-) -> Result<Response<Tracked<ProxyBody>>, Infallible> {
-    let paths = &client.worker.shared.admin_paths;
-    let mut resp = if req.uri().path() == paths.purge && paths.owns(paths.purge.as_str(), client.admin_only) {
-        crate::pipeline::purge::answer(&client, req).await
-    } else {
-        respond(&client, req.map(RequestBody::Client)).await
-    };
-    if client.worker.shared.draining() {
-        // After SIGTERM every response closes its connection (hyper then closes it).
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    Ok(resp.map(|body| Tracked::new(body, in_flight)))
-}
 
 /// Answers one request: perfproxy's own endpoints, else the upstream's
 /// answer (through the cache when it is on), recorded when monitoring is on.

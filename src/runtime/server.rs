@@ -381,7 +381,7 @@ async fn serve_hyper(client: Rc<Client>, io: Rewind, first: bool, servers: &Serv
     let failed = if h2 {
         crate::lanes::http2::serve(client, io, activity, &servers.http2, drain, id).await
     } else {
-        let service = crate::pipeline::proxy::service(client, activity.clone());
+        let service = crate::lanes::service::service(client, activity.clone());
         let conn = servers.http1.serve_connection(TokioIo::new(io), service).with_upgrades();
         let ended = Drainable::new(conn, drain.clone(), id, activity).await;
         if let Err(e) = &ended {

@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 
-use crate::admin::endpoints::{AdminPaths, DocumentPace, SharedDocs};
 use crate::admit::access::Peer;
 use crate::cache::{Cache, Counters, Passes};
 use crate::observe::alerts::Alerts;
+use crate::shared::endpoints::{AdminPaths, DocumentPace, SharedDocs};
 use arc_swap::ArcSwap;
 
 use crate::config::{AlertSettings, CacheSettings, Config, HealthSettings, Settings};
-use crate::lanes::express::ScratchPool;
 use crate::observe::metrics::{Metrics, Recorder};
 use crate::upstream::UpstreamPool;
 use crate::watch::database::Database;
@@ -157,8 +156,6 @@ pub struct Worker {
     pub cache_counters: Arc<Counters>,
     /// This worker's hit-for-pass keys.
     pub cache_passes: RefCell<Passes>,
-    /// Buffers the express lane lends to requests in flight.
-    pub express_scratch: ScratchPool,
     /// This worker's pace for `/performance` and `/metrics` answers.
     pub document_pace: DocumentPace,
     /// This worker's handle on the rate limits in force.
@@ -186,7 +183,6 @@ impl Worker {
             recorder,
             cache_counters,
             cache_passes: RefCell::default(),
-            express_scratch: ScratchPool::default(),
             document_pace: DocumentPace::default(),
             limits: Default::default(),
         })

@@ -1,5 +1,5 @@
 //! The buffers an express request borrows while it is in flight
-//! ([`Scratch`]), lent by its worker ([`ScratchPool`]) so that an idle
+//! ([`Scratch`]), lent by its worker thread's [`ScratchPool`] so that an idle
 //! keep-alive connection holds no buffer at all: its read buffer and its
 //! head's buffers are lent too, while a request is read and served.
 
@@ -32,7 +32,20 @@ const SCRATCH_KEPT: usize = 64;
 #[derive(Debug, Default)]
 pub struct ScratchPool(RefCell<Vec<Scratch>>, RefCell<Vec<BytesMut>>, RefCell<Vec<HeadParts>>);
 
+thread_local! {
+    /// This worker's pool: a worker is one thread, and only its own
+    /// connections borrow from it.
+    static POOL: ScratchPool = const {
+        ScratchPool(RefCell::new(Vec::new()), RefCell::new(Vec::new()), RefCell::new(Vec::new()))
+    };
+}
+
 impl ScratchPool {
+    /// Runs `f` with this worker thread's pool.
+    pub(super) fn with<R>(f: impl FnOnce(&ScratchPool) -> R) -> R {
+        POOL.with(f)
+    }
+
     /// A read buffer with room for a head's first chunk.
     pub(super) fn lend_buf(&self) -> BytesMut {
         self.1.borrow_mut().pop().unwrap_or_else(|| BytesMut::with_capacity(super::HEAD_CHUNK))

@@ -2,8 +2,10 @@
 //! whole [`Shared`](crate::shared::state::Shared): [`endpoints`] (`/health`,
 //! `/performance`, `/metrics`, the dashboard, who may ask), [`performance`]
 //! (the JSON document), [`prometheus`] (the exposition formats),
-//! [`history_query`] (`/performance/history`).
+//! [`history_query`] (`/performance/history`), [`cluster_view`] (the
+//! document merged over the cluster).
 
+pub(crate) mod cluster_view;
 pub(crate) mod endpoints;
 pub(crate) mod history_query;
 pub(crate) mod performance;

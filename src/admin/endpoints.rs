@@ -73,7 +73,9 @@ pub async fn built(shared: &std::sync::Arc<Shared>, doc: Doc) -> Response<ProxyB
 /// largest document so far) made at once.
 fn render(shared: &Shared, doc: &Doc, room: usize) -> Vec<u8> {
     match doc {
-        Doc::Performance(route, true) => json_into(&crate::observe::cluster::document(shared, route.as_deref()), room),
+        Doc::Performance(route, true) => {
+            json_into(&crate::admin::cluster_view::document(shared, route.as_deref()), room)
+        }
         Doc::Performance(route, false) => json_into(&crate::admin::performance::build(shared, route.as_deref()), room),
         Doc::Metrics(om) => crate::admin::prometheus::render(shared, *om).into_bytes(),
     }

@@ -21,14 +21,14 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::shared::state::Shared;
+use crate::settings::AlertSettings;
 
 /// Fewest requests in the window before `error_rate` is judged.
-const MIN_REQUESTS: u64 = 20;
+pub const MIN_REQUESTS: u64 = 20;
 /// Fewest requests of a route before its p95 is judged.
-const MIN_ROUTE_REQUESTS: u64 = 5;
+pub const MIN_ROUTE_REQUESTS: u64 = 5;
 /// Fewest cache lookups in the window before the hit rate is judged.
-const MIN_LOOKUPS: u64 = 50;
+pub const MIN_LOOKUPS: u64 = 50;
 
 /// A firing alert, as `/performance` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,14 +46,14 @@ pub struct Alert {
 /// One evaluation's finding: a condition that holds now, or a value that
 /// is still close to its threshold.
 #[derive(Debug, Clone)]
-struct Reading {
-    rule: &'static str,
-    subject: Option<String>,
-    value: f64,
-    threshold: f64,
+pub struct Reading {
+    pub rule: &'static str,
+    pub subject: Option<String>,
+    pub value: f64,
+    pub threshold: f64,
     /// `true` when breaching means going above the threshold.
-    above: bool,
-    unit: &'static str,
+    pub above: bool,
+    pub unit: &'static str,
 }
 
 impl Reading {
@@ -112,28 +112,30 @@ impl Alerts {
         self.published.load_full()
     }
 
-    /// Evaluates every `alerts.interval_ms` (as reloaded) until `shutdown` resolves.
+    /// Evaluates every `alerts.interval_ms` (as reloaded: `settings`)
+    /// what `readings` reads, until `shutdown` resolves.
     pub async fn evaluate_periodically(
         self: Arc<Self>,
-        shared: Arc<Shared>,
+        settings: impl Fn() -> AlertSettings,
+        readings: impl Fn() -> Vec<Reading>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
         loop {
-            let a = shared.live.load().alerts.clone();
+            let a = settings();
             let interval = Duration::from_millis(a.interval_ms);
             let timing =
                 Timing { hold: Duration::from_millis(a.for_ms), keep_firing: Duration::from_millis(a.keep_firing_ms) };
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = tokio::time::sleep(interval) => self.evaluate(readings(&shared), Instant::now(), timing),
+                _ = tokio::time::sleep(interval) => self.evaluate(readings(), Instant::now(), timing),
             }
         }
     }
 
     /// The cache's hits and lookups over the last `window`: the counters
     /// now minus those at the oldest evaluation inside the window.
-    fn cache_window(&self, hits: u64, lookups: u64, window: Duration) -> (u64, u64) {
+    pub fn cache_window(&self, hits: u64, lookups: u64, window: Duration) -> (u64, u64) {
         let mut history = self.cache_history.lock().expect("no panics under the history lock");
         let now = Instant::now();
         while history.len() > 1 && history.get(1).is_some_and(|(t, _, _)| now.duration_since(*t) >= window) {
@@ -240,90 +242,6 @@ fn message(r: &Reading) -> String {
 
 fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
-}
-
-/// Reads every rule's current value from the shared state.
-fn readings(shared: &Shared) -> Vec<Reading> {
-    let live = shared.live.load();
-    let a = &live.alerts;
-    let mut out = Vec::new();
-    let snap = shared.metrics.snapshot(None);
-    let recent = snap.total.recent(snap.now_epoch);
-    if recent.count >= MIN_REQUESTS {
-        out.push(Reading {
-            rule: "error_rate",
-            subject: None,
-            value: recent.error_rate(),
-            threshold: a.error_rate,
-            above: true,
-            unit: "",
-        });
-        // Only with rules: a share of requests a rate limit refused.
-        if shared.limits.any() || recent.limited > 0 {
-            out.push(Reading {
-                rule: "rate_limited",
-                subject: None,
-                value: recent.limited as f64 / recent.count as f64,
-                threshold: a.rate_limited,
-                above: true,
-                unit: "",
-            });
-        }
-    }
-    let names = shared.routes.names();
-    for (id, series) in &snap.routes {
-        let r = series.recent(snap.now_epoch);
-        if r.count >= MIN_ROUTE_REQUESTS {
-            let p95_ms = r.hist.value_at_quantile(0.95) as f64 / 1000.0;
-            let subject = names.get(id.0 as usize).map(|n| n.to_string());
-            out.push(Reading {
-                rule: "slow_requests",
-                subject,
-                value: p95_ms,
-                threshold: a.slow_request_ms as f64,
-                above: true,
-                unit: " ms",
-            });
-        }
-    }
-    if let Some(db) = &shared.database {
-        for q in &db.report().slow_queries {
-            let subject = Some(q.query.chars().take(200).collect());
-            out.push(Reading {
-                rule: "slow_queries",
-                subject,
-                value: q.mean_ms,
-                threshold: a.slow_query_ms as f64,
-                above: true,
-                unit: " ms",
-            });
-        }
-    }
-    let (rss, _) = crate::system::memory();
-    out.push(Reading {
-        rule: "memory",
-        subject: None,
-        value: rss as f64,
-        threshold: a.memory_bytes as f64,
-        above: true,
-        unit: " bytes",
-    });
-    let cache = shared.cache.stats();
-    let window = Duration::from_millis(a.window_ms);
-    // Fresh hits only: an outage answered from stale is not a healthy cache.
-    let fresh = cache.hits.saturating_sub(cache.stale);
-    let (hits, lookups) = shared.alerts.cache_window(fresh, cache.hits + cache.misses, window);
-    if lookups >= MIN_LOOKUPS {
-        out.push(Reading {
-            rule: "cache_hit_rate",
-            subject: None,
-            value: hits as f64 / lookups as f64,
-            threshold: a.cache_hit_rate,
-            above: false,
-            unit: "",
-        });
-    }
-    out
 }
 
 #[cfg(test)]

@@ -18,9 +18,6 @@ use tracing::{debug, info};
 
 pub use wire::{Instance, Merged};
 
-use crate::admin::performance::{self, Performance};
-use crate::shared::state::Shared;
-
 const KEY_PREFIX: &str = "perfproxy:cluster:";
 const INSTANCES: &str = "perfproxy:cluster:instances";
 /// One Redis round trip at most this long.
@@ -73,8 +70,13 @@ impl Cluster {
         self.live.load(std::sync::atomic::Ordering::Relaxed).max(1)
     }
 
-    /// Publishes and merges every `publish_ms` until `shutdown` resolves.
-    pub async fn run(self: Arc<Self>, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
+    /// Publishes this instance's `figures` (asked with the time in ms) and
+    /// merges every `publish_ms` until `shutdown` resolves.
+    pub async fn run(
+        self: Arc<Self>,
+        figures: impl Fn(u64) -> wire::Published,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let Some(client) = self.client.clone() else { return };
         info!(instance = %self.instance, publish_ms = self.publish.as_millis() as u64, "cluster view: publishing to Redis");
         tokio::pin!(shutdown);
@@ -96,7 +98,7 @@ impl Cluster {
                 self.latest.store(None);
                 continue;
             };
-            match tokio::time::timeout(REDIS_TIMEOUT, self.exchange(&shared, c)).await {
+            match tokio::time::timeout(REDIS_TIMEOUT, self.exchange(&figures, c)).await {
                 Ok(Ok(merged)) => self.latest.store(Some(Arc::new(merged))),
                 Ok(Err(e)) => {
                     debug!(error = %e, "cluster view: redis failed");
@@ -112,12 +114,14 @@ impl Cluster {
     }
 
     /// Publishes this instance's figures, then reads and merges every live one's.
-    async fn exchange(&self, shared: &Shared, conn: &mut ConnectionManager) -> redis::RedisResult<Merged> {
+    async fn exchange(
+        &self,
+        figures: &impl Fn(u64) -> wire::Published,
+        conn: &mut ConnectionManager,
+    ) -> redis::RedisResult<Merged> {
         let now = now_ms();
         let ttl = 3 * self.publish.as_millis() as u64;
-        let snap = shared.metrics.snapshot(None);
-        let doc =
-            wire::Published::from_snapshot(&self.instance, &snap, &shared.routes.names(), shared.cache.stats(), now);
+        let doc = figures(now);
         let json = serde_json::to_string(&doc).expect("plain data");
         let (ids,): (Vec<String>,) = redis::pipe()
             .cmd("SET")
@@ -148,46 +152,4 @@ impl Cluster {
         let docs: Vec<wire::Published> = texts.iter().flatten().filter_map(|t| serde_json::from_str(t).ok()).collect();
         Ok(wire::merge(&docs))
     }
-}
-
-/// `/performance?scope=cluster`: the document merged over the live
-/// instances (same shape, plus `scope` and `instances`), or this instance
-/// alone with `"scope": "instance"` when there is no cluster view.
-pub fn document(shared: &Shared, route: Option<&str>) -> Performance {
-    let mut doc = performance::build(shared, route);
-    let Some(m) = shared.cluster.view() else {
-        doc.scope = Some("instance");
-        return doc;
-    };
-    let covered = Duration::from_millis(m.covered_ms.max(1));
-    let n = m.slots.len() as u64;
-    doc.window_seconds = m.window_seconds;
-    doc.requests = performance::Requests {
-        all: performance::figures(&m.total_all),
-        in_flight: m.in_flight,
-        recent: performance::figures(&m.total_recent),
-        rate_per_second: m.total_recent.count as f64 / covered.as_secs_f64(),
-        slots: m
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let ago = (n - 1 - i as u64) * m.slot_seconds;
-                performance::slot_view(i as u64, m.slot_seconds, ago, Some(s))
-            })
-            .collect(),
-    };
-    doc.routes = m
-        .routes
-        .iter()
-        .filter(|(label, _, _)| route.is_none_or(|r| r == label))
-        .map(|(label, all, recent)| performance::route_view(label.clone(), all, recent))
-        .collect();
-    performance::sort_routes(&mut doc.routes);
-    doc.cache.hit_rate = m.cache.hit_rate();
-    doc.cache.fresh_hit_rate = m.cache.fresh_hit_rate();
-    doc.cache.counts = m.cache;
-    doc.scope = Some("cluster");
-    doc.instances = Some(m.instances.clone());
-    doc
 }

@@ -23,8 +23,9 @@ use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use tokio_postgres::error::SqlState;
 use tracing::{debug, warn};
 
+use crate::observe::metrics::Metrics;
 use crate::observe::metrics::Stats;
-use crate::shared::state::Shared;
+use crate::wire::routes::RouteTable;
 
 /// The route label of an instance's total.
 pub const TOTAL: &str = "*";
@@ -66,6 +67,13 @@ pub struct Point {
     pub p50: f64,
     pub p95: f64,
     pub p99: f64,
+}
+
+/// What history reads from the layers above: the traffic's figures and the
+/// routes' labels (the process's shared state implements it).
+pub trait Traffic: Send + Sync + 'static {
+    fn metrics(&self) -> &Metrics;
+    fn routes(&self) -> &RouteTable;
 }
 
 #[derive(Debug)]
@@ -176,12 +184,12 @@ impl History {
     /// Rolls up every minute, keeps the in-memory series (every 10 s, or
     /// half the window if shorter) and retries queued writes, until
     /// `shutdown` ([`History::finish`] writes the last minute).
-    pub async fn run(self: Arc<Self>, shared: Arc<Shared>, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run<T: Traffic>(self: Arc<Self>, traffic: Arc<T>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         self.check_schema().await;
         self.expire().await;
         // Often enough that no window slot expires unseen.
-        let every = (shared.metrics.window() / 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
+        let every = (traffic.metrics().window() / 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The minute's deadline lives across the loop and moves only when the
@@ -195,7 +203,7 @@ impl History {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {
-                    self.keep_memory_series(&shared);
+                    self.keep_memory_series(traffic.metrics());
                     if !lock(&self.queue).is_empty() {
                         self.write().await;
                     }
@@ -206,7 +214,7 @@ impl History {
                     if now == minute {
                         continue; // the timer ran ahead of the wall clock
                     }
-                    self.roll_up(&shared, UNIX_EPOCH + Duration::from_secs(minute * 60));
+                    self.roll_up(&*traffic, UNIX_EPOCH + Duration::from_secs(minute * 60));
                     minute = now;
                     self.write().await;
                     self.expire().await;
@@ -217,9 +225,9 @@ impl History {
 
     /// At exit, once the workers have stopped (their last samples merged):
     /// rolls up and writes the current minute, so a restart loses nothing.
-    pub async fn finish(&self, shared: &Shared) {
+    pub async fn finish(&self, traffic: &impl Traffic) {
         let minute = UNIX_EPOCH + Duration::from_secs(epoch_secs(SystemTime::now()) / 60 * 60);
-        self.roll_up(shared, minute);
+        self.roll_up(traffic, minute);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.write()).await;
     }
 
@@ -243,13 +251,13 @@ impl History {
     }
 
     /// Queues the rollups of what happened since the last ones.
-    fn roll_up(&self, shared: &Shared, minute: SystemTime) {
+    fn roll_up(&self, traffic: &impl Traffic, minute: SystemTime) {
         if self.pool.is_none() || !self.on() {
             return;
         }
         let mut before = lock(&self.before);
-        let snap = shared.metrics.snapshot(None);
-        let names = shared.routes.names();
+        let snap = traffic.metrics().snapshot(None);
+        let names = traffic.routes().names();
         let mut fresh = Vec::new();
         let series = snap
             .routes
@@ -329,8 +337,8 @@ impl History {
     }
 
     /// Adds the window's completed slots to the in-memory series.
-    fn keep_memory_series(&self, shared: &Shared) {
-        let snap = shared.metrics.snapshot_total();
+    fn keep_memory_series(&self, metrics: &Metrics) {
+        let snap = metrics.snapshot_total();
         let secs = snap.slot.as_secs().max(1);
         self.slot_seconds.store(secs, Ordering::Relaxed);
         let now = epoch_secs(SystemTime::now());

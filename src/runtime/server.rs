@@ -85,23 +85,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     };
     let shared = Shared::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let mut background = vec![
-        tokio::spawn(shared.metrics.clone().merge_periodically(stopped(stop_rx.clone()))),
-        tokio::spawn(shared.health.clone().probe_periodically(shared.clone(), stopped(stop_rx.clone()))),
-    ];
-    background
-        .push(tokio::spawn(shared.alerts.clone().evaluate_periodically(shared.clone(), stopped(stop_rx.clone()))));
-    background.push(tokio::spawn(crate::runtime::reload::on_sighup(shared.clone(), stopped(stop_rx.clone()))));
-    background.push(tokio::spawn(shared.cache.clone().run(stopped(stop_rx.clone()))));
-    background.push(tokio::spawn(shared.cluster.clone().run(shared.clone(), stopped(stop_rx.clone()))));
-    background.push(tokio::spawn(shared.history.clone().run(shared.clone(), stopped(stop_rx.clone()))));
-    if let Some(db) = shared.database.clone() {
-        let limit = shared.config.settings.database.slow_query_limit as usize;
-        background.push(tokio::spawn(db.watch(limit, stopped(stop_rx.clone()))));
-    }
+    let background = crate::runtime::tasks::spawn(&shared, &stop_rx);
     let mut queues = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
     for i in 0..workers {
@@ -163,7 +147,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         let _ = task.await;
     }
     // The workers are done: their last samples are merged.
-    shared.history.finish(&shared).await;
+    shared.history.finish(&*shared).await;
     if let Some(tracer) = shared.tracer.clone() {
         // The last spans, exported within 2 s at most.
         let _ = tokio::task::spawn_blocking(move || tracer.flush(Duration::from_secs(2))).await;

@@ -217,3 +217,13 @@ impl Client {
         crate::admit::clients::Asker::new(fields, self.addr, self.peer.trusted, trusted)
     }
 }
+
+impl crate::observe::history::Traffic for Shared {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+}

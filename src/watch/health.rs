@@ -19,7 +19,6 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::config::{Config, HealthSettings};
-use crate::shared::state::Shared;
 
 /// One check's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,20 +116,21 @@ impl Health {
     }
 
     /// Probes until `shutdown` resolves: once at once, then every
-    /// `health.interval_ms`, following reloads of `[health]`.
+    /// `health.interval_ms`, following reloads of `[health]` (`live`).
     pub async fn probe_periodically(
         self: Arc<Self>,
-        shared: Arc<Shared>,
+        config: Config,
+        live: impl Fn() -> HealthSettings,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let mut settings = shared.live.load().health.clone();
-        let mut prober = Prober::new(&shared.config, &settings);
+        let mut settings = live();
+        let mut prober = Prober::new(&config, &settings);
         tokio::pin!(shutdown);
         loop {
-            let live = shared.live.load();
-            if live.health != settings {
-                settings = live.health.clone();
-                prober = Prober::new(&shared.config, &settings);
+            let now = live();
+            if now != settings {
+                settings = now;
+                prober = Prober::new(&config, &settings);
                 self.critical.store(Arc::new(settings.critical.clone()));
                 self.ready.store(Arc::new(settings.ready.clone()));
             }

@@ -1,0 +1,134 @@
+//! The background tasks, each handed what it reads from the process's
+//! shared state: the layers below see only those closures and traits, never
+//! `Shared` itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::observe::alerts::{self, Reading};
+use crate::observe::cluster::wire::Published;
+use crate::shared::state::Shared;
+
+/// Starts every background task; each ends when `stop` turns true.
+pub fn spawn(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (s1, s2, s3, s4) = (shared.clone(), shared.clone(), shared.clone(), shared.clone());
+    let health_settings = move || s1.live.load().health.clone();
+    let alert_settings = move || s2.live.load().alerts.clone();
+    let alert_readings = move || readings(&s3);
+    let figures = move |now| {
+        let snap = s4.metrics.snapshot(None);
+        Published::from_snapshot(&s4.cluster.instance, &snap, &s4.routes.names(), s4.cache.stats(), now)
+    };
+    let mut background = vec![
+        tokio::spawn(shared.metrics.clone().merge_periodically(stopped(stop.clone()))),
+        tokio::spawn(shared.health.clone().probe_periodically(
+            shared.config.clone(),
+            health_settings,
+            stopped(stop.clone()),
+        )),
+        tokio::spawn(shared.alerts.clone().evaluate_periodically(
+            alert_settings,
+            alert_readings,
+            stopped(stop.clone()),
+        )),
+        tokio::spawn(crate::runtime::reload::on_sighup(shared.clone(), stopped(stop.clone()))),
+        tokio::spawn(shared.cache.clone().run(stopped(stop.clone()))),
+        tokio::spawn(shared.cluster.clone().run(figures, stopped(stop.clone()))),
+        tokio::spawn(shared.history.clone().run(shared.clone(), stopped(stop.clone()))),
+    ];
+    if let Some(db) = shared.database.clone() {
+        let limit = shared.config.settings.database.slow_query_limit as usize;
+        background.push(tokio::spawn(db.watch(limit, stopped(stop.clone()))));
+    }
+    background
+}
+
+/// Reads every alert rule's current value from the shared state.
+fn readings(shared: &Shared) -> Vec<Reading> {
+    let live = shared.live.load();
+    let a = &live.alerts;
+    let mut out = Vec::new();
+    let snap = shared.metrics.snapshot(None);
+    let recent = snap.total.recent(snap.now_epoch);
+    if recent.count >= alerts::MIN_REQUESTS {
+        out.push(Reading {
+            rule: "error_rate",
+            subject: None,
+            value: recent.error_rate(),
+            threshold: a.error_rate,
+            above: true,
+            unit: "",
+        });
+        // Only with rules: a share of requests a rate limit refused.
+        if shared.limits.any() || recent.limited > 0 {
+            out.push(Reading {
+                rule: "rate_limited",
+                subject: None,
+                value: recent.limited as f64 / recent.count as f64,
+                threshold: a.rate_limited,
+                above: true,
+                unit: "",
+            });
+        }
+    }
+    let names = shared.routes.names();
+    for (id, series) in &snap.routes {
+        let r = series.recent(snap.now_epoch);
+        if r.count >= alerts::MIN_ROUTE_REQUESTS {
+            let p95_ms = r.hist.value_at_quantile(0.95) as f64 / 1000.0;
+            let subject = names.get(id.0 as usize).map(|n| n.to_string());
+            out.push(Reading {
+                rule: "slow_requests",
+                subject,
+                value: p95_ms,
+                threshold: a.slow_request_ms as f64,
+                above: true,
+                unit: " ms",
+            });
+        }
+    }
+    if let Some(db) = &shared.database {
+        for q in &db.report().slow_queries {
+            let subject = Some(q.query.chars().take(200).collect());
+            out.push(Reading {
+                rule: "slow_queries",
+                subject,
+                value: q.mean_ms,
+                threshold: a.slow_query_ms as f64,
+                above: true,
+                unit: " ms",
+            });
+        }
+    }
+    let (rss, _) = crate::system::memory();
+    out.push(Reading {
+        rule: "memory",
+        subject: None,
+        value: rss as f64,
+        threshold: a.memory_bytes as f64,
+        above: true,
+        unit: " bytes",
+    });
+    let cache = shared.cache.stats();
+    let window = Duration::from_millis(a.window_ms);
+    // Fresh hits only: an outage answered from stale is not a healthy cache.
+    let fresh = cache.hits.saturating_sub(cache.stale);
+    let (hits, lookups) = shared.alerts.cache_window(fresh, cache.hits + cache.misses, window);
+    if lookups >= alerts::MIN_LOOKUPS {
+        out.push(Reading {
+            rule: "cache_hit_rate",
+            subject: None,
+            value: hits as f64 / lookups as f64,
+            threshold: a.cache_hit_rate,
+            above: false,
+            unit: "",
+        });
+    }
+    out
+}

@@ -2,8 +2,9 @@
 //! request on `http` types top to bottom (own endpoints → route → checks →
 //! cache or upstream → answer); [`phases`] holds the phases the express lane
 //! calls directly (start of recording, refusals, upstream failures);
-//! [`serve`], [`answer`] and [`purge`] are the cache's phase (lookup, hit,
-//! collapse, miss, store; the hit's head; `POST` purges); [`forward`] is the
+//! [`serve`], [`answer`], [`store`] and [`purge`] are the cache's phase
+//! (lookup, hit, collapse, miss; the hit's head; what a miss stores; `POST`
+//! purges); [`forward`] is the
 //! upstream exchange (time-boxed, head checked and rewritten).
 
 pub(crate) mod answer;
@@ -12,3 +13,4 @@ pub(crate) mod phases;
 pub(crate) mod proxy;
 pub(crate) mod purge;
 pub(crate) mod serve;
+pub(crate) mod store;

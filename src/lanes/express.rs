@@ -48,6 +48,7 @@ use crate::cache::entry::Entry;
 use crate::cache::policy::Policy;
 use crate::cache::{key, Counters};
 use crate::lanes::drain::Drain;
+use crate::pipeline::answer::Fwd;
 use crate::pipeline::proxy;
 use crate::shared::error::ProxyError;
 use crate::shared::state::Client;
@@ -351,7 +352,8 @@ impl Conn {
         }
         Counters::add(&worker.cache_counters.bypasses, 1);
         let method = !http1::consults_cache(&head.method, false);
-        let cache_status: &[u8] = if method { b"perfproxy; fwd=method" } else { b"perfproxy; fwd=bypass" };
+        let fwd = if method { Fwd::Method } else { Fwd::Bypass };
+        let cache_status = fwd.text(false).as_bytes();
         Some(Lane::Express(Cached::Bypass(Bypass { cache_status, pass_key, policy })))
     }
 

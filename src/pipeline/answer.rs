@@ -2,6 +2,9 @@
 //! (`Age`, `X-Cache`, `Cache-Status`, `Server-Timing`, or `304` to a
 //! matching conditional), an entry refreshed by a `304` (RFC 9111 §4.3.4),
 //! the `only-if-cached` miss, and how every answer is marked ([`mark`]).
+//! A hit's own fields are written once, by [`hit_fields`], for both lanes:
+//! into a `HeaderMap` here, as bytes after the entry's stored head on the
+//! express lane.
 
 use std::time::SystemTime;
 
@@ -48,30 +51,76 @@ pub enum Fwd {
 }
 
 impl Fwd {
-    fn as_str(self) -> &'static str {
-        match self {
-            Fwd::UriMiss => "uri-miss",
-            Fwd::VaryMiss => "vary-miss",
-            Fwd::Stale => "stale",
-            Fwd::Request => "request",
-            Fwd::Method => "method",
-            Fwd::Bypass => "bypass",
+    /// The `Cache-Status` text, `; stored` when the response is being stored.
+    pub fn text(self, stored: bool) -> &'static str {
+        match (self, stored) {
+            (Fwd::UriMiss, false) => "perfproxy; fwd=uri-miss",
+            (Fwd::UriMiss, true) => "perfproxy; fwd=uri-miss; stored",
+            (Fwd::VaryMiss, false) => "perfproxy; fwd=vary-miss",
+            (Fwd::VaryMiss, true) => "perfproxy; fwd=vary-miss; stored",
+            (Fwd::Stale, false) => "perfproxy; fwd=stale",
+            (Fwd::Stale, true) => "perfproxy; fwd=stale; stored",
+            (Fwd::Request, false) => "perfproxy; fwd=request",
+            (Fwd::Request, true) => "perfproxy; fwd=request; stored",
+            (Fwd::Method, false) => "perfproxy; fwd=method",
+            (Fwd::Method, true) => "perfproxy; fwd=method; stored",
+            (Fwd::Bypass, false) => "perfproxy; fwd=bypass",
+            (Fwd::Bypass, true) => "perfproxy; fwd=bypass; stored",
         }
     }
 
-    /// The `Cache-Status` value, `; stored` when the response is being stored.
+    /// [`Fwd::text`] as a field value.
     pub fn value(self, stored: bool) -> HeaderValue {
-        let text = format!("perfproxy; fwd={}{}", self.as_str(), if stored { "; stored" } else { "" });
-        HeaderValue::from_str(&text).expect("ASCII")
+        HeaderValue::from_static(self.text(stored))
     }
 }
 
-/// The `Cache-Status` of a fresh hit with `ttl` seconds of freshness left.
-pub fn hit_status(ttl: u64) -> HeaderValue {
-    let mut text = String::with_capacity(32);
-    text.push_str("perfproxy; hit; ttl=");
-    text.push_str(itoa::Buffer::new().format(ttl));
-    HeaderValue::from_str(&text).expect("ASCII")
+/// Where an answer's fields are written: a `HeaderMap` (hyper), or the
+/// bytes of a head being written (the express lane).
+pub trait FieldSink {
+    /// Sets `name` (which the answer does not carry yet) to `value`.
+    fn put(&mut self, name: &HeaderName, value: &[u8]);
+}
+
+impl FieldSink for HeaderMap {
+    fn put(&mut self, name: &HeaderName, value: &[u8]) {
+        let value = HeaderValue::from_bytes(value).expect("perfproxy's own field values are visible ASCII");
+        self.insert(name.clone(), value);
+    }
+}
+
+impl FieldSink for Vec<u8> {
+    fn put(&mut self, name: &HeaderName, value: &[u8]) {
+        self.extend_from_slice(name.as_str().as_bytes());
+        self.extend_from_slice(b": ");
+        self.extend_from_slice(value);
+        self.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The fields an answer from `entry` gets anew, after its stored ones:
+/// `Age`, its own `Date` (the stored one still dates the entry),
+/// `Server-Timing`, `X-Cache` and `Cache-Status` (a fresh hit's with the
+/// seconds of freshness left). The one writer of a hit's fields, for both lanes.
+pub fn hit_fields(entry: &Entry, outcome: Outcome, now: SystemTime, out: &mut impl FieldSink) {
+    let age = entry.age(now);
+    out.put(&header::AGE, itoa::Buffer::new().format(age.as_secs()).as_bytes());
+    out.put(&header::DATE, &crate::wire::http1::date());
+    let timing: &[u8] = if outcome == Outcome::Stale { b"cache;desc=STALE" } else { b"cache;desc=HIT" };
+    out.put(&crate::wire::headers::SERVER_TIMING, timing);
+    out.put(&X_CACHE, outcome.as_str().as_bytes());
+    if outcome == Outcome::Stale {
+        out.put(&CACHE_STATUS, Fwd::Stale.text(false).as_bytes());
+    } else {
+        const PREFIX: &[u8] = b"perfproxy; hit; ttl=";
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(entry.lifetime.fresh.saturating_sub(age).as_secs()).as_bytes();
+        // A u64 has at most 20 digits.
+        let mut text = [0u8; PREFIX.len() + 20];
+        text[..PREFIX.len()].copy_from_slice(PREFIX);
+        text[PREFIX.len()..][..digits.len()].copy_from_slice(digits);
+        out.put(&CACHE_STATUS, &text[..PREFIX.len() + digits.len()]);
+    }
 }
 /// How a response relates to the cache (`X-Cache`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,20 +179,8 @@ pub fn answer(entry: &Entry, request: &HeaderMap, head: bool, outcome: Outcome) 
             resp.headers_mut().remove(header::CONTENT_LENGTH);
         }
     }
-    let h = resp.headers_mut();
-    h.insert(header::AGE, HeaderValue::from(entry.age(SystemTime::now()).as_secs()));
-    // `Date` is the answer's own (the stored one still dates the entry).
-    h.insert(header::DATE, HeaderValue::from_bytes(&crate::wire::http1::date()).expect("a date is a header value"));
-    let timing = if outcome == Outcome::Stale { "cache;desc=STALE" } else { "cache;desc=HIT" };
-    h.append(crate::wire::headers::SERVER_TIMING.clone(), HeaderValue::from_static(timing));
-    let status = match outcome {
-        Outcome::Stale => Fwd::Stale.value(false),
-        _ => {
-            let now = SystemTime::now();
-            hit_status(entry.lifetime.fresh.saturating_sub(entry.age(now)).as_secs())
-        }
-    };
-    mark(resp, outcome, status)
+    hit_fields(entry, outcome, SystemTime::now(), resp.headers_mut());
+    resp
 }
 
 /// Whether the client's own validators match the stored response

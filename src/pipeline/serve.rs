@@ -11,13 +11,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use super::answer::{answer, mark, only_if_cached_miss, per_request, refreshed, Fwd, Outcome, CACHE_STATUS};
+use super::answer::{answer, mark, only_if_cached_miss, refreshed, Fwd, Outcome, CACHE_STATUS};
 use crate::cache::entry::Entry;
 use crate::cache::fill::Fill;
 use crate::cache::key::{self, Glob};
@@ -313,39 +312,18 @@ impl Ctx {
             policy::lifetime_within(&self.policy, request, up.parts.status, h, self.max_object, response_time)
         };
         up.parts.headers.remove(&policy::SURROGATE_CONTROL);
-        // A miss that could have been stored counts as a miss; one that
-        // could not is `uncacheable` (it says nothing about the hit rate).
-        let counter = if lifetime.is_some() { &self.counters().misses } else { &self.counters().uncacheable };
-        Counters::add(counter, 1);
+        // Only the response's own traits mark the key uncacheable: not this
+        // request's `no-store` or `Authorization`.
+        let this_request_only = self.directives.no_store || request.contains_key(header::AUTHORIZATION);
+        let pass_ttl = (mark_uncacheable && !this_request_only).then(|| self.cache().rules().uncacheable_ttl);
+        let status = up.parts.status;
+        crate::pipeline::store::count(&self.client.worker, &self.key, lifetime.is_some(), status.as_u16(), pass_ttl);
         let Some(lifetime) = lifetime else {
-            // Only the response's own traits mark the key: not this
-            // request's `no-store` or `Authorization`.
-            let this_request_only = self.directives.no_store || request.contains_key(header::AUTHORIZATION);
-            if mark_uncacheable && !this_request_only {
-                let (status, ttl) = (up.parts.status.as_u16(), self.cache().rules().uncacheable_ttl);
-                self.client.worker.cache_passes.borrow_mut().mark_uncacheable(&self.key, status, ttl);
-            }
             return mark(up.into_response(), Outcome::Miss, fwd.value(false));
         };
-        self.client.worker.cache_passes.borrow_mut().mark_storable(&self.key);
         let h = &up.parts.headers;
-        // Owned copies, sized to fit: a value parsed by hyper is a slice of
-        // the connection's read buffer, which a clone would keep alive for
-        // as long as the entry lives (10 KB an entry instead of 1).
-        let mut headers = HeaderMap::with_capacity(h.len());
-        for (name, value) in h.iter().filter(|(n, _)| !per_request(n)) {
-            headers.append(name.clone(), crate::cache::entry::owned(value));
-        }
-        let pending = Entry {
-            status: up.parts.status,
-            vary: key::vary_values(policy::vary_names(h), request),
-            initial_age: policy::initial_age(h, request_time, response_time).as_millis() as u64,
-            headers,
-            body: Bytes::new(),
-            response_time: policy::epoch_ms(response_time),
-            lifetime,
-            wire: Default::default(),
-        };
+        let vary = key::vary_values(policy::vary_names(h), request);
+        let pending = crate::pipeline::store::pending_entry(status, h, vary, lifetime, (request_time, response_time));
         let (cache, counters) = (self.cache().clone(), self.counters().clone());
         let fill = Fill::new(cache, counters, self.key.clone(), pending, self.max_object, generation, flight);
         mark(up.into_response(), Outcome::Miss, fwd.value(true)).map(|b| b.filling(fill))

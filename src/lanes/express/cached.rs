@@ -22,9 +22,10 @@ use super::response::{add_field, ResponseHead};
 use super::Conn;
 use crate::cache::entry::Entry;
 use crate::cache::fill::Fill;
-use crate::cache::policy::{self, Policy, SURROGATE_CONTROL};
+use crate::cache::policy::{self, Policy};
 use crate::cache::{key, Counters, Rules};
-use crate::pipeline::answer::per_request;
+use crate::pipeline::answer::{hit_fields, Fwd, Outcome};
+use crate::pipeline::store;
 use crate::shared::state::Worker;
 use crate::wire::http1::{self, Framing};
 
@@ -94,17 +95,12 @@ pub(super) fn lookup(
     }
 }
 
-/// The client's head for a fresh hit on `entry`, to `out`.
+/// The client's head for a fresh hit on `entry`, to `out`: its stored head,
+/// then the fields every hit gets anew ([`hit_fields`], as on hyper).
 fn write_hit_head(out: &mut Vec<u8>, entry: &Entry, tag_headers: &[http::HeaderName], request_id: &[u8], close: bool) {
     out.extend_from_slice(entry.wire_head(tag_headers));
     field(out, b"x-request-id", request_id);
-    let now = SystemTime::now();
-    let age = entry.age(now);
-    field(out, b"age", itoa::Buffer::new().format(age.as_secs()).as_bytes());
-    field(out, b"date", &http1::date());
-    out.extend_from_slice(b"server-timing: cache;desc=HIT\r\nx-cache: HIT\r\ncache-status: perfproxy; hit; ttl=");
-    out.extend_from_slice(itoa::Buffer::new().format(entry.lifetime.fresh.saturating_sub(age).as_secs()).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    hit_fields(entry, Outcome::Hit, SystemTime::now(), out);
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -177,7 +173,6 @@ pub(super) fn after_head(
     (up_head, sent): (&[u8], &[u8]),
     out: &mut Vec<u8>,
 ) -> Option<Box<Fill>> {
-    let counters = &worker.cache_counters;
     let response_time = SystemTime::now();
     // Only an answer with freshness fields was looked at: no other can be stored.
     let mut h = if resp.looked_at { resp.fields_map(up_head) } else { HeaderMap::new() };
@@ -187,15 +182,12 @@ pub(super) fn after_head(
         }
         _ => None,
     };
+    store::count(worker, &miss.key, lifetime.is_some(), resp.status, Some(miss.uncacheable_ttl));
+    let uri_miss = Fwd::UriMiss.text(false).as_bytes();
     let Some(lifetime) = lifetime else {
-        Counters::add(&counters.uncacheable, 1);
-        // Hit-for-miss: no lookup for a while.
-        worker.cache_passes.borrow_mut().mark_uncacheable(&miss.key, resp.status, miss.uncacheable_ttl);
-        add_field(out, b"cache-status", b"perfproxy; fwd=uri-miss");
+        add_field(out, b"cache-status", uri_miss);
         return None;
     };
-    Counters::add(&counters.misses, 1);
-    worker.cache_passes.borrow_mut().mark_storable(&miss.key);
     let whole = match resp.framing {
         Framing::Length(n) => n <= miss.max_object as u64,
         Framing::Empty => true,
@@ -204,7 +196,7 @@ pub(super) fn after_head(
     if !whole {
         // The general path stores it (it de-chunks): the key is now worth
         // collapsing, its next miss goes there.
-        add_field(out, b"cache-status", b"perfproxy; fwd=uri-miss");
+        add_field(out, b"cache-status", uri_miss);
         return None;
     }
     let vary = match policy::vary_names(&h).next() {
@@ -212,31 +204,17 @@ pub(super) fn after_head(
         Some(_) => request_fields(sent).map(|r| key::vary_values(policy::vary_names(&h), &r)),
     };
     let Some(vary) = vary else {
-        add_field(out, b"cache-status", b"perfproxy; fwd=uri-miss");
+        add_field(out, b"cache-status", uri_miss);
         return None;
     };
-    add_field(out, b"cache-status", b"perfproxy; fwd=uri-miss; stored");
-    // Its age on arrival, from the upstream's `Age` and `Date`, before the
-    // per-request fields (`Age` among them) leave the stored copy.
-    let initial_age = policy::initial_age(&h, miss.request_time, response_time).as_millis() as u64;
-    let names: Vec<_> = h.keys().filter(|n| per_request(n) || *n == SURROGATE_CONTROL).cloned().collect();
-    for n in names {
-        h.remove(n);
-    }
+    add_field(out, b"cache-status", Fwd::UriMiss.text(true).as_bytes());
     // As the general path stores it: with perfproxy's `Via` after the upstream's.
     h.append(http::header::VIA, HeaderValue::from_static(http1::VIA));
-    let pending = Entry {
-        vary,
-        status: StatusCode::from_u16(resp.status).expect("a storable status is a status"),
-        initial_age,
-        headers: h,
-        body: bytes::Bytes::new(),
-        response_time: policy::epoch_ms(response_time),
-        lifetime,
-        wire: Default::default(),
-    };
+    let status = StatusCode::from_u16(resp.status).expect("a storable status is a status");
+    let pending = store::pending_entry(status, &h, vary, lifetime, (miss.request_time, response_time));
     let cache = worker.shared.cache.clone();
     // Boxed: a request's future reserves no room for a fill it rarely has.
-    let fill = Fill::new(cache, counters.clone(), miss.key, pending, miss.max_object, miss.generation, None);
+    let fill =
+        Fill::new(cache, worker.cache_counters.clone(), miss.key, pending, miss.max_object, miss.generation, None);
     Some(Box::new(fill))
 }

@@ -506,6 +506,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn field_names_are_classified_ignoring_case_and_exactly() {
+        let known = [
+            ("te", Field::HopByHop),
+            ("host", Field::Host),
+            ("content-length", Field::ContentLength),
+            ("x-forwarded-for", Field::ForwardedFor),
+            ("x-forwarded-scheme", Field::ForwardedOther),
+            ("if-unmodified-since", Field::Lookup),
+            ("surrogate-control", Field::Freshness),
+        ];
+        for (name, kind) in known {
+            assert_eq!(field(name.as_bytes()), kind, "{name}");
+            assert_eq!(field(name.to_ascii_uppercase().as_bytes()), kind, "{name}");
+            // One byte off, one byte more or less: another name.
+            let mut off = name.as_bytes().to_vec();
+            off[name.len() - 1] ^= 1;
+            assert_eq!(field(&off), Field::Other, "{name}");
+            assert_eq!(field(&name.as_bytes()[..name.len() - 1]), Field::Other, "{name}");
+            assert_eq!(field(format!("{name}s").as_bytes()), Field::Other, "{name}");
+        }
+        // `_` and `^` are tokens whose 0x20 bit folds them elsewhere: never a known name.
+        assert_eq!(field(b"content_length"), Field::Other);
+        assert_eq!(field(b"x-forwarded-for-a-very-long-name"), Field::Other);
+        assert_eq!(field(b""), Field::Other);
+    }
+
+    #[test]
     fn lists_split_outside_quotes_only() {
         let t: Vec<&[u8]> = tokens(br#" a, "b,c" ,, d\, e ,"x\"," "#).collect();
         assert_eq!(t, vec![&b"a"[..], br#""b,c""#, b"d\\", b"e", br#""x\",""#]);

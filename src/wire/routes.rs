@@ -174,6 +174,9 @@ fn method_label(m: &Method) -> &str {
     }
 }
 
+/// Paths a worker keeps with their route ([`RouteCache`]'s `verbatim`), at most.
+const VERBATIM_KEPT: usize = 4096;
+
 #[derive(Debug, Default)]
 struct Labels {
     ids: HashMap<Arc<str>, RouteId>,
@@ -198,6 +201,11 @@ pub struct RouteCache {
     scratch: String,
     /// foldhash (seeded per process): looked up on every request.
     known: foldhash::HashMap<Box<str>, RouteId>,
+    /// `METHOD path` as sent → its route, for the paths whose label is
+    /// themselves (no pattern, nothing normalised): most requests repeat
+    /// one, and skip the patterns and the normalising. A path holding an
+    /// identifier is never kept here (each id would be an entry).
+    verbatim: foldhash::HashMap<Box<str>, RouteId>,
     generation: u64,
     patterns: Arc<Vec<RoutePattern>>,
 }
@@ -231,25 +239,46 @@ impl RouteTable {
         if cache.generation != generation {
             cache.patterns = self.patterns.load_full();
             cache.known.clear();
+            cache.verbatim.clear();
             cache.generation = generation;
         }
         let buf = &mut cache.scratch;
         buf.clear();
         buf.push_str(method_label(method));
         buf.push(' ');
+        let prefix = buf.len();
+        if !grpc {
+            buf.push_str(path);
+            if let Some(id) = cache.verbatim.get(buf.as_str()) {
+                return *id;
+            }
+            buf.truncate(prefix);
+        }
         match cache.patterns.iter().find(|p| p.matches(method, path)) {
             Some(p) => buf.push_str(p.template()),
             None if grpc && is_grpc_method(path) => buf.push_str(path),
             None => normalise_into(path, buf),
         }
-        if let Some(id) = cache.known.get(buf.as_str()) {
-            return *id;
+        let id = match cache.known.get(buf.as_str()) {
+            Some(id) => *id,
+            None => {
+                let id = self.intern(buf, method);
+                if cache.known.len() >= self.max_routes.saturating_mul(2).max(64) {
+                    cache.known.clear();
+                }
+                cache.known.insert(buf.as_str().into(), id);
+                id
+            }
+        };
+        // Its own label, reached by normalising (not a pattern, not as gRPC):
+        // the same path resolves the same way until the patterns change.
+        let own = !grpc && &buf[prefix..] == path && !cache.patterns.iter().any(|p| p.matches(method, path));
+        if own {
+            if cache.verbatim.len() >= VERBATIM_KEPT {
+                cache.verbatim.clear();
+            }
+            cache.verbatim.insert(buf.as_str().into(), id);
         }
-        let id = self.intern(buf, method);
-        if cache.known.len() >= self.max_routes.saturating_mul(2).max(64) {
-            cache.known.clear();
-        }
-        cache.known.insert(buf.as_str().into(), id);
         id
     }
 
@@ -348,6 +377,24 @@ mod tests {
         t.set_patterns(vec![RoutePattern::parse("GET /api/items/:name").unwrap()]);
         let after = t.resolve(&Method::GET, "/api/items/x", &mut cache);
         assert_eq!(&*t.name(after), "GET /api/items/:name");
+    }
+
+    #[test]
+    fn a_worker_resolves_a_repeated_path_as_the_first_time() {
+        let t = RouteTable::new(vec![RoutePattern::parse("GET /api/items/:name").unwrap()], 100);
+        let mut c = RouteCache::default();
+        let service = "/acme.v1.Svc/Get";
+        for _ in 0..3 {
+            let name =
+                |m: Method, p: &str, grpc: bool, c: &mut RouteCache| t.name(t.resolve_as(&m, p, grpc, c)).to_string();
+            assert_eq!(name(Method::GET, "/static/app.js", false, &mut c), "GET /static/app.js");
+            assert_eq!(name(Method::GET, "/users/42", false, &mut c), "GET /users/:id");
+            assert_eq!(name(Method::GET, "/api/items/x", false, &mut c), "GET /api/items/:name");
+            assert_eq!(name(Method::POST, "/api/items/x", false, &mut c), "POST /api/items/x");
+            assert_eq!(name(Method::POST, service, true, &mut c), format!("POST {service}"));
+            assert_eq!(name(Method::POST, "/orders", true, &mut c), "POST /orders");
+            assert_eq!(name(Method::POST, "/orders", false, &mut c), "POST /orders");
+        }
     }
 
     #[test]

@@ -378,9 +378,11 @@ impl RequestHead {
                 || (trusted_peer && r == Role::Trusted)
                 || (r == Role::TraceParent && traceparent.is_none())
         };
+        let mut copy = FieldCopy::new(buf);
         for f in self.fields.iter().filter(|f| copied(f.role)) {
-            field(out, &buf[f.name.clone()], &buf[f.value.clone()]);
+            copy.push(out, f.name.clone(), f.value.clone());
         }
+        copy.flush(out);
         out.extend_from_slice(b"x-forwarded-for: ");
         for f in self.fields.iter().filter(|f| f.role == Role::ForwardedFor && !f.value.is_empty()) {
             out.extend_from_slice(&buf[f.value.clone()]);
@@ -431,6 +433,43 @@ pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Fields copied from a parsed head (`src`) to `out` as `name: value\r\n`:
+/// a run of fields that stand in `src` exactly so, one after another, is
+/// copied in one piece (what was sent any other way, with other spacing or
+/// a bare LF, is written field by field in the canonical form).
+pub struct FieldCopy<'a> {
+    src: &'a [u8],
+    run: std::ops::Range<usize>,
+}
+
+impl<'a> FieldCopy<'a> {
+    pub fn new(src: &'a [u8]) -> FieldCopy<'a> {
+        FieldCopy { src, run: 0..0 }
+    }
+
+    /// Copies the field at `name` and `value` (ranges of `src`).
+    pub fn push(&mut self, out: &mut Vec<u8>, name: Range<usize>, value: Range<usize>) {
+        let src = self.src;
+        let canonical = value.start == name.end + 2
+            && src.get(name.end..value.start) == Some(b": ")
+            && src.get(value.end..value.end + 2) == Some(b"\r\n");
+        if canonical && self.run.end == name.start && !self.run.is_empty() {
+            self.run.end = value.end + 2;
+        } else if canonical {
+            self.flush(out);
+            self.run = name.start..value.end + 2;
+        } else {
+            self.flush(out);
+            field(out, &src[name], &src[value]);
+        }
+    }
+
+    /// Writes the run held back; call before writing anything else to `out`.
+    pub fn flush(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.src[std::mem::replace(&mut self.run, 0..0)]);
+    }
 }
 
 #[cfg(test)]

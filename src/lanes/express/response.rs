@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::head::{field, MAX_FIELDS};
+use super::head::{field, FieldCopy, MAX_FIELDS};
 use crate::wire::http1::{self, Field, Framing, Malformed};
 
 /// What perfproxy adds to a response head.
@@ -143,6 +143,12 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut fields = Vec::new();
+    // Where a part of the head (a field's name or value) lies in `buf`.
+    let at = |part: &[u8]| {
+        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + part.len()
+    };
+    let mut copy = FieldCopy::new(buf);
     // One `Content-Length` at most (repeats were checked equal), none on a 204 or 1xx.
     let mut length_relayed = !http1::relays_length(status);
     for (h, &kind) in resp.headers.iter().zip(kinds.iter()) {
@@ -157,10 +163,6 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
             continue;
         }
         if keep_all || kind == Field::Location {
-            let at = |part: &[u8]| {
-                let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-                start..start + part.len()
-            };
             fields.push((at(n), at(h.value)));
         }
         // Kept for the cache, not relayed: perfproxy's own cache fields (an
@@ -173,9 +175,10 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
             _ => false,
         };
         if !unrelayed {
-            field(out, n, h.value);
+            copy.push(out, at(n), at(h.value));
         }
     }
+    copy.flush(out);
     out.extend_from_slice(http1::VIA_LINE);
     if !has_date {
         field(out, b"date", &(add.date)());

@@ -29,6 +29,7 @@ mod rewind;
 mod scratch;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
@@ -163,6 +164,14 @@ struct Conn {
     /// An answer of perfproxy's own ended the connection (the client may
     /// still be sending its body): a lingering close.
     own_answer_closed: bool,
+    /// The deadline of the head being waited for (`header_read_timeout_ms`,
+    /// idle keep-alive included): one timer for the connection's life,
+    /// moved later for each head, which costs tokio an atomic store instead
+    /// of a timer registered and removed per request.
+    head_deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline of the upstream's answer (`upstream_timeout_ms`), kept
+    /// the same way.
+    upstream_deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// Serves a client connection until it closes or needs hyper. `id` is its
@@ -170,6 +179,8 @@ struct Conn {
 /// is built before the future, which holds it once: an idle keep-alive
 /// connection costs its task and this state, no buffer.
 pub(crate) fn serve(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>, id: u64) -> impl Future<Output = Ended> {
+    let config = &client.worker.shared.config;
+    let timeouts = (config.header_read_timeout, config.upstream_timeout);
     let mut conn = Conn {
         client,
         drain,
@@ -181,6 +192,8 @@ pub(crate) fn serve(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>, id:
         checked_at: None,
         served: false,
         own_answer_closed: false,
+        head_deadline: Box::pin(tokio::time::sleep(timeouts.0)),
+        upstream_deadline: Box::pin(tokio::time::sleep(timeouts.1)),
     };
     async move {
         std::future::poll_fn(|cx| {
@@ -253,6 +266,7 @@ impl Conn {
     async fn read_head(&mut self) -> Option<Parsed> {
         let config = &self.client.worker.shared.config;
         let deadline = tokio::time::Instant::now() + config.header_read_timeout;
+        self.head_deadline.as_mut().reset(deadline);
         loop {
             if !self.buf.is_empty() {
                 match self.head.parse(&self.buf) {
@@ -275,13 +289,15 @@ impl Conn {
                 // `poll_read_ready`: the stream's own waker slot (`readable()`
                 // queues a waiter, measurably dearer per request).
                 let stream = &self.stream;
-                let ready = tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| stream.poll_read_ready(cx)));
+                let ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
                 let drain = &self.drain;
                 let stopped = std::future::poll_fn(|_| if drain.stopping() { Poll::Ready(()) } else { Poll::Pending });
+                let expired = self.head_deadline.as_mut();
                 tokio::select! {
                     biased;
-                    ready = ready => if !matches!(ready, Ok(Ok(()))) { return None },
+                    ready = ready => if ready.is_err() { return None },
                     () = stopped => return None,
+                    () = expired => return None,
                 }
                 // Read with `read_buf`, not `try_read_buf`: a short read
                 // clears the readiness, so the next wait costs no EAGAIN.
@@ -290,18 +306,20 @@ impl Conn {
                 self.head.take_parts(parts);
             }
             self.buf.reserve(HEAD_CHUNK);
-            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf));
+            let read = self.stream.read_buf(&mut self.buf);
             let drain = &self.drain;
             // No request is in progress until its head is whole: the
             // worker's stop ends an idle connection or a partial head.
             let stopped = std::future::poll_fn(|_| if drain.stopping() { Poll::Ready(()) } else { Poll::Pending });
+            let expired = self.head_deadline.as_mut();
             tokio::select! {
                 biased;
                 read = read => match read {
-                    Ok(Ok(n)) if n > 0 => {}
+                    Ok(n) if n > 0 => {}
                     _ => return None,
                 },
                 () = stopped => return None,
+                () = expired => return None,
             }
         }
     }

@@ -62,15 +62,24 @@ pub fn random_u64() -> u64 {
 
 /// A new `X-Request-Id`: 128 random bits as 32 lowercase hex digits.
 pub fn new_request_id() -> [u8; 32] {
-    let next = random_u64;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    let bytes = [next().to_be_bytes(), next().to_be_bytes()];
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes.iter().flatten()) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
+    for (chunk, word) in out.chunks_exact_mut(16).zip([random_u64(), random_u64()]) {
+        chunk[..8].copy_from_slice(&hex8((word >> 32) as u32));
+        chunk[8..].copy_from_slice(&hex8(word as u32));
     }
     out
+}
+
+/// `x` as 8 lowercase hex digits, most significant first: its nibbles
+/// spread one per byte, then turned to ASCII all at once (a byte of 10 or
+/// more gets `'a' - '0' - 10` more).
+fn hex8(x: u32) -> [u8; 8] {
+    let x = u64::from(x);
+    let mut v = ((x & 0xffff_0000) << 16) | (x & 0xffff);
+    v = ((v & 0x0000_ff00_0000_ff00) << 8) | (v & 0x0000_00ff_0000_00ff);
+    v = ((v & 0x00f0_00f0_00f0_00f0) << 4) | (v & 0x000f_000f_000f_000f);
+    let letters = ((v + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (v + 0x3030_3030_3030_3030 + letters * 39).to_be_bytes()
 }
 
 /// What a field is to perfproxy, by its name (case-insensitive).
@@ -504,6 +513,21 @@ impl<'a> Forwarded<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_32_lowercase_hex_digits() {
+        for x in [0u32, 1, 9, 10, 15, 16, 0xdead_beef, 0x0123_4567, 0x89ab_cdef, u32::MAX] {
+            assert_eq!(std::str::from_utf8(&hex8(x)).unwrap(), format!("{x:08x}"));
+        }
+        let mut seed = 0x9e37_79b9_u32;
+        for _ in 0..10_000 {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            assert_eq!(std::str::from_utf8(&hex8(seed)).unwrap(), format!("{seed:08x}"));
+        }
+        let id = new_request_id();
+        assert!(id.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)));
+        assert_ne!(new_request_id(), id);
+    }
 
     #[test]
     fn field_names_are_classified_ignoring_case_and_exactly() {

@@ -127,9 +127,12 @@ impl Conn {
                 };
                 // A client that leaves before its answer: the upstream request is
                 // dropped (its connection closed), as hyper and nginx do.
+                self.upstream_deadline.as_mut().reset(tokio::time::Instant::from_std(sent) + timeout);
+                let expired = self.upstream_deadline.as_mut();
                 let e = match tokio::select! {
                     biased;
-                    exchanged = tokio::time::timeout(timeout, exchange.run()) => exchanged,
+                    exchanged = exchange.run() => Ok(exchanged),
+                    () = expired => Err(()),
                     () = client_gone(&self.stream), if f.body_left == 0 => {
                         debug!("client closed its connection before the answer");
                         return false;

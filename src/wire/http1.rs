@@ -292,7 +292,7 @@ pub fn field(name: &[u8]) -> Field {
 pub fn request_field(name: &[u8]) -> Field {
     match field(name) {
         // Longer than any name above, or no `_`: an ordinary field.
-        Field::Other if name.len() <= 20 && name.contains(&b'_') => {
+        Field::Other if name.len() <= 20 && name.iter().any(|&b| b == b'_') => {
             let mut dashed = [0u8; 20];
             for (d, &b) in dashed.iter_mut().zip(name) {
                 *d = if b == b'_' { b'-' } else { b };

@@ -178,8 +178,27 @@ impl crate::pipeline::phases::RequestView for HeadFields<'_> {
 /// sub-delims, `:@/?%`. Anything else (`#`, quotes, spaces, non-ASCII) goes
 /// to hyper, whose URI rules decide.
 fn target_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+    TARGET_BYTES[usize::from(b)]
 }
+
+/// [`target_byte`] for every byte, worked out once (a table read per byte
+/// of every target).
+static TARGET_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let others = b"-._~!$&'()*+,;=:@/?%";
+    let mut i = 0;
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 fn method(m: &str) -> Option<Method> {
     Some(match m {
@@ -450,6 +469,7 @@ impl<'a> FieldCopy<'a> {
     }
 
     /// Copies the field at `name` and `value` (ranges of `src`).
+    #[inline]
     pub fn push(&mut self, out: &mut Vec<u8>, name: Range<usize>, value: Range<usize>) {
         let src = self.src;
         let canonical = value.start == name.end + 2
@@ -475,6 +495,14 @@ impl<'a> FieldCopy<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_bytes_are_unreserved_sub_delims_and_path_marks() {
+        for b in 0..=255u8 {
+            let expected = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b);
+            assert_eq!(target_byte(b), expected, "{b:#x}");
+        }
+    }
 
     fn parse(raw: &str) -> (RequestHead, Parsed) {
         let mut head = RequestHead::default();

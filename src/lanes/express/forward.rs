@@ -127,7 +127,8 @@ impl Conn {
                 };
                 // A client that leaves before its answer: the upstream request is
                 // dropped (its connection closed), as hyper and nginx do.
-                self.upstream_deadline.as_mut().reset(tokio::time::Instant::from_std(sent) + timeout);
+                let deadline = tokio::time::Instant::from_std(sent) + timeout;
+                super::move_timer(self.upstream_deadline.as_mut(), deadline, timeout);
                 let expired = self.upstream_deadline.as_mut();
                 let e = match tokio::select! {
                     biased;

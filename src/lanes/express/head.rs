@@ -279,7 +279,8 @@ impl RequestHead {
                     self.host = span(buf, value);
                     self.host_text.clear();
                     // Checked visible ASCII above.
-                    self.host_text.extend(value.iter().map(|&b| char::from(b)));
+                    let Ok(text) = std::str::from_utf8(value) else { return Parsed::Handoff };
+                    self.host_text.push_str(text);
                     Role::Plain
                 }
                 Field::ContentLength => {

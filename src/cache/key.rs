@@ -42,7 +42,9 @@ pub fn primary(host: &str, path: &str, query: Option<&str>, ignore: &[Glob], for
     key.push(' ');
     let at = key.len();
     key.push_str(host);
-    key[at..].make_ascii_lowercase();
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        key[at..].make_ascii_lowercase();
+    }
     if !forwarded.is_default_for(host.as_bytes()) {
         for part in [forwarded.host, forwarded.proto] {
             key.push('\n');

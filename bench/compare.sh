@@ -7,11 +7,12 @@
 #   VARIANT_ARGS="--config /tmp/one-worker.toml" bench/compare.sh   # a second perfproxy, same run
 #   VARIANT_BIN=/tmp/perfproxy-before VARIANT_ARGS=" " bench/compare.sh  # another build, same run
 #   TRACING=0.01 bench/compare.sh    # a variant tracing 1 % (spans to the upstream nginx), same run
+#   NGX_WORKERS=1 PERFPROXY_ARGS="--workers 1" bench/compare.sh   # one worker each, same run
 #   bench/cache.sh                   # cache hits (memory layer, Redis layer) against pass-through
 #
 # Targets, alternated within each round so drift on this noisy 2-core machine
 # hits them alike: the upstream directly (an nginx serving a 1 KiB body),
-# nginx proxy_pass (2 workers, keepalive 64, HTTP/1.1, Connection ""), and
+# nginx proxy_pass (NGX_WORKERS, 2 by default; keepalive 64, HTTP/1.1, Connection ""), and
 # perfproxy (release build). Prints req/s, p50/p99 per run, medians, and the
 # ratios perfproxy/nginx. Compare ratios within one run, never absolute times.
 set -euo pipefail
@@ -71,7 +72,7 @@ http {
 }
 NGX
 cat > "$work/ngx.conf" <<NGX
-worker_processes 2;
+worker_processes ${NGX_WORKERS:-2};
 daemon on;
 pid $work/ngx.pid;
 error_log $work/ngx.err;

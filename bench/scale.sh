@@ -3,6 +3,8 @@
 # where nginx has an equivalent:
 #   - idle keep-alive client connections (1k, 4k, 10k), each after one
 #     request: RSS per connection, perfproxy and nginx proxy_pass;
+#   - idle h2c connections (1k, 4k), each after one request (prior
+#     knowledge): RSS per connection, both;
 #   - idle pooled upstream connections (400 requests at once to a slow
 #     upstream, clients gone): RSS per pooled connection, both;
 #   - routes in use (1k, 10k, with max_routes = 10000): RSS, and the time to
@@ -13,7 +15,7 @@
 #
 #   bench/scale.sh                      # this tree's release build
 #   BIN=/tmp/perfproxy-before bench/scale.sh
-#   ONLY=connections bench/scale.sh     # one part: connections, upstream, routes, cache, clients
+#   ONLY=connections bench/scale.sh     # one part: connections, h2c, upstream, routes, cache, clients
 #   IDLE_CONFIG='express_lane = false\n' ONLY=connections bench/scale.sh   # the hyper lane's idle connections
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -106,6 +108,50 @@ for i in range(n):
     buf = buf[length:]
 PY
 
+# nginx serving h2c (prior knowledge) in front of the same upstream.
+cat > "$work/ngx-h2c.conf" <<NGX
+worker_processes 1; daemon on; pid $work/ngx.pid; error_log $work/ngx.err;
+events { worker_connections 32768; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  upstream backend { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  server { listen 127.0.0.1:$NGX_PORT http2 backlog=8192;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGX
+cat > "$work/idle_h2c.py" <<'PY'
+# n h2c connections (prior knowledge), one GET each answered in full, then
+# held open and idle.
+import socket, struct, sys
+port, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].encode()
+def frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+authority = b"127.0.0.1"
+# HPACK: :method GET, :scheme http (indexed); :path and :authority literal, indexed names.
+block = b"\x82\x86" + bytes([0x44, len(path)]) + path + bytes([0x41, len(authority)]) + authority
+conns = []
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) + frame(1, 5, 1, block))
+    buf, done = b"", False
+    while not done:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise SystemExit("closed")
+        buf += chunk
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            kind, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7fffffff
+            buf = buf[9 + length:]
+            if kind == 4 and not flags & 1:
+                s.sendall(frame(4, 1, 0))
+            if stream == 1 and kind in (0, 1) and flags & 1:
+                done = True
+    conns.append(s)
+print("ready", flush=True)
+sys.stdin.readline()
+PY
+
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/$2" && return; sleep 0.1; done; }
 start_pp() {
@@ -115,9 +161,9 @@ start_pp() {
 stop_pp() { kill "$pp"; wait "$pp" 2>/dev/null || true; }
 # RSS growth (KiB) of process $1 while n idle connections to port $2 are open.
 idle_growth() {
-  local pid=$1 port=$2 n=$3 before after
+  local pid=$1 port=$2 n=$3 script=${4:-idle.py} before after
   before=$(rss "$pid")
-  coproc IDLE { python3 "$work/idle.py" "$port" "$n" /bench/1k.bin; }
+  coproc IDLE { python3 "$work/$script" "$port" "$n" /bench/1k.bin; }
   read -r _ <&"${IDLE[0]}"
   sleep 0.5; after=$(rss "$pid")
   echo >&"${IDLE[1]}"; wait "$IDLE_PID" 2>/dev/null || true
@@ -139,6 +185,23 @@ if [ -z "$ONLY" ] || [ "$ONLY" = connections ]; then
     worker=$(pgrep -P "$(cat "$work/ngx.pid")" | head -1)
     wait_up "$NGX_PORT" bench/1k.bin
     ng=$(idle_growth "$worker" "$NGX_PORT" "$n")
+    kill "$(cat "$work/ngx.pid")"; sleep 0.5
+    printf '%-8s %22s %22s\n' "$n" "$((pg * 1024 / n))" "$((ng * 1024 / n))"
+  done
+fi
+
+if [ -z "$ONLY" ] || [ "$ONLY" = h2c ]; then
+  echo "== idle h2c connections (prior knowledge; one request each, then idle)"
+  printf '%-8s %22s %22s\n' conns "perfproxy B/conn" "nginx B/conn"
+  for n in 1000 4000; do
+    start_pp "$work/idle.toml"
+    wait_up "$PP_PORT" bench/1k.bin
+    pg=$(idle_growth "$pp" "$PP_PORT" "$n" idle_h2c.py)
+    stop_pp
+    nginx -c "$work/ngx-h2c.conf"; sleep 0.3
+    worker=$(pgrep -P "$(cat "$work/ngx.pid")" | head -1)
+    python3 "$work/idle_h2c.py" "$NGX_PORT" 1 /bench/1k.bin </dev/null >/dev/null
+    ng=$(idle_growth "$worker" "$NGX_PORT" "$n" idle_h2c.py)
     kill "$(cat "$work/ngx.pid")"; sleep 0.5
     printf '%-8s %22s %22s\n' "$n" "$((pg * 1024 / n))" "$((ng * 1024 / n))"
   done

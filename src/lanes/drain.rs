@@ -170,6 +170,13 @@ impl<C: Graceful<Output = hyper::Result<()>>> Future for Drainable<C> {
                 this.activity.drained();
                 Poll::Ready(Ok(()))
             }
+            // Idle, nothing of a next head read: hyper closes (an idle
+            // HTTP/1.1 connection at once) and the socket is parked.
+            Poll::Pending if !this.closing && this.activity.take_parkable() => {
+                this.activity.park();
+                this.conn.as_mut().graceful_shutdown();
+                this.conn.as_mut().poll(cx)
+            }
             polled => polled,
         }
     }

@@ -80,6 +80,14 @@ pub struct Activity {
     last_io_ms: AtomicU64,
     /// Closed by the drain with nothing in progress: no lingering close.
     drained: AtomicBool,
+    /// The last request came without a body (an idle HTTP/1.1 connection
+    /// may be parked only then: nothing of it is left to read).
+    bodiless: AtomicBool,
+    /// hyper waits for a new head and has read nothing of one: the
+    /// connection may be parked ([`Activity::take_parkable`]).
+    parkable: AtomicBool,
+    /// Being parked: hyper's close leaves the socket open and hands it back.
+    parking: AtomicBool,
 }
 
 impl Activity {
@@ -120,6 +128,29 @@ impl Activity {
         self.drained.store(true, Ordering::Relaxed);
     }
 
+    /// Notes whether the request hyper just read came with a body.
+    pub fn last_request_bodiless(&self, bodiless: bool) {
+        self.bodiless.store(bodiless, Ordering::Relaxed);
+    }
+
+    /// Whether the connection may be parked now (asked once per chance):
+    /// hyper waits for a new head having read none of it, nothing is in
+    /// progress and nothing is left to write.
+    pub fn take_parkable(&self) -> bool {
+        self.parkable.swap(false, Ordering::Relaxed) && self.closable().is_ok()
+    }
+
+    /// The connection is being parked: hyper's close will not shut the
+    /// socket, which comes back (see [`ClientIo::parking`]).
+    pub fn park(&self) {
+        self.parking.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it was parked (its socket then waits for the next request).
+    pub fn parked(&self) -> bool {
+        self.parking.load(Ordering::Relaxed)
+    }
+
     fn saw_io(&self) {
         if self.multiplexed {
             self.last_io_ms.store(now_ms(), Ordering::Relaxed);
@@ -147,6 +178,10 @@ pub struct ClientIo<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     client_closed: bool,
     activity: Arc<Activity>,
     back: Option<oneshot::Sender<T>>,
+    /// An HTTP/1.1 connection that may be parked when idle.
+    parks: bool,
+    /// The last bytes read ended a head (`CRLF CRLF`).
+    ended_head: bool,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<T> {
@@ -154,7 +189,26 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<T> {
     /// with it and perfproxy closed first (await [`discard`] on it).
     pub fn new(io: T, activity: Arc<Activity>) -> (ClientIo<T>, oneshot::Receiver<T>) {
         let (back, returned) = oneshot::channel();
-        (ClientIo { io: Some(io), client_closed: false, activity, back: Some(back) }, returned)
+        let io = ClientIo {
+            io: Some(io),
+            client_closed: false,
+            activity,
+            back: Some(back),
+            parks: false,
+            ended_head: false,
+        };
+        (io, returned)
+    }
+
+    /// As [`ClientIo::new`], for an HTTP/1.1 connection that may be parked:
+    /// when hyper waits for a new head, the last request had no body and
+    /// the last bytes read ended its head (so hyper holds nothing of the
+    /// next one), [`Activity::take_parkable`] says so. Parked, hyper's
+    /// close leaves the socket open and it comes back through the receiver.
+    pub fn parking(io: T, activity: Arc<Activity>) -> (ClientIo<T>, oneshot::Receiver<T>) {
+        let (mut io, returned) = ClientIo::new(io, activity);
+        io.parks = true;
+        (io, returned)
     }
 
     fn io(&mut self) -> Pin<&mut T> {
@@ -172,7 +226,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<T> {
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for ClientIo<T> {
     fn drop(&mut self) {
-        let lingers = !self.client_closed && !self.activity.drained.load(Ordering::Relaxed);
+        let parked = self.activity.parked() && !self.client_closed;
+        let lingers = parked || (!self.client_closed && !self.activity.drained.load(Ordering::Relaxed));
         if let (Some(io), Some(back), true) = (self.io.take(), self.back.take(), lingers) {
             // Nobody waiting (an upgraded connection's tunnel): just closed.
             let _ = back.send(io);
@@ -187,8 +242,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<
         match &polled {
             Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => self.client_closed = true,
             Poll::Ready(Err(_)) => self.client_closed = true,
-            Poll::Ready(Ok(())) => self.activity.saw_io(),
-            Poll::Pending => {}
+            Poll::Ready(Ok(())) => {
+                self.activity.saw_io();
+                self.ended_head = buf.filled()[before..].ends_with(b"\r\n\r\n");
+            }
+            Poll::Pending => {
+                if self.parks && self.ended_head && self.activity.bodiless.load(Ordering::Relaxed) {
+                    self.activity.parkable.store(true, Ordering::Relaxed);
+                }
+            }
         }
         polled
     }
@@ -219,6 +281,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.activity.parked() {
+            // Parked: the socket stays open for the next request.
+            return Poll::Ready(Ok(()));
+        }
         self.io().poll_shutdown(cx)
     }
 }

@@ -1,7 +1,14 @@
-//! The hyper lane's codec: hyper's service for one client connection
-//! (HTTP/1.1 or HTTP/2). Each request runs the pipeline's
+//! The hyper lane's codec: a client connection served by hyper
+//! ([`serve`]: HTTP/2 when it starts with the preface, else HTTP/1.1) and
+//! hyper's service for it ([`service`]). Each request runs the pipeline's
 //! [`respond`](crate::pipeline::proxy::respond) (or the cache's purge), and
 //! counts in progress for the drain until its answer's body is sent.
+//!
+//! An idle HTTP/1.1 keep-alive connection is *parked*: once hyper waits
+//! for a new head with nothing of one read (see `linger::ClientIo`), its
+//! connection is closed without shutting the socket, which waits for its
+//! next request holding no buffer; hyper takes it up again then. hyper
+//! keeps 16 KB of buffers in a connection for as long as it lives.
 
 use std::convert::Infallible;
 use std::rc::Rc;
@@ -11,11 +18,86 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::lanes::linger::{Activity, InFlight, Tracked};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+use crate::lanes::drain::{Drain, Drainable};
+use crate::lanes::express::Rewind;
+use crate::lanes::linger::{Activity, ClientIo, InFlight, Tracked};
 use crate::pipeline::proxy::respond;
 use crate::shared::body::ProxyBody;
 use crate::shared::state::Client;
 use crate::upstream::RequestBody;
+
+/// The two servers a worker's hyper connections use.
+pub(crate) struct Servers {
+    pub(crate) http1: http1::Builder,
+    pub(crate) http2: hyper::server::conn::http2::Builder<crate::upstream::LocalExec>,
+}
+
+/// hyper serves the connection (`first`: no request was served on it yet,
+/// so it may be HTTP/2) until it ends.
+pub(crate) async fn serve(client: Rc<Client>, io: Rewind, first: bool, servers: &Servers, drain: &Rc<Drain>, id: u64) {
+    let config = &client.worker.shared.config;
+    // HTTP/2 only from a connection's first bytes; a client silent (or
+    // halfway through a preface) for header_read_timeout, or when the
+    // worker stops, is closed.
+    let (mut io, h2) = match first {
+        true => {
+            let sniffed = crate::lanes::http2::sniff(io, config.header_read_timeout, drain.stopped(id)).await;
+            drain.unregister(id);
+            match sniffed {
+                Some(sniffed) => sniffed,
+                None => return,
+            }
+        }
+        false => (io, false),
+    };
+    if h2 {
+        let activity = Activity::new(true);
+        let (io, returned) = ClientIo::new(io, activity.clone());
+        let failed = crate::lanes::http2::serve(client, io, activity, &servers.http2, drain, id).await;
+        return linger_if(failed, returned).await;
+    }
+    loop {
+        let activity = Activity::new(false);
+        // Closed by perfproxy first, the socket comes back for a lingering
+        // close; parked, it comes back to wait for its next request.
+        let (client_io, returned) = ClientIo::parking(io, activity.clone());
+        let service = service(client.clone(), activity.clone());
+        let conn = servers.http1.serve_connection(TokioIo::new(client_io), service).with_upgrades();
+        let ended = Drainable::new(conn, drain.clone(), id, activity.clone()).await;
+        if let Err(e) = &ended {
+            debug!(error = %e, peer = %client.addr, "client connection ended");
+        }
+        if !activity.parked() {
+            return linger_if(ended.is_err(), returned).await;
+        }
+        let Ok(parked) = returned.await else { return };
+        // Its next request, within the idle timeout, unless the worker stops.
+        let waited = tokio::select! {
+            biased;
+            () = drain.stopped(id) => false,
+            ready = tokio::time::timeout(config.header_read_timeout, parked.readable()) => matches!(ready, Ok(Ok(()))),
+        };
+        drain.unregister(id);
+        if !waited {
+            return;
+        }
+        io = parked;
+    }
+}
+
+/// Back when hyper dropped it (not when it became a tunnel): a lingering
+/// close after hyper's own error answers (a 400, 431) or with input waiting.
+async fn linger_if(failed: bool, mut returned: tokio::sync::oneshot::Receiver<Rewind>) {
+    if let Ok(io) = returned.try_recv() {
+        if failed || io.has_unread() {
+            Box::pin(crate::lanes::linger::discard(io)).await;
+        }
+    }
+}
 
 /// hyper's service for one client connection: each request runs [`handle`],
 /// counted in `activity` (for the drain) until its answer's body is sent.
@@ -27,7 +109,12 @@ pub fn service(
     // idle or not; a box is 16 bytes there, `handle`'s future itself about
     // 8 KB. (One allocation per request on this lane; the express lane,
     // which serves nearly all HTTP/1.1, does not come here.)
-    hyper::service::service_fn(move |req| Box::pin(handle(client.clone(), req, activity.enter())))
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        // An upgrade's connection becomes a tunnel: never parked.
+        let upgrade = req.headers().contains_key(header::UPGRADE) || req.method() == http::Method::CONNECT;
+        activity.last_request_bodiless(hyper::body::Body::is_end_stream(req.body()) && !upgrade);
+        Box::pin(handle(client.clone(), req, activity.enter()))
+    })
 }
 
 /// hyper's service function: never fails, every error is a response; the

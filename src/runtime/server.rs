@@ -17,16 +17,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderValue;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
 
 use crate::admit::access::Peer;
 use crate::config::Config;
-use crate::lanes::drain::{Drain, Drainable};
+use crate::lanes::drain::Drain;
 use crate::lanes::express::{Ended, Rewind};
-use crate::lanes::linger::{Activity, ClientIo};
 use crate::shared::state::{Client, Shared, Worker};
 
 /// Connections the admin listener accepts at once, apart from `max_connections`,
@@ -209,7 +208,7 @@ async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accep
         .header_read_timeout(config.header_read_timeout)
         .max_header_size(config.max_header_bytes)
         .keep_alive(true);
-    let servers = Rc::new(Servers { http1: http, http2: crate::lanes::http2::server(config) });
+    let servers = Rc::new(crate::lanes::service::Servers { http1: http, http2: crate::lanes::http2::server(config) });
     let grace = config.shutdown_grace;
     let worker = Worker::new(shared.clone());
     if let Some(recorder) = worker.recorder.clone() {
@@ -243,12 +242,6 @@ async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accep
     }
 }
 
-/// The two servers a worker's hyper connections use.
-struct Servers {
-    http1: http1::Builder,
-    http2: hyper::server::conn::http2::Builder<crate::upstream::LocalExec>,
-}
-
 /// A connection counted open in its worker's [`Drain`] until dropped.
 struct Open {
     drain: Rc<Drain>,
@@ -280,7 +273,7 @@ struct Started {
 fn serve_connection(
     worker: Rc<Worker>,
     accepted: Accepted,
-    servers: Rc<Servers>,
+    servers: Rc<crate::lanes::service::Servers>,
     drain: Rc<Drain>,
 ) -> impl Future<Output = ()> {
     let Accepted { stream, peer, admin, _permit } = accepted;
@@ -300,7 +293,7 @@ fn serve_connection(
         };
         // Boxed: hyper's servers are large state machines an express
         // connection's task would otherwise reserve room for.
-        Box::pin(serve_hyper(s.client, io, first, &servers, &open.drain, s.id)).await
+        Box::pin(crate::lanes::service::serve(s.client, io, first, &servers, &open.drain, s.id)).await
     }
 }
 
@@ -338,46 +331,4 @@ fn start(
     let id = drain.next_id.get();
     drain.next_id.set(id + 1);
     Some(Started { client, stream, id, express })
-}
-
-/// hyper serves the connection (`first`: no request was served on it yet,
-/// so it may be HTTP/2).
-async fn serve_hyper(client: Rc<Client>, io: Rewind, first: bool, servers: &Servers, drain: &Rc<Drain>, id: u64) {
-    let config = &client.worker.shared.config;
-    let peer = client.addr;
-    // HTTP/2 only from a connection's first bytes; a client silent (or
-    // halfway through a preface) for header_read_timeout, or when the
-    // worker stops, is closed.
-    let (io, h2) = match first {
-        true => {
-            let sniffed = crate::lanes::http2::sniff(io, config.header_read_timeout, drain.stopped(id)).await;
-            drain.unregister(id);
-            match sniffed {
-                Some(sniffed) => sniffed,
-                None => return,
-            }
-        }
-        false => (io, false),
-    };
-    let activity = Activity::new(h2);
-    // Closed by perfproxy first, the socket comes back for a lingering close.
-    let (io, mut returned) = ClientIo::new(io, activity.clone());
-    let failed = if h2 {
-        crate::lanes::http2::serve(client, io, activity, &servers.http2, drain, id).await
-    } else {
-        let service = crate::lanes::service::service(client, activity.clone());
-        let conn = servers.http1.serve_connection(TokioIo::new(io), service).with_upgrades();
-        let ended = Drainable::new(conn, drain.clone(), id, activity).await;
-        if let Err(e) = &ended {
-            debug!(error = %e, %peer, "client connection ended");
-        }
-        ended.is_err()
-    };
-    // Back when hyper dropped it (not when it became a tunnel): lingering
-    // after hyper's own error answers (a 400, 431) or with input waiting.
-    if let Ok(io) = returned.try_recv() {
-        if failed || io.has_unread() {
-            Box::pin(crate::lanes::linger::discard(io)).await;
-        }
-    }
 }

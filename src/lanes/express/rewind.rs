@@ -25,6 +25,15 @@ impl Rewind {
         (self.prefix, self.inner)
     }
 
+    /// Resolves when there is input (or the client closed): at once while
+    /// bytes are still to replay.
+    pub async fn readable(&self) -> io::Result<()> {
+        if !self.prefix.is_empty() {
+            return Ok(());
+        }
+        std::future::poll_fn(|cx| self.inner.poll_read_ready(cx)).await
+    }
+
     /// Whether input is waiting: bytes still to replay, or in the socket.
     pub fn has_unread(&self) -> bool {
         !self.prefix.is_empty() || crate::lanes::linger::readable(&self.inner)

@@ -174,18 +174,44 @@ struct Conn {
     upstream_deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
-/// Moves a connection's `timer` to `deadline` (`timeout` from now), unless
-/// it is set to expire less than a lazy delay before it: an eighth of the
-/// timeout, 300 ms at most (nginx's `NGX_TIMER_LAZY_DELAY`). Back-to-back
-/// requests then leave it alone; a client still gets at least 7/8 of
-/// its timeout.
-fn move_timer(timer: Pin<&mut tokio::time::Sleep>, deadline: tokio::time::Instant, timeout: std::time::Duration) {
+/// A connection's `timer` made to expire at `deadline` (`timeout` from
+/// now), exactly, for little: the timer is moved only when it is set to
+/// fire more than a lazy delay (an eighth of the timeout, 300 ms at most;
+/// nginx's `NGX_TIMER_LAZY_DELAY`) before `deadline`, so back-to-back
+/// requests leave it alone; when it fires before `deadline`, it is moved
+/// then and waited for again.
+fn deadline(
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+) -> Deadline<'_> {
     let lazy = (timeout / 8).min(std::time::Duration::from_millis(300));
     let set = timer.deadline();
-    if set <= deadline && deadline - set < lazy && !timer.is_elapsed() {
-        return;
+    if set > deadline || deadline - set >= lazy || timer.is_elapsed() {
+        timer.as_mut().reset(deadline);
     }
-    timer.reset(deadline);
+    Deadline { timer, at: deadline }
+}
+
+/// Resolves at `at` (see [`deadline`]).
+struct Deadline<'a> {
+    timer: Pin<&'a mut tokio::time::Sleep>,
+    at: tokio::time::Instant,
+}
+
+impl Future for Deadline<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        loop {
+            std::task::ready!(self.timer.as_mut().poll(cx));
+            if tokio::time::Instant::now() >= self.at {
+                return Poll::Ready(());
+            }
+            let at = self.at;
+            self.timer.as_mut().reset(at);
+        }
+    }
 }
 
 /// Serves a client connection until it closes or needs hyper. `id` is its
@@ -279,8 +305,8 @@ impl Conn {
     /// is stopping and no request has begun (a partial head included).
     async fn read_head(&mut self) -> Option<Parsed> {
         let config = &self.client.worker.shared.config;
-        let deadline = tokio::time::Instant::now() + config.header_read_timeout;
-        move_timer(self.head_deadline.as_mut(), deadline, config.header_read_timeout);
+        let head_by = tokio::time::Instant::now() + config.header_read_timeout;
+        let timeout = config.header_read_timeout;
         loop {
             if !self.buf.is_empty() {
                 match self.head.parse(&self.buf) {
@@ -306,7 +332,7 @@ impl Conn {
                 let ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
                 let drain = &self.drain;
                 let stopped = std::future::poll_fn(|_| if drain.stopping() { Poll::Ready(()) } else { Poll::Pending });
-                let expired = self.head_deadline.as_mut();
+                let expired = deadline(self.head_deadline.as_mut(), head_by, timeout);
                 tokio::select! {
                     biased;
                     ready = ready => if ready.is_err() { return None },
@@ -325,7 +351,7 @@ impl Conn {
             // No request is in progress until its head is whole: the
             // worker's stop ends an idle connection or a partial head.
             let stopped = std::future::poll_fn(|_| if drain.stopping() { Poll::Ready(()) } else { Poll::Pending });
-            let expired = self.head_deadline.as_mut();
+            let expired = deadline(self.head_deadline.as_mut(), head_by, timeout);
             tokio::select! {
                 biased;
                 read = read => match read {

@@ -174,8 +174,10 @@ fn method_label(m: &Method) -> &str {
     }
 }
 
-/// Paths a worker keeps with their route ([`RouteCache`]'s `verbatim`), at most.
+/// Paths a worker keeps with their route ([`RouteCache`]'s `verbatim`), at
+/// most, and the longest path kept: about 1 MB a worker at worst.
 const VERBATIM_KEPT: usize = 4096;
+const VERBATIM_LONGEST: usize = 256;
 
 #[derive(Debug, Default)]
 struct Labels {
@@ -272,7 +274,13 @@ impl RouteTable {
         };
         // Its own label, reached by normalising (not a pattern, not as gRPC):
         // the same path resolves the same way until the patterns change.
-        let own = !grpc && &buf[prefix..] == path && !cache.patterns.iter().any(|p| p.matches(method, path));
+        // Not a long path (the map is bounded in bytes too), nor a method
+        // labelled `OTHER` (patterns tell those methods apart; the key does not).
+        let own = !grpc
+            && path.len() <= VERBATIM_LONGEST
+            && method_label(method) != "OTHER"
+            && &buf[prefix..] == path
+            && !cache.patterns.iter().any(|p| p.matches(method, path));
         if own {
             if cache.verbatim.len() >= VERBATIM_KEPT {
                 cache.verbatim.clear();
@@ -395,6 +403,31 @@ mod tests {
             assert_eq!(name(Method::POST, "/orders", true, &mut c), "POST /orders");
             assert_eq!(name(Method::POST, "/orders", false, &mut c), "POST /orders");
         }
+    }
+
+    #[test]
+    fn other_methods_are_told_apart_by_patterns_whatever_came_first() {
+        let t = RouteTable::new(vec![RoutePattern::parse("PROPFIND /dav/:x").unwrap()], 100);
+        let mut c = RouteCache::default();
+        let name = |m: &[u8], c: &mut RouteCache| {
+            t.name(t.resolve(&Method::from_bytes(m).unwrap(), "/dav/abc", c)).to_string()
+        };
+        assert_eq!(name(b"MKCOL", &mut c), "OTHER /dav/abc");
+        assert_eq!(name(b"PROPFIND", &mut c), "OTHER /dav/:x");
+        assert_eq!(name(b"PROPFIND", &mut c), "OTHER /dav/:x");
+        assert_eq!(name(b"MKCOL", &mut c), "OTHER /dav/abc");
+    }
+
+    #[test]
+    fn long_paths_are_resolved_but_not_kept() {
+        let t = RouteTable::new(vec![], 100);
+        let mut c = RouteCache::default();
+        let long = format!("/{}", "a".repeat(VERBATIM_LONGEST + 10));
+        let short = "/static/app.js";
+        t.resolve(&Method::GET, &long, &mut c);
+        t.resolve(&Method::GET, short, &mut c);
+        assert_eq!(c.verbatim.len(), 1);
+        assert!(c.verbatim.contains_key(format!("GET {short}").as_str()));
     }
 
     #[test]

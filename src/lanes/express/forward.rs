@@ -127,9 +127,8 @@ impl Conn {
                 };
                 // A client that leaves before its answer: the upstream request is
                 // dropped (its connection closed), as hyper and nginx do.
-                let deadline = tokio::time::Instant::from_std(sent) + timeout;
-                super::move_timer(self.upstream_deadline.as_mut(), deadline, timeout);
-                let expired = self.upstream_deadline.as_mut();
+                let answer_by = tokio::time::Instant::from_std(sent) + timeout;
+                let expired = super::deadline(self.upstream_deadline.as_mut(), answer_by, timeout);
                 let e = match tokio::select! {
                     biased;
                     exchanged = exchange.run() => Ok(exchanged),

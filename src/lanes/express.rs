@@ -176,16 +176,19 @@ struct Conn {
 
 /// A connection's `timer` made to expire at `deadline` (`timeout` from
 /// now), exactly, for little: the timer is moved only when it is set to
-/// fire more than a lazy delay (an eighth of the timeout, 300 ms at most;
-/// nginx's `NGX_TIMER_LAZY_DELAY`) before `deadline`, so back-to-back
-/// requests leave it alone; when it fires before `deadline`, it is moved
-/// then and waited for again.
+/// fire more than a lazy delay (300 ms, nginx's `NGX_TIMER_LAZY_DELAY`, for
+/// timeouts of 2.4 s or more; none below) before `deadline`, so
+/// back-to-back requests leave it alone; when it fires before `deadline`,
+/// it is moved then and waited for again.
 fn deadline(
     mut timer: Pin<&mut tokio::time::Sleep>,
     deadline: tokio::time::Instant,
     timeout: std::time::Duration,
 ) -> Deadline<'_> {
-    let lazy = (timeout / 8).min(std::time::Duration::from_millis(300));
+    // 300 ms for timeouts of 2.4 s or more (an eighth of those is more);
+    // shorter ones are moved every time. Compares only: this runs per request.
+    const LAZY: std::time::Duration = std::time::Duration::from_millis(300);
+    let lazy = if timeout >= LAZY * 8 { LAZY } else { std::time::Duration::ZERO };
     let set = timer.deadline();
     if set > deadline || deadline - set >= lazy || timer.is_elapsed() {
         timer.as_mut().reset(deadline);

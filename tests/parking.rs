@@ -92,3 +92,22 @@ async fn a_parked_connection_is_closed_after_the_idle_timeout() {
     assert!(took >= Duration::from_millis(350) && took < Duration::from_millis(2500), "{took:?}");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_parked_connection_gets_one_timeout_for_the_idle_wait_and_the_head() {
+    let (up, proxy) = hyper_lane("header_read_timeout_ms = 1000\n").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /s0 HTTP/1.1\r\nHost: app\r\n\r\n").await.unwrap();
+    let (resp, _) = read_until_quiet(&mut s, Duration::from_millis(100)).await;
+    assert_eq!(answers(&resp), 1, "{resp}");
+    // Idle (parked), then a head begun and finished past the one timeout.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.write_all(b"G").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let _ = s.write_all(b"ET /s1 HTTP/1.1\r\nHost: app\r\n\r\n").await;
+    let (resp, closed) = read_until_quiet(&mut s, Duration::from_millis(500)).await;
+    assert_eq!(answers(&resp), 0, "{resp}");
+    assert!(closed, "closed once the head was not whole in time");
+    assert_eq!(up.seen().len(), 1);
+    proxy.shutdown().await;
+}

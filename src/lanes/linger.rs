@@ -128,6 +128,11 @@ impl Activity {
         self.drained.store(true, Ordering::Relaxed);
     }
 
+    /// Whether a request ever began on the connection.
+    pub fn ever_busy(&self) -> bool {
+        self.ever_busy.load(Ordering::Relaxed)
+    }
+
     /// Notes whether the request hyper just read came with a body.
     pub fn last_request_bodiless(&self, bodiless: bool) {
         self.bodiless.store(bodiless, Ordering::Relaxed);

@@ -60,6 +60,10 @@ pub(crate) async fn serve(client: Rc<Client>, io: Rewind, first: bool, servers: 
         let failed = crate::lanes::http2::serve(client, io, activity, &servers.http2, drain, id).await;
         return linger_if(failed, returned).await;
     }
+    // After a park: when the next head must be whole (one
+    // `header_read_timeout_ms` for the idle wait and the head, as hyper's
+    // own timer and the express lane count it).
+    let mut head_by: Option<tokio::time::Instant> = None;
     loop {
         let activity = Activity::new(false);
         // Closed by perfproxy first, the socket comes back for a lingering
@@ -67,7 +71,28 @@ pub(crate) async fn serve(client: Rc<Client>, io: Rewind, first: bool, servers: 
         let (client_io, returned) = ClientIo::parking(io, activity.clone());
         let service = service(client.clone(), activity.clone());
         let conn = servers.http1.serve_connection(TokioIo::new(client_io), service).with_upgrades();
-        let ended = Drainable::new(conn, drain.clone(), id, activity.clone()).await;
+        let mut serving = Drainable::new(conn, drain.clone(), id, activity.clone());
+        // hyper's connection holds the socket: it is dropped as soon as it
+        // ends (`serving.await` consumes it), so the socket comes back.
+        let ended = match head_by {
+            None => serving.await,
+            Some(by) => {
+                let late = async {
+                    tokio::time::sleep_until(by).await;
+                    if activity.ever_busy() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let ended = tokio::select! {
+                    biased;
+                    ended = &mut serving => ended,
+                    // No head whole in time: closed, as an idle connection.
+                    () = late => return,
+                };
+                drop(serving);
+                ended
+            }
+        };
         if let Err(e) = &ended {
             debug!(error = %e, peer = %client.addr, "client connection ended");
         }
@@ -75,11 +100,13 @@ pub(crate) async fn serve(client: Rc<Client>, io: Rewind, first: bool, servers: 
             return linger_if(ended.is_err(), returned).await;
         }
         let Ok(parked) = returned.await else { return };
+        let by = tokio::time::Instant::now() + config.header_read_timeout;
+        head_by = Some(by);
         // Its next request, within the idle timeout, unless the worker stops.
         let waited = tokio::select! {
             biased;
             () = drain.stopped(id) => false,
-            ready = tokio::time::timeout(config.header_read_timeout, parked.readable()) => matches!(ready, Ok(Ok(()))),
+            ready = tokio::time::timeout_at(by, parked.readable()) => matches!(ready, Ok(Ok(()))),
         };
         drain.unregister(id);
         if !waited {

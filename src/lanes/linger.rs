@@ -231,9 +231,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<T> {
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for ClientIo<T> {
     fn drop(&mut self) {
-        let parked = self.activity.parked() && !self.client_closed;
-        let lingers = parked || (!self.client_closed && !self.activity.drained.load(Ordering::Relaxed));
-        if let (Some(io), Some(back), true) = (self.io.take(), self.back.take(), lingers) {
+        // Back unless the client closed first: parked (to serve again), or
+        // for a lingering close unless the drain closed it idle.
+        let hand_back =
+            !self.client_closed && (self.activity.parked() || !self.activity.drained.load(Ordering::Relaxed));
+        if let (Some(io), Some(back), true) = (self.io.take(), self.back.take(), hand_back) {
             // Nobody waiting (an upgraded connection's tunnel): just closed.
             let _ = back.send(io);
         }

@@ -256,11 +256,13 @@ impl RouteTable {
             }
             buf.truncate(prefix);
         }
-        match cache.patterns.iter().find(|p| p.matches(method, path)) {
+        let pattern = cache.patterns.iter().find(|p| p.matches(method, path));
+        match pattern {
             Some(p) => buf.push_str(p.template()),
             None if grpc && is_grpc_method(path) => buf.push_str(path),
             None => normalise_into(path, buf),
         }
+        let by_pattern = pattern.is_some();
         let id = match cache.known.get(buf.as_str()) {
             Some(id) => *id,
             None => {
@@ -279,8 +281,8 @@ impl RouteTable {
         let own = !grpc
             && path.len() <= VERBATIM_LONGEST
             && method_label(method) != "OTHER"
-            && &buf[prefix..] == path
-            && !cache.patterns.iter().any(|p| p.matches(method, path));
+            && !by_pattern
+            && &buf[prefix..] == path;
         if own {
             if cache.verbatim.len() >= VERBATIM_KEPT {
                 cache.verbatim.clear();

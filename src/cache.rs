@@ -180,6 +180,12 @@ impl Cache {
         shard
     }
 
+    /// What the memory layer's side structures hold: the path and tag
+    /// index, and the misses in flight (`/performance` `memory.held`).
+    pub fn held(&self) -> (index::IndexSizes, usize) {
+        (self.index.sizes(), self.flights.in_flight())
+    }
+
     pub fn stats(&self) -> Stats {
         let shards = self.shards.lock().expect("no code panics holding the shard list");
         let mut s = Stats::default();
@@ -194,6 +200,10 @@ impl Cache {
             s.invalidations += get(&c.invalidations);
             s.errors += get(&c.errors);
         }
+        // The layer's counts move when it applies its pending work, which
+        // quiet traffic may not trigger: apply it first, so the figures
+        // (and `memory.held`) say what is held now.
+        self.memory.run_pending_tasks();
         s.memory_bytes = self.memory.weighted_size();
         s.entries = self.memory.entry_count();
         s

@@ -116,6 +116,11 @@ impl UpstreamPool {
         self.protocol.h2c_for(grpc)
     }
 
+    /// Idle connections held now.
+    pub fn idle_len(&self) -> usize {
+        self.idle.borrow().len()
+    }
+
     /// An idle connection the upstream has not closed, if there is one.
     pub fn take(&self) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();

@@ -171,6 +171,8 @@ pub struct Pool {
 pub struct MemoryView {
     pub rss_bytes: u64,
     pub peak_rss_bytes: u64,
+    /// What each structure a client can grow holds now.
+    pub held: crate::shared::held::Held,
 }
 
 #[derive(Serialize)]
@@ -316,7 +318,7 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
             slow_queries: db_report.as_ref().map_or_else(Vec::new, |r| r.slow_queries.clone()),
             advice: db_report.as_ref().map_or_else(Vec::new, |r| r.advice.clone()),
         },
-        memory: MemoryView { rss_bytes: rss, peak_rss_bytes: peak },
+        memory: MemoryView { rss_bytes: rss, peak_rss_bytes: peak, held: crate::shared::held::Held::read(shared) },
         system: SystemView {
             uptime_seconds: shared.started.elapsed().as_secs(),
             version: crate::system::VERSION,

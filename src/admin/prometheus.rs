@@ -277,6 +277,13 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
         MetricType::GAUGE,
         vec![gauge(&[], peak as f64)],
     ));
+    let held = crate::shared::held::Held::read(shared);
+    families.push(family(
+        "perfproxy_held_entries",
+        "Entries held now by each structure a client can grow (bytes for cache_bytes); /performance memory.held",
+        MetricType::GAUGE,
+        held.named().iter().map(|(name, v)| gauge(&[("structure", name)], *v)).collect(),
+    ));
     families.push(family("perfproxy_uptime_seconds", "Time since start", MetricType::GAUGE, vec![gauge(&[], uptime)]));
     families.push(family(
         "perfproxy_admin_document_builds_total",

@@ -6,6 +6,7 @@
 //! leader whose answer turns out uncacheable only adds its latency).
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,16 +19,20 @@ const STORABLE_FOR: Duration = Duration::from_secs(600);
 
 /// What one worker remembers of keys (no lock, no shared state: each
 /// worker learns for itself, at the price of one extra miss per worker).
-/// Looked up on every request the cache passes: hashed with foldhash
-/// (seeded per process), not SipHash.
+/// Looked up on every request the cache passes. A key is remembered by its
+/// 64-bit hash (foldhash, seeded per process), not its text: 24 bytes an
+/// entry whatever the URL's length. Two keys sharing a hash (about one
+/// pair in 10^19) would share what is remembered of them: a pass or a
+/// collapse too many, never a wrong answer.
 /// Both maps are bounded: past [`MAX_REMEMBERED`] expired keys go, then all.
 #[derive(Debug, Default)]
 pub struct Passes {
-    until: foldhash::HashMap<String, Instant>,
-    storable: foldhash::HashMap<String, Instant>,
+    hasher: foldhash::fast::RandomState,
+    until: foldhash::HashMap<u64, Instant>,
+    storable: foldhash::HashMap<u64, Instant>,
 }
 
-fn remember(map: &mut foldhash::HashMap<String, Instant>, key: &str, until: Instant) {
+fn remember(map: &mut foldhash::HashMap<u64, Instant>, key: u64, until: Instant) {
     if map.len() >= MAX_REMEMBERED {
         let now = Instant::now();
         map.retain(|_, t| *t > now);
@@ -35,19 +40,29 @@ fn remember(map: &mut foldhash::HashMap<String, Instant>, key: &str, until: Inst
             map.clear();
         }
     }
-    map.insert(key.to_string(), until);
+    map.insert(key, until);
 }
 
 impl Passes {
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Keys remembered (hit-for-pass, storable).
+    pub fn held(&self) -> (usize, usize) {
+        (self.until.len(), self.storable.len())
+    }
+
     /// Whether `key` is a pass now (found uncacheable within `cache.uncacheable_ttl_ms`).
     pub fn active(&self, key: &str) -> bool {
-        self.until.get(key).is_some_and(|until| Instant::now() < *until)
+        self.until.get(&self.hash(key)).is_some_and(|until| Instant::now() < *until)
     }
 
     /// `key`'s response could not be stored: straight upstream for `ttl`.
     pub fn mark(&mut self, key: &str, ttl: Duration) {
-        self.storable.remove(key);
-        remember(&mut self.until, key, Instant::now() + ttl);
+        let h = self.hash(key);
+        self.storable.remove(&h);
+        remember(&mut self.until, h, Instant::now() + ttl);
     }
 
     /// `key`'s answer, `status`, could not be stored: hit-for-miss for
@@ -60,19 +75,21 @@ impl Passes {
 
     /// `key` may be storable again: looked up from its next request on.
     pub fn forget(&mut self, key: &str) {
-        self.until.remove(key);
+        let h = self.hash(key);
+        self.until.remove(&h);
     }
 
     /// `key`'s response was stored: its misses are worth collapsing.
     pub fn mark_storable(&mut self, key: &str) {
-        if !self.storable.contains_key(key) {
-            remember(&mut self.storable, key, Instant::now() + STORABLE_FOR);
+        let h = self.hash(key);
+        if !self.storable.contains_key(&h) {
+            remember(&mut self.storable, h, Instant::now() + STORABLE_FOR);
         }
     }
 
     /// Whether `key`'s last response was stored (recently).
     pub fn storable(&self, key: &str) -> bool {
-        self.storable.get(key).is_some_and(|until| Instant::now() < *until)
+        self.storable.get(&self.hash(key)).is_some_and(|until| Instant::now() < *until)
     }
 }
 
@@ -105,6 +122,11 @@ pub enum Joined {
 }
 
 impl Flights {
+    /// Misses in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.map.lock().expect("no code panics holding the flight map").len()
+    }
+
     pub fn join(self: &Arc<Self>, key: &str) -> Joined {
         let mut map = self.map.lock().expect("no code panics holding the flight map");
         if let Some(tx) = map.get(key) {
@@ -112,5 +134,25 @@ impl Flights {
         }
         map.insert(key.to_string(), watch::channel(()).0);
         Joined::Leader(FlightGuard { flights: self.clone(), key: key.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_keys_stay_bounded() {
+        let mut passes = Passes::default();
+        let ttl = Duration::from_secs(60);
+        for i in 0..MAX_REMEMBERED + 10 {
+            passes.mark(&format!("/u/{i}"), ttl);
+            passes.mark_storable(&format!("/s/{i}"));
+        }
+        let (until, storable) = passes.held();
+        assert!(until <= MAX_REMEMBERED && storable <= MAX_REMEMBERED, "{until} {storable}");
+        assert!(passes.active(&format!("/u/{}", MAX_REMEMBERED + 9)), "the newest key is kept");
+        passes.forget(&format!("/u/{}", MAX_REMEMBERED + 9));
+        assert_eq!(passes.held().0, until - 1);
     }
 }

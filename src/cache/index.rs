@@ -19,8 +19,25 @@ use super::key::{path_of, Glob};
 /// whatever cause the memory layer reports.
 #[derive(Debug, Default)]
 pub struct PathIndex {
-    by_path: Mutex<BTreeMap<String, HashMap<String, usize>>>,
+    by_path: Mutex<ByPath>,
     tags: Mutex<Tags>,
+}
+
+/// Keys by path, and how many keys in all (for `/performance`'s
+/// `memory.held`, without a walk).
+#[derive(Debug, Default)]
+struct ByPath {
+    map: BTreeMap<String, HashMap<String, usize>>,
+    keys: usize,
+}
+
+/// How much the index holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IndexSizes {
+    pub paths: usize,
+    pub keys: usize,
+    pub tags: usize,
+    pub tagged_keys: usize,
 }
 
 /// Keys by tag, and each tagged key's tags (to forget it everywhere).
@@ -59,17 +76,20 @@ impl PathIndex {
                 t.of_key.insert(key.to_string(), tags.to_vec());
             }
         }
-        let mut map = self.by_path.lock().expect("no code panics holding the path index");
+        let mut guard = self.by_path.lock().expect("no code panics holding the path index");
+        let by_path = &mut *guard;
         let path = path_of(key);
-        match map.get_mut(path) {
+        match by_path.map.get_mut(path) {
             Some(keys) => match keys.get_mut(key) {
                 Some(s) => *s = slot,
                 None => {
                     keys.insert(key.to_string(), slot);
+                    by_path.keys += 1;
                 }
             },
             None => {
-                map.insert(path.to_string(), HashMap::from([(key.to_string(), slot)]));
+                by_path.map.insert(path.to_string(), HashMap::from([(key.to_string(), slot)]));
+                by_path.keys += 1;
             }
         }
     }
@@ -79,21 +99,23 @@ impl PathIndex {
     /// stays). A key an invalidation already took out of the path map
     /// still loses its tags here.
     pub fn remove(&self, key: &str, slot: usize) {
-        let mut map = self.by_path.lock().expect("no code panics holding the path index");
+        let mut guard = self.by_path.lock().expect("no code panics holding the path index");
+        let by_path = &mut *guard;
         let path = path_of(key);
-        if let Some(keys) = map.get_mut(path) {
+        if let Some(keys) = by_path.map.get_mut(path) {
             match keys.get(key) {
                 Some(s) if *s != slot => return,
                 Some(_) => {
                     keys.remove(key);
                     if keys.is_empty() {
-                        map.remove(path);
+                        by_path.map.remove(path);
                     }
+                    by_path.keys -= 1;
                 }
                 None => {}
             }
         }
-        drop(map);
+        drop(guard);
         let mut t = self.tags.lock().expect("no code panics holding the tag index");
         if let Some(tags) = t.of_key.remove(key) {
             for tag in tags {
@@ -104,18 +126,23 @@ impl PathIndex {
 
     /// Takes out every key whose path `pattern` selects, and returns them.
     pub fn take_matching(&self, pattern: &Glob) -> Vec<String> {
-        let mut map = self.by_path.lock().expect("no code panics holding the path index");
-        if pattern.is_exact() {
-            return map.remove(pattern.as_str()).map(|keys| keys.into_keys().collect()).unwrap_or_default();
-        }
-        let prefix = pattern.literal_prefix();
-        let paths: Vec<String> = map
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
-            .take_while(|(path, _)| path.starts_with(prefix))
-            .filter(|(path, _)| pattern.matches(path))
-            .map(|(path, _)| path.clone())
-            .collect();
-        paths.iter().filter_map(|p| map.remove(p)).flat_map(HashMap::into_keys).collect()
+        let mut guard = self.by_path.lock().expect("no code panics holding the path index");
+        let by_path = &mut *guard;
+        let taken: Vec<String> = if pattern.is_exact() {
+            by_path.map.remove(pattern.as_str()).map(|keys| keys.into_keys().collect()).unwrap_or_default()
+        } else {
+            let prefix = pattern.literal_prefix();
+            let paths: Vec<String> = by_path
+                .map
+                .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+                .take_while(|(path, _)| path.starts_with(prefix))
+                .filter(|(path, _)| pattern.matches(path))
+                .map(|(path, _)| path.clone())
+                .collect();
+            paths.iter().filter_map(|p| by_path.map.remove(p)).flat_map(HashMap::into_keys).collect()
+        };
+        by_path.keys -= taken.len();
+        taken
     }
 
     /// The keys carrying `tag` (they stay indexed until they leave memory).
@@ -126,11 +153,21 @@ impl PathIndex {
 
     /// Paths indexed (for tests and figures).
     pub fn paths(&self) -> usize {
-        self.by_path.lock().expect("no code panics holding the path index").len()
+        self.by_path.lock().expect("no code panics holding the path index").map.len()
+    }
+
+    /// What the index holds now.
+    pub fn sizes(&self) -> IndexSizes {
+        let (paths, keys) = {
+            let by_path = self.by_path.lock().expect("no code panics holding the path index");
+            (by_path.map.len(), by_path.keys)
+        };
+        let t = self.tags.lock().expect("no code panics holding the tag index");
+        IndexSizes { paths, keys, tags: t.keys.len(), tagged_keys: t.of_key.len() }
     }
 
     pub fn clear(&self) {
-        self.by_path.lock().expect("no code panics holding the path index").clear();
+        *self.by_path.lock().expect("no code panics holding the path index") = ByPath::default();
         let mut t = self.tags.lock().expect("no code panics holding the tag index");
         t.keys.clear();
         t.of_key.clear();
@@ -163,8 +200,10 @@ mod tests {
         under.sort();
         assert_eq!(under, ["/a/1/c h", "/a/2 h"]);
         assert_eq!(index.paths(), 1);
+        assert_eq!(index.sizes(), IndexSizes { paths: 1, keys: 1, tags: 2, tagged_keys: 2 });
         index.remove("/b/1 h", 3);
         assert_eq!(index.paths(), 0);
+        assert_eq!(index.sizes(), IndexSizes { paths: 0, keys: 0, tags: 1, tagged_keys: 1 }, "/a/1 keeps its tag");
         index.remove("/a/1 h", 2);
         assert!(index.tagged("user-1").is_empty() && index.tagged("b").is_empty(), "tags follow removals");
         assert!(index.take_matching(&Glob::new("*")).is_empty());

@@ -250,6 +250,12 @@ impl History {
         lock(&self.queue).clear();
     }
 
+    /// What history holds: rollups queued for the database, points kept in
+    /// memory, series remembered between rollups.
+    pub fn held(&self) -> (usize, usize, usize) {
+        (lock(&self.queue).len(), lock(&self.memory).len(), lock(&self.before).len())
+    }
+
     /// Queues the rollups of what happened since the last ones.
     fn roll_up(&self, traffic: &impl Traffic, minute: SystemTime) {
         if self.pool.is_none() || !self.on() {

@@ -215,6 +215,7 @@ async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accep
         tokio::task::spawn_local(recorder.publish_periodically(Duration::from_millis(50)));
     }
     let drain = Rc::new(Drain::default());
+    tokio::task::spawn_local(publish_held(worker.clone(), drain.clone()));
     loop {
         tokio::select! {
             biased;
@@ -239,6 +240,14 @@ async fn serve_worker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Accep
     }
     if let Some(recorder) = &worker.recorder {
         recorder.publish();
+    }
+}
+
+/// Publishes the worker's sizes (`memory.held`) once a second.
+async fn publish_held(worker: Rc<Worker>, drain: Rc<Drain>) {
+    loop {
+        worker.publish_held(drain.open.get());
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Shared {
     pub limits: crate::admit::limits::LiveLimits,
     /// Every worker's top-client counts.
     pub top_clients: crate::admit::clients::top::TopClients,
+    /// Every worker's sizes of what it holds (`memory.held`).
+    pub held: crate::shared::held::HeldBoard,
     /// Set at SIGTERM: readiness answers 503 and every response closes its
     /// connection, while new connections are still served (`shutdown_delay_ms`).
     draining: std::sync::atomic::AtomicBool,
@@ -98,6 +100,7 @@ impl Shared {
         Arc::new(Shared {
             limits,
             top_clients,
+            held: Default::default(),
             config,
             live,
             routes,
@@ -160,6 +163,8 @@ pub struct Worker {
     pub document_pace: DocumentPace,
     /// This worker's handle on the rate limits in force.
     pub limits: crate::admit::limits::WorkerLimits,
+    /// Where this worker publishes its sizes ([`Worker::publish_held`]).
+    pub held: Arc<crate::shared::held::WorkerHeld>,
 }
 
 impl Worker {
@@ -176,7 +181,9 @@ impl Worker {
         );
         let recorder = shared.metrics.enabled().then(|| Rc::new(shared.metrics.recorder(shared.top_clients.tally())));
         let cache_counters = shared.cache.counters();
+        let held = shared.held.join();
         Rc::new(Worker {
+            held,
             shared,
             upstream,
             route_cache: RefCell::default(),

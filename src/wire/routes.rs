@@ -329,6 +329,18 @@ impl RouteTable {
     pub fn names(&self) -> Vec<Arc<str>> {
         self.labels.lock().expect("route label lock is never poisoned: no panics under it").names.clone()
     }
+
+    /// Labels interned so far (at most `max_routes` plus one `OTHER` per method).
+    pub fn label_count(&self) -> usize {
+        self.labels.lock().expect("route label lock is never poisoned: no panics under it").names.len()
+    }
+}
+
+impl RouteCache {
+    /// Paths and labels this worker remembers (each map is bounded).
+    pub fn held(&self) -> usize {
+        self.known.len() + self.verbatim.len()
+    }
 }
 
 #[cfg(test)]

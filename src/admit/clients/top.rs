@@ -68,6 +68,13 @@ impl TopClients {
         Tally::new(self.window, (self.count * 2).max(64), board)
     }
 
+    /// Candidates on every worker's board now (each board is bounded by
+    /// twice `top_clients.count`, 64 at least).
+    pub fn held(&self) -> usize {
+        let boards = lock(&self.boards).clone();
+        boards.iter().map(|b| lock(b).len()).sum()
+    }
+
     /// The first `top_clients.count` clients by rate, over every worker.
     pub fn top(&self) -> Vec<TopClient> {
         let boards = lock(&self.boards).clone();

@@ -187,6 +187,11 @@ impl Cache {
     }
 
     pub fn stats(&self) -> Stats {
+        // The layer's counts move when it applies its pending work, which
+        // quiet traffic may not trigger: apply it first (its eviction
+        // listener runs here, before any lock of ours is taken), so the
+        // figures (and `memory.held`) say what is held now.
+        self.memory.run_pending_tasks();
         let shards = self.shards.lock().expect("no code panics holding the shard list");
         let mut s = Stats::default();
         for c in shards.iter() {
@@ -200,10 +205,6 @@ impl Cache {
             s.invalidations += get(&c.invalidations);
             s.errors += get(&c.errors);
         }
-        // The layer's counts move when it applies its pending work, which
-        // quiet traffic may not trigger: apply it first, so the figures
-        // (and `memory.held`) say what is held now.
-        self.memory.run_pending_tasks();
         s.memory_bytes = self.memory.weighted_size();
         s.entries = self.memory.entry_count();
         s

@@ -7,6 +7,7 @@ use hdrhistogram::Counter;
 use serde::Serialize;
 
 use crate::observe::metrics::{Snapshot, Stats};
+use crate::shared::held::Held;
 use crate::shared::state::Shared;
 use crate::watch::health::CheckStatus;
 
@@ -172,7 +173,7 @@ pub struct MemoryView {
     pub rss_bytes: u64,
     pub peak_rss_bytes: u64,
     /// What each structure a client can grow holds now.
-    pub held: crate::shared::held::Held,
+    pub held: Held,
 }
 
 #[derive(Serialize)]
@@ -318,7 +319,7 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
             slow_queries: db_report.as_ref().map_or_else(Vec::new, |r| r.slow_queries.clone()),
             advice: db_report.as_ref().map_or_else(Vec::new, |r| r.advice.clone()),
         },
-        memory: MemoryView { rss_bytes: rss, peak_rss_bytes: peak, held: crate::shared::held::Held::read(shared) },
+        memory: MemoryView { rss_bytes: rss, peak_rss_bytes: peak, held: held(shared) },
         system: SystemView {
             uptime_seconds: shared.started.elapsed().as_secs(),
             version: crate::system::VERSION,
@@ -330,6 +331,30 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
         scope: None,
         instances: None,
     }
+}
+
+/// What each structure a client can grow holds now (`memory.held`).
+pub fn held(shared: &Shared) -> Held {
+    let cache = shared.cache.stats();
+    let (index, flights) = shared.cache.held();
+    let (history_queue, history_points, history_series) = shared.history.held();
+    Held {
+        cache_entries: cache.entries,
+        cache_bytes: cache.memory_bytes,
+        cache_index_paths: index.paths,
+        cache_index_keys: index.keys,
+        cache_tags: index.tags,
+        cache_tagged_keys: index.tagged_keys,
+        cache_flights: flights,
+        route_labels: shared.routes.label_count(),
+        clients: shared.top_clients.held(),
+        history_queue,
+        history_points,
+        history_series,
+        alerts_firing: shared.alerts.firing().len(),
+        ..Held::default()
+    }
+    .with_workers(&shared.held)
 }
 
 /// The total's window slots, oldest first.

@@ -277,7 +277,7 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
         MetricType::GAUGE,
         vec![gauge(&[], peak as f64)],
     ));
-    let held = crate::shared::held::Held::read(shared);
+    let held = crate::admin::performance::held(shared);
     families.push(family(
         "perfproxy_held_entries",
         "Entries held now by each structure a client can grow (bytes for cache_bytes); /performance memory.held",

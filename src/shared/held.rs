@@ -3,14 +3,13 @@
 //! a growth in a long run points at its cause (`bench/soak.sh`). What only a
 //! worker can read (its hit-for-pass keys, route memo, idle upstream
 //! connections, open connections) it publishes into its own
-//! [`WorkerHeld`] once a second; the rest is read when the document is built.
+//! [`WorkerHeld`] once a second (`Worker::publish_held`); the rest is read
+//! when the document is built (`admin::performance::held`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-
-use crate::shared::state::{Shared, Worker};
 
 /// One worker's sizes, as it last published them.
 #[derive(Debug, Default)]
@@ -42,18 +41,25 @@ impl HeldBoard {
     }
 }
 
-impl Worker {
-    /// Publishes this worker's sizes; `connections`: the client
-    /// connections it has open.
-    pub fn publish_held(&self, connections: usize) {
-        let (passes, storable) = self.cache_passes.borrow().held();
-        let h = &self.held;
-        h.hit_for_pass.store(passes, Ordering::Relaxed);
-        h.storable_keys.store(storable, Ordering::Relaxed);
-        h.route_memo.store(self.route_cache.borrow().held(), Ordering::Relaxed);
-        h.upstream_idle.store(self.upstream.idle_len(), Ordering::Relaxed);
-        h.connections.store(connections, Ordering::Relaxed);
+impl WorkerHeld {
+    /// Publishes a worker's sizes (see `Worker::publish_held`).
+    pub fn publish(&self, sizes: WorkerSizes) {
+        self.hit_for_pass.store(sizes.hit_for_pass, Ordering::Relaxed);
+        self.storable_keys.store(sizes.storable_keys, Ordering::Relaxed);
+        self.route_memo.store(sizes.route_memo, Ordering::Relaxed);
+        self.upstream_idle.store(sizes.upstream_idle, Ordering::Relaxed);
+        self.connections.store(sizes.connections, Ordering::Relaxed);
     }
+}
+
+/// What one worker holds, as it publishes it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WorkerSizes {
+    pub hit_for_pass: usize,
+    pub storable_keys: usize,
+    pub route_memo: usize,
+    pub upstream_idle: usize,
+    pub connections: usize,
 }
 
 /// Entries (bytes for `cache_bytes`) in each structure a client can grow.
@@ -93,32 +99,15 @@ pub struct Held {
 }
 
 impl Held {
-    /// Reads every size now.
-    pub fn read(shared: &Shared) -> Held {
-        let cache = shared.cache.stats();
-        let (index, flights) = shared.cache.held();
-        let (history_queue, history_points, history_series) = shared.history.held();
-        let workers = &shared.held;
-        Held {
-            cache_entries: cache.entries,
-            cache_bytes: cache.memory_bytes,
-            cache_index_paths: index.paths,
-            cache_index_keys: index.keys,
-            cache_tags: index.tags,
-            cache_tagged_keys: index.tagged_keys,
-            cache_flights: flights,
-            hit_for_pass: workers.sum(|w| &w.hit_for_pass),
-            storable_keys: workers.sum(|w| &w.storable_keys),
-            route_labels: shared.routes.label_count(),
-            route_memo: workers.sum(|w| &w.route_memo),
-            clients: shared.top_clients.held(),
-            upstream_idle: workers.sum(|w| &w.upstream_idle),
-            connections: workers.sum(|w| &w.connections),
-            history_queue,
-            history_points,
-            history_series,
-            alerts_firing: shared.alerts.firing().len(),
-        }
+    /// Adds the workers' published sizes to `self` (what the rest of the
+    /// process holds, read by the caller).
+    pub fn with_workers(mut self, board: &HeldBoard) -> Held {
+        self.hit_for_pass = board.sum(|w| &w.hit_for_pass);
+        self.storable_keys = board.sum(|w| &w.storable_keys);
+        self.route_memo = board.sum(|w| &w.route_memo);
+        self.upstream_idle = board.sum(|w| &w.upstream_idle);
+        self.connections = board.sum(|w| &w.connections);
+        self
     }
 
     /// Each size by name, for `/metrics`.

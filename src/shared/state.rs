@@ -168,6 +168,19 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Publishes this worker's sizes (`memory.held`); `connections`: the
+    /// client connections it has open.
+    pub fn publish_held(&self, connections: usize) {
+        let (hit_for_pass, storable_keys) = self.cache_passes.borrow().held();
+        self.held.publish(crate::shared::held::WorkerSizes {
+            hit_for_pass,
+            storable_keys,
+            route_memo: self.route_cache.borrow().held(),
+            upstream_idle: self.upstream.idle_len(),
+            connections,
+        });
+    }
+
     /// Whether requests are recorded: counted (monitoring), traced or logged.
     pub fn records(&self) -> bool {
         self.recorder.is_some() || self.shared.tracer.is_some() || self.shared.access_log.is_some()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shared by bench/admin-storm.sh and bench/cache-costs.sh: tools, a work
+# Shared by bench/admin-storm.sh, bench/cache-costs.sh and bench/soak.sh: tools, a work
 # directory cleaned on exit, an nginx upstream answering a 1 KiB body, and
 # perfproxy instances started and waited for. Source it; it defines
 # functions and the array `pids` only.
@@ -30,7 +30,7 @@ bench_cleanup() {
 }
 
 # nginx on 127.0.0.1:$1 answering a 1 KiB body to any method; paths under
-# /c/ say Cache-Control: max-age=3600.
+# /c/ say Cache-Control: max-age=3600, under /private/ Cache-Control: private.
 bench_upstream() {
   local body
   body=$(head -c 1024 /dev/zero | tr '\0' 'x')
@@ -46,6 +46,7 @@ http {
   server {
     listen 127.0.0.1:$1;
     location /c/ { add_header Cache-Control "max-age=3600"; return 200 "$body"; }
+    location /private/ { add_header Cache-Control "private"; return 200 "$body"; }
     location / { return 200 "$body"; }
   }
 }

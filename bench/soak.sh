@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Memory over a long run: does anything grow that should not?
 #   bench/soak.sh [MINUTES]          (default 30; CI runs 3)
-# A release perfproxy with the Redis layer on (REDIS_URL, default
-# redis://127.0.0.1:6379/7, a database of its own, emptied first) and a
+# A release perfproxy with the Redis layer on (SOAK_REDIS, default
+# redis://127.0.0.1:6379/7, a database of its own, emptied first; a local
+# Redis is started when none answers) and a
 # 16 MiB memory layer, in front of nginx, under wrk -c64 with a mixed load:
 #   - 40 % GET of random cacheable paths (/s/N, a 5 s cache rule);
 #   - 30 % POST to the same paths (each a write that invalidates its path);
 #   - 30 % GET of random uncacheable paths two segments deep
-#     (/u/WORD/N, `Cache-Control: private`: hit-for-pass entries, and route
+#     (/private/WORD/N, `Cache-Control: private`: hit-for-pass entries, and route
 #     labels past max_routes).
 # Every 10 s it samples RSS (/proc) and the size of every structure a client
 # can grow (`/performance` `memory.held`). At the end it prints each
@@ -33,27 +34,12 @@ source bench/lib.sh
 bench_tools
 bench_workdir soak
 
-db=${SOAK_REDIS##*/}
-redis-cli -n "$db" flushdb >/dev/null
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+ensure_redis
+redis-cli -u "$SOAK_REDIS" flushdb >/dev/null
 
-body=$(head -c 1024 /dev/zero | tr '\0' 'x')
-cat > "$work/up.conf" <<NGX
-worker_processes 1;
-daemon on;
-pid $work/up.pid;
-error_log $work/up.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    location /u/ { add_header Cache-Control "private"; return 200 "$body"; }
-    location / { return 200 "$body"; }
-  }
-}
-NGX
-nginx -c "$work/up.conf" -p "$work"
+bench_upstream "$UP_PORT"
 
 cat > "$work/soak.toml" <<TOML
 [cache]
@@ -64,6 +50,16 @@ ttl_ms = 5000
 TOML
 REDIS_URL=$SOAK_REDIS bench_perfproxy "$PORT" "$UP_PORT" --config "$work/soak.toml"
 pid=${pids[-1]}
+# The run measures the Redis layer: it must be connected.
+for _ in $(seq 50); do
+  backend=$(curl -fs "http://127.0.0.1:$PORT/performance" | python3 -c "import json,sys; print(json.load(sys.stdin)['cache']['backend'])" || true)
+  [ "$backend" = redis ] && break
+  sleep 0.1
+done
+if [ "$backend" != redis ]; then
+  echo "soak: the Redis layer did not connect to $SOAK_REDIS" >&2
+  exit 1
+fi
 
 cat > "$work/mix.lua" <<'LUA'
 local words = {"alpha", "beta", "gamma", "delta", "omega", "kappa", "sigma", "theta"}
@@ -75,7 +71,7 @@ request = function()
     return wrk.format("POST", "/s/" .. math.random(1, 200000), nil, "x")
   end
   local word = words[math.random(#words)] .. math.random(1, 100000000)
-  return wrk.format("GET", "/u/" .. word .. "/" .. math.random(1, 1000000000))
+  return wrk.format("GET", "/private/" .. word .. "/" .. math.random(1, 1000000000))
 end
 LUA
 
@@ -83,6 +79,7 @@ seconds=$((MINUTES * 60))
 echo "soak: $MINUTES min, wrk -c$CONNECTIONS, ${MEMORY_MIB} MiB memory layer, Redis $SOAK_REDIS (perfproxy pid $pid)"
 wrk -t2 -c"$CONNECTIONS" -d"${seconds}s" --latency -s "$work/mix.lua" "http://127.0.0.1:$PORT" >"$work/wrk.out" 2>&1 &
 wrk_pid=$!
+pids+=("$wrk_pid")
 
 # One sample: seconds since start, RSS from /proc, then /performance's
 # memory.held as JSON (one line).
@@ -101,7 +98,13 @@ while kill -0 "$wrk_pid" 2>/dev/null; do
 done
 wait "$wrk_pid" || true
 sample
-cat "$work/wrk.out" | sed -n '/Latency Distribution/,$p' | grep -E '99%|Requests/sec|requests in|Non-2xx|Socket errors' || true
+sed -n '/Latency Distribution/,$p' "$work/wrk.out" | grep -E '99%|Requests/sec|requests in|Non-2xx|Socket errors' || true
+# A run that answered nothing, or answered errors, measured nothing.
+if ! grep -q ' requests in ' "$work/wrk.out" || grep -q 'Non-2xx' "$work/wrk.out"; then
+  echo "soak: FAIL: wrk saw no requests or non-2xx answers" >&2
+  cat "$work/wrk.out" >&2
+  exit 1
+fi
 
 workers=$(sed -n 's/.*perfproxy serving.* workers=\([0-9]*\).*/\1/p' "$work/perfproxy-$PORT.log" | head -1)
 python3 - "$work/samples" "$GROWTH_LIMIT_MB" "$MEMORY_MIB" "$CONNECTIONS" "${workers:-1}" <<'PY'

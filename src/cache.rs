@@ -186,12 +186,18 @@ impl Cache {
         (self.index.sizes(), self.flights.in_flight())
     }
 
-    pub fn stats(&self) -> Stats {
-        // The layer's counts move when it applies its pending work, which
-        // quiet traffic may not trigger: apply it first (its eviction
-        // listener runs here, before any lock of ours is taken), so the
-        // figures (and `memory.held`) say what is held now.
+    /// As [`Cache::stats`], after the memory layer has applied its pending
+    /// work, which quiet traffic may not trigger: so `entries` and
+    /// `memory_bytes` say what is held now. For the `/performance` and
+    /// `/metrics` builders (they run on the blocking pool); the periodic
+    /// readers on the control thread take [`Cache::stats`], which never waits.
+    pub fn stats_settled(&self) -> Stats {
+        // The eviction listener runs here, before any lock of ours is taken.
         self.memory.run_pending_tasks();
+        self.stats()
+    }
+
+    pub fn stats(&self) -> Stats {
         let shards = self.shards.lock().expect("no code panics holding the shard list");
         let mut s = Stats::default();
         for c in shards.iter() {

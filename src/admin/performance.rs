@@ -283,7 +283,8 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
     let db = report.checks.iter().find(|(n, _)| n == "database").map(|(_, c)| c.clone());
     let settings = &shared.config.settings;
     let db_report = shared.database.as_ref().map(|d| d.report());
-    let cache = shared.cache.stats();
+    let cache = shared.cache.stats_settled();
+    let held_now = held(shared, &cache);
     let db_idle = shared.database.as_ref().map_or(0, |d| d.pool_status().1 as u64);
     let (rss, peak) = crate::system::memory();
     Performance {
@@ -319,7 +320,7 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
             slow_queries: db_report.as_ref().map_or_else(Vec::new, |r| r.slow_queries.clone()),
             advice: db_report.as_ref().map_or_else(Vec::new, |r| r.advice.clone()),
         },
-        memory: MemoryView { rss_bytes: rss, peak_rss_bytes: peak, held: held(shared) },
+        memory: MemoryView { rss_bytes: rss, peak_rss_bytes: peak, held: held_now },
         system: SystemView {
             uptime_seconds: shared.started.elapsed().as_secs(),
             version: crate::system::VERSION,
@@ -334,8 +335,8 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
 }
 
 /// What each structure a client can grow holds now (`memory.held`).
-pub fn held(shared: &Shared) -> Held {
-    let cache = shared.cache.stats();
+/// `cache`: the cache's figures as the document read them.
+pub fn held(shared: &Shared, cache: &crate::cache::Stats) -> Held {
     let (index, flights) = shared.cache.held();
     let (history_queue, history_points, history_series) = shared.history.held();
     Held {

@@ -277,12 +277,13 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
         MetricType::GAUGE,
         vec![gauge(&[], peak as f64)],
     ));
-    let held = crate::admin::performance::held(shared);
+    let cache = shared.cache.stats_settled();
+    let held = crate::admin::performance::held(shared, &cache);
     families.push(family(
         "perfproxy_held_entries",
-        "Entries held now by each structure a client can grow (bytes for cache_bytes); /performance memory.held",
+        "Entries held now by each structure a client can grow (/performance memory.held; the memory layer's bytes are perfproxy_cache_memory_bytes)",
         MetricType::GAUGE,
-        held.named().iter().map(|(name, v)| gauge(&[("structure", name)], *v)).collect(),
+        held.named().iter().filter(|(name, _)| *name != "cache_bytes").map(|(name, v)| gauge(&[("structure", name)], *v)).collect(),
     ));
     families.push(family("perfproxy_uptime_seconds", "Time since start", MetricType::GAUGE, vec![gauge(&[], uptime)]));
     families.push(family(
@@ -317,7 +318,6 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
             .collect(),
     ));
 
-    let cache = shared.cache.stats();
     for (name, help, value) in [
         ("perfproxy_cache_hits_total", "Cache lookups answered from the cache (stale ones included)", cache.hits),
         ("perfproxy_cache_stale_total", "Cache hits served stale", cache.stale),

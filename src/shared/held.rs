@@ -68,8 +68,8 @@ pub struct Held {
     /// The memory layer: keys, and bytes by its weigher.
     pub cache_entries: u64,
     pub cache_bytes: u64,
-    /// The memory layer's index: paths, keys (the same as `cache_entries`
-    /// once the layer has run its pending evictions), tags, tagged keys.
+    /// The memory layer's index: paths, keys (within a few keys of
+    /// `cache_entries`: those being stored now), tags, tagged keys.
     pub cache_index_paths: usize,
     pub cache_index_keys: usize,
     pub cache_tags: usize,

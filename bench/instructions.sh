@@ -3,7 +3,7 @@
 # on this noisy machine where wall-clock runs move ±10 %. Two runs (N1 and N2
 # requests over 10 keep-alive connections, 1 KiB body from an nginx upstream);
 # the difference divided by N2-N1 leaves start-up out. The kernel's share
-# (about 60 % of the CPU, see README) is not counted.
+# (about 60 % of the CPU, see docs/performance.md) is not counted.
 #
 #   bench/instructions.sh                               # this tree's release build
 #   BIN=/tmp/perfproxy-before bench/instructions.sh     # another build

@@ -1,7 +1,8 @@
 //! `cargo run --release --example demo`: perfproxy in front of a built-in
 //! demo backend, with live generated traffic.
 //!
-//! The backend (127.0.0.1:3000, or a free port if taken) serves routes shaped
+//! The backend (127.0.0.1:3000, or a free port if taken; `--backend-listen
+//! ADDR` puts it elsewhere, and fails in one line if that is taken) serves routes shaped
 //! like a real API: `/api/users/:id` (fast, sometimes failing),
 //! `/api/certificates/:id` (cacheable, with ETag), `/api/documents/search`
 //! (slow, one in ten over 2 s), `/api/orders/:uuid`, `POST /api/users`.
@@ -73,10 +74,24 @@ async fn backend(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infall
     Ok(resp)
 }
 
-async fn serve_backend() -> SocketAddr {
-    let listener = match TcpListener::bind("127.0.0.1:3000").await {
-        Ok(l) => l,
-        Err(_) => TcpListener::bind("127.0.0.1:0").await.expect("an ephemeral port is free"),
+/// Where the backend listens: `--backend-listen ADDR` exactly (the demo
+/// exits when it cannot), else 127.0.0.1:3000, or a free port if that is taken.
+async fn serve_backend(wanted: Option<String>) -> SocketAddr {
+    let listener = match wanted {
+        Some(addr) => match TcpListener::bind(&addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "demo: the backend cannot listen on {addr} ({e}); choose another address: \
+                     cargo run --release --example demo -- --backend-listen 127.0.0.1:3100"
+                );
+                std::process::exit(1);
+            }
+        },
+        None => match TcpListener::bind("127.0.0.1:3000").await {
+            Ok(l) => l,
+            Err(_) => TcpListener::bind("127.0.0.1:0").await.expect("an ephemeral port is free"),
+        },
     };
     let addr = listener.local_addr().expect("bound listener has an address");
     tokio::spawn(async move {
@@ -128,11 +143,34 @@ async fn traffic(proxy: SocketAddr, n: u8) {
     }
 }
 
+/// Takes the demo's own `--backend-listen ADDR` (or `=ADDR`) out of the
+/// arguments; the rest go to perfproxy.
+fn backend_flag(mut args: impl Iterator<Item = String>) -> (Option<String>, Vec<String>) {
+    let (mut wanted, mut rest) = (None, Vec::new());
+    while let Some(a) = args.next() {
+        if a == "--backend-listen" {
+            match args.next() {
+                Some(addr) => wanted = Some(addr),
+                None => {
+                    eprintln!("demo: --backend-listen needs an address, e.g. --backend-listen 127.0.0.1:3100");
+                    std::process::exit(2);
+                }
+            }
+        } else if let Some(addr) = a.strip_prefix("--backend-listen=") {
+            wanted = Some(addr.to_string());
+        } else {
+            rest.push(a);
+        }
+    }
+    (wanted, rest)
+}
+
 #[tokio::main]
 async fn main() {
-    let backend = serve_backend().await;
+    let (wanted, rest) = backend_flag(std::env::args().skip(1));
+    let backend = serve_backend(wanted).await;
     let mut args = vec!["perfproxy".to_string(), "--upstream".into(), format!("http://{backend}")];
-    args.extend(std::env::args().skip(1));
+    args.extend(rest);
     let invocation = match perfproxy::config::from_args(args) {
         Ok(inv) => inv,
         Err(e) => {

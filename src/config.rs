@@ -4,7 +4,10 @@
 //! key (flag, variable or file key), the value and what was expected; the
 //! binary turns it into exit status 2.
 
+mod file_errors;
 mod validate;
+
+use file_errors::{file_line, plain_words};
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -27,16 +30,16 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     /// TOML configuration file (see config/perfproxy.toml)
-    #[arg(long, global = true, value_name = "FILE", env = "PERFPROXY_CONFIG")]
+    #[arg(long, global = true, value_name = "FILE", env = "PERFPROXY_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
     /// Address the proxy listens on [default: 127.0.0.1:4001]
-    #[arg(long, global = true, value_name = "ADDR", env = "PERFPROXY_LISTEN")]
+    #[arg(long, global = true, value_name = "ADDR", env = "PERFPROXY_LISTEN", hide_env_values = true)]
     pub listen: Option<String>,
     /// Upstream (backend) base URL [default: http://127.0.0.1:3000]
-    #[arg(long, global = true, value_name = "URL", env = "PERFPROXY_UPSTREAM")]
+    #[arg(long, global = true, value_name = "URL", env = "PERFPROXY_UPSTREAM", hide_env_values = true)]
     pub upstream: Option<String>,
     /// Optional second listener serving only the admin endpoints
-    #[arg(long, global = true, value_name = "ADDR", env = "PERFPROXY_ADMIN_LISTEN")]
+    #[arg(long, global = true, value_name = "ADDR", env = "PERFPROXY_ADMIN_LISTEN", hide_env_values = true)]
     pub admin_listen: Option<String>,
     /// Redis for the shared cache layer (unset: memory cache only)
     #[arg(long, global = true, value_name = "URL", env = "REDIS_URL", hide_env_values = true)]
@@ -45,34 +48,34 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Connections perfproxy may hold to the database [default: 10]
-    #[arg(long, global = true, value_name = "N", env = "DATABASE_POOL_SIZE")]
+    #[arg(long, global = true, value_name = "N", env = "DATABASE_POOL_SIZE", hide_env_values = true)]
     pub database_pool_size: Option<String>,
     /// Seconds, TTL for cache rules that name none [default: 3600]
-    #[arg(long, global = true, value_name = "SECONDS", env = "CACHE_TTL_DEFAULT")]
+    #[arg(long, global = true, value_name = "SECONDS", env = "CACHE_TTL_DEFAULT", hide_env_values = true)]
     pub cache_ttl_default: Option<String>,
     /// `false` turns recording off (pure proxy) [default: true]
-    #[arg(long, global = true, value_name = "BOOL", env = "PERFORMANCE_MONITORING_ENABLED")]
+    #[arg(long, global = true, value_name = "BOOL", env = "PERFORMANCE_MONITORING_ENABLED", hide_env_values = true)]
     pub performance_monitoring_enabled: Option<String>,
     /// Milliseconds; a database query slower is "slow" [default: 1000]
-    #[arg(long, global = true, value_name = "MS", env = "SLOW_QUERY_THRESHOLD")]
+    #[arg(long, global = true, value_name = "MS", env = "SLOW_QUERY_THRESHOLD", hide_env_values = true)]
     pub slow_query_threshold: Option<String>,
     /// Milliseconds; a request slower is "slow" [default: 2000]
-    #[arg(long, global = true, value_name = "MS", env = "SLOW_REQUEST_THRESHOLD")]
+    #[arg(long, global = true, value_name = "MS", env = "SLOW_REQUEST_THRESHOLD", hide_env_values = true)]
     pub slow_request_threshold: Option<String>,
     /// `false` sends every request through the general (hyper) path, a diagnostic switch [default: true]
-    #[arg(long, global = true, value_name = "BOOL", env = "PERFPROXY_EXPRESS_LANE")]
+    #[arg(long, global = true, value_name = "BOOL", env = "PERFPROXY_EXPRESS_LANE", hide_env_values = true)]
     pub express_lane: Option<String>,
     /// This instance's id in the cluster view [default: hostname-pid]
-    #[arg(long, global = true, value_name = "ID", env = "PERFPROXY_INSTANCE")]
+    #[arg(long, global = true, value_name = "ID", env = "PERFPROXY_INSTANCE", hide_env_values = true)]
     pub instance: Option<String>,
     /// Worker threads; 0 means half the container's CPU quota or of the cores, at least one [default: 0]
-    #[arg(long, global = true, value_name = "N", env = "PERFPROXY_WORKERS")]
+    #[arg(long, global = true, value_name = "N", env = "PERFPROXY_WORKERS", hide_env_values = true)]
     pub workers: Option<String>,
     /// Bearer token for admin calls: purge always; admin endpoints from peers outside endpoints.allow
     #[arg(long, global = true, value_name = "TOKEN", env = "PERFPROXY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Log line format (filter with RUST_LOG, default "info")
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PERFPROXY_LOG_FORMAT")]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PERFPROXY_LOG_FORMAT", hide_env_values = true)]
     pub log_format: LogFormat,
 }
 
@@ -158,56 +161,6 @@ pub fn parse_file(text: &str, path: &Path) -> Result<Settings, ConfigError> {
         let snippet = inner.span().map(|s| text[s].lines().next().unwrap_or("").trim().to_string()).unwrap_or_default();
         ConfigError::new(key, snippet, plain_words(&message))
     })
-}
-
-/// The 1-based line where the value of `key` (`alerts.error_rate`,
-/// `routes[0].pattern`) is written in the TOML `text`.
-fn file_line(text: &str, key: &str) -> Option<usize> {
-    let doc = toml_edit::ImDocument::parse(text).ok()?;
-    let mut item = doc.as_item();
-    for part in key.split('.') {
-        let (name, index) = match part.split_once('[') {
-            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
-            None => (part, None),
-        };
-        item = item.get(name)?;
-        if let Some(i) = index {
-            item = item.get(i)?;
-        }
-    }
-    let start = item.span()?.start;
-    Some(text[..start].lines().count().max(1) + usize::from(text[..start].ends_with('\n')))
-}
-
-/// serde's wording made plain: `invalid type: string "lots", expected u64`
-/// becomes `a whole number (not the string "lots")`.
-fn plain_words(message: &str) -> String {
-    let kind = |t: &str| -> String {
-        match t.trim() {
-            "u64" | "u32" | "u16" | "usize" | "u8" => "a whole number".into(),
-            "i64" | "i32" => "an integer".into(),
-            "f64" | "f32" => "a number".into(),
-            "a boolean" => "true or false".into(),
-            "a string" => "a quoted string".into(),
-            other => other.to_string(),
-        }
-    };
-    if let Some(rest) = message.strip_prefix("invalid type: ") {
-        if let Some((got, want)) = rest.split_once(", expected ") {
-            return format!("{} (not the {got})", kind(want));
-        }
-    }
-    if let Some(rest) = message.strip_prefix("invalid value: ") {
-        if let Some((got, want)) = rest.split_once(", expected ") {
-            return format!("{} (not the {got})", kind(want));
-        }
-    }
-    if let Some(rest) = message.strip_prefix("unknown field ") {
-        if let Some((field, known)) = rest.split_once(", expected ") {
-            return format!("a known key instead of {field}: {known}");
-        }
-    }
-    message.to_string()
 }
 
 /// Merges defaults, file, environment and flags (highest last), then validates.

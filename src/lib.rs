@@ -1,6 +1,7 @@
 //! perfproxy: a sidecar reverse proxy that makes any web backend observable
 //! and faster without touching its code. The contract (flags, variables,
-//! keys, JSON fields, headers, exit codes) is documented in the README.
+//! keys, JSON fields, headers, exit codes) is documented in the README and
+//! `docs/`.
 //!
 //! # Layout
 //!

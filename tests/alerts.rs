@@ -67,6 +67,13 @@ async fn rules_fire_once_and_resolve_once_through_the_webhook() {
     assert_eq!(count(&e, "slow_requests", "firing"), 1);
     assert_eq!(count(&e, "memory", "firing"), 1, "memory stays over its tiny threshold and fires once");
     assert_eq!(count(&e, "memory", "resolved"), 0);
+    // Resolved by an empty window: no data, said so; never the last value
+    // seen while firing.
+    for rule in ["error_rate", "slow_requests"] {
+        let resolved = e.iter().find(|x| x["rule"] == rule && x["status"] == "resolved").unwrap();
+        assert!(resolved["value"].is_null(), "{resolved}");
+        assert!(resolved["message"].as_str().unwrap().starts_with("no data on the "), "{resolved}");
+    }
     let resolved = e.iter().find(|x| x["rule"] == "error_rate" && x["status"] == "resolved").unwrap();
     assert!(resolved["message"].as_str().unwrap().contains("error rate"));
     let perf = get(&proxy.url("/performance")).await.json();

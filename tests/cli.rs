@@ -95,6 +95,30 @@ fn help_documents_every_flag_and_its_variable() {
     ] {
         assert!(stdout.contains(name), "--help lacks {name}");
     }
+    // Each variable named plainly: no empty `NAME=` when it is unset, and
+    // no value of one that is set (a token, a password in a URL).
+    assert!(stdout.contains("[env: PERFPROXY_LISTEN]"), "{stdout}");
+    assert!(!stdout.contains("=]"), "an empty variable shown: {stdout}");
+    let (_, stdout, _) = run(&["--help"], &[("PERFPROXY_ADMIN_TOKEN", "s3cret"), ("PERFPROXY_LISTEN", "")]);
+    assert!(!stdout.contains("s3cret") && !stdout.contains("=]"), "{stdout}");
+}
+
+#[test]
+fn a_mistyped_key_names_the_closest_in_a_few_lines() {
+    let file = write_config("upstream_timout_ms = 100\n");
+    let (code, _, stderr) = run(&["check-config", "--config", &file], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.trim().lines().count() <= 3, "a few lines: {stderr}");
+    assert!(stderr.contains("did you mean `upstream_timeout_ms`?"), "{stderr}");
+    assert!(!stderr.contains("`shutdown_grace_ms`"), "not every key listed: {stderr}");
+    let file = write_config("[alerts]\nerror_rat = 0.1\n");
+    let (code, _, stderr) = run(&["check-config", "--config", &file], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("alerts") && stderr.contains("did you mean `error_rate`?"), "{stderr}");
+    let file = write_config("upstream_timeout_ms = -5\n");
+    let (code, _, stderr) = run(&["check-config", "--config", &file], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("= -5: expected a whole number, 0 or more (not -5)"), "{stderr}");
 }
 
 fn rss_kib(child: &Child) -> u64 {

@@ -37,7 +37,8 @@ async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
     let up = spawn_upstream().await;
     let started = std::time::Instant::now();
     // A memory alert far over its tiny threshold: critical, at once.
-    let config = write_config("[alerts]\ninterval_ms = 100\nfor_ms = 0\nmemory_bytes = 1000\n");
+    // An error-rate threshold of 50 %: the 20 % below shows green.
+    let config = write_config("[alerts]\ninterval_ms = 100\nfor_ms = 0\nmemory_bytes = 1000\nerror_rate = 0.5\n");
     let proxy = spawn_proxy(&up.url(), &["--config", &config]).await;
     // Paced, so the rate the page shows is a rate in real time.
     for i in 0..7 {
@@ -76,7 +77,7 @@ async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
     let (low, high) = (15.0 / dom_done * 0.8, 15.0 / traffic_done * 1.3);
     assert!(shown >= low && shown <= high, "rate {shown} req/s outside {low:.1}..{high:.1}:\n{dom}");
     assert!(dom.contains("req/s · last 60 s"), "the rate says its window:\n{dom}");
-    assert!(dom.contains("Latency per 10 s slot (ms)"), "the chart says what it plots:\n{dom}");
+    assert!(dom.contains("Latency per 10 s slot (ms, log scale)"), "the chart says what it plots:\n{dom}");
     assert!(dom.contains("Routes · since start"), "{dom}");
     assert!(dom.contains(r#"<span class="sev bad">critical</span><strong class="bad"> memory</strong>"#), "{dom}");
     assert!(dom.contains("firing since "), "an alert says since when:\n{dom}");
@@ -85,10 +86,22 @@ async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
     assert!(dom.contains("<td><code>127.0.0.1</code></td>"), "the top clients panel lists the client:\n{dom}");
     assert!(dom.contains(r#"id="k-total">15<"#), "total not rendered:\n{dom}");
     assert!(dom.contains(r#"class="badge healthy">healthy<"#), "health badge:\n{dom}");
-    assert!(dom.contains("20.00 %"), "recent error rate (3 of 15):\n{dom}");
+    assert!(
+        dom.contains(r#"class="value ok" id="k-err" title="alert threshold 50.00 %">20.00<small>%</small>"#),
+        "recent error rate (3 of 15), coloured by the configured threshold:\n{dom}"
+    );
+    assert!(dom.contains(r#"id="k-p50">"#) && dom.contains("<small>ms</small>"), "units kept apart:\n{dom}");
+    // No gRPC calls, no database: those panels take no space.
+    for card in ["grpc-card", "db-card", "advice-card"] {
+        assert!(
+            dom.contains(&format!(r#"class="card wide hidden" id="{card}""#))
+                || dom.contains(&format!(r#"class="card side hidden" id="{card}""#)),
+            "{card} hidden:\n{dom}"
+        );
+    }
     // /cached: 1 miss then 4 fresh hits; the 7 users and 3 errors could not
     // be stored: uncacheable, not misses, so the fresh hit rate is 4 of 5.
-    assert!(dom.contains(r#"id="k-cache">80.00 %<"#), "cache fresh hit rate:\n{dom}");
+    assert!(dom.contains(r#"id="k-cache">80.00<small>%</small><"#), "cache fresh hit rate:\n{dom}");
     assert!(dom.contains("4 hits (0 stale) · 1 misses · 10 uncacheable"), "cache counts:\n{dom}");
     assert!(
         !up.seen().iter().any(|s| s.uri.contains("favicon")),

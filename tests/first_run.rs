@@ -98,18 +98,66 @@ fn dependencies_down_at_start_are_logged_with_their_cause_and_no_escape_codes() 
     assert!(!log.contains("Some(") && !log.contains("None"), "fields printed for people:\n{log}");
 }
 
+fn demo() -> std::path::PathBuf {
+    let status = Command::new(env!("CARGO")).args(["build", "--quiet", "--example", "demo"]).status().unwrap();
+    assert!(status.success());
+    std::path::Path::new(binary()).with_file_name("examples").join("demo")
+}
+
 #[test]
 fn the_demo_on_a_busy_port_says_so_in_one_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let status = Command::new(env!("CARGO")).args(["build", "--quiet", "--example", "demo"]).status().unwrap();
-    assert!(status.success());
-    let demo = std::path::Path::new(binary()).with_file_name("examples").join("demo");
-    let out = Command::new(demo).args(["--listen", &addr]).stdout(Stdio::null()).output().unwrap();
+    let out = Command::new(demo()).args(["--listen", &addr]).stdout(Stdio::null()).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line, no backtrace: {stderr}");
     assert!(stderr.contains(&addr) && stderr.contains("-- --listen"), "{stderr}");
+    // The backend's own address, taken: the same, naming its flag.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = Command::new(demo()).args(["--listen", &listen, "--backend-listen", &addr]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(&addr) && stderr.contains("--backend-listen"), "{stderr}");
+}
+
+#[test]
+fn the_demo_backend_listens_where_it_is_told() {
+    let backend = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(demo())
+        .args(["--backend-listen", &backend, "--listen", &listen])
+        .env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
+        .env_remove("PERFPROXY_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kept open until the end: a closed pipe would fail the demo's next line.
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first.trim(), format!("demo backend on http://{backend}"));
+    // The backend answers there, and perfproxy forwards to it.
+    let direct = std::net::TcpStream::connect(&backend);
+    let through = (0..50).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(&listen).ok()
+    });
+    let answer = through.map(|mut s| {
+        use std::io::{Read, Write};
+        s.write_all(b"GET /api/certificates/7 HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(direct.is_ok(), "backend on {backend}");
+    let answer = answer.expect("perfproxy listening");
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("certificate"), "forwarded to it: {answer}");
 }
 
 #[test]

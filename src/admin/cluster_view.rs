@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::admin::figures;
 use crate::admin::performance::{self, Performance};
 use crate::shared::state::Shared;
 
@@ -19,9 +20,9 @@ pub fn document(shared: &Shared, route: Option<&str>) -> Performance {
     let n = m.slots.len() as u64;
     doc.window_seconds = m.window_seconds;
     doc.requests = performance::Requests {
-        all: performance::figures(&m.total_all),
+        all: figures::figures(&m.total_all),
         in_flight: m.in_flight,
-        recent: performance::figures(&m.total_recent),
+        recent: figures::figures(&m.total_recent),
         rate_per_second: m.total_recent.count as f64 / covered.as_secs_f64(),
         slots: m
             .slots
@@ -29,7 +30,7 @@ pub fn document(shared: &Shared, route: Option<&str>) -> Performance {
             .enumerate()
             .map(|(i, s)| {
                 let ago = (n - 1 - i as u64) * m.slot_seconds;
-                performance::slot_view(i as u64, m.slot_seconds, ago, Some(s))
+                figures::slot_view(i as u64, m.slot_seconds, ago, Some(s))
             })
             .collect(),
     };
@@ -37,9 +38,9 @@ pub fn document(shared: &Shared, route: Option<&str>) -> Performance {
         .routes
         .iter()
         .filter(|(label, _, _)| route.is_none_or(|r| r == label))
-        .map(|(label, all, recent)| performance::route_view(label.clone(), all, recent))
+        .map(|(label, all, recent)| figures::route_view(label.clone(), all, recent))
         .collect();
-    performance::sort_routes(&mut doc.routes);
+    figures::sort_routes(&mut doc.routes);
     doc.cache.hit_rate = m.cache.hit_rate();
     doc.cache.fresh_hit_rate = m.cache.fresh_hit_rate();
     doc.cache.counts = m.cache;

@@ -3,10 +3,10 @@
 
 use std::time::SystemTime;
 
-use hdrhistogram::Counter;
 use serde::Serialize;
 
-use crate::observe::metrics::{Snapshot, Stats};
+use crate::admin::figures::{figures, route_view, slot_view, sort_routes, Figures, RouteView, SlotView};
+use crate::observe::metrics::Snapshot;
 use crate::shared::held::Held;
 use crate::shared::state::Shared;
 use crate::watch::health::CheckStatus;
@@ -22,6 +22,9 @@ pub struct Performance {
     pub memory: MemoryView,
     pub system: SystemView,
     pub alerts: Vec<crate::observe::alerts::Alert>,
+    /// The alert thresholds in force (as reloaded), so a reader (the
+    /// dashboard's colours) judges figures by them.
+    pub thresholds: Thresholds,
     /// The clients with the most requests over the recent window (this instance's).
     pub top_clients: Vec<crate::admit::clients::top::TopClient>,
     /// `?scope=cluster` only: `cluster` (merged over the live instances)
@@ -30,6 +33,16 @@ pub struct Performance {
     pub scope: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instances: Option<Vec<crate::observe::cluster::Instance>>,
+}
+
+/// `alerts.*` thresholds, as configured.
+#[derive(Serialize)]
+pub struct Thresholds {
+    pub error_rate: f64,
+    pub slow_request_ms: u64,
+    pub slow_query_ms: u64,
+    pub memory_bytes: u64,
+    pub cache_hit_rate: f64,
 }
 
 #[derive(Serialize)]
@@ -42,99 +55,6 @@ pub struct Requests {
     pub rate_per_second: f64,
     /// The recent window slot by slot, oldest first (the dashboard's chart).
     pub slots: Vec<SlotView>,
-}
-
-/// One slot of the recent window.
-#[derive(Serialize)]
-pub struct SlotView {
-    /// The slot's number since perfproxy started (slots of `seconds`).
-    pub slot: u64,
-    pub seconds: u64,
-    /// How long ago the slot ended (0: the current one, still filling).
-    pub ended_seconds_ago: u64,
-    pub count: u64,
-    pub errors: u64,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-}
-
-/// Counts, status classes and latency of a set of requests.
-#[derive(Serialize)]
-pub struct Figures {
-    pub total: u64,
-    pub success: u64,
-    pub errors: u64,
-    pub error_rate: f64,
-    pub status: Classes,
-    pub latency_ms: Latency,
-    pub slow: u64,
-    /// Refused by a rate limit (429, never forwarded).
-    pub limited: u64,
-    /// The upstream's share (absent when nothing went upstream: hits only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream_ms: Option<Split>,
-    /// perfproxy's own share (all-time figures only, as `upstream_ms`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub overhead_ms: Option<Split>,
-}
-
-/// Percentiles of one share of the requests' time, in ms.
-#[derive(Serialize)]
-pub struct Split {
-    pub p50: f64,
-    pub p90: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-#[derive(Serialize)]
-pub struct Classes {
-    #[serde(rename = "1xx")]
-    pub c1: u64,
-    #[serde(rename = "2xx")]
-    pub c2: u64,
-    #[serde(rename = "3xx")]
-    pub c3: u64,
-    #[serde(rename = "4xx")]
-    pub c4: u64,
-    #[serde(rename = "5xx")]
-    pub c5: u64,
-}
-
-#[derive(Serialize)]
-pub struct Latency {
-    pub avg: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-#[derive(Serialize)]
-pub struct RouteView {
-    pub route: String,
-    pub count: u64,
-    pub errors: u64,
-    pub error_rate: f64,
-    pub slow: u64,
-    /// Refused by a rate limit (429, never forwarded).
-    pub limited: u64,
-    pub status: Classes,
-    pub latency_ms: Latency,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream_ms: Option<Split>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub overhead_ms: Option<Split>,
-    /// gRPC routes only: calls by `grpc-status` name (codes seen).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grpc_status: Option<std::collections::BTreeMap<&'static str, u64>>,
-    /// gRPC routes only: messages streamed, both ways.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub messages: Option<u64>,
-    pub recent: Figures,
 }
 
 #[derive(Serialize)]
@@ -182,82 +102,6 @@ pub struct SystemView {
     pub version: &'static str,
     pub platform: String,
     pub pid: u32,
-}
-
-fn ms(micros: f64) -> f64 {
-    (micros / 1000.0 * 1000.0).round() / 1000.0
-}
-
-pub fn figures<C: Counter>(s: &Stats<C>) -> Figures {
-    Figures {
-        total: s.count,
-        success: s.count - s.errors,
-        errors: s.errors,
-        error_rate: s.error_rate(),
-        status: classes(s),
-        latency_ms: latency(s),
-        slow: s.slow,
-        limited: s.limited,
-        upstream_ms: split(&s.upstream),
-        overhead_ms: split(&s.overhead),
-    }
-}
-
-/// A share's percentiles; `None` when it holds nothing.
-fn split<C: Counter>(p: &crate::observe::metrics::Part<C>) -> Option<Split> {
-    if p.count == 0 {
-        return None;
-    }
-    let h = &p.hist;
-    let q = |q: f64| ms(h.value_at_quantile(q) as f64);
-    Some(Split { p50: q(0.5), p90: q(0.9), p95: q(0.95), p99: q(0.99), max: ms(h.max() as f64) })
-}
-
-fn classes<C: Counter>(s: &Stats<C>) -> Classes {
-    Classes { c1: s.status[1], c2: s.status[2], c3: s.status[3], c4: s.status[4], c5: s.status[5] }
-}
-
-/// Percentiles from the histogram; the average from the exact sum.
-pub fn latency<C: Counter>(s: &Stats<C>) -> Latency {
-    if s.count == 0 {
-        return Latency { avg: 0.0, p50: 0.0, p90: 0.0, p95: 0.0, p99: 0.0, max: 0.0 };
-    }
-    let q = |q: f64| ms(s.hist.value_at_quantile(q) as f64);
-    Latency {
-        avg: ms(s.sum_micros as f64 / s.count as f64),
-        p50: q(0.50),
-        p90: q(0.90),
-        p95: q(0.95),
-        p99: q(0.99),
-        max: ms(s.max_micros as f64),
-    }
-}
-
-/// One route's entry: all-time figures and the recent window's.
-pub fn route_view<C: Counter, D: Counter>(route: String, a: &Stats<C>, recent: &Stats<D>) -> RouteView {
-    RouteView {
-        route,
-        count: a.count,
-        errors: a.errors,
-        error_rate: a.error_rate(),
-        slow: a.slow,
-        limited: a.limited,
-        status: classes(a),
-        latency_ms: latency(a),
-        upstream_ms: split(&a.upstream),
-        overhead_ms: split(&a.overhead),
-        grpc_status: a.grpc.as_ref().map(|g| {
-            let seen = g.codes.iter().enumerate().filter(|(_, n)| **n > 0);
-            seen.map(|(code, n)| (crate::wire::grpc::NAMES[code], *n)).collect()
-        }),
-        messages: a.grpc.as_ref().map(|g| g.messages),
-        recent: figures(recent),
-    }
-}
-
-/// Busiest first, then by label.
-pub fn sort_routes(routes: &mut [RouteView]) {
-    routes.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.route.cmp(&b.route)));
 }
 
 /// Builds the document; `route` narrows `routes` to that label.
@@ -328,6 +172,16 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
             pid: std::process::id(),
         },
         alerts: shared.alerts.firing().to_vec(),
+        thresholds: {
+            let a = &shared.live.load().alerts;
+            Thresholds {
+                error_rate: a.error_rate,
+                slow_request_ms: a.slow_request_ms,
+                slow_query_ms: a.slow_query_ms,
+                memory_bytes: a.memory_bytes,
+                cache_hit_rate: a.cache_hit_rate,
+            }
+        },
         top_clients: if shared.metrics.enabled() { shared.top_clients.top() } else { Vec::new() },
         scope: None,
         instances: None,
@@ -366,19 +220,4 @@ fn slots(snap: &Snapshot) -> Vec<SlotView> {
         .into_iter()
         .map(|(epoch, stats)| slot_view(epoch, seconds, (snap.now_epoch - epoch) * seconds, stats))
         .collect()
-}
-
-/// One window slot's entry (`None`: no traffic in it).
-pub fn slot_view<C: Counter>(slot: u64, seconds: u64, ago: u64, stats: Option<&Stats<C>>) -> SlotView {
-    let ms = |st: &Stats<C>, q: f64| if st.count == 0 { 0.0 } else { st.hist.value_at_quantile(q) as f64 / 1000.0 };
-    SlotView {
-        slot,
-        seconds,
-        ended_seconds_ago: ago,
-        count: stats.map_or(0, |s| s.count),
-        errors: stats.map_or(0, |s| s.errors),
-        p50_ms: stats.map_or(0.0, |s| ms(s, 0.5)),
-        p95_ms: stats.map_or(0.0, |s| ms(s, 0.95)),
-        p99_ms: stats.map_or(0.0, |s| ms(s, 0.99)),
-    }
 }

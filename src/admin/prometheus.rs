@@ -66,19 +66,22 @@ fn gauge(pairs: &[(&str, &str)], v: f64) -> Metric {
 
 /// A histogram in seconds from one in µs: cumulative counts per [`BUCKETS`].
 fn histogram<C: Counter>(pairs: &[(&str, &str)], s: &Stats<C>) -> Metric {
-    seconds(pairs, Some(&s.hist), s.count, s.sum_micros)
+    seconds(pairs, Some(&s.hist), s.count, s.sum_micros, s.max_micros)
 }
 
-/// A histogram in seconds from `hist` (µs), `count` samples summing `sum_micros`.
+/// A histogram in seconds from `hist` (µs), `count` samples summing
+/// `sum_micros`, none above `max_micros` (a bucket's top is brought down to
+/// the maximum recorded, so no sample lands in a bucket above it).
 fn seconds<C: Counter>(
     pairs: &[(&str, &str)],
     hist: Option<&crate::observe::metrics::Hist<C>>,
     count: u64,
     sum_micros: u64,
+    max_micros: u64,
 ) -> Metric {
     let mut per_bucket = [0u64; BUCKETS.len()];
     for (value, n) in hist.into_iter().flat_map(|h| h.recorded()) {
-        let secs = value as f64 / 1e6;
+        let secs = value.min(max_micros) as f64 / 1e6;
         if let Some(i) = BUCKETS.iter().position(|le| secs <= *le) {
             per_bucket[i] += n;
         }
@@ -212,7 +215,8 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
             "The upstream's share: request sent upstream to response head read (cache hits have none)",
             MetricType::HISTOGRAM,
             per_route(&|r, s| {
-                seconds(&[("route", r)], Some(&s.upstream.hist), s.upstream.count, s.upstream.sum_micros)
+                let top = s.upstream.max_micros.min(s.max_micros);
+                seconds(&[("route", r)], Some(&s.upstream.hist), s.upstream.count, s.upstream.sum_micros, top)
             }),
         ),
         family(
@@ -220,7 +224,8 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
             "perfproxy's own share: the request's time less the upstream's and the body's transfer",
             MetricType::HISTOGRAM,
             per_route(&|r, s| {
-                seconds(&[("route", r)], Some(&s.overhead.hist), s.overhead.count, s.overhead.sum_micros)
+                let top = s.overhead.max_micros.min(s.max_micros);
+                seconds(&[("route", r)], Some(&s.overhead.hist), s.overhead.count, s.overhead.sum_micros, top)
             }),
         ),
         family(

@@ -35,8 +35,8 @@ pub enum Refusal {
     RepeatedKey,
 }
 
-/// The sketch of one rule: rows and counters per row (see the README's
-/// error bounds). Two rows, each wide: every row is a hash and a counter
+/// The sketch of one rule: rows and counters per row (see the error bounds
+/// in docs/operations.md). Two rows, each wide: every row is a hash and a counter
 /// per request; a collision only ever makes a limit stricter.
 const HASHES: usize = 2;
 const SLOTS: usize = 16384;

@@ -96,7 +96,7 @@ fn min_of(old: Option<u64>, new: Option<u64>) -> Option<u64> {
 /// freshness and are removed before the response goes on.
 pub static SURROGATE_CONTROL: header::HeaderName = header::HeaderName::from_static("surrogate-control");
 
-/// Statuses that may be stored (README, Cache).
+/// Statuses that may be stored (docs/cache.md).
 pub fn storable_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 200 | 203 | 204 | 301 | 404 | 410)
 }

@@ -6,7 +6,10 @@
 //! clear for `alerts.keep_firing_ms` (Prometheus' `for` and
 //! `keep_firing_for`), so a value jumping around its threshold does not
 //! flap. A firing alert's value, severity and message follow every
-//! evaluation. Every transition is a log line and, with
+//! evaluation; a window too thin to judge (too few requests or lookups, a
+//! subject no longer reported) reads as no data (`value` null, the message
+//! says why), never as the last value seen, so a resolved event carries the
+//! value that cleared it. Every transition is a log line and, with
 //! `alerts.webhook_url`, a JSON POST from a bounded queue (retried with
 //! backoff, never blocking traffic: when the queue is full the event is
 //! dropped and counted in the log).
@@ -37,19 +40,20 @@ pub struct Alert {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     pub severity: &'static str,
-    pub value: f64,
+    /// `None` (null): no data in the window to judge.
+    pub value: Option<f64>,
     pub threshold: f64,
     pub since: String,
     pub message: String,
 }
 
-/// One evaluation's finding: a condition that holds now, or a value that
-/// is still close to its threshold.
+/// One evaluation's finding: a rule's current value for a subject, or
+/// `None` when the window holds too little to judge.
 #[derive(Debug, Clone)]
 pub struct Reading {
     pub rule: &'static str,
     pub subject: Option<String>,
-    pub value: f64,
+    pub value: Option<f64>,
     pub threshold: f64,
     /// `true` when breaching means going above the threshold.
     pub above: bool,
@@ -58,10 +62,10 @@ pub struct Reading {
 
 impl Reading {
     fn breached(&self) -> bool {
-        if self.above {
-            self.value > self.threshold
-        } else {
-            self.value < self.threshold
+        match self.value {
+            Some(v) if self.above => v > self.threshold,
+            Some(v) => v < self.threshold,
+            None => false,
         }
     }
 }
@@ -128,7 +132,11 @@ impl Alerts {
                 Timing { hold: Duration::from_millis(a.for_ms), keep_firing: Duration::from_millis(a.keep_firing_ms) };
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = tokio::time::sleep(interval) => self.evaluate(readings(), Instant::now(), timing),
+                _ = tokio::time::sleep(interval) => {
+                    for (status, alert) in self.evaluate(readings(), Instant::now(), timing) {
+                        self.transition(status, &alert);
+                    }
+                }
             }
         }
     }
@@ -150,7 +158,10 @@ impl Alerts {
     /// for `timing.hold`, resolves what has been clear for
     /// `timing.keep_firing` (a subject no longer reported is clear), and
     /// brings every firing alert's value, severity and message up to date.
-    fn evaluate(&self, readings: Vec<Reading>, now: Instant, timing: Timing) {
+    /// Returns the transitions (`"firing"` / `"resolved"` and the alert as
+    /// this evaluation left it).
+    fn evaluate(&self, readings: Vec<Reading>, now: Instant, timing: Timing) -> Vec<(&'static str, Alert)> {
+        let mut transitions = Vec::new();
         let mut states = self.states.lock().expect("alert lock is never poisoned: no panics under it");
         let mut seen = Vec::with_capacity(readings.len());
         for r in readings {
@@ -168,7 +179,9 @@ impl Alerts {
             }
             if let Some(alert) = &mut state.firing {
                 alert.value = r.value;
-                alert.severity = severity(&r);
+                if r.value.is_some() {
+                    alert.severity = severity(&r);
+                }
                 alert.message = message(&r);
             } else if state.breached_since.is_some_and(|t| now.duration_since(t) >= timing.hold) {
                 let alert = Alert {
@@ -180,21 +193,24 @@ impl Alerts {
                     since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
                     message: message(&r),
                 };
-                self.transition("firing", &alert);
+                transitions.push(("firing", alert.clone()));
                 state.firing = Some(alert);
             }
         }
         for (key, state) in states.iter_mut() {
-            // A subject that no longer reports (a query gone from the window) is clear.
+            // A subject that no longer reports (a route without requests,
+            // a query gone from the window) is clear, and has no value.
             if !seen.contains(key) {
                 state.breached_since = None;
-                if state.firing.is_some() {
+                if let Some(alert) = &mut state.firing {
                     state.clear_since.get_or_insert(now);
+                    alert.value = None;
+                    alert.message = no_data(alert.rule, alert.subject.as_deref());
                 }
             }
             if state.clear_since.is_some_and(|t| now.duration_since(t) >= timing.keep_firing) {
                 if let Some(alert) = state.firing.take() {
-                    self.transition("resolved", &alert);
+                    transitions.push(("resolved", alert));
                 }
             }
         }
@@ -202,15 +218,18 @@ impl Alerts {
         let mut list: Vec<Alert> = states.values().filter_map(|s| s.firing.clone()).collect();
         list.sort_by(|a, b| a.since.cmp(&b.since).then_with(|| a.rule.cmp(b.rule)));
         self.published.store(Arc::new(list));
+        transitions
     }
 
-    /// Logs a transition and hands it to the webhook queue.
+    /// Logs a transition and hands it to the webhook queue. The value is
+    /// the latest evaluation's: for a resolved alert, the one that cleared
+    /// it (absent when that was no data; the message says so).
     fn transition(&self, status: &'static str, alert: &Alert) {
         let subject = alert.subject.as_deref().unwrap_or("");
-        let (rule, value, threshold) = (alert.rule, alert.value, alert.threshold);
+        let (rule, value, threshold, message) = (alert.rule, alert.value, alert.threshold, &alert.message);
         match status {
-            "firing" => warn!(rule = %rule, subject = %subject, value, threshold, "alert firing"),
-            _ => info!(rule = %rule, subject = %subject, value, threshold, "alert resolved"),
+            "firing" => warn!(rule = %rule, subject = %subject, value, threshold, detail = %message, "alert firing"),
+            _ => info!(rule = %rule, subject = %subject, value, threshold, detail = %message, "alert resolved"),
         }
         if let Some(queue) = &self.webhook {
             queue.push(status, alert);
@@ -219,7 +238,10 @@ impl Alerts {
 }
 
 fn severity(r: &Reading) -> &'static str {
-    let far = if r.above { r.value > r.threshold * 2.0 } else { r.value < r.threshold / 2.0 };
+    let Some(v) = r.value else {
+        return "warning";
+    };
+    let far = if r.above { v > r.threshold * 2.0 } else { v < r.threshold / 2.0 };
     if far {
         "critical"
     } else {
@@ -228,16 +250,44 @@ fn severity(r: &Reading) -> &'static str {
 }
 
 fn message(r: &Reading) -> String {
-    let what = match r.rule {
+    let what = subject_words(r.rule, r.subject.as_deref());
+    let Some(value) = r.value else {
+        return no_data(r.rule, r.subject.as_deref());
+    };
+    // Where the value stands now: a clearing value reads "below" an upper
+    // threshold.
+    let dir = if value > r.threshold {
+        "above"
+    } else if value < r.threshold {
+        "below"
+    } else {
+        "at"
+    };
+    format!("{what} is {}{} ({dir} the threshold of {}{})", round(value), r.unit, round(r.threshold), r.unit)
+}
+
+/// What a rule measures, in words.
+fn subject_words(rule: &str, subject: Option<&str>) -> String {
+    match rule {
         "error_rate" => "error rate".to_string(),
-        "slow_requests" => format!("p95 latency of {}", r.subject.as_deref().unwrap_or("a route")),
+        "slow_requests" => format!("p95 latency of {}", subject.unwrap_or("a route")),
         "slow_queries" => "mean time of a database query".to_string(),
         "memory" => "perfproxy's resident memory".to_string(),
         "rate_limited" => "share of requests refused by a rate limit".to_string(),
         _ => "cache hit rate".to_string(),
+    }
+}
+
+/// Why a rule has no value for `subject` this evaluation.
+fn no_data(rule: &str, subject: Option<&str>) -> String {
+    let why = match rule {
+        "error_rate" | "rate_limited" => format!("fewer than {MIN_REQUESTS} requests in the window"),
+        "slow_requests" => format!("fewer than {MIN_ROUTE_REQUESTS} requests to the route in the window"),
+        "slow_queries" => "the query is no longer among the slow queries reported".to_string(),
+        "cache_hit_rate" => format!("fewer than {MIN_LOOKUPS} cache lookups in the window"),
+        _ => "nothing measured in the window".to_string(),
     };
-    let dir = if r.above { "above" } else { "below" };
-    format!("{what} is {}{} ({dir} the threshold of {}{})", round(r.value), r.unit, round(r.threshold), r.unit)
+    format!("no data on the {}: {why}", subject_words(rule, subject))
 }
 
 fn round(v: f64) -> f64 {
@@ -249,7 +299,7 @@ mod tests {
     use super::*;
 
     fn reading(value: f64) -> Reading {
-        Reading { rule: "error_rate", subject: None, value, threshold: 0.05, above: true, unit: "" }
+        Reading { rule: "error_rate", subject: None, value: Some(value), threshold: 0.05, above: true, unit: "" }
     }
 
     fn timing(hold: u64, keep: u64) -> Timing {
@@ -277,7 +327,7 @@ mod tests {
             let now = alerts.firing();
             assert_eq!(now.len(), 1, "at {s} s");
             assert_eq!(now[0].since, since);
-            assert_eq!(now[0].value, v, "the value is current");
+            assert_eq!(now[0].value, Some(v), "the value is current");
             assert!(now[0].message.contains(&format!("{v}")), "the message is current: {}", now[0].message);
         }
         assert_eq!(alerts.firing()[0].severity, "warning");
@@ -300,5 +350,40 @@ mod tests {
         assert_eq!(alerts.firing().len(), 1, "not reported for 0 s");
         alerts.evaluate(vec![], t0 + Duration::from_secs(12), timing(0, 10));
         assert!(alerts.firing().is_empty(), "not reported for 10 s: resolved");
+    }
+
+    #[test]
+    fn an_empty_window_reads_as_no_data_and_a_resolved_alert_carries_the_clearing_value() {
+        let alerts = Alerts::new(None);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        alerts.evaluate(vec![reading(0.909)], at(0), timing(0, 10));
+        assert_eq!(alerts.firing()[0].value, Some(0.909));
+        // Too few requests to judge: no data, not the last value seen.
+        let thin = Reading { value: None, ..reading(0.0) };
+        alerts.evaluate(vec![thin.clone()], at(1), timing(0, 10));
+        let a = &alerts.firing()[0];
+        assert_eq!(a.value, None, "{a:?}");
+        assert_eq!(a.message, "no data on the error rate: fewer than 20 requests in the window");
+        assert_eq!(a.severity, "critical", "severity stays what was last measured");
+        let json = serde_json::to_value(a).unwrap();
+        assert!(json["value"].is_null(), "{json}");
+        // Traffic back, clear: the value follows; it resolves carrying the
+        // value that cleared it, not the firing one.
+        alerts.evaluate(vec![reading(0.01)], at(2), timing(0, 10));
+        assert_eq!(alerts.firing()[0].value, Some(0.01));
+        let events = alerts.evaluate(vec![reading(0.02)], at(12), timing(0, 10));
+        let [("resolved", resolved)] = &events[..] else { panic!("one resolved event: {events:?}") };
+        assert_eq!(resolved.value, Some(0.02), "the clearing value");
+        assert!(resolved.message.contains("is 0.02 (below the threshold of 0.05)"), "{}", resolved.message);
+        assert!(alerts.firing().is_empty());
+        // Resolved by silence: no value, and the message says so.
+        let events = alerts.evaluate(vec![reading(0.5)], at(20), timing(0, 10));
+        assert_eq!(events[0].0, "firing");
+        alerts.evaluate(vec![thin], at(21), timing(0, 10));
+        let events = alerts.evaluate(vec![], at(31), timing(0, 10));
+        let [("resolved", resolved)] = &events[..] else { panic!("one resolved event: {events:?}") };
+        assert_eq!(resolved.value, None);
+        assert!(resolved.message.starts_with("no data"), "{}", resolved.message);
     }
 }

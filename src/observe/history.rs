@@ -106,11 +106,7 @@ pub(crate) fn epoch_secs(t: SystemTime) -> u64 {
 }
 
 fn ms_at<C: hdrhistogram::Counter>(s: &Stats<C>, q: f64) -> f64 {
-    if s.count == 0 {
-        0.0
-    } else {
-        s.hist.value_at_quantile(q) as f64 / 1000.0
-    }
+    s.quantile_micros(q) as f64 / 1000.0
 }
 
 /// What a series did since `before` (its all-time stats then).

@@ -56,37 +56,38 @@ fn readings(shared: &Shared) -> Vec<Reading> {
     let mut out = Vec::new();
     let snap = shared.metrics.snapshot(None);
     let recent = snap.total.recent(snap.now_epoch);
-    if recent.count >= alerts::MIN_REQUESTS {
+    // Too few requests to judge: no data (not the last value seen).
+    let judged = recent.count >= alerts::MIN_REQUESTS;
+    let share = |n: u64| judged.then(|| n as f64 / recent.count as f64);
+    out.push(Reading {
+        rule: "error_rate",
+        subject: None,
+        value: share(recent.errors),
+        threshold: a.error_rate,
+        above: true,
+        unit: "",
+    });
+    // Only with rules: a share of requests a rate limit refused.
+    if shared.limits.any() || recent.limited > 0 {
         out.push(Reading {
-            rule: "error_rate",
+            rule: "rate_limited",
             subject: None,
-            value: recent.error_rate(),
-            threshold: a.error_rate,
+            value: share(recent.limited),
+            threshold: a.rate_limited,
             above: true,
             unit: "",
         });
-        // Only with rules: a share of requests a rate limit refused.
-        if shared.limits.any() || recent.limited > 0 {
-            out.push(Reading {
-                rule: "rate_limited",
-                subject: None,
-                value: recent.limited as f64 / recent.count as f64,
-                threshold: a.rate_limited,
-                above: true,
-                unit: "",
-            });
-        }
     }
     let names = shared.routes.names();
     for (id, series) in &snap.routes {
         let r = series.recent(snap.now_epoch);
         if r.count >= alerts::MIN_ROUTE_REQUESTS {
-            let p95_ms = r.hist.value_at_quantile(0.95) as f64 / 1000.0;
+            let p95_ms = r.quantile_micros(0.95) as f64 / 1000.0;
             let subject = names.get(id.0 as usize).map(|n| n.to_string());
             out.push(Reading {
                 rule: "slow_requests",
                 subject,
-                value: p95_ms,
+                value: Some(p95_ms),
                 threshold: a.slow_request_ms as f64,
                 above: true,
                 unit: " ms",
@@ -99,7 +100,7 @@ fn readings(shared: &Shared) -> Vec<Reading> {
             out.push(Reading {
                 rule: "slow_queries",
                 subject,
-                value: q.mean_ms,
+                value: Some(q.mean_ms),
                 threshold: a.slow_query_ms as f64,
                 above: true,
                 unit: " ms",
@@ -110,7 +111,7 @@ fn readings(shared: &Shared) -> Vec<Reading> {
     out.push(Reading {
         rule: "memory",
         subject: None,
-        value: rss as f64,
+        value: Some(rss as f64),
         threshold: a.memory_bytes as f64,
         above: true,
         unit: " bytes",
@@ -120,15 +121,13 @@ fn readings(shared: &Shared) -> Vec<Reading> {
     // Fresh hits only: an outage answered from stale is not a healthy cache.
     let fresh = cache.hits.saturating_sub(cache.stale);
     let (hits, lookups) = shared.alerts.cache_window(fresh, cache.hits + cache.misses, window);
-    if lookups >= alerts::MIN_LOOKUPS {
-        out.push(Reading {
-            rule: "cache_hit_rate",
-            subject: None,
-            value: hits as f64 / lookups as f64,
-            threshold: a.cache_hit_rate,
-            above: false,
-            unit: "",
-        });
-    }
+    out.push(Reading {
+        rule: "cache_hit_rate",
+        subject: None,
+        value: (lookups >= alerts::MIN_LOOKUPS).then(|| hits as f64 / lookups as f64),
+        threshold: a.cache_hit_rate,
+        above: false,
+        unit: "",
+    });
     out
 }

@@ -21,7 +21,7 @@ use super::sliding::SlidingCounts;
 use super::{Key, KeySpec, Shown, Who};
 use crate::wire::routes::RouteId;
 
-/// The sketch's rows and counters per row (see the README's error bounds).
+/// The sketch's rows and counters per row (see the error bounds in docs/operations.md).
 const HASHES: usize = 4;
 const SLOTS: usize = 4096;
 /// Distinct routes counted per candidate and window, at most.

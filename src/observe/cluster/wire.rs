@@ -47,6 +47,9 @@ pub struct Wire {
     pub limited: u64,
     pub status: [u64; 6],
     pub sum_micros: u64,
+    /// Absent from instances that predate it: the histogram's lowest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_micros: Option<u64>,
     pub max_micros: u64,
     pub hist: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,6 +65,10 @@ pub struct Wire {
 pub struct WirePart {
     pub count: u64,
     pub sum_micros: u64,
+    /// The exact extremes (absent from instances that predate them: the
+    /// histogram's lowest and highest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extremes: Option<(u64, u64)>,
     pub hist: String,
 }
 
@@ -83,7 +90,12 @@ fn decode(text: &str, sigfig: u8) -> Hist<u64> {
 
 impl Wire {
     fn of<C: Counter>(s: &Stats<C>, split: bool) -> Wire {
-        let part = |p: &Part<C>| WirePart { count: p.count, sum_micros: p.sum_micros, hist: encode(&p.hist) };
+        let part = |p: &Part<C>| WirePart {
+            count: p.count,
+            sum_micros: p.sum_micros,
+            extremes: Some((p.min_micros, p.max_micros)),
+            hist: encode(&p.hist),
+        };
         Wire {
             count: s.count,
             errors: s.errors,
@@ -91,6 +103,7 @@ impl Wire {
             limited: s.limited,
             status: s.status,
             sum_micros: s.sum_micros,
+            min_micros: (s.count > 0).then_some(s.min_micros),
             max_micros: s.max_micros,
             hist: encode(&s.hist),
             upstream: (split && s.upstream.count > 0).then(|| part(&s.upstream)),
@@ -102,7 +115,11 @@ impl Wire {
     /// Adds these figures into `into`.
     pub fn add_to(&self, into: &mut Stats, sigfig: u8) {
         let part = |p: &Option<WirePart>| match p {
-            Some(p) => Part::of(p.count, p.sum_micros, decode(&p.hist, sigfig)),
+            Some(p) => {
+                let hist = decode(&p.hist, sigfig);
+                let extremes = p.extremes.unwrap_or_else(|| (hist.min(), hist.max()));
+                Part::of(p.count, p.sum_micros, extremes, hist)
+            }
             None => Part::new(sigfig),
         };
         let mut s = Stats::new(sigfig);
@@ -111,6 +128,7 @@ impl Wire {
         (s.sum_micros, s.max_micros) = (self.sum_micros, self.max_micros);
         if self.count > 0 {
             s.hist = decode(&self.hist, sigfig);
+            s.min_micros = self.min_micros.unwrap_or_else(|| s.hist.min());
         }
         (s.upstream, s.overhead) = (part(&self.upstream), part(&self.overhead));
         s.grpc = self.grpc.as_ref().map(|(codes, messages)| {
@@ -253,6 +271,7 @@ mod tests {
         for v in values {
             s.count += 1;
             s.sum_micros += v;
+            s.min_micros = s.min_micros.min(*v);
             s.max_micros = s.max_micros.max(*v);
             s.hist.record(*v);
         }

@@ -170,6 +170,11 @@ impl<C: Counter> Hist<C> {
         0
     }
 
+    /// The lowest value of the lowest bucket in use (0 when empty).
+    pub fn min(&self) -> u64 {
+        self.nonzero().next().map_or(0, |(i, _)| self.range_of(i).0)
+    }
+
     /// The highest value of the highest bucket in use (0 when empty).
     pub fn max(&self) -> u64 {
         self.nonzero().last().map_or(0, |(i, _)| self.highest_at(i))

@@ -19,6 +19,9 @@ pub struct Stats<C: Counter = u64> {
     /// Index 1..=5: 1xx..5xx (0 unused).
     pub status: [u64; 6],
     pub sum_micros: u64,
+    /// The exact extremes (`min_micros` is `u64::MAX` while empty): a
+    /// percentile, read from a bucket's top, is clamped to them.
+    pub min_micros: u64,
     pub max_micros: u64,
     pub hist: Hist<C>,
     /// The upstream's share: request sent → response head read (requests
@@ -48,35 +51,60 @@ impl Grpc {
     }
 }
 
-/// One share of the requests' time: a histogram (µs) and its exact sum.
+/// One share of the requests' time: a histogram (µs), its exact sum and
+/// extremes.
 #[derive(Debug, Clone)]
 pub struct Part<C: Counter = u64> {
     pub count: u64,
     pub sum_micros: u64,
+    /// `u64::MAX` while empty.
+    pub min_micros: u64,
+    pub max_micros: u64,
     pub hist: Hist<C>,
 }
 
 impl<C: Counter> Part<C> {
     pub fn new(sigfig: u8) -> Part<C> {
-        Part { count: 0, sum_micros: 0, hist: Hist::new(sigfig) }
+        Part { count: 0, sum_micros: 0, min_micros: u64::MAX, max_micros: 0, hist: Hist::new(sigfig) }
     }
 
     /// A share with these figures.
-    pub fn of(count: u64, sum_micros: u64, hist: Hist<C>) -> Part<C> {
-        Part { count, sum_micros, hist }
+    pub fn of(count: u64, sum_micros: u64, (min_micros, max_micros): (u64, u64), hist: Hist<C>) -> Part<C> {
+        Part { count, sum_micros, min_micros, max_micros, hist }
     }
 
-    fn record(&mut self, micros: u32) {
-        let v = u64::from(micros).clamp(1, super::hist::HIGHEST);
+    /// Records one request's share, never more than its `whole` (µs, as
+    /// recorded in the request's own figures).
+    fn record(&mut self, micros: u32, whole: u64) {
+        let v = u64::from(micros).clamp(1, super::hist::HIGHEST).min(whole);
         self.count += 1;
         self.sum_micros += v;
+        self.min_micros = self.min_micros.min(v);
+        self.max_micros = self.max_micros.max(v);
         self.hist.record(v);
     }
 
     fn add(&mut self, other: &Part<C>) {
         self.count += other.count;
         self.sum_micros += other.sum_micros;
+        self.min_micros = self.min_micros.min(other.min_micros);
+        self.max_micros = self.max_micros.max(other.max_micros);
         self.hist.add(&other.hist);
+    }
+
+    /// The `q` quantile (µs) within the recorded extremes; 0 when empty.
+    pub fn quantile_micros(&self, q: f64) -> u64 {
+        within(self.count, self.hist.value_at_quantile(q), self.min_micros, self.max_micros)
+    }
+}
+
+/// A histogram's quantile (a bucket's top) brought inside the extremes
+/// actually recorded: no percentile above the maximum or below the minimum.
+fn within(count: u64, value: u64, min: u64, max: u64) -> u64 {
+    if count == 0 {
+        0
+    } else {
+        value.min(max).max(min.min(max))
     }
 }
 
@@ -90,6 +118,7 @@ impl<C: Counter> Stats<C> {
             limited: 0,
             status: [0; 6],
             sum_micros: 0,
+            min_micros: u64::MAX,
             max_micros: 0,
             hist,
             upstream: Part::new(sigfig),
@@ -111,6 +140,7 @@ impl<C: Counter> Stats<C> {
         self.status[usize::from(s.status / 100).min(5)] += 1;
         let v = u64::from(s.micros).clamp(1, super::hist::HIGHEST);
         self.sum_micros += v;
+        self.min_micros = self.min_micros.min(v);
         self.max_micros = self.max_micros.max(v);
         self.hist.record(v);
     }
@@ -119,10 +149,11 @@ impl<C: Counter> Stats<C> {
     /// window's slots keep the total latency, which is what the alerts and
     /// the chart read).
     fn record_split(&mut self, s: &Sample) {
+        let whole = u64::from(s.micros).clamp(1, super::hist::HIGHEST);
         if let Some(up) = s.upstream_micros {
-            self.upstream.record(up);
+            self.upstream.record(up, whole);
         }
-        self.overhead.record(s.overhead_micros);
+        self.overhead.record(s.overhead_micros, whole);
     }
 
     /// Adds `other` into `self`.
@@ -135,6 +166,7 @@ impl<C: Counter> Stats<C> {
             *a += b;
         }
         self.sum_micros += other.sum_micros;
+        self.min_micros = self.min_micros.min(other.min_micros);
         self.max_micros = self.max_micros.max(other.max_micros);
         self.hist.add(&other.hist);
         self.upstream.add(&other.upstream);
@@ -142,6 +174,12 @@ impl<C: Counter> Stats<C> {
         if let Some(g) = &other.grpc {
             self.grpc.get_or_insert_with(Default::default).add(g);
         }
+    }
+
+    /// The `q` quantile of the latency (µs) within the recorded extremes;
+    /// 0 when empty.
+    pub fn quantile_micros(&self, q: f64) -> u64 {
+        within(self.count, self.hist.value_at_quantile(q), self.min_micros, self.max_micros)
     }
 
     pub fn error_rate(&self) -> f64 {

@@ -48,19 +48,47 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Connections perfproxy may hold to the database [default: 10]
-    #[arg(long, global = true, value_name = "N", env = "DATABASE_POOL_SIZE", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        env = "DATABASE_POOL_SIZE",
+        hide_env_values = true,
+        allow_negative_numbers = true
+    )]
     pub database_pool_size: Option<String>,
     /// Seconds, TTL for cache rules that name none [default: 3600]
-    #[arg(long, global = true, value_name = "SECONDS", env = "CACHE_TTL_DEFAULT", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        env = "CACHE_TTL_DEFAULT",
+        hide_env_values = true,
+        allow_negative_numbers = true
+    )]
     pub cache_ttl_default: Option<String>,
     /// `false` turns recording off (pure proxy) [default: true]
     #[arg(long, global = true, value_name = "BOOL", env = "PERFORMANCE_MONITORING_ENABLED", hide_env_values = true)]
     pub performance_monitoring_enabled: Option<String>,
     /// Milliseconds; a database query slower is "slow" [default: 1000]
-    #[arg(long, global = true, value_name = "MS", env = "SLOW_QUERY_THRESHOLD", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "MS",
+        env = "SLOW_QUERY_THRESHOLD",
+        hide_env_values = true,
+        allow_negative_numbers = true
+    )]
     pub slow_query_threshold: Option<String>,
     /// Milliseconds; a request slower is "slow" [default: 2000]
-    #[arg(long, global = true, value_name = "MS", env = "SLOW_REQUEST_THRESHOLD", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "MS",
+        env = "SLOW_REQUEST_THRESHOLD",
+        hide_env_values = true,
+        allow_negative_numbers = true
+    )]
     pub slow_request_threshold: Option<String>,
     /// `false` sends every request through the general (hyper) path, a diagnostic switch [default: true]
     #[arg(long, global = true, value_name = "BOOL", env = "PERFPROXY_EXPRESS_LANE", hide_env_values = true)]
@@ -69,7 +97,14 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "ID", env = "PERFPROXY_INSTANCE", hide_env_values = true)]
     pub instance: Option<String>,
     /// Worker threads; 0 means half the container's CPU quota or of the cores, at least one [default: 0]
-    #[arg(long, global = true, value_name = "N", env = "PERFPROXY_WORKERS", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        env = "PERFPROXY_WORKERS",
+        hide_env_values = true,
+        allow_negative_numbers = true
+    )]
     pub workers: Option<String>,
     /// Bearer token for admin calls: purge always; admin endpoints from peers outside endpoints.allow
     #[arg(long, global = true, value_name = "TOKEN", env = "PERFPROXY_ADMIN_TOKEN", hide_env_values = true)]
@@ -158,7 +193,13 @@ pub fn parse_file(text: &str, path: &Path) -> Result<Settings, ConfigError> {
             None => path.display().to_string(),
         };
         let key = format!("{key} ({at})");
-        let snippet = inner.span().map(|s| text[s].lines().next().unwrap_or("").trim().to_string()).unwrap_or_default();
+        let mut snippet =
+            inner.span().map(|s| text[s].lines().next().unwrap_or("").trim().to_string()).unwrap_or_default();
+        if message.starts_with("unknown field") {
+            // The span is the key itself: show what it was given instead.
+            let line = line.and_then(|l| text.lines().nth(l - 1)).unwrap_or("");
+            snippet = line.split_once('=').map_or("", |(_, v)| v).trim().to_string();
+        }
         ConfigError::new(key, snippet, plain_words(&message))
     })
 }
@@ -270,7 +311,15 @@ fn apply_overrides(s: &mut Settings, cli: &Cli, m: &ArgMatches) -> Result<Vec<(&
 }
 
 fn parse_number(key: &str, value: &str, expected: &str) -> Result<u64, ConfigError> {
-    value.trim().parse().map_err(|_| ConfigError::new(key, format!("{value:?}"), expected))
+    let v = value.trim();
+    v.parse().map_err(|_| {
+        let why = if v.starts_with('-') && v[1..].parse::<u64>().is_ok() {
+            format!("{expected}, 0 or more (not {v})")
+        } else {
+            expected.to_string()
+        };
+        ConfigError::new(key, format!("{value:?}"), why)
+    })
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {

@@ -119,6 +119,17 @@ fn a_mistyped_key_names_the_closest_in_a_few_lines() {
     let (code, _, stderr) = run(&["check-config", "--config", &file], &[]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("= -5: expected a whole number, 0 or more (not -5)"), "{stderr}");
+    // The unknown key's line shows its value, not the key again.
+    let file = write_config("upstream_timout_ms = 100\n");
+    let (_, _, stderr) = run(&["check-config", "--config", &file], &[]);
+    assert!(stderr.contains(") = 100: expected a known key"), "{stderr}");
+    // A negative number from a flag or a variable: one line, saying why.
+    let (code, _, stderr) = run(&["check-config", "--database-pool-size", "-5"], &[]);
+    assert_eq!((code, stderr.trim().lines().count()), (2, 1), "{stderr}");
+    assert!(stderr.contains("--database-pool-size") && stderr.contains("0 or more (not -5)"), "{stderr}");
+    let (code, _, stderr) = run(&["check-config"], &[("PERFPROXY_WORKERS", "-5")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("PERFPROXY_WORKERS") && stderr.contains("0 or more (not -5)"), "{stderr}");
 }
 
 fn rss_kib(child: &Child) -> u64 {

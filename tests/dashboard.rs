@@ -72,11 +72,11 @@ async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
     // The rate is perfproxy's, measured over the real time the window
     // covers (never the browser's virtual clock): 15 requests over between
     // the end of the traffic and the end of the page load.
-    let shown = dom.split(r#"id="k-rate">"#).nth(1).and_then(|t| t.split(" req/s").next()).expect("a rate");
+    let shown = dom.split(r#"id="k-rate">"#).nth(1).and_then(|t| t.split("&nbsp;req/s").next()).expect("a rate");
     let shown: f64 = shown.parse().unwrap_or_else(|_| panic!("a number: {shown}"));
     let (low, high) = (15.0 / dom_done * 0.8, 15.0 / traffic_done * 1.3);
     assert!(shown >= low && shown <= high, "rate {shown} req/s outside {low:.1}..{high:.1}:\n{dom}");
-    assert!(dom.contains("req/s · last 60 s"), "the rate says its window:\n{dom}");
+    assert!(dom.contains("&nbsp;req/s · last 60 s"), "the rate says its window, its unit kept with it:\n{dom}");
     assert!(dom.contains("Latency per 10 s slot (ms, log scale)"), "the chart says what it plots:\n{dom}");
     assert!(dom.contains("Routes · since start"), "{dom}");
     assert!(dom.contains(r#"<span class="sev bad">critical</span><strong class="bad"> memory</strong>"#), "{dom}");

@@ -172,43 +172,53 @@ async fn from_database(history: &History, q: &Query) -> Result<Doc, Box<dyn std:
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT minute, requests, errors, histogram FROM perfproxy.route_minutes \
+            "SELECT minute, requests, errors, histogram, max_ms FROM perfproxy.route_minutes \
              WHERE route = $1 AND minute >= $2 AND minute < $3 ORDER BY minute LIMIT $4",
             &[&q.route, &q.from, &q.to, &MAX_ROWS],
         )
         .await?;
     let step = q.step.as_secs().max(1);
-    let mut steps: BTreeMap<u64, (u64, u64, Histogram<u64>)> = BTreeMap::new();
+    // Per step: requests, errors, the merged histogram and the largest
+    // maximum recorded (ms), which no percentile exceeds.
+    let mut steps: BTreeMap<u64, (u64, u64, Histogram<u64>, f64)> = BTreeMap::new();
     for row in &rows {
         let minute: SystemTime = row.get(0);
         let (requests, errors): (i64, i64) = (row.get(1), row.get(2));
         let bytes: Option<Vec<u8>> = row.get(3);
+        let max_ms: Option<f32> = row.get(4);
         let at = epoch_secs(minute) / step * step;
         let entry = steps.entry(at).or_insert_with(|| {
             let mut h = Histogram::new(3).expect("3 significant digits are supported");
             h.auto(true);
-            (0, 0, h)
+            (0, 0, h, 0.0)
         });
+        entry.3 = entry.3.max(max_ms.map_or(f64::INFINITY, f64::from));
         entry.0 += requests.max(0) as u64;
         entry.1 += errors.max(0) as u64;
         if let Some(h) = bytes.and_then(|b| Deserializer::new().deserialize::<u64, _>(&mut &b[..]).ok()) {
             let _ = entry.2.add(&h);
         }
     }
-    let ms = |h: &Histogram<u64>, q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1000.0 };
+    let ms = |h: &Histogram<u64>, q: f64, max: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            (h.value_at_quantile(q) as f64 / 1000.0).min(max)
+        }
+    };
     Ok(Doc {
         route: q.route.clone(),
         step_seconds: step,
         source: "database",
         points: steps
             .into_iter()
-            .map(|(at, (count, errors, h))| PointView {
+            .map(|(at, (count, errors, h, max))| PointView {
                 t: rfc3339(at),
                 count,
                 error_rate: rate(errors, count),
-                p50: ms(&h, 0.5),
-                p95: ms(&h, 0.95),
-                p99: ms(&h, 0.99),
+                p50: ms(&h, 0.5, max),
+                p95: ms(&h, 0.95, max),
+                p99: ms(&h, 0.99, max),
             })
             .collect(),
         truncated: rows.len() as i64 == MAX_ROWS,

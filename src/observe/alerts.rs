@@ -179,6 +179,7 @@ impl Alerts {
             }
             if let Some(alert) = &mut state.firing {
                 alert.value = r.value;
+                alert.threshold = r.threshold; // as reloaded
                 if r.value.is_some() {
                     alert.severity = severity(&r);
                 }
@@ -226,10 +227,21 @@ impl Alerts {
     /// it (absent when that was no data; the message says so).
     fn transition(&self, status: &'static str, alert: &Alert) {
         let subject = alert.subject.as_deref().unwrap_or("");
-        let (rule, value, threshold, message) = (alert.rule, alert.value, alert.threshold, &alert.message);
-        match status {
-            "firing" => warn!(rule = %rule, subject = %subject, value, threshold, detail = %message, "alert firing"),
-            _ => info!(rule = %rule, subject = %subject, value, threshold, detail = %message, "alert resolved"),
+        let (rule, threshold, message) = (alert.rule, alert.threshold, &alert.message);
+        // `value = null` when there was no data (said so in the message).
+        match (status, alert.value) {
+            ("firing", Some(value)) => {
+                warn!(rule = %rule, subject = %subject, value, threshold, detail = %message, "alert firing")
+            }
+            ("firing", None) => {
+                warn!(rule = %rule, subject = %subject, value = "null", threshold, detail = %message, "alert firing")
+            }
+            (_, Some(value)) => {
+                info!(rule = %rule, subject = %subject, value, threshold, detail = %message, "alert resolved")
+            }
+            (_, None) => {
+                info!(rule = %rule, subject = %subject, value = "null", threshold, detail = %message, "alert resolved")
+            }
         }
         if let Some(queue) = &self.webhook {
             queue.push(status, alert);

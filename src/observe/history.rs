@@ -121,7 +121,10 @@ fn since(now: &Stats, before: Option<&Stats>) -> Stats {
             d.hist.reset();
         }
     }
-    d.max_micros = d.hist.max();
+    // The minute's extremes: its histogram's range, within what was
+    // recorded all along (a bucket's top is never above the maximum seen).
+    d.max_micros = d.hist.max().min(now.max_micros);
+    d.min_micros = d.hist.min().max(now.min_micros).min(d.max_micros);
     d
 }
 

@@ -44,8 +44,9 @@ pub struct Figures {
     pub overhead_ms: Option<Split>,
 }
 
-/// Percentiles of one share of the requests' time, in ms.
-#[derive(Serialize)]
+/// The spread of a set of times, in ms: the extremes recorded and the
+/// percentiles between them (a share's figures; the whole's with `avg`).
+#[derive(Serialize, Default)]
 pub struct Split {
     pub min: f64,
     pub p50: f64,
@@ -72,12 +73,8 @@ pub struct Classes {
 #[derive(Serialize)]
 pub struct Latency {
     pub avg: f64,
-    pub min: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
+    #[serde(flatten)]
+    pub spread: Split,
 }
 
 #[derive(Serialize)]
@@ -132,15 +129,13 @@ fn split<C: Counter>(p: &crate::observe::metrics::Part<C>, whole_max: u64) -> Op
         return None;
     }
     let top = p.max_micros.min(whole_max);
-    let q = |q: f64| ms(p.quantile_micros(q).min(top) as f64);
-    Some(Split {
-        min: ms(p.min_micros.min(top) as f64),
-        p50: q(0.5),
-        p90: q(0.9),
-        p95: q(0.95),
-        p99: q(0.99),
-        max: ms(top as f64),
-    })
+    Some(spread(|q| p.quantile_micros(q).min(top), p.min_micros.min(top), top))
+}
+
+/// The spread from a quantile function and the extremes (µs).
+fn spread(quantile: impl Fn(f64) -> u64, min: u64, max: u64) -> Split {
+    let q = |q: f64| ms(quantile(q) as f64);
+    Split { min: ms(min as f64), p50: q(0.5), p90: q(0.9), p95: q(0.95), p99: q(0.99), max: ms(max as f64) }
 }
 
 fn classes<C: Counter>(s: &Stats<C>) -> Classes {
@@ -150,17 +145,11 @@ fn classes<C: Counter>(s: &Stats<C>) -> Classes {
 /// Percentiles from the histogram; the average from the exact sum.
 pub fn latency<C: Counter>(s: &Stats<C>) -> Latency {
     if s.count == 0 {
-        return Latency { avg: 0.0, min: 0.0, p50: 0.0, p90: 0.0, p95: 0.0, p99: 0.0, max: 0.0 };
+        return Latency { avg: 0.0, spread: Split::default() };
     }
-    let q = |q: f64| ms(s.quantile_micros(q) as f64);
     Latency {
         avg: ms(s.sum_micros as f64 / s.count as f64),
-        min: ms(s.min_micros as f64),
-        p50: q(0.50),
-        p90: q(0.90),
-        p95: q(0.95),
-        p99: q(0.99),
-        max: ms(s.max_micros as f64),
+        spread: spread(|q| s.quantile_micros(q), s.min_micros, s.max_micros),
     }
 }
 

@@ -93,6 +93,9 @@ pub struct Cli {
     /// `false` sends every request through the general (hyper) path, a diagnostic switch [default: true]
     #[arg(long, global = true, value_name = "BOOL", env = "PERFPROXY_EXPRESS_LANE", hide_env_values = true)]
     pub express_lane: Option<String>,
+    /// `false`: route labels by the plain normalisation, nothing learned from the traffic [default: true]
+    #[arg(long, global = true, value_name = "BOOL", env = "PERFPROXY_ROUTE_DISCOVERY", hide_env_values = true)]
+    pub route_discovery: Option<String>,
     /// This instance's id in the cluster view [default: hostname-pid]
     #[arg(long, global = true, value_name = "ID", env = "PERFPROXY_INSTANCE", hide_env_values = true)]
     pub instance: Option<String>,
@@ -287,6 +290,11 @@ fn apply_overrides(s: &mut Settings, cli: &Cli, m: &ArgMatches) -> Result<Vec<(&
         let key = name("express_lane", "--express-lane", "PERFPROXY_EXPRESS_LANE");
         s.express_lane = parse_bool(&key, v)?;
         overridden.push(("express_lane", key));
+    }
+    if let Some(v) = &cli.route_discovery {
+        let key = name("route_discovery", "--route-discovery", "PERFPROXY_ROUTE_DISCOVERY");
+        s.route_discovery.enabled = parse_bool(&key, v)?;
+        overridden.push(("route_discovery.enabled", key));
     }
     if let Some(v) = &cli.instance {
         s.cluster.instance = Some(v.clone());

@@ -4,10 +4,12 @@
 //! is what `perfproxy check-config` prints.
 
 mod protocols;
+mod routing;
 
 use serde::{Deserialize, Serialize};
 
 pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamAddr, UpstreamProtocol};
+pub use routing::RouteDiscoverySettings;
 
 /// A configuration problem: which key, which value, what was expected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -62,6 +64,7 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub endpoints: Endpoints,
     pub routes: Vec<RouteRule>,
+    pub route_discovery: routing::RouteDiscoverySettings,
     pub cache: CacheSettings,
     pub health: HealthSettings,
     pub alerts: AlertSettings,
@@ -104,6 +107,7 @@ impl Default for Settings {
             admin_token: None,
             endpoints: Endpoints::default(),
             routes: Vec::new(),
+            route_discovery: Default::default(),
             cache: CacheSettings::default(),
             health: HealthSettings::default(),
             alerts: AlertSettings::default(),

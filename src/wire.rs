@@ -3,8 +3,10 @@
 //! apply (field roles, lists, lengths, status validity, framing, forwarding,
 //! cache eligibility), [`headers`] the same rules on `HeaderMap`s, [`grpc`]
 //! gRPC's framing and status codes, [`routes`] route patterns, path
-//! normalisation and the bounded label table.
+//! normalisation and the bounded label table, [`discovery`] the labels
+//! learned from the traffic.
 
+pub(crate) mod discovery;
 pub(crate) mod grpc;
 pub(crate) mod headers;
 pub(crate) mod http1;

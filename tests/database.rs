@@ -176,6 +176,7 @@ async fn without_pg_stat_statements_the_fix_is_given_and_no_password_is_logged()
     let url = "postgres://postgres:hunter2@127.0.0.1:5432/postgres";
     let child = Command::new(binary())
         .args(["--listen", &listen, "--upstream", &up.url(), "--config", &config, "--database-url", url])
+        .env("PERFPROXY_ROUTE_DISCOVERY", "false") // the plain labels these tests assert
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

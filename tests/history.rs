@@ -33,6 +33,7 @@ fn start(upstream: &str, port: u16, db: Option<&str>, extra: &[&str]) -> Running
     args.extend_from_slice(extra);
     let mut child = Command::new(binary())
         .args(&args)
+        .env("PERFPROXY_ROUTE_DISCOVERY", "false") // the plain labels these tests assert
         .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn,perfproxy::observe::history=debug".into()))
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")

@@ -207,6 +207,7 @@ async fn start_quiet(upstream: &str, extra: &[&str]) -> (std::process::Child, St
     let child = Command::new(binary())
         .args(["--listen", &listen, "--upstream", upstream])
         .args(extra)
+        .env("PERFPROXY_ROUTE_DISCOVERY", "false") // the plain labels these tests assert
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
         .spawn()

@@ -29,6 +29,7 @@ async fn sighup_swaps_routes_and_thresholds_under_load() {
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(binary())
         .args(["--config", &config, "--upstream", &up.url()])
+        .env("PERFPROXY_ROUTE_DISCOVERY", "false") // the plain labels these tests assert
         .env("RUST_LOG", "info")
         .env("PERFPROXY_LOG_FORMAT", "json")
         .stdout(Stdio::null())

@@ -202,6 +202,8 @@ pub fn held(shared: &Shared, cache: &crate::cache::Stats) -> Held {
         cache_tagged_keys: index.tagged_keys,
         cache_flights: flights,
         route_labels: shared.routes.label_count(),
+        route_positions: shared.routes.discovery_held().0,
+        route_literals: shared.routes.discovery_held().1,
         clients: shared.top_clients.held(),
         history_queue,
         history_points,

@@ -38,7 +38,11 @@ pub struct Config {
     pub max_connections: usize,
     pub max_routes: usize,
     pub workers: usize,
+    /// The declared routes, first match wins: `[[routes]]`, then (with
+    /// route discovery on) the patterns cache rules and rate limits name.
     pub routes: Vec<RoutePattern>,
+    /// `[route_discovery]`: `(literal_after, max_literals)`; `None` when off.
+    pub discovery: Option<(u32, usize)>,
     pub trusted_proxies: Cidrs,
     /// `endpoints.allow`.
     pub admin_allow_proxy: Cidrs,
@@ -206,6 +210,23 @@ impl Config {
             }
         }
 
+        let d = &s.route_discovery;
+        in_range("route_discovery.literal_after", d.literal_after, 1, 1_000_000)?;
+        in_range("route_discovery.max_literals", d.max_literals, 0, 100_000)?;
+        let discovery = d.enabled.then_some((d.literal_after as u32, d.max_literals as usize));
+        if d.enabled {
+            // Rules declare their routes: what they match is counted under
+            // their pattern, never learned value by value.
+            let declared = c.rules.iter().map(|r| &r.pattern).chain(s.rate_limits.iter().map(|r| &r.pattern));
+            for text in declared {
+                if let Ok(p) = RoutePattern::parse(text) {
+                    if !routes.contains(&p) {
+                        routes.push(p);
+                    }
+                }
+            }
+        }
+
         let h = &s.health;
         positive_ms("health.interval_ms", h.interval_ms)?;
         positive_ms("health.timeout_ms", h.timeout_ms)?;
@@ -296,6 +317,7 @@ impl Config {
             max_header_bytes,
             max_connections,
             max_routes,
+            discovery,
             workers,
             routes,
             trusted_proxies,

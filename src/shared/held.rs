@@ -84,6 +84,10 @@ pub struct Held {
     /// the workers' memos of paths and labels already resolved.
     pub route_labels: usize,
     pub route_memo: usize,
+    /// Route discovery: positions counting values, and values learned (each
+    /// at most four times `max_routes`).
+    pub route_positions: usize,
+    pub route_literals: usize,
     /// Top-client candidates on the workers' boards.
     pub clients: usize,
     /// Idle pooled connections to the upstream, and open client connections.
@@ -111,7 +115,7 @@ impl Held {
     }
 
     /// Each size by name, for `/metrics`.
-    pub fn named(&self) -> [(&'static str, f64); 18] {
+    pub fn named(&self) -> [(&'static str, f64); 20] {
         [
             ("cache_entries", self.cache_entries as f64),
             ("cache_bytes", self.cache_bytes as f64),
@@ -124,6 +128,8 @@ impl Held {
             ("storable_keys", self.storable_keys as f64),
             ("route_labels", self.route_labels as f64),
             ("route_memo", self.route_memo as f64),
+            ("route_positions", self.route_positions as f64),
+            ("route_literals", self.route_literals as f64),
             ("clients", self.clients as f64),
             ("upstream_idle", self.upstream_idle as f64),
             ("connections", self.connections as f64),

@@ -1,7 +1,9 @@
 //! Route labels: every request is counted under `METHOD /template`.
 //! Configured patterns are tried in order (first match wins, like Envoy's
 //! route list); otherwise the path is normalised, with identifier-like
-//! segments (numbers, UUIDs, long hex, opaque tokens) becoming `:id`. Labels
+//! segments (numbers, UUIDs, long hex, opaque tokens) becoming `:id` and,
+//! with route discovery on, every other value `:param` until the traffic
+//! has shown it is a name ([`Discovery`]). Labels
 //! are interned in a [`RouteTable`] bounded by `max_routes`; past the bound,
 //! new labels fold into `METHOD OTHER`. Each worker keeps a [`RouteCache`] in
 //! front of the table, so a known label costs a hash lookup and no lock.
@@ -14,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use http::Method;
+
+use super::discovery::{is_identifier, Discovery};
 
 /// Index of an interned route label; stable for the life of the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -113,33 +117,6 @@ impl RoutePattern {
     }
 }
 
-/// Whether a path segment looks like an identifier rather than a name.
-pub fn is_identifier(seg: &str) -> bool {
-    let b = seg.as_bytes();
-    if b.is_empty() {
-        return false;
-    }
-    if b.iter().all(u8::is_ascii_digit) {
-        return true;
-    }
-    let is_uuid = b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        });
-    if is_uuid {
-        return true;
-    }
-    let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
-    if b.len() >= 8 && digits > 0 && b.iter().all(u8::is_ascii_hexdigit) {
-        return true;
-    }
-    // Opaque tokens: long, URL-safe, mixing letters and digits (base64url, ULIDs, slugs with ids).
-    let token_chars = b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.~=".contains(c));
-    let letters = b.iter().any(u8::is_ascii_alphabetic);
-    token_chars && letters && ((b.len() >= 16 && digits >= 2) || b.len() >= 40)
-}
-
 /// `/package.Service/Method`: two segments, the first with a package (so a
 /// client cannot mint labels from ids by sending a gRPC content type).
 fn is_grpc_method(path: &str) -> bool {
@@ -195,6 +172,8 @@ pub struct RouteTable {
     generation: AtomicU64,
     max_routes: usize,
     labels: Mutex<Labels>,
+    /// `None`: the plain normalisation.
+    discovery: Option<Discovery>,
 }
 
 /// A worker's lock-free view of the labels it has already seen.
@@ -213,12 +192,15 @@ pub struct RouteCache {
 }
 
 impl RouteTable {
-    pub fn new(patterns: Vec<RoutePattern>, max_routes: usize) -> RouteTable {
+    /// `discovery`: `(literal_after, max_literals)` to learn labels from
+    /// the traffic (positions tracked: four per possible label).
+    pub fn new(patterns: Vec<RoutePattern>, max_routes: usize, discovery: Option<(u32, usize)>) -> RouteTable {
         RouteTable {
             patterns: ArcSwap::from_pointee(patterns),
             generation: AtomicU64::new(1),
             max_routes,
             labels: Mutex::default(),
+            discovery: discovery.map(|(after, most)| Discovery::new(after, most, max_routes.saturating_mul(4).max(64))),
         }
     }
 
@@ -260,7 +242,10 @@ impl RouteTable {
         match pattern {
             Some(p) => buf.push_str(p.template()),
             None if grpc && is_grpc_method(path) => buf.push_str(path),
-            None => normalise_into(path, buf),
+            None => match &self.discovery {
+                Some(d) => d.label_into(path, buf),
+                None => normalise_into(path, buf),
+            },
         }
         let by_pattern = pattern.is_some();
         let id = match cache.known.get(buf.as_str()) {
@@ -336,6 +321,13 @@ impl RouteTable {
     }
 }
 
+impl RouteTable {
+    /// Route discovery's positions tracked and values learned (0, 0 when off).
+    pub fn discovery_held(&self) -> (usize, usize) {
+        self.discovery.as_ref().map_or((0, 0), Discovery::held)
+    }
+}
+
 impl RouteCache {
     /// Paths and labels this worker remembers (each map is bounded).
     pub fn held(&self) -> usize {
@@ -354,7 +346,7 @@ mod tests {
 
     #[test]
     fn normalises_identifiers() {
-        let t = RouteTable::new(vec![], 100);
+        let t = RouteTable::new(vec![], 100, None);
         assert_eq!(label(&t, Method::GET, "/api/users/42/orders/9f1c2b3a4d5e"), "GET /api/users/:id/orders/:id");
         assert_eq!(label(&t, Method::GET, "/a/550e8400-e29b-41d4-a716-446655440000"), "GET /a/:id");
         assert_eq!(label(&t, Method::DELETE, "/t/eyJhbGciOiJIUzI1NiJ9xyz123"), "DELETE /t/:id");
@@ -366,7 +358,7 @@ mod tests {
 
     #[test]
     fn grpc_methods_are_their_own_labels() {
-        let t = RouteTable::new(vec![], 100);
+        let t = RouteTable::new(vec![], 100, None);
         let service = "/acme.payments.v1beta2.PaymentService/Charge";
         let grpc = |path| t.name(t.resolve_as(&Method::POST, path, true, &mut RouteCache::default())).to_string();
         assert_eq!(grpc(service), format!("POST {service}"));
@@ -382,7 +374,7 @@ mod tests {
             .iter()
             .map(|p| RoutePattern::parse(p).unwrap())
             .collect();
-        let t = RouteTable::new(pats, 100);
+        let t = RouteTable::new(pats, 100, None);
         assert_eq!(label(&t, Method::GET, "/api/users/alice"), "GET /api/users/:id");
         assert_eq!(label(&t, Method::PUT, "/api/users/alice"), "PUT /api/users/:id");
         assert_eq!(label(&t, Method::POST, "/api/documents/a/b/c"), "POST /api/documents/*");
@@ -392,7 +384,7 @@ mod tests {
 
     #[test]
     fn a_workers_cache_follows_a_reload() {
-        let t = RouteTable::new(vec![], 100);
+        let t = RouteTable::new(vec![], 100, None);
         let mut cache = RouteCache::default();
         let before = t.resolve(&Method::GET, "/api/items/x", &mut cache);
         assert_eq!(&*t.name(before), "GET /api/items/x");
@@ -403,7 +395,7 @@ mod tests {
 
     #[test]
     fn a_worker_resolves_a_repeated_path_as_the_first_time() {
-        let t = RouteTable::new(vec![RoutePattern::parse("GET /api/items/:name").unwrap()], 100);
+        let t = RouteTable::new(vec![RoutePattern::parse("GET /api/items/:name").unwrap()], 100, None);
         let mut c = RouteCache::default();
         let service = "/acme.v1.Svc/Get";
         for _ in 0..3 {
@@ -421,7 +413,7 @@ mod tests {
 
     #[test]
     fn other_methods_are_told_apart_by_patterns_whatever_came_first() {
-        let t = RouteTable::new(vec![RoutePattern::parse("PROPFIND /dav/:x").unwrap()], 100);
+        let t = RouteTable::new(vec![RoutePattern::parse("PROPFIND /dav/:x").unwrap()], 100, None);
         let mut c = RouteCache::default();
         let name = |m: &[u8], c: &mut RouteCache| {
             t.name(t.resolve(&Method::from_bytes(m).unwrap(), "/dav/abc", c)).to_string()
@@ -434,7 +426,7 @@ mod tests {
 
     #[test]
     fn long_paths_are_resolved_but_not_kept() {
-        let t = RouteTable::new(vec![], 100);
+        let t = RouteTable::new(vec![], 100, None);
         let mut c = RouteCache::default();
         let long = format!("/{}", "a".repeat(VERBATIM_LONGEST + 10));
         let short = "/static/app.js";
@@ -453,7 +445,7 @@ mod tests {
 
     #[test]
     fn label_table_is_bounded() {
-        let t = RouteTable::new(vec![], 3);
+        let t = RouteTable::new(vec![], 3, None);
         let mut c = RouteCache::default();
         for p in ["/a", "/b", "/c", "/d", "/e"] {
             t.resolve(&Method::GET, p, &mut c);

@@ -341,9 +341,15 @@ impl Drop for Proxy {
     }
 }
 
-/// Starts perfproxy in-process on 127.0.0.1:0 with these extra arguments.
+/// Starts perfproxy in-process on 127.0.0.1:0 with these extra arguments
+/// (route discovery off unless they say `--route-discovery`).
 pub async fn spawn_proxy(upstream: &str, args: &[&str]) -> Proxy {
     let mut argv = vec!["perfproxy", "--listen", "127.0.0.1:0", "--upstream", upstream];
+    // Labels as the plain normalisation makes them, from the first request
+    // (the suites assert exact labels); tests of route discovery turn it on.
+    if !args.contains(&"--route-discovery") {
+        argv.extend_from_slice(&["--route-discovery", "false"]);
+    }
     argv.extend_from_slice(args);
     let config = match perfproxy::config::from_args(argv) {
         Ok(inv) => inv.config,

@@ -29,6 +29,12 @@ async fn values_sent_once_never_reach_a_label_and_frequent_ones_do() {
     for i in 0..60 {
         get(&proxy.url(&format!("/search/word{i}x"))).await;
     }
+    // The same secret in a gRPC method's path: gRPC names are learned too.
+    let grpc = http::Request::post(proxy.url("/x.y/gs3cret"))
+        .header("content-type", "application/grpc")
+        .body(Default::default())
+        .unwrap();
+    send(grpc).await;
     // A name the application really has, asked for often.
     for _ in 0..10 {
         get(&proxy.url("/api/users/me")).await;
@@ -40,7 +46,7 @@ async fn values_sent_once_never_reach_a_label_and_frequent_ones_do() {
     let doc = get(&proxy.url("/performance")).await.json();
     let all = labels(&doc);
     let metrics = get(&proxy.url("/metrics")).await.text();
-    for secret in ["alice", "s3cret", "word"] {
+    for secret in ["alice", "s3cret", "word", "x.y"] {
         assert!(!all.iter().any(|l| l.contains(secret)), "{secret} in a label: {all:?}");
         assert!(!metrics.contains(secret), "{secret} in /metrics");
     }

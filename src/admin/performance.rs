@@ -193,6 +193,7 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
 pub fn held(shared: &Shared, cache: &crate::cache::Stats) -> Held {
     let (index, flights) = shared.cache.held();
     let (history_queue, history_points, history_series) = shared.history.held();
+    let (route_positions, route_literals) = shared.routes.discovery_held();
     Held {
         cache_entries: cache.entries,
         cache_bytes: cache.memory_bytes,
@@ -202,8 +203,8 @@ pub fn held(shared: &Shared, cache: &crate::cache::Stats) -> Held {
         cache_tagged_keys: index.tagged_keys,
         cache_flights: flights,
         route_labels: shared.routes.label_count(),
-        route_positions: shared.routes.discovery_held().0,
-        route_literals: shared.routes.discovery_held().1,
+        route_positions,
+        route_literals,
         clients: shared.top_clients.held(),
         history_queue,
         history_points,

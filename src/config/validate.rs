@@ -38,9 +38,11 @@ pub struct Config {
     pub max_connections: usize,
     pub max_routes: usize,
     pub workers: usize,
-    /// The declared routes, first match wins: `[[routes]]`, then (with
-    /// route discovery on) the patterns cache rules and rate limits name.
+    /// `[[routes]]`, first match wins.
     pub routes: Vec<RoutePattern>,
+    /// The patterns cache rules and rate limits name, in order: routes too
+    /// when they are discovered (see `RouteTable::patterns_for`).
+    pub declared: Vec<RoutePattern>,
     /// `[route_discovery]`: `(literal_after, max_literals)`; `None` when off.
     pub discovery: Option<(u32, usize)>,
     pub trusted_proxies: Cidrs,
@@ -211,21 +213,12 @@ impl Config {
         }
 
         let d = &s.route_discovery;
-        in_range("route_discovery.literal_after", d.literal_after, 1, 1_000_000)?;
+        in_range("route_discovery.literal_after", d.literal_after, 2, 1_000_000)?;
         in_range("route_discovery.max_literals", d.max_literals, 0, 100_000)?;
         let discovery = d.enabled.then_some((d.literal_after as u32, d.max_literals as usize));
-        if d.enabled {
-            // Rules declare their routes: what they match is counted under
-            // their pattern, never learned value by value.
-            let declared = c.rules.iter().map(|r| &r.pattern).chain(s.rate_limits.iter().map(|r| &r.pattern));
-            for text in declared {
-                if let Ok(p) = RoutePattern::parse(text) {
-                    if !routes.contains(&p) {
-                        routes.push(p);
-                    }
-                }
-            }
-        }
+        // Rules declare their routes (used when routes are discovered).
+        let declared = c.rules.iter().map(|r| &r.pattern).chain(s.rate_limits.iter().map(|r| &r.pattern));
+        let declared: Vec<RoutePattern> = declared.filter_map(|text| RoutePattern::parse(text).ok()).collect();
 
         let h = &s.health;
         positive_ms("health.interval_ms", h.interval_ms)?;
@@ -320,6 +313,7 @@ impl Config {
             discovery,
             workers,
             routes,
+            declared,
             trusted_proxies,
             admin_allow_proxy,
             admin_allow,

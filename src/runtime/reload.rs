@@ -32,7 +32,9 @@ pub fn reload(shared: &Shared) -> Result<Vec<String>, ConfigError> {
     let mut live = Live::from(&next.settings);
     // The window shapes the metrics' slots, fixed at start.
     live.alerts.window_ms = shared.config.settings.alerts.window_ms;
-    shared.routes.set_patterns(next.routes.clone());
+    // Declared by rules or not as the running process discovers routes or
+    // not (`[route_discovery]` itself needs a restart).
+    shared.routes.set_patterns(shared.routes.patterns_for(&next.routes, &next.declared));
     shared.metrics.set_slow(Duration::from_millis(live.alerts.slow_request_ms));
     if let Some(db) = &shared.database {
         db.set_threshold(Duration::from_millis(live.alerts.slow_query_ms));

@@ -62,7 +62,8 @@ pub struct Shared {
 impl Shared {
     /// Needs a Tokio runtime (the alert webhook's task starts here).
     pub fn new(config: Config) -> Arc<Shared> {
-        let routes = RouteTable::new(config.routes.clone(), config.max_routes, config.discovery);
+        let routes = RouteTable::new(Vec::new(), config.max_routes, config.discovery);
+        routes.set_patterns(routes.patterns_for(&config.routes, &config.declared));
         let s = &config.settings;
         let metrics = Metrics::new(
             s.monitoring_enabled,

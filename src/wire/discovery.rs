@@ -15,10 +15,13 @@
 //! Misra–Gries summary, in which a value keeps its count while it is more
 //! than 1/33 of its position's unlearned requests, and one-off values evict
 //! each other. What is learned is published as a snapshot read without a
-//! lock; only a segment not learned yet takes the lock, to be counted.
+//! lock, with the positions that can learn no more marked closed; only a
+//! value at an open position takes the lock, and only when it is free
+//! (`try_lock`: a request never waits; a value counted while another
+//! worker holds the lock is simply counted later).
 
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use arc_swap::ArcSwap;
 
@@ -28,9 +31,26 @@ pub const CANDIDATES: usize = 32;
 pub const LONGEST_POSITION: usize = 256;
 /// A segment longer than this is never learned (an opaque value, likely).
 pub const LONGEST_LITERAL: usize = 64;
+/// Positions tracked, and values learned, at most, whatever `max_routes`.
+pub const MOST_POSITIONS: usize = 16_384;
 
-/// Learned values by position (the label prefix before them).
-type Learned = foldhash::HashMap<Box<str>, foldhash::HashSet<Box<str>>>;
+/// What one position has learned, as the workers read it.
+#[derive(Debug, Default)]
+struct Known {
+    values: foldhash::HashSet<Box<str>>,
+    /// `max_literals` learned: nothing more is counted here.
+    closed: bool,
+}
+
+/// What is learned, published whole (positions share their `Known`, so a
+/// new snapshot copies pointers, not values).
+#[derive(Debug, Default, Clone)]
+struct Snapshot {
+    positions: foldhash::HashMap<Box<str>, Arc<Known>>,
+    /// No room left (positions or values): a position not in `positions`
+    /// counts nothing.
+    full: bool,
+}
 
 /// The process-wide discovery state.
 #[derive(Debug)]
@@ -39,15 +59,13 @@ pub struct Discovery {
     max_literals: usize,
     max_positions: usize,
     hasher: foldhash::fast::RandomState,
-    learned: ArcSwap<Learned>,
+    learned: ArcSwap<Snapshot>,
     counting: Mutex<Counting>,
 }
 
 #[derive(Debug, Default)]
 struct Counting {
     positions: foldhash::HashMap<Box<str>, Position>,
-    /// The master copy of what is learned (the snapshot is a clone).
-    learned: Learned,
     learned_total: usize,
 }
 
@@ -106,22 +124,25 @@ pub fn is_identifier(seg: &str) -> bool {
 }
 
 impl Discovery {
-    /// `max_positions`: positions tracked and values learned, each at most.
+    /// `max_positions`: positions tracked and values learned, each at most
+    /// (and never more than [`MOST_POSITIONS`]).
     pub fn new(literal_after: u32, max_literals: usize, max_positions: usize) -> Discovery {
         Discovery {
             literal_after: literal_after.max(1),
             max_literals,
-            max_positions,
+            max_positions: max_positions.min(MOST_POSITIONS),
             hasher: foldhash::fast::RandomState::default(),
-            learned: ArcSwap::from_pointee(Learned::default()),
+            learned: ArcSwap::from_pointee(Snapshot::default()),
             counting: Mutex::default(),
         }
     }
 
     /// Writes the label template of `path` into `out` (after what `out`
     /// holds: the method and a space), counting the values not learned yet.
-    pub fn label_into(&self, path: &str, out: &mut String) {
-        let learned = self.learned.load();
+    /// `identifiers`: identifier-like segments are `:id` (not for a gRPC
+    /// method's path, whose names are learned like any other).
+    pub fn label_into(&self, path: &str, out: &mut String, identifiers: bool) {
+        let snapshot = self.learned.load();
         let base = out.len();
         for seg in path.strip_prefix('/').unwrap_or(path).split('/') {
             let position_end = out.len();
@@ -129,34 +150,50 @@ impl Discovery {
             if seg.is_empty() {
                 continue; // `/` itself, or a trailing slash: as sent
             }
-            if is_identifier(seg) {
+            if identifiers && is_identifier(seg) {
                 out.push_str(":id");
                 continue;
             }
             let literal = {
                 let position = &out[base..position_end];
-                learned.get(position).is_some_and(|values| values.contains(seg)) || self.count(position, seg)
+                match snapshot.positions.get(position) {
+                    Some(known) if known.values.contains(seg) => true,
+                    Some(known) if known.closed => false,
+                    None if snapshot.full => false,
+                    _ => self.count(position, seg),
+                }
             };
             out.push_str(if literal { seg } else { ":param" });
         }
     }
 
-    /// Counts `seg` at `position`; `true` when it is (now) learned there.
+    /// Counts `seg` at `position` when the lock is free; `true` when it is
+    /// (now) learned there.
     fn count(&self, position: &str, seg: &str) -> bool {
         if position.len() > LONGEST_POSITION || seg.len() > LONGEST_LITERAL {
             return false;
         }
         let hash = self.hasher.hash_one(seg);
-        let mut counting = self.counting.lock().expect("discovery lock is never poisoned: no panics under it");
-        let Counting { positions, learned, learned_total } = &mut *counting;
-        if learned.get(position).is_some_and(|values| values.contains(seg)) {
-            return true; // learned by another worker since the snapshot
+        let mut counting = match self.counting.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        let snapshot = self.learned.load();
+        if snapshot.positions.get(position).is_some_and(|known| known.values.contains(seg)) {
+            return true; // learned by another worker since the caller's snapshot
         }
-        let room = positions.len() < self.max_positions;
+        let Counting { positions, learned_total } = &mut *counting;
+        let room = positions.len() < self.max_positions && *learned_total < self.max_positions;
         let here = match positions.get_mut(position) {
             Some(p) => p,
             None if room => positions.entry(position.into()).or_default(),
-            None => return false,
+            None => {
+                if !snapshot.full {
+                    self.learned.store(Arc::new(Snapshot { full: true, ..(**snapshot).clone() }));
+                }
+                return false;
+            }
         };
         if here.literals >= self.max_literals || *learned_total >= self.max_positions {
             return false;
@@ -167,14 +204,19 @@ impl Discovery {
         here.candidates.retain(|c| c.0 != hash);
         here.literals += 1;
         *learned_total += 1;
-        learned.entry(position.into()).or_default().insert(seg.into());
-        self.learned.store(Arc::new(learned.clone()));
+        let mut next = (**snapshot).clone();
+        let known = next.positions.entry(position.into()).or_default();
+        let mut values = known.values.clone();
+        values.insert(seg.into());
+        *known = Arc::new(Known { values, closed: here.literals >= self.max_literals });
+        next.full = positions.len() >= self.max_positions || *learned_total >= self.max_positions;
+        self.learned.store(Arc::new(next));
         true
     }
 
     /// Positions tracked and values learned (for `memory.held`).
     pub fn held(&self) -> (usize, usize) {
-        let counting = self.counting.lock().expect("discovery lock is never poisoned: no panics under it");
+        let counting = self.counting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         (counting.positions.len(), counting.learned_total)
     }
 }
@@ -185,7 +227,7 @@ mod tests {
 
     fn label(d: &Discovery, path: &str) -> String {
         let mut out = String::from("GET ");
-        d.label_into(path, &mut out);
+        d.label_into(path, &mut out, true);
         out
     }
 

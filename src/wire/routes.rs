@@ -204,7 +204,23 @@ impl RouteTable {
         }
     }
 
-    /// Replaces the configured patterns (a reload); labels already interned stay.
+    /// The patterns labels are tried against: `configured` (`[[routes]]`),
+    /// then, when routes are discovered, the patterns rules `declared`
+    /// (cache rules, rate limits), which count what they match under their
+    /// own pattern instead of learning it value by value.
+    pub fn patterns_for(&self, configured: &[RoutePattern], declared: &[RoutePattern]) -> Vec<RoutePattern> {
+        let mut all = configured.to_vec();
+        if self.discovery.is_some() {
+            for p in declared {
+                if !all.contains(p) {
+                    all.push(p.clone());
+                }
+            }
+        }
+        all
+    }
+
+    /// Replaces the patterns (a reload); labels already interned stay.
     pub fn set_patterns(&self, patterns: Vec<RoutePattern>) {
         self.patterns.store(Arc::new(patterns));
         self.generation.fetch_add(1, Ordering::Release);
@@ -241,9 +257,14 @@ impl RouteTable {
         let pattern = cache.patterns.iter().find(|p| p.matches(method, path));
         match pattern {
             Some(p) => buf.push_str(p.template()),
-            None if grpc && is_grpc_method(path) => buf.push_str(path),
+            // A gRPC method's names are learned too (a client picks the
+            // content type), but never taken for identifiers.
+            None if grpc && is_grpc_method(path) => match &self.discovery {
+                Some(d) => d.label_into(path, buf, false),
+                None => buf.push_str(path),
+            },
             None => match &self.discovery {
-                Some(d) => d.label_into(path, buf),
+                Some(d) => d.label_into(path, buf, true),
                 None => normalise_into(path, buf),
             },
         }

@@ -8,6 +8,8 @@
 #   bench/instructions.sh                               # this tree's release build
 #   BIN=/tmp/perfproxy-before bench/instructions.sh     # another build
 #   bench/instructions.sh --config /tmp/nocache.toml    # extra perfproxy arguments
+#   BENCH_PATH=/bench/42/1k.bin bench/instructions.sh   # another path (a route with an id:
+#                                                       # its label is worked out on every request)
 #   TRACING=0.01 bench/instructions.sh                  # tracing on, 1 % sampled, spans
 #                                                       # exported to the upstream nginx (200)
 #   bench/instructions.sh --check                       # the CPU budget (CI): cache on and
@@ -51,7 +53,9 @@ if [ -z "${BIN:-}" ]; then cargo build --release --quiet; BIN=target/release/per
 
 work=$(mktemp -d /tmp/perfproxy-instr.XXXXXX)
 chmod 755 "$work"; mkdir -p "$work/root/bench"
-head -c 1024 /dev/zero | tr '\0' 'x' > "$work/root/bench/1k.bin"
+BENCH_PATH=${BENCH_PATH:-/bench/1k.bin}
+mkdir -p "$work/root$(dirname "$BENCH_PATH")"
+head -c 1024 /dev/zero | tr '\0' 'x' > "$work/root$BENCH_PATH"
 cat > "$work/up.conf" <<NGX
 worker_processes 1; daemon on; pid $work/up.pid; error_log $work/up.err;
 events { worker_connections 1024; }
@@ -65,9 +69,9 @@ trap 'kill "$(cat "$work/up.pid")" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 cat > "$work/drive.py" <<'PY'
 import socket, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
+port, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(10)]
-req = f"GET /bench/1k.bin HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: drive\r\nAccept: */*\r\n\r\n".encode()
+req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: drive\r\nAccept: */*\r\n\r\n".encode()
 bufs = [b""] * 10
 def read_one(i):
     b = bufs[i]
@@ -94,7 +98,7 @@ count() {
     --upstream "http://127.0.0.1:$UP_PORT" "$@" >/dev/null 2>&1 &
   local pid=$!
   for _ in $(seq 150); do curl -s -o /dev/null "http://127.0.0.1:$PP_PORT/health/live" && break; sleep 0.2; done
-  python3 "$work/drive.py" "$PP_PORT" "$n"
+  python3 "$work/drive.py" "$PP_PORT" "$n" "$BENCH_PATH"
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
   callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
 }

@@ -23,16 +23,8 @@ fn ids(doc: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_merge_into_one_cluster_document() {
-    let port = free_port();
-    let _redis = Redis::start(port);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let redis_url = format!("redis://127.0.0.1:{port}");
     let up = spawn_upstream().await;
-    let mut proxies = Vec::new();
-    for id in ["a", "b", "c"] {
-        let cfg = write_config(&format!("[cluster]\npublish_ms = 200\ninstance = \"{id}\"\n"));
-        proxies.push(spawn_proxy(&up.url(), &["--config", &cfg, "--redis-url", &redis_url]).await);
-    }
+    let (_redis, mut proxies) = spawn_cluster(&up.url(), &["a", "b", "c"]).await;
     // Different loads: 60 fast, 60 medium and 30 slow requests.
     for (proxy, (n, ms)) in proxies.iter().zip([(60, 5), (60, 20), (30, 150)]) {
         // Ten at a time: the upstream and the clients share this test's

@@ -107,16 +107,8 @@ async fn percentiles_stay_within_min_and_max_and_parts_within_their_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_merge_keeps_percentiles_within_the_range_seen() {
-    let port = free_port();
-    let _redis = Redis::start(port);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let redis_url = format!("redis://127.0.0.1:{port}");
     let up = spawn_upstream().await;
-    let mut proxies = Vec::new();
-    for id in ["a", "b"] {
-        let cfg = write_config(&format!("[cluster]\npublish_ms = 200\ninstance = \"{id}\"\n"));
-        proxies.push(spawn_proxy(&up.url(), &["--config", &cfg, "--redis-url", &redis_url]).await);
-    }
+    let (_redis, proxies) = spawn_cluster(&up.url(), &["a", "b"]).await;
     for p in &proxies {
         traffic(p, &up).await;
     }

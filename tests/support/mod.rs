@@ -527,6 +527,21 @@ impl Redis {
     }
 }
 
+/// A private Redis and one perfproxy per id publishing to it every 200 ms
+/// (`[cluster] instance = id`), all in front of `upstream`.
+pub async fn spawn_cluster(upstream: &str, ids: &[&str]) -> (Redis, Vec<Proxy>) {
+    let port = free_port();
+    let redis = Redis::start(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let mut proxies = Vec::new();
+    for id in ids {
+        let cfg = write_config(&format!("[cluster]\npublish_ms = 200\ninstance = \"{id}\"\n"));
+        proxies.push(spawn_proxy(upstream, &["--config", &cfg, "--redis-url", &redis_url]).await);
+    }
+    (redis, proxies)
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -200,10 +200,13 @@ impl Config {
                 return Err(ConfigError::new(format!("cache.tag_headers[{i}]"), format!("{name:?}"), "a header name"));
             }
         }
+        // Rules declare their routes (used when routes are discovered):
+        // the cache rules' patterns here, the rate limits' once compiled.
+        let mut declared = Vec::with_capacity(c.rules.len() + s.rate_limits.len());
         for (i, rule) in c.rules.iter().enumerate() {
-            RoutePattern::parse(&rule.pattern).map_err(|why| {
+            declared.push(RoutePattern::parse(&rule.pattern).map_err(|why| {
                 ConfigError::new(format!("cache.rules[{i}].pattern"), format!("{:?}", rule.pattern), why)
-            })?;
+            })?);
             if let Some(ttl) = rule.ttl_ms {
                 positive_ms(&format!("cache.rules[{i}].ttl_ms"), ttl)?;
             }
@@ -216,9 +219,6 @@ impl Config {
         in_range("route_discovery.literal_after", d.literal_after, 2, 1_000_000)?;
         in_range("route_discovery.max_literals", d.max_literals, 0, 100_000)?;
         let discovery = d.enabled.then_some((d.literal_after as u32, d.max_literals as usize));
-        // Rules declare their routes (used when routes are discovered).
-        let declared = c.rules.iter().map(|r| &r.pattern).chain(s.rate_limits.iter().map(|r| &r.pattern));
-        let declared: Vec<RoutePattern> = declared.filter_map(|text| RoutePattern::parse(text).ok()).collect();
 
         let h = &s.health;
         positive_ms("health.interval_ms", h.interval_ms)?;
@@ -271,6 +271,7 @@ impl Config {
             .enumerate()
             .map(|(i, r)| crate::admit::limits::Rule::compile(i, r))
             .collect::<Result<Vec<_>, _>>()?;
+        declared.extend(rate_limits.iter().map(|r| r.pattern.clone()));
         let top_key = crate::admit::clients::KeySpec::parse("top_clients.key", &s.top_clients.key, false)?;
         let top_count = in_range("top_clients.count", s.top_clients.count, 1, 1000)?;
         let protocols = super::Protocols::validate(&s.upstream_protocol, &s.http2, &s.grpc)?;

@@ -336,16 +336,14 @@ impl RouteTable {
         self.labels.lock().expect("route label lock is never poisoned: no panics under it").names.clone()
     }
 
-    /// Labels interned so far (at most `max_routes` plus one `OTHER` per method).
-    pub fn label_count(&self) -> usize {
-        self.labels.lock().expect("route label lock is never poisoned: no panics under it").names.len()
-    }
-}
-
-impl RouteTable {
     /// Route discovery's positions tracked and values learned (0, 0 when off).
     pub fn discovery_held(&self) -> (usize, usize) {
         self.discovery.as_ref().map_or((0, 0), Discovery::held)
+    }
+
+    /// Labels interned so far (at most `max_routes` plus one `OTHER` per method).
+    pub fn label_count(&self) -> usize {
+        self.labels.lock().expect("route label lock is never poisoned: no panics under it").names.len()
     }
 }
 

@@ -76,7 +76,7 @@ impl<C: Counter> Part<C> {
     /// Records one request's share, never more than its `whole` (µs, as
     /// recorded in the request's own figures).
     fn record(&mut self, micros: u32, whole: u64) {
-        let v = u64::from(micros).clamp(1, super::hist::HIGHEST).min(whole);
+        let v = recorded(micros).min(whole);
         self.count += 1;
         self.sum_micros += v;
         self.min_micros = self.min_micros.min(v);
@@ -96,6 +96,11 @@ impl<C: Counter> Part<C> {
     pub fn quantile_micros(&self, q: f64) -> u64 {
         within(self.count, self.hist.value_at_quantile(q), self.min_micros, self.max_micros)
     }
+}
+
+/// A time as recorded (µs): 1 µs to the histograms' highest.
+fn recorded(micros: u32) -> u64 {
+    u64::from(micros).clamp(1, super::hist::HIGHEST)
 }
 
 /// A histogram's quantile (a bucket's top) brought inside the extremes
@@ -138,7 +143,7 @@ impl<C: Counter> Stats<C> {
         self.slow += u64::from(slow);
         self.limited += u64::from(s.limited);
         self.status[usize::from(s.status / 100).min(5)] += 1;
-        let v = u64::from(s.micros).clamp(1, super::hist::HIGHEST);
+        let v = recorded(s.micros);
         self.sum_micros += v;
         self.min_micros = self.min_micros.min(v);
         self.max_micros = self.max_micros.max(v);
@@ -149,7 +154,7 @@ impl<C: Counter> Stats<C> {
     /// window's slots keep the total latency, which is what the alerts and
     /// the chart read).
     fn record_split(&mut self, s: &Sample) {
-        let whole = u64::from(s.micros).clamp(1, super::hist::HIGHEST);
+        let whole = recorded(s.micros);
         if let Some(up) = s.upstream_micros {
             self.upstream.record(up, whole);
         }

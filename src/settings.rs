@@ -5,11 +5,13 @@
 
 mod protocols;
 mod routing;
+mod slow;
 
 use serde::{Deserialize, Serialize};
 
 pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamAddr, UpstreamProtocol};
 pub use routing::RouteDiscoverySettings;
+pub use slow::SlowSettings;
 
 /// A configuration problem: which key, which value, what was expected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -77,6 +79,7 @@ pub struct Settings {
     pub rate_limits: Vec<RateLimitRule>,
     pub http2: protocols::Http2Settings,
     pub grpc: protocols::GrpcSettings,
+    pub slow: slow::SlowSettings,
 }
 
 impl Default for Settings {
@@ -120,6 +123,7 @@ impl Default for Settings {
             rate_limits: Vec::new(),
             http2: Default::default(),
             grpc: Default::default(),
+            slow: Default::default(),
         }
     }
 }

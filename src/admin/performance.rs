@@ -27,12 +27,23 @@ pub struct Performance {
     pub thresholds: Thresholds,
     /// The clients with the most requests over the recent window (this instance's).
     pub top_clients: Vec<crate::admit::clients::top::TopClient>,
+    /// The last `slow.keep` slow requests, newest first, with what the
+    /// database was doing meanwhile (this instance's).
+    pub slow_requests: Vec<SlowRequestView>,
     /// `?scope=cluster` only: `cluster` (merged over the live instances)
     /// or `instance` (no Redis: this instance alone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instances: Option<Vec<crate::observe::cluster::Instance>>,
+}
+
+/// A slow request with its route's label.
+#[derive(Serialize)]
+pub struct SlowRequestView {
+    pub route: String,
+    #[serde(flatten)]
+    pub request: std::sync::Arc<crate::observe::slow::SlowRequest>,
 }
 
 /// `alerts.*` thresholds, as configured.
@@ -183,6 +194,16 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
             }
         },
         top_clients: if shared.metrics.enabled() { shared.top_clients.top() } else { Vec::new() },
+        slow_requests: shared
+            .metrics
+            .slow
+            .latest()
+            .into_iter()
+            .map(|request| {
+                let route = names.get(request.route.0 as usize).map_or_else(String::new, |n| n.to_string());
+                SlowRequestView { route, request }
+            })
+            .collect(),
         scope: None,
         instances: None,
     }
@@ -194,6 +215,7 @@ pub fn held(shared: &Shared, cache: &crate::cache::Stats) -> Held {
     let (index, flights) = shared.cache.held();
     let (history_queue, history_points, history_series) = shared.history.held();
     let (route_positions, route_literals) = shared.routes.discovery_held();
+    let (slow_samples, slow_requests) = shared.metrics.slow.held();
     Held {
         cache_entries: cache.entries,
         cache_bytes: cache.memory_bytes,
@@ -210,6 +232,8 @@ pub fn held(shared: &Shared, cache: &crate::cache::Stats) -> Held {
         history_points,
         history_series,
         alerts_firing: shared.alerts.firing().len(),
+        slow_samples,
+        slow_requests,
         ..Held::default()
     }
     .with_workers(&shared.held)

@@ -290,6 +290,16 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
         MetricType::GAUGE,
         held.named().iter().filter(|(name, _)| *name != "cache_bytes").map(|(name, v)| gauge(&[("structure", name)], *v)).collect(),
     ));
+    let samples = &shared.metrics.slow.counts;
+    families.push(family(
+        "perfproxy_database_activity_samples_total",
+        "Looks at pg_stat_activity while a request was slow, by result (ok, failed, timeout)",
+        MetricType::COUNTER,
+        [("ok", &samples.ok), ("failed", &samples.failed), ("timeout", &samples.timed_out)]
+            .iter()
+            .map(|(result, n)| counter(&[("result", result)], n.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect(),
+    ));
     families.push(family("perfproxy_uptime_seconds", "Time since start", MetricType::GAUGE, vec![gauge(&[], uptime)]));
     families.push(family(
         "perfproxy_admin_document_builds_total",

@@ -220,6 +220,21 @@ impl Config {
         in_range("route_discovery.max_literals", d.max_literals, 0, 100_000)?;
         let discovery = d.enabled.then_some((d.literal_after as u32, d.max_literals as usize));
 
+        let slow = &s.slow;
+        in_range("slow.sample_interval_ms", slow.sample_interval_ms, 10, 60_000)?;
+        in_range("slow.keep", slow.keep, 0, 10_000)?;
+        if let Some(url) = &slow.trace_url {
+            let template = url.replace("{trace_id}", "0");
+            if !url.contains("{trace_id}") || url_with_scheme("slow.trace_url", &template, &["http", "https"]).is_err()
+            {
+                return Err(ConfigError::new(
+                    "slow.trace_url",
+                    format!("{url:?}"),
+                    "an http:// or https:// URL holding {trace_id}",
+                ));
+            }
+        }
+
         let h = &s.health;
         positive_ms("health.interval_ms", h.interval_ms)?;
         positive_ms("health.timeout_ms", h.timeout_ms)?;

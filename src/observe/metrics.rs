@@ -11,13 +11,14 @@
 //! histograms span 1 µs to 1 h, grow only as far as the values seen, and the
 //! window's slots exist only while they hold samples.
 
+mod ages;
 mod counts;
 pub mod hist;
 mod recording;
 pub mod semconv;
 mod series;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,11 +68,19 @@ pub struct Batch {
     exemplars: Vec<semconv::Exemplar>,
 }
 
-/// One worker's buffer of samples not yet merged, and its in-flight count.
-#[derive(Debug, Default)]
+/// One worker's buffer of samples not yet merged, its in-flight count and
+/// the quantum its oldest request in flight began in (`u32::MAX`: none).
+#[derive(Debug)]
 pub struct Shard {
     samples: Mutex<Batch>,
     in_flight: AtomicI64,
+    oldest: AtomicU32,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { samples: Mutex::default(), in_flight: AtomicI64::new(0), oldest: AtomicU32::new(u32::MAX) }
+    }
 }
 
 /// Everything merged so far.
@@ -96,6 +105,8 @@ pub struct Metrics {
     started: Instant,
     shards: Mutex<Vec<Arc<Shard>>>,
     aggregate: Mutex<Aggregate>,
+    /// Slow requests and what the database was doing meanwhile.
+    pub slow: crate::observe::slow::SlowRequests,
 }
 
 /// A worker's handle for recording: samples collect in a local buffer (no
@@ -110,6 +121,7 @@ pub struct Recorder {
     metrics: Arc<Metrics>,
     local: std::cell::RefCell<Batch>,
     in_flight: std::cell::Cell<i64>,
+    ages: ages::Ages,
 }
 
 /// A point-in-time copy for readers.
@@ -162,6 +174,7 @@ impl Metrics {
                 routes: Vec::new(),
                 durations: semconv::Durations::default(),
             }),
+            slow: Default::default(),
         })
     }
 
@@ -179,11 +192,24 @@ impl Metrics {
         let clients = std::cell::RefCell::new(clients);
         let shard = Arc::new(Shard::default());
         lock(&self.shards).push(shard.clone());
-        Recorder { shard, clients, metrics: self.clone(), local: Default::default(), in_flight: Default::default() }
+        let (local, in_flight, ages) = Default::default();
+        Recorder { shard, clients, metrics: self.clone(), local, in_flight, ages }
     }
 
     fn now_secs(&self) -> u32 {
         self.started.elapsed().as_secs() as u32
+    }
+
+    /// What counts as slow now.
+    pub fn slow_threshold(&self) -> Duration {
+        Duration::from_micros(self.slow_micros.load(Ordering::Relaxed))
+    }
+
+    /// When the oldest request in flight began (to within
+    /// [`ages::QUANTUM_MS`], as the workers last published it).
+    pub fn oldest_in_flight(&self) -> Option<Instant> {
+        let oldest = lock(&self.shards).iter().map(|s| s.oldest.load(Ordering::Relaxed)).min()?;
+        (oldest != u32::MAX).then(|| self.started + Duration::from_millis(u64::from(oldest) * ages::QUANTUM_MS))
     }
 
     /// Changes what counts as slow from now on (a reload).
@@ -278,9 +304,18 @@ impl Metrics {
 const LOCAL_BATCH: usize = 256;
 
 impl Recorder {
+    /// A request began at `started`: counted in flight; returns its slot
+    /// among the ages, for [`Recorder::finish`].
+    #[inline]
+    fn began(&self, started: Instant) -> u8 {
+        self.set_in_flight(1);
+        self.ages.began(ages::quantum(started.saturating_duration_since(self.metrics.started)))
+    }
+
     /// Its response is complete.
     fn finish(
         &self,
+        age: u8,
         route: RouteId,
         (status, limited, grpc): (u16, bool, Option<Called>),
         started: Instant,
@@ -291,6 +326,7 @@ impl Recorder {
         let micros = micros(now.duration_since(started));
         let at_secs = now.duration_since(self.metrics.started).as_secs() as u32;
         self.set_in_flight(-1);
+        self.ages.ended(age);
         let full = {
             let mut local = self.local.borrow_mut();
             let (upstream_micros, overhead_micros) = split;
@@ -344,6 +380,7 @@ impl Recorder {
         loop {
             tick.tick().await;
             self.publish();
+            self.shard.oldest.store(self.ages.oldest().unwrap_or(u32::MAX), Ordering::Relaxed);
             self.clients.borrow_mut().publish(Instant::now());
         }
     }

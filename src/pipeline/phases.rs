@@ -108,7 +108,8 @@ pub fn begin_recording<V: RequestView>(
     }
     let routes = &worker.shared.routes;
     let route = routes.resolve_as(view.method(), view.path(), grpc, &mut worker.route_cache.borrow_mut());
-    let mut recording = Recording::begin_at(worker.recorder.as_ref(), route, started.unwrap_or_else(Instant::now));
+    let started = started.unwrap_or_else(Instant::now);
+    let mut recording = Recording::begin_at(worker.recorder.as_ref(), route, started, request_id);
     recording.client(&client.asker(view), &worker.shared.top_clients.spec);
     let client_ip = || client.ip.to_str().unwrap_or("");
     if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {

@@ -44,7 +44,12 @@ pub fn spawn(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> Vec<JoinHand
     ];
     if let Some(db) = shared.database.clone() {
         let limit = shared.config.settings.database.slow_query_limit as usize;
-        background.push(tokio::spawn(db.watch(limit, stopped(stop.clone()))));
+        background.push(tokio::spawn(db.clone().watch(limit, stopped(stop.clone()))));
+        if shared.metrics.enabled() {
+            let interval = Duration::from_millis(shared.config.settings.slow.sample_interval_ms);
+            let sampler = db.sample_while_slow(shared.metrics.clone(), interval, stopped(stop.clone()));
+            background.push(tokio::spawn(sampler));
+        }
     }
     background
 }

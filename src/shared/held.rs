@@ -100,6 +100,10 @@ pub struct Held {
     pub history_series: usize,
     /// Alerts firing.
     pub alerts_firing: usize,
+    /// Database samples kept for the slow requests in flight, and slow
+    /// requests listed (at most 1 200 and `slow.keep`).
+    pub slow_samples: usize,
+    pub slow_requests: usize,
 }
 
 impl Held {
@@ -115,7 +119,7 @@ impl Held {
     }
 
     /// Each size by name, for `/metrics`.
-    pub fn named(&self) -> [(&'static str, f64); 20] {
+    pub fn named(&self) -> [(&'static str, f64); 22] {
         [
             ("cache_entries", self.cache_entries as f64),
             ("cache_bytes", self.cache_bytes as f64),
@@ -137,6 +141,8 @@ impl Held {
             ("history_points", self.history_points as f64),
             ("history_series", self.history_series as f64),
             ("alerts_firing", self.alerts_firing as f64),
+            ("slow_samples", self.slow_samples as f64),
+            ("slow_requests", self.slow_requests as f64),
         ]
     }
 }

@@ -70,6 +70,7 @@ impl Shared {
             Duration::from_millis(s.alerts.slow_request_ms),
             Duration::from_millis(s.alerts.window_ms),
         );
+        metrics.slow.set_keep(s.slow.keep as usize);
         let health = Health::new(&config);
         let database = Database::new(&config);
         let alerts = Alerts::new(config.settings.alerts.webhook_url.as_deref());

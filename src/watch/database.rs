@@ -1,11 +1,14 @@
 //! The backend's PostgreSQL, watched when `DATABASE_URL` is set: a
 //! small pool (deadpool, `DATABASE_POOL_SIZE`, connect and statement
-//! timeouts), slow queries from `pg_stat_statements`, index advice. A
-//! background task polls; `/performance` reads the latest [`DatabaseReport`]
-//! through arc-swap. Proxied traffic never waits on any of it.
+//! timeouts), slow queries from `pg_stat_statements`, index advice, and
+//! what it is doing while a request is slow (`activity`). A background
+//! task polls; `/performance` reads the latest [`DatabaseReport`] through
+//! arc-swap. Proxied traffic never waits on any of it.
 
+mod activity;
 mod advice;
 pub mod migrate;
+mod normalise;
 mod statements;
 
 use std::sync::Arc;

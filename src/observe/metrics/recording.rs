@@ -36,6 +36,11 @@ pub struct Recording {
     limited: bool,
     /// A gRPC call's status and message counts (boxed: HTTP costs a pointer).
     grpc: Option<Box<GrpcCall>>,
+    /// Its slot among its worker's requests in flight by age.
+    age: u8,
+    /// Its `X-Request-Id` and client's address, should it turn out slow.
+    request_id: crate::observe::slow::RequestId,
+    client_addr: Option<std::net::IpAddr>,
 }
 
 /// What a recording learns of a gRPC call as it goes.
@@ -102,12 +107,19 @@ impl Recording {
         }
     }
 
-    /// A request for `route` has been read at `started`. With `recorder`
-    /// (monitoring on) it is counted; without, only traced or logged.
-    pub fn begin_at(recorder: Option<&std::rc::Rc<Recorder>>, route: RouteId, started: Instant) -> Recording {
-        if let Some(r) = recorder {
-            r.set_in_flight(1);
-        }
+    /// A request for `route` (its `X-Request-Id`: `request_id`) has been
+    /// read at `started`. With `recorder` (monitoring on) it is counted;
+    /// without, only traced or logged.
+    pub fn begin_at(
+        recorder: Option<&std::rc::Rc<Recorder>>,
+        route: RouteId,
+        started: Instant,
+        request_id: &[u8],
+    ) -> Recording {
+        let (age, request_id) = match recorder {
+            Some(r) => (r.began(started), crate::observe::slow::RequestId::new(request_id)),
+            None => (0, crate::observe::slow::RequestId::new(&[])),
+        };
         Recording {
             recorder: recorder.cloned(),
             route,
@@ -120,6 +132,9 @@ impl Recording {
             client: None,
             limited: false,
             grpc: None,
+            age,
+            request_id,
+            client_addr: None,
         }
     }
 
@@ -131,7 +146,12 @@ impl Recording {
         spec: &crate::admit::clients::KeySpec,
     ) {
         if let Some(r) = &self.recorder {
-            if let Some(who) = asker.who(spec) {
+            let who = asker.who(spec);
+            self.client_addr = Some(match who {
+                Some(crate::admit::clients::Who::Address(ip)) => ip,
+                _ => asker.address(),
+            });
+            if let Some(who) = who {
                 self.client = Some(r.clients.borrow_mut().note(&who, self.route, self.started));
             }
         }
@@ -259,17 +279,39 @@ impl Recording {
     }
 }
 
+impl Recording {
+    /// It was slow: kept with what the database was doing meanwhile.
+    #[cold]
+    fn slow(&self, duration: Duration) {
+        let Some(r) = &self.recorder else { return };
+        r.metrics.slow.record(crate::observe::slow::Ended {
+            route: self.route,
+            status: self.status,
+            started: self.started,
+            duration,
+            upstream: self.upstream,
+            overhead: self.overhead,
+            trace_id: self.trace.as_ref().map(|t| crate::observe::trace::trace_id_hex(t.context.trace_id)),
+            request_id: &self.request_id,
+            client: self.client_addr,
+        });
+    }
+}
+
 impl Drop for Recording {
     fn drop(&mut self) {
         let split = (self.upstream.map(micros), micros(self.overhead));
         let duration = self.started.elapsed();
+        let slow = self
+            .recorder
+            .as_ref()
+            .is_some_and(|r| duration.as_micros() > u128::from(r.metrics.slow_micros.load(Ordering::Relaxed)));
+        if slow {
+            self.slow(duration);
+        }
         if let Some(access) = self.access.take() {
             let (log, mut entry) = *access;
             (entry.status, entry.duration, entry.upstream) = (self.status, duration, self.upstream);
-            let slow = self
-                .recorder
-                .as_ref()
-                .is_some_and(|r| duration.as_micros() > u128::from(r.metrics.slow_micros.load(Ordering::Relaxed)));
             log.log(entry, slow);
         }
         let exemplar = self.trace.take().and_then(|t| t.span).map(|(tracer, mut record)| {
@@ -308,7 +350,7 @@ impl Drop for Recording {
                     messages: messages.min(u64::from(u32::MAX)) as u32,
                 }
             });
-            r.finish(self.route, (self.status, self.limited, grpc), self.started, split, exemplar);
+            r.finish(self.age, self.route, (self.status, self.limited, grpc), self.started, split, exemplar);
         }
     }
 }

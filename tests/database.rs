@@ -59,7 +59,8 @@ async fn migrate_applies_in_order_once() {
         [
             "perfproxy: applied 001_pg_stat_statements",
             "perfproxy: applied 002_route_history",
-            "perfproxy: applied 003_route_history_histograms"
+            "perfproxy: applied 003_route_history_histograms",
+            "perfproxy: applied 004_slow_requests"
         ]
     );
     let (code, out, _) = migrate(&url);
@@ -77,7 +78,10 @@ async fn migrate_applies_in_order_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, ["001_pg_stat_statements", "002_route_history", "003_route_history_histograms"]);
+    assert_eq!(
+        versions,
+        ["001_pg_stat_statements", "002_route_history", "003_route_history_histograms", "004_slow_requests"]
+    );
     let ext = db.query_opt("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'", &[]).await.unwrap();
     assert!(ext.is_some());
     let indexes: Vec<String> = db

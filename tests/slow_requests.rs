@@ -2,8 +2,10 @@
 //! PostgreSQL: a request made slow while another session runs `pg_sleep`
 //! lists that statement (normalised: no literal left, with its wait event)
 //! in `/performance` `slow_requests[]`; nothing is sampled while no request
-//! is slow; a database that refuses or never answers leaves slow requests
-//! with `database: []` and never delays them.
+//! is slow; with history on the slow request is written to the database
+//! and read back by `/performance/history?kind=slow_requests`; a database
+//! that refuses or never answers leaves slow requests with `database: []`
+//! and never delays them.
 
 mod support;
 
@@ -51,9 +53,12 @@ async fn slow_requests(proxy: &Proxy) -> Vec<Value> {
 #[tokio::test]
 async fn a_slow_request_shows_the_statement_the_database_was_running() {
     let url = fresh_database().await;
+    let migrated = std::process::Command::new(binary()).args(["migrate", "--database-url", &url]).output().unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
     let up = spawn_upstream().await;
     up.script_slow("/api/orders/s3cr3t-token-123", &[], "late", 1_500);
-    let config = write_config("[slow]\nsample_interval_ms = 100\n");
+    // A short window: history's writer runs every 2 s.
+    let config = write_config("[slow]\nsample_interval_ms = 100\n[alerts]\nwindow_ms = 4000\n");
     let args = ["--config", &config, "--database-url", &url, "--slow-request-threshold", "300"];
     let proxy = spawn_proxy(&up.url(), &[&args[..], &["--route-discovery", "true"]].concat()).await;
 
@@ -70,7 +75,7 @@ async fn a_slow_request_shows_the_statement_the_database_was_running() {
     // Another session sleeps in the database, with literals in its statement.
     let other = connect(&url).await;
     let sleeping = tokio::spawn(async move {
-        other.simple_query("SELECT pg_sleep(4), 'literal-secret-xyz' AS note, 4242 AS pin").await.unwrap();
+        other.simple_query("SELECT pg_sleep(4), 'literal-secret-xyz' AS note, 987654321 AS pin").await.unwrap();
     });
     let watcher = connect(&url).await;
     eventually(5, "pg_sleep running", || async {
@@ -121,7 +126,7 @@ async fn a_slow_request_shows_the_statement_the_database_was_running() {
     // No literal of the query and no path value anywhere.
     let document = get(&proxy.url("/performance")).await.text();
     let metrics = get(&proxy.url("/metrics")).await.text();
-    for secret in ["literal-secret-xyz", "4242", "s3cr3t-token-123"] {
+    for secret in ["literal-secret-xyz", "987654321", "s3cr3t-token-123"] {
         assert!(!document.contains(secret), "{secret} in /performance");
         assert!(!metrics.contains(secret), "{secret} in /metrics");
     }
@@ -135,6 +140,39 @@ async fn a_slow_request_shows_the_statement_the_database_was_running() {
     let before = samples(&get(&proxy.url("/metrics")).await.text(), "ok");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(samples(&get(&proxy.url("/metrics")).await.text(), "ok"), before);
+
+    // History: written with the instance's id, read back, no literal stored.
+    let history = proxy.url("/performance/history?kind=slow_requests");
+    eventually(10, "the slow request in history", || async {
+        get(&history).await.json()["slow_requests"].as_array().is_some_and(|l| !l.is_empty())
+    })
+    .await;
+    let doc = get(&history).await.json();
+    assert_eq!(doc["source"], "database");
+    let row = &doc["slow_requests"][0];
+    assert_eq!(
+        (&row["request_id"], &row["status"], &row["route"]),
+        (&slow["request_id"], &slow["status"], &slow["route"])
+    );
+    assert!(row["instance"].as_str().is_some_and(|i| !i.is_empty()));
+    assert!(row["database"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["query"] == "SELECT pg_sleep($1), $2 AS note, $3 AS pin"));
+    let stored = connect(&url)
+        .await
+        .query_one("SELECT string_agg(database::text, '') FROM perfproxy.slow_requests", &[])
+        .await
+        .unwrap();
+    let stored: String = stored.get(0);
+    assert!(
+        stored.contains("PgSleep") && !stored.contains("literal-secret-xyz") && !stored.contains("987654321"),
+        "{stored}"
+    );
+    let other_route = format!("{history}&route=GET%20/nothing");
+    assert_eq!(get(&other_route).await.json()["slow_requests"], serde_json::json!([]));
+    assert_eq!(get(&proxy.url("/performance/history?kind=everything")).await.status, 400);
     sleeping.await.unwrap();
     proxy.shutdown().await;
 }

@@ -2,7 +2,9 @@
 //! `route`, the total's) time series of count, error rate and p50/p95/p99,
 //! merged per step and across instances from the minutes' histograms. From
 //! the database when history is on; otherwise, for the total only, from the
-//! in-memory series of the last 15 minutes.
+//! in-memory series of the last 15 minutes. With `kind=slow_requests`: the
+//! slow requests of the range (every instance's from the database, newest
+//! first; without history, this instance's last `slow.keep`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,6 +22,17 @@ use crate::shared::state::Shared;
 const MAX_ROWS: i64 = 200_000;
 /// The longest range one answer covers.
 const MAX_RANGE: Duration = Duration::from_secs(31 * 86_400);
+/// Slow requests one answer lists at most.
+const MAX_SLOW: i64 = 1_000;
+
+/// What is asked for.
+#[derive(Debug, PartialEq, Clone, Copy)]
+pub enum Kind {
+    /// A route's (or the total's) time series.
+    Routes,
+    /// The slow requests of the range.
+    SlowRequests,
+}
 
 /// A parsed request.
 #[derive(Debug, PartialEq)]
@@ -28,6 +41,7 @@ pub struct Query {
     pub from: SystemTime,
     pub to: SystemTime,
     pub step: Duration,
+    pub kind: Kind,
 }
 
 /// A bad parameter: its name and what was expected.
@@ -38,12 +52,20 @@ impl Query {
     /// From the query string; defaults: the total, the last hour, 60 s steps.
     pub fn parse(query: Option<&str>, now: SystemTime) -> Result<Query, BadParam> {
         let (mut route, mut from, mut to, mut step) = (TOTAL.to_string(), None, None, Duration::from_secs(60));
+        let mut kind = Kind::Routes;
         for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             let time = |name: &'static str| {
                 humantime::parse_rfc3339_weak(&v).map_err(|_| BadParam(name, format!("{v:?}: an RFC 3339 time")))
             };
             match &*k {
                 "route" if !v.is_empty() => route = v.into_owned(),
+                "kind" => {
+                    kind = match &*v {
+                        "routes" => Kind::Routes,
+                        "slow_requests" => Kind::SlowRequests,
+                        _ => return Err(BadParam("kind", format!("{v:?}: routes or slow_requests"))),
+                    }
+                }
                 "from" => from = Some(time("from")?),
                 "to" => to = Some(time("to")?),
                 "step" => {
@@ -63,7 +85,7 @@ impl Query {
         if to.duration_since(from).unwrap_or_default() > MAX_RANGE {
             return Err(BadParam("from", "at most 31 days before `to`".into()));
         }
-        Ok(Query { route, from, to, step })
+        Ok(Query { route, from, to, step, kind })
     }
 }
 
@@ -113,6 +135,9 @@ pub async fn answer(shared: &Shared, query: Option<&str>) -> http::Response<Prox
         }
     };
     let history = &shared.history;
+    if q.kind == Kind::SlowRequests {
+        return slow_requests(shared, &q).await;
+    }
     let doc = if history.pool().is_some() {
         match tokio::time::timeout(crate::observe::history::DB_TIMEOUT, from_database(history, &q)).await {
             Ok(Ok(doc)) => doc,
@@ -142,6 +167,44 @@ pub async fn answer(shared: &Shared, query: Option<&str>) -> http::Response<Prox
              minutes are kept",
         );
     };
+    crate::shared::error::json(StatusCode::OK, serde_json::to_vec(&doc).expect("plain data"))
+}
+
+/// The slow requests of the range: every instance's from the database
+/// when history is on, else this instance's kept in memory.
+async fn slow_requests(shared: &Shared, q: &Query) -> http::Response<ProxyBody> {
+    let route = (q.route != TOTAL).then_some(q.route.as_str());
+    let (source, listed) = match shared.history.pool() {
+        Some(pool) => {
+            let read = crate::observe::history::slow_requests_between(pool, (q.from, q.to), route, MAX_SLOW);
+            match tokio::time::timeout(crate::observe::history::DB_TIMEOUT, read).await {
+                Ok(Ok(rows)) => ("database", rows),
+                _ => {
+                    return crate::shared::error::json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "history_unavailable",
+                        "the database did not answer in time",
+                    )
+                }
+            }
+        }
+        None => {
+            let within = |at: &str| humantime::parse_rfc3339(at).is_ok_and(|t| t >= q.from && t < q.to);
+            let listed = crate::admin::performance::slow_requests(shared)
+                .iter()
+                .filter(|s| within(&s.request.at) && route.is_none_or(|r| r == s.route))
+                .map(|s| serde_json::to_value(s).expect("plain data"))
+                .collect();
+            ("memory", listed)
+        }
+    };
+    let doc = serde_json::json!({
+        "kind": "slow_requests",
+        "source": source,
+        "from": humantime::format_rfc3339_seconds(q.from).to_string(),
+        "to": humantime::format_rfc3339_seconds(q.to).to_string(),
+        "slow_requests": listed,
+    });
     crate::shared::error::json(StatusCode::OK, serde_json::to_vec(&doc).expect("plain data"))
 }
 
@@ -247,5 +310,7 @@ mod tests {
         assert_eq!(bad("step=1.5s"), "step");
         assert_eq!(bad("from=2026-11-28T12:00:00Z&to=2026-11-28T11:00:00Z"), "from");
         assert_eq!(bad("from=2026-01-01T00:00:00Z&to=2026-11-28T11:00:00Z"), "from");
+        assert_eq!(bad("kind=everything"), "kind");
+        assert_eq!(Query::parse(Some("kind=slow_requests"), now).expect("valid").kind, Kind::SlowRequests);
     }
 }

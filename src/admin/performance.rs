@@ -194,19 +194,23 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
             }
         },
         top_clients: if shared.metrics.enabled() { shared.top_clients.top() } else { Vec::new() },
-        slow_requests: shared
-            .metrics
-            .slow
-            .latest()
-            .into_iter()
-            .map(|request| {
-                let route = names.get(request.route.0 as usize).map_or_else(String::new, |n| n.to_string());
-                SlowRequestView { route, request }
-            })
-            .collect(),
+        slow_requests: slow_requests(shared),
         scope: None,
         instances: None,
     }
+}
+
+/// The slow requests kept, newest first, each with its route's label.
+pub fn slow_requests(shared: &Shared) -> Vec<SlowRequestView> {
+    let names = shared.routes.names();
+    let label = |id: crate::wire::routes::RouteId| names.get(id.0 as usize).map_or_else(String::new, |n| n.to_string());
+    shared
+        .metrics
+        .slow
+        .latest()
+        .into_iter()
+        .map(|request| SlowRequestView { route: label(request.route), request })
+        .collect()
 }
 
 /// What each structure a client can grow holds now (`memory.held`).

@@ -7,7 +7,8 @@
 //! (the oldest dropped and counted when it is full); requests never wait on
 //! any of it. Without the schema (`perfproxy migrate` not run) history
 //! turns itself off with one warning. Rows older than
-//! `history.retention_days` are deleted in bounded batches.
+//! `history.retention_days` are deleted in bounded batches. Slow requests
+//! are written beside the rollups ([`slow_requests`]).
 //!
 //! Without a database the dashboard still gets a chart on page load: the
 //! last 15 minutes of the total at the window's slot resolution (10 s), kept
@@ -22,6 +23,10 @@ use deadpool_postgres::Pool;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use tokio_postgres::error::SqlState;
 use tracing::{debug, warn};
+
+mod slow_requests;
+
+pub use slow_requests::query as slow_requests_between;
 
 use crate::observe::metrics::Metrics;
 use crate::observe::metrics::Stats;
@@ -90,6 +95,10 @@ pub struct History {
     slot_seconds: AtomicU64,
     /// Each series' all-time stats at the last rollup.
     before: Mutex<HashMap<String, Stats>>,
+    /// Slow requests waiting for the database.
+    slow_queue: Mutex<VecDeque<slow_requests::SlowRow>>,
+    /// Off once `perfproxy.slow_requests` was found missing.
+    slow_table: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -157,6 +166,8 @@ impl History {
             memory: Mutex::default(),
             slot_seconds: AtomicU64::new(10),
             before: Mutex::default(),
+            slow_queue: Mutex::default(),
+            slow_table: AtomicBool::new(true),
         })
     }
 
@@ -186,6 +197,9 @@ impl History {
     pub async fn run<T: Traffic>(self: Arc<Self>, traffic: Arc<T>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         self.check_schema().await;
+        if self.on() {
+            traffic.metrics().slow.keep_for_history();
+        }
         self.expire().await;
         // Often enough that no window slot expires unseen.
         let every = (traffic.metrics().window() / 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
@@ -206,6 +220,7 @@ impl History {
                     if !lock(&self.queue).is_empty() {
                         self.write().await;
                     }
+                    self.write_slow_requests(&*traffic).await;
                 }
                 () = &mut boundary => {
                     boundary.as_mut().reset(tokio::time::Instant::now() + to_next_minute());
@@ -228,6 +243,7 @@ impl History {
         let minute = UNIX_EPOCH + Duration::from_secs(epoch_secs(SystemTime::now()) / 60 * 60);
         self.roll_up(traffic, minute);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.write()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.write_slow_requests(traffic)).await;
     }
 
     /// Turns history off, with one warning, when the schema is missing.
@@ -252,7 +268,8 @@ impl History {
     /// What history holds: rollups queued for the database, points kept in
     /// memory, series remembered between rollups.
     pub fn held(&self) -> (usize, usize, usize) {
-        (lock(&self.queue).len(), lock(&self.memory).len(), lock(&self.before).len())
+        let queued = lock(&self.queue).len() + lock(&self.slow_queue).len();
+        (queued, lock(&self.memory).len(), lock(&self.before).len())
     }
 
     /// Queues the rollups of what happened since the last ones.
@@ -322,6 +339,11 @@ impl History {
         let Some(pool) = self.pool() else { return };
         let Ok(client) = pool.get().await else { return };
         let cutoff = SystemTime::now() - Duration::from_secs(self.retention_days * 86_400);
+        for _ in 0..DELETES_PER_TICK {
+            if slow_requests::expire(&client, cutoff, DELETE_BATCH).await < DELETE_BATCH as u64 {
+                break;
+            }
+        }
         for _ in 0..DELETES_PER_TICK {
             let deleted = client
                 .execute(

@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("001_pg_stat_statements", include_str!("../../../migrations/001_pg_stat_statements.sql")),
     ("002_route_history", include_str!("../../../migrations/002_route_history.sql")),
     ("003_route_history_histograms", include_str!("../../../migrations/003_route_history_histograms.sql")),
+    ("004_slow_requests", include_str!("../../../migrations/004_slow_requests.sql")),
 ];
 
 /// Serialises concurrent `migrate` runs (any constant; "perfproxy" in hex-ish).

@@ -109,3 +109,35 @@ async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_slow_requests_panel_shows_the_database_statement_and_links_the_trace() {
+    let url = support::pg::fresh_database().await;
+    let receiver = support::otlp::spawn_receiver().await;
+    let up = spawn_upstream().await;
+    up.script_slow("/api/report", &[], "late", 900);
+    let config = write_config(&format!(
+        "[slow]\nsample_interval_ms = 100\ntrace_url = \"http://traces.example/trace/{{trace_id}}\"\n\
+         [tracing]\nendpoint = \"{}\"\n",
+        receiver.url()
+    ));
+    let args = ["--config", &config, "--database-url", &url, "--slow-request-threshold", "200"];
+    let proxy = spawn_proxy(&up.url(), &args).await;
+    let other = support::pg::connect(&url).await;
+    let sleeping = tokio::spawn(async move { other.simple_query("SELECT pg_sleep(2) AS \"napping\"").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(get(&proxy.url("/api/report")).await.status, 200);
+    let slow = get(&proxy.url("/performance")).await.json()["slow_requests"][0].clone();
+    let trace_id = slow["trace_id"].as_str().expect("traced: a trace id").to_string();
+
+    let page = proxy.url("/performance/dashboard");
+    let dom = tokio::task::spawn_blocking(move || chromium_dom(&page)).await.unwrap();
+    assert!(dom.contains("Slow requests, and what the database was doing"), "{dom}");
+    assert!(dom.contains("slower than 200 ms, latest 1"), "{dom}");
+    assert!(dom.contains("<code>GET /api/report</code>"), "the route:\n{dom}");
+    assert!(dom.contains(&format!(r#"href="http://traces.example/trace/{trace_id}""#)), "the trace linked:\n{dom}");
+    assert!(dom.contains("<code>SELECT pg_sleep($1) AS \"napping\"</code>"), "the statement, normalised:\n{dom}");
+    assert!(dom.contains("active · Timeout · PgSleep"), "its wait event:\n{dom}");
+    sleeping.await.unwrap().unwrap();
+    proxy.shutdown().await;
+}

@@ -8,40 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::pg::*;
 use support::*;
-use tokio_postgres::NoTls;
-
-fn pgss_port() -> u16 {
-    std::env::var("PERFPROXY_TEST_PGSS_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5433)
-}
-
-/// A fresh database on the pg_stat_statements cluster; returns its URL.
-async fn fresh_database() -> String {
-    let port = pgss_port();
-    let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-    let (client, conn) = tokio_postgres::connect(&admin, NoTls)
-        .await
-        .expect("the pg_stat_statements cluster runs (scripts/services.sh)");
-    tokio::spawn(conn);
-    let name = format!("pp_test_{}", fastrand::u32(..));
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-    format!("postgres://postgres@127.0.0.1:{port}/{name}")
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-fn migrate(url: &str) -> (i32, String, String) {
-    let out = Command::new(binary()).args(["migrate", "--database-url", url]).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 async fn database_section(proxy: &Proxy) -> Value {
     get(&proxy.url("/performance")).await.json()["database"].clone()

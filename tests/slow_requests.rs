@@ -12,33 +12,16 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::pg::*;
 use support::*;
-use tokio_postgres::NoTls;
 
-fn pgss_port() -> u16 {
-    std::env::var("PERFPROXY_TEST_PGSS_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5433)
-}
-
-/// A fresh database on the pg_stat_statements cluster; returns its URL.
-async fn fresh_database() -> String {
-    let port = pgss_port();
-    let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-    let (client, conn) = tokio_postgres::connect(&admin, NoTls)
-        .await
-        .expect("the pg_stat_statements cluster runs (scripts/services.sh)");
-    tokio::spawn(conn);
-    let name = format!("pp_slow_{}", fastrand::u32(..));
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-    let url = format!("postgres://postgres@127.0.0.1:{port}/{name}");
-    let db = connect(&url).await;
-    db.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await.unwrap();
+/// A fresh database with pg_stat_statements' views, migrated.
+async fn watched_database() -> String {
+    let url = fresh_database().await;
+    connect(&url).await.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await.unwrap();
+    let (code, _, err) = migrate(&url);
+    assert_eq!(code, 0, "{err}");
     url
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
 }
 
 fn samples(metrics: &str, result: &str) -> u64 {
@@ -52,9 +35,7 @@ async fn slow_requests(proxy: &Proxy) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_slow_request_shows_the_statement_the_database_was_running() {
-    let url = fresh_database().await;
-    let migrated = std::process::Command::new(binary()).args(["migrate", "--database-url", &url]).output().unwrap();
-    assert!(migrated.status.success(), "{migrated:?}");
+    let url = watched_database().await;
     let up = spawn_upstream().await;
     up.script_slow("/api/orders/s3cr3t-token-123", &[], "late", 1_500);
     // A short window: history's writer runs every 2 s.

@@ -17,7 +17,6 @@ use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::admit::access::bearer_matches;
-use crate::settings::Endpoints;
 use crate::shared::body::ProxyBody;
 use crate::shared::endpoints::Doc;
 use crate::shared::error::{json, json_error};
@@ -142,7 +141,7 @@ pub fn answer<B>(client: &Client, req: &Request<B>) -> Option<Reply> {
             return Some(Reply::Build(Doc::Metrics(om)));
         }
         Endpoint::Dashboard => {
-            let mut resp = Response::new(ProxyBody::full(dashboard_page(&shared.config.settings.endpoints)));
+            let mut resp = Response::new(ProxyBody::full(dashboard_page(&shared.config.settings)));
             resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp.headers_mut().insert(
@@ -220,6 +219,12 @@ fn health(shared: &Arc<Shared>, readiness: bool) -> Response<ProxyBody> {
 }
 
 /// The dashboard page, with this configuration's paths filled in.
-fn dashboard_page(e: &Endpoints) -> String {
-    include_str!("dashboard.html").replace("{{PERFORMANCE_PATH}}", &e.performance).replace("{{HEALTH_PATH}}", &e.health)
+fn dashboard_page(s: &crate::settings::Settings) -> String {
+    let e = &s.endpoints;
+    // A JavaScript string (or null) that cannot close the script element.
+    let trace_url = serde_json::to_string(&s.slow.trace_url).expect("a string").replace("</", "<\\/");
+    include_str!("dashboard.html")
+        .replace("{{PERFORMANCE_PATH}}", &e.performance)
+        .replace("{{HEALTH_PATH}}", &e.health)
+        .replace("{{TRACE_URL}}", &trace_url)
 }

@@ -5,6 +5,7 @@
 
 pub mod h2raw;
 pub mod otlp;
+pub mod pg;
 pub mod raw;
 
 use std::collections::HashMap;

@@ -20,11 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::Pool;
-use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use tokio_postgres::error::SqlState;
 use tracing::{debug, warn};
 
+mod rollups;
 mod slow_requests;
+
+pub use rollups::Rollup;
+use rollups::{insert, rollup, since};
 
 pub use slow_requests::query as slow_requests_between;
 
@@ -45,21 +48,6 @@ const DELETES_PER_TICK: usize = 10;
 const MEMORY_SPAN: Duration = Duration::from_secs(15 * 60);
 /// One database call at most this long.
 pub(crate) const DB_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One route's minute.
-#[derive(Debug, Clone)]
-pub struct Rollup {
-    pub minute: SystemTime,
-    pub route: String,
-    pub requests: i64,
-    pub errors: i64,
-    pub slow: i64,
-    pub p50_ms: f32,
-    pub p95_ms: f32,
-    pub p99_ms: f32,
-    pub max_ms: f32,
-    pub histogram: Vec<u8>,
-}
 
 /// One point of the in-memory series (the total, per window slot).
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -116,42 +104,6 @@ pub(crate) fn epoch_secs(t: SystemTime) -> u64 {
 
 fn ms_at<C: hdrhistogram::Counter>(s: &Stats<C>, q: f64) -> f64 {
     s.quantile_micros(q) as f64 / 1000.0
-}
-
-/// What a series did since `before` (its all-time stats then).
-fn since(now: &Stats, before: Option<&Stats>) -> Stats {
-    let mut d = now.clone();
-    if let Some(b) = before {
-        d.count -= b.count.min(d.count);
-        d.errors -= b.errors.min(d.errors);
-        d.slow -= b.slow.min(d.slow);
-        d.sum_micros -= b.sum_micros.min(d.sum_micros);
-        if d.hist.subtract(&b.hist).is_err() {
-            d.hist.reset();
-        }
-    }
-    // The minute's extremes: its histogram's range, within what was
-    // recorded all along (a bucket's top is never above the maximum seen).
-    d.max_micros = d.hist.max().min(now.max_micros);
-    d.min_micros = d.hist.min().max(now.min_micros).min(d.max_micros);
-    d
-}
-
-fn rollup(minute: SystemTime, route: &str, d: &Stats) -> Rollup {
-    let mut histogram = Vec::new();
-    let _ = V2DeflateSerializer::new().serialize(&d.hist.to_hdr(), &mut histogram);
-    Rollup {
-        minute,
-        route: route.to_string(),
-        requests: d.count as i64,
-        errors: d.errors as i64,
-        slow: d.slow as i64,
-        p50_ms: ms_at(d, 0.5) as f32,
-        p95_ms: ms_at(d, 0.95) as f32,
-        p99_ms: ms_at(d, 0.99) as f32,
-        max_ms: (d.max_micros as f64 / 1000.0) as f32,
-        histogram,
-    }
 }
 
 impl History {
@@ -406,39 +358,4 @@ enum WriteError {
     Db(#[from] tokio_postgres::Error),
     #[error("no connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-}
-
-async fn insert(pool: &Pool, instance: &str, rows: &[Rollup]) -> Result<(), WriteError> {
-    let client = pool.get().await?;
-    let col = |f: &dyn Fn(&Rollup) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
-    let real = |f: &dyn Fn(&Rollup) -> f32| rows.iter().map(f).collect::<Vec<f32>>();
-    let minutes: Vec<SystemTime> = rows.iter().map(|r| r.minute).collect();
-    let routes: Vec<&str> = rows.iter().map(|r| r.route.as_str()).collect();
-    let instances: Vec<&str> = rows.iter().map(|_| instance).collect();
-    let hists: Vec<&[u8]> = rows.iter().map(|r| r.histogram.as_slice()).collect();
-    client
-        .execute(
-            "INSERT INTO perfproxy.route_minutes \
-             (minute, route, instance, requests, errors, slow, p50_ms, p95_ms, p99_ms, max_ms, histogram) \
-             SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[], \
-             $7::float4[], $8::float4[], $9::float4[], $10::float4[], $11::bytea[]) \
-             ON CONFLICT (route, minute, instance) DO UPDATE SET requests = EXCLUDED.requests, \
-             errors = EXCLUDED.errors, slow = EXCLUDED.slow, p50_ms = EXCLUDED.p50_ms, p95_ms = EXCLUDED.p95_ms, \
-             p99_ms = EXCLUDED.p99_ms, max_ms = EXCLUDED.max_ms, histogram = EXCLUDED.histogram",
-            &[
-                &minutes,
-                &routes,
-                &instances,
-                &col(&|r| r.requests),
-                &col(&|r| r.errors),
-                &col(&|r| r.slow),
-                &real(&|r| r.p50_ms),
-                &real(&|r| r.p95_ms),
-                &real(&|r| r.p99_ms),
-                &real(&|r| r.max_ms),
-                &hists,
-            ],
-        )
-        .await?;
-    Ok(())
 }

@@ -11,14 +11,14 @@
 //! histograms span 1 µs to 1 h, grow only as far as the values seen, and the
 //! window's slots exist only while they hold samples.
 
-mod ages;
 mod counts;
 pub mod hist;
+mod in_flight;
 mod recording;
 pub mod semconv;
 mod series;
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,17 +69,18 @@ pub struct Batch {
 }
 
 /// One worker's buffer of samples not yet merged, its in-flight count and
-/// the quantum its oldest request in flight began in (`u32::MAX`: none).
+/// when its oldest request in flight began (µs since the metrics started;
+/// `u64::MAX`: none).
 #[derive(Debug)]
 pub struct Shard {
     samples: Mutex<Batch>,
     in_flight: AtomicI64,
-    oldest: AtomicU32,
+    oldest: AtomicU64,
 }
 
 impl Default for Shard {
     fn default() -> Self {
-        Shard { samples: Mutex::default(), in_flight: AtomicI64::new(0), oldest: AtomicU32::new(u32::MAX) }
+        Shard { samples: Mutex::default(), in_flight: AtomicI64::new(0), oldest: AtomicU64::new(u64::MAX) }
     }
 }
 
@@ -121,7 +122,8 @@ pub struct Recorder {
     metrics: Arc<Metrics>,
     local: std::cell::RefCell<Batch>,
     in_flight: std::cell::Cell<i64>,
-    ages: ages::Ages,
+    /// Each request in flight: when it began, its id and client.
+    requests: std::cell::RefCell<in_flight::InFlight>,
 }
 
 /// A point-in-time copy for readers.
@@ -192,8 +194,8 @@ impl Metrics {
         let clients = std::cell::RefCell::new(clients);
         let shard = Arc::new(Shard::default());
         lock(&self.shards).push(shard.clone());
-        let (local, in_flight, ages) = Default::default();
-        Recorder { shard, clients, metrics: self.clone(), local, in_flight, ages }
+        let (local, in_flight, requests) = Default::default();
+        Recorder { shard, clients, metrics: self.clone(), local, in_flight, requests }
     }
 
     fn now_secs(&self) -> u32 {
@@ -205,11 +207,11 @@ impl Metrics {
         Duration::from_micros(self.slow_micros.load(Ordering::Relaxed))
     }
 
-    /// When the oldest request in flight began (to within
-    /// [`ages::QUANTUM_MS`], as the workers last published it).
+    /// When the oldest request in flight began (as the workers last
+    /// published it, at most 50 ms ago).
     pub fn oldest_in_flight(&self) -> Option<Instant> {
         let oldest = lock(&self.shards).iter().map(|s| s.oldest.load(Ordering::Relaxed)).min()?;
-        (oldest != u32::MAX).then(|| self.started + Duration::from_millis(u64::from(oldest) * ages::QUANTUM_MS))
+        (oldest != u64::MAX).then(|| self.started + Duration::from_micros(oldest))
     }
 
     /// Changes what counts as slow from now on (a reload).
@@ -304,18 +306,18 @@ impl Metrics {
 const LOCAL_BATCH: usize = 256;
 
 impl Recorder {
-    /// A request began at `started`: counted in flight; returns its slot
-    /// among the ages, for [`Recorder::finish`].
+    /// A request (its `X-Request-Id`: `request_id`) began at `started`:
+    /// counted in flight; returns its slot, for [`Recorder::finish`].
     #[inline]
-    fn began(&self, started: Instant) -> u8 {
+    fn began(&self, started: Instant, request_id: &[u8]) -> u32 {
         self.set_in_flight(1);
-        self.ages.began(ages::quantum(started.saturating_duration_since(self.metrics.started)))
+        self.requests.borrow_mut().began(started, request_id)
     }
 
     /// Its response is complete.
     fn finish(
         &self,
-        age: u8,
+        slot: u32,
         route: RouteId,
         (status, limited, grpc): (u16, bool, Option<Called>),
         started: Instant,
@@ -326,7 +328,7 @@ impl Recorder {
         let micros = micros(now.duration_since(started));
         let at_secs = now.duration_since(self.metrics.started).as_secs() as u32;
         self.set_in_flight(-1);
-        self.ages.ended(age);
+        self.requests.borrow_mut().ended(slot);
         let full = {
             let mut local = self.local.borrow_mut();
             let (upstream_micros, overhead_micros) = split;
@@ -380,7 +382,9 @@ impl Recorder {
         loop {
             tick.tick().await;
             self.publish();
-            self.shard.oldest.store(self.ages.oldest().unwrap_or(u32::MAX), Ordering::Relaxed);
+            let oldest = self.requests.borrow_mut().oldest();
+            let micros = oldest.map_or(u64::MAX, |t| t.saturating_duration_since(self.metrics.started).as_micros() as u64);
+            self.shard.oldest.store(micros, Ordering::Relaxed);
             self.clients.borrow_mut().publish(Instant::now());
         }
     }

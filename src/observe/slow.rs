@@ -88,33 +88,6 @@ pub struct SlowRequest {
     pub database: Vec<Seen>,
 }
 
-/// A request's `X-Request-Id`, held without an allocation when it is
-/// short (perfproxy's own are 32 bytes; a UUID is 36).
-#[derive(Debug, Clone)]
-pub enum RequestId {
-    Short(u8, [u8; 40]),
-    Long(Box<[u8]>),
-}
-
-impl RequestId {
-    pub fn new(id: &[u8]) -> RequestId {
-        if id.len() <= 40 {
-            let mut bytes = [0; 40];
-            bytes[..id.len()].copy_from_slice(id);
-            RequestId::Short(id.len() as u8, bytes)
-        } else {
-            RequestId::Long(id.into())
-        }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            RequestId::Short(len, bytes) => &bytes[..usize::from(*len)],
-            RequestId::Long(bytes) => bytes,
-        }
-    }
-}
-
 /// What a recording knows of a slow request when it ends.
 #[derive(Debug)]
 pub struct Ended<'a> {
@@ -125,7 +98,7 @@ pub struct Ended<'a> {
     pub upstream: Option<Duration>,
     pub overhead: Duration,
     pub trace_id: Option<String>,
-    pub request_id: &'a RequestId,
+    pub request_id: &'a [u8],
     pub client: Option<IpAddr>,
 }
 
@@ -250,7 +223,7 @@ impl SlowRequests {
             upstream_ms: ended.upstream.map(ms),
             overhead_ms: ms(ended.overhead),
             trace_id: ended.trace_id,
-            request_id: String::from_utf8_lossy(ended.request_id.as_bytes()).into_owned(),
+            request_id: String::from_utf8_lossy(ended.request_id).into_owned(),
             client: ended.client.map_or_else(String::new, |ip| ip.to_string()),
             database,
         });
@@ -308,7 +281,7 @@ mod tests {
         }
     }
 
-    fn ended(started: Instant, duration: Duration, id: &RequestId) -> Ended<'_> {
+    fn ended(started: Instant, duration: Duration, id: &[u8]) -> Ended<'_> {
         Ended {
             route: RouteId(1),
             status: 200,
@@ -333,8 +306,8 @@ mod tests {
         slow.sampled(at(300), Activity { server_now_ms: 1300.0, backends: two }, Some(t0));
         let three = vec![backend(1, 0.0, "Other"), backend(3, 1500.0, "PgSleep")];
         slow.sampled(at(600), Activity { server_now_ms: 1600.0, backends: three }, Some(t0));
-        let id = RequestId::new(b"rid-1");
-        slow.record(ended(at(100), Duration::from_millis(600), &id));
+        let id = b"rid-1";
+        slow.record(ended(at(100), Duration::from_millis(600), id));
         let kept = slow.latest();
         assert_eq!(kept.len(), 1);
         let db = &kept[0].database;
@@ -350,7 +323,7 @@ mod tests {
         let slow = SlowRequests::default();
         slow.set_keep(3);
         let t0 = Instant::now();
-        let id = RequestId::new(&[b'x'; 100]);
+        let id = [b'x'; 100];
         for i in 0..5 {
             slow.record(ended(t0, Duration::from_millis(i), &id));
         }

@@ -36,11 +36,9 @@ pub struct Recording {
     limited: bool,
     /// A gRPC call's status and message counts (boxed: HTTP costs a pointer).
     grpc: Option<Box<GrpcCall>>,
-    /// Its slot among its worker's requests in flight by age.
-    age: u8,
-    /// Its `X-Request-Id` and client's address, should it turn out slow.
-    request_id: crate::observe::slow::RequestId,
-    client_addr: Option<std::net::IpAddr>,
+    /// Its slot among its worker's requests in flight (its id and client,
+    /// should it turn out slow).
+    slot: u32,
 }
 
 /// What a recording learns of a gRPC call as it goes.
@@ -116,10 +114,7 @@ impl Recording {
         started: Instant,
         request_id: &[u8],
     ) -> Recording {
-        let (age, request_id) = match recorder {
-            Some(r) => (r.began(started), crate::observe::slow::RequestId::new(request_id)),
-            None => (0, crate::observe::slow::RequestId::new(&[])),
-        };
+        let slot = recorder.map_or(u32::MAX, |r| r.began(started, request_id));
         Recording {
             recorder: recorder.cloned(),
             route,
@@ -132,9 +127,7 @@ impl Recording {
             client: None,
             limited: false,
             grpc: None,
-            age,
-            request_id,
-            client_addr: None,
+            slot,
         }
     }
 
@@ -147,10 +140,11 @@ impl Recording {
     ) {
         if let Some(r) = &self.recorder {
             let who = asker.who(spec);
-            self.client_addr = Some(match who {
+            let address = match who {
                 Some(crate::admit::clients::Who::Address(ip)) => ip,
                 _ => asker.address(),
-            });
+            };
+            r.requests.borrow_mut().client(self.slot, address);
             if let Some(who) = who {
                 self.client = Some(r.clients.borrow_mut().note(&who, self.route, self.started));
             }
@@ -284,6 +278,8 @@ impl Recording {
     #[cold]
     fn slow(&self, duration: Duration) {
         let Some(r) = &self.recorder else { return };
+        let requests = r.requests.borrow();
+        let (request_id, client) = requests.who(self.slot);
         r.metrics.slow.record(crate::observe::slow::Ended {
             route: self.route,
             status: self.status,
@@ -292,8 +288,8 @@ impl Recording {
             upstream: self.upstream,
             overhead: self.overhead,
             trace_id: self.trace.as_ref().map(|t| crate::observe::trace::trace_id_hex(t.context.trace_id)),
-            request_id: &self.request_id,
-            client: self.client_addr,
+            request_id,
+            client,
         });
     }
 }
@@ -350,7 +346,7 @@ impl Drop for Recording {
                     messages: messages.min(u64::from(u32::MAX)) as u32,
                 }
             });
-            r.finish(self.age, self.route, (self.status, self.limited, grpc), self.started, split, exemplar);
+            r.finish(self.slot, self.route, (self.status, self.limited, grpc), self.started, split, exemplar);
         }
     }
 }

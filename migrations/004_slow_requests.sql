@@ -10,6 +10,7 @@ CREATE TABLE IF NOT EXISTS perfproxy.slow_requests (
     upstream_ms real,
     overhead_ms real        NOT NULL,
     trace_id    text,
+    trace_sampled boolean   NOT NULL DEFAULT false,
     request_id  text        NOT NULL,
     client      text        NOT NULL,
     database    jsonb       NOT NULL DEFAULT '[]'

@@ -174,11 +174,21 @@ pub async fn answer(shared: &Shared, query: Option<&str>) -> http::Response<Prox
 /// when history is on, else this instance's kept in memory.
 async fn slow_requests(shared: &Shared, q: &Query) -> http::Response<ProxyBody> {
     let route = (q.route != TOTAL).then_some(q.route.as_str());
+    let within = |at: &str| humantime::parse_rfc3339(at).is_ok_and(|t| t >= q.from && t < q.to);
+    let from_memory = || -> Vec<serde_json::Value> {
+        crate::admin::performance::slow_requests(shared)
+            .iter()
+            .filter(|s| within(&s.request.at) && route.is_none_or(|r| r == s.route))
+            .map(|s| serde_json::to_value(s).expect("plain data"))
+            .collect()
+    };
     let (source, listed) = match shared.history.pool() {
         Some(pool) => {
             let read = crate::observe::history::slow_requests_between(pool, (q.from, q.to), route, MAX_SLOW);
             match tokio::time::timeout(crate::observe::history::DB_TIMEOUT, read).await {
                 Ok(Ok(rows)) => ("database", rows),
+                // No table yet (`perfproxy migrate` not run since upgrading).
+                Ok(Err(e)) if missing_table(&*e) => ("memory", from_memory()),
                 _ => {
                     return crate::shared::error::json_error(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -188,15 +198,7 @@ async fn slow_requests(shared: &Shared, q: &Query) -> http::Response<ProxyBody> 
                 }
             }
         }
-        None => {
-            let within = |at: &str| humantime::parse_rfc3339(at).is_ok_and(|t| t >= q.from && t < q.to);
-            let listed = crate::admin::performance::slow_requests(shared)
-                .iter()
-                .filter(|s| within(&s.request.at) && route.is_none_or(|r| r == s.route))
-                .map(|s| serde_json::to_value(s).expect("plain data"))
-                .collect();
-            ("memory", listed)
-        }
+        None => ("memory", from_memory()),
     };
     let doc = serde_json::json!({
         "kind": "slow_requests",
@@ -206,6 +208,11 @@ async fn slow_requests(shared: &Shared, q: &Query) -> http::Response<ProxyBody> 
         "slow_requests": listed,
     });
     crate::shared::error::json(StatusCode::OK, serde_json::to_vec(&doc).expect("plain data"))
+}
+
+fn missing_table(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    let code = e.downcast_ref::<tokio_postgres::Error>().and_then(tokio_postgres::Error::code);
+    code == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
 }
 
 fn from_memory(history: &History, q: &Query) -> Doc {

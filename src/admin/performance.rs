@@ -219,7 +219,7 @@ pub fn held(shared: &Shared, cache: &crate::cache::Stats) -> Held {
     let (index, flights) = shared.cache.held();
     let (history_queue, history_points, history_series) = shared.history.held();
     let (route_positions, route_literals) = shared.routes.discovery_held();
-    let (slow_samples, slow_requests) = shared.metrics.slow.held();
+    let (slow_statements, slow_requests) = shared.metrics.slow.held();
     Held {
         cache_entries: cache.entries,
         cache_bytes: cache.memory_bytes,
@@ -236,7 +236,7 @@ pub fn held(shared: &Shared, cache: &crate::cache::Stats) -> Held {
         history_points,
         history_series,
         alerts_firing: shared.alerts.firing().len(),
-        slow_samples,
+        slow_statements,
         slow_requests,
         ..Held::default()
     }

@@ -85,8 +85,10 @@ pub struct History {
     before: Mutex<HashMap<String, Stats>>,
     /// Slow requests waiting for the database.
     slow_queue: Mutex<VecDeque<slow_requests::SlowRow>>,
-    /// Off once `perfproxy.slow_requests` was found missing.
+    /// Off once `perfproxy.slow_requests` was found missing (until the
+    /// next minute), and whether that was said.
     slow_table: AtomicBool,
+    slow_warned: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -120,6 +122,7 @@ impl History {
             before: Mutex::default(),
             slow_queue: Mutex::default(),
             slow_table: AtomicBool::new(true),
+            slow_warned: AtomicBool::new(false),
         })
     }
 
@@ -181,6 +184,7 @@ impl History {
                         continue; // the timer ran ahead of the wall clock
                     }
                     self.roll_up(&*traffic, UNIX_EPOCH + Duration::from_secs(minute * 60));
+                    self.slow_table.store(true, Ordering::Relaxed);
                     minute = now;
                     self.write().await;
                     self.expire().await;

@@ -296,7 +296,12 @@ impl Metrics {
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = tick.tick() => self.flush(),
+                _ = tick.tick() => {
+                    self.flush();
+                    // Slow requests that ended get their evidence here, off
+                    // the request path.
+                    self.slow.attach();
+                }
             }
         }
     }
@@ -375,6 +380,11 @@ impl Recorder {
         }
     }
 
+    /// Slots of this worker's slab of requests in flight (`memory.held`).
+    pub fn in_flight_slots(&self) -> usize {
+        self.requests.borrow().len()
+    }
+
     /// Publishes every `period` for as long as the worker runs.
     pub async fn publish_periodically(self: std::rc::Rc<Self>, period: Duration) {
         let mut tick = tokio::time::interval(period);
@@ -383,7 +393,8 @@ impl Recorder {
             tick.tick().await;
             self.publish();
             let oldest = self.requests.borrow_mut().oldest();
-            let micros = oldest.map_or(u64::MAX, |t| t.saturating_duration_since(self.metrics.started).as_micros() as u64);
+            let micros =
+                oldest.map_or(u64::MAX, |t| t.saturating_duration_since(self.metrics.started).as_micros() as u64);
             self.shard.oldest.store(micros, Ordering::Relaxed);
             self.clients.borrow_mut().publish(Instant::now());
         }

@@ -2,16 +2,20 @@
 //! `SLOW_REQUEST_THRESHOLD`. While one is in flight, the database watch
 //! samples what the watched database is doing ([`SlowRequests::sampled`]:
 //! its backends, their statements already normalised, no literal kept);
-//! when a slow request ends, its recording attaches the backends seen by
-//! the samples taken while it was in flight ([`SlowRequests::record`]),
-//! each once, longest running first. `/performance` lists the last
-//! `slow.keep`; with history on they are also written to the database.
+//! each statement seen is tracked from the first look that saw it to the
+//! last. A slow request that ends is only queued by its worker
+//! ([`SlowRequests::ended`]: a push under a lock no one holds for long);
+//! off the request path ([`SlowRequests::attach`], every 250 ms and before
+//! every read) it gets the statements seen while it was in flight, one per
+//! backend (the longest running), longest running first. `/performance`
+//! lists the last `slow.keep`; with history on they are also written to the
+//! database.
 //!
-//! Bounded: [`MAX_SAMPLES`] samples (the oldest dropped, and every sample
-//! older than the oldest request in flight), each of at most the
-//! sampler's row limit; [`MAX_BACKENDS`] backends per slow request;
-//! `slow.keep` requests; [`MAX_PENDING`] waiting for history. A backend
-//! seen by many samples is held once (shared between them).
+//! Bounded: [`MAX_STATEMENTS`] statements tracked (those last seen before
+//! the oldest request still in flight or waiting are dropped);
+//! [`MAX_BACKENDS`] backends per slow request; [`MAX_ENDED`] ended requests
+//! waiting to be attached; `slow.keep` requests; [`MAX_PENDING`] waiting
+//! for history.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -23,10 +27,12 @@ use serde::Serialize;
 
 use crate::wire::routes::RouteId;
 
-/// Samples kept at most (5 minutes at the default interval).
-pub const MAX_SAMPLES: usize = 1_200;
+/// Statements tracked at most (20 a look for 20 minutes of distinct ones at 250 ms).
+pub const MAX_STATEMENTS: usize = 4_096;
 /// Backends listed for one slow request at most.
 pub const MAX_BACKENDS: usize = 20;
+/// Slow requests ended and not yet attached at most (past that, dropped and counted).
+pub const MAX_ENDED: usize = 10_000;
 /// Slow requests waiting to be written to history at most.
 pub const MAX_PENDING: usize = 1_000;
 
@@ -60,8 +66,8 @@ pub struct Activity {
     pub backends: Vec<Backend>,
 }
 
-/// A backend as a slow request shows it: how long it had been running at
-/// the last sample that saw it.
+/// A backend as a slow request shows it: how long its statement had been
+/// running at the last look that saw it while the request was in flight.
 #[derive(Debug, Clone, Serialize)]
 pub struct Seen {
     #[serde(flatten)]
@@ -83,6 +89,8 @@ pub struct SlowRequest {
     pub upstream_ms: Option<f64>,
     pub overhead_ms: f64,
     pub trace_id: Option<String>,
+    /// Its trace was sampled (exported): a link to it leads somewhere.
+    pub trace_sampled: bool,
     pub request_id: String,
     pub client: String,
     pub database: Vec<Seen>,
@@ -90,23 +98,28 @@ pub struct SlowRequest {
 
 /// What a recording knows of a slow request when it ends.
 #[derive(Debug)]
-pub struct Ended<'a> {
+pub struct Ended {
     pub route: RouteId,
     pub status: u16,
     pub started: Instant,
     pub duration: Duration,
     pub upstream: Option<Duration>,
     pub overhead: Duration,
-    pub trace_id: Option<String>,
-    pub request_id: &'a [u8],
+    /// Its trace id, and whether the trace was sampled.
+    pub trace: Option<(String, bool)>,
+    pub request_id: String,
     pub client: Option<IpAddr>,
 }
 
+/// A statement from the first look that saw it to the last.
 #[derive(Debug)]
-struct Sample {
-    at: Instant,
-    server_now_ms: f64,
-    backends: Vec<Arc<Backend>>,
+struct Track {
+    first: Instant,
+    last: Instant,
+    /// As the last look saw it (its state, its wait event).
+    backend: Arc<Backend>,
+    /// How long it had been running at the last look.
+    running_ms: f64,
 }
 
 /// How the sampler's looks at the database went.
@@ -117,17 +130,21 @@ pub struct SampleCounts {
     pub timed_out: AtomicU64,
 }
 
-/// The samples and the slow requests, shared by the workers (recording),
-/// the sampler and the readers.
+/// The statements tracked and the slow requests, shared by the workers
+/// (queueing), the sampler and the readers.
 #[derive(Debug)]
 pub struct SlowRequests {
     keep: AtomicUsize,
-    samples: Mutex<VecDeque<Sample>>,
+    /// By backend and statement start: `(pid, since_ms)`.
+    tracks: Mutex<HashMap<(i32, u64), Track>>,
+    ended: Mutex<Vec<Ended>>,
     records: Mutex<VecDeque<Arc<SlowRequest>>>,
     /// Kept for history only while history wants them.
     history: AtomicBool,
     pending: Mutex<Vec<Arc<SlowRequest>>>,
     pub counts: SampleCounts,
+    /// Slow requests dropped: [`MAX_ENDED`] were waiting.
+    pub dropped: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -142,11 +159,13 @@ impl Default for SlowRequests {
     fn default() -> Self {
         SlowRequests {
             keep: AtomicUsize::new(50),
-            samples: Mutex::default(),
+            tracks: Mutex::default(),
+            ended: Mutex::default(),
             records: Mutex::default(),
             history: AtomicBool::new(false),
             pending: Mutex::default(),
             counts: SampleCounts::default(),
+            dropped: AtomicU64::new(0),
         }
     }
 }
@@ -166,101 +185,138 @@ impl SlowRequests {
         self.history.store(true, Ordering::Relaxed);
     }
 
-    /// A sample taken `at`; samples taken before `oldest_in_flight` began
-    /// can no longer be attached to anything and are dropped.
+    /// A look taken `at`. Statements last seen before `oldest_in_flight`
+    /// began (and before every ended request still waiting) can no longer
+    /// be attached to anything and are dropped.
     pub fn sampled(&self, at: Instant, activity: Activity, oldest_in_flight: Option<Instant>) {
-        let mut samples = lock(&self.samples);
-        // A backend still running the same statement is held once.
-        let before: HashMap<(i32, u64), &Arc<Backend>> =
-            samples.back().map_or_else(HashMap::new, |s| s.backends.iter().map(|b| (identity(b), b)).collect());
-        let backends = activity
-            .backends
-            .into_iter()
-            .map(|b| match before.get(&identity(&b)) {
-                Some(kept) if ***kept == b => Arc::clone(kept),
-                _ => Arc::new(b),
-            })
-            .collect();
-        samples.push_back(Sample { at, server_now_ms: activity.server_now_ms, backends });
-        let oldest = oldest_in_flight.unwrap_or(at);
-        while samples.len() > MAX_SAMPLES || samples.front().is_some_and(|s| s.at < oldest) {
-            samples.pop_front();
+        let waiting = lock(&self.ended).iter().map(|e| e.started).min();
+        let mut tracks = lock(&self.tracks);
+        for b in activity.backends {
+            let running_ms = ((activity.server_now_ms - b.since_ms).max(0.0) * 1000.0).round() / 1000.0;
+            let track = tracks.entry(identity(&b)).or_insert_with(|| Track {
+                first: at,
+                last: at,
+                backend: Arc::new(b.clone()),
+                running_ms,
+            });
+            if *track.backend != b {
+                track.backend = Arc::new(b);
+            }
+            (track.last, track.running_ms) = (at, running_ms);
+        }
+        let bound = [oldest_in_flight, waiting].into_iter().flatten().min().unwrap_or(at);
+        tracks.retain(|_, t| t.last >= bound);
+        if tracks.len() > MAX_STATEMENTS {
+            let mut lasts: Vec<Instant> = tracks.values().map(|t| t.last).collect();
+            lasts.sort_unstable();
+            let cut = lasts[tracks.len() - MAX_STATEMENTS];
+            tracks.retain(|_, t| t.last >= cut);
         }
     }
 
-    /// Drops every sample (no request in flight needs them).
-    pub fn forget_samples(&self) {
-        lock(&self.samples).clear();
-    }
-
-    /// A slow request ended: keeps it with the backends the samples saw
-    /// while it was in flight.
-    pub fn record(&self, ended: Ended<'_>) {
-        let keep = self.keep.load(Ordering::Relaxed);
-        let history = self.history.load(Ordering::Relaxed);
-        if keep == 0 && !history {
+    /// A slow request ended: queued for [`SlowRequests::attach`] (its
+    /// worker does nothing more).
+    pub fn ended(&self, ended: Ended) {
+        if self.keep.load(Ordering::Relaxed) == 0 && !self.history.load(Ordering::Relaxed) {
             return;
         }
-        let end = ended.started + ended.duration;
-        let mut seen: HashMap<(i32, u64), Seen> = HashMap::new();
-        for sample in lock(&self.samples).iter().filter(|s| s.at >= ended.started && s.at <= end) {
-            for b in &sample.backends {
-                let running_ms = ((sample.server_now_ms - b.since_ms).max(0.0) * 1000.0).round() / 1000.0;
-                let entry = seen.entry(identity(b)).or_insert_with(|| Seen { backend: b.clone(), running_ms });
-                // The latest sample says where it is now (its wait event).
-                (entry.backend, entry.running_ms) = (b.clone(), entry.running_ms.max(running_ms));
-            }
+        let mut waiting = lock(&self.ended);
+        if waiting.len() < MAX_ENDED {
+            waiting.push(ended);
+        } else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        let mut database: Vec<Seen> = seen.into_values().collect();
-        database.sort_by(|a, b| b.running_ms.total_cmp(&a.running_ms).then(a.backend.pid.cmp(&b.backend.pid)));
-        database.truncate(MAX_BACKENDS);
-        let received = SystemTime::now().checked_sub(ended.started.elapsed()).unwrap_or_else(SystemTime::now);
-        let record = Arc::new(SlowRequest {
-            at: humantime::format_rfc3339_millis(received).to_string(),
-            route: ended.route,
-            status: ended.status,
-            latency_ms: ms(ended.duration),
-            upstream_ms: ended.upstream.map(ms),
-            overhead_ms: ms(ended.overhead),
-            trace_id: ended.trace_id,
-            request_id: String::from_utf8_lossy(ended.request_id).into_owned(),
-            client: ended.client.map_or_else(String::new, |ip| ip.to_string()),
-            database,
-        });
-        if history {
+    }
+
+    /// Gives each ended slow request the statements seen while it was in
+    /// flight, and keeps it (for `/performance`, and for history when on).
+    pub fn attach(&self) {
+        let ended = std::mem::take(&mut *lock(&self.ended));
+        if ended.is_empty() {
+            return;
+        }
+        let records: Vec<Arc<SlowRequest>> = {
+            let tracks = lock(&self.tracks);
+            ended.into_iter().map(|e| Arc::new(evidence(&tracks, e))).collect()
+        };
+        if self.history.load(Ordering::Relaxed) {
             let mut pending = lock(&self.pending);
-            if pending.len() < MAX_PENDING {
-                pending.push(record.clone());
-            }
+            let room = MAX_PENDING.saturating_sub(pending.len());
+            pending.extend(records.iter().take(room).cloned());
         }
-        if keep > 0 {
-            let mut records = lock(&self.records);
-            records.push_back(record);
-            while records.len() > keep {
-                records.pop_front();
-            }
+        let keep = self.keep.load(Ordering::Relaxed);
+        let mut kept = lock(&self.records);
+        kept.extend(records);
+        while kept.len() > keep {
+            kept.pop_front();
+        }
+    }
+
+    /// Drops every tracked statement once every slow request has its evidence.
+    pub fn forget_samples(&self) {
+        self.attach();
+        if lock(&self.ended).is_empty() {
+            lock(&self.tracks).clear();
         }
     }
 
     /// The slow requests kept, newest first.
     pub fn latest(&self) -> Vec<Arc<SlowRequest>> {
+        self.attach();
         lock(&self.records).iter().rev().cloned().collect()
     }
 
     /// The slow requests not yet written to history.
     pub fn take_pending(&self) -> Vec<Arc<SlowRequest>> {
+        self.attach();
         std::mem::take(&mut *lock(&self.pending))
     }
 
-    /// (samples, slow requests) held now, for `memory.held`.
+    /// (statements tracked, slow requests listed) now, for `memory.held`.
     pub fn held(&self) -> (usize, usize) {
-        (lock(&self.samples).len(), lock(&self.records).len())
+        self.attach();
+        (lock(&self.tracks).len(), lock(&self.records).len())
     }
 }
 
 /// A backend's statement: its process and when the statement began.
 fn identity(b: &Backend) -> (i32, u64) {
     (b.pid, b.since_ms.to_bits())
+}
+
+/// `e` with the statements tracked while it was in flight: per backend the
+/// one running longest by then, longest running first.
+fn evidence(tracks: &HashMap<(i32, u64), Track>, e: Ended) -> SlowRequest {
+    let end = e.started + e.duration;
+    let mut by_backend: HashMap<i32, Seen> = HashMap::new();
+    for t in tracks.values().filter(|t| t.first <= end && t.last >= e.started) {
+        // Seen last after the request ended: as long as it had run by then.
+        let after = t.last.saturating_duration_since(end).as_secs_f64() * 1000.0;
+        let running_ms = ((t.running_ms - after).max(0.0) * 1000.0).round() / 1000.0;
+        let seen = Seen { backend: t.backend.clone(), running_ms };
+        match by_backend.get(&t.backend.pid) {
+            Some(kept) if kept.running_ms >= running_ms => {}
+            _ => _ = by_backend.insert(t.backend.pid, seen),
+        }
+    }
+    let mut database: Vec<Seen> = by_backend.into_values().collect();
+    database.sort_by(|a, b| b.running_ms.total_cmp(&a.running_ms).then(a.backend.pid.cmp(&b.backend.pid)));
+    database.truncate(MAX_BACKENDS);
+    let received = SystemTime::now().checked_sub(e.started.elapsed()).unwrap_or_else(SystemTime::now);
+    let (trace_id, trace_sampled) = e.trace.map_or((None, false), |(id, sampled)| (Some(id), sampled));
+    SlowRequest {
+        at: humantime::format_rfc3339_millis(received).to_string(),
+        route: e.route,
+        status: e.status,
+        latency_ms: ms(e.duration),
+        upstream_ms: e.upstream.map(ms),
+        overhead_ms: ms(e.overhead),
+        trace_id,
+        trace_sampled,
+        request_id: e.request_id,
+        client: e.client.map_or_else(String::new, |ip| ip.to_string()),
+        database,
+    }
 }
 
 #[cfg(test)]
@@ -281,7 +337,7 @@ mod tests {
         }
     }
 
-    fn ended(started: Instant, duration: Duration, id: &[u8]) -> Ended<'_> {
+    fn ended(started: Instant, duration: Duration, id: &[u8]) -> Ended {
         Ended {
             route: RouteId(1),
             status: 200,
@@ -289,57 +345,62 @@ mod tests {
             duration,
             upstream: Some(duration),
             overhead: Duration::from_micros(150),
-            trace_id: None,
-            request_id: id,
+            trace: None,
+            request_id: String::from_utf8_lossy(id).into_owned(),
             client: Some("10.0.0.7".parse().expect("an address")),
         }
     }
 
+    fn look(server_now_ms: f64, backends: Vec<Backend>) -> Activity {
+        Activity { server_now_ms, backends }
+    }
+
     #[test]
-    fn a_slow_request_gets_the_backends_seen_while_it_ran_each_once_longest_first() {
+    fn a_slow_request_gets_each_backend_seen_while_it_ran_once_longest_first() {
         let slow = SlowRequests::default();
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         // Before the request: not its evidence.
-        slow.sampled(at(0), Activity { server_now_ms: 1000.0, backends: vec![backend(1, 0.0, "PgSleep")] }, None);
-        let two = vec![backend(1, 0.0, "PgSleep"), backend(2, 1200.0, "PgSleep")];
-        slow.sampled(at(300), Activity { server_now_ms: 1300.0, backends: two }, Some(t0));
-        let three = vec![backend(1, 0.0, "Other"), backend(3, 1500.0, "PgSleep")];
-        slow.sampled(at(600), Activity { server_now_ms: 1600.0, backends: three }, Some(t0));
-        let id = b"rid-1";
-        slow.record(ended(at(100), Duration::from_millis(600), id));
+        slow.sampled(at(0), look(1000.0, vec![backend(9, 900.0, "PgSleep")]), None);
+        slow.sampled(at(300), look(1300.0, vec![backend(1, 0.0, "PgSleep"), backend(2, 1200.0, "PgSleep")]), Some(t0));
+        // pid 2 moved on to another statement: one entry for it, the longer.
+        let three = vec![backend(1, 0.0, "Other"), backend(2, 1550.0, "PgSleep"), backend(3, 1500.0, "PgSleep")];
+        slow.sampled(at(600), look(1600.0, three), Some(t0));
+        slow.ended(ended(at(100), Duration::from_millis(600), b"rid-1"));
+        // A look after it ended counts only as far as the request's end.
+        slow.sampled(at(900), look(1900.0, vec![backend(1, 0.0, "Later")]), Some(t0));
         let kept = slow.latest();
         assert_eq!(kept.len(), 1);
-        let db = &kept[0].database;
         let seen: Vec<(i32, f64, Option<&str>)> =
-            db.iter().map(|s| (s.backend.pid, s.running_ms, s.backend.wait_event.as_deref())).collect();
-        assert_eq!(seen, [(1, 1600.0, Some("Other")), (2, 100.0, Some("PgSleep")), (3, 100.0, Some("PgSleep"))]);
+            kept[0].database.iter().map(|s| (s.backend.pid, s.running_ms, s.backend.wait_event.as_deref())).collect();
+        assert_eq!(seen, [(1, 1700.0, Some("Later")), (2, 100.0, Some("PgSleep")), (3, 100.0, Some("PgSleep"))]);
         assert_eq!((kept[0].request_id.as_str(), kept[0].client.as_str()), ("rid-1", "10.0.0.7"));
         assert_eq!(kept[0].latency_ms, 600.0);
     }
 
     #[test]
-    fn keep_bounds_the_list_and_samples_before_the_oldest_request_go() {
+    fn keep_bounds_the_list_and_statements_before_the_oldest_request_go() {
         let slow = SlowRequests::default();
         slow.set_keep(3);
         let t0 = Instant::now();
-        let id = [b'x'; 100];
         for i in 0..5 {
-            slow.record(ended(t0, Duration::from_millis(i), &id));
+            slow.ended(ended(t0, Duration::from_millis(i), &[b'x'; 100]));
         }
         let kept = slow.latest();
         assert_eq!(kept.iter().map(|r| r.latency_ms).collect::<Vec<_>>(), [4.0, 3.0, 2.0]);
         assert_eq!(kept[0].request_id.len(), 100, "a long id is kept whole");
-        for i in 0..10 {
+        for i in 0..10u64 {
             let at = t0 + Duration::from_millis(i * 10);
-            slow.sampled(at, Activity { server_now_ms: 0.0, backends: vec![backend(1, 0.0, "PgSleep")] }, Some(t0));
+            slow.sampled(at, look(0.0, vec![backend(i as i32, i as f64, "PgSleep")]), Some(t0));
         }
         assert_eq!(slow.held().0, 10);
-        let later = t0 + Duration::from_millis(200);
-        slow.sampled(later, Activity::default(), Some(t0 + Duration::from_millis(45)));
-        assert_eq!(slow.held().0, 6, "samples before the oldest request in flight are dropped");
-        // Unchanged backends are shared between samples, not copied.
-        let samples = lock(&slow.samples);
-        assert!(Arc::ptr_eq(&samples[0].backends[0], &samples[1].backends[0]));
+        slow.sampled(t0 + Duration::from_millis(200), Activity::default(), Some(t0 + Duration::from_millis(45)));
+        assert_eq!(slow.held().0, 5, "statements last seen before the oldest request in flight are dropped");
+        // A slow request still waiting keeps what it may need.
+        slow.ended(ended(t0, Duration::from_millis(5), b"w"));
+        slow.sampled(t0 + Duration::from_millis(300), Activity::default(), None);
+        assert_eq!(slow.held().0, 5);
+        slow.forget_samples();
+        assert_eq!(slow.held().0, 0);
     }
 }

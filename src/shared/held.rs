@@ -19,6 +19,7 @@ pub struct WorkerHeld {
     route_memo: AtomicUsize,
     upstream_idle: AtomicUsize,
     connections: AtomicUsize,
+    in_flight_slots: AtomicUsize,
 }
 
 /// Every worker's sizes.
@@ -49,6 +50,7 @@ impl WorkerHeld {
         self.route_memo.store(sizes.route_memo, Ordering::Relaxed);
         self.upstream_idle.store(sizes.upstream_idle, Ordering::Relaxed);
         self.connections.store(sizes.connections, Ordering::Relaxed);
+        self.in_flight_slots.store(sizes.in_flight_slots, Ordering::Relaxed);
     }
 }
 
@@ -60,6 +62,7 @@ pub struct WorkerSizes {
     pub route_memo: usize,
     pub upstream_idle: usize,
     pub connections: usize,
+    pub in_flight_slots: usize,
 }
 
 /// Entries (bytes for `cache_bytes`) in each structure a client can grow.
@@ -100,10 +103,12 @@ pub struct Held {
     pub history_series: usize,
     /// Alerts firing.
     pub alerts_firing: usize,
-    /// Database samples kept for the slow requests in flight, and slow
-    /// requests listed (at most 1 200 and `slow.keep`).
-    pub slow_samples: usize,
+    /// Statements tracked for the slow requests in flight (at most 4 096),
+    /// slow requests listed (`slow.keep`), and the workers' slots for
+    /// requests in flight (their most at once, shrinking back).
+    pub slow_statements: usize,
     pub slow_requests: usize,
+    pub in_flight_slots: usize,
 }
 
 impl Held {
@@ -115,11 +120,12 @@ impl Held {
         self.route_memo = board.sum(|w| &w.route_memo);
         self.upstream_idle = board.sum(|w| &w.upstream_idle);
         self.connections = board.sum(|w| &w.connections);
+        self.in_flight_slots = board.sum(|w| &w.in_flight_slots);
         self
     }
 
     /// Each size by name, for `/metrics`.
-    pub fn named(&self) -> [(&'static str, f64); 22] {
+    pub fn named(&self) -> [(&'static str, f64); 23] {
         [
             ("cache_entries", self.cache_entries as f64),
             ("cache_bytes", self.cache_bytes as f64),
@@ -141,8 +147,9 @@ impl Held {
             ("history_points", self.history_points as f64),
             ("history_series", self.history_series as f64),
             ("alerts_firing", self.alerts_firing as f64),
-            ("slow_samples", self.slow_samples as f64),
+            ("slow_statements", self.slow_statements as f64),
             ("slow_requests", self.slow_requests as f64),
+            ("in_flight_slots", self.in_flight_slots as f64),
         ]
     }
 }

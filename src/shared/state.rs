@@ -180,6 +180,7 @@ impl Worker {
             route_memo: self.route_cache.borrow().held(),
             upstream_idle: self.upstream.idle_len(),
             connections,
+            in_flight_slots: self.recorder.as_ref().map_or(0, |r| r.in_flight_slots()),
         });
     }
 

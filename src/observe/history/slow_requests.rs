@@ -9,43 +9,24 @@ use std::time::SystemTime;
 
 use deadpool_postgres::Pool;
 
-use super::{lock, History, Traffic, WriteError, BATCH, DB_TIMEOUT};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{lock, History, Traffic, WriteError, DB_TIMEOUT};
 use crate::observe::slow::SlowRequest;
 
 /// Slow requests waiting for the database at most.
 pub(super) const MAX_QUEUE: usize = 10_000;
 
-/// One slow request as it is written.
+/// Rows per insert (a row's backends can reach tens of KB).
+const SLOW_BATCH: usize = 100;
+
+/// One slow request as it is written: the request (shared with
+/// `/performance`), its route's label.
 #[derive(Debug, Clone)]
 pub(super) struct SlowRow {
-    at: SystemTime,
+    request: Arc<SlowRequest>,
     route: String,
-    status: i32,
-    latency_ms: f32,
-    upstream_ms: Option<f32>,
-    overhead_ms: f32,
-    trace_id: Option<String>,
-    request_id: String,
-    client: String,
-    /// The backends, as JSON text.
-    database: String,
-}
-
-impl SlowRow {
-    pub(super) fn new(request: &SlowRequest, route: String) -> SlowRow {
-        SlowRow {
-            at: humantime::parse_rfc3339(&request.at).unwrap_or_else(|_| SystemTime::now()),
-            route,
-            status: i32::from(request.status),
-            latency_ms: request.latency_ms as f32,
-            upstream_ms: request.upstream_ms.map(|m| m as f32),
-            overhead_ms: request.overhead_ms as f32,
-            trace_id: request.trace_id.clone(),
-            request_id: request.request_id.clone(),
-            client: request.client.clone(),
-            database: serde_json::to_string(&request.database).unwrap_or_else(|_| "[]".into()),
-        }
-    }
 }
 
 impl History {
@@ -53,7 +34,7 @@ impl History {
     /// queue; it stays queued while the database is away.
     pub(super) async fn write_slow_requests(&self, traffic: &impl Traffic) {
         let ended = traffic.metrics().slow.take_pending();
-        if !self.on() || !self.slow_table.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.on() || !self.slow_table.load(Ordering::Relaxed) {
             return;
         }
         if !ended.is_empty() {
@@ -64,12 +45,12 @@ impl History {
                 if queue.len() >= MAX_QUEUE {
                     queue.pop_front();
                 }
-                queue.push_back(SlowRow::new(&request, label));
+                queue.push_back(SlowRow { request, route: label });
             }
         }
         let Some(pool) = self.pool() else { return };
         loop {
-            let batch: Vec<SlowRow> = lock(&self.slow_queue).iter().take(BATCH).cloned().collect();
+            let batch: Vec<SlowRow> = lock(&self.slow_queue).iter().take(SLOW_BATCH).cloned().collect();
             if batch.is_empty() {
                 return;
             }
@@ -80,10 +61,13 @@ impl History {
                     queue.drain(..n);
                 }
                 Ok(Err(e)) if super::no_schema(&e) => {
-                    tracing::warn!(
-                        "history: no perfproxy.slow_requests table (run `perfproxy migrate`); slow requests are not kept"
-                    );
-                    self.slow_table.store(false, std::sync::atomic::Ordering::Relaxed);
+                    // Tried again at the next minute (after `perfproxy migrate`).
+                    if !self.slow_warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "history: no perfproxy.slow_requests table (run `perfproxy migrate`); slow requests are not kept"
+                        );
+                    }
+                    self.slow_table.store(false, Ordering::Relaxed);
                     lock(&self.slow_queue).clear();
                     return;
                 }
@@ -100,31 +84,41 @@ impl History {
 /// Writes `rows` in one statement.
 async fn insert(pool: &Pool, instance: &str, rows: &[SlowRow]) -> Result<(), WriteError> {
     let client = pool.get().await?;
-    let text = |f: &dyn Fn(&SlowRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
-    let real = |f: &dyn Fn(&SlowRow) -> Option<f32>| rows.iter().map(f).collect::<Vec<Option<f32>>>();
-    let at: Vec<SystemTime> = rows.iter().map(|r| r.at).collect();
-    let status: Vec<i32> = rows.iter().map(|r| r.status).collect();
-    let trace: Vec<Option<&str>> = rows.iter().map(|r| r.trace_id.as_deref()).collect();
+    let requests: Vec<&SlowRequest> = rows.iter().map(|r| &*r.request).collect();
+    let text = |f: &dyn Fn(&SlowRequest) -> &str| requests.iter().map(|r| f(r)).collect::<Vec<&str>>();
+    let real = |f: &dyn Fn(&SlowRequest) -> Option<f64>| {
+        requests.iter().map(|r| f(r).map(|v| v as f32)).collect::<Vec<Option<f32>>>()
+    };
+    let at: Vec<SystemTime> =
+        requests.iter().map(|r| humantime::parse_rfc3339(&r.at).unwrap_or_else(|_| SystemTime::now())).collect();
+    let routes: Vec<&str> = rows.iter().map(|r| r.route.as_str()).collect();
+    let status: Vec<i32> = requests.iter().map(|r| i32::from(r.status)).collect();
+    let trace: Vec<Option<&str>> = requests.iter().map(|r| r.trace_id.as_deref()).collect();
+    let sampled: Vec<bool> = requests.iter().map(|r| r.trace_sampled).collect();
+    let database: Vec<String> =
+        requests.iter().map(|r| serde_json::to_string(&r.database).unwrap_or_else(|_| "[]".into())).collect();
+    let database: Vec<&str> = database.iter().map(String::as_str).collect();
     client
         .execute(
             "INSERT INTO perfproxy.slow_requests (at, instance, route, status, latency_ms, upstream_ms, \
-             overhead_ms, trace_id, request_id, client, database) \
-             SELECT at, $2, route, status, latency, upstream, overhead, trace, request, client, database::jsonb \
-             FROM UNNEST($1::timestamptz[], $3::text[], $4::int4[], $5::float4[], $6::float4[], $7::float4[], \
-             $8::text[], $9::text[], $10::text[], $11::text[]) \
-             AS t(at, route, status, latency, upstream, overhead, trace, request, client, database)",
+             overhead_ms, trace_id, trace_sampled, request_id, client, database) \
+             SELECT at, $2, route, status, latency, upstream, overhead, trace, sampled, request, client, \
+             database::jsonb FROM UNNEST($1::timestamptz[], $3::text[], $4::int4[], $5::float4[], $6::float4[], \
+             $7::float4[], $8::text[], $9::bool[], $10::text[], $11::text[], $12::text[]) \
+             AS t(at, route, status, latency, upstream, overhead, trace, sampled, request, client, database)",
             &[
                 &at,
                 &instance,
-                &text(&|r| &r.route),
+                &routes,
                 &status,
                 &real(&|r| Some(r.latency_ms)),
                 &real(&|r| r.upstream_ms),
                 &real(&|r| Some(r.overhead_ms)),
                 &trace,
+                &sampled,
                 &text(&|r| &r.request_id),
                 &text(&|r| &r.client),
-                &text(&|r| &r.database),
+                &database,
             ],
         )
         .await?;
@@ -158,7 +152,7 @@ pub async fn query(
     let rows = client
         .query(
             "SELECT at, instance, route, status, latency_ms::float8, upstream_ms::float8, overhead_ms::float8, \
-             trace_id, request_id, client, database::text FROM perfproxy.slow_requests \
+             trace_id, request_id, client, database::text, trace_sampled FROM perfproxy.slow_requests \
              WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR route = $3) ORDER BY at DESC LIMIT $4",
             &[&from, &to, &route, &limit],
         )
@@ -178,6 +172,7 @@ pub async fn query(
                 "upstream_ms": round(r.get(5)),
                 "overhead_ms": round(r.get(6)),
                 "trace_id": r.get::<_, Option<String>>(7),
+                "trace_sampled": r.get::<_, bool>(11),
                 "request_id": r.get::<_, String>(8),
                 "client": r.get::<_, String>(9),
                 "database": serde_json::from_str::<serde_json::Value>(&database).unwrap_or_default(),

@@ -4,13 +4,15 @@
 //! say who it was without the recording carrying those bytes through every
 //! move. A recording holds its slot's index; the worker publishes the
 //! oldest beginning with its samples (every 50 ms) for the slow-request
-//! sampler. The slab grows to the worker's most requests at once and is
-//! let go when it empties past [`SHRINK_PAST`] slots.
+//! sampler. The slab grows to the worker's most requests at once; past
+//! [`SHRINK_PAST`] slots, once at least half are free, new requests take
+//! the lowest free slots and the free slots at its end are let go, so it
+//! shrinks back as a burst drains even while requests keep coming.
 
 use std::net::IpAddr;
 use std::time::Instant;
 
-/// Slots kept once every request has ended; past this many the slab is freed.
+/// Slots a slab keeps without shrinking.
 const SHRINK_PAST: usize = 1_024;
 /// `X-Request-Id`s this long or shorter are held in place (perfproxy's own
 /// are 32 bytes, a UUID 36); longer ones (to 128) are boxed.
@@ -87,13 +89,36 @@ impl InFlight {
         }
     }
 
-    /// When the oldest request in flight began; frees the slab when it is
-    /// empty and large.
+    /// When the oldest request in flight began (the worker asks every 50
+    /// ms); shrinks the slab when it is large and mostly free.
     pub fn oldest(&mut self) -> Option<Instant> {
-        if self.free.len() == self.slots.len() && self.slots.len() > SHRINK_PAST {
-            (self.slots, self.free) = Default::default();
+        if self.slots.len() > SHRINK_PAST && self.free.len() * 2 > self.slots.len() {
+            self.shrink();
         }
         self.slots.iter().filter_map(|s| s.started).min()
+    }
+
+    /// Slots held (in use or free), for `memory.held`.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Lets the free slots at the end go, and hands out the lowest free
+    /// slots first from now on (the free list highest first: `pop` takes
+    /// the lowest), so the end keeps draining.
+    fn shrink(&mut self) {
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
+        let mut gone = 0;
+        while self.slots.last().is_some_and(|s| s.started.is_none()) {
+            self.slots.pop();
+            gone += 1;
+        }
+        // The free list is exactly the free slots: the `gone` highest.
+        self.free.drain(..gone);
+        if self.slots.capacity() > 2 * self.slots.len().max(SHRINK_PAST) {
+            self.slots.shrink_to(self.slots.len().max(SHRINK_PAST));
+            self.free.shrink_to(self.slots.len());
+        }
     }
 }
 
@@ -125,14 +150,28 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_slab_past_its_bound_is_freed() {
+    fn a_slab_shrinks_back_after_a_burst_while_requests_keep_coming() {
         let mut slab = InFlight::default();
         let t0 = Instant::now();
-        let slots: Vec<u32> = (0..2_000).map(|_| slab.began(t0, b"id")).collect();
-        for s in slots {
+        let burst: Vec<u32> = (0..8_000).map(|_| slab.began(t0, b"id")).collect();
+        // The burst drains but for a few requests that keep arriving and ending.
+        for s in burst {
             slab.ended(s);
         }
-        assert_eq!(slab.oldest(), None);
-        assert_eq!((slab.slots.capacity(), slab.free.capacity()), (0, 0));
+        let mut live = vec![slab.began(t0, b"a"), slab.began(t0, b"b")];
+        for round in 0..4 {
+            slab.oldest();
+            // New requests take the lowest free slots; old ones end.
+            let next = [slab.began(t0, b"c"), slab.began(t0, b"d")];
+            for s in live.drain(..) {
+                slab.ended(s);
+            }
+            live.extend(next);
+            assert!(live.iter().all(|&s| s < 8), "round {round}: {live:?}");
+        }
+        slab.oldest();
+        assert!(slab.len() <= 8, "{}", slab.len());
+        assert!(slab.slots.capacity() <= 2 * SHRINK_PAST);
+        assert_eq!(slab.free.len(), slab.slots.iter().filter(|s| s.started.is_none()).count());
     }
 }

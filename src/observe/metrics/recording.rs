@@ -274,20 +274,26 @@ impl Recording {
 }
 
 impl Recording {
-    /// It was slow: kept with what the database was doing meanwhile.
+    /// It was slow: queued to be kept with what the database was doing
+    /// meanwhile (attached off the request path).
     #[cold]
     fn slow(&self, duration: Duration) {
         let Some(r) = &self.recorder else { return };
-        let requests = r.requests.borrow();
-        let (request_id, client) = requests.who(self.slot);
-        r.metrics.slow.record(crate::observe::slow::Ended {
+        let (request_id, client) = {
+            let requests = r.requests.borrow();
+            let (id, client) = requests.who(self.slot);
+            (String::from_utf8_lossy(id).into_owned(), client)
+        };
+        let trace =
+            self.trace.as_ref().map(|t| (crate::observe::trace::trace_id_hex(t.context.trace_id), t.context.sampled));
+        r.metrics.slow.ended(crate::observe::slow::Ended {
             route: self.route,
             status: self.status,
             started: self.started,
             duration,
             upstream: self.upstream,
             overhead: self.overhead,
-            trace_id: self.trace.as_ref().map(|t| crate::observe::trace::trace_id_hex(t.context.trace_id)),
+            trace,
             request_id,
             client,
         });

@@ -2,11 +2,13 @@
 //! one query of `pg_stat_activity` for all slow requests, at most every
 //! `slow.sample_interval_ms`, on the database pool, one at a time and
 //! bounded by [`SAMPLE_TIMEOUT`] (a database that is down or slow to
-//! answer costs the sampler a timeout, never a request anything). The
-//! backends are those of the watched database other than perfproxy's own
-//! (its connections say `application_name = perfproxy`), not idle, the
-//! longest running first; each statement is normalised here, so no
-//! literal leaves this module. `query_id` comes with PostgreSQL 14+ when
+//! answer costs the sampler a timeout, never a request anything; a query
+//! that overruns is cancelled on the server and its connection closed, so
+//! no look outlives its turn). The backends are those of the watched
+//! database other than perfproxy's own (its connections say
+//! `application_name = perfproxy`), not idle, active ones first, then the
+//! longest running; each statement is normalised here, so no literal
+//! leaves this module. `query_id` comes with PostgreSQL 14+ when
 //! the server computes one, and calls and mean time when
 //! `pg_stat_statements` has the statement.
 
@@ -14,6 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
 use tracing::debug;
 
 use super::normalise::normalise;
@@ -32,7 +36,7 @@ const RETRY_FULLER: Duration = Duration::from_secs(60);
 const ACTIVITY: &str = "
   FROM pg_stat_activity a
  WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-   AND a.backend_type = 'client backend' AND a.state IS NOT NULL AND a.state <> 'idle'
+   AND a.backend_type IN ('client backend', 'autovacuum worker') AND a.state IS NOT NULL AND a.state <> 'idle'
    AND a.application_name IS DISTINCT FROM 'perfproxy'";
 
 /// When a backend's statement (or, idle in a transaction, its transaction) began.
@@ -45,7 +49,7 @@ fn shapes() -> [String; 3] {
     let now = "extract(epoch FROM clock_timestamp())::float8 * 1000";
     let with_statements = format!(
         "WITH act AS (SELECT a.pid, a.query, a.query_id, a.state, a.wait_event_type, a.wait_event, \
-         {SINCE} AS since_ms, a.datid {ACTIVITY} ORDER BY since_ms LIMIT {MAX_ROWS}),
+         {SINCE} AS since_ms, a.datid {ACTIVITY} ORDER BY a.state <> 'active', since_ms LIMIT {MAX_ROWS}),
          st AS (SELECT s.queryid, sum(s.calls)::int8 AS calls,
                        sum(s.total_exec_time) / nullif(sum(s.calls), 0) AS mean_ms
                   FROM pg_stat_statements s
@@ -54,15 +58,15 @@ fn shapes() -> [String; 3] {
                  GROUP BY s.queryid)
          SELECT act.pid, act.query, act.query_id, act.state, act.wait_event_type, act.wait_event,
                 act.since_ms, {now}, st.calls, st.mean_ms::float8
-           FROM act LEFT JOIN st ON st.queryid = act.query_id ORDER BY act.since_ms"
+           FROM act LEFT JOIN st ON st.queryid = act.query_id ORDER BY act.state <> 'active', act.since_ms"
     );
     let with_query_id = format!(
         "SELECT a.pid, a.query, a.query_id, a.state, a.wait_event_type, a.wait_event, {SINCE} AS since_ms, \
-         {now}, NULL::int8, NULL::float8 {ACTIVITY} ORDER BY since_ms LIMIT {MAX_ROWS}"
+         {now}, NULL::int8, NULL::float8 {ACTIVITY} ORDER BY a.state <> 'active', since_ms LIMIT {MAX_ROWS}"
     );
     let bare = format!(
         "SELECT a.pid, a.query, NULL::int8, a.state, a.wait_event_type, a.wait_event, {SINCE} AS since_ms, \
-         {now}, NULL::int8, NULL::float8 {ACTIVITY} ORDER BY since_ms LIMIT {MAX_ROWS}"
+         {now}, NULL::int8, NULL::float8 {ACTIVITY} ORDER BY a.state <> 'active', since_ms LIMIT {MAX_ROWS}"
     );
     [with_statements, with_query_id, bare]
 }
@@ -107,15 +111,15 @@ impl Database {
             sampling = true;
             let at = Instant::now();
             let counts = &metrics.slow.counts;
-            match tokio::time::timeout(SAMPLE_TIMEOUT, self.activity(&mut shape)).await {
-                Ok(Some(activity)) => {
+            match self.activity(&mut shape).await {
+                Ok(activity) => {
                     counts.ok.fetch_add(1, Ordering::Relaxed);
                     metrics.slow.sampled(at, activity, oldest);
                 }
-                Ok(None) => {
+                Err(Missed::Failed) => {
                     counts.failed.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(_) => {
+                Err(Missed::TimedOut) => {
                     debug!("database activity sample timed out");
                     counts.timed_out.fetch_add(1, Ordering::Relaxed);
                 }
@@ -123,54 +127,87 @@ impl Database {
         }
     }
 
-    /// One look at `pg_stat_activity`; `None` when the database cannot answer.
-    async fn activity(&self, shape: &mut Shape) -> Option<Activity> {
-        let client = match self.pool.get().await {
-            Ok(c) => c,
-            Err(e) => {
+    /// One look at `pg_stat_activity`, within [`SAMPLE_TIMEOUT`] all told.
+    async fn activity(&self, shape: &mut Shape) -> Result<Activity, Missed> {
+        let deadline = tokio::time::Instant::now() + SAMPLE_TIMEOUT;
+        let client = match tokio::time::timeout_at(deadline, self.pool.get()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
                 debug!(error = %crate::redact::text(&e.to_string()), "activity sample: no connection");
-                return None;
+                return Err(Missed::Failed);
             }
+            Err(_) => return Err(Missed::TimedOut),
         };
         if shape.current > 0 && shape.since.elapsed() > RETRY_FULLER {
             shape.current = 0;
         }
         loop {
-            match client.query(shape.queries[shape.current].as_str(), &[]).await {
-                Ok(rows) => return Some(read(&rows)),
+            let asked = tokio::time::timeout_at(deadline, client.query(shape.queries[shape.current].as_str(), &[]));
+            match asked.await {
+                Ok(Ok(rows)) => return Ok(read(&rows)),
                 // A shape this server lacks (no pg_stat_statements, no
                 // query_id before PostgreSQL 14): the next one.
-                Err(e) if e.as_db_error().is_some() && shape.current + 1 < shape.queries.len() => {
+                Ok(Err(e)) if lacks(&e) && shape.current + 1 < shape.queries.len() => {
                     debug!(error = %e, shape = shape.current, "activity sample: a simpler query");
                     (shape.current, shape.since) = (shape.current + 1, Instant::now());
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     debug!(error = %e, "activity sample failed");
-                    return None;
+                    return Err(Missed::Failed);
+                }
+                Err(_) => {
+                    // Stop it on the server and never reuse its connection:
+                    // the next look must not queue behind this one.
+                    let token = client.cancel_token();
+                    tokio::spawn(async move { token.cancel_query(NoTls).await });
+                    drop(deadpool_postgres::Object::take(client));
+                    return Err(Missed::TimedOut);
                 }
             }
         }
     }
 }
 
+/// Why a look found nothing.
+#[derive(Debug, Clone, Copy)]
+enum Missed {
+    Failed,
+    TimedOut,
+}
+
+/// The server lacks what a shape of the query reads (a table, view,
+/// column or function, or `pg_stat_statements` not loaded).
+fn lacks(e: &tokio_postgres::Error) -> bool {
+    let lacking = [
+        SqlState::UNDEFINED_TABLE,
+        SqlState::UNDEFINED_COLUMN,
+        SqlState::UNDEFINED_FUNCTION,
+        SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+        SqlState::INSUFFICIENT_PRIVILEGE,
+    ];
+    e.code().is_some_and(|c| lacking.contains(c))
+}
+
 /// The rows as backends, each statement normalised.
 fn read(rows: &[tokio_postgres::Row]) -> Activity {
     let mut activity = Activity::default();
+    // A value that cannot be read (text that is not UTF-8 in a SQL_ASCII
+    // database) is left out, never a reason to stop sampling.
+    let text = |row: &tokio_postgres::Row, i| row.try_get::<_, Option<String>>(i).ok().flatten();
     for row in rows {
-        let text: Option<String> = row.get(1);
         // Another role's statement without pg_read_all_stats.
-        let query = text.filter(|t| t != "<insufficient privilege>").map(|t| normalise(&t));
-        activity.server_now_ms = row.get(7);
+        let query = text(row, 1).filter(|t| t != "<insufficient privilege>").map(|t| normalise(&t));
+        activity.server_now_ms = row.try_get(7).unwrap_or_default();
         activity.backends.push(Backend {
-            pid: row.get(0),
+            pid: row.try_get(0).unwrap_or_default(),
             query,
-            query_id: row.get(2),
-            state: row.get::<_, Option<String>>(3).unwrap_or_default(),
-            wait_event_type: row.get(4),
-            wait_event: row.get(5),
-            since_ms: row.get::<_, Option<f64>>(6).unwrap_or(activity.server_now_ms),
-            calls: row.get(8),
-            mean_ms: row.get::<_, Option<f64>>(9).map(|m| (m * 1000.0).round() / 1000.0),
+            query_id: row.try_get(2).ok().flatten(),
+            state: text(row, 3).unwrap_or_default(),
+            wait_event_type: text(row, 4),
+            wait_event: text(row, 5),
+            since_ms: row.try_get::<_, Option<f64>>(6).ok().flatten().unwrap_or(activity.server_now_ms),
+            calls: row.try_get(8).ok().flatten(),
+            mean_ms: row.try_get::<_, Option<f64>>(9).ok().flatten().map(|m| (m * 1000.0).round() / 1000.0),
         });
     }
     activity

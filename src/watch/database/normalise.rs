@@ -4,10 +4,16 @@
 //! anything), and a text cut off inside a literal or comment (PostgreSQL
 //! keeps `track_activity_query_size` bytes) ends with its `$n`. Numbering
 //! continues after the statement's own parameters, as `pg_stat_statements`
-//! does. Identifiers, quoted or not, and keywords are kept.
+//! does. Identifiers, quoted or not, and keywords are kept. A plain string
+//! holding a backslash ends the text there (whether `\'` closes it depends
+//! on the session's `standard_conforming_strings`, which perfproxy cannot
+//! see: everything from there on is one `$n`), and a `SET` keeps only its
+//! name (`SET app.key = $1`: its value may be bare).
 
 /// The longest normalised text kept (characters).
 pub const MAX_CHARS: usize = 1024;
+/// The most of a statement read (bytes): what lies past it is cut off.
+const MAX_INPUT: usize = 8 * 1024;
 
 /// One piece of the text: kept as written, or a literal (a placeholder).
 #[derive(Debug, PartialEq)]
@@ -18,6 +24,14 @@ enum Piece<'a> {
 
 /// `text` with every literal replaced by `$n`.
 pub fn normalise(text: &str) -> String {
+    let mut cut = text.len().min(MAX_INPUT);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let text = &text[..cut];
+    if let Some(set) = set_value(text) {
+        return set;
+    }
     let pieces = pieces(text);
     let mut next = highest_parameter(&pieces) + 1;
     let mut out = String::with_capacity(text.len().min(MAX_CHARS));
@@ -50,6 +64,30 @@ pub fn normalise(text: &str) -> String {
         Some((cut, _)) => squeezed[..cut].to_string(),
         None => squeezed,
     }
+}
+
+/// `SET [SESSION | LOCAL] name {= | TO} value`: the name kept, the value
+/// `$1` (a bare word can be a secret).
+fn set_value(text: &str) -> Option<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if !words.first()?.eq_ignore_ascii_case("set") {
+        return None;
+    }
+    let mut kept = Vec::new();
+    for word in words {
+        if let Some((name, _)) = word.split_once('=') {
+            kept.push(format!("{name} = $1"));
+            return Some(kept.join(" ").replace("  = ", " = "));
+        }
+        kept.push(word.to_string());
+        if word.eq_ignore_ascii_case("to") {
+            kept.push("$1".into());
+            return Some(kept.join(" "));
+        }
+    }
+    // No value in sight (`SET ROLE x`, `SET TIME ZONE …`): all but the first words.
+    let head: Vec<&str> = text.split_whitespace().take(2).collect();
+    Some(format!("{} $1", head.join(" ")))
 }
 
 /// Runs of white space (comments left some) as one space, trimmed.
@@ -116,7 +154,7 @@ fn pieces(text: &str) -> Vec<Piece<'_>> {
         let start = i;
         match c {
             '-' if b.get(i + 1) == Some(&b'-') => {
-                i = rest(i).find('\n').map_or(b.len(), |n| i + n);
+                i = rest(i).find(['\n', '\r']).map_or(b.len(), |n| i + n);
                 out.push(Piece::Text(" "));
             }
             '/' if b.get(i + 1) == Some(&b'*') => {
@@ -175,12 +213,15 @@ fn pieces(text: &str) -> Vec<Piece<'_>> {
 }
 
 /// Past the closing quote of a string whose body starts at `i` (`''` is a
-/// quote inside; with `backslash`, `\` escapes the next byte). The end of
-/// the text when it never closes.
+/// quote inside; with `backslash`, `\` escapes the next byte; without, a
+/// backslash may still escape under `standard_conforming_strings = off`,
+/// so the string runs to the end of the text). The end of the text when
+/// it never closes.
 fn quoted_end(b: &[u8], mut i: usize, backslash: bool) -> usize {
     while i < b.len() {
         match b[i] {
             b'\\' if backslash => i += 2,
+            b'\\' => return b.len(),
             b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
             b'\'' => return i + 1,
             _ => i += 1,
@@ -281,6 +322,12 @@ mod tests {
             ("INSERT INTO secrets VALUES ('abc", "INSERT INTO secrets VALUES ($1"),
             ("SELECT 'x' /* cut off inside a comment 'hunter2", "SELECT $1"),
             ("SELECT interval '1 day', 'x'::text, émoji_col FROM t", "SELECT interval $1, $2::text, émoji_col FROM t"),
+            ("UPDATE u SET note = 'it\\'s my password hunter2' WHERE id = 1", "UPDATE u SET note = $1"),
+            ("SELECT 1 --x\r, 'line1\nhunter2 secret' FROM t", "SELECT $1 , $2 FROM t"),
+            ("SET app.tenant_key = sk_live_abc", "SET app.tenant_key = $1"),
+            ("set local statement_timeout to '5s'", "set local statement_timeout to $1"),
+            ("SET app.key=sk_live", "SET app.key = $1"),
+            ("SET ROLE admin", "SET ROLE $1"),
         ];
         for (text, want) in cases {
             assert_eq!(normalise(text), want, "{text}");

@@ -5,6 +5,7 @@
 //! binary turns it into exit status 2.
 
 mod file_errors;
+mod slo;
 mod validate;
 
 use file_errors::{file_line, plain_words};
@@ -124,6 +125,8 @@ pub enum Command {
     CheckConfig,
     /// Apply perfproxy's SQL migrations (migrations/) to --database-url, in order; idempotent
     Migrate,
+    /// Print Prometheus recording and alerting rules equivalent to [[slo]] and [slo_alerts]
+    SloRules,
 }
 
 /// How log lines are written.

@@ -28,6 +28,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::Migrate) => return migrate(&config),
+        Some(Command::SloRules) => {
+            let (objectives, rows) = &config.slos;
+            print!("{}", perfproxy::observe::slo::rules::prometheus_rules(objectives, rows));
+            return ExitCode::SUCCESS;
+        }
         None => {}
     }
     perfproxy::runtime::telemetry::init(invocation.log_format);

@@ -5,12 +5,14 @@
 
 mod protocols;
 mod routing;
+mod slo;
 mod slow;
 
 use serde::{Deserialize, Serialize};
 
 pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamAddr, UpstreamProtocol};
 pub use routing::RouteDiscoverySettings;
+pub use slo::{SloAlertSettings, SloRule};
 pub use slow::SlowSettings;
 
 /// A configuration problem: which key, which value, what was expected.
@@ -80,6 +82,9 @@ pub struct Settings {
     pub http2: protocols::Http2Settings,
     pub grpc: protocols::GrpcSettings,
     pub slow: slow::SlowSettings,
+    /// `[[slo]]`: service level objectives.
+    pub slo: Vec<slo::SloRule>,
+    pub slo_alerts: slo::SloAlertSettings,
 }
 
 impl Default for Settings {
@@ -124,6 +129,8 @@ impl Default for Settings {
             http2: Default::default(),
             grpc: Default::default(),
             slow: Default::default(),
+            slo: Vec::new(),
+            slo_alerts: Default::default(),
         }
     }
 }

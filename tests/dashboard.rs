@@ -38,7 +38,10 @@ async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
     let started = std::time::Instant::now();
     // A memory alert far over its tiny threshold: critical, at once.
     // An error-rate threshold of 50 %: the 20 % below shows green.
-    let config = write_config("[alerts]\ninterval_ms = 100\nfor_ms = 0\nmemory_bytes = 1000\nerror_rate = 0.5\n");
+    let config = write_config(
+        "[alerts]\ninterval_ms = 100\nfor_ms = 0\nmemory_bytes = 1000\nerror_rate = 0.5\n\
+         [[slo]]\nname = \"users\"\nroute = \"GET /api/users/*\"\nobjective = 0.99\n",
+    );
     let proxy = spawn_proxy(&up.url(), &["--config", &config]).await;
     // Paced, so the rate the page shows is a rate in real time.
     for i in 0..7 {
@@ -91,6 +94,10 @@ async fn the_dashboard_renders_routes_and_numbers_in_a_browser() {
         "recent error rate (3 of 15), coloured by the configured threshold:\n{dom}"
     );
     assert!(dom.contains(r#"id="k-p50">"#) && dom.contains("<small>ms</small>"), "units kept apart:\n{dom}");
+    // The objective: every request to the users route was good.
+    assert!(dom.contains("<strong>users</strong>"), "the SLO panel:\n{dom}");
+    assert!(dom.contains(r#"<span class="ok">100.00 %</span>"#), "the budget left:\n{dom}");
+    assert!(dom.contains("not burning"), "{dom}");
     // No gRPC calls, no database: those panels take no space.
     for card in ["grpc-card", "db-card", "advice-card"] {
         assert!(

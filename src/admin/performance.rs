@@ -30,6 +30,8 @@ pub struct Performance {
     /// The last `slow.keep` slow requests, newest first, with what the
     /// database was doing meanwhile (this instance's).
     pub slow_requests: Vec<SlowRequestView>,
+    /// `[[slo]]`: each objective's SLI, error budget and burn rates.
+    pub slos: Vec<crate::observe::slo::SloView>,
     /// `?scope=cluster` only: `cluster` (merged over the live instances)
     /// or `instance` (no Redis: this instance alone).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -195,6 +197,10 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
         },
         top_clients: if shared.metrics.enabled() { shared.top_clients.top() } else { Vec::new() },
         slow_requests: slow_requests(shared),
+        slos: shared
+            .metrics
+            .slos()
+            .map_or_else(Vec::new, |s| s.views(crate::observe::history::epoch_secs(SystemTime::now()))),
         scope: None,
         instances: None,
     }

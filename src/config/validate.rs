@@ -54,6 +54,8 @@ pub struct Config {
     pub tracing: Option<crate::observe::trace::Setup>,
     /// `[[rate_limits]]`, in order.
     pub rate_limits: Vec<crate::admit::limits::Rule>,
+    /// `[[slo]]` and the rows of `[slo_alerts]`.
+    pub slos: (Vec<crate::observe::slo::Objective>, Vec<crate::observe::slo::BurnRow>),
     /// `top_clients.key` and `top_clients.count`.
     pub top_clients: (crate::admit::clients::KeySpec, usize),
     /// `upstream_protocol`, `[http2]`, `[grpc]`.
@@ -235,6 +237,9 @@ impl Config {
             }
         }
 
+        let slo = super::slo::validate(&s.slo, &s.slo_alerts)?;
+        declared.extend(slo.declared);
+
         let h = &s.health;
         positive_ms("health.interval_ms", h.interval_ms)?;
         positive_ms("health.timeout_ms", h.timeout_ms)?;
@@ -335,6 +340,7 @@ impl Config {
             admin_allow,
             tracing,
             rate_limits,
+            slos: (slo.objectives, slo.rows),
             top_clients: (top_key, top_count),
             protocols,
             settings,

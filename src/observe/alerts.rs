@@ -49,7 +49,7 @@ pub struct Alert {
 
 /// One evaluation's finding: a rule's current value for a subject, or
 /// `None` when the window holds too little to judge.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Reading {
     pub rule: &'static str,
     pub subject: Option<String>,
@@ -58,6 +58,13 @@ pub struct Reading {
     /// `true` when breaching means going above the threshold.
     pub above: bool,
     pub unit: &'static str,
+    /// The rule's own severity and message (else: critical past twice the
+    /// threshold; the value against the threshold in words).
+    pub severity: Option<&'static str>,
+    pub message: Option<String>,
+    /// Fires as soon as breached and resolves as soon as clear
+    /// (`alerts.for_ms` and `keep_firing_ms` do not apply).
+    pub immediate: bool,
 }
 
 impl Reading {
@@ -165,6 +172,7 @@ impl Alerts {
         let mut states = self.states.lock().expect("alert lock is never poisoned: no panics under it");
         let mut seen = Vec::with_capacity(readings.len());
         for r in readings {
+            let timing = if r.immediate { Timing::default() } else { timing };
             let key = (r.rule, r.subject.clone());
             let state = states.entry(key.clone()).or_default();
             seen.push(key);
@@ -184,6 +192,12 @@ impl Alerts {
                     alert.severity = severity(&r);
                 }
                 alert.message = message(&r);
+                if r.immediate && state.clear_since.is_some() {
+                    if let Some(alert) = state.firing.take() {
+                        transitions.push(("resolved", alert));
+                    }
+                    continue;
+                }
             } else if state.breached_since.is_some_and(|t| now.duration_since(t) >= timing.hold) {
                 let alert = Alert {
                     rule: r.rule,
@@ -250,6 +264,9 @@ impl Alerts {
 }
 
 fn severity(r: &Reading) -> &'static str {
+    if let Some(own) = r.severity {
+        return own;
+    }
     let Some(v) = r.value else {
         return "warning";
     };
@@ -262,6 +279,9 @@ fn severity(r: &Reading) -> &'static str {
 }
 
 fn message(r: &Reading) -> String {
+    if let Some(own) = &r.message {
+        return own.clone();
+    }
     let what = subject_words(r.rule, r.subject.as_deref());
     let Some(value) = r.value else {
         return no_data(r.rule, r.subject.as_deref());
@@ -311,7 +331,15 @@ mod tests {
     use super::*;
 
     fn reading(value: f64) -> Reading {
-        Reading { rule: "error_rate", subject: None, value: Some(value), threshold: 0.05, above: true, unit: "" }
+        Reading {
+            rule: "error_rate",
+            subject: None,
+            value: Some(value),
+            threshold: 0.05,
+            above: true,
+            unit: "",
+            ..Reading::default()
+        }
     }
 
     fn timing(hold: u64, keep: u64) -> Timing {

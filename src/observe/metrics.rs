@@ -108,6 +108,19 @@ pub struct Metrics {
     aggregate: Mutex<Aggregate>,
     /// Slow requests and what the database was doing meanwhile.
     pub slow: crate::observe::slow::SlowRequests,
+    /// `[[slo]]`, counted as samples merge, with each route id's label.
+    slos: std::sync::OnceLock<(crate::observe::slo::Slos, RouteLabels)>,
+    /// The Unix second recording began at.
+    started_unix: u64,
+}
+
+/// A route id's label (the route table, from the layer above).
+pub struct RouteLabels(pub Box<dyn Fn(RouteId) -> Arc<str> + Send + Sync>);
+
+impl std::fmt::Debug for RouteLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteLabels")
+    }
 }
 
 /// A worker's handle for recording: samples collect in a local buffer (no
@@ -177,6 +190,11 @@ impl Metrics {
                 durations: semconv::Durations::default(),
             }),
             slow: Default::default(),
+            slos: std::sync::OnceLock::new(),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
         })
     }
 
@@ -200,6 +218,16 @@ impl Metrics {
 
     fn now_secs(&self) -> u32 {
         self.started.elapsed().as_secs() as u32
+    }
+
+    /// Counts `slos` from now on (once, at start), naming routes with `labels`.
+    pub fn count_slos(&self, slos: crate::observe::slo::Slos, labels: RouteLabels) {
+        let _ = self.slos.set((slos, labels));
+    }
+
+    /// The objectives counted, when there are any.
+    pub fn slos(&self) -> Option<&crate::observe::slo::Slos> {
+        self.slos.get().map(|(s, _)| s).filter(|s| !s.is_empty())
     }
 
     /// What counts as slow now.
@@ -231,6 +259,15 @@ impl Metrics {
             }
             Arc::make_mut(&mut agg.routes[i]).record(s, slow, epoch);
             agg.durations.record(s);
+        }
+        if let Some((slos, labels)) = self.slos.get() {
+            let outcomes = samples.iter().map(|s| crate::observe::slo::Outcome {
+                route: s.route,
+                micros: s.micros,
+                failed: s.status >= 500 || s.grpc.is_some_and(|g| g.error),
+                at_secs: s.at_secs,
+            });
+            slos.record(outcomes, self.started_unix, &labels.0);
         }
     }
 

@@ -71,6 +71,7 @@ fn readings(shared: &Shared) -> Vec<Reading> {
         threshold: a.error_rate,
         above: true,
         unit: "",
+        ..Reading::default()
     });
     // Only with rules: a share of requests a rate limit refused.
     if shared.limits.any() || recent.limited > 0 {
@@ -81,6 +82,7 @@ fn readings(shared: &Shared) -> Vec<Reading> {
             threshold: a.rate_limited,
             above: true,
             unit: "",
+            ..Reading::default()
         });
     }
     let names = shared.routes.names();
@@ -96,6 +98,7 @@ fn readings(shared: &Shared) -> Vec<Reading> {
                 threshold: a.slow_request_ms as f64,
                 above: true,
                 unit: " ms",
+                ..Reading::default()
             });
         }
     }
@@ -109,8 +112,12 @@ fn readings(shared: &Shared) -> Vec<Reading> {
                 threshold: a.slow_query_ms as f64,
                 above: true,
                 unit: " ms",
+                ..Reading::default()
             });
         }
+    }
+    if let Some(slos) = shared.metrics.slos() {
+        out.extend(slos.readings(crate::observe::history::epoch_secs(std::time::SystemTime::now())));
     }
     let (rss, _) = crate::system::memory();
     out.push(Reading {
@@ -120,6 +127,7 @@ fn readings(shared: &Shared) -> Vec<Reading> {
         threshold: a.memory_bytes as f64,
         above: true,
         unit: " bytes",
+        ..Reading::default()
     });
     let cache = shared.cache.stats();
     let window = Duration::from_millis(a.window_ms);
@@ -133,6 +141,7 @@ fn readings(shared: &Shared) -> Vec<Reading> {
         threshold: a.cache_hit_rate,
         above: false,
         unit: "",
+        ..Reading::default()
     });
     out
 }

@@ -29,7 +29,7 @@ pub struct Shared {
     pub config: Config,
     /// The settings a reload swaps in place (SIGHUP).
     pub live: ArcSwap<Live>,
-    pub routes: RouteTable,
+    pub routes: Arc<RouteTable>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     /// The watched database, when `DATABASE_URL` is set.
@@ -62,7 +62,7 @@ pub struct Shared {
 impl Shared {
     /// Needs a Tokio runtime (the alert webhook's task starts here).
     pub fn new(config: Config) -> Arc<Shared> {
-        let routes = RouteTable::new(Vec::new(), config.max_routes, config.discovery);
+        let routes = Arc::new(RouteTable::new(Vec::new(), config.max_routes, config.discovery));
         routes.set_patterns(routes.patterns_for(&config.routes, &config.declared));
         let s = &config.settings;
         let metrics = Metrics::new(
@@ -71,6 +71,12 @@ impl Shared {
             Duration::from_millis(s.alerts.window_ms),
         );
         metrics.slow.set_keep(s.slow.keep as usize);
+        let (objectives, rows) = config.slos.clone();
+        let labels = Arc::clone(&routes);
+        metrics.count_slos(
+            crate::observe::slo::Slos::new(objectives, rows),
+            crate::observe::metrics::RouteLabels(Box::new(move |id| labels.name(id))),
+        );
         let health = Health::new(&config);
         let database = Database::new(&config);
         let alerts = Alerts::new(config.settings.alerts.webhook_url.as_deref());

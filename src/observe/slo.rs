@@ -1,0 +1,326 @@
+//! Service level objectives: each `[[slo]]` counts the requests of its
+//! route (a label or a glob; all traffic without one) as good (not a 5xx,
+//! not a gRPC error, and with `latency_ms` faster than it) or bad, decided
+//! per request from the exact duration, never from histogram buckets.
+//! Counting happens where the workers' samples are merged (off the request
+//! path). From the counts ([`counts`]): the SLI over the period, the error
+//! budget left, the burn rate over every configured window, and the time
+//! until the budget is gone; and the `slo_burn` alert of Google's SRE
+//! workbook: a row of `slo_alerts.windows` fires when its long and short
+//! windows both burn faster than its rate, and resolves as soon as its
+//! short window no longer does.
+
+pub mod counts;
+pub mod rules;
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::observe::alerts::Reading;
+use crate::wire::routes::RouteId;
+
+/// Objectives at most (one bit each per route).
+pub const MAX_OBJECTIVES: usize = 64;
+
+/// One objective, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    pub name: String,
+    /// A route label or a glob (`*` matches anything); `None`: all traffic.
+    pub route: Option<String>,
+    pub objective: f64,
+    pub latency_ms: Option<u64>,
+    pub period_days: u64,
+}
+
+/// A finished request, as the objectives judge it.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub route: RouteId,
+    pub micros: u32,
+    /// A 5xx, or a gRPC call whose status is an error.
+    pub failed: bool,
+    /// Seconds since the metrics began, when it completed.
+    pub at_secs: u32,
+}
+
+/// One row of `slo_alerts.windows`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BurnRow {
+    pub long_ms: u64,
+    pub short_ms: u64,
+    pub burn: f64,
+    pub severity: &'static str,
+}
+
+/// A window's burn rate, as `/performance` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BurnRate {
+    pub window_ms: u64,
+    pub rate: f64,
+}
+
+/// An objective's figures now (`/performance` `slos[]`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SloView {
+    pub name: String,
+    pub route: Option<String>,
+    pub objective: f64,
+    pub latency_ms: Option<u64>,
+    pub period_days: u64,
+    pub good: u64,
+    pub total: u64,
+    /// good / total over the period (1 when none).
+    pub sli: f64,
+    /// 1 − bad / ((1 − objective) · total); below 0 once overspent.
+    pub error_budget_remaining: f64,
+    pub burn_rates: Vec<BurnRate>,
+    /// At the fastest long window's burn; `None` when not burning.
+    pub exhaustion_seconds: Option<f64>,
+}
+
+/// The objectives and their counts.
+#[derive(Debug)]
+pub struct Slos {
+    objectives: Vec<Objective>,
+    rows: Vec<BurnRow>,
+    /// Every distinct window of the rows, shortest first.
+    windows: Vec<u64>,
+    /// By route id: which objectives count it (bit i: objective i).
+    matches: Mutex<Vec<Option<u64>>>,
+    counts: Mutex<Vec<counts::Counts>>,
+    /// By objective: the row that fired `slo_burn`, while it fires.
+    firing: Mutex<Vec<Option<usize>>>,
+    /// By objective: (good, bad) since start (the counters of `/metrics`).
+    totals: Mutex<Vec<(u64, u64)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().expect("SLO locks are never poisoned: no code under them panics")
+}
+
+/// Whether `label` is matched by `pattern` (`*` matches any run of characters).
+pub fn glob(pattern: &str, label: &str) -> bool {
+    let Some((head, rest)) = pattern.split_once('*') else {
+        return pattern == label;
+    };
+    let Some(mut tail) = label.strip_prefix(head) else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('*').collect();
+    let (last, middle) = parts.split_last().expect("split yields at least one part");
+    for part in middle {
+        match tail.find(part) {
+            Some(at) => tail = &tail[at + part.len()..],
+            None => return false,
+        }
+    }
+    tail.len() >= last.len() && tail.ends_with(last)
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// `ms` as Prometheus writes a duration: `5m`, `1h`, `3d`, `90s`.
+pub fn duration_words(ms: u64) -> String {
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+impl Slos {
+    pub fn new(objectives: Vec<Objective>, rows: Vec<BurnRow>) -> Slos {
+        let mut windows: Vec<u64> = rows.iter().flat_map(|r| [r.long_ms, r.short_ms]).collect();
+        windows.sort_unstable();
+        windows.dedup();
+        let counts = objectives.iter().map(|o| counts::Counts::new(o.period_days * 1_440)).collect();
+        let (firing, totals) = (vec![None; objectives.len()], vec![(0, 0); objectives.len()]);
+        Slos {
+            objectives,
+            rows,
+            windows,
+            matches: Mutex::default(),
+            counts: Mutex::new(counts),
+            firing: Mutex::new(firing),
+            totals: Mutex::new(totals),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objectives.is_empty()
+    }
+
+    pub fn objectives(&self) -> &[Objective] {
+        &self.objectives
+    }
+
+    pub fn rows(&self) -> &[BurnRow] {
+        &self.rows
+    }
+
+    /// Counts finished requests as they merge (`epoch`: the Unix second the
+    /// metrics began; `label`: a route id's label).
+    pub fn record(&self, samples: impl Iterator<Item = Outcome>, epoch: u64, label: impl Fn(RouteId) -> Arc<str>) {
+        if self.objectives.is_empty() {
+            return;
+        }
+        let mut matches = lock(&self.matches);
+        let mut counts = lock(&self.counts);
+        let mut totals = lock(&self.totals);
+        for s in samples {
+            let i = s.route.0 as usize;
+            if matches.len() <= i {
+                matches.resize(i + 1, None);
+            }
+            let bits = *matches[i].get_or_insert_with(|| {
+                let label = label(s.route);
+                self.objectives
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| o.route.as_deref().is_none_or(|p| glob(p, &label)))
+                    .fold(0u64, |bits, (n, _)| bits | 1 << n)
+            });
+            if bits == 0 {
+                continue;
+            }
+            let failed = s.failed;
+            let second = epoch + u64::from(s.at_secs);
+            for (n, o) in self.objectives.iter().enumerate().filter(|(n, _)| bits & 1 << n != 0) {
+                let slow = o.latency_ms.is_some_and(|ms| u64::from(s.micros) >= ms * 1000);
+                let good = !failed && !slow;
+                counts[n].record(second, u64::from(good), u64::from(!good));
+                let total = &mut totals[n];
+                (total.0, total.1) = (total.0 + u64::from(good), total.1 + u64::from(!good));
+            }
+        }
+    }
+
+    /// Every objective's figures as of `now` (a Unix second).
+    pub fn views(&self, now: u64) -> Vec<SloView> {
+        let mut counts = lock(&self.counts);
+        self.objectives
+            .iter()
+            .zip(counts.iter_mut())
+            .map(|(o, c)| {
+                c.expire(now);
+                let (good, bad) = c.period();
+                let total = good + bad;
+                let budget = 1.0 - o.objective;
+                let remaining = if total == 0 { 1.0 } else { 1.0 - bad as f64 / (budget * total as f64) };
+                let burn = |window_ms| {
+                    let (g, b) = c.window(now, window_ms);
+                    share(b, g + b) / budget
+                };
+                let burn_rates: Vec<BurnRate> =
+                    self.windows.iter().map(|&w| BurnRate { window_ms: w, rate: burn(w) }).collect();
+                let fastest = self.rows.iter().map(|r| burn(r.long_ms)).fold(0.0, f64::max);
+                let period_secs = o.period_days as f64 * 86_400.0;
+                SloView {
+                    name: o.name.clone(),
+                    route: o.route.clone(),
+                    objective: o.objective,
+                    latency_ms: o.latency_ms,
+                    period_days: o.period_days,
+                    good,
+                    total,
+                    sli: if total == 0 { 1.0 } else { share(good, total) },
+                    error_budget_remaining: remaining,
+                    burn_rates,
+                    exhaustion_seconds: (fastest > 0.0).then(|| remaining.max(0.0) * period_secs / fastest),
+                }
+            })
+            .collect()
+    }
+
+    /// The `slo_burn` readings as of `now`: per objective, a row fires when
+    /// both its windows burn above its rate, and the row that fired keeps
+    /// it firing until its short window no longer does.
+    pub fn readings(&self, now: u64) -> Vec<Reading> {
+        let views = self.views(now);
+        let mut firing = lock(&self.firing);
+        let mut out = Vec::with_capacity(views.len());
+        for ((view, o), state) in views.iter().zip(&self.objectives).zip(firing.iter_mut()) {
+            let burn_of = |w| view.burn_rates.iter().find(|b| b.window_ms == w).map_or(0.0, |b| b.rate);
+            let both = |r: &BurnRow| burn_of(r.long_ms).min(burn_of(r.short_ms));
+            let (row, value) = match *state {
+                Some(r) => (r, burn_of(self.rows[r].short_ms)),
+                None => {
+                    let fired = self.rows.iter().position(|r| both(r) > r.burn);
+                    let closest = || {
+                        (0..self.rows.len())
+                            .max_by(|&a, &b| {
+                                let ratio = |i: usize| both(&self.rows[i]) / self.rows[i].burn;
+                                ratio(a).total_cmp(&ratio(b))
+                            })
+                            .unwrap_or(0)
+                    };
+                    let r = fired.unwrap_or_else(closest);
+                    (r, both(&self.rows[r]))
+                }
+            };
+            let Some(r) = self.rows.get(row) else { continue };
+            *state = (value > r.burn).then_some(row);
+            let message = format!(
+                "SLO {}: error budget burning {:.1}x over {} and {:.1}x over {} (alert above {}x); {:.1} % of the budget left",
+                o.name,
+                burn_of(r.long_ms),
+                duration_words(r.long_ms),
+                burn_of(r.short_ms),
+                duration_words(r.short_ms),
+                r.burn,
+                view.error_budget_remaining * 100.0
+            );
+            out.push(Reading {
+                rule: "slo_burn",
+                subject: Some(o.name.clone()),
+                value: Some((value * 1000.0).round() / 1000.0),
+                threshold: r.burn,
+                above: true,
+                unit: "x",
+                severity: Some(r.severity),
+                message: Some(message),
+                immediate: true,
+            });
+        }
+        out
+    }
+
+    /// By objective: (good, bad) counted since start.
+    pub fn totals(&self) -> Vec<(u64, u64)> {
+        lock(&self.totals).clone()
+    }
+
+    /// Buckets held by every objective's counts.
+    pub fn held(&self) -> usize {
+        lock(&self.counts).iter().map(counts::Counts::held).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_labels() {
+        assert!(glob("GET /api/*", "GET /api/users/:id"));
+        assert!(glob("* /api/orders", "POST /api/orders"));
+        assert!(glob("GET /a/*/c*", "GET /a/b/cd"));
+        assert!(!glob("GET /api/*", "POST /api/users"));
+        assert!(!glob("GET /a/*/c", "GET /a/b/d"));
+        assert!(glob("POST /api/orders", "POST /api/orders"));
+        assert!(!glob("POST /api/orders", "POST /api/orders/1"));
+        assert_eq!(
+            (duration_words(300_000), duration_words(259_200_000), duration_words(1_500)),
+            ("5m".into(), "3d".into(), "1500ms".into())
+        );
+    }
+}

@@ -28,7 +28,8 @@ async fn migrate_applies_in_order_once() {
             "perfproxy: applied 001_pg_stat_statements",
             "perfproxy: applied 002_route_history",
             "perfproxy: applied 003_route_history_histograms",
-            "perfproxy: applied 004_slow_requests"
+            "perfproxy: applied 004_slow_requests",
+            "perfproxy: applied 005_slo_minutes"
         ]
     );
     let (code, out, _) = migrate(&url);
@@ -48,7 +49,13 @@ async fn migrate_applies_in_order_once() {
         .collect();
     assert_eq!(
         versions,
-        ["001_pg_stat_statements", "002_route_history", "003_route_history_histograms", "004_slow_requests"]
+        [
+            "001_pg_stat_statements",
+            "002_route_history",
+            "003_route_history_histograms",
+            "004_slow_requests",
+            "005_slo_minutes"
+        ]
     );
     let ext = db.query_opt("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'", &[]).await.unwrap();
     assert!(ext.is_some());

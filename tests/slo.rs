@@ -180,3 +180,81 @@ fn bad_objectives_and_rows_exit_2_naming_the_key() {
         assert!(err.contains(key), "{key} not named: {err}");
     }
 }
+
+#[tokio::test]
+async fn counts_survive_a_restart_with_history_on() {
+    let url = support::pg::fresh_database().await;
+    assert_eq!(support::pg::migrate(&url).0, 0);
+    let up = spawn_upstream().await;
+    up.script("/api/err", 500, &[], "no");
+    let config = write_config("[[slo]]\nname = \"api\"\nroute = \"GET /api/*\"\nobjective = 0.9\n");
+    let args = ["--config", &config, "--database-url", &url, "--instance", "slo-restart"];
+    let proxy = spawn_proxy(&up.url(), &args).await;
+    for path in ["/api/ok"; 7].into_iter().chain(["/api/err"; 3]) {
+        get(&proxy.url(path)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let api = slo(&get(&proxy.url("/performance")).await.json(), "api").clone();
+    assert_eq!((api["good"].as_u64(), api["total"].as_u64()), (Some(7), Some(10)));
+    proxy.shutdown().await; // writes the minute under way
+
+    let db = support::pg::connect(&url).await;
+    let row =
+        db.query_one("SELECT sum(good)::int8, sum(bad)::int8 FROM perfproxy.slo_minutes WHERE slo = 'api'", &[]).await;
+    let (good, bad): (i64, i64) = row.map(|r| (r.get(0), r.get(1))).unwrap();
+    assert_eq!((good, bad), (7, 3));
+
+    let proxy = spawn_proxy(&up.url(), &args).await;
+    eventually(5, "the budget read back", || async {
+        let doc = get(&proxy.url("/performance")).await.json();
+        slo(&doc, "api")["total"].as_u64() == Some(10)
+    })
+    .await;
+    for _ in 0..2 {
+        get(&proxy.url("/api/ok")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let api = slo(&get(&proxy.url("/performance")).await.json(), "api").clone();
+    assert_eq!((api["good"].as_u64(), api["total"].as_u64()), (Some(9), Some(12)), "{api}");
+    assert!((api["error_budget_remaining"].as_f64().unwrap() - (1.0 - 3.0 / (0.1 * 12.0))).abs() < 1e-9);
+    proxy.shutdown().await;
+    // The minute written again holds the whole minute: never counted twice.
+    let row =
+        db.query_one("SELECT sum(good)::int8, sum(bad)::int8 FROM perfproxy.slo_minutes WHERE slo = 'api'", &[]).await;
+    let (good, bad): (i64, i64) = row.map(|r| (r.get(0), r.get(1))).unwrap();
+    assert_eq!((good, bad), (9, 3));
+}
+
+#[tokio::test]
+async fn the_cluster_view_sums_every_instances_counts() {
+    let up = spawn_upstream().await;
+    up.script("/api/err", 500, &[], "no");
+    let port = free_port();
+    let _redis = Redis::start(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let mut proxies = Vec::new();
+    for id in ["slo-a", "slo-b"] {
+        let config = write_config(&format!(
+            "[cluster]\npublish_ms = 200\ninstance = \"{id}\"\n[[slo]]\nname = \"api\"\nroute = \"GET /api/*\"\nobjective = 0.9\n"
+        ));
+        proxies.push(spawn_proxy(&up.url(), &["--config", &config, "--redis-url", &redis_url]).await);
+    }
+    for (proxy, good, bad) in [(&proxies[0], 6, 1), (&proxies[1], 3, 2)] {
+        for path in std::iter::repeat_n("/api/ok", good).chain(std::iter::repeat_n("/api/err", bad)) {
+            get(&proxy.url(path)).await;
+        }
+    }
+    eventually(5, "both instances' counts summed", || async {
+        let doc = get(&proxies[0].url("/performance?scope=cluster")).await.json();
+        doc["scope"] == "cluster" && slo(&doc, "api")["total"].as_u64() == Some(12)
+    })
+    .await;
+    let doc = get(&proxies[0].url("/performance?scope=cluster")).await.json();
+    let api = slo(&doc, "api");
+    assert_eq!(api["good"].as_u64(), Some(9), "{api}");
+    assert!((api["error_budget_remaining"].as_f64().unwrap() - (1.0 - 3.0 / (0.1 * 12.0))).abs() < 1e-9, "{api}");
+    // Each instance alone: its own counts.
+    let own = get(&proxies[1].url("/performance")).await.json();
+    assert_eq!(slo(&own, "api")["total"].as_u64(), Some(5));
+}

@@ -44,6 +44,10 @@ pub fn document(shared: &Shared, route: Option<&str>) -> Performance {
     doc.cache.hit_rate = m.cache.hit_rate();
     doc.cache.fresh_hit_rate = m.cache.fresh_hit_rate();
     doc.cache.counts = m.cache;
+    // Objectives: every instance's counts summed, judged as one.
+    if let Some(slos) = shared.metrics.slos() {
+        doc.slos = slos.views_of(&m.slos);
+    }
     doc.scope = Some("cluster");
     doc.instances = Some(m.instances.clone());
     doc

@@ -24,6 +24,7 @@ use tokio_postgres::error::SqlState;
 use tracing::{debug, warn};
 
 mod rollups;
+mod slo_minutes;
 mod slow_requests;
 
 pub use rollups::Rollup;
@@ -89,6 +90,10 @@ pub struct History {
     /// next minute), and whether that was said.
     slow_table: AtomicBool,
     slow_warned: AtomicBool,
+    /// Off once `perfproxy.slo_minutes` was found missing.
+    slo_table: AtomicBool,
+    /// The longest objective's period (days): older SLO minutes are deleted.
+    slo_days: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,6 +128,8 @@ impl History {
             slow_queue: Mutex::default(),
             slow_table: AtomicBool::new(true),
             slow_warned: AtomicBool::new(false),
+            slo_table: AtomicBool::new(true),
+            slo_days: AtomicU64::new(0),
         })
     }
 
@@ -154,6 +161,7 @@ impl History {
         self.check_schema().await;
         if self.on() {
             traffic.metrics().slow.keep_for_history();
+            self.restore_slos(&*traffic).await;
         }
         self.expire().await;
         // Often enough that no window slot expires unseen.
@@ -187,6 +195,7 @@ impl History {
                     self.slow_table.store(true, Ordering::Relaxed);
                     minute = now;
                     self.write().await;
+                    self.write_slo_minutes(&*traffic).await;
                     self.expire().await;
                 }
             }
@@ -200,6 +209,7 @@ impl History {
         self.roll_up(traffic, minute);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.write()).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.write_slow_requests(traffic)).await;
+        self.write_slo_minutes(traffic).await;
     }
 
     /// Turns history off, with one warning, when the schema is missing.
@@ -300,6 +310,7 @@ impl History {
                 break;
             }
         }
+        self.expire_slo_minutes(&client, DELETE_BATCH).await;
         for _ in 0..DELETES_PER_TICK {
             let deleted = client
                 .execute(

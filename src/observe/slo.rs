@@ -80,6 +80,32 @@ pub struct SloView {
     pub exhaustion_seconds: Option<f64>,
 }
 
+/// An objective's counts as of a moment: over the period and over each
+/// distinct window (what an instance publishes to the cluster view, and
+/// what instances' sums are judged from).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, Serialize)]
+pub struct Tally {
+    pub name: String,
+    /// (good, bad) over the period.
+    pub period: (u64, u64),
+    /// (window_ms, good, bad), shortest window first.
+    pub windows: Vec<(u64, u64, u64)>,
+}
+
+impl Tally {
+    /// Adds another instance's tally of the same objective.
+    pub fn add(&mut self, other: &Tally) {
+        self.period = (self.period.0 + other.period.0, self.period.1 + other.period.1);
+        for &(w, g, b) in &other.windows {
+            match self.windows.iter_mut().find(|x| x.0 == w) {
+                Some(x) => (x.1, x.2) = (x.1 + g, x.2 + b),
+                None => self.windows.push((w, g, b)),
+            }
+        }
+        self.windows.sort_unstable_by_key(|x| x.0);
+    }
+}
+
 /// The objectives and their counts.
 #[derive(Debug)]
 pub struct Slos {
@@ -204,20 +230,42 @@ impl Slos {
         }
     }
 
-    /// Every objective's figures as of `now` (a Unix second).
-    pub fn views(&self, now: u64) -> Vec<SloView> {
+    /// Every objective's counts as of `now` (a Unix second).
+    pub fn tallies(&self, now: u64) -> Vec<Tally> {
         let mut counts = lock(&self.counts);
         self.objectives
             .iter()
             .zip(counts.iter_mut())
             .map(|(o, c)| {
                 c.expire(now);
-                let (good, bad) = c.period();
+                let windows = self.windows.iter().map(|&w| {
+                    let (g, b) = c.window(now, w);
+                    (w, g, b)
+                });
+                Tally { name: o.name.clone(), period: c.period(), windows: windows.collect() }
+            })
+            .collect()
+    }
+
+    /// Every objective's figures as of `now` (a Unix second).
+    pub fn views(&self, now: u64) -> Vec<SloView> {
+        self.views_of(&self.tallies(now))
+    }
+
+    /// Every objective's figures from `tallies` (this instance's, or the
+    /// cluster's sums); an objective without a tally reads as no traffic.
+    pub fn views_of(&self, tallies: &[Tally]) -> Vec<SloView> {
+        self.objectives
+            .iter()
+            .map(|o| {
+                let none = Tally::default();
+                let t = tallies.iter().find(|t| t.name == o.name).unwrap_or(&none);
+                let (good, bad) = t.period;
                 let total = good + bad;
                 let budget = 1.0 - o.objective;
                 let remaining = if total == 0 { 1.0 } else { 1.0 - bad as f64 / (budget * total as f64) };
-                let burn = |window_ms| {
-                    let (g, b) = c.window(now, window_ms);
+                let burn = |window_ms: u64| {
+                    let (g, b) = t.windows.iter().find(|x| x.0 == window_ms).map_or((0, 0), |x| (x.1, x.2));
                     share(b, g + b) / budget
                 };
                 let burn_rates: Vec<BurnRate> =
@@ -239,6 +287,24 @@ impl Slos {
                 }
             })
             .collect()
+    }
+
+    /// Per objective, the minutes from `from` (a minute since the epoch):
+    /// (name, minute, good, bad), for history.
+    pub fn minutes_since(&self, from: u64) -> Vec<(String, u64, u64, u64)> {
+        let counts = lock(&self.counts);
+        self.objectives
+            .iter()
+            .zip(counts.iter())
+            .flat_map(|(o, c)| c.minutes_since(from).into_iter().map(|(m, g, b)| (o.name.clone(), m, g, b)))
+            .collect()
+    }
+
+    /// Adds a minute read back from history to objective `name`.
+    pub fn restore(&self, name: &str, minute: u64, good: u64, bad: u64) {
+        if let Some(i) = self.objectives.iter().position(|o| o.name == name) {
+            lock(&self.counts)[i].restore(minute, good, bad);
+        }
     }
 
     /// The `slo_burn` readings as of `now`: per objective, a row fires when

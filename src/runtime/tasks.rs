@@ -23,7 +23,12 @@ pub fn spawn(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> Vec<JoinHand
     let alert_readings = move || readings(&s3);
     let figures = move |now| {
         let snap = s4.metrics.snapshot(None);
-        Published::from_snapshot(&s4.cluster.instance, &snap, &s4.routes.names(), s4.cache.stats(), now)
+        let mut published =
+            Published::from_snapshot(&s4.cluster.instance, &snap, &s4.routes.names(), s4.cache.stats(), now);
+        if let Some(slos) = s4.metrics.slos() {
+            published.slos = slos.tallies(crate::observe::history::epoch_secs(std::time::SystemTime::now()));
+        }
+        published
     };
     let mut background = vec![
         tokio::spawn(shared.metrics.clone().merge_periodically(stopped(stop.clone()))),

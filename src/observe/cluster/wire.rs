@@ -27,6 +27,10 @@ pub struct Published {
     pub slots: Vec<Wire>,
     pub slot_seconds: u64,
     pub cache: crate::cache::Stats,
+    /// Each service level objective's counts (absent from instances that
+    /// predate them).
+    #[serde(default)]
+    pub slos: Vec<crate::observe::slo::Tally>,
 }
 
 /// A series' all-time and recent-window figures.
@@ -177,6 +181,7 @@ impl Published {
                 .collect(),
             slot_seconds: snap.slot.as_secs().max(1),
             cache,
+            slos: Vec::new(),
         }
     }
 }
@@ -196,6 +201,8 @@ pub struct Merged {
     pub slots: Vec<Stats>,
     pub slot_seconds: u64,
     pub cache: crate::cache::Stats,
+    /// Each objective's counts, summed over the instances.
+    pub slos: Vec<crate::observe::slo::Tally>,
 }
 
 /// One live instance, as the cluster view lists it.
@@ -215,7 +222,14 @@ pub fn merge(docs: &[Published]) -> Merged {
     let mut slots: Vec<Stats> = (0..slot_count).map(|_| Stats::new(3)).collect();
     let mut cache = crate::cache::Stats::default();
     let mut instances = Vec::new();
+    let mut slos: Vec<crate::observe::slo::Tally> = Vec::new();
     for d in docs {
+        for t in &d.slos {
+            match slos.iter_mut().find(|s| s.name == t.name) {
+                Some(sum) => sum.add(t),
+                None => slos.push(t.clone()),
+            }
+        }
         d.total.all.add_to(&mut total_all, 3);
         d.total.recent.add_to(&mut total_recent, 3);
         for (label, pair) in &d.routes {
@@ -258,6 +272,7 @@ pub fn merge(docs: &[Published]) -> Merged {
         routes: routes.into_iter().map(|(label, (all, recent))| (label.to_string(), all, recent)).collect(),
         slots,
         slot_seconds: docs.iter().map(|d| d.slot_seconds).max().unwrap_or(1),
+        slos,
         cache,
     }
 }
@@ -293,6 +308,7 @@ mod tests {
             slots: vec![Wire::of(&all, false)],
             slot_seconds: 10,
             cache: crate::cache::Stats::default(),
+            slos: Vec::new(),
         }
     }
 

@@ -50,9 +50,13 @@ impl Counts {
         add(&mut self.minutes, second / 60, good, bad);
     }
 
-    /// Adds a minute read back from history (its seconds are not known).
+    /// Adds a minute read back from history (its seconds are not known),
+    /// in its place among the minutes counted since start.
     pub fn restore(&mut self, minute: u64, good: u64, bad: u64) {
-        add(&mut self.minutes, minute, good, bad);
+        match self.minutes.binary_search_by_key(&minute, |b| b.0) {
+            Ok(i) => (self.minutes[i].1, self.minutes[i].2) = (self.minutes[i].1 + good, self.minutes[i].2 + bad),
+            Err(i) => self.minutes.insert(i, (minute, good, bad)),
+        }
     }
 
     /// Drops what has left the period (and the hour) as of `now`.
@@ -115,6 +119,11 @@ mod tests {
         c.expire(later);
         assert_eq!(c.window(later, 600_000), (1, 0));
         assert_eq!(c.window(later, 3 * 3_600_000), (17, 6));
+        // Minutes read back from history land in their place.
+        c.restore(t0 / 60 - 5, 2, 1);
+        c.restore(t0 / 60, 1, 0);
+        assert_eq!(c.window(later, 3 * 3_600_000), (20, 7));
+        assert_eq!(c.minutes_since(0).first(), Some(&(t0 / 60 - 5, 2, 1)));
         // A day later the period (one day) has let the first minute go.
         c.expire(t0 + 86_400);
         assert_eq!(c.period(), (1, 0));

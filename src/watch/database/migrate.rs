@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("002_route_history", include_str!("../../../migrations/002_route_history.sql")),
     ("003_route_history_histograms", include_str!("../../../migrations/003_route_history_histograms.sql")),
     ("004_slow_requests", include_str!("../../../migrations/004_slow_requests.sql")),
+    ("005_slo_minutes", include_str!("../../../migrations/005_slo_minutes.sql")),
 ];
 
 /// Serialises concurrent `migrate` runs (any constant; "perfproxy" in hex-ish).

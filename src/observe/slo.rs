@@ -200,8 +200,17 @@ impl Slos {
             return;
         }
         let mut matches = lock(&self.matches);
+        // Per objective, the second being summed: samples of one batch
+        // mostly share a second, so the counts are touched once a second.
+        let mut summing: Vec<(u64, u64, u64)> = vec![(u64::MAX, 0, 0); self.objectives.len()];
         let mut counts = lock(&self.counts);
         let mut totals = lock(&self.totals);
+        let mut settle = |n: usize, (second, good, bad): (u64, u64, u64)| {
+            if second != u64::MAX {
+                counts[n].record(second, good, bad);
+                (totals[n].0, totals[n].1) = (totals[n].0 + good, totals[n].1 + bad);
+            }
+        };
         for s in samples {
             let i = s.route.0 as usize;
             if matches.len() <= i {
@@ -218,15 +227,19 @@ impl Slos {
             if bits == 0 {
                 continue;
             }
-            let failed = s.failed;
             let second = epoch + u64::from(s.at_secs);
             for (n, o) in self.objectives.iter().enumerate().filter(|(n, _)| bits & 1 << n != 0) {
                 let slow = o.latency_ms.is_some_and(|ms| u64::from(s.micros) >= ms * 1000);
-                let good = !failed && !slow;
-                counts[n].record(second, u64::from(good), u64::from(!good));
-                let total = &mut totals[n];
-                (total.0, total.1) = (total.0 + u64::from(good), total.1 + u64::from(!good));
+                let good = !s.failed && !slow;
+                if summing[n].0 != second {
+                    settle(n, std::mem::replace(&mut summing[n], (second, 0, 0)));
+                }
+                let sum = &mut summing[n];
+                (sum.1, sum.2) = (sum.1 + u64::from(good), sum.2 + u64::from(!good));
             }
+        }
+        for (n, sum) in summing.into_iter().enumerate() {
+            settle(n, sum);
         }
     }
 

@@ -244,6 +244,7 @@ pub fn held(shared: &Shared, cache: &crate::cache::Stats) -> Held {
         alerts_firing: shared.alerts.firing().len(),
         slow_statements,
         slow_requests,
+        slo_buckets: shared.metrics.slos().map_or(0, crate::observe::slo::Slos::held),
         ..Held::default()
     }
     .with_workers(&shared.held)

@@ -109,6 +109,9 @@ pub struct Held {
     pub slow_statements: usize,
     pub slow_requests: usize,
     pub in_flight_slots: usize,
+    /// Service level objectives' count buckets (seconds of the last hour
+    /// and minutes of the period, with traffic).
+    pub slo_buckets: usize,
 }
 
 impl Held {
@@ -125,7 +128,7 @@ impl Held {
     }
 
     /// Each size by name, for `/metrics`.
-    pub fn named(&self) -> [(&'static str, f64); 23] {
+    pub fn named(&self) -> [(&'static str, f64); 24] {
         [
             ("cache_entries", self.cache_entries as f64),
             ("cache_bytes", self.cache_bytes as f64),
@@ -150,6 +153,7 @@ impl Held {
             ("slow_statements", self.slow_statements as f64),
             ("slow_requests", self.slow_requests as f64),
             ("in_flight_slots", self.in_flight_slots as f64),
+            ("slo_buckets", self.slo_buckets as f64),
         ]
     }
 }

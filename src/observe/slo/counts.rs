@@ -2,7 +2,7 @@
 //! last hour (windows up to an hour are exact to the second), by minute
 //! for the whole period (longer windows to the minute). Both are sparse
 //! (a second or minute without traffic holds nothing) and bounded: at most
-//! 3 600 seconds and `period` minutes (40 320 for 28 days) of 16 bytes.
+//! 3 600 seconds and `period` minutes (40 320 for 28 days) of 24 bytes.
 
 use std::collections::VecDeque;
 

@@ -197,10 +197,7 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
         },
         top_clients: if shared.metrics.enabled() { shared.top_clients.top() } else { Vec::new() },
         slow_requests: slow_requests(shared),
-        slos: shared
-            .metrics
-            .slos()
-            .map_or_else(Vec::new, |s| s.views(crate::observe::history::epoch_secs(SystemTime::now()))),
+        slos: shared.metrics.slos().map_or_else(Vec::new, |s| s.views(shared.metrics.now_unix())),
         scope: None,
         instances: None,
     }

@@ -291,7 +291,7 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
         held.named().iter().filter(|(name, _)| *name != "cache_bytes").map(|(name, v)| gauge(&[("structure", name)], *v)).collect(),
     ));
     if let Some(slos) = shared.metrics.slos() {
-        slo_families(&mut families, slos);
+        slo_families(&mut families, slos, shared.metrics.now_unix());
     }
     let samples = &shared.metrics.slow.counts;
     families.push(family(
@@ -397,8 +397,8 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
 
 /// `perfproxy_slo_*`: each objective's requests by outcome (since start),
 /// error budget left, burn rate per window (seconds) and objective.
-fn slo_families(families: &mut Vec<MetricFamily>, slos: &crate::observe::slo::Slos) {
-    let views = slos.views(crate::observe::history::epoch_secs(std::time::SystemTime::now()));
+fn slo_families(families: &mut Vec<MetricFamily>, slos: &crate::observe::slo::Slos, now_unix: u64) {
+    let views = slos.views(now_unix);
     let totals = slos.totals();
     let outcomes = views
         .iter()

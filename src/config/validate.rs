@@ -237,7 +237,7 @@ impl Config {
             }
         }
 
-        let slo = super::slo::validate(&s.slo, &s.slo_alerts)?;
+        let slo = super::slo::validate(&s.slo, &s.slo_alerts, s.monitoring_enabled)?;
         declared.extend(slo.declared);
 
         let h = &s.health;

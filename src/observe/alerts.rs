@@ -186,12 +186,18 @@ impl Alerts {
                 }
             }
             if let Some(alert) = &mut state.firing {
+                let was = alert.severity;
                 alert.value = r.value;
                 alert.threshold = r.threshold; // as reloaded
                 if r.value.is_some() {
                     alert.severity = severity(&r);
                 }
                 alert.message = message(&r);
+                // A rule with its own severities (slo_burn's rows) says so
+                // again when it escalates: a warning that turns critical pages.
+                if r.immediate && r.breached() && was == "warning" && alert.severity == "critical" {
+                    transitions.push(("firing", alert.clone()));
+                }
                 if r.immediate && state.clear_since.is_some() {
                     if let Some(alert) = state.firing.take() {
                         transitions.push(("resolved", alert));

@@ -94,6 +94,8 @@ pub struct History {
     slo_table: AtomicBool,
     /// The longest objective's period (days): older SLO minutes are deleted.
     slo_days: AtomicU64,
+    /// This instance's SLO minutes were read back (writes wait for it).
+    slo_restored: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -130,6 +132,7 @@ impl History {
             slow_warned: AtomicBool::new(false),
             slo_table: AtomicBool::new(true),
             slo_days: AtomicU64::new(0),
+            slo_restored: AtomicBool::new(false),
         })
     }
 
@@ -195,6 +198,7 @@ impl History {
                     self.slow_table.store(true, Ordering::Relaxed);
                     minute = now;
                     self.write().await;
+                    self.restore_slos(&*traffic).await;
                     self.write_slo_minutes(&*traffic).await;
                     self.expire().await;
                 }

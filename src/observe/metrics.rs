@@ -225,6 +225,13 @@ impl Metrics {
         let _ = self.slos.set((slos, labels));
     }
 
+    /// Now, in Unix seconds on the clock samples are stamped with (the
+    /// wall clock at start plus the monotonic time since: a step of the
+    /// wall clock later moves neither).
+    pub fn now_unix(&self) -> u64 {
+        self.started_unix + self.started.elapsed().as_secs()
+    }
+
     /// The objectives counted, when there are any.
     pub fn slos(&self) -> Option<&crate::observe::slo::Slos> {
         self.slos.get().map(|(s, _)| s).filter(|s| !s.is_empty())

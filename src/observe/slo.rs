@@ -168,7 +168,12 @@ impl Slos {
         let mut windows: Vec<u64> = rows.iter().flat_map(|r| [r.long_ms, r.short_ms]).collect();
         windows.sort_unstable();
         windows.dedup();
-        let counts = objectives.iter().map(|o| counts::Counts::new(o.period_days * 1_440)).collect();
+        // Kept for the period, or the longest window if that is longer.
+        let longest = windows.last().map_or(0, |w| w.div_ceil(60_000));
+        let counts = objectives
+            .iter()
+            .map(|o| counts::Counts::new(o.period_days * 1_440, longest.max(o.period_days * 1_440)))
+            .collect();
         let (firing, totals) = (vec![None; objectives.len()], vec![(0, 0); objectives.len()]);
         Slos {
             objectives,
@@ -229,7 +234,7 @@ impl Slos {
             }
             let second = epoch + u64::from(s.at_secs);
             for (n, o) in self.objectives.iter().enumerate().filter(|(n, _)| bits & 1 << n != 0) {
-                let slow = o.latency_ms.is_some_and(|ms| u64::from(s.micros) >= ms * 1000);
+                let slow = o.latency_ms.is_some_and(|ms| u64::from(s.micros) >= ms.saturating_mul(1000));
                 let good = !s.failed && !slow;
                 if summing[n].0 != second {
                     settle(n, std::mem::replace(&mut summing[n], (second, 0, 0)));
@@ -255,7 +260,7 @@ impl Slos {
                     let (g, b) = c.window(now, w);
                     (w, g, b)
                 });
-                Tally { name: o.name.clone(), period: c.period(), windows: windows.collect() }
+                Tally { name: o.name.clone(), period: c.period(now), windows: windows.collect() }
             })
             .collect()
     }
@@ -283,8 +288,14 @@ impl Slos {
                 };
                 let burn_rates: Vec<BurnRate> =
                     self.windows.iter().map(|&w| BurnRate { window_ms: w, rate: burn(w) }).collect();
-                let fastest = self.rows.iter().map(|r| burn(r.long_ms)).fold(0.0, f64::max);
-                let period_secs = o.period_days as f64 * 86_400.0;
+                // The fastest long window's pace of bad requests against
+                // what the budget still allows over the period's traffic.
+                let fastest = self.rows.iter().map(|r| r.long_ms).max_by(|a, b| burn(*a).total_cmp(&burn(*b)));
+                let bad_per_second = fastest.map_or(0.0, |w| {
+                    let bad = t.windows.iter().find(|x| x.0 == w).map_or(0, |x| x.2);
+                    bad as f64 / (w as f64 / 1000.0)
+                });
+                let allowed_left = (budget * total as f64 - bad as f64).max(0.0);
                 SloView {
                     name: o.name.clone(),
                     route: o.route.clone(),
@@ -296,7 +307,7 @@ impl Slos {
                     sli: if total == 0 { 1.0 } else { share(good, total) },
                     error_budget_remaining: remaining,
                     burn_rates,
-                    exhaustion_seconds: (fastest > 0.0).then(|| remaining.max(0.0) * period_secs / fastest),
+                    exhaustion_seconds: (bad_per_second > 0.0).then(|| allowed_left / bad_per_second),
                 }
             })
             .collect()
@@ -320,34 +331,50 @@ impl Slos {
         }
     }
 
-    /// The `slo_burn` readings as of `now`: per objective, a row fires when
-    /// both its windows burn above its rate, and the row that fired keeps
-    /// it firing until its short window no longer does.
+    /// The `slo_burn` readings as of `now`: per objective, the rows whose
+    /// long and short windows both burn above their rate fire (the row that
+    /// fired stays while its short window still does); the most severe of
+    /// them (then the fastest) is the alert's, so a warning escalates to
+    /// critical when a faster row breaches too.
     pub fn readings(&self, now: u64) -> Vec<Reading> {
         let views = self.views(now);
         let mut firing = lock(&self.firing);
         let mut out = Vec::with_capacity(views.len());
+        let rows = &self.rows;
+        let rank = |i: usize| u8::from(rows[i].severity == "critical");
         for ((view, o), state) in views.iter().zip(&self.objectives).zip(firing.iter_mut()) {
-            let burn_of = |w| view.burn_rates.iter().find(|b| b.window_ms == w).map_or(0.0, |b| b.rate);
+            // Judged as the alert engine sees the value: to 3 decimals.
+            let burn_of = |w| {
+                let rate = view.burn_rates.iter().find(|b| b.window_ms == w).map_or(0.0, |b| b.rate);
+                (rate * 1000.0).round() / 1000.0
+            };
             let both = |r: &BurnRow| burn_of(r.long_ms).min(burn_of(r.short_ms));
-            let (row, value) = match *state {
-                Some(r) => (r, burn_of(self.rows[r].short_ms)),
-                None => {
-                    let fired = self.rows.iter().position(|r| both(r) > r.burn);
-                    let closest = || {
-                        (0..self.rows.len())
-                            .max_by(|&a, &b| {
-                                let ratio = |i: usize| both(&self.rows[i]) / self.rows[i].burn;
-                                ratio(a).total_cmp(&ratio(b))
-                            })
-                            .unwrap_or(0)
-                    };
-                    let r = fired.unwrap_or_else(closest);
-                    (r, both(&self.rows[r]))
+            let mut breaching: Vec<(usize, f64)> =
+                rows.iter().enumerate().filter(|(_, r)| both(r) > r.burn).map(|(i, r)| (i, both(r))).collect();
+            if let Some(l) = *state {
+                let short = burn_of(rows[l].short_ms);
+                if short > rows[l].burn && !breaching.iter().any(|b| b.0 == l) {
+                    breaching.push((l, short));
+                }
+            }
+            let chosen = breaching.into_iter().max_by(|a, b| {
+                rank(a.0).cmp(&rank(b.0)).then((a.1 / rows[a.0].burn).total_cmp(&(b.1 / rows[b.0].burn)))
+            });
+            let (row, value) = match (chosen, *state) {
+                (Some(c), _) => c,
+                // Resolving: the row that fired, its short window now clear.
+                (None, Some(l)) => (l, burn_of(rows[l].short_ms)),
+                (None, None) => {
+                    let closest = (0..rows.len())
+                        .max_by(|&a, &b| (both(&rows[a]) / rows[a].burn).total_cmp(&(both(&rows[b]) / rows[b].burn)));
+                    match closest {
+                        Some(i) => (i, both(&rows[i])),
+                        None => continue,
+                    }
                 }
             };
-            let Some(r) = self.rows.get(row) else { continue };
-            *state = (value > r.burn).then_some(row);
+            *state = chosen.map(|c| c.0);
+            let r = &rows[row];
             let message = format!(
                 "SLO {}: error budget burning {:.1}x over {} and {:.1}x over {} (alert above {}x); {:.1} % of the budget left",
                 o.name,
@@ -361,7 +388,7 @@ impl Slos {
             out.push(Reading {
                 rule: "slo_burn",
                 subject: Some(o.name.clone()),
-                value: Some((value * 1000.0).round() / 1000.0),
+                value: Some(value),
                 threshold: r.burn,
                 above: true,
                 unit: "x",
@@ -387,6 +414,43 @@ impl Slos {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outcomes(route: u32, failed: bool, at_secs: u32, n: usize) -> Vec<Outcome> {
+        vec![Outcome { route: RouteId(route), micros: 1_000, failed, at_secs }; n]
+    }
+
+    #[test]
+    fn a_warning_escalates_to_critical_and_resolves_on_the_row_that_fired() {
+        let objective = Objective { name: "api".into(), route: None, objective: 0.9, latency_ms: None, period_days: 1 };
+        let rows = vec![
+            BurnRow { long_ms: 600_000, short_ms: 60_000, burn: 1.0, severity: "warning" },
+            BurnRow { long_ms: 60_000, short_ms: 10_000, burn: 5.0, severity: "critical" },
+        ];
+        let slos = Slos::new(vec![objective], rows);
+        let label = |_| Arc::from("GET /");
+        let epoch = 1_800_000_000;
+        // 20 % bad for 5 minutes: a burn of 2 over every window: the warning.
+        for t in 0..300 {
+            let bad = t % 5 == 0;
+            slos.record(outcomes(0, bad, t, 1).into_iter(), epoch, label);
+        }
+        let r = slos.readings(epoch + 299);
+        assert_eq!((r[0].severity, r[0].value, r[0].threshold), (Some("warning"), Some(2.0), 1.0));
+        // Then everything fails for 20 s: the critical row breaches too.
+        slos.record((300..320).flat_map(|t| outcomes(0, true, t, 4)), epoch, label);
+        let r = slos.readings(epoch + 319);
+        assert_eq!(r[0].severity, Some("critical"), "{:?}", r[0]);
+        assert!(r[0].value.is_some_and(|v| v > 5.0));
+        // All good for a minute: both short windows clear: resolved (below
+        // the row it was firing on).
+        slos.record((320..400).flat_map(|t| outcomes(0, false, t, 4)), epoch, label);
+        let r = slos.readings(epoch + 399);
+        assert!(r[0].value.is_some_and(|v| v <= r[0].threshold), "{:?}", r[0]);
+        assert_eq!(lock(&slos.firing)[0], None);
+        let view = &slos.views(epoch + 399)[0];
+        let bad = 60 + 80;
+        assert_eq!((view.total, view.total - view.good), (300 + 80 + 320, bad));
+    }
 
     #[test]
     fn globs_match_labels() {

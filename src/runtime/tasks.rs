@@ -26,7 +26,7 @@ pub fn spawn(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> Vec<JoinHand
         let mut published =
             Published::from_snapshot(&s4.cluster.instance, &snap, &s4.routes.names(), s4.cache.stats(), now);
         if let Some(slos) = s4.metrics.slos() {
-            published.slos = slos.tallies(crate::observe::history::epoch_secs(std::time::SystemTime::now()));
+            published.slos = slos.tallies(s4.metrics.now_unix());
         }
         published
     };
@@ -122,7 +122,7 @@ fn readings(shared: &Shared) -> Vec<Reading> {
         }
     }
     if let Some(slos) = shared.metrics.slos() {
-        out.extend(slos.readings(crate::observe::history::epoch_secs(std::time::SystemTime::now())));
+        out.extend(slos.readings(shared.metrics.now_unix()));
     }
     let (rss, _) = crate::system::memory();
     out.push(Reading {

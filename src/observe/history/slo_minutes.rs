@@ -3,8 +3,11 @@
 //! `perfproxy.slo_minutes` under the instance's id (a minute written
 //! again replaces itself: it holds the minute's whole count), and at start
 //! the instance's minutes of the last period are read back and added, so
-//! a restart does not reset an error budget. The instance id must then be
-//! the same across restarts (`cluster.instance`; the default holds the pid).
+//! a restart does not reset an error budget. Until that read succeeds
+//! (retried each minute) nothing is written: a minute written before it
+//! would replace the previous process's with this one's alone. The
+//! instance id must be the same across restarts (`cluster.instance`; the
+//! default holds the pid).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,8 +15,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::{epoch_secs, History, Traffic, WriteError, DB_TIMEOUT};
 
 impl History {
-    /// Adds this instance's minutes of the last period from the database.
+    /// Adds this instance's minutes of the last period from the database
+    /// (once: a later call after a success does nothing).
     pub(super) async fn restore_slos(&self, traffic: &impl Traffic) {
+        if self.slo_restored.load(Ordering::Relaxed) {
+            return;
+        }
         let Some(slos) = traffic.metrics().slos() else { return };
         let Some(pool) = self.pool() else { return };
         let days = slos.objectives().iter().map(|o| o.period_days).max().unwrap_or(28);
@@ -38,6 +45,7 @@ impl History {
                     slos.restore(&name, epoch_secs(minute) / 60, good.max(0) as u64, bad.max(0) as u64);
                 }
                 tracing::debug!(minutes = rows.len(), "history: SLO counts read back");
+                self.slo_restored.store(true, Ordering::Relaxed);
             }
             Ok(Err(e)) if super::no_schema(&e) => self.slo_table_missing(),
             Ok(Err(e)) => {
@@ -52,10 +60,10 @@ impl History {
     pub(super) async fn write_slo_minutes(&self, traffic: &impl Traffic) {
         let Some(slos) = traffic.metrics().slos() else { return };
         let Some(pool) = self.pool() else { return };
-        if !self.slo_table.load(Ordering::Relaxed) {
+        if !self.slo_table.load(Ordering::Relaxed) || !self.slo_restored.load(Ordering::Relaxed) {
             return;
         }
-        let from = epoch_secs(SystemTime::now()) / 60 - 1;
+        let from = traffic.metrics().now_unix() / 60 - 1;
         let rows = slos.minutes_since(from);
         if rows.is_empty() {
             return;
@@ -98,8 +106,8 @@ impl History {
             let deleted = client
                 .execute(
                     "DELETE FROM perfproxy.slo_minutes WHERE ctid IN \
-                     (SELECT ctid FROM perfproxy.slo_minutes WHERE minute < $1 LIMIT $2)",
-                    &[&cutoff, &limit],
+                     (SELECT ctid FROM perfproxy.slo_minutes WHERE instance = $3 AND minute < $1 LIMIT $2)",
+                    &[&cutoff, &limit, &self.instance],
                 )
                 .await;
             if !deleted.is_ok_and(|n| n as i64 == limit) {

@@ -16,8 +16,10 @@ type Bucket = (u64, u64, u64);
 pub struct Counts {
     seconds: VecDeque<Bucket>,
     minutes: VecDeque<Bucket>,
-    /// Minutes kept.
+    /// Minutes the period covers, and minutes kept (the longest window's
+    /// when that is longer).
     period_minutes: u64,
+    keep_minutes: u64,
 }
 
 /// Adds to the bucket of `at`. Samples arrive nearly in order: a late one
@@ -40,8 +42,9 @@ fn sum_since(buckets: &VecDeque<Bucket>, from: u64) -> (u64, u64) {
 }
 
 impl Counts {
-    pub fn new(period_minutes: u64) -> Counts {
-        Counts { period_minutes: period_minutes.max(1), ..Counts::default() }
+    pub fn new(period_minutes: u64, keep_minutes: u64) -> Counts {
+        let period_minutes = period_minutes.max(1);
+        Counts { period_minutes, keep_minutes: keep_minutes.max(period_minutes), ..Counts::default() }
     }
 
     /// `good` and `bad` requests that completed at `second` (since the epoch).
@@ -65,7 +68,7 @@ impl Counts {
             self.seconds.pop_front();
         }
         let minute = now / 60;
-        while self.minutes.front().is_some_and(|b| b.0 + self.period_minutes <= minute) {
+        while self.minutes.front().is_some_and(|b| b.0 + self.keep_minutes <= minute) {
             self.minutes.pop_front();
         }
     }
@@ -81,9 +84,9 @@ impl Counts {
         }
     }
 
-    /// (good, bad) over the whole period.
-    pub fn period(&self) -> (u64, u64) {
-        self.minutes.iter().fold((0, 0), |(g, b), x| (g + x.1, b + x.2))
+    /// (good, bad) over the period as of `now`.
+    pub fn period(&self, now: u64) -> (u64, u64) {
+        sum_since(&self.minutes, (now / 60 + 1).saturating_sub(self.period_minutes))
     }
 
     /// Per minute, for history: (minute, good, bad) since `from` (a minute).
@@ -103,7 +106,7 @@ mod tests {
 
     #[test]
     fn windows_are_exact_to_the_second_within_the_hour_and_to_the_minute_beyond() {
-        let mut c = Counts::new(60 * 24);
+        let mut c = Counts::new(60 * 24, 60 * 24);
         let t0 = 1_800_000_000 / 60 * 60; // a minute's start
         c.record(t0, 10, 0);
         c.record(t0 + 50, 5, 5);
@@ -112,7 +115,7 @@ mod tests {
         assert_eq!(c.window(t0 + 59, 10_000), (6, 6));
         assert_eq!(c.window(t0 + 59, 1_000), (1, 1));
         assert_eq!(c.window(t0 + 59, 60_000), (16, 6));
-        assert_eq!(c.period(), (16, 6));
+        assert_eq!(c.period(t0 + 59), (16, 6));
         // Two hours later: the seconds are gone, the minutes stay.
         let later = t0 + 7_200;
         c.record(later, 1, 0);
@@ -126,6 +129,14 @@ mod tests {
         assert_eq!(c.minutes_since(0).first(), Some(&(t0 / 60 - 5, 2, 1)));
         // A day later the period (one day) has let the first minute go.
         c.expire(t0 + 86_400);
-        assert_eq!(c.period(), (1, 0));
+        assert_eq!(c.period(t0 + 86_400), (1, 0));
+        // Kept longer than the period (a longer window): the period still
+        // sums only its own minutes.
+        let mut long = Counts::new(60, 180);
+        long.record(t0, 1, 1);
+        long.record(t0 + 7_200, 1, 0);
+        long.expire(t0 + 7_200);
+        assert_eq!(long.period(t0 + 7_200), (1, 0));
+        assert_eq!(long.window(t0 + 7_200, 3 * 3_600_000), (2, 1));
     }
 }

@@ -4,9 +4,10 @@
 //! cache eligibility), [`headers`] the same rules on `HeaderMap`s, [`grpc`]
 //! gRPC's framing and status codes, [`routes`] route patterns, path
 //! normalisation and the bounded label table, [`discovery`] the labels
-//! learned from the traffic.
+//! learned from the traffic, [`glob`] `*` wildcards.
 
 pub(crate) mod discovery;
+pub(crate) mod glob;
 pub(crate) mod grpc;
 pub(crate) mod headers;
 pub(crate) mod http1;

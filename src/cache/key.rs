@@ -125,18 +125,7 @@ impl Glob {
         if self.exact {
             return self.text == text;
         }
-        let mut parts = self.text.split('*');
-        let first = parts.next().unwrap_or("");
-        let Some(mut rest) = text.strip_prefix(first) else { return false };
-        let parts: Vec<&str> = parts.collect();
-        let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
-        for part in middle {
-            match rest.find(part) {
-                Some(i) => rest = &rest[i + part.len()..],
-                None => return false,
-            }
-        }
-        rest.len() >= last.len() && rest.ends_with(last)
+        crate::wire::glob::matches(&self.text, text)
     }
 
     /// Whether this path pattern selects the entries under `key`.

@@ -126,25 +126,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().expect("SLO locks are never poisoned: no code under them panics")
 }
 
-/// Whether `label` is matched by `pattern` (`*` matches any run of characters).
-pub fn glob(pattern: &str, label: &str) -> bool {
-    let Some((head, rest)) = pattern.split_once('*') else {
-        return pattern == label;
-    };
-    let Some(mut tail) = label.strip_prefix(head) else {
-        return false;
-    };
-    let parts: Vec<&str> = rest.split('*').collect();
-    let (last, middle) = parts.split_last().expect("split yields at least one part");
-    for part in middle {
-        match tail.find(part) {
-            Some(at) => tail = &tail[at + part.len()..],
-            None => return false,
-        }
-    }
-    tail.len() >= last.len() && tail.ends_with(last)
-}
-
 fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -226,7 +207,7 @@ impl Slos {
                 self.objectives
                     .iter()
                     .enumerate()
-                    .filter(|(_, o)| o.route.as_deref().is_none_or(|p| glob(p, &label)))
+                    .filter(|(_, o)| o.route.as_deref().is_none_or(|p| crate::wire::glob::matches(p, &label)))
                     .fold(0u64, |bits, (n, _)| bits | 1 << n)
             });
             if bits == 0 {

@@ -135,7 +135,6 @@ pub struct Recorder {
     clients: std::cell::RefCell<crate::admit::clients::top::Tally>,
     metrics: Arc<Metrics>,
     local: std::cell::RefCell<Batch>,
-    in_flight: std::cell::Cell<i64>,
     /// Each request in flight: when it began, its id and client.
     requests: std::cell::RefCell<in_flight::InFlight>,
 }
@@ -213,8 +212,8 @@ impl Metrics {
         let clients = std::cell::RefCell::new(clients);
         let shard = Arc::new(Shard::default());
         lock(&self.shards).push(shard.clone());
-        let (local, in_flight, requests) = Default::default();
-        Recorder { shard, clients, metrics: self.clone(), local, in_flight, requests }
+        let (local, requests) = Default::default();
+        Recorder { shard, clients, metrics: self.clone(), local, requests }
     }
 
     fn now_secs(&self) -> u32 {

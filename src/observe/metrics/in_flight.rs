@@ -98,6 +98,12 @@ impl InFlight {
         self.slots.iter().filter_map(|s| s.started).min()
     }
 
+    /// Requests in flight now.
+    #[inline]
+    pub fn in_use(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
     /// Slots held (in use or free), for `memory.held`.
     pub fn len(&self) -> usize {
         self.slots.len()

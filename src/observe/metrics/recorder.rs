@@ -15,8 +15,10 @@ impl Recorder {
     /// counted in flight; returns its slot, for [`Recorder::finish`].
     #[inline]
     pub(super) fn began(&self, started: Instant, request_id: &[u8]) -> u32 {
-        self.set_in_flight(1);
-        self.requests.borrow_mut().began(started, request_id)
+        let mut requests = self.requests.borrow_mut();
+        let slot = requests.began(started, request_id);
+        self.publish_in_flight(requests.in_use());
+        slot
     }
 
     /// Its response is complete.
@@ -32,8 +34,11 @@ impl Recorder {
         let now = Instant::now();
         let micros = micros(now.duration_since(started));
         let at_secs = now.duration_since(self.metrics.started).as_secs() as u32;
-        self.set_in_flight(-1);
-        self.requests.borrow_mut().ended(slot);
+        {
+            let mut requests = self.requests.borrow_mut();
+            requests.ended(slot);
+            self.publish_in_flight(requests.in_use());
+        }
         let full = {
             let mut local = self.local.borrow_mut();
             let (upstream_micros, overhead_micros) = split;
@@ -55,11 +60,10 @@ impl Recorder {
         }
     }
 
-    /// Only this worker writes its count: a plain store, no read-modify-write.
-    pub(super) fn set_in_flight(&self, delta: i64) {
-        let n = self.in_flight.get() + delta;
-        self.in_flight.set(n);
-        self.shard.in_flight.store(n, Ordering::Relaxed);
+    /// Its requests in flight now (its slab's count): only this worker
+    /// writes it, a plain store, no read-modify-write.
+    fn publish_in_flight(&self, n: usize) {
+        self.shard.in_flight.store(n as i64, Ordering::Relaxed);
     }
 
     /// Moves the local samples to the shard, where readers find them.

@@ -6,6 +6,7 @@
 
 mod file_errors;
 mod slo;
+mod tls;
 mod validate;
 
 use file_errors::{file_line, plain_words};
@@ -42,6 +43,9 @@ pub struct Cli {
     /// Optional second listener serving only the admin endpoints
     #[arg(long, global = true, value_name = "ADDR", env = "PERFPROXY_ADMIN_LISTEN", hide_env_values = true)]
     pub admin_listen: Option<String>,
+    /// A TLS listener beside the plain one (needs [tls] cert_file and key_file)
+    #[arg(long, global = true, value_name = "ADDR", env = "PERFPROXY_TLS_LISTEN", hide_env_values = true)]
+    pub tls_listen: Option<String>,
     /// Redis for the shared cache layer (unset: memory cache only)
     #[arg(long, global = true, value_name = "URL", env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -257,6 +261,10 @@ fn apply_overrides(s: &mut Settings, cli: &Cli, m: &ArgMatches) -> Result<Vec<(&
     if let Some(v) = &cli.admin_listen {
         s.admin_listen = Some(v.clone());
         overridden.push(("admin_listen", name("admin_listen", "--admin-listen", "PERFPROXY_ADMIN_LISTEN")));
+    }
+    if let Some(v) = &cli.tls_listen {
+        s.tls_listen = Some(v.clone());
+        overridden.push(("tls_listen", name("tls_listen", "--tls-listen", "PERFPROXY_TLS_LISTEN")));
     }
     if let Some(v) = &cli.redis_url {
         s.redis_url = Some(v.clone());

@@ -43,6 +43,7 @@ pub mod runtime;
 pub mod settings;
 pub(crate) mod shared;
 pub(crate) mod system;
+pub mod tls;
 pub(crate) mod upstream;
 pub mod watch;
 pub(crate) mod wire;

@@ -7,6 +7,7 @@ mod protocols;
 mod routing;
 mod slo;
 mod slow;
+mod tls;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,7 @@ pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamAddr, Upstre
 pub use routing::RouteDiscoverySettings;
 pub use slo::{SloAlertSettings, SloRule};
 pub use slow::SlowSettings;
+pub use tls::{TlsSettings, UpstreamTlsSettings};
 
 /// A configuration problem: which key, which value, what was expected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -38,6 +40,9 @@ pub struct Settings {
     pub upstream: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<String>,
+    /// A TLS listener beside `listen`, serving the same request path (`[tls]` holds its files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<String>,
     pub upstream_timeout_ms: u64,
     /// An idle pooled upstream connection older than this is closed, not reused.
     pub upstream_idle_timeout_ms: u64,
@@ -85,6 +90,8 @@ pub struct Settings {
     /// `[[slo]]`: service level objectives.
     pub slo: Vec<slo::SloRule>,
     pub slo_alerts: slo::SloAlertSettings,
+    pub tls: TlsSettings,
+    pub upstream_tls: UpstreamTlsSettings,
 }
 
 impl Default for Settings {
@@ -93,6 +100,7 @@ impl Default for Settings {
             listen: "127.0.0.1:4001".into(),
             upstream: "http://127.0.0.1:3000".into(),
             admin_listen: None,
+            tls_listen: None,
             upstream_timeout_ms: 30_000,
             upstream_idle_timeout_ms: 4_000,
             upstream_read_timeout_ms: 60_000,
@@ -131,6 +139,8 @@ impl Default for Settings {
             slow: Default::default(),
             slo: Vec::new(),
             slo_alerts: Default::default(),
+            tls: Default::default(),
+            upstream_tls: Default::default(),
         }
     }
 }

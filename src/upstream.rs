@@ -1,4 +1,5 @@
-//! The upstream connections of one worker: one pool of plain TCP streams
+//! The upstream connections of one worker: one pool of streams (plain TCP,
+//! or TLS for an `https://` upstream: [`UpstreamStream`])
 //! (no lock, no atomics on the request path), kept LIFO and closed once idle
 //! longer than `upstream_idle_timeout_ms` (so perfproxy gives up a
 //! connection before a backend's own keep-alive timeout races a request onto
@@ -15,7 +16,11 @@
 //!
 //! Requests that go over HTTP/2 (`upstream_protocol`: every one with `h2c`,
 //! gRPC with `auto`) share the worker's one multiplexed h2c connection
-//! instead ([`h2c`]).
+//! instead ([`h2c`]; HTTP/2 over TLS with ALPN `h2` to an `https://` upstream).
+//!
+//! Every connection is made by [`connect`]: TCP (`TCP_NODELAY`), then the
+//! TLS handshake when the upstream is `https://` (a session resumed from
+//! the shared cache when one is kept, see [`UpstreamTls`]).
 
 mod h2c;
 mod request_body;
@@ -31,10 +36,13 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::settings::{UpstreamAddr, UpstreamProtocol};
+use crate::tls::{UpstreamStream, UpstreamTls};
 
 /// Spawns HTTP/2 tasks (streams, connections) on the worker's `LocalSet`.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +62,10 @@ const MAX_IDLE_PER_WORKER: usize = 512;
 pub enum UpstreamError {
     #[error("connect to upstream: {0}")]
     Connect(#[source] io::Error),
+    /// The TLS handshake failed: the upstream's certificate was not
+    /// verified, or no protocol was agreed.
+    #[error("TLS with the upstream: {0}")]
+    Tls(#[source] io::Error),
     #[error("upstream handshake: {0}")]
     Handshake(#[source] hyper::Error),
     #[error("upstream exchange: {0}")]
@@ -69,13 +81,14 @@ pub enum UpstreamError {
 pub struct UpstreamPool {
     addr: UpstreamAddr,
     /// Idle connections, newest last, with the time each became idle.
-    idle: RefCell<Vec<(TcpStream, Instant)>>,
+    idle: RefCell<Vec<(UpstreamStream, Instant)>>,
     idle_timeout: Duration,
     /// Streams released by hyper exchanges whose connection task has yet to
     /// hand them back (it runs on the next turn of the worker).
     returning: Cell<usize>,
     protocol: UpstreamProtocol,
     h2c: h2c::H2cClient,
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 /// A connection on loan to one hyper exchange; [`Lease::release`] says its
@@ -100,9 +113,15 @@ impl Lease {
 }
 
 impl UpstreamPool {
-    pub fn new(addr: UpstreamAddr, idle_timeout: Duration, protocol: UpstreamProtocol) -> Rc<UpstreamPool> {
+    pub fn new(
+        addr: UpstreamAddr,
+        tls: Option<Arc<UpstreamTls>>,
+        idle_timeout: Duration,
+        protocol: UpstreamProtocol,
+    ) -> Rc<UpstreamPool> {
         Rc::new(UpstreamPool {
-            h2c: h2c::H2cClient::new(addr.clone()),
+            h2c: h2c::H2cClient::new(addr.clone(), tls.clone()),
+            tls,
             addr,
             idle: RefCell::new(Vec::new()),
             idle_timeout,
@@ -122,15 +141,15 @@ impl UpstreamPool {
     }
 
     /// An idle connection the upstream has not closed, if there is one.
-    pub fn take(&self) -> Option<TcpStream> {
+    pub fn take(&self) -> Option<UpstreamStream> {
         let mut idle = self.idle.borrow_mut();
-        while let Some((stream, since)) = idle.pop() {
+        while let Some((mut stream, since)) = idle.pop() {
             if since.elapsed() >= self.idle_timeout {
                 // The newest is too old: so are all below it. Close them.
                 idle.clear();
                 return None;
             }
-            if open(&stream) {
+            if stream.is_open() {
                 return Some(stream);
             }
         }
@@ -140,7 +159,7 @@ impl UpstreamPool {
     /// An idle connection (`true`: reused), else a new one. A stream on its
     /// way back from a hyper exchange is waited for (one turn of the worker)
     /// rather than dialling another.
-    pub async fn checkout(&self) -> Result<(TcpStream, bool), UpstreamError> {
+    pub async fn checkout(&self) -> Result<(UpstreamStream, bool), UpstreamError> {
         if let Some(s) = self.take() {
             return Ok((s, true));
         }
@@ -156,15 +175,12 @@ impl UpstreamPool {
     }
 
     /// A new connection.
-    async fn dial(&self) -> Result<TcpStream, UpstreamError> {
-        let stream =
-            TcpStream::connect((self.addr.host.as_str(), self.addr.port)).await.map_err(UpstreamError::Connect)?;
-        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
-        Ok(stream)
+    async fn dial(&self) -> Result<UpstreamStream, UpstreamError> {
+        connect(&self.addr, self.tls.as_deref(), false).await
     }
 
     /// Keeps a connection whose last response was read to its end.
-    pub fn give_back(&self, stream: TcpStream) {
+    pub fn give_back(&self, stream: UpstreamStream) {
         let mut idle = self.idle.borrow_mut();
         if idle.len() < MAX_IDLE_PER_WORKER {
             idle.push((stream, Instant::now()));
@@ -175,7 +191,7 @@ impl UpstreamPool {
     /// exchange is over, if its lease was released.
     async fn handshake(
         self: &Rc<Self>,
-        stream: TcpStream,
+        stream: UpstreamStream,
     ) -> Result<(SendRequest<RequestBody>, Rc<Cell<bool>>), UpstreamError> {
         let (sender, conn) =
             http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Handshake)?;
@@ -255,10 +271,17 @@ fn head_copy(req: &Request<RequestBody>) -> Request<RequestBody> {
     copy
 }
 
-/// An idle connection is open unless the reactor saw it become readable
-/// (a FIN, a reset, or bytes nobody asked for) and a read confirms it.
-/// `try_read` asks the reactor's readiness first: while nothing was seen it
-/// returns `WouldBlock` with no system call and no waker registered.
-fn open(stream: &TcpStream) -> bool {
-    matches!(stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+/// A new connection to `addr`: TCP (`TCP_NODELAY`), then TLS when `tls` is
+/// given (ALPN `h2` when `h2`, else `http/1.1`).
+pub(crate) async fn connect(
+    addr: &UpstreamAddr,
+    tls: Option<&UpstreamTls>,
+    h2: bool,
+) -> Result<UpstreamStream, UpstreamError> {
+    let stream = TcpStream::connect((addr.host.as_str(), addr.port)).await.map_err(UpstreamError::Connect)?;
+    stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+    match tls {
+        None => Ok(UpstreamStream::Plain(stream)),
+        Some(tls) => Ok(UpstreamStream::Tls(Box::new(tls.connect(stream, h2).await.map_err(UpstreamError::Tls)?))),
+    }
 }

@@ -26,7 +26,11 @@ pub struct Config {
     pub args: Vec<std::ffi::OsString>,
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
+    /// `tls_listen` and its certificates (`[tls]`).
+    pub tls: Option<super::tls::Listener>,
     pub upstream: UpstreamAddr,
+    /// TLS to an `https://` upstream (`[upstream_tls]`).
+    pub upstream_tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
     pub upstream_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     /// The longest wait for the next bytes of an upstream body (`upstream_read_timeout_ms`).
@@ -87,13 +91,15 @@ fn fraction(key: &str, v: f64) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Parses an `http://host[:port][/]` URL (a base: no path beyond `/`).
+/// Parses an `http://` or `https://host[:port][/]` URL (a base: no path beyond `/`).
 fn upstream_addr(key: &str, v: &str) -> Result<UpstreamAddr, ConfigError> {
-    let bad = || ConfigError::new(key, format!("{v:?}"), "an http:// URL such as http://127.0.0.1:3000");
+    let bad = || ConfigError::new(key, format!("{v:?}"), "an http:// or https:// URL such as http://127.0.0.1:3000");
     let uri: Uri = v.parse().map_err(|_| bad())?;
-    if uri.scheme_str() != Some("http") {
-        return Err(bad());
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad()),
+    };
     let authority = uri.authority().ok_or_else(bad)?.clone();
     if authority.as_str().contains('@') || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(bad());
@@ -102,7 +108,8 @@ fn upstream_addr(key: &str, v: &str) -> Result<UpstreamAddr, ConfigError> {
     if host.is_empty() {
         return Err(bad());
     }
-    Ok(UpstreamAddr { host, port: authority.port_u16().unwrap_or(80), authority })
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Ok(UpstreamAddr { host, port, authority, tls })
 }
 
 /// Checks a URL's scheme, naming the key but never echoing credentials.
@@ -143,6 +150,7 @@ impl Config {
         let listen = socket_addr("listen", &s.listen)?;
         let admin_listen = s.admin_listen.as_deref().map(|v| socket_addr("admin_listen", v)).transpose()?;
         let upstream = upstream_addr("upstream", &s.upstream)?;
+        let (tls, upstream_tls) = super::tls::validate(s, &upstream)?;
         let upstream_timeout = positive_ms("upstream_timeout_ms", s.upstream_timeout_ms)?;
         let upstream_idle_timeout = positive_ms("upstream_idle_timeout_ms", s.upstream_idle_timeout_ms)?;
         let upstream_read_timeout = positive_ms("upstream_read_timeout_ms", s.upstream_read_timeout_ms)?;
@@ -321,7 +329,9 @@ impl Config {
             args: Vec::new(),
             listen,
             admin_listen,
+            tls,
             upstream,
+            upstream_tls,
             upstream_timeout,
             upstream_idle_timeout,
             upstream_read_timeout,
@@ -367,7 +377,7 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("backend", 8080));
         let u = upstream_addr("upstream", "http://[::1]/").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 80));
-        for bad in ["https://x", "x:80", "http://x/api", "http://u:p@x", "http://"] {
+        for bad in ["ftp://x", "x:80", "http://x/api", "http://u:p@x", "http://"] {
             assert!(upstream_addr("upstream", bad).is_err(), "{bad}");
         }
     }

@@ -39,7 +39,6 @@ use bytes::{Buf, BytesMut};
 use http::header::HeaderName;
 use http::{Method, Request};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tracing::debug;
 
 pub use rewind::Rewind;
@@ -53,6 +52,7 @@ use crate::pipeline::answer::Fwd;
 use crate::pipeline::proxy;
 use crate::shared::error::ProxyError;
 use crate::shared::state::Client;
+use crate::tls::ClientStream;
 use crate::upstream::RequestBody;
 use crate::upstream::UpstreamError;
 use crate::wire::http1;
@@ -71,7 +71,7 @@ pub enum Ended {
     Closed,
     /// An answer ended it while the client may still be sending: the
     /// caller gives it a lingering close ([`crate::lanes::linger::discard`]).
-    Linger(TcpStream),
+    Linger(ClientStream),
     /// hyper serves the rest of the connection; `true`: no request was
     /// served on it before (only then may it be HTTP/2).
     Handoff(Rewind, bool),
@@ -147,7 +147,7 @@ fn upstream_io(e: std::io::Error) -> Failed {
 struct Conn {
     client: Rc<Client>,
     drain: Rc<Drain>,
-    stream: TcpStream,
+    stream: ClientStream,
     /// Bytes from the client not yet used.
     buf: BytesMut,
     head: RequestHead,
@@ -221,7 +221,7 @@ impl Future for Deadline<'_> {
 /// number in `drain`, which wakes it when the worker stops. The connection
 /// is built before the future, which holds it once: an idle keep-alive
 /// connection costs its task and this state, no buffer.
-pub(crate) fn serve(client: Rc<Client>, stream: TcpStream, drain: Rc<Drain>, id: u64) -> impl Future<Output = Ended> {
+pub(crate) fn serve(client: Rc<Client>, stream: ClientStream, drain: Rc<Drain>, id: u64) -> impl Future<Output = Ended> {
     let config = &client.worker.shared.config;
     let timeouts = (config.header_read_timeout, config.upstream_timeout);
     let mut conn = Conn {
@@ -292,7 +292,7 @@ impl Conn {
                 // After a whole exchange, a plain close; a lingering one
                 // when the client may still be sending (its body was not
                 // read, or more input is waiting).
-                let unread = !self.buf.is_empty() || crate::lanes::linger::readable(&self.stream);
+                let unread = !self.buf.is_empty() || self.stream.has_unread();
                 return if self.own_answer_closed || unread { Next::Linger } else { Next::Closed };
             }
         }
@@ -395,7 +395,7 @@ impl Conn {
         }
         let (mut pass_key, mut policy) = (None, None);
         if http1::consults_cache(&head.method, head.range) {
-            let forwarded = head.forwarded(buf, self.client.peer.trusted);
+            let forwarded = head.forwarded(buf, self.client.peer.trusted, self.client.tls);
             let key = key::primary(head.host(), path, head.query(), &rules.ignore_query, forwarded);
             if !worker.cache_passes.borrow().active(&key) {
                 return match cached::lookup(worker, &rules, key, path, &head.method, head.lookup_fields) {

@@ -53,14 +53,6 @@ pub async fn discard<T: AsyncRead + AsyncWrite + Unpin>(mut io: T) {
     }
 }
 
-/// Whether the client has sent bytes not read yet (or closed): a peek
-/// without waiting.
-pub fn readable(stream: &tokio::net::TcpStream) -> bool {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    let mut byte = [0u8; 1];
-    stream.poll_peek(&mut cx, &mut ReadBuf::new(&mut byte)).is_ready()
-}
-
 /// Milliseconds since the first call, a clock for [`Activity`]'s last I/O.
 fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();

@@ -130,9 +130,13 @@ impl SpanRecord {
 }
 
 /// `url.scheme`: `https` only when a trusted proxy says so.
-pub fn scheme(trusted_peer: bool, sent_proto: Option<&[u8]>) -> &'static str {
+pub fn scheme(trusted_peer: bool, tls: bool, sent_proto: Option<&[u8]>) -> &'static str {
     match sent_proto {
-        Some(p) if trusted_peer && p.eq_ignore_ascii_case(b"https") => "https",
+        Some(p) if trusted_peer && !p.is_empty() => match p.eq_ignore_ascii_case(b"https") {
+            true => "https",
+            false => "http",
+        },
+        _ if tls => "https",
         _ => "http",
     }
 }

@@ -83,8 +83,9 @@ pub trait RequestView: Fields {
     fn host(&self) -> &str;
     /// The client's `traceparent`, if it sent exactly one (W3C: more is none).
     fn traceparent(&self) -> Option<&[u8]>;
-    /// `http` or `https`, as the forwarding headers a `trusted_peer` sent say.
-    fn scheme(&self, trusted_peer: bool) -> &'static str;
+    /// `http` or `https`, as the forwarding headers a `trusted_peer` sent
+    /// say, else as the listener (`tls`) was.
+    fn scheme(&self, trusted_peer: bool, tls: bool) -> &'static str;
     /// The request body's length, when known.
     fn bytes_in(&self) -> u64;
 }
@@ -127,7 +128,7 @@ pub fn begin_recording<V: RequestView>(
         if context.sampled {
             let mut span = SpanRecord::new(context, recording.started(), view.method().clone(), routes.name(route));
             span.path = trace::clipped(view.path(), 1024);
-            span.scheme = view.scheme(client.peer.trusted);
+            span.scheme = view.scheme(client.peer.trusted, client.tls);
             span.host = trace::clipped(view.host(), 256);
             span.client = client_ip().into();
             recording.trace(tracer.clone(), span);
@@ -159,9 +160,10 @@ impl<B: http_body::Body> RequestView for http::Request<B> {
         sent.next().filter(|_| sent.next().is_none()).map(HeaderValue::as_bytes)
     }
 
-    fn scheme(&self, trusted_peer: bool) -> &'static str {
+    fn scheme(&self, trusted_peer: bool, tls: bool) -> &'static str {
         trace::scheme(
             trusted_peer,
+            tls,
             self.headers().get(&crate::wire::headers::X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
         )
     }

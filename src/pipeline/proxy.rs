@@ -172,7 +172,7 @@ fn prepare(client: &Client, parts: &mut http::request::Parts, upgrade: Option<He
     if parts.version == Version::HTTP_2 {
         headers::join_cookies(&mut parts.headers);
     }
-    headers::prepare_request(&mut parts.headers, &client.ip, client.peer.trusted, upgrade);
+    headers::prepare_request(&mut parts.headers, &client.ip, client.peer.trusted, client.tls, upgrade);
     parts.version = Version::HTTP_11;
     Ok(())
 }

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::lanes::drain::Drain;
 use crate::lanes::express::{Ended, Rewind};
 use crate::shared::state::{Client, Shared, Worker};
+use crate::tls::ClientStream;
 
 /// Connections the admin listener accepts at once, apart from `max_connections`,
 /// so probes still get through when the proxy listener is full.
@@ -37,12 +38,18 @@ const ADMIN_MAX_CONNECTIONS: usize = 256;
 pub struct Listeners {
     pub proxy: TcpListener,
     pub admin: Option<TcpListener>,
+    /// `tls_listen`: the same request path over TLS.
+    pub tls: Option<TcpListener>,
 }
 
 impl Listeners {
     /// Binds the configured addresses (backlog 1024, `SO_REUSEADDR`).
     pub fn bind(config: &Config) -> io::Result<Listeners> {
-        Ok(Listeners { proxy: bind(config.listen)?, admin: config.admin_listen.map(bind).transpose()? })
+        Ok(Listeners {
+            proxy: bind(config.listen)?,
+            admin: config.admin_listen.map(bind).transpose()?,
+            tls: config.tls.as_ref().map(|t| bind(t.addr)).transpose()?,
+        })
     }
 }
 
@@ -58,8 +65,17 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 struct Accepted {
     stream: std::net::TcpStream,
     peer: SocketAddr,
-    admin: bool,
+    from: Listener,
     _permit: OwnedSemaphorePermit,
+}
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Proxy,
+    Admin,
+    /// `tls_listen`: a TLS handshake first.
+    Tls,
 }
 
 /// How perfproxy was asked to stop.
@@ -101,12 +117,24 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     let queues = Arc::new(queues);
     let next = Arc::new(AtomicUsize::new(0));
     let proxy_limit = Arc::new(Semaphore::new(shared.config.max_connections));
-    let proxy = accept_loop(listeners.proxy, false, proxy_limit, queues.clone(), next.clone());
+    if let Some(tls) = &listeners.tls {
+        info!(tls_listen = %tls.local_addr()?, "perfproxy serving TLS");
+    }
+    let tls_loop = listeners.tls.map(|l| accept_loop(l, Listener::Tls, proxy_limit.clone(), queues.clone(), next.clone()));
+    let proxy = accept_loop(listeners.proxy, Listener::Proxy, proxy_limit, queues.clone(), next.clone());
+    let proxy = async move {
+        match tls_loop {
+            // Both share max_connections; either ending ends serving.
+            Some(tls) => tokio::select! { () = proxy => {}, () = tls => {} },
+            None => proxy.await,
+        }
+    };
     let (admin_queues, admin_next) = (queues.clone(), next.clone());
     let admin = async move {
         match listeners.admin {
             Some(l) => {
-                accept_loop(l, true, Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)), admin_queues, admin_next).await
+                let limit = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
+                accept_loop(l, Listener::Admin, limit, admin_queues, admin_next).await
             }
             None => std::future::pending().await,
         }
@@ -157,7 +185,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
 
 async fn accept_loop(
     listener: TcpListener,
-    admin: bool,
+    from: Listener,
     limit: Arc<Semaphore>,
     queues: Arc<Vec<mpsc::UnboundedSender<Accepted>>>,
     next: Arc<AtomicUsize>,
@@ -182,7 +210,7 @@ async fn accept_loop(
             }
         };
         let i = next.fetch_add(1, Ordering::Relaxed) % queues.len();
-        if queues[i].send(Accepted { stream, peer, admin, _permit: permit }).is_err() {
+        if queues[i].send(Accepted { stream, peer, from, _permit: permit }).is_err() {
             return;
         }
     }
@@ -273,6 +301,18 @@ struct Started {
     express: bool,
 }
 
+/// The client's stream: the TCP connection itself, or TLS once its
+/// handshake is done (`None`: it failed, counted by reason).
+async fn client_stream(client: &Client, stream: TcpStream) -> Option<ClientStream> {
+    if !client.tls {
+        return Some(ClientStream::Plain(stream));
+    }
+    let config = &client.worker.shared.config;
+    let listener = &config.tls.as_ref().expect("TLS connections come from the TLS listener").config;
+    let tls = listener.accept(stream, config.header_read_timeout).await?;
+    Some(ClientStream::Tls(Box::new(tls)))
+}
+
 /// A client connection served to its end: the express lane first; hyper
 /// for the admin listener and for whatever the express lane hands over:
 /// its HTTP/2 server when the connection starts with the HTTP/2 preface,
@@ -285,20 +325,27 @@ fn serve_connection(
     servers: Rc<crate::lanes::service::Servers>,
     drain: Rc<Drain>,
 ) -> impl Future<Output = ()> {
-    let Accepted { stream, peer, admin, _permit } = accepted;
-    let started = start(worker, stream, peer, admin, &drain);
+    let Accepted { stream, peer, from, _permit } = accepted;
+    let started = start(worker, stream, peer, from, &drain);
     let open = Open { drain, _permit };
     async move {
         let Some(s) = started else { return };
-        let (io, first) = if s.express {
-            match crate::lanes::express::serve(s.client.clone(), s.stream, open.drain.clone(), s.id).await {
+        let stream = match s.client.tls {
+            // Boxed: a plain connection's task reserves no room for a handshake.
+            true => Box::pin(client_stream(&s.client, s.stream)).await,
+            false => Some(ClientStream::Plain(s.stream)),
+        };
+        let Some(stream) = stream else { return };
+        // HTTP/2 agreed by ALPN: hyper's HTTP/2 server from the start.
+        let (io, first) = if s.express && !stream.alpn_h2() {
+            match crate::lanes::express::serve(s.client.clone(), stream, open.drain.clone(), s.id).await {
                 Ended::Closed => return,
                 // Boxed, as the rare paths are; the connection stays counted meanwhile.
                 Ended::Linger(stream) => return Box::pin(crate::lanes::linger::discard(stream)).await,
                 Ended::Handoff(io, first) => (io, first),
             }
         } else {
-            (Rewind::new(Bytes::new(), s.stream), true)
+            (Rewind::new(Bytes::new(), stream), true)
         };
         // Boxed: hyper's servers are large state machines an express
         // connection's task would otherwise reserve room for.
@@ -312,9 +359,10 @@ fn start(
     worker: Rc<Worker>,
     stream: std::net::TcpStream,
     peer: SocketAddr,
-    admin: bool,
+    from: Listener,
     drain: &Drain,
 ) -> Option<Started> {
+    let admin = from == Listener::Admin;
     let stream = match TcpStream::from_std(stream) {
         Ok(stream) => stream,
         Err(e) => {
@@ -336,7 +384,8 @@ fn start(
         !admin && config.settings.express_lane && config.protocols.upstream != crate::config::UpstreamProtocol::H2c;
     let addr = peer.ip().to_canonical();
     let ip = HeaderValue::from_str(&addr.to_string()).expect("an IP address is a valid header value");
-    let client = Rc::new(Client { worker, ip, addr, admin_only: admin, peer: access });
+    let tls = from == Listener::Tls;
+    let client = Rc::new(Client { worker, ip, addr, admin_only: admin, peer: access, tls });
     let id = drain.next_id.get();
     drain.next_id.set(id + 1);
     Some(Started { client, stream, id, express })

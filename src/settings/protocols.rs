@@ -14,6 +14,8 @@ pub struct UpstreamAddr {
     pub host: String,
     pub port: u16,
     pub authority: http::uri::Authority,
+    /// `https://`: TLS to the upstream (`[upstream_tls]`).
+    pub tls: bool,
 }
 
 /// How requests reach the upstream.

@@ -63,6 +63,9 @@ impl ProxyError {
             ProxyError::BadGateway(UpstreamError::Connect(_)) => {
                 ("bad_gateway", "the upstream refused the connection".into())
             }
+            ProxyError::BadGateway(UpstreamError::Tls(_)) => {
+                ("bad_gateway", "the upstream's TLS certificate could not be verified, or TLS failed".into())
+            }
             ProxyError::BadGateway(_) => ("bad_gateway", "the upstream closed or reset the connection".into()),
             ProxyError::GatewayTimeout(t) => {
                 ("gateway_timeout", format!("the upstream did not answer within {} ms", t.as_millis()))
@@ -91,6 +94,9 @@ impl ProxyError {
             ProxyError::ClientBody(_) => answer(Code::Internal, "the request body was malformed or cut off"),
             ProxyError::BadGateway(UpstreamError::Connect(_)) => {
                 answer(Code::Unavailable, "the upstream refused the connection")
+            }
+            ProxyError::BadGateway(UpstreamError::Tls(_)) => {
+                answer(Code::Unavailable, "TLS with the upstream failed")
             }
             ProxyError::BadGateway(_) => answer(Code::Unavailable, "the upstream closed or reset the connection"),
             ProxyError::GatewayTimeout(t) => {

@@ -198,6 +198,7 @@ impl Worker {
     pub fn new(shared: Arc<Shared>) -> Rc<Worker> {
         let upstream = UpstreamPool::new(
             shared.config.upstream.clone(),
+            shared.config.upstream_tls.clone(),
             shared.config.upstream_idle_timeout,
             shared.config.protocols.upstream,
         );
@@ -230,6 +231,8 @@ pub struct Client {
     pub admin_only: bool,
     /// What the peer address allows (trusted proxy, admin reader).
     pub peer: Peer,
+    /// Came in on the TLS listener (`X-Forwarded-Proto: https`).
+    pub tls: bool,
 }
 
 impl Worker {

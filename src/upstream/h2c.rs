@@ -28,6 +28,7 @@ const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 #[derive(Debug)]
 pub struct H2cClient {
     addr: UpstreamAddr,
+    tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
     /// The live connection; the lock is held only while one is dialled, so
     /// a burst of first requests shares one dial.
     sender: Mutex<Option<SendRequest<RequestBody>>>,
@@ -36,8 +37,8 @@ pub struct H2cClient {
 }
 
 impl H2cClient {
-    pub fn new(addr: UpstreamAddr) -> H2cClient {
-        H2cClient { addr, sender: Mutex::new(None), ready: RefCell::new(None) }
+    pub fn new(addr: UpstreamAddr, tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>) -> H2cClient {
+        H2cClient { addr, tls, sender: Mutex::new(None), ready: RefCell::new(None) }
     }
 
     /// A sender on an open connection, dialled if there is none.
@@ -56,10 +57,7 @@ impl H2cClient {
     }
 
     async fn dial(&self) -> Result<SendRequest<RequestBody>, UpstreamError> {
-        let stream = tokio::net::TcpStream::connect((self.addr.host.as_str(), self.addr.port))
-            .await
-            .map_err(UpstreamError::Connect)?;
-        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        let stream = super::connect(&self.addr, self.tls.as_deref(), true).await?;
         // The connection's window is as large as HTTP/2 allows, a stream's
         // the protocol's default: a client that stops reading its stream
         // holds 64 KiB of the shared connection's window (and of perfproxy's

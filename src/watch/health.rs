@@ -168,8 +168,32 @@ impl Health {
 }
 
 /// The probing side: clients and connections kept between rounds.
+/// Plain HTTP, or HTTPS to an `https://` upstream (verified as the proxy
+/// verifies it: `[upstream_tls]`).
+pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The probes' connector: TLS only for an `https://` upstream, with its
+/// roots, name and client certificate.
+fn connector(config: &Config) -> Connector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match &config.upstream_tls {
+        Some(tls) => {
+            let mut client = (*tls.http1_config).clone();
+            // The connector sets ALPN itself.
+            client.alpn_protocols.clear();
+            let name = hyper_rustls::FixedServerNameResolver::new(tls.server_name().clone());
+            builder.with_tls_config(client).https_or_http().with_server_name_resolver(name)
+        }
+        None => builder.with_tls_config(crate::tls::upstream::no_roots()).https_or_http(),
+    };
+    builder.enable_http1().enable_http2().wrap_connector(http)
+}
+
 struct Prober {
-    http: Client<HttpConnector, Empty<Bytes>>,
+    http: Client<Connector, Empty<Bytes>>,
     /// With every request to the upstream over h2c, so is its probe.
     h2c: Option<h2c::H2Client>,
     timeout: Duration,
@@ -182,9 +206,9 @@ struct Prober {
 impl Prober {
     fn new(config: &Config, health: &HealthSettings) -> Prober {
         let s = &config.settings;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let upstream = format!("http://{}{}", config.upstream.authority, health.upstream_path);
+        let connector = connector(config);
+        let scheme = if config.upstream.tls { "https" } else { "http" };
+        let upstream = format!("{scheme}://{}{}", config.upstream.authority, health.upstream_path);
         let h2c = config.protocols.upstream == crate::config::UpstreamProtocol::H2c;
         Prober {
             h2c: h2c.then(|| h2c::client(connector.clone())),
@@ -258,7 +282,7 @@ async fn timed(timeout: Duration, probe: impl std::future::Future<Output = Resul
 }
 
 /// Up when the URL answers with a status below `down_from`.
-async fn probe_http(client: &Client<HttpConnector, Empty<Bytes>>, uri: Uri, down_from: u16) -> Result<(), String> {
+async fn probe_http(client: &Client<Connector, Empty<Bytes>>, uri: Uri, down_from: u16) -> Result<(), String> {
     let where_ = uri.authority().map_or_else(String::new, |a| a.to_string());
     let req =
         Request::get(uri).header("user-agent", "perfproxy-health").body(Empty::new()).map_err(|e| e.to_string())?;

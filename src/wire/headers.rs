@@ -127,6 +127,7 @@ pub fn prepare_request(
     headers: &mut HeaderMap,
     client_ip: &HeaderValue,
     trusted_peer: bool,
+    tls: bool,
     upgrade: Option<HeaderValue>,
 ) {
     let present = Present::scan(headers);
@@ -160,6 +161,7 @@ pub fn prepare_request(
     let host = headers.get(header::HOST).unwrap_or(&empty);
     let forwarded = Forwarded::decide(
         trusted_peer,
+        tls,
         host.as_bytes(),
         headers.get(&X_FORWARDED_HOST).map(HeaderValue::as_bytes),
         headers.get(&X_FORWARDED_PROTO).map(HeaderValue::as_bytes),
@@ -190,7 +192,7 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 pub fn forwarded_sent(headers: &HeaderMap) -> Forwarded<'_> {
     let get = |n: &HeaderName| headers.get(n).map(HeaderValue::as_bytes);
     // Prepared headers carry exactly the values sent: take them as they are.
-    Forwarded::decide(true, get(&header::HOST).unwrap_or(b""), get(&X_FORWARDED_HOST), get(&X_FORWARDED_PROTO))
+    Forwarded::decide(true, false, get(&header::HOST).unwrap_or(b""), get(&X_FORWARDED_HOST), get(&X_FORWARDED_PROTO))
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
@@ -287,7 +289,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.2"),
             ("accept", "*/*"),
         ]);
-        prepare_request(&mut h, &HeaderValue::from_static("127.0.0.9"), false, None);
+        prepare_request(&mut h, &HeaderValue::from_static("127.0.0.9"), false, false, None);
         for gone in
             ["connection", "x-secret", "keep-alive", "te", "transfer-encoding", "content-length", "proxy-connection"]
         {
@@ -304,14 +306,14 @@ mod tests {
     fn forwarding_headers_are_kept_from_trusted_peers_only() {
         let sent = [("host", "shop"), ("x-forwarded-host", "evil"), ("x-forwarded-proto", "https")];
         let mut h = map(&sent);
-        prepare_request(&mut h, &HeaderValue::from_static("203.0.113.9"), false, None);
+        prepare_request(&mut h, &HeaderValue::from_static("203.0.113.9"), false, false, None);
         assert_eq!(
             (&h["x-forwarded-host"], &h["x-forwarded-proto"]),
             (&"shop".parse().unwrap(), &"http".parse().unwrap())
         );
         let mut h = map(&sent);
         h.append("x-forwarded-host", HeaderValue::from_static("second"));
-        prepare_request(&mut h, &HeaderValue::from_static("10.0.0.9"), true, None);
+        prepare_request(&mut h, &HeaderValue::from_static("10.0.0.9"), true, false, None);
         assert_eq!(h.get_all("x-forwarded-host").iter().collect::<Vec<_>>(), ["evil"]);
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!((forwarded_sent(&h).host, forwarded_sent(&h).proto), (&b"evil"[..], &b"https"[..]));
@@ -322,7 +324,7 @@ mod tests {
         let h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         let up = upgrade_request(&h).unwrap();
         let mut h2 = h.clone();
-        prepare_request(&mut h2, &HeaderValue::from_static("1.2.3.4"), false, Some(up));
+        prepare_request(&mut h2, &HeaderValue::from_static("1.2.3.4"), false, false, Some(up));
         assert_eq!(h2["upgrade"], "websocket");
         assert_eq!(h2["connection"], "upgrade");
         assert!(upgrade_request(&map(&[("upgrade", "websocket")])).is_none());
@@ -333,7 +335,7 @@ mod tests {
         ]);
         assert!(upgrade_request(&h2c).is_none());
         let mut h = h2c.clone();
-        prepare_request(&mut h, &HeaderValue::from_static("1.2.3.4"), false, None);
+        prepare_request(&mut h, &HeaderValue::from_static("1.2.3.4"), false, false, None);
         for gone in ["upgrade", "http2-settings", "connection"] {
             assert!(!h.contains_key(gone), "{gone} forwarded");
         }

@@ -486,7 +486,8 @@ pub fn consults_cache(method: &Method, range: bool) -> bool {
 
 /// What `X-Forwarded-Host` and `X-Forwarded-Proto` say upstream: the
 /// client's own values when its peer is a trusted proxy (an ingress in
-/// front), else perfproxy's view (`Host`, `http`). Exactly one of each is
+/// front), else perfproxy's view (`Host`; `https` over the TLS listener,
+/// else `http`). Exactly one of each is
 /// sent, and the cache key carries both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forwarded<'a> {
@@ -495,15 +496,18 @@ pub struct Forwarded<'a> {
 }
 
 impl<'a> Forwarded<'a> {
-    /// `sent_host`/`sent_proto`: the first of each the client sent.
+    /// `sent_host`/`sent_proto`: the first of each the client sent; `tls`:
+    /// the request came over the TLS listener.
     pub fn decide(
         trusted_peer: bool,
+        tls: bool,
         host: &'a [u8],
         sent_host: Option<&'a [u8]>,
         sent_proto: Option<&'a [u8]>,
     ) -> Forwarded<'a> {
         let keep = |v: Option<&'a [u8]>| v.filter(|v| trusted_peer && !v.is_empty());
-        Forwarded { host: keep(sent_host).unwrap_or(host), proto: keep(sent_proto).unwrap_or(b"http") }
+        let own: &'static [u8] = if tls { b"https" } else { b"http" };
+        Forwarded { host: keep(sent_host).unwrap_or(host), proto: keep(sent_proto).unwrap_or(own) }
     }
 
     /// Whether these are perfproxy's own view for `host` (then the cache key needs no more).

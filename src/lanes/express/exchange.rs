@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use crate::tls::{ClientStream, UpstreamStream};
 use tracing::debug;
 
 use super::framing::{Chunks, Framing};
@@ -19,11 +19,12 @@ use crate::shared::state::Worker;
 use crate::upstream::UpstreamError;
 use crate::wire::headers::ServerTiming;
 
-/// What an exchange borrows from its connection. The client socket is only
-/// read from (the rest of a body), so the connection can watch it meanwhile.
+/// What an exchange borrows from its connection: the client's stream only
+/// when the rest of a body is to be read from it (else the connection
+/// watches it meanwhile for a client that leaves).
 pub(super) struct Exchange<'a> {
     pub worker: &'a Worker,
-    pub client: &'a TcpStream,
+    pub client: Option<&'a mut ClientStream>,
     pub buf: &'a mut BytesMut,
     pub scratch: &'a mut Scratch,
     /// Body bytes still to come from the client.
@@ -39,7 +40,7 @@ impl<'a> Exchange<'a> {
     /// (A block, not an `async fn`: its state holds `self` once, not a copy
     /// of each argument too.)
     #[allow(clippy::manual_async_fn)] // an `async fn` would hold `self` twice
-    pub(super) fn run(mut self) -> impl Future<Output = Result<(TcpStream, ResponseHead, Duration), Failed>> + 'a {
+    pub(super) fn run(mut self) -> impl Future<Output = Result<(UpstreamStream, ResponseHead, Duration), Failed>> + 'a {
         async move {
             loop {
                 let (mut up, reused) = self.worker.upstream.checkout().await.map_err(|e| Failed::Upstream(e.into()))?;
@@ -54,16 +55,16 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    async fn send(&mut self, up: &mut TcpStream) -> Result<(ResponseHead, Duration), Failed> {
+    async fn send(&mut self, up: &mut UpstreamStream) -> Result<(ResponseHead, Duration), Failed> {
         let (mut body_left, answer) = (self.body_left, self.answer);
         up.write_all(&self.scratch.upstream_out).await.map_err(|_| Failed::Stale)?;
         while body_left > 0 {
             if self.buf.is_empty() {
                 self.buf.reserve(READ_CHUNK);
                 // The stream's own waker slot: no waiter queued (`readable()`).
-                let client = self.client;
+                let client = self.client.as_deref_mut().expect("an exchange with a body to read holds the client");
                 std::future::poll_fn(|cx| client.poll_read_ready(cx)).await.map_err(|_| Failed::Client)?;
-                match self.client.try_read_buf(self.buf) {
+                match client.try_read_buf(self.buf) {
                     Ok(0) => return Err(Failed::Client),
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -125,7 +126,7 @@ impl Conn {
     /// silent for `upstream_read_timeout_ms` mid-body is `TimedOut`.
     pub(super) async fn relay(
         &mut self,
-        up: &mut TcpStream,
+        up: &mut UpstreamStream,
         framing: Framing,
         fill: &mut Option<Box<Fill>>,
     ) -> std::io::Result<usize> {
@@ -175,7 +176,7 @@ impl Conn {
 /// Reads more of an upstream body; a wait longer than `timeout`
 /// (`upstream_read_timeout_ms`) is `TimedOut`. The timer is made only when
 /// the read has to wait: bytes already there cost no clock read.
-async fn read_within(up: &mut TcpStream, buf: &mut BytesMut, timeout: Duration) -> std::io::Result<usize> {
+async fn read_within(up: &mut UpstreamStream, buf: &mut BytesMut, timeout: Duration) -> std::io::Result<usize> {
     let mut read = std::pin::pin!(up.read_buf(buf));
     let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     std::future::poll_fn(|cx| {

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use bytes::Buf;
 use http::{Method, StatusCode};
-use tokio::net::TcpStream;
+use crate::tls::ClientStream;
 use tracing::{debug, warn};
 
 use super::exchange::Exchange;
@@ -62,16 +62,15 @@ impl Forward {
 }
 
 /// Resolves when the client closes its connection (EOF or reset). Bytes it
-/// sends meanwhile (a pipelined request) end the watch. The stream's own
+/// sends meanwhile (a pipelined request, a TLS record) end the watch, as
+/// does `None` (the exchange reads the client's body). The socket's own
 /// waker slot (no waiter queued), a few bytes of state.
-fn client_gone(stream: &TcpStream) -> impl Future<Output = ()> + '_ {
-    let mut watching = true;
+fn client_gone(stream: Option<&ClientStream>) -> impl Future<Output = ()> + '_ {
+    let mut watching = stream.is_some();
     std::future::poll_fn(move |cx| {
-        if !watching {
-            return Poll::Pending;
-        }
+        let Some(stream) = stream.filter(|_| watching) else { return Poll::Pending };
         let mut byte = [0u8; 1];
-        match stream.poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut byte)) {
+        match stream.tcp().poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut byte)) {
             Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(()),
             Poll::Ready(Ok(_)) => {
                 watching = false;
@@ -116,9 +115,14 @@ impl Conn {
                     request_id: &self.request_id,
                 };
                 let timeout = worker.shared.config.upstream_timeout;
+                // The client's stream to the exchange (a body to read) or to the watch.
+                let (client, watched) = match f.body_left {
+                    0 => (None, Some(&self.stream)),
+                    _ => (Some(&mut self.stream), None),
+                };
                 let exchange = Exchange {
                     worker: &worker,
-                    client: &self.stream,
+                    client,
                     buf: &mut self.buf,
                     scratch: &mut self.scratch,
                     body_left: f.body_left,
@@ -133,7 +137,7 @@ impl Conn {
                     biased;
                     exchanged = exchange.run() => Ok(exchanged),
                     () = expired => Err(()),
-                    () = client_gone(&self.stream), if f.body_left == 0 => {
+                    () = client_gone(watched) => {
                         debug!("client closed its connection before the answer");
                         return false;
                     }
@@ -227,7 +231,7 @@ impl Conn {
             .then(|| Box::new((head.host().to_string(), head.path().to_string())));
         self.scratch.upstream_out.clear();
         let (head, buf) = (&self.head, &self.buf[..]);
-        let peer = (self.client.ip.as_bytes(), self.client.peer.trusted);
+        let peer = (self.client.ip.as_bytes(), self.client.peer.trusted, self.client.tls);
         let traceparent = recording.as_ref().and_then(Recording::traceparent);
         let traceparent = traceparent.as_ref().map(|t| &t[..]);
         head.write_upstream(buf, peer, &self.request_id, traceparent, &mut self.scratch.upstream_out);

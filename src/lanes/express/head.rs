@@ -164,9 +164,9 @@ impl crate::pipeline::phases::RequestView for HeadFields<'_> {
         self.head.traceparent(self.buf)
     }
 
-    fn scheme(&self, trusted_peer: bool) -> &'static str {
-        // The forwarded proto already decided by `trusted_proxies`.
-        crate::observe::trace::scheme(true, Some(self.head.forwarded(self.buf, trusted_peer).proto))
+    fn scheme(&self, trusted_peer: bool, tls: bool) -> &'static str {
+        // The forwarded proto already decided by `trusted_proxies` and the listener.
+        crate::observe::trace::scheme(true, false, Some(self.head.forwarded(self.buf, trusted_peer, tls).proto))
     }
 
     fn bytes_in(&self) -> u64 {
@@ -365,10 +365,11 @@ impl RequestHead {
     }
 
     /// What `X-Forwarded-Host`/`-Proto` say upstream (see [`Forwarded`]).
-    pub fn forwarded<'b>(&self, buf: &'b [u8], trusted_peer: bool) -> Forwarded<'b> {
+    pub fn forwarded<'b>(&self, buf: &'b [u8], trusted_peer: bool, tls: bool) -> Forwarded<'b> {
         let sent = |r: &Option<Range<usize>>| r.clone().map(|r| &buf[r]);
         Forwarded::decide(
             trusted_peer,
+            tls,
             &buf[self.host.clone()],
             sent(&self.forwarded_host),
             sent(&self.forwarded_proto),
@@ -384,7 +385,7 @@ impl RequestHead {
     pub fn write_upstream(
         &self,
         buf: &[u8],
-        (client_ip, trusted_peer): (&[u8], bool),
+        (client_ip, trusted_peer, tls): (&[u8], bool, bool),
         request_id: &[u8],
         traceparent: Option<&[u8]>,
         out: &mut Vec<u8>,
@@ -409,7 +410,7 @@ impl RequestHead {
             out.extend_from_slice(b", ");
         }
         out.extend_from_slice(client_ip);
-        let forwarded = self.forwarded(buf, trusted_peer);
+        let forwarded = self.forwarded(buf, trusted_peer, tls);
         // Few writes: this runs on every request.
         out.extend_from_slice(b"\r\nx-forwarded-proto: ");
         out.extend_from_slice(forwarded.proto);
@@ -525,7 +526,7 @@ mod tests {
         let (none, _) = parse("GET /p HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!((none.path(), none.query()), ("/p", None));
         let mut out = Vec::new();
-        head.write_upstream(buf, (b"127.0.0.9", false), b"rid", None, &mut out);
+        head.write_upstream(buf, (b"127.0.0.9", false, false), b"rid", None, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /a/b?x=1 HTTP/1.1\r\nHost: app\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1, 127.0.0.9\r\n\
@@ -542,7 +543,7 @@ mod tests {
         let (head, parsed) = parse(raw);
         assert_eq!(parsed, Parsed::Complete);
         let mut out = Vec::new();
-        head.write_upstream(raw.as_bytes(), (b"10.1.2.3", true), b"rid", None, &mut out);
+        head.write_upstream(raw.as_bytes(), (b"10.1.2.3", true, false), b"rid", None, &mut out);
         let out = String::from_utf8(out).unwrap();
         assert!(out.contains("x-forwarded-for: 10.1.2.3\r\n"), "{out}");
         assert!(out.contains("x-forwarded-proto: https\r\n") && !out.contains("X-Forwarded-Proto"), "{out}");
@@ -555,7 +556,7 @@ mod tests {
         let (head, _) = parse(raw);
         for (trusted, host, proto) in [(false, "shop", "http"), (true, "evil", "https")] {
             let mut out = Vec::new();
-            head.write_upstream(raw.as_bytes(), (b"1.2.3.4", trusted), b"rid", None, &mut out);
+            head.write_upstream(raw.as_bytes(), (b"1.2.3.4", trusted, false), b"rid", None, &mut out);
             let out = String::from_utf8(out).unwrap();
             assert_eq!(out.matches("x-forwarded-host: ").count() + out.matches("X-Forwarded-Host").count(), 1, "{out}");
             assert!(out.contains(&format!("x-forwarded-host: {host}\r\n")), "{out}");
@@ -599,7 +600,7 @@ mod tests {
         let (head, _) = parse(raw);
         assert_eq!(head.request_id(raw.as_bytes()), Some(&b"one"[..]));
         let mut out = Vec::new();
-        head.write_upstream(raw.as_bytes(), (b"1.2.3.4", false), b"one", None, &mut out);
+        head.write_upstream(raw.as_bytes(), (b"1.2.3.4", false, false), b"one", None, &mut out);
         assert_eq!(String::from_utf8(out).unwrap().to_ascii_lowercase().matches("x-request-id").count(), 1);
     }
 }

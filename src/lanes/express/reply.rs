@@ -12,7 +12,7 @@ use http::Response;
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use crate::tls::ClientStream;
 
 use super::head::field;
 use crate::shared::body::ProxyBody;
@@ -23,7 +23,7 @@ const FLUSH_AT: usize = 16 * 1024;
 /// Writes `resp` to the client; `Ok(true)` if the connection may carry
 /// another request.
 pub async fn write(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     out: &mut Vec<u8>,
     resp: Response<ProxyBody>,
     head_request: bool,

@@ -1,5 +1,5 @@
 //! A client connection handed to hyper: the bytes the express lane already
-//! read are replayed first, then reads go to the socket.
+//! read are replayed first, then reads go to the stream (TCP or TLS).
 
 use std::io;
 use std::pin::Pin;
@@ -7,21 +7,21 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use crate::tls::ClientStream;
 
 #[derive(Debug)]
 pub struct Rewind {
     prefix: Bytes,
-    inner: TcpStream,
+    inner: ClientStream,
 }
 
 impl Rewind {
-    pub fn new(prefix: Bytes, inner: TcpStream) -> Rewind {
+    pub fn new(prefix: Bytes, inner: ClientStream) -> Rewind {
         Rewind { prefix, inner }
     }
 
     /// The bytes still to replay, and the socket.
-    pub fn into_parts(self) -> (Bytes, TcpStream) {
+    pub fn into_parts(self) -> (Bytes, ClientStream) {
         (self.prefix, self.inner)
     }
 
@@ -36,7 +36,7 @@ impl Rewind {
 
     /// Whether input is waiting: bytes still to replay, or in the socket.
     pub fn has_unread(&self) -> bool {
-        !self.prefix.is_empty() || crate::lanes::linger::readable(&self.inner)
+        !self.prefix.is_empty() || self.inner.has_unread()
     }
 }
 

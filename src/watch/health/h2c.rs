@@ -9,15 +9,17 @@
 use bytes::Bytes;
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::Client;
+
+use super::Connector;
 
 /// The gRPC health check's method.
 const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 
 /// An HTTP/2-only client for the upstream.
-pub type H2Client = Client<HttpConnector, Full<Bytes>>;
+pub type H2Client = Client<Connector, Full<Bytes>>;
 
-pub fn client(connector: HttpConnector) -> H2Client {
+pub fn client(connector: Connector) -> H2Client {
     Client::builder(hyper_util::rt::TokioExecutor::new()).pool_max_idle_per_host(1).http2_only(true).build(connector)
 }
 
@@ -25,7 +27,7 @@ pub async fn probe(client: &H2Client, base: &Uri) -> Result<(), String> {
     let where_ = base.authority().map_or_else(String::new, |a| a.to_string());
     let grpc = base.path() == "/";
     let req = if grpc {
-        let uri = format!("http://{where_}{HEALTH_CHECK}");
+        let uri = format!("{}://{where_}{HEALTH_CHECK}", base.scheme_str().unwrap_or("http"));
         // One empty HealthCheckRequest (service ""): flag 0, length 0.
         Request::post(uri)
             .header("content-type", "application/grpc")

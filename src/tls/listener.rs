@@ -1,0 +1,213 @@
+//! The TLS listener's side: its certificate, key and client CA read into a
+//! rustls `ServerConfig` (ALPN `h2`, `http/1.1`; session tickets on), held
+//! behind an `ArcSwap` so a reload swaps it under running connections:
+//! each handshake takes the one current when it starts, and a connection
+//! keeps what it was accepted with. A reload (SIGHUP, or the files'
+//! [`Stamp`]s changed and then held still for one look) that fails keeps the
+//! previous configuration and says why.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use rustls::server::WebPkiClientVerifier;
+use rustls::ServerConfig;
+use tokio::net::TcpStream;
+use tracing::{debug, error, info};
+
+use super::files::{self, CertificateInfo, FileError, Stamp};
+use super::stats::{Handshakes, Outcome};
+use crate::settings::{ConfigError, TlsSettings};
+
+/// The files the listener reads, and its lowest TLS version.
+#[derive(Debug, Clone)]
+struct Files {
+    cert: String,
+    key: String,
+    client_ca: Option<String>,
+    tls13_only: bool,
+}
+
+impl Files {
+    fn paths(&self) -> impl Iterator<Item = &str> {
+        [Some(self.cert.as_str()), Some(self.key.as_str()), self.client_ca.as_deref()].into_iter().flatten()
+    }
+
+    fn stamps(&self) -> Vec<Option<Stamp>> {
+        self.paths().map(|p| files::stamp(Path::new(p))).collect()
+    }
+}
+
+/// One reading of the files.
+#[derive(Debug)]
+struct Loaded {
+    config: Arc<ServerConfig>,
+    certificates: Vec<CertificateInfo>,
+    stamps: Vec<Option<Stamp>>,
+}
+
+/// The TLS listener's configuration, reloadable, and its handshakes.
+#[derive(Debug)]
+pub struct TlsListener {
+    files: Files,
+    current: ArcSwap<Loaded>,
+    /// What the file watcher saw last (a change is loaded once it holds still).
+    seen: Mutex<Vec<Option<Stamp>>>,
+    pub handshakes: Handshakes,
+}
+
+/// The rustls provider perfproxy uses: *ring*, which builds with a C
+/// compiler alone (aws-lc-rs needs cmake). rustls marks it deprecated for
+/// one reason: *ring* has no post-quantum key exchange (X25519, P-256 and
+/// P-384 are offered).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn load(files: &Files) -> Result<Loaded, FileError> {
+    // Stamped before reading: a change during the read is seen next time.
+    let stamps = files.stamps();
+    let chain = files::certificates(&files.cert)?;
+    let key = files::private_key(&files.key)?;
+    let provider = provider();
+    let versions: &[&rustls::SupportedProtocolVersion] = if files.tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS12, &rustls::version::TLS13]
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| FileError::new(&files.cert, format!("no usable TLS version ({e})")))?;
+    let builder = match &files.client_ca {
+        Some(ca) => {
+            let roots = Arc::new(files::roots(ca)?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| FileError::new(ca, format!("not usable to verify clients ({e})")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain.clone(), key).map_err(|e| {
+        FileError::new(&files.key, format!("not usable with the certificate in {} ({e})", files.cert))
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ticketer = rustls::crypto::ring::Ticketer::new()
+        .map_err(|e| FileError::new(&files.cert, format!("cannot make a session ticket key ({e})")))?;
+    Ok(Loaded { config: Arc::new(config), certificates: files::describe(&files.cert, &chain), stamps })
+}
+
+impl TlsListener {
+    /// Reads `[tls]`; an error names the key of the file at fault.
+    pub fn new(s: &TlsSettings) -> Result<TlsListener, ConfigError> {
+        let required = |key: &str, v: &Option<String>| {
+            v.clone().filter(|p| !p.is_empty()).ok_or_else(|| {
+                ConfigError::new(format!("tls.{key}"), "unset", "a PEM file (required with tls_listen)")
+            })
+        };
+        let tls13_only = match s.min_version.as_deref() {
+            None | Some("1.2") => false,
+            Some("1.3") => true,
+            Some(v) => return Err(ConfigError::new("tls.min_version", format!("{v:?}"), "\"1.2\" or \"1.3\"")),
+        };
+        let files = Files {
+            cert: required("cert_file", &s.cert_file)?,
+            key: required("key_file", &s.key_file)?,
+            client_ca: s.client_ca_file.clone().filter(|p| !p.is_empty()),
+            tls13_only,
+        };
+        let loaded = load(&files).map_err(|e| {
+            let key = if e.file == files.key {
+                "tls.key_file"
+            } else if Some(&e.file) == files.client_ca.as_ref() {
+                "tls.client_ca_file"
+            } else {
+                "tls.cert_file"
+            };
+            ConfigError::new(key, format!("{:?}", e.file), format!("a usable PEM file: {}", e.why))
+        })?;
+        Ok(TlsListener {
+            seen: Mutex::new(loaded.stamps.clone()),
+            current: ArcSwap::from_pointee(loaded),
+            files,
+            handshakes: Handshakes::default(),
+        })
+    }
+
+    /// Reads the files again; on success new handshakes use them. On
+    /// failure the running configuration stays, and the error says why.
+    pub fn reload(&self) -> Result<(), FileError> {
+        let loaded = load(&self.files)?;
+        *self.seen.lock().expect("the stamp lock is never poisoned") = loaded.stamps.clone();
+        self.current.store(Arc::new(loaded));
+        Ok(())
+    }
+
+    /// [`reload`](Self::reload), logged; whether it succeeded.
+    pub fn reload_logged(&self, why: &str) -> bool {
+        match self.reload() {
+            Ok(()) => {
+                let not_after = self.certificates().first().map_or(0, |c| c.not_after);
+                info!(file = %self.files.cert, not_after, why, "TLS certificate reloaded");
+                true
+            }
+            Err(e) => {
+                error!(file = %e.file, error = %e.why, why, "TLS reload failed: keeping the previous certificate");
+                false
+            }
+        }
+    }
+
+    /// The certificates now presented, leaf first.
+    pub fn certificates(&self) -> Vec<CertificateInfo> {
+        self.current.load().certificates.clone()
+    }
+
+    /// Looks at the files every `every`; a change that held still since the
+    /// last look is loaded (a certificate and its key renamed into place one
+    /// after the other load together).
+    pub async fn watch_files(self: Arc<Self>, every: Duration, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let now = self.files.stamps();
+            let settled = {
+                let mut seen = self.seen.lock().expect("the stamp lock is never poisoned");
+                let settled = *seen == now;
+                *seen = now.clone();
+                settled
+            };
+            if settled && now != self.current.load().stamps && !self.reload_logged("files changed") {
+                // A failed load is not tried again until the files change again.
+                self.current.rcu(|l| {
+                    Loaded { config: l.config.clone(), certificates: l.certificates.clone(), stamps: now.clone() }
+                });
+            }
+        }
+    }
+
+    /// A TLS handshake on `tcp` within `timeout`, counted; `None` when it failed.
+    pub async fn accept(&self, tcp: TcpStream, timeout: Duration) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        let started = Instant::now();
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.current.load().config.clone());
+        let outcome = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => {
+                self.handshakes.count(Outcome::Ok, started.elapsed());
+                return Some(stream);
+            }
+            Ok(Err(e)) => {
+                let outcome = Outcome::of_error(&e);
+                debug!(error = %e, result = outcome.as_str(), "TLS handshake failed");
+                outcome
+            }
+            Err(_) => Outcome::Timeout,
+        };
+        self.handshakes.count(outcome, started.elapsed());
+        None
+    }
+}

@@ -1,0 +1,173 @@
+//! The byte streams the lanes and the upstream pool read and write: plain
+//! TCP or TLS over it, one type each way ([`ClientStream`],
+//! [`UpstreamStream`]), so one request path serves both. A plain stream
+//! costs one predictable branch per call; the TLS side is boxed, so the
+//! plain one stays as small as a `TcpStream`.
+//!
+//! Besides reading and writing, the express lane waits for input without
+//! holding a buffer ([`ClientStream::poll_read_ready`]), reads what is there
+//! without waiting ([`ClientStream::try_read_buf`]) and peeks for a closed
+//! client; over TLS these look at rustls's decrypted bytes first, then at
+//! the socket.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A client connection: plain TCP, or TLS accepted by the TLS listener.
+#[derive(Debug)]
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// A connection to the upstream: plain TCP, or TLS for an `https://` upstream.
+#[derive(Debug)]
+pub enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Whether the socket has bytes (or an end) not read yet: a peek without waiting.
+fn socket_readable(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut byte = [0u8; 1];
+    stream.poll_peek(&mut cx, &mut ReadBuf::new(&mut byte)).is_ready()
+}
+
+impl ClientStream {
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+
+    /// The client and perfproxy agreed on HTTP/2 (ALPN `h2`).
+    pub fn alpn_h2(&self) -> bool {
+        match self {
+            ClientStream::Plain(_) => false,
+            ClientStream::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
+
+    /// rustls holds decrypted bytes (or the client's close) not read yet.
+    fn tls_buffered(&self) -> bool {
+        match self {
+            ClientStream::Plain(_) => false,
+            ClientStream::Tls(s) => !s.get_ref().1.wants_read(),
+        }
+    }
+
+    /// Ready when a read may give bytes (or the end); the stream's own waker slot.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.tls_buffered() {
+            return Poll::Ready(Ok(()));
+        }
+        self.tcp().poll_read_ready(cx)
+    }
+
+    /// Reads what is there without waiting (`WouldBlock` when nothing is).
+    pub fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.try_read_buf(buf),
+            ClientStream::Tls(s) => match s.read_buf(buf).now_or_never() {
+                Some(read) => read,
+                None => Err(io::ErrorKind::WouldBlock.into()),
+            },
+        }
+    }
+
+    /// Whether the client has sent bytes not read yet, or closed.
+    pub fn has_unread(&self) -> bool {
+        self.tls_buffered() || socket_readable(self.tcp())
+    }
+}
+
+impl UpstreamStream {
+    /// An idle connection is open unless the reactor saw it become readable
+    /// (a FIN, a reset, or bytes nobody asked for) and a read confirms it.
+    /// Plain: `try_read` asks the reactor's readiness first, with no system
+    /// call while nothing was seen. TLS: records that arrived meanwhile
+    /// (session tickets) are taken in; the stream is open while no
+    /// application byte and no end came.
+    pub fn is_open(&mut self) -> bool {
+        match self {
+            UpstreamStream::Plain(s) => {
+                matches!(s.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            UpstreamStream::Tls(s) => s.read(&mut [0u8; 1]).now_or_never().is_none(),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, UpstreamStream::Tls(_))
+    }
+}
+
+macro_rules! delegate_io {
+    ($t:ident) => {
+        impl AsyncRead for $t {
+            fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $t::Plain(s) => Pin::new(s).poll_read(cx, buf),
+                    $t::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+                }
+            }
+        }
+
+        impl AsyncWrite for $t {
+            fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $t::Plain(s) => Pin::new(s).poll_write(cx, buf),
+                    $t::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+                }
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $t::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+                    $t::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+                }
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    $t::Plain(s) => s.is_write_vectored(),
+                    $t::Tls(s) => s.is_write_vectored(),
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $t::Plain(s) => Pin::new(s).poll_flush(cx),
+                    $t::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+                }
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $t::Plain(s) => Pin::new(s).poll_shutdown(cx),
+                    $t::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+                }
+            }
+        }
+    };
+}
+
+delegate_io!(ClientStream);
+delegate_io!(UpstreamStream);

@@ -1,0 +1,147 @@
+//! The upstream's side: an `https://` upstream verified against the system
+//! roots (or `[upstream_tls] ca_file`) under its URL's host name (or
+//! `server_name`), with an optional client certificate. One rustls
+//! `ClientConfig` per ALPN protocol (`http/1.1` for the pool, `h2` for the
+//! multiplexed connection) is shared by every worker, and with it the
+//! session cache: a new pooled connection resumes a session (TLS 1.3
+//! tickets, TLS 1.2 ids) instead of paying a full handshake.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::net::TcpStream;
+use tracing::warn;
+
+use super::files;
+use super::stats::UpstreamHandshakes;
+use crate::settings::{ConfigError, UpstreamTlsSettings};
+
+/// TLS to the upstream.
+pub struct UpstreamTls {
+    http1: tokio_rustls::TlsConnector,
+    h2: tokio_rustls::TlsConnector,
+    /// The HTTP/1.1 configuration, for the health probe's client.
+    pub http1_config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+    pub handshakes: UpstreamHandshakes,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+fn client_config(
+    roots: Arc<rustls::RootCertStore>,
+    identity: Option<(Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)>,
+    alpn: &[u8],
+    key_file: &str,
+) -> Result<ClientConfig, ConfigError> {
+    let builder = ClientConfig::builder_with_provider(super::listener::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::new("upstream_tls", "", format!("usable TLS versions ({e})")))?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
+            ConfigError::new("upstream_tls.client_key_file", format!("{key_file:?}"), format!("a key for client_cert_file ({e})"))
+        })?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(config)
+}
+
+impl UpstreamTls {
+    /// Reads `[upstream_tls]` for an upstream named `host`; errors name the key.
+    pub fn new(s: &UpstreamTlsSettings, host: &str) -> Result<UpstreamTls, ConfigError> {
+        let file_error = |key: &str| {
+            let key = format!("upstream_tls.{key}");
+            move |e: files::FileError| ConfigError::new(key.clone(), format!("{:?}", e.file), format!("a usable PEM file: {}", e.why))
+        };
+        let roots = match s.ca_file.as_deref().filter(|f| !f.is_empty()) {
+            Some(ca) => files::roots(ca).map_err(file_error("ca_file"))?,
+            None => system_roots()?,
+        };
+        let identity = match (s.client_cert_file.as_deref(), s.client_key_file.as_deref()) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((
+                files::certificates(cert).map_err(file_error("client_cert_file"))?,
+                files::private_key(key).map_err(file_error("client_key_file"))?,
+            )),
+            (Some(_), None) => {
+                return Err(ConfigError::new("upstream_tls.client_key_file", "unset", "a PEM key (client_cert_file is set)"))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new("upstream_tls.client_cert_file", "unset", "a PEM chain (client_key_file is set)"))
+            }
+        };
+        let name = s.server_name.as_deref().unwrap_or(host);
+        let server_name = ServerName::try_from(name.to_string()).map_err(|_| {
+            ConfigError::new("upstream_tls.server_name", format!("{name:?}"), "a DNS name or an IP address")
+        })?;
+        let roots = Arc::new(roots);
+        let key_file = s.client_key_file.clone().unwrap_or_default();
+        let http1_config = Arc::new(client_config(roots.clone(), identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key())), b"http/1.1", &key_file)?);
+        let h2_config = Arc::new(client_config(roots, identity, b"h2", &key_file)?);
+        Ok(UpstreamTls {
+            http1: tokio_rustls::TlsConnector::from(http1_config.clone()),
+            h2: tokio_rustls::TlsConnector::from(h2_config),
+            http1_config,
+            server_name,
+            handshakes: UpstreamHandshakes::default(),
+        })
+    }
+
+    /// The name the upstream is verified under.
+    pub fn server_name(&self) -> &ServerName<'static> {
+        &self.server_name
+    }
+
+    /// A TLS handshake on `tcp` (`h2`: ALPN `h2`, else `http/1.1`), counted.
+    pub async fn connect(&self, tcp: TcpStream, h2: bool) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let connector = if h2 { &self.h2 } else { &self.http1 };
+        match connector.connect(self.server_name.clone(), tcp).await {
+            Ok(stream) => {
+                let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                let counter = if resumed { &self.handshakes.resumed } else { &self.handshakes.full };
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(stream)
+            }
+            Err(e) => {
+                self.handshakes.failed.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, server_name = ?self.server_name, "TLS handshake with the upstream failed");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A client configuration that trusts nothing (for clients that speak
+/// plain HTTP only, where a type wants TLS too).
+pub fn no_roots() -> ClientConfig {
+    ClientConfig::builder_with_provider(super::listener::provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
+/// The system's CA certificates (`/etc/ssl/certs` and the like).
+fn system_roots() -> Result<rustls::RootCertStore, ConfigError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(ConfigError::new(
+            "upstream_tls.ca_file",
+            "unset",
+            "a CA file: no system root certificates were found (install ca-certificates, or name the upstream's CA)",
+        ));
+    }
+    Ok(roots)
+}
+

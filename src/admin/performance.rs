@@ -32,12 +32,80 @@ pub struct Performance {
     pub slow_requests: Vec<SlowRequestView>,
     /// `[[slo]]`: each objective's SLI, error budget and burn rates.
     pub slos: Vec<crate::observe::slo::SloView>,
+    /// The TLS listener's certificates and handshakes; the upstream's handshakes.
+    pub tls: TlsView,
     /// `?scope=cluster` only: `cluster` (merged over the live instances)
     /// or `instance` (no Redis: this instance alone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instances: Option<Vec<crate::observe::cluster::Instance>>,
+}
+
+/// `tls`: what the TLS listener presents and how its handshakes went;
+/// the upstream's handshakes when it is `https://`.
+#[derive(Serialize, Default)]
+pub struct TlsView {
+    /// `tls_listen`, or null without a TLS listener.
+    pub listen: Option<String>,
+    pub certificates: Vec<CertificateView>,
+    /// Handshakes on `tls_listen` by result.
+    pub handshakes: std::collections::BTreeMap<&'static str, u64>,
+    /// The mean time of a successful handshake.
+    pub handshake_ms_mean: f64,
+    pub upstream: Option<UpstreamTlsView>,
+}
+
+#[derive(Serialize)]
+pub struct CertificateView {
+    pub file: String,
+    pub subject: String,
+    /// RFC 3339, UTC.
+    pub not_after: String,
+    pub not_after_unix: i64,
+    pub days_left: f64,
+}
+
+#[derive(Serialize)]
+pub struct UpstreamTlsView {
+    pub server_name: String,
+    /// `full`, `resumed` (a session kept from an earlier connection), `failed`.
+    pub handshakes: std::collections::BTreeMap<&'static str, u64>,
+}
+
+pub fn tls_view(shared: &Shared) -> TlsView {
+    let mut view = TlsView::default();
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    if let Some(tls) = &shared.config.tls {
+        view.listen = Some(tls.addr.to_string());
+        view.certificates = tls
+            .config
+            .certificates()
+            .into_iter()
+            .map(|c| CertificateView {
+                not_after: std::time::UNIX_EPOCH
+                    .checked_add(std::time::Duration::from_secs(c.not_after.max(0) as u64))
+                    .map_or_else(String::new, |t| humantime::format_rfc3339_seconds(t).to_string()),
+                not_after_unix: c.not_after,
+                days_left: ((c.not_after - now) as f64 / 86_400.0 * 100.0).round() / 100.0,
+                file: c.file,
+                subject: c.subject,
+            })
+            .collect();
+        let counts = tls.config.handshakes.read();
+        view.handshakes = counts.by_outcome.iter().copied().collect();
+        let ok = counts.cumulative.last().copied().unwrap_or(0);
+        if ok > 0 {
+            view.handshake_ms_mean = (counts.seconds_sum * 1000.0 / ok as f64 * 1000.0).round() / 1000.0;
+        }
+    }
+    if let Some(up) = &shared.config.upstream_tls {
+        view.upstream = Some(UpstreamTlsView {
+            server_name: up.server_name().to_str().into_owned(),
+            handshakes: up.handshakes.read().into_iter().collect(),
+        });
+    }
+    view
 }
 
 /// A slow request with its route's label.
@@ -198,6 +266,7 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
         top_clients: if shared.metrics.enabled() { shared.top_clients.top() } else { Vec::new() },
         slow_requests: slow_requests(shared),
         slos: shared.metrics.slos().map_or_else(Vec::new, |s| s.views(shared.metrics.now_unix())),
+        tls: tls_view(shared),
         scope: None,
         instances: None,
     }

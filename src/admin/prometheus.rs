@@ -7,6 +7,7 @@
 
 mod openmetrics;
 mod slo;
+mod tls;
 
 use hdrhistogram::Counter;
 use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
@@ -294,6 +295,7 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
     if let Some(slos) = shared.metrics.slos() {
         slo::families(&mut families, slos, shared.metrics.now_unix());
     }
+    tls::families(&mut families, shared);
     let samples = &shared.metrics.slow.counts;
     families.push(family(
         "perfproxy_database_activity_samples_total",

@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn keys_sort_the_query_and_drop_ignored_parameters() {
         let ignore = [Glob::new("utm_*")];
-        let own = |host: &'static str| Forwarded::decide(false, host.as_bytes(), None, None);
+        let own = |host: &'static str| Forwarded::decide(false, false, host.as_bytes(), None, None);
         let key = primary("Example.COM", "/a", Some("b=2&a=1&utm_source=x"), &ignore, own("Example.COM"));
         assert_eq!(key, "/a?a=1&b=2 example.com");
         assert_eq!(primary("h", "/a", Some("utm_x=1"), &ignore, own("h")), "/a h");
@@ -202,8 +202,9 @@ mod tests {
 
     #[test]
     fn forwarding_headers_sent_upstream_are_keyed() {
-        let fwd =
-            |h: &'static str, p: &'static str| Forwarded::decide(true, b"shop", Some(h.as_bytes()), Some(p.as_bytes()));
+        let fwd = |h: &'static str, p: &'static str| {
+            Forwarded::decide(true, false, b"shop", Some(h.as_bytes()), Some(p.as_bytes()))
+        };
         let plain = primary("shop", "/home", None, &[], fwd("shop", "http"));
         assert_eq!(plain, "/home shop");
         let evil = primary("shop", "/home", None, &[], fwd("evil.example", "https"));

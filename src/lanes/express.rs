@@ -221,7 +221,12 @@ impl Future for Deadline<'_> {
 /// number in `drain`, which wakes it when the worker stops. The connection
 /// is built before the future, which holds it once: an idle keep-alive
 /// connection costs its task and this state, no buffer.
-pub(crate) fn serve(client: Rc<Client>, stream: ClientStream, drain: Rc<Drain>, id: u64) -> impl Future<Output = Ended> {
+pub(crate) fn serve(
+    client: Rc<Client>,
+    stream: ClientStream,
+    drain: Rc<Drain>,
+    id: u64,
+) -> impl Future<Output = Ended> {
     let config = &client.worker.shared.config;
     let timeouts = (config.header_read_timeout, config.upstream_timeout);
     let mut conn = Conn {

@@ -4,7 +4,9 @@
 //! thresholds and health settings swap atomically (arc-swap) under running
 //! connections. Keys that need a restart (listeners, upstream, limits,
 //! backends, the metrics window) are logged and not applied. A broken file
-//! is logged, naming the key, and the running configuration stays.
+//! is logged, naming the key, and the running configuration stays. The TLS
+//! listener's certificate, key and client CA are read again too, whatever
+//! became of the rest (a bad one keeps the certificate in use).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -80,6 +82,9 @@ pub async fn on_sighup(shared: Arc<Shared>, shutdown: impl std::future::Future<O
         tokio::select! {
             _ = &mut shutdown => return,
             got = hup.recv() => if got.is_none() { return },
+        }
+        if let Some(tls) = &shared.config.tls {
+            tls.config.reload_logged("SIGHUP");
         }
         match reload(&shared) {
             Ok(restart) => {

@@ -120,7 +120,8 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     if let Some(tls) = &listeners.tls {
         info!(tls_listen = %tls.local_addr()?, "perfproxy serving TLS");
     }
-    let tls_loop = listeners.tls.map(|l| accept_loop(l, Listener::Tls, proxy_limit.clone(), queues.clone(), next.clone()));
+    let tls_loop =
+        listeners.tls.map(|l| accept_loop(l, Listener::Tls, proxy_limit.clone(), queues.clone(), next.clone()));
     let proxy = accept_loop(listeners.proxy, Listener::Proxy, proxy_limit, queues.clone(), next.clone());
     let proxy = async move {
         match tls_loop {

@@ -12,6 +12,9 @@ use crate::observe::alerts::{self, Reading};
 use crate::observe::cluster::wire::Published;
 use crate::shared::state::Shared;
 
+/// How often the TLS listener's files are looked at for a change.
+const TLS_FILES_EVERY: Duration = Duration::from_secs(1);
+
 /// Starts every background task; each ends when `stop` turns true.
 pub fn spawn(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -47,6 +50,10 @@ pub fn spawn(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> Vec<JoinHand
         tokio::spawn(shared.cluster.clone().run(figures, stopped(stop.clone()))),
         tokio::spawn(shared.history.clone().run(shared.clone(), stopped(stop.clone()))),
     ];
+    if let Some(tls) = &shared.config.tls {
+        let watch = tls.config.clone().watch_files(TLS_FILES_EVERY, stopped(stop.clone()));
+        background.push(tokio::spawn(watch));
+    }
     if let Some(db) = shared.database.clone() {
         let limit = shared.config.settings.database.slow_query_limit as usize;
         background.push(tokio::spawn(db.clone().watch(limit, stopped(stop.clone()))));
@@ -57,6 +64,38 @@ pub fn spawn(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> Vec<JoinHand
         }
     }
     background
+}
+
+/// Days before a certificate's end when `tls_expiry` warns, and when it is critical.
+const TLS_EXPIRY_WARNING_DAYS: f64 = 14.0;
+const TLS_EXPIRY_CRITICAL_DAYS: f64 = 3.0;
+
+/// `tls_expiry`: one reading per certificate presented (days left), firing
+/// as soon as under 14 days (warning), critical under 3.
+fn tls_expiry(certificates: &[crate::tls::files::CertificateInfo]) -> Vec<Reading> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    certificates
+        .iter()
+        .map(|c| {
+            let days = ((c.not_after - now) as f64 / 86_400.0 * 100.0).round() / 100.0;
+            let critical = days < TLS_EXPIRY_CRITICAL_DAYS;
+            let message = match days <= 0.0 {
+                true => format!("TLS certificate {} ({}) has expired", c.subject, c.file),
+                false => format!("TLS certificate {} ({}) expires in {days:.1} days", c.subject, c.file),
+            };
+            Reading {
+                rule: "tls_expiry",
+                subject: Some(format!("{}: {}", c.file, c.subject)),
+                value: Some(days),
+                threshold: TLS_EXPIRY_WARNING_DAYS,
+                above: false,
+                unit: " days",
+                severity: Some(if critical { "critical" } else { "warning" }),
+                message: Some(message),
+                immediate: true,
+            }
+        })
+        .collect()
 }
 
 /// Reads every alert rule's current value from the shared state.
@@ -123,6 +162,9 @@ fn readings(shared: &Shared) -> Vec<Reading> {
     }
     if let Some(slos) = shared.metrics.slos() {
         out.extend(slos.readings(shared.metrics.now_unix()));
+    }
+    if let Some(tls) = &shared.config.tls {
+        out.extend(tls_expiry(&tls.config.certificates()));
     }
     let (rss, _) = crate::system::memory();
     out.push(Reading {

@@ -95,9 +95,7 @@ impl ProxyError {
             ProxyError::BadGateway(UpstreamError::Connect(_)) => {
                 answer(Code::Unavailable, "the upstream refused the connection")
             }
-            ProxyError::BadGateway(UpstreamError::Tls(_)) => {
-                answer(Code::Unavailable, "TLS with the upstream failed")
-            }
+            ProxyError::BadGateway(UpstreamError::Tls(_)) => answer(Code::Unavailable, "TLS with the upstream failed"),
             ProxyError::BadGateway(_) => answer(Code::Unavailable, "the upstream closed or reset the connection"),
             ProxyError::GatewayTimeout(t) => {
                 answer(Code::DeadlineExceeded, &format!("the upstream did not answer within {} ms", t.as_millis()))

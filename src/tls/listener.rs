@@ -72,11 +72,8 @@ fn load(files: &Files) -> Result<Loaded, FileError> {
     let chain = files::certificates(&files.cert)?;
     let key = files::private_key(&files.key)?;
     let provider = provider();
-    let versions: &[&rustls::SupportedProtocolVersion] = if files.tls13_only {
-        &[&rustls::version::TLS13]
-    } else {
-        &[&rustls::version::TLS12, &rustls::version::TLS13]
-    };
+    let versions: &[&rustls::SupportedProtocolVersion] =
+        if files.tls13_only { &[&rustls::version::TLS13] } else { &[&rustls::version::TLS12, &rustls::version::TLS13] };
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| FileError::new(&files.cert, format!("no usable TLS version ({e})")))?;
@@ -90,9 +87,9 @@ fn load(files: &Files) -> Result<Loaded, FileError> {
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(chain.clone(), key).map_err(|e| {
-        FileError::new(&files.key, format!("not usable with the certificate in {} ({e})", files.cert))
-    })?;
+    let mut config = builder
+        .with_single_cert(chain.clone(), key)
+        .map_err(|e| FileError::new(&files.key, format!("not usable with the certificate in {} ({e})", files.cert)))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ticketer = rustls::crypto::ring::Ticketer::new()
         .map_err(|e| FileError::new(&files.cert, format!("cannot make a session ticket key ({e})")))?;
@@ -103,9 +100,9 @@ impl TlsListener {
     /// Reads `[tls]`; an error names the key of the file at fault.
     pub fn new(s: &TlsSettings) -> Result<TlsListener, ConfigError> {
         let required = |key: &str, v: &Option<String>| {
-            v.clone().filter(|p| !p.is_empty()).ok_or_else(|| {
-                ConfigError::new(format!("tls.{key}"), "unset", "a PEM file (required with tls_listen)")
-            })
+            v.clone()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| ConfigError::new(format!("tls.{key}"), "unset", "a PEM file (required with tls_listen)"))
         };
         let tls13_only = match s.min_version.as_deref() {
             None | Some("1.2") => false,
@@ -184,15 +181,21 @@ impl TlsListener {
             };
             if settled && now != self.current.load().stamps && !self.reload_logged("files changed") {
                 // A failed load is not tried again until the files change again.
-                self.current.rcu(|l| {
-                    Loaded { config: l.config.clone(), certificates: l.certificates.clone(), stamps: now.clone() }
+                self.current.rcu(|l| Loaded {
+                    config: l.config.clone(),
+                    certificates: l.certificates.clone(),
+                    stamps: now.clone(),
                 });
             }
         }
     }
 
     /// A TLS handshake on `tcp` within `timeout`, counted; `None` when it failed.
-    pub async fn accept(&self, tcp: TcpStream, timeout: Duration) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+        timeout: Duration,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
         let started = Instant::now();
         let acceptor = tokio_rustls::TlsAcceptor::from(self.current.load().config.clone());
         let outcome = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {

@@ -47,7 +47,11 @@ fn client_config(
         .with_root_certificates(roots);
     let mut config = match identity {
         Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
-            ConfigError::new("upstream_tls.client_key_file", format!("{key_file:?}"), format!("a key for client_cert_file ({e})"))
+            ConfigError::new(
+                "upstream_tls.client_key_file",
+                format!("{key_file:?}"),
+                format!("a key for client_cert_file ({e})"),
+            )
         })?,
         None => builder.with_no_client_auth(),
     };
@@ -60,7 +64,9 @@ impl UpstreamTls {
     pub fn new(s: &UpstreamTlsSettings, host: &str) -> Result<UpstreamTls, ConfigError> {
         let file_error = |key: &str| {
             let key = format!("upstream_tls.{key}");
-            move |e: files::FileError| ConfigError::new(key.clone(), format!("{:?}", e.file), format!("a usable PEM file: {}", e.why))
+            move |e: files::FileError| {
+                ConfigError::new(key.clone(), format!("{:?}", e.file), format!("a usable PEM file: {}", e.why))
+            }
         };
         let roots = match s.ca_file.as_deref().filter(|f| !f.is_empty()) {
             Some(ca) => files::roots(ca).map_err(file_error("ca_file"))?,
@@ -73,10 +79,18 @@ impl UpstreamTls {
                 files::private_key(key).map_err(file_error("client_key_file"))?,
             )),
             (Some(_), None) => {
-                return Err(ConfigError::new("upstream_tls.client_key_file", "unset", "a PEM key (client_cert_file is set)"))
+                return Err(ConfigError::new(
+                    "upstream_tls.client_key_file",
+                    "unset",
+                    "a PEM key (client_cert_file is set)",
+                ))
             }
             (None, Some(_)) => {
-                return Err(ConfigError::new("upstream_tls.client_cert_file", "unset", "a PEM chain (client_key_file is set)"))
+                return Err(ConfigError::new(
+                    "upstream_tls.client_cert_file",
+                    "unset",
+                    "a PEM chain (client_key_file is set)",
+                ))
             }
         };
         let name = s.server_name.as_deref().unwrap_or(host);
@@ -85,7 +99,12 @@ impl UpstreamTls {
         })?;
         let roots = Arc::new(roots);
         let key_file = s.client_key_file.clone().unwrap_or_default();
-        let http1_config = Arc::new(client_config(roots.clone(), identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key())), b"http/1.1", &key_file)?);
+        let http1_config = Arc::new(client_config(
+            roots.clone(),
+            identity.as_ref().map(|(c, k)| (c.clone(), k.clone_key())),
+            b"http/1.1",
+            &key_file,
+        )?);
         let h2_config = Arc::new(client_config(roots, identity, b"h2", &key_file)?);
         Ok(UpstreamTls {
             http1: tokio_rustls::TlsConnector::from(http1_config.clone()),
@@ -144,4 +163,3 @@ fn system_roots() -> Result<rustls::RootCertStore, ConfigError> {
     }
     Ok(roots)
 }
-

@@ -594,14 +594,21 @@ mod tests {
 
     #[test]
     fn forwarding_headers_come_from_trusted_peers_only() {
-        let f = Forwarded::decide(false, b"shop", Some(b"evil"), Some(b"https"));
+        let f = Forwarded::decide(false, false, b"shop", Some(b"evil"), Some(b"https"));
         assert_eq!((f.host, f.proto), (&b"shop"[..], &b"http"[..]));
         assert!(f.is_default_for(b"SHOP"));
-        let f = Forwarded::decide(true, b"shop", Some(b"evil"), Some(b"https"));
+        let f = Forwarded::decide(true, false, b"shop", Some(b"evil"), Some(b"https"));
         assert_eq!((f.host, f.proto), (&b"evil"[..], &b"https"[..]));
         assert!(!f.is_default_for(b"shop"));
-        let f = Forwarded::decide(true, b"shop", None, Some(b""));
+        let f = Forwarded::decide(true, false, b"shop", None, Some(b""));
         assert_eq!((f.host, f.proto), (&b"shop"[..], &b"http"[..]));
+        // Over the TLS listener perfproxy's own view is https; a trusted
+        // proxy's word still wins, an untrusted peer's never does.
+        let f = Forwarded::decide(false, true, b"shop", None, Some(b"http"));
+        assert_eq!(f.proto, &b"https"[..]);
+        assert!(!f.is_default_for(b"shop"), "https requests are keyed apart from http ones");
+        let f = Forwarded::decide(true, true, b"shop", None, Some(b"http"));
+        assert_eq!(f.proto, &b"http"[..]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod h2raw;
 pub mod otlp;
 pub mod pg;
 pub mod raw;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -319,6 +320,8 @@ where
 pub struct Proxy {
     pub addr: SocketAddr,
     pub admin: Option<SocketAddr>,
+    /// `--tls-listen`'s address.
+    pub tls: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -359,12 +362,13 @@ pub async fn spawn_proxy(upstream: &str, args: &[&str]) -> Proxy {
     let listeners = perfproxy::runtime::server::Listeners::bind(&config).unwrap();
     let addr = listeners.proxy.local_addr().unwrap();
     let admin = listeners.admin.as_ref().map(|l| l.local_addr().unwrap());
+    let tls = listeners.tls.as_ref().map(|l| l.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(perfproxy::runtime::server::run(listeners, config, async move {
         let _ = rx.await;
         perfproxy::runtime::server::Stop::Term
     }));
-    Proxy { addr, admin, stop: Some(tx), task: Some(task) }
+    Proxy { addr, admin, tls, stop: Some(tx), task: Some(task) }
 }
 
 /// A pooled HTTP/1.1 client for ordinary requests.

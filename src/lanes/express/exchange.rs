@@ -6,9 +6,9 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::tls::{ClientStream, UpstreamStream};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use crate::tls::{ClientStream, UpstreamStream};
 use tracing::debug;
 
 use super::framing::{Chunks, Framing};

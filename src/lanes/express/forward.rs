@@ -13,9 +13,9 @@ use std::future::Future;
 use std::task::Poll;
 use std::time::Instant;
 
+use crate::tls::ClientStream;
 use bytes::Buf;
 use http::{Method, StatusCode};
-use crate::tls::ClientStream;
 use tracing::{debug, warn};
 
 use super::exchange::Exchange;

@@ -7,12 +7,12 @@ use std::io;
 use std::pin::Pin;
 use std::task::Poll;
 
+use crate::tls::ClientStream;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::Response;
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
-use crate::tls::ClientStream;
 
 use super::head::field;
 use crate::shared::body::ProxyBody;

@@ -23,7 +23,9 @@
 //! - [`observe`]: metrics, tracing, the access log, alerts, history, the cluster view.
 //! - [`admit`]: access lists, who a client is, rate limits.
 //! - [`cache`]: the two-layer response store (memory in front of Redis), RFC 9111 policy, keys.
-//! - [`upstream`]: each worker's pool of upstream connections (HTTP/1.1 and h2c).
+//! - [`upstream`]: each worker's pool of upstream connections (HTTP/1.1 and h2c, plain or TLS).
+//! - [`tls`]: rustls at both ends: the TLS listener's certificates (reloaded live), the `https://`
+//!   upstream's verification and session cache, the client and upstream streams (TCP or TLS).
 //! - [`settings`]: the config file's shape and `ConfigError`, for the components that parse their
 //!   own keys.
 //! - [`wire`]: the HTTP/1 and gRPC rulebook, route patterns.

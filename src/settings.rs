@@ -7,7 +7,7 @@ mod protocols;
 mod routing;
 mod slo;
 mod slow;
-mod tls;
+mod tls_tables;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,7 @@ pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamAddr, Upstre
 pub use routing::RouteDiscoverySettings;
 pub use slo::{SloAlertSettings, SloRule};
 pub use slow::SlowSettings;
-pub use tls::{TlsSettings, UpstreamTlsSettings};
+pub use tls_tables::{TlsSettings, UpstreamTlsSettings};
 
 /// A configuration problem: which key, which value, what was expected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! The `[tls]` and `[upstream_tls]` tables: the TLS listener's certificate,
 //! key, client CA and lowest version; the upstream's CA, name and client
-//! certificate. Paths only: the files are read (and checked) by `crate::tls`.
+//! certificate. Paths only: the files are read (and checked) by the `tls` layer.
 
 use serde::{Deserialize, Serialize};
 

@@ -105,6 +105,15 @@ async fn http1_and_http2_over_tls_share_the_routes_cache_and_metrics() {
     assert_eq!(tls_doc["certificates"][0]["subject"], "CN=localhost");
     assert!(tls_doc["certificates"][0]["days_left"].as_f64().unwrap() > 89.0);
     assert_eq!(tls_doc["handshakes"]["ok"], 3);
+
+    // Plain HTTP to the TLS port: no answer of the app's, nothing upstream, counted.
+    let (answer, _) = raw(tls_addr, b"GET /api/items/11 HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(2)).await;
+    assert!(!answer.contains("HTTP/1.1"), "{answer}");
+    assert!(up.seen().iter().all(|s| s.uri != "/api/items/11"));
+    eventually(2, "counted as malformed", || async {
+        get(&url).await.json()["tls"]["handshakes"]["malformed"] == 1
+    })
+    .await;
     proxy.shutdown().await;
 }
 

@@ -158,9 +158,28 @@ where
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let matches = Cli::command().try_get_matches_from(&args).map_err(|e| Box::new(LoadError::Usage(e)))?;
     let cli = Cli::from_arg_matches(&matches).map_err(|e| Box::new(LoadError::Usage(e)))?;
-    let mut config = load(&cli, &matches).map_err(|e| Box::new(LoadError::Invalid(e)))?;
+    let mut config = load(&cli, &matches, TlsFiles::Read).map_err(|e| Box::new(LoadError::Invalid(e)))?;
     config.args = args;
     Ok(Invocation { command: cli.command, log_format: cli.log_format, config })
+}
+
+/// Whether validation reads the TLS files (at start) or leaves them to the
+/// running listener, which reloads them itself (a `SIGHUP`'s re-read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFiles {
+    Read,
+    Skip,
+}
+
+/// [`from_args`] for a reload: the same checks, but the TLS files are not
+/// read (the running TLS listener reloads them on its own, and a bad one
+/// must not stop the rest of the reload); `tls` and `upstream_tls` are `None`.
+pub fn reload_from_args(args: Vec<OsString>) -> Result<Config, Box<LoadError>> {
+    let matches = Cli::command().try_get_matches_from(&args).map_err(|e| Box::new(LoadError::Usage(e)))?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| Box::new(LoadError::Usage(e)))?;
+    let mut config = load(&cli, &matches, TlsFiles::Skip).map_err(|e| Box::new(LoadError::Invalid(e)))?;
+    config.args = args;
+    Ok(config)
 }
 
 /// Why a command line could not become a configuration.
@@ -215,13 +234,13 @@ pub fn parse_file(text: &str, path: &Path) -> Result<Settings, ConfigError> {
 }
 
 /// Merges defaults, file, environment and flags (highest last), then validates.
-fn load(cli: &Cli, matches: &ArgMatches) -> Result<Config, ConfigError> {
+fn load(cli: &Cli, matches: &ArgMatches, tls_files: TlsFiles) -> Result<Config, ConfigError> {
     let mut settings = match &cli.config {
         Some(path) => read_file(path)?,
         None => Settings::default(),
     };
     let overridden = apply_overrides(&mut settings, cli, matches)?;
-    Config::validate(settings, cli.config.clone()).map_err(|mut e| {
+    Config::validate_with(settings, cli.config.clone(), tls_files).map_err(|mut e| {
         // A value from a flag or variable is reported under that name; one
         // from the file with the file and line.
         if let Some((_, name)) = overridden.iter().find(|(key, _)| *key == e.key) {

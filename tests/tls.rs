@@ -110,10 +110,8 @@ async fn http1_and_http2_over_tls_share_the_routes_cache_and_metrics() {
     let (answer, _) = raw(tls_addr, b"GET /api/items/11 HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(2)).await;
     assert!(!answer.contains("HTTP/1.1"), "{answer}");
     assert!(up.seen().iter().all(|s| s.uri != "/api/items/11"));
-    eventually(2, "counted as malformed", || async {
-        get(&url).await.json()["tls"]["handshakes"]["malformed"] == 1
-    })
-    .await;
+    eventually(2, "counted as malformed", || async { get(&url).await.json()["tls"]["handshakes"]["malformed"] == 1 })
+        .await;
     proxy.shutdown().await;
 }
 
@@ -229,6 +227,15 @@ async fn certificates_reload_on_sighup_and_on_a_rename_and_open_connections_keep
     assert!(text.contains("TLS reload failed: keeping the previous certificate") && text.contains("key.pem"), "{text}");
     let perf = get(&format!("http://127.0.0.1:{port}/performance")).await.json();
     assert_eq!(perf["tls"]["certificates"][0]["not_after_unix"], third.not_after);
+
+    // The rest of a SIGHUP reload does not wait on the TLS files.
+    std::fs::write(&cfg, format!("[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n[alerts]\nerror_rate = 0.2\n"))
+        .unwrap();
+    signal(&child, "-HUP");
+    let url = format!("http://127.0.0.1:{port}/performance");
+    eventually(3, "the new threshold applies", || async { get(&url).await.json()["thresholds"]["error_rate"] == 0.2 })
+        .await;
+    assert_eq!(presented().await, third.not_after);
     signal(&child, "-TERM");
     assert_eq!(exit_code(child).await, Some(0));
 }
@@ -389,4 +396,90 @@ async fn a_certificate_near_its_end_raises_tls_expiry() {
     assert_eq!(alert["severity"], "critical", "{alert}");
     assert!(alert["message"].as_str().unwrap().contains("expires in 2.0 days"), "{alert}");
     proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn answers_over_tls_are_flushed_whole_and_closed_with_close_notify() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = spawn_upstream().await;
+    let dir = tls::temp_dir();
+    let ca = Ca::new("flush CA");
+    let (cert, key) = listener_files(&dir, &ca.leaf("localhost", &["localhost"], 30));
+    let cfg = tls_config(&cert, &key, "");
+    let proxy = spawn_proxy(&up.url(), &["--tls-listen", "127.0.0.1:0", "--config", &cfg]).await;
+    let addr = proxy.tls.unwrap();
+    let config = tls::client_config(&ca, &[b"http/1.1"], None);
+
+    // A client that reads nothing until the whole answer was written: the
+    // socket's buffers fill, rustls holds the rest, and only a flush sends
+    // its last records (the connection stays open: no close flushes it).
+    let mut stream = tls::connect(addr, config.clone(), "localhost").await.unwrap();
+    stream.write_all(b"GET /big/4000000 HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut got = Vec::new();
+    let whole = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        while !got.ends_with(b"\r\n0\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(whole.is_ok(), "the answer's end never came: {} bytes", got.len());
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(decode_chunked(text.split_once("\r\n\r\n").unwrap().1).len(), 4_000_000);
+
+    // A close-delimited end is a close_notify, not a cut TCP stream.
+    let mut stream = tls::connect(addr, config.clone(), "localhost").await.unwrap();
+    stream.write_all(b"GET /big/300000 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await;
+    assert!(matches!(read, Ok(Ok(_))), "{read:?} after {} bytes", got.len());
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(decode_chunked(text.split_once("\r\n\r\n").unwrap().1).len(), 300_000);
+    proxy.shutdown().await;
+}
+
+/// The payload of a chunked body.
+fn decode_chunked(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let Some((size, rest)) = body.split_once("\r\n") else { return out };
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+}
+
+#[tokio::test]
+async fn a_tls_client_that_leaves_cancels_its_upstream_request_and_a_stop_ends_handshakes() {
+    use tokio::io::AsyncWriteExt;
+    let up = spawn_upstream().await;
+    let dir = tls::temp_dir();
+    let ca = Ca::new("gone CA");
+    let (cert, key) = listener_files(&dir, &ca.leaf("localhost", &["localhost"], 30));
+    let cfg = tls_config(&cert, &key, "");
+    let proxy = spawn_proxy(&up.url(), &["--tls-listen", "127.0.0.1:0", "--config", &cfg]).await;
+    let addr = proxy.tls.unwrap();
+    let config = tls::client_config(&ca, &[b"http/1.1"], None);
+
+    // A clean TLS close (close_notify, then the FIN) while the upstream
+    // thinks: the upstream request is dropped, as over plain TCP.
+    let mut stream = tls::connect(addr, config.clone(), "localhost").await.unwrap();
+    stream.write_all(b"GET /delay/3000 HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.shutdown().await.unwrap();
+    eventually(2, "the upstream request was cancelled", || async { up.cancelled.load(Ordering::SeqCst) == 1 }).await;
+
+    // A connection that never finishes its handshake does not hold the stop.
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = std::time::Instant::now();
+    proxy.shutdown().await;
+    assert!(t.elapsed() < Duration::from_secs(3), "shutdown took {:?}", t.elapsed());
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::{ConfigError, Settings};
+use super::{ConfigError, Settings, TlsFiles};
 use crate::settings::UpstreamAddr;
 use crate::tls::{TlsListener, UpstreamTls};
 
@@ -16,18 +16,27 @@ pub struct Listener {
     pub config: Arc<TlsListener>,
 }
 
-/// `tls_listen` with its certificates; TLS to the upstream when it is `https://`.
+/// `tls_listen` with its certificates; TLS to the upstream when it is
+/// `https://`. With [`TlsFiles::Skip`] only the keys are checked (both `None`).
 pub fn validate(
     s: &Settings,
     upstream: &UpstreamAddr,
+    files: TlsFiles,
 ) -> Result<(Option<Listener>, Option<Arc<UpstreamTls>>), ConfigError> {
-    let listener = match s.tls_listen.as_deref() {
-        Some(v) => {
-            let addr = v
-                .parse()
-                .map_err(|_| ConfigError::new("tls_listen", format!("{v:?}"), "IP:PORT, e.g. 0.0.0.0:4443"))?;
-            Some(Listener { addr, config: Arc::new(TlsListener::new(&s.tls)?) })
+    let addr: Option<SocketAddr> = match s.tls_listen.as_deref() {
+        Some(v) => Some(
+            v.parse().map_err(|_| ConfigError::new("tls_listen", format!("{v:?}"), "IP:PORT, e.g. 0.0.0.0:4443"))?,
+        ),
+        None => None,
+    };
+    if files == TlsFiles::Skip {
+        if addr.is_some() {
+            TlsListener::check_keys(&s.tls)?;
         }
+        return Ok((None, None));
+    }
+    let listener = match addr {
+        Some(addr) => Some(Listener { addr, config: Arc::new(TlsListener::new(&s.tls)?) }),
         None => None,
     };
     let upstream_tls = match upstream.tls {

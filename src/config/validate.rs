@@ -26,7 +26,8 @@ pub struct Config {
     pub args: Vec<std::ffi::OsString>,
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
-    /// `tls_listen` and its certificates (`[tls]`).
+    /// `tls_listen` and its certificates (`[tls]`); `None` in a reload's
+    /// configuration (the running listener keeps and reloads its own).
     pub tls: Option<super::tls::Listener>,
     pub upstream: UpstreamAddr,
     /// TLS to an `https://` upstream (`[upstream_tls]`).
@@ -144,13 +145,22 @@ fn path(key: &str, v: &str) -> Result<(), ConfigError> {
 }
 
 impl Config {
-    /// Checks every setting; the first bad one is returned, named.
+    /// Checks every setting (and reads the TLS files); the first bad one is returned, named.
     pub fn validate(settings: Settings, source: Option<PathBuf>) -> Result<Config, ConfigError> {
+        Config::validate_with(settings, source, super::TlsFiles::Read)
+    }
+
+    /// [`validate`](Self::validate), reading the TLS files or not.
+    pub fn validate_with(
+        settings: Settings,
+        source: Option<PathBuf>,
+        tls_files: super::TlsFiles,
+    ) -> Result<Config, ConfigError> {
         let s = &settings;
         let listen = socket_addr("listen", &s.listen)?;
         let admin_listen = s.admin_listen.as_deref().map(|v| socket_addr("admin_listen", v)).transpose()?;
         let upstream = upstream_addr("upstream", &s.upstream)?;
-        let (tls, upstream_tls) = super::tls::validate(s, &upstream)?;
+        let (tls, upstream_tls) = super::tls::validate(s, &upstream, tls_files)?;
         let upstream_timeout = positive_ms("upstream_timeout_ms", s.upstream_timeout_ms)?;
         let upstream_idle_timeout = positive_ms("upstream_idle_timeout_ms", s.upstream_idle_timeout_ms)?;
         let upstream_read_timeout = positive_ms("upstream_read_timeout_ms", s.upstream_read_timeout_ms)?;

@@ -253,7 +253,13 @@ pub(crate) fn serve(
         conn.drain.unregister(id);
         match next {
             Next::Handoff => conn.handoff(),
-            Next::Closed => Ended::Closed,
+            Next::Closed => {
+                if conn.stream.is_tls() {
+                    // Boxed: only a TLS connection's task holds room for it.
+                    Box::pin(conn.stream.close()).await;
+                }
+                Ended::Closed
+            }
             Next::Linger => Ended::Linger(conn.stream),
         }
     }

@@ -23,8 +23,8 @@ const LIVE_KEYS: [&str; 5] = ["routes", "cache", "health", "alerts", "rate_limit
 /// Re-reads the configuration and applies what can change live. Returns
 /// the keys that changed but need a restart.
 pub fn reload(shared: &Shared) -> Result<Vec<String>, ConfigError> {
-    let next = match config::from_args(shared.config.args.clone()) {
-        Ok(inv) => inv.config,
+    let next = match config::reload_from_args(shared.config.args.clone()) {
+        Ok(config) => config,
         Err(e) => match *e {
             LoadError::Invalid(e) => return Err(e),
             LoadError::Usage(e) => return Err(ConfigError::new("command line", "", e.to_string().trim().to_string())),

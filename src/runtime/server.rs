@@ -120,6 +120,13 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     if let Some(tls) = &listeners.tls {
         info!(tls_listen = %tls.local_addr()?, "perfproxy serving TLS");
     }
+    let s = &shared.config.settings;
+    if s.tls_listen.is_none() && s.tls != Default::default() {
+        warn!("[tls] is set but tls_listen is not: no TLS listener");
+    }
+    if !shared.config.upstream.tls && s.upstream_tls != Default::default() {
+        warn!("[upstream_tls] is set but the upstream is not https://: not used");
+    }
     let tls_loop =
         listeners.tls.map(|l| accept_loop(l, Listener::Tls, proxy_limit.clone(), queues.clone(), next.clone()));
     let proxy = accept_loop(listeners.proxy, Listener::Proxy, proxy_limit, queues.clone(), next.clone());
@@ -332,8 +339,17 @@ fn serve_connection(
     async move {
         let Some(s) = started else { return };
         let stream = match s.client.tls {
-            // Boxed: a plain connection's task reserves no room for a handshake.
-            true => Box::pin(client_stream(&s.client, s.stream)).await,
+            // Boxed: a plain connection's task reserves no room for a
+            // handshake. The worker's stop ends one still in progress.
+            true => {
+                let drain = &open.drain;
+                let stream = tokio::select! {
+                    stream = Box::pin(client_stream(&s.client, s.stream)) => stream,
+                    () = drain.stopped(s.id) => None,
+                };
+                drain.unregister(s.id);
+                stream
+            }
             false => Some(ClientStream::Plain(s.stream)),
         };
         let Some(stream) = stream else { return };

@@ -71,12 +71,15 @@ const TLS_EXPIRY_WARNING_DAYS: f64 = 14.0;
 const TLS_EXPIRY_CRITICAL_DAYS: f64 = 3.0;
 
 /// `tls_expiry`: one reading per certificate presented (days left), firing
-/// as soon as under 14 days (warning), critical under 3.
+/// as soon as under 14 days (warning), critical under 3. Its subject is the
+/// file (and the place in the chain after the leaf), so a renewed
+/// certificate under another name still resolves the alert at once.
 fn tls_expiry(certificates: &[crate::tls::files::CertificateInfo]) -> Vec<Reading> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     certificates
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(i, c)| {
             let days = ((c.not_after - now) as f64 / 86_400.0 * 100.0).round() / 100.0;
             let critical = days < TLS_EXPIRY_CRITICAL_DAYS;
             let message = match days <= 0.0 {
@@ -85,7 +88,7 @@ fn tls_expiry(certificates: &[crate::tls::files::CertificateInfo]) -> Vec<Readin
             };
             Reading {
                 rule: "tls_expiry",
-                subject: Some(format!("{}: {}", c.file, c.subject)),
+                subject: Some(if i == 0 { c.file.clone() } else { format!("{} (chain {i})", c.file) }),
                 value: Some(days),
                 threshold: TLS_EXPIRY_WARNING_DAYS,
                 above: false,

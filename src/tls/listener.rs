@@ -39,6 +39,20 @@ impl Files {
     }
 }
 
+/// What stays the same across reloads: the session ticket keys and the
+/// TLS 1.2 session cache, so returning clients still resume after one.
+#[derive(Debug, Clone)]
+struct Sessions {
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    cache: Arc<dyn rustls::server::StoresServerSessions>,
+}
+
+/// A file that failed, under its key.
+struct LoadError {
+    key: &'static str,
+    error: FileError,
+}
+
 /// One reading of the files.
 #[derive(Debug)]
 struct Loaded {
@@ -51,11 +65,17 @@ struct Loaded {
 #[derive(Debug)]
 pub struct TlsListener {
     files: Files,
+    sessions: Sessions,
     current: ArcSwap<Loaded>,
+    /// Held while the files are read: a SIGHUP and the watcher never store out of order.
+    loading: Mutex<()>,
     /// What the file watcher saw last (a change is loaded once it holds still).
     seen: Mutex<Vec<Option<Stamp>>>,
     pub handshakes: Handshakes,
 }
+
+/// TLS 1.2 sessions kept for resumption (rustls' own default).
+const SESSION_CACHE: usize = 256;
 
 /// The rustls provider perfproxy uses: *ring*, which builds with a C
 /// compiler alone (aws-lc-rs needs cmake). rustls marks it deprecated for
@@ -66,39 +86,43 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn load(files: &Files) -> Result<Loaded, FileError> {
+fn load(files: &Files, sessions: &Sessions) -> Result<Loaded, LoadError> {
+    let under = |key: &'static str| move |error: FileError| LoadError { key, error };
     // Stamped before reading: a change during the read is seen next time.
     let stamps = files.stamps();
-    let chain = files::certificates(&files.cert)?;
-    let key = files::private_key(&files.key)?;
+    let chain = files::certificates(&files.cert).map_err(under("tls.cert_file"))?;
+    let key = files::private_key(&files.key).map_err(under("tls.key_file"))?;
     let provider = provider();
     let versions: &[&rustls::SupportedProtocolVersion] =
         if files.tls13_only { &[&rustls::version::TLS13] } else { &[&rustls::version::TLS12, &rustls::version::TLS13] };
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| FileError::new(&files.cert, format!("no usable TLS version ({e})")))?;
+        .map_err(|e| FileError::new(&files.cert, format!("no usable TLS version ({e})")))
+        .map_err(under("tls.min_version"))?;
     let builder = match &files.client_ca {
         Some(ca) => {
-            let roots = Arc::new(files::roots(ca)?);
+            let roots = Arc::new(files::roots(ca).map_err(under("tls.client_ca_file"))?);
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
                 .build()
-                .map_err(|e| FileError::new(ca, format!("not usable to verify clients ({e})")))?;
+                .map_err(|e| FileError::new(ca, format!("not usable to verify clients ({e})")))
+                .map_err(under("tls.client_ca_file"))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
     let mut config = builder
         .with_single_cert(chain.clone(), key)
-        .map_err(|e| FileError::new(&files.key, format!("not usable with the certificate in {} ({e})", files.cert)))?;
+        .map_err(|e| FileError::new(&files.key, format!("not usable with the certificate in {} ({e})", files.cert)))
+        .map_err(under("tls.key_file"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config.ticketer = rustls::crypto::ring::Ticketer::new()
-        .map_err(|e| FileError::new(&files.cert, format!("cannot make a session ticket key ({e})")))?;
+    config.ticketer = sessions.ticketer.clone();
+    config.session_storage = sessions.cache.clone();
     Ok(Loaded { config: Arc::new(config), certificates: files::describe(&files.cert, &chain), stamps })
 }
 
-impl TlsListener {
-    /// Reads `[tls]`; an error names the key of the file at fault.
-    pub fn new(s: &TlsSettings) -> Result<TlsListener, ConfigError> {
+impl Files {
+    /// `[tls]`'s keys (the files unread).
+    fn from_settings(s: &TlsSettings) -> Result<Files, ConfigError> {
         let required = |key: &str, v: &Option<String>| {
             v.clone()
                 .filter(|p| !p.is_empty())
@@ -109,26 +133,36 @@ impl TlsListener {
             Some("1.3") => true,
             Some(v) => return Err(ConfigError::new("tls.min_version", format!("{v:?}"), "\"1.2\" or \"1.3\"")),
         };
-        let files = Files {
+        Ok(Files {
             cert: required("cert_file", &s.cert_file)?,
             key: required("key_file", &s.key_file)?,
             client_ca: s.client_ca_file.clone().filter(|p| !p.is_empty()),
             tls13_only,
-        };
-        let loaded = load(&files).map_err(|e| {
-            let key = if e.file == files.key {
-                "tls.key_file"
-            } else if Some(&e.file) == files.client_ca.as_ref() {
-                "tls.client_ca_file"
-            } else {
-                "tls.cert_file"
-            };
-            ConfigError::new(key, format!("{:?}", e.file), format!("a usable PEM file: {}", e.why))
+        })
+    }
+}
+
+impl TlsListener {
+    /// Checks `[tls]`'s keys without reading the files.
+    pub fn check_keys(s: &TlsSettings) -> Result<(), ConfigError> {
+        Files::from_settings(s).map(drop)
+    }
+
+    /// Reads `[tls]`; an error names the key of the file at fault, the file and why.
+    pub fn new(s: &TlsSettings) -> Result<TlsListener, ConfigError> {
+        let files = Files::from_settings(s)?;
+        let ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| ConfigError::new("tls_listen", "", format!("a session ticket key ({e})")))?;
+        let sessions = Sessions { ticketer, cache: rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE) };
+        let loaded = load(&files, &sessions).map_err(|e| {
+            ConfigError::new(e.key, format!("{:?}", e.error.file), format!("a usable PEM file: {}", e.error.why))
         })?;
         Ok(TlsListener {
             seen: Mutex::new(loaded.stamps.clone()),
             current: ArcSwap::from_pointee(loaded),
             files,
+            sessions,
+            loading: Mutex::new(()),
             handshakes: Handshakes::default(),
         })
     }
@@ -136,7 +170,8 @@ impl TlsListener {
     /// Reads the files again; on success new handshakes use them. On
     /// failure the running configuration stays, and the error says why.
     pub fn reload(&self) -> Result<(), FileError> {
-        let loaded = load(&self.files)?;
+        let _one_at_a_time = self.loading.lock().expect("the load lock is never poisoned");
+        let loaded = load(&self.files, &self.sessions).map_err(|e| e.error)?;
         *self.seen.lock().expect("the stamp lock is never poisoned") = loaded.stamps.clone();
         self.current.store(Arc::new(loaded));
         Ok(())

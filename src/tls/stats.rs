@@ -55,7 +55,7 @@ impl Outcome {
         use rustls::Error as E;
         match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
             Some(E::NoCertificatesPresented | E::InvalidCertificate(_)) => Outcome::ClientCertificate,
-            Some(E::PeerIncompatible(_)) => Outcome::Incompatible,
+            Some(E::PeerIncompatible(_) | E::NoApplicationProtocol) => Outcome::Incompatible,
             Some(E::AlertReceived(_)) => Outcome::PeerRejected,
             Some(E::InvalidMessage(_) | E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. }) => {
                 Outcome::Malformed

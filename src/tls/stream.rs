@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A client connection: plain TCP, or TLS accepted by the TLS listener.
@@ -31,6 +31,16 @@ pub enum ClientStream {
 pub enum UpstreamStream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// A TCP socket read as `std::io::Read` without waiting (`WouldBlock` when
+/// empty), for rustls to take records from.
+struct SocketReader<'a>(&'a TcpStream);
+
+impl io::Read for SocketReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
 }
 
 /// Whether the socket has bytes (or an end) not read yet: a peek without waiting.
@@ -88,6 +98,58 @@ impl ClientStream {
         }
     }
 
+    /// Watches for the client leaving while nothing is read from it:
+    /// `Ready(true)` when it closed (an end, a reset; over TLS its
+    /// close_notify too), `Ready(false)` when it sent bytes instead (a
+    /// pipelined request: left unread, over TLS decrypted and kept by
+    /// rustls for the next read). The socket's own waker slot.
+    pub fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        match self {
+            ClientStream::Plain(s) => {
+                let mut byte = [0u8; 1];
+                match s.poll_peek(cx, &mut ReadBuf::new(&mut byte)) {
+                    Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(true),
+                    Poll::Ready(Ok(_)) => Poll::Ready(false),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ClientStream::Tls(s) => loop {
+                let (tcp, conn) = s.get_mut();
+                if !conn.wants_read() {
+                    // Plaintext waiting, or the client's close_notify.
+                    let gone = match conn.process_new_packets() {
+                        Ok(io) => io.plaintext_bytes_to_read() == 0 && io.peer_has_closed(),
+                        Err(_) => true,
+                    };
+                    return Poll::Ready(gone);
+                }
+                if tcp.poll_read_ready(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                match conn.read_tls(&mut SocketReader(tcp)) {
+                    Ok(0) => return Poll::Ready(true),
+                    Ok(_) => {
+                        if conn.process_new_packets().is_err() {
+                            return Poll::Ready(true);
+                        }
+                    }
+                    // Readiness cleared: the next look waits for the socket.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Poll::Ready(true),
+                }
+            },
+        }
+    }
+
+    /// Ends a TLS connection cleanly (close_notify, then the FIN), giving
+    /// a client that stopped reading at most a second; plain TCP needs
+    /// nothing before it is dropped.
+    pub async fn close(&mut self) {
+        if let ClientStream::Tls(s) = self {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), s.shutdown()).await;
+        }
+    }
+
     /// Whether the client has sent bytes not read yet, or closed.
     pub fn has_unread(&self) -> bool {
         self.tls_buffered() || socket_readable(self.tcp())
@@ -117,6 +179,19 @@ impl UpstreamStream {
 
 macro_rules! delegate_io {
     ($t:ident) => {
+        impl $t {
+            /// Writes all of `buf` and, over TLS, flushes it: rustls may
+            /// hold encrypted bytes the socket did not take yet, which
+            /// nothing else would push out before the next write.
+            pub async fn write_all_flushed(&mut self, buf: &[u8]) -> io::Result<()> {
+                self.write_all(buf).await?;
+                if let $t::Tls(s) = self {
+                    s.flush().await?;
+                }
+                Ok(())
+            }
+        }
+
         impl AsyncRead for $t {
             fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
                 match self.get_mut() {

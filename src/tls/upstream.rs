@@ -124,6 +124,11 @@ impl UpstreamTls {
     pub async fn connect(&self, tcp: TcpStream, h2: bool) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let connector = if h2 { &self.h2 } else { &self.http1 };
         match connector.connect(self.server_name.clone(), tcp).await {
+            Ok(stream) if h2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") => {
+                self.handshakes.failed.fetch_add(1, Ordering::Relaxed);
+                warn!(server_name = ?self.server_name, "the upstream did not agree on HTTP/2 over TLS (ALPN h2)");
+                Err(io::Error::other("the upstream did not agree on HTTP/2 (ALPN h2)"))
+            }
             Ok(stream) => {
                 let resumed = stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
                 let counter = if resumed { &self.handshakes.resumed } else { &self.handshakes.full };

@@ -37,7 +37,7 @@ pub(super) fn families(families: &mut Vec<MetricFamily>, shared: &Shared) {
         m.set_histogram(h);
         families.push(family(
             "perfproxy_tls_handshake_duration_seconds",
-            "Time of the successful TLS handshakes on tls_listen, from the first byte to the handshake's end",
+            "Time of the successful TLS handshakes on tls_listen, from when the worker takes the connection to the handshake's end",
             MetricType::HISTOGRAM,
             vec![m],
         ));

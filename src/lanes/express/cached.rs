@@ -15,7 +15,6 @@ use std::time::SystemTime;
 use bytes::Buf;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
-use tokio::io::AsyncWriteExt;
 
 use super::head::field;
 use super::response::{add_field, ResponseHead};
@@ -131,13 +130,13 @@ impl Conn {
             r.sent(body.len());
         }
         let written = if body.len() >= WRITE_APART {
-            match self.stream.write_all(out).await {
-                Ok(()) => self.stream.write_all(body).await,
+            match self.stream.write_all_flushed(out).await {
+                Ok(()) => self.stream.write_all_flushed(body).await,
                 Err(e) => Err(e),
             }
         } else {
             out.extend_from_slice(body);
-            self.stream.write_all(out).await
+            self.stream.write_all_flushed(out).await
         };
         drop(recording);
         written.is_ok() && !close

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::tls::{ClientStream, UpstreamStream};
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tracing::debug;
 
 use super::framing::{Chunks, Framing};
@@ -57,7 +57,7 @@ impl<'a> Exchange<'a> {
 
     async fn send(&mut self, up: &mut UpstreamStream) -> Result<(ResponseHead, Duration), Failed> {
         let (mut body_left, answer) = (self.body_left, self.answer);
-        up.write_all(&self.scratch.upstream_out).await.map_err(|_| Failed::Stale)?;
+        up.write_all_flushed(&self.scratch.upstream_out).await.map_err(|_| Failed::Stale)?;
         while body_left > 0 {
             if self.buf.is_empty() {
                 self.buf.reserve(READ_CHUNK);
@@ -72,7 +72,7 @@ impl<'a> Exchange<'a> {
                 }
             }
             let n = self.buf.len().min(usize::try_from(body_left).unwrap_or(usize::MAX));
-            up.write_all(&self.buf[..n]).await.map_err(upstream_io)?;
+            up.write_all_flushed(&self.buf[..n]).await.map_err(upstream_io)?;
             self.buf.advance(n);
             body_left -= n as u64;
         }
@@ -150,10 +150,10 @@ impl Conn {
                 *fill = None;
             }
             if head_sent {
-                self.stream.write_all(&self.scratch.up_buf[..take]).await?;
+                self.stream.write_all_flushed(&self.scratch.up_buf[..take]).await?;
             } else {
                 self.scratch.out.extend_from_slice(&self.scratch.up_buf[..take]);
-                self.stream.write_all(&self.scratch.out).await?;
+                self.stream.write_all_flushed(&self.scratch.out).await?;
                 head_sent = true;
             }
             self.scratch.up_buf.advance(take);

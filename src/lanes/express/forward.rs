@@ -65,15 +65,13 @@ impl Forward {
 /// sends meanwhile (a pipelined request, a TLS record) end the watch, as
 /// does `None` (the exchange reads the client's body). The socket's own
 /// waker slot (no waiter queued), a few bytes of state.
-fn client_gone(stream: Option<&ClientStream>) -> impl Future<Output = ()> + '_ {
-    let mut watching = stream.is_some();
+fn client_gone(mut stream: Option<&mut ClientStream>) -> impl Future<Output = ()> + '_ {
     std::future::poll_fn(move |cx| {
-        let Some(stream) = stream.filter(|_| watching) else { return Poll::Pending };
-        let mut byte = [0u8; 1];
-        match stream.tcp().poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut byte)) {
-            Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(()),
-            Poll::Ready(Ok(_)) => {
-                watching = false;
+        let Some(watched) = stream.as_deref_mut() else { return Poll::Pending };
+        match watched.poll_gone(cx) {
+            Poll::Ready(true) => Poll::Ready(()),
+            Poll::Ready(false) => {
+                stream = None;
                 Poll::Pending
             }
             Poll::Pending => Poll::Pending,
@@ -117,7 +115,7 @@ impl Conn {
                 let timeout = worker.shared.config.upstream_timeout;
                 // The client's stream to the exchange (a body to read) or to the watch.
                 let (client, watched) = match f.body_left {
-                    0 => (None, Some(&self.stream)),
+                    0 => (None, Some(&mut self.stream)),
                     _ => (Some(&mut self.stream), None),
                 };
                 let exchange = Exchange {

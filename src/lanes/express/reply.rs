@@ -12,7 +12,6 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::Response;
 use http_body::Body;
 use http_body_util::BodyExt;
-use tokio::io::AsyncWriteExt;
 
 use super::head::field;
 use crate::shared::body::ProxyBody;
@@ -69,7 +68,7 @@ pub async fn write(
     }
     out.extend_from_slice(b"\r\n");
     if bodiless {
-        stream.write_all(out).await?;
+        stream.write_all_flushed(out).await?;
         return Ok(!close);
     }
     loop {
@@ -78,7 +77,7 @@ pub async fn write(
         let frame = match polled {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
-                stream.write_all(out).await?;
+                stream.write_all_flushed(out).await?;
                 out.clear();
                 body.frame().await
             }
@@ -92,9 +91,9 @@ pub async fn write(
             out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
         }
         if data.len() >= FLUSH_AT {
-            stream.write_all(out).await?;
+            stream.write_all_flushed(out).await?;
             out.clear();
-            stream.write_all(&data).await?;
+            stream.write_all_flushed(&data).await?;
         } else {
             out.extend_from_slice(&data);
         }
@@ -102,14 +101,14 @@ pub async fn write(
             out.extend_from_slice(b"\r\n");
         }
         if out.len() >= FLUSH_AT {
-            stream.write_all(out).await?;
+            stream.write_all_flushed(out).await?;
             out.clear();
         }
     }
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    stream.write_all(out).await?;
+    stream.write_all_flushed(out).await?;
     out.clear();
     Ok(!close)
 }

@@ -43,16 +43,27 @@ fn sample(metrics: &str, line_start: &str) -> f64 {
 
 #[tokio::test]
 async fn http1_and_http2_over_tls_share_the_routes_cache_and_metrics() {
+    over_tls_through_one_lane("true").await;
+}
+
+#[tokio::test]
+async fn over_tls_the_hyper_lane_behaves_as_the_express_lane() {
+    over_tls_through_one_lane("false").await;
+}
+
+/// HTTP/1.1 and HTTP/2 over the TLS listener, with `--express-lane` as given.
+async fn over_tls_through_one_lane(express: &str) {
     let up = spawn_upstream().await;
     let dir = tls::temp_dir();
     let ca = Ca::new("perfproxy test CA");
     let leaf = ca.leaf("localhost", &["localhost", "127.0.0.1"], 90);
     let (cert, key) = listener_files(&dir, &leaf);
     let cfg = tls_config(&cert, &key, "[[cache.rules]]\npattern = \"GET /tls-cached/*\"\n");
-    let proxy = spawn_proxy(&up.url(), &["--tls-listen", "127.0.0.1:0", "--config", &cfg]).await;
+    let args = ["--tls-listen", "127.0.0.1:0", "--config", &cfg, "--express-lane", express];
+    let proxy = spawn_proxy(&up.url(), &args).await;
     let tls_addr = proxy.tls.unwrap();
 
-    // HTTP/1.1 (ALPN http/1.1), two requests on one connection: the express lane.
+    // HTTP/1.1 (ALPN http/1.1), two requests on one connection.
     let stream = tls::connect(tls_addr, tls::client_config(&ca, &[b"http/1.1"], None), "localhost").await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let mut h1 = tls::H1::over(stream).await;
@@ -281,18 +292,30 @@ async fn bad_files_at_start_exit_2_naming_the_key_and_the_file() {
 /// answer when `close` (so every request needs a new handshake). Counts
 /// its handshakes.
 async fn spawn_tls_upstream(leaf: &Leaf, close: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    spawn_tls_upstream_with(leaf, close, None).await
+}
+
+/// [`spawn_tls_upstream`] asking for a client certificate signed by
+/// `client_ca` when given; it speaks HTTP/2 to a client that agrees on `h2`.
+async fn spawn_tls_upstream_with(leaf: &Leaf, close: bool, client_ca: Option<&Ca>) -> (SocketAddr, Arc<AtomicUsize>) {
     use rustls::pki_types::pem::PemObject;
     let chain = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes()).map(Result::unwrap);
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain.collect(), key)
-        .unwrap();
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let builder = match client_ca {
+        Some(ca) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(ca.roots()), provider)
+                .build()
+                .unwrap(),
+        ),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain.collect(), key).unwrap();
     config.ticketer = rustls::crypto::ring::Ticketer::new().unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -305,18 +328,29 @@ async fn spawn_tls_upstream(leaf: &Leaf, close: bool) -> (SocketAddr, Arc<Atomic
             tokio::spawn(async move {
                 let Ok(stream) = acceptor.accept(tcp).await else { return };
                 counted.fetch_add(1, Ordering::SeqCst);
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
                     let proto = req.headers().get("x-forwarded-proto").cloned();
-                    let mut resp = Response::new(Full::new(Bytes::from_static(b"secure answer")));
+                    let text =
+                        if req.version() == http::Version::HTTP_2 { "secure answer over h2" } else { "secure answer" };
+                    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
                     if let Some(p) = proto {
                         resp.headers_mut().insert("x-seen-proto", p);
                     }
-                    if close {
+                    if close && !h2 {
                         resp.headers_mut().insert("connection", "close".parse().unwrap());
                     }
                     Ok::<_, std::convert::Infallible>(resp)
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                if h2 {
+                    let exec = hyper_util::rt::TokioExecutor::new();
+                    let _ = hyper::server::conn::http2::Builder::new(exec)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                } else {
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                }
             });
         }
     });
@@ -482,4 +516,37 @@ async fn a_tls_client_that_leaves_cancels_its_upstream_request_and_a_stop_ends_h
     let t = std::time::Instant::now();
     proxy.shutdown().await;
     assert!(t.elapsed() < Duration::from_secs(3), "shutdown took {:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn an_https_upstream_gets_a_client_certificate_and_http2_by_alpn() {
+    let dir = tls::temp_dir();
+    let ca = Ca::new("mtls upstream CA");
+    let clients = Ca::new("perfproxy's client CA");
+    let (addr, _) = spawn_tls_upstream_with(&ca.leaf("localhost", &["localhost"], 30), false, Some(&clients)).await;
+    let upstream = format!("https://localhost:{}", addr.port());
+    let ca_file = tls::write(&dir, "ca.pem", &ca.pem);
+    let me = clients.leaf("perfproxy", &["perfproxy"], 30);
+    let (cert, key) = (tls::write(&dir, "client.pem", &me.cert_pem), tls::write(&dir, "client-key.pem", &me.key_pem));
+    let health = "[health]\ninterval_ms = 60000\n";
+
+    // Without a client certificate the upstream refuses: 502.
+    let cfg = write_config(&format!("[upstream_tls]\nca_file = {ca_file:?}\n{health}"));
+    let proxy = spawn_proxy(&upstream, &["--config", &cfg]).await;
+    assert_eq!(get(&proxy.url("/m")).await.status, 502);
+    proxy.shutdown().await;
+
+    // With one, HTTP/1.1 and (upstream_protocol = "h2c": HTTP/2 over TLS) h2.
+    let tls_keys =
+        format!("[upstream_tls]\nca_file = {ca_file:?}\nclient_cert_file = {cert:?}\nclient_key_file = {key:?}\n");
+    let cfg = write_config(&format!("{tls_keys}{health}"));
+    let proxy = spawn_proxy(&upstream, &["--config", &cfg]).await;
+    let a = get(&proxy.url("/m")).await;
+    assert_eq!((a.status, a.text().as_str()), (200, "secure answer"));
+    proxy.shutdown().await;
+    let cfg = write_config(&format!("upstream_protocol = \"h2c\"\n{tls_keys}{health}"));
+    let proxy = spawn_proxy(&upstream, &["--config", &cfg]).await;
+    let a = get(&proxy.url("/m")).await;
+    assert_eq!((a.status, a.text().as_str()), (200, "secure answer over h2"));
+    proxy.shutdown().await;
 }

@@ -432,17 +432,23 @@ async fn a_certificate_near_its_end_raises_tls_expiry() {
     proxy.shutdown().await;
 }
 
-#[tokio::test]
-async fn answers_over_tls_are_flushed_whole_and_closed_with_close_notify() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// The test upstream behind perfproxy with a TLS listener (a certificate
+/// for localhost from a CA of its own), and a client configuration trusting it.
+async fn behind_tls_listener() -> (Upstream, Proxy, Arc<rustls::ClientConfig>) {
     let up = spawn_upstream().await;
     let dir = tls::temp_dir();
-    let ca = Ca::new("flush CA");
+    let ca = Ca::new("listener CA");
     let (cert, key) = listener_files(&dir, &ca.leaf("localhost", &["localhost"], 30));
     let cfg = tls_config(&cert, &key, "");
     let proxy = spawn_proxy(&up.url(), &["--tls-listen", "127.0.0.1:0", "--config", &cfg]).await;
+    (up, proxy, tls::client_config(&ca, &[b"http/1.1"], None))
+}
+
+#[tokio::test]
+async fn answers_over_tls_are_flushed_whole_and_closed_with_close_notify() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_up, proxy, config) = behind_tls_listener().await;
     let addr = proxy.tls.unwrap();
-    let config = tls::client_config(&ca, &[b"http/1.1"], None);
 
     // A client that reads nothing until the whole answer was written: the
     // socket's buffers fill, rustls holds the rest, and only a flush sends
@@ -493,14 +499,8 @@ fn decode_chunked(mut body: &str) -> String {
 #[tokio::test]
 async fn a_tls_client_that_leaves_cancels_its_upstream_request_and_a_stop_ends_handshakes() {
     use tokio::io::AsyncWriteExt;
-    let up = spawn_upstream().await;
-    let dir = tls::temp_dir();
-    let ca = Ca::new("gone CA");
-    let (cert, key) = listener_files(&dir, &ca.leaf("localhost", &["localhost"], 30));
-    let cfg = tls_config(&cert, &key, "");
-    let proxy = spawn_proxy(&up.url(), &["--tls-listen", "127.0.0.1:0", "--config", &cfg]).await;
+    let (up, proxy, config) = behind_tls_listener().await;
     let addr = proxy.tls.unwrap();
-    let config = tls::client_config(&ca, &[b"http/1.1"], None);
 
     // A clean TLS close (close_notify, then the FIN) while the upstream
     // thinks: the upstream request is dropped, as over plain TCP.

@@ -3,6 +3,7 @@
 //! [`reload`] swaps what SIGHUP may change; [`telemetry`] sets up logging.
 //! It wires every layer below together and nothing imports it.
 
+mod connection;
 pub mod reload;
 pub mod server;
 pub(crate) mod tasks;

@@ -34,7 +34,7 @@ fn bad_configuration_exits_2_naming_the_key() {
         (vec!["--config".into(), write_config("[[routes]]\npattern = \"users/:id\"\n")], vec![], "routes[0].pattern"),
         (vec!["--config".into(), "/nonexistent/perfproxy.toml".into()], vec![], "--config"),
         (vec!["--config".into(), write_config("listen = [\n")], vec![], "listen"),
-        (vec!["--upstream".into(), "https://secure".into()], vec![], "--upstream"),
+        (vec!["--upstream".into(), "ftp://secure".into()], vec![], "--upstream"),
         (vec![], vec![("PERFPROXY_LISTEN", "localhost")], "PERFPROXY_LISTEN"),
         (vec![], vec![("DATABASE_POOL_SIZE", "ten")], "DATABASE_POOL_SIZE"),
         (vec![], vec![("PERFORMANCE_MONITORING_ENABLED", "maybe")], "PERFORMANCE_MONITORING_ENABLED"),

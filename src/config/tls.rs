@@ -33,6 +33,9 @@ pub fn validate(
         if addr.is_some() {
             TlsListener::check_keys(&s.tls)?;
         }
+        if upstream.tls {
+            UpstreamTls::check_keys(&s.upstream_tls, &upstream.host)?;
+        }
         return Ok((None, None));
     }
     let listener = match addr {

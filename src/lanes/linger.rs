@@ -41,8 +41,10 @@ pub const HTTP2_QUIET: Duration = Duration::from_secs(2);
 /// discards what the client still sends, up to [`LINGER_TIME`] or
 /// [`LINGER_BYTES`], then drops it.
 pub async fn discard<T: AsyncRead + AsyncWrite + Unpin>(mut io: T) {
-    let _ = io.shutdown().await;
     let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    // Bounded too: over TLS the close_notify waits for room in the socket,
+    // which a client that stopped reading never makes.
+    let _ = tokio::time::timeout_at(deadline, io.shutdown()).await;
     let mut left = LINGER_BYTES;
     let mut sink = [0u8; 1024];
     while left > 0 {

@@ -39,12 +39,21 @@ impl Files {
     }
 }
 
-/// What stays the same across reloads: the session ticket keys and the
-/// TLS 1.2 session cache, so returning clients still resume after one.
+/// The session ticket keys and the TLS 1.2 session cache: kept across
+/// reloads, so returning clients still resume after one; made anew when
+/// clients must present a certificate (resuming skips its check, so a CA
+/// taken out of `client_ca_file` must end the sessions it allowed).
 #[derive(Debug, Clone)]
 struct Sessions {
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
     cache: Arc<dyn rustls::server::StoresServerSessions>,
+}
+
+impl Sessions {
+    fn new() -> Result<Sessions, rustls::Error> {
+        let ticketer = rustls::crypto::ring::Ticketer::new()?;
+        Ok(Sessions { ticketer, cache: rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE) })
+    }
 }
 
 /// A file that failed, under its key.
@@ -57,6 +66,7 @@ struct LoadError {
 #[derive(Debug)]
 struct Loaded {
     config: Arc<ServerConfig>,
+    sessions: Sessions,
     certificates: Vec<CertificateInfo>,
     stamps: Vec<Option<Stamp>>,
 }
@@ -65,7 +75,6 @@ struct Loaded {
 #[derive(Debug)]
 pub struct TlsListener {
     files: Files,
-    sessions: Sessions,
     current: ArcSwap<Loaded>,
     /// Held while the files are read: a SIGHUP and the watcher never store out of order.
     loading: Mutex<()>,
@@ -86,7 +95,7 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn load(files: &Files, sessions: &Sessions) -> Result<Loaded, LoadError> {
+fn load(files: &Files, sessions: Sessions) -> Result<Loaded, LoadError> {
     let under = |key: &'static str| move |error: FileError| LoadError { key, error };
     // Stamped before reading: a change during the read is seen next time.
     let stamps = files.stamps();
@@ -117,7 +126,7 @@ fn load(files: &Files, sessions: &Sessions) -> Result<Loaded, LoadError> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ticketer = sessions.ticketer.clone();
     config.session_storage = sessions.cache.clone();
-    Ok(Loaded { config: Arc::new(config), certificates: files::describe(&files.cert, &chain), stamps })
+    Ok(Loaded { config: Arc::new(config), sessions, certificates: files::describe(&files.cert, &chain), stamps })
 }
 
 impl Files {
@@ -151,17 +160,15 @@ impl TlsListener {
     /// Reads `[tls]`; an error names the key of the file at fault, the file and why.
     pub fn new(s: &TlsSettings) -> Result<TlsListener, ConfigError> {
         let files = Files::from_settings(s)?;
-        let ticketer = rustls::crypto::ring::Ticketer::new()
-            .map_err(|e| ConfigError::new("tls_listen", "", format!("a session ticket key ({e})")))?;
-        let sessions = Sessions { ticketer, cache: rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE) };
-        let loaded = load(&files, &sessions).map_err(|e| {
+        let sessions =
+            Sessions::new().map_err(|e| ConfigError::new("tls_listen", "", format!("a session ticket key ({e})")))?;
+        let loaded = load(&files, sessions).map_err(|e| {
             ConfigError::new(e.key, format!("{:?}", e.error.file), format!("a usable PEM file: {}", e.error.why))
         })?;
         Ok(TlsListener {
             seen: Mutex::new(loaded.stamps.clone()),
             current: ArcSwap::from_pointee(loaded),
             files,
-            sessions,
             loading: Mutex::new(()),
             handshakes: Handshakes::default(),
         })
@@ -170,8 +177,34 @@ impl TlsListener {
     /// Reads the files again; on success new handshakes use them. On
     /// failure the running configuration stays, and the error says why.
     pub fn reload(&self) -> Result<(), FileError> {
+        self.reload_marking_failure(None)
+    }
+
+    /// [`reload`](Self::reload); on failure, `stamps` (when given) become
+    /// the loaded ones, so the same files are not tried again: under the
+    /// load lock, so a concurrent success is never overwritten.
+    fn reload_marking_failure(&self, stamps: Option<&[Option<Stamp>]>) -> Result<(), FileError> {
         let _one_at_a_time = self.loading.lock().expect("the load lock is never poisoned");
-        let loaded = load(&self.files, &self.sessions).map_err(|e| e.error)?;
+        let sessions = match &self.files.client_ca {
+            Some(_) => {
+                Sessions::new().map_err(|e| FileError::new(&self.files.cert, format!("a session ticket key ({e})")))?
+            }
+            None => self.current.load().sessions.clone(),
+        };
+        let loaded = match load(&self.files, sessions) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                if let Some(stamps) = stamps {
+                    self.current.rcu(|l| Loaded {
+                        config: l.config.clone(),
+                        sessions: l.sessions.clone(),
+                        certificates: l.certificates.clone(),
+                        stamps: stamps.to_vec(),
+                    });
+                }
+                return Err(e.error);
+            }
+        };
         *self.seen.lock().expect("the stamp lock is never poisoned") = loaded.stamps.clone();
         self.current.store(Arc::new(loaded));
         Ok(())
@@ -179,7 +212,11 @@ impl TlsListener {
 
     /// [`reload`](Self::reload), logged; whether it succeeded.
     pub fn reload_logged(&self, why: &str) -> bool {
-        match self.reload() {
+        self.log_reload(self.reload(), why)
+    }
+
+    fn log_reload(&self, result: Result<(), FileError>, why: &str) -> bool {
+        match result {
             Ok(()) => {
                 let not_after = self.certificates().first().map_or(0, |c| c.not_after);
                 info!(file = %self.files.cert, not_after, why, "TLS certificate reloaded");
@@ -214,13 +251,9 @@ impl TlsListener {
                 *seen = now.clone();
                 settled
             };
-            if settled && now != self.current.load().stamps && !self.reload_logged("files changed") {
+            if settled && now != self.current.load().stamps {
                 // A failed load is not tried again until the files change again.
-                self.current.rcu(|l| Loaded {
-                    config: l.config.clone(),
-                    certificates: l.certificates.clone(),
-                    stamps: now.clone(),
-                });
+                self.log_reload(self.reload_marking_failure(Some(&now)), "files changed");
             }
         }
     }

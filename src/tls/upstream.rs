@@ -72,31 +72,14 @@ impl UpstreamTls {
             Some(ca) => files::roots(ca).map_err(file_error("ca_file"))?,
             None => system_roots()?,
         };
+        let server_name = UpstreamTls::check_keys(s, host)?;
         let identity = match (s.client_cert_file.as_deref(), s.client_key_file.as_deref()) {
-            (None, None) => None,
             (Some(cert), Some(key)) => Some((
                 files::certificates(cert).map_err(file_error("client_cert_file"))?,
                 files::private_key(key).map_err(file_error("client_key_file"))?,
             )),
-            (Some(_), None) => {
-                return Err(ConfigError::new(
-                    "upstream_tls.client_key_file",
-                    "unset",
-                    "a PEM key (client_cert_file is set)",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "upstream_tls.client_cert_file",
-                    "unset",
-                    "a PEM chain (client_key_file is set)",
-                ))
-            }
+            _ => None,
         };
-        let name = s.server_name.as_deref().unwrap_or(host);
-        let server_name = ServerName::try_from(name.to_string()).map_err(|_| {
-            ConfigError::new("upstream_tls.server_name", format!("{name:?}"), "a DNS name or an IP address")
-        })?;
         let roots = Arc::new(roots);
         let key_file = s.client_key_file.clone().unwrap_or_default();
         let http1_config = Arc::new(client_config(
@@ -112,6 +95,33 @@ impl UpstreamTls {
             http1_config,
             server_name,
             handshakes: UpstreamHandshakes::default(),
+        })
+    }
+
+    /// Checks `[upstream_tls]`'s keys without reading its files (the
+    /// client certificate and key go together, the name is one); the name
+    /// the upstream is verified under.
+    pub fn check_keys(s: &UpstreamTlsSettings, host: &str) -> Result<ServerName<'static>, ConfigError> {
+        match (s.client_cert_file.as_deref(), s.client_key_file.as_deref()) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "upstream_tls.client_key_file",
+                    "unset",
+                    "a PEM key (client_cert_file is set)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "upstream_tls.client_cert_file",
+                    "unset",
+                    "a PEM chain (client_key_file is set)",
+                ))
+            }
+            _ => {}
+        }
+        let name = s.server_name.as_deref().unwrap_or(host);
+        ServerName::try_from(name.to_string()).map_err(|_| {
+            ConfigError::new("upstream_tls.server_name", format!("{name:?}"), "a DNS name or an IP address")
         })
     }
 

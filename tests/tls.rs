@@ -545,6 +545,31 @@ async fn an_https_upstream_gets_a_client_certificate_and_http2_by_alpn() {
     let proxy = spawn_proxy(&upstream, &["--config", &cfg]).await;
     let a = get(&proxy.url("/m")).await;
     assert_eq!((a.status, a.text().as_str()), (200, "secure answer"));
+    // The client certificate is reported, and watched for its end.
+    let perf = get(&proxy.url("/performance")).await.json();
+    assert_eq!(perf["tls"]["upstream"]["client_certificates"][0]["not_after_unix"], me.not_after);
+    assert_eq!(perf["tls"]["upstream"]["client_certificates"][0]["subject"], "CN=perfproxy");
+    let metrics = metrics_text(&proxy).await;
+    let line = format!("perfproxy_tls_client_certificate_not_after_seconds{{file={cert:?},subject=\"CN=perfproxy\"}}");
+    assert_eq!(sample(&metrics, &line), me.not_after as f64, "{metrics}");
+    proxy.shutdown().await;
+    let soon = clients.leaf("perfproxy", &["perfproxy"], 1);
+    let (soon_cert, soon_key) =
+        (tls::write(&dir, "soon.pem", &soon.cert_pem), tls::write(&dir, "soon-key.pem", &soon.key_pem));
+    let cfg = write_config(&format!(
+        "[upstream_tls]\nca_file = {ca_file:?}\nclient_cert_file = {soon_cert:?}\nclient_key_file = {soon_key:?}\n{health}[alerts]\ninterval_ms = 100\n"
+    ));
+    let proxy = spawn_proxy(&upstream, &["--config", &cfg]).await;
+    let url = proxy.url("/performance");
+    eventually(5, "tls_expiry for the client certificate", || async {
+        let perf = get(&url).await.json();
+        perf["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["rule"] == "tls_expiry" && a["subject"] == soon_cert.as_str() && a["severity"] == "critical")
+    })
+    .await;
     proxy.shutdown().await;
     let cfg = write_config(&format!("upstream_protocol = \"h2c\"\n{tls_keys}{health}"));
     let proxy = spawn_proxy(&upstream, &["--config", &cfg]).await;

@@ -69,8 +69,24 @@ pub struct CertificateView {
 #[derive(Serialize)]
 pub struct UpstreamTlsView {
     pub server_name: String,
+    /// The client certificate presented to the upstream (`client_cert_file`), leaf first.
+    pub client_certificates: Vec<CertificateView>,
     /// `full`, `resumed` (a session kept from an earlier connection), `failed`.
     pub handshakes: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl CertificateView {
+    fn of(c: crate::tls::files::CertificateInfo, now: i64) -> CertificateView {
+        CertificateView {
+            not_after: std::time::UNIX_EPOCH
+                .checked_add(std::time::Duration::from_secs(c.not_after.max(0) as u64))
+                .map_or_else(String::new, |t| humantime::format_rfc3339_seconds(t).to_string()),
+            not_after_unix: c.not_after,
+            days_left: ((c.not_after - now) as f64 / 86_400.0 * 100.0).round() / 100.0,
+            file: c.file,
+            subject: c.subject,
+        }
+    }
 }
 
 pub fn tls_view(shared: &Shared) -> TlsView {
@@ -78,20 +94,7 @@ pub fn tls_view(shared: &Shared) -> TlsView {
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     if let Some(tls) = &shared.config.tls {
         view.listen = Some(tls.addr.to_string());
-        view.certificates = tls
-            .config
-            .certificates()
-            .into_iter()
-            .map(|c| CertificateView {
-                not_after: std::time::UNIX_EPOCH
-                    .checked_add(std::time::Duration::from_secs(c.not_after.max(0) as u64))
-                    .map_or_else(String::new, |t| humantime::format_rfc3339_seconds(t).to_string()),
-                not_after_unix: c.not_after,
-                days_left: ((c.not_after - now) as f64 / 86_400.0 * 100.0).round() / 100.0,
-                file: c.file,
-                subject: c.subject,
-            })
-            .collect();
+        view.certificates = tls.config.certificates().into_iter().map(|c| CertificateView::of(c, now)).collect();
         let counts = tls.config.handshakes.read();
         view.handshakes = counts.by_outcome.iter().copied().collect();
         let ok = counts.cumulative.last().copied().unwrap_or(0);
@@ -102,6 +105,7 @@ pub fn tls_view(shared: &Shared) -> TlsView {
     if let Some(up) = &shared.config.upstream_tls {
         view.upstream = Some(UpstreamTlsView {
             server_name: up.server_name().to_str().into_owned(),
+            client_certificates: up.client_certificates.iter().cloned().map(|c| CertificateView::of(c, now)).collect(),
             handshakes: up.handshakes.read().into_iter().collect(),
         });
     }

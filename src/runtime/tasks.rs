@@ -70,7 +70,8 @@ pub fn spawn(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> Vec<JoinHand
 const TLS_EXPIRY_WARNING_DAYS: f64 = 14.0;
 const TLS_EXPIRY_CRITICAL_DAYS: f64 = 3.0;
 
-/// `tls_expiry`: one reading per certificate presented (days left), firing
+/// `tls_expiry`: one reading per certificate presented (the TLS listener's,
+/// and the client certificate shown to an `https://` upstream: days left), firing
 /// as soon as under 14 days (warning), critical under 3. Its subject is the
 /// file (and the place in the chain after the leaf), so a renewed
 /// certificate under another name still resolves the alert at once.
@@ -168,6 +169,9 @@ fn readings(shared: &Shared) -> Vec<Reading> {
     }
     if let Some(tls) = &shared.config.tls {
         out.extend(tls_expiry(&tls.config.certificates()));
+    }
+    if let Some(upstream) = &shared.config.upstream_tls {
+        out.extend(tls_expiry(&upstream.client_certificates));
     }
     let (rss, _) = crate::system::memory();
     out.push(Reading {

@@ -26,6 +26,8 @@ pub struct UpstreamTls {
     /// The HTTP/1.1 configuration, for the health probe's client.
     pub http1_config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
+    /// The client certificate presented (`client_cert_file`), leaf first.
+    pub client_certificates: Vec<files::CertificateInfo>,
     pub handshakes: UpstreamHandshakes,
 }
 
@@ -88,12 +90,17 @@ impl UpstreamTls {
             b"http/1.1",
             &key_file,
         )?);
+        let client_certificates = match (&identity, s.client_cert_file.as_deref()) {
+            (Some((chain, _)), Some(file)) => files::describe(file, chain),
+            _ => Vec::new(),
+        };
         let h2_config = Arc::new(client_config(roots, identity, b"h2", &key_file)?);
         Ok(UpstreamTls {
             http1: tokio_rustls::TlsConnector::from(http1_config.clone()),
             h2: tokio_rustls::TlsConnector::from(h2_config),
             http1_config,
             server_name,
+            client_certificates,
             handshakes: UpstreamHandshakes::default(),
         })
     }

@@ -49,12 +49,22 @@ pub(super) fn families(families: &mut Vec<MetricFamily>, shared: &Shared) {
             certs.iter().map(|c| gauge(&[("file", &c.file), ("subject", &c.subject)], c.not_after as f64)).collect(),
         ));
     }
-    if let Some(up) = &shared.config.upstream_tls {
+    let Some(up) = &shared.config.upstream_tls else { return };
+    if !up.client_certificates.is_empty() {
         families.push(family(
-            "perfproxy_tls_upstream_handshakes_total",
-            "TLS handshakes with an https:// upstream: full, resumed (a session kept from before), failed",
-            MetricType::COUNTER,
-            up.handshakes.read().iter().map(|(result, n)| counter(&[("result", result)], *n)).collect(),
+            "perfproxy_tls_client_certificate_not_after_seconds",
+            "When each certificate perfproxy presents to the https:// upstream (client_cert_file) expires (Unix seconds)",
+            MetricType::GAUGE,
+            up.client_certificates
+                .iter()
+                .map(|c| gauge(&[("file", &c.file), ("subject", &c.subject)], c.not_after as f64))
+                .collect(),
         ));
     }
+    families.push(family(
+        "perfproxy_tls_upstream_handshakes_total",
+        "TLS handshakes with an https:// upstream: full, resumed (a session kept from before), failed",
+        MetricType::COUNTER,
+        up.handshakes.read().iter().map(|(result, n)| counter(&[("result", result)], *n)).collect(),
+    ));
 }

@@ -82,7 +82,7 @@ impl CertificateView {
                 .checked_add(std::time::Duration::from_secs(c.not_after.max(0) as u64))
                 .map_or_else(String::new, |t| humantime::format_rfc3339_seconds(t).to_string()),
             not_after_unix: c.not_after,
-            days_left: ((c.not_after - now) as f64 / 86_400.0 * 100.0).round() / 100.0,
+            days_left: c.days_left(now),
             file: c.file,
             subject: c.subject,
         }
@@ -91,7 +91,7 @@ impl CertificateView {
 
 pub fn tls_view(shared: &Shared) -> TlsView {
     let mut view = TlsView::default();
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = crate::tls::files::unix_now();
     if let Some(tls) = &shared.config.tls {
         view.listen = Some(tls.addr.to_string());
         view.certificates = tls.config.certificates().into_iter().map(|c| CertificateView::of(c, now)).collect();

@@ -60,12 +60,9 @@ struct Started {
     express: bool,
 }
 
-/// The client's stream: the TCP connection itself, or TLS once its
-/// handshake is done (`None`: it failed, counted by reason).
-async fn client_stream(client: &Client, stream: TcpStream) -> Option<ClientStream> {
-    if !client.tls {
-        return Some(ClientStream::Plain(stream));
-    }
+/// A TLS listener's connection once its handshake is done (`None`: it
+/// failed, counted by reason).
+async fn accept_tls(client: &Client, stream: TcpStream) -> Option<ClientStream> {
     let config = &client.worker.shared.config;
     let listener = &config.tls.as_ref().expect("TLS connections come from the TLS listener").config;
     let tls = listener.accept(stream, config.header_read_timeout).await?;
@@ -95,7 +92,7 @@ pub(super) fn serve_connection(
             true => {
                 let drain = &open.drain;
                 let stream = tokio::select! {
-                    stream = Box::pin(client_stream(&s.client, s.stream)) => stream,
+                    stream = Box::pin(accept_tls(&s.client, s.stream)) => stream,
                     () = drain.stopped(s.id) => None,
                 };
                 drain.unregister(s.id);

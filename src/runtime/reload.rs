@@ -84,7 +84,7 @@ pub async fn on_sighup(shared: Arc<Shared>, shutdown: impl std::future::Future<O
             got = hup.recv() => if got.is_none() { return },
         }
         if let Some(tls) = &shared.config.tls {
-            tls.config.reload_logged("SIGHUP");
+            tls.config.reload("SIGHUP");
         }
         match reload(&shared) {
             Ok(restart) => {

@@ -76,12 +76,12 @@ const TLS_EXPIRY_CRITICAL_DAYS: f64 = 3.0;
 /// file (and the place in the chain after the leaf), so a renewed
 /// certificate under another name still resolves the alert at once.
 fn tls_expiry(certificates: &[crate::tls::files::CertificateInfo]) -> Vec<Reading> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = crate::tls::files::unix_now();
     certificates
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let days = ((c.not_after - now) as f64 / 86_400.0 * 100.0).round() / 100.0;
+            let days = c.days_left(now);
             let critical = days < TLS_EXPIRY_CRITICAL_DAYS;
             let message = match days <= 0.0 {
                 true => format!("TLS certificate {} ({}) has expired", c.subject, c.file),

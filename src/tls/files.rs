@@ -34,6 +34,18 @@ pub struct CertificateInfo {
     pub not_after: i64,
 }
 
+impl CertificateInfo {
+    /// Days until `not_after` from `now` (Unix seconds), to 2 decimals; below 0 once expired.
+    pub fn days_left(&self, now: i64) -> f64 {
+        ((self.not_after - now) as f64 / 86_400.0 * 100.0).round() / 100.0
+    }
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Reads a PEM file's bytes (the error names it).
 fn read(file: &str) -> Result<Vec<u8>, FileError> {
     std::fs::read(file).map_err(|e| FileError::new(file, format!("cannot read it ({e})")))

@@ -174,16 +174,17 @@ impl TlsListener {
         })
     }
 
-    /// Reads the files again; on success new handshakes use them. On
-    /// failure the running configuration stays, and the error says why.
-    pub fn reload(&self) -> Result<(), FileError> {
-        self.reload_marking_failure(None)
+    /// Reads the files again (`why`: for the log); on success new
+    /// handshakes use them. On failure the running configuration stays,
+    /// and the log says why.
+    pub fn reload(&self, why: &str) {
+        self.log_reload(self.load_again(None), why);
     }
 
-    /// [`reload`](Self::reload); on failure, `stamps` (when given) become
-    /// the loaded ones, so the same files are not tried again: under the
-    /// load lock, so a concurrent success is never overwritten.
-    fn reload_marking_failure(&self, stamps: Option<&[Option<Stamp>]>) -> Result<(), FileError> {
+    /// The files read again; on failure, `stamps` (when given) become the
+    /// loaded ones, so the same files are not tried again: under the load
+    /// lock, so a concurrent success is never overwritten.
+    fn load_again(&self, stamps: Option<&[Option<Stamp>]>) -> Result<(), FileError> {
         let _one_at_a_time = self.loading.lock().expect("the load lock is never poisoned");
         let sessions = match &self.files.client_ca {
             Some(_) => {
@@ -210,21 +211,14 @@ impl TlsListener {
         Ok(())
     }
 
-    /// [`reload`](Self::reload), logged; whether it succeeded.
-    pub fn reload_logged(&self, why: &str) -> bool {
-        self.log_reload(self.reload(), why)
-    }
-
-    fn log_reload(&self, result: Result<(), FileError>, why: &str) -> bool {
+    fn log_reload(&self, result: Result<(), FileError>, why: &str) {
         match result {
             Ok(()) => {
                 let not_after = self.certificates().first().map_or(0, |c| c.not_after);
                 info!(file = %self.files.cert, not_after, why, "TLS certificate reloaded");
-                true
             }
             Err(e) => {
-                error!(file = %e.file, error = %e.why, why, "TLS reload failed: keeping the previous certificate");
-                false
+                error!(file = %e.file, error = %e.why, why, "TLS reload failed: keeping the previous certificate")
             }
         }
     }
@@ -253,7 +247,7 @@ impl TlsListener {
             };
             if settled && now != self.current.load().stamps {
                 // A failed load is not tried again until the files change again.
-                self.log_reload(self.reload_marking_failure(Some(&now)), "files changed");
+                self.log_reload(self.load_again(Some(&now)), "files changed");
             }
         }
     }

@@ -171,10 +171,6 @@ impl UpstreamStream {
             UpstreamStream::Tls(s) => s.read(&mut [0u8; 1]).now_or_never().is_none(),
         }
     }
-
-    pub fn is_tls(&self) -> bool {
-        matches!(self, UpstreamStream::Tls(_))
-    }
 }
 
 macro_rules! delegate_io {

@@ -38,6 +38,7 @@ use http::HeaderMap;
 use tracing::debug;
 
 use crate::settings::CacheSettings;
+use crate::wire::encoding::Ranked;
 use entry::Entry;
 use index::PathIndex;
 use key::Glob;
@@ -253,10 +254,17 @@ impl Cache {
         }
     }
 
-    /// The memory layer's variants of `key` matching `request`, else Redis'
-    /// (which then fill memory), with the Redis lookup's timing if one was made.
-    pub async fn lookup(&self, key: &str, request: &HeaderMap, counters: &Counters) -> (Found, Option<RedisLookup>) {
-        if let Some(e) = self.lookup_memory(key, request) {
+    /// The memory layer's variant of `key` for `request` (whose codings,
+    /// best first, are `codings`), else Redis' (which then fill memory),
+    /// with the Redis lookup's timing if one was made.
+    pub async fn lookup(
+        &self,
+        key: &str,
+        request: &HeaderMap,
+        codings: &Ranked,
+        counters: &Counters,
+    ) -> (Found, Option<RedisLookup>) {
+        if let Some(e) = self.lookup_memory(key, request, codings) {
             return (Found::Entry(e), None);
         }
         let Some(redis) = &self.redis else { return (Found::Nothing, None) };
@@ -269,7 +277,7 @@ impl Cache {
                 let now = SystemTime::now();
                 let variants: Vec<Arc<Entry>> =
                     entries.into_iter().filter(|e| !e.ttl(now).is_zero()).take(MAX_VARIANTS).map(Arc::new).collect();
-                let found = pick(&variants, request);
+                let found = pick(&variants, request, codings);
                 if !variants.is_empty() {
                     self.insert(key, Arc::new(variants));
                 }
@@ -305,9 +313,9 @@ impl Cache {
         self.memory.contains_key(key)
     }
 
-    /// The memory layer's variant of `key` matching `request`.
-    pub fn lookup_memory(&self, key: &str, request: &HeaderMap) -> Option<Arc<Entry>> {
-        self.memory.get(key).and_then(|variants| pick(&variants, request))
+    /// The memory layer's variant of `key` for `request` (see [`pick`]).
+    pub fn lookup_memory(&self, key: &str, request: &HeaderMap, codings: &Ranked) -> Option<Arc<Entry>> {
+        self.memory.get(key).and_then(|variants| pick(&variants, request, codings))
     }
 
     /// Stores `entry`, fetched when the log stood at `since`, unless the key
@@ -512,9 +520,31 @@ fn instance_name() -> String {
     format!("{}-{:x}-{n}", std::process::id(), policy::epoch_ms(SystemTime::now()))
 }
 
-/// The newest variant matching `request`'s vary values.
-fn pick(variants: &[Arc<Entry>], request: &HeaderMap) -> Option<Arc<Entry>> {
-    variants.iter().find(|e| key::vary_matches(&e.vary, request)).cloned()
+/// The variant for `request`: of those matching its vary values, newest
+/// first, one stored as it came, else the coding the client ranks best
+/// ([`choose`]).
+fn pick(variants: &[Arc<Entry>], request: &HeaderMap, codings: &Ranked) -> Option<Arc<Entry>> {
+    choose(variants.iter().filter(|e| key::vary_matches(&e.vary, request)), codings)
+}
+
+/// Of `variants` (newest first, their other vary values matching): the
+/// first stored as it came (no coding negotiated), else the one in the
+/// coding `codings` ranks best. A stored coding the client takes is used
+/// even when it would prefer another that is not stored (no miss when one
+/// fits); identity is taken only when it ranks first, so a client that
+/// takes a compressed coding gets one stored (a miss stores it).
+pub fn choose<'a>(variants: impl Iterator<Item = &'a Arc<Entry>>, codings: &Ranked) -> Option<Arc<Entry>> {
+    let mut best: Option<(usize, &Arc<Entry>)> = None;
+    for e in variants {
+        let Some(coding) = e.coding else { return Some(e.clone()) };
+        match codings.position(coding) {
+            Some(0) => return Some(e.clone()),
+            Some(_) if coding == crate::wire::encoding::Coding::Identity => {}
+            Some(at) if best.is_none_or(|(b, _)| at < b) => best = Some((at, e)),
+            _ => {}
+        }
+    }
+    best.map(|(_, e)| e.clone())
 }
 
 #[cfg(test)]
@@ -527,6 +557,7 @@ mod tests {
             headers: HeaderMap::new(),
             body: bytes::Bytes::from(vec![b'x'; body]),
             vary: Vec::new(),
+            coding: None,
             response_time: policy::epoch_ms(SystemTime::now()),
             initial_age: 0,
             lifetime: policy::Lifetime {
@@ -561,7 +592,7 @@ mod tests {
         let present = users.iter().filter(|k| cache.memory.contains_key(**k)).count();
         let dropped = cache.drop_from_memory(&Glob::new("/users/1"));
         assert_eq!(dropped.len(), present);
-        assert!(cache.lookup_memory("/users/1 h", &HeaderMap::new()).is_none());
+        assert!(cache.lookup_memory("/users/1 h", &HeaderMap::new(), &Ranked::identity()).is_none());
         // Without evictions: exactly the path's keys, all variants and queries.
         let big = Cache::new(&CacheSettings::default(), None);
         for i in 0..2000 {

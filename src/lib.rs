@@ -23,6 +23,7 @@
 //! - [`observe`]: metrics, tracing, the access log, alerts, history, the cluster view.
 //! - [`admit`]: access lists, who a client is, rate limits.
 //! - [`cache`]: the two-layer response store (memory in front of Redis), RFC 9111 policy, keys.
+//! - [`compress`]: answers compressed as they stream (zstd, Brotli, gzip), `[compression]`.
 //! - [`upstream`]: each worker's pool of upstream connections (HTTP/1.1 and h2c, plain or TLS).
 //! - [`tls`]: rustls at both ends: the TLS listener's certificates (reloaded live), the `https://`
 //!   upstream's verification and session cache, the client and upstream streams (TCP or TLS).
@@ -36,6 +37,7 @@
 pub(crate) mod admin;
 pub(crate) mod admit;
 pub mod cache;
+pub mod compress;
 pub mod config;
 pub(crate) mod lanes;
 pub mod observe;

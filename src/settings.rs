@@ -3,6 +3,7 @@
 //! variables are applied on top of this (see `config::load`), and the result
 //! is what `perfproxy check-config` prints.
 
+mod compression;
 mod protocols;
 mod routing;
 mod slo;
@@ -11,6 +12,7 @@ mod tls_tables;
 
 use serde::{Deserialize, Serialize};
 
+pub use compression::{CompressionLevels, CompressionSettings};
 pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamAddr, UpstreamProtocol};
 pub use routing::RouteDiscoverySettings;
 pub use slo::{SloAlertSettings, SloRule};
@@ -92,6 +94,7 @@ pub struct Settings {
     pub slo_alerts: slo::SloAlertSettings,
     pub tls: TlsSettings,
     pub upstream_tls: UpstreamTlsSettings,
+    pub compression: CompressionSettings,
 }
 
 impl Default for Settings {
@@ -141,6 +144,7 @@ impl Default for Settings {
             slo_alerts: Default::default(),
             tls: Default::default(),
             upstream_tls: Default::default(),
+            compression: Default::default(),
         }
     }
 }

@@ -12,12 +12,15 @@ use http::StatusCode;
 
 use super::key::VaryValues;
 use super::policy::{epoch_ms, Lifetime};
+use crate::wire::encoding::Coding;
 
 /// The longest an entry is kept, whatever it says (a far `Expires`, say).
 const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// The first bytes of an encoded entry.
-const MAGIC: &[u8; 4] = b"PPC1";
+/// The first bytes of an encoded entry (`PPC1`: before codings were stored,
+/// still read).
+const MAGIC: &[u8; 4] = b"PPC2";
+const MAGIC_V1: &[u8; 4] = b"PPC1";
 
 /// A stored response.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,8 +29,13 @@ pub struct Entry {
     /// The response's end-to-end headers as served (no `Age`).
     pub headers: HeaderMap,
     pub body: Bytes,
-    /// The request header values its `Vary` names.
+    /// The request header values its `Vary` names (`Accept-Encoding` aside
+    /// when perfproxy negotiated the coding: then `coding` says which).
     pub vary: VaryValues,
+    /// The coding perfproxy served it in, when it chose one (a compressible
+    /// answer): the client's `Accept-Encoding` picks among these variants
+    /// by ranking, not by the field's text. `None`: stored as it came.
+    pub coding: Option<Coding>,
     /// When it arrived, ms since the epoch.
     pub response_time: u64,
     /// Its age on arrival (RFC 9111 `corrected_initial_age`), ms.
@@ -127,7 +135,8 @@ impl Entry {
         self.body.len() + headers + 512 + self.fields_len() + 64
     }
 
-    /// The variant's name within its key: its vary values, one per line.
+    /// The variant's name within its key: its vary values, one per line,
+    /// then its coding.
     pub fn variant(&self) -> String {
         let mut s = String::new();
         for (name, value) in &self.vary {
@@ -138,6 +147,11 @@ impl Entry {
             }
             s.push('\n');
         }
+        if let Some(c) = self.coding {
+            s.push_str("coding=");
+            s.push_str(c.token());
+            s.push('\n');
+        }
         s
     }
 
@@ -145,6 +159,7 @@ impl Entry {
         let mut out = Vec::with_capacity(self.weight());
         out.extend_from_slice(MAGIC);
         out.put_u16(self.status.as_u16());
+        out.put_u8(coding_byte(self.coding));
         out.put_u64(self.response_time);
         out.put_u64(self.initial_age);
         let l = &self.lifetime;
@@ -170,10 +185,12 @@ impl Entry {
     /// `None` for anything that is not an entry this version wrote.
     pub fn decode(bytes: &[u8]) -> Option<Entry> {
         let mut r = Reader(bytes);
-        if r.take(MAGIC.len())? != MAGIC {
+        let magic = r.take(MAGIC.len())?;
+        if magic != MAGIC && magic != MAGIC_V1 {
             return None;
         }
         let status = StatusCode::from_u16(r.u16()?).ok()?;
+        let coding = if magic == MAGIC { byte_coding(r.u8()?)? } else { None };
         let response_time = r.u64()?;
         let initial_age = r.u64()?;
         let mut ms = || r.u64().map(Duration::from_millis);
@@ -198,12 +215,36 @@ impl Entry {
             headers,
             body,
             vary,
+            coding,
             response_time,
             initial_age,
             lifetime: Lifetime { fresh, stale_if_error, stale_while_revalidate, must_revalidate },
             wire: WireHead::default(),
         })
     }
+}
+
+/// A coding as stored: 0 none, then identity, gzip, br, zstd.
+fn coding_byte(c: Option<Coding>) -> u8 {
+    match c {
+        None => 0,
+        Some(Coding::Identity) => 1,
+        Some(Coding::Gzip) => 2,
+        Some(Coding::Br) => 3,
+        Some(Coding::Zstd) => 4,
+    }
+}
+
+/// `None` (not an entry) for a byte no version wrote.
+fn byte_coding(b: u8) -> Option<Option<Coding>> {
+    Some(match b {
+        0 => None,
+        1 => Some(Coding::Identity),
+        2 => Some(Coding::Gzip),
+        3 => Some(Coding::Br),
+        4 => Some(Coding::Zstd),
+        _ => return None,
+    })
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -264,6 +305,7 @@ mod tests {
                 (HeaderName::from_static("accept"), Some(HeaderValue::from_static("text/html"))),
                 (HeaderName::from_static("x-absent"), None),
             ],
+            coding: Some(Coding::Br),
             response_time: 1_700_000_000_000,
             initial_age: 1500,
             lifetime: Lifetime {
@@ -285,6 +327,12 @@ mod tests {
             assert!(Entry::decode(&bytes[..cut]).is_none(), "truncated at {cut}");
         }
         assert!(Entry::decode(b"not an entry").is_none());
+        // A version-1 entry (no coding) still reads.
+        let plain = Entry { coding: None, ..sample() };
+        let mut v1 = plain.encode();
+        v1[..4].copy_from_slice(MAGIC_V1);
+        v1.remove(6);
+        assert_eq!(Entry::decode(&v1), Some(plain));
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct Config {
     pub top_clients: (crate::admit::clients::KeySpec, usize),
     /// `upstream_protocol`, `[http2]`, `[grpc]`.
     pub protocols: super::Protocols,
+    /// `[compression]`.
+    pub compression: crate::compress::Compression,
 }
 
 fn positive_ms(key: &str, ms: u64) -> Result<Duration, ConfigError> {
@@ -313,6 +315,7 @@ impl Config {
         let top_key = crate::admit::clients::KeySpec::parse("top_clients.key", &s.top_clients.key, false)?;
         let top_count = in_range("top_clients.count", s.top_clients.count, 1, 1000)?;
         let protocols = super::Protocols::validate(&s.upstream_protocol, &s.http2, &s.grpc)?;
+        let compression = crate::compress::Compression::compile(&s.compression)?;
         let tracing = crate::observe::trace::Setup::resolve(&s.tracing, |k| std::env::var(k).ok())?;
 
         let d = &s.database;
@@ -363,6 +366,7 @@ impl Config {
             slos: (slo.objectives, slo.rows),
             top_clients: (top_key, top_count),
             protocols,
+            compression,
             settings,
         })
     }

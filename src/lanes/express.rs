@@ -8,8 +8,9 @@
 //! - **express**: plain requests to the upstream (cache bypasses and the
 //!   cache's plain misses too, stored on the way: [`cached`]);
 //! - **hit**: a fresh memory-layer hit, written from its entry's bytes;
-//! - **own**: perfproxy's endpoints and the cache's other lookups, answered
-//!   by [`proxy::respond`] and written by [`reply`];
+//! - **own**: perfproxy's endpoints and the cache's other lookups (with
+//!   `[compression]` on, every request but hits), answered by
+//!   [`proxy::respond`] and written by [`reply`];
 //! - **handoff**: anything unusual (upgrades, chunked or `Expect` request
 //!   bodies, malformed or oversized heads, HTTP/1.0, purges): hyper takes the
 //!   connection from there, the bytes already read replayed ([`Rewind`]).
@@ -400,33 +401,54 @@ impl Conn {
                 return Some(Lane::Refused(Box::new(refusal.into())));
             }
         }
+        // Compression is the general path's: here, only the cache's hits on
+        // stored codings are answered.
+        let compressing = shared.compression.enabled();
         let rules = shared.cache.rules();
         if !rules.enabled {
-            return Some(Lane::Express(Cached::Off));
+            return if compressing { self.general() } else { Some(Lane::Express(Cached::Off)) };
         }
         let (mut pass_key, mut policy) = (None, None);
         if http1::consults_cache(&head.method, head.range) {
             let forwarded = head.forwarded(buf, self.client.peer.trusted, self.client.tls);
             let key = key::primary(head.host(), path, head.query(), &rules.ignore_query, forwarded);
             if !worker.cache_passes.borrow().active(&key) {
-                return match cached::lookup(worker, &rules, key, path, &head.method, head.lookup_fields) {
+                let codings = || {
+                    let compress = head.method != Method::HEAD;
+                    shared.compression.table().rank(head.field_values(buf, b"accept-encoding"), compress)
+                };
+                let found = cached::lookup(worker, &rules, (key, path), &head.method, head.lookup_fields, codings);
+                return match found {
                     cached::Lookup::Hit(entry) => Some(Lane::Hit(entry)),
-                    cached::Lookup::Miss(miss) => Some(Lane::Express(Cached::Miss(miss))),
-                    cached::Lookup::General => head.to_request(buf).map(|mut r| {
-                        // Counted by the rate limits above: not again on the general path.
-                        r.extensions_mut().insert(crate::admit::limits::Counted);
-                        Lane::Own(Box::new(r))
-                    }),
+                    cached::Lookup::Miss(miss) if !compressing => Some(Lane::Express(Cached::Miss(miss))),
+                    cached::Lookup::Miss(_) | cached::Lookup::General => self.general(),
                 };
             }
             pass_key = Some(key);
             policy = Some(rules.policy(path));
+        }
+        if compressing {
+            return self.general();
         }
         Counters::add(&worker.cache_counters.bypasses, 1);
         let method = !http1::consults_cache(&head.method, false);
         let fwd = if method { Fwd::Method } else { Fwd::Bypass };
         let cache_status = fwd.text(false).as_bytes();
         Some(Lane::Express(Cached::Bypass(Bypass { cache_status, pass_key, policy })))
+    }
+
+    /// The general path's lane for a request the rate limits have counted
+    /// (the cache's other lookups; everything while compression is on):
+    /// `None` (hyper takes the connection) for one with a body.
+    fn general(&self) -> Option<Lane> {
+        if self.head.content_length > 0 {
+            return None;
+        }
+        self.head.to_request(&self.buf).map(|mut r| {
+            // Counted by the rate limits: not again on the general path.
+            r.extensions_mut().insert(crate::admit::limits::Counted);
+            Lane::Own(Box::new(r))
+        })
     }
 
     /// A request `proxy::respond` answers (perfproxy's endpoints, the cache).

@@ -224,6 +224,10 @@ pub fn refreshed(
             headers.append(name.clone(), crate::cache::entry::owned(v));
         }
     }
+    if e.coding.is_some() {
+        // Still the variant of a coding perfproxy chose, whatever `Vary` the 304 brought.
+        crate::wire::encoding::add_vary(&mut headers);
+    }
     let lifetime = policy::lifetime(policy, &HeaderMap::new(), e.status, &headers, response_time)?;
     // Read for the lifetime above, perfproxy's own: not stored, not relayed.
     headers.remove(&policy::SURROGATE_CONTROL);

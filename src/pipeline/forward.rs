@@ -1,7 +1,8 @@
 //! The upstream exchange on `http` types, below both the request path and
 //! the cache: a checked request sent on a pooled connection under
 //! `upstream_timeout`, the answer's status and framing checked by the
-//! rulebook, its head rewritten for the client. Failures become
+//! rulebook, its head rewritten for the client, and compressed for it
+//! when `[compression]` says so (the body as it streams). Failures become
 //! [`ProxyError`]s as the client will see them.
 
 use std::time::{Duration, Instant};
@@ -10,11 +11,13 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use crate::compress::{Compressor, Decision, Encoder};
 use crate::shared::body::ProxyBody;
 use crate::shared::error::ProxyError;
 use crate::shared::state::Client;
 use crate::upstream::RequestBody;
 use crate::upstream::{Lease, UpstreamError};
+use crate::wire::encoding::{self, Coding, Ranked};
 use crate::wire::headers;
 use crate::wire::http1;
 
@@ -39,19 +42,23 @@ pub struct Upstream {
     pub close_after: bool,
     /// The longest wait for more of the body (`upstream_read_timeout_ms`).
     pub read_timeout: Duration,
+    /// The coding perfproxy chose for a compressible answer (its cache variant).
+    pub coding: Option<Coding>,
+    /// The body's compressor, when it is sent compressed.
+    pub encoder: Option<Box<Encoder>>,
 }
 
 impl Upstream {
     /// The response as the client gets it, with `Server-Timing`.
     pub fn into_response(self) -> Response<ProxyBody> {
-        let Upstream { mut parts, body, lease, sent, head_after, close_after, read_timeout } = self;
+        let Upstream { mut parts, body, lease, sent, head_after, close_after, read_timeout, encoder, .. } = self;
         parts.extensions.insert(UpstreamTime { sent, took: head_after });
         parts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
         if close_after {
             // As on the express lane, which relays such a body as it comes.
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        Response::from_parts(parts, ProxyBody::upstream(body, lease, read_timeout))
+        Response::from_parts(parts, ProxyBody::upstream(body, lease, read_timeout).encoded(encoder))
     }
 }
 
@@ -61,6 +68,8 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
     let worker = &client.worker;
     let sent = Instant::now();
     let head_request = req.method() == Method::HEAD;
+    let compression = &worker.shared.compression;
+    let codings = compression.enabled().then(|| compression.table().rank_request(req.method(), req.headers()));
     let timeout = deadline(&mut req, worker.shared.config.upstream_timeout);
     let (resp, lease) = time_boxed(timeout, worker.upstream.send(req)).await?;
     let head_after = sent.elapsed();
@@ -74,7 +83,34 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
     };
     headers::prepare_response(&mut parts.headers, parts.status.as_u16());
     let read_timeout = worker.shared.config.upstream_read_timeout;
-    Ok(Upstream { parts, body, lease, sent, head_after, close_after, read_timeout })
+    let (coding, encoder) = match codings {
+        Some(codings) => compress(compression, &codings, &mut parts),
+        None => (None, None),
+    };
+    Ok(Upstream { parts, body, lease, sent, head_after, close_after, read_timeout, coding, encoder })
+}
+
+/// Decides whether an answer is compressed for a client that takes
+/// `codings`, and marks its head: `Vary: Accept-Encoding` on any
+/// compressible answer, the coding's fields on a compressed one.
+fn compress(
+    compression: &Compressor,
+    codings: &Ranked,
+    parts: &mut http::response::Parts,
+) -> (Option<Coding>, Option<Box<Encoder>>) {
+    let decided = compression.table().decide(codings, parts.status.as_u16(), &parts.headers);
+    let Decision::Negotiated(coding) = decided else { return (None, None) };
+    let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| http1::content_length(v.as_bytes()));
+    match compression.encoder(coding, length) {
+        Some(encoder) => {
+            encoding::mark_compressed(&mut parts.headers, coding);
+            (Some(coding), Some(encoder))
+        }
+        None => {
+            encoding::add_vary(&mut parts.headers);
+            (Some(Coding::Identity), None)
+        }
+    }
 }
 
 /// How long the upstream has to answer: `upstream_timeout`, or a gRPC

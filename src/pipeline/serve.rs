@@ -27,6 +27,7 @@ use crate::shared::body::ProxyBody;
 use crate::shared::error::ProxyError;
 use crate::shared::state::{Client, Worker};
 use crate::upstream::RequestBody;
+use crate::wire::encoding::Ranked;
 use crate::wire::headers;
 use crate::wire::http1;
 
@@ -52,6 +53,8 @@ struct Ctx {
     max_object: usize,
     head: bool,
     directives: Directives,
+    /// The codings the client takes, best first (which stored variant answers it).
+    codings: Ranked,
     /// Why a fetch goes forward when no stored entry is involved.
     fwd: Fwd,
 }
@@ -97,6 +100,7 @@ async fn through_cache(
         max_object: rules.max_object_bytes,
         head: method == Method::HEAD,
         directives: Directives::parse(&parts.headers),
+        codings: client.worker.shared.compression.table().rank_request(&method, &parts.headers),
         fwd: Fwd::UriMiss,
     };
     drop(rules);
@@ -104,7 +108,7 @@ async fn through_cache(
         return ctx.pass(parts, body).await;
     }
     let no_cache = ctx.directives.request_no_cache(&parts.headers);
-    let (found, redis) = cache.lookup(&ctx.key, &parts.headers, counters).await;
+    let (found, redis) = cache.lookup(&ctx.key, &parts.headers, &ctx.codings, counters).await;
     ctx.fwd = match &found {
         _ if no_cache => Fwd::Request,
         Found::Nothing if cache.holds_key(&ctx.key) => Fwd::VaryMiss,
@@ -198,7 +202,7 @@ impl Ctx {
             Joined::Follower(mut done) => {
                 let wait = COLLAPSE_WAIT.min(self.client.worker.shared.config.upstream_timeout);
                 let _ = tokio::time::timeout(wait, done.changed()).await;
-                if let Some(entry) = self.cache().lookup_memory(&self.key, &parts.headers) {
+                if let Some(entry) = self.cache().lookup_memory(&self.key, &parts.headers, &self.codings) {
                     if entry.staleness(SystemTime::now()).is_none() {
                         Counters::add(&self.counters().hits, 1);
                         return Ok(answer(&entry, &parts.headers, self.head, Outcome::Hit));
@@ -322,7 +326,9 @@ impl Ctx {
             return mark(up.into_response(), Outcome::Miss, fwd.value(false));
         };
         let h = &up.parts.headers;
-        let vary = key::vary_values(policy::vary_names(h), request);
+        // A coding perfproxy chose is the entry's coding, not an `Accept-Encoding` text.
+        let names = policy::vary_names(h).filter(|n| up.coding.is_none() || n != "accept-encoding");
+        let vary = (key::vary_values(names, request), up.coding);
         let pending = crate::pipeline::store::pending_entry(status, h, vary, lifetime, (request_time, response_time));
         let (cache, counters) = (self.cache().clone(), self.counters().clone());
         let fill = Fill::new(cache, counters, self.key.clone(), pending, self.max_object, generation, flight);

@@ -14,6 +14,7 @@ use crate::cache::policy::{self, Lifetime};
 use crate::cache::Counters;
 use crate::pipeline::answer::per_request;
 use crate::shared::state::Worker;
+use crate::wire::encoding::Coding;
 
 /// Counts a miss's answer under `key`: storable, a miss (its key is now
 /// worth collapsing); not, `uncacheable` (it says nothing about the hit
@@ -38,11 +39,11 @@ pub fn count(worker: &Worker, key: &str, storable: bool, status: u16, pass_ttl: 
 /// is a slice of its connection's read buffer, which a clone would keep
 /// alive as long as the entry); aged on arrival from the upstream's `Age`
 /// and `Date`; filed under the request's values of the fields its `Vary`
-/// names (`vary`).
+/// names (`vary`), in `coding` when perfproxy negotiated one.
 pub fn pending_entry(
     status: StatusCode,
     fields: &HeaderMap,
-    vary: VaryValues,
+    (vary, coding): (VaryValues, Option<Coding>),
     lifetime: Lifetime,
     (request_time, response_time): (SystemTime, SystemTime),
 ) -> Entry {
@@ -53,6 +54,7 @@ pub fn pending_entry(
     Entry {
         status,
         vary,
+        coding,
         initial_age: policy::initial_age(fields, request_time, response_time).as_millis() as u64,
         headers,
         body: bytes::Bytes::new(),

@@ -1,6 +1,6 @@
 //! Live reload: on SIGHUP the configuration is read again (the
 //! same command line, so flags and environment keep their precedence over
-//! the file) and validated; the route patterns, cache rules, rate limits, alert
+//! the file) and validated; the route patterns, cache rules, rate limits, compression, alert
 //! thresholds and health settings swap atomically (arc-swap) under running
 //! connections. Keys that need a restart (listeners, upstream, limits,
 //! backends, the metrics window) are logged and not applied. A broken file
@@ -18,7 +18,7 @@ use crate::config::{self, ConfigError, LoadError, Settings};
 use crate::shared::state::{Live, Shared};
 
 /// Tables whose changes apply live (`alerts.window_ms` excepted).
-const LIVE_KEYS: [&str; 5] = ["routes", "cache", "health", "alerts", "rate_limits"];
+const LIVE_KEYS: [&str; 6] = ["routes", "cache", "health", "alerts", "rate_limits", "compression"];
 
 /// Re-reads the configuration and applies what can change live. Returns
 /// the keys that changed but need a restart.
@@ -43,6 +43,7 @@ pub fn reload(shared: &Shared) -> Result<Vec<String>, ConfigError> {
     }
     shared.cache.configure(&live.cache);
     shared.limits.replace(&next.rate_limits);
+    shared.compression.replace(next.compression.clone());
     shared.live.store(Arc::new(live));
     Ok(restart)
 }

@@ -1,6 +1,7 @@
 //! The body that goes to the client: [`ProxyBody`] (the upstream's streamed body, or bytes perfproxy made
 //! itself). Neither is boxed, and neither buffers: frames pass through as
-//! they arrive; a response being stored keeps a copy on the side
+//! they arrive (compressed one by one when the answer is, [`Encoder`]); a
+//! response being stored keeps a copy of what the client gets on the side
 //! ([`Fill`]).
 
 use std::future::Future;
@@ -13,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::cache::fill::Fill;
+use crate::compress::Encoder;
 use crate::observe::metrics::Recording;
 use crate::upstream::Lease;
 
@@ -24,6 +26,9 @@ pub enum BodyError {
     /// No more of the upstream's body within `upstream_read_timeout_ms`.
     #[error("upstream body stalled past upstream_read_timeout_ms")]
     Stalled,
+    /// The compressor failed (it cannot, writing to memory, short of memory).
+    #[error("compression failed: {0}")]
+    Compression(#[from] std::io::Error),
 }
 
 /// A body sent to the client; when it completes (last frame sent, or
@@ -44,7 +49,13 @@ enum Kind {
     /// The upstream's body, streamed; its connection returns to the pool
     /// once the body has been read to the end. A wait for its next frame
     /// is bounded by `read_timeout` (the timer made at the first wait).
-    Upstream { body: Incoming, lease: Option<Lease>, read_timeout: Duration, stall: Option<Stall> },
+    Upstream {
+        body: Incoming,
+        lease: Option<Lease>,
+        read_timeout: Duration,
+        stall: Option<Stall>,
+        coded: Option<Box<Coded>>,
+    },
     /// A body perfproxy produced (errors, its own endpoints).
     Full(Option<Bytes>),
 }
@@ -73,10 +84,18 @@ impl ProxyBody {
     /// The upstream's body; `lease` is its pooled connection, if any;
     /// `read_timeout` bounds each wait for more of it (`upstream_read_timeout_ms`).
     pub fn upstream(body: Incoming, lease: Option<Lease>, read_timeout: Duration) -> ProxyBody {
-        let kind = Kind::Upstream { body, lease, read_timeout, stall: None };
+        let kind = Kind::Upstream { body, lease, read_timeout, stall: None, coded: None };
         let mut b = ProxyBody { kind, done: None, fill: None, failed: false };
         b.release_if_done();
         b
+    }
+
+    /// Compresses the upstream's body frame by frame with `encoder`, if any.
+    pub fn encoded(mut self, encoder: Option<Box<Encoder>>) -> ProxyBody {
+        if let (Kind::Upstream { coded, .. }, Some(encoder)) = (&mut self.kind, encoder) {
+            *coded = Some(Box::new(Coded { encoder, trailers: None, ended: false }));
+        }
+        self
     }
 
     pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
@@ -142,7 +161,10 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let mut polled = match &mut this.kind {
-            Kind::Upstream { body, lease, read_timeout, stall } => match Pin::new(body).poll_frame(cx) {
+            Kind::Upstream { coded: Some(coded), .. } if coded.ended => {
+                Poll::Ready(coded.trailers.take().map(|t| Ok(Frame::trailers(t))))
+            }
+            Kind::Upstream { body, lease, read_timeout, stall, coded } => match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Pending if Stall::expired(stall, *read_timeout, cx) => {
                     if let Some(recording) = &mut this.done {
                         recording.upstream_stalled();
@@ -163,7 +185,11 @@ impl Body for ProxyBody {
                     }
                     Poll::Ready(Some(frame.map_err(BodyError::from)))
                 }
-            },
+            }
+            .map(|polled| match coded {
+                Some(coded) => coded.encode(polled, body.is_end_stream()),
+                None => polled,
+            }),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         if let (Some(recording), Poll::Ready(Some(Ok(frame)))) = (&mut this.done, &polled) {
@@ -205,6 +231,7 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
+            Kind::Upstream { coded: Some(c), .. } => c.encoder.finished() && c.trailers.is_none(),
             Kind::Upstream { body, .. } => body.is_end_stream(),
             Kind::Full(b) => b.is_none(),
         }
@@ -212,8 +239,50 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
+            // Compressed: as long as it turns out.
+            Kind::Upstream { coded: Some(_), .. } => SizeHint::default(),
             Kind::Upstream { body, .. } => body.size_hint(),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// An upstream body being compressed: each data frame becomes the
+/// compressor's output, flushed; its end (the last frame, the trailers, or
+/// the body's end) finishes the coding, trailers held back until then.
+#[derive(Debug)]
+struct Coded {
+    encoder: Box<Encoder>,
+    trailers: Option<http::HeaderMap>,
+    /// The upstream's body has ended and the coding with it.
+    ended: bool,
+}
+
+impl Coded {
+    /// The client's frame for the upstream's `polled` (`last`: the
+    /// upstream's body has ended with it).
+    fn encode(
+        &mut self,
+        polled: Option<Result<Frame<Bytes>, BodyError>>,
+        last: bool,
+    ) -> Option<Result<Frame<Bytes>, BodyError>> {
+        let end = |this: &mut Coded| {
+            this.ended = true;
+            Some(this.encoder.encode(&[], true).map(Frame::data).map_err(BodyError::from))
+        };
+        match polled {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    self.ended = last;
+                    Some(self.encoder.encode(&data, last).map(Frame::data).map_err(BodyError::from))
+                }
+                Err(frame) => {
+                    self.trailers = frame.into_trailers().ok();
+                    end(self)
+                }
+            },
+            None if !self.encoder.finished() => end(self),
+            other => other,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct Shared {
     pub database: Option<Arc<Database>>,
     pub alerts: Arc<Alerts>,
     pub cache: Arc<Cache>,
+    /// `[compression]` in force, and what it did.
+    pub compression: crate::compress::Compressor,
     pub admin_paths: AdminPaths,
     /// `/performance` and `/metrics` as last built, shared by readers.
     pub admin_docs: SharedDocs,
@@ -105,7 +107,9 @@ impl Shared {
         let limits = crate::admit::limits::LiveLimits::new(&config.rate_limits);
         let (top_key, top_count) = config.top_clients.clone();
         let top_clients = crate::admit::clients::top::TopClients::new(top_count, top_key, metrics.window());
+        let compression = crate::compress::Compressor::new(config.compression.clone());
         Arc::new(Shared {
+            compression,
             limits,
             top_clients,
             held: Default::default(),

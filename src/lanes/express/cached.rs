@@ -26,6 +26,7 @@ use crate::cache::{key, Counters, Rules};
 use crate::pipeline::answer::{hit_fields, Fwd, Outcome};
 use crate::pipeline::store;
 use crate::shared::state::Worker;
+use crate::wire::encoding::Ranked;
 use crate::wire::http1::{self, Framing};
 
 /// A body this big or bigger is written apart from its head.
@@ -53,14 +54,15 @@ pub(super) struct Miss {
 }
 
 /// Looks `key` up in the memory layer for a GET or HEAD with no field that
-/// changes a lookup (`lookup_fields`).
+/// changes a lookup (`lookup_fields`); `codings`: the client's, read only
+/// when the key's variants are in codings perfproxy chose.
 pub(super) fn lookup(
     worker: &Worker,
     rules: &Rules,
-    key: String,
-    path: &str,
+    (key, path): (String, &str),
     method: &Method,
     lookup_fields: bool,
+    codings: impl FnOnce() -> Ranked,
 ) -> Lookup {
     let cache = &worker.shared.cache;
     if lookup_fields {
@@ -68,13 +70,22 @@ pub(super) fn lookup(
     }
     match cache.memory_slot(&key) {
         Some(slot) => {
-            // The newest variant answers any request only if it varies on nothing.
-            let Some(newest) = slot.first().filter(|e| e.vary.is_empty()) else { return Lookup::General };
+            // The newest variant answers any request only if it varies on
+            // nothing; variants in codings perfproxy chose, if they vary on
+            // nothing else, answer the client's `Accept-Encoding`.
+            let newest = match slot.first() {
+                Some(e) if e.vary.is_empty() && e.coding.is_none() => Some(e.clone()),
+                Some(e) if e.coding.is_some() && slot.iter().all(|e| e.vary.is_empty()) => {
+                    crate::cache::choose(slot.iter(), &codings())
+                }
+                _ => None,
+            };
+            let Some(newest) = newest else { return Lookup::General };
             // Tag headers are written only when kept: the general path writes them.
             if newest.staleness(SystemTime::now()).is_some() || rules.keep_tag_headers {
                 return Lookup::General;
             }
-            Lookup::Hit(newest.clone())
+            Lookup::Hit(newest)
         }
         None if *method == Method::HEAD || cache.has_redis() => Lookup::General,
         None => {
@@ -210,7 +221,7 @@ pub(super) fn after_head(
     // As the general path stores it: with perfproxy's `Via` after the upstream's.
     h.append(http::header::VIA, HeaderValue::from_static(http1::VIA));
     let status = StatusCode::from_u16(resp.status).expect("a storable status is a status");
-    let pending = store::pending_entry(status, &h, vary, lifetime, (miss.request_time, response_time));
+    let pending = store::pending_entry(status, &h, (vary, None), lifetime, (miss.request_time, response_time));
     let cache = worker.shared.cache.clone();
     // Boxed: a request's future reserves no room for a fill it rarely has.
     let fill =

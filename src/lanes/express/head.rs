@@ -343,6 +343,12 @@ impl RequestHead {
     }
 
     /// The value of the first field named `name` (lower case), if any.
+    /// Every value of the field `name`, in order.
+    pub fn field_values<'b>(&'b self, buf: &'b [u8], name: &'b [u8]) -> impl Iterator<Item = &'b [u8]> + 'b {
+        let fields = self.fields.iter().filter(move |f| buf[f.name.clone()].eq_ignore_ascii_case(name));
+        fields.map(move |f| &buf[f.value.clone()])
+    }
+
     pub fn field_value<'b>(&self, buf: &'b [u8], name: &[u8]) -> Option<&'b [u8]> {
         let f = self.fields.iter().find(|f| buf[f.name.clone()].eq_ignore_ascii_case(name))?;
         Some(&buf[f.value.clone()])

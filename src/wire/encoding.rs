@@ -1,0 +1,371 @@
+//! Content codings on the wire (RFC 9110 §8.4, §12.5.3): the codings
+//! perfproxy compresses with ([`Coding`]), a client's `Accept-Encoding`
+//! read with its q-values ([`Accepted`]) and ranked ([`Ranked`]), the
+//! content types worth compressing ([`ContentTypes`]), whether an answer
+//! may be compressed at all ([`compressible`]), and the head of an answer
+//! once compressed ([`mark_compressed`], [`add_vary`]). Pure functions: the
+//! `compress` layer and the cache call them.
+
+use http::header::{self, HeaderMap, HeaderValue};
+
+/// A content coding perfproxy knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Coding {
+    Identity,
+    Gzip,
+    Br,
+    Zstd,
+}
+
+impl Coding {
+    /// The compressing codings, in the default order of preference.
+    pub const COMPRESSED: [Coding; 3] = [Coding::Zstd, Coding::Br, Coding::Gzip];
+
+    /// The coding's token (`Content-Encoding`, `Accept-Encoding`, config).
+    pub fn token(self) -> &'static str {
+        match self {
+            Coding::Identity => "identity",
+            Coding::Gzip => "gzip",
+            Coding::Br => "br",
+            Coding::Zstd => "zstd",
+        }
+    }
+
+    /// A token (case-insensitive; `x-gzip` is gzip, RFC 9110 §8.4.1.3).
+    pub fn from_token(token: &[u8]) -> Option<Coding> {
+        let is = |s: &str| token.eq_ignore_ascii_case(s.as_bytes());
+        match token.len() {
+            2 if is("br") => Some(Coding::Br),
+            4 if is("gzip") || is("zstd") => Some(if is("gzip") { Coding::Gzip } else { Coding::Zstd }),
+            6 if is("x-gzip") => Some(Coding::Gzip),
+            8 if is("identity") => Some(Coding::Identity),
+            _ => None,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A client's `Accept-Encoding`: the weight (q × 1000) it gives each coding
+/// perfproxy knows, and `*`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accepted {
+    q: [Option<u16>; 4],
+    star: Option<u16>,
+}
+
+impl Accepted {
+    /// Reads the request's `Accept-Encoding` values (none: identity only,
+    /// as every proxy reads a request without the field).
+    pub fn parse<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Accepted {
+        let mut accepted = Accepted::default();
+        for value in values {
+            for item in value.split(|&b| b == b',') {
+                let mut parts = item.split(|&b| b == b';');
+                let token = parts.next().unwrap_or_default().trim_ascii();
+                let mut q = Some(1000);
+                for param in parts {
+                    let param = param.trim_ascii();
+                    if param.len() > 2 && param[..2].eq_ignore_ascii_case(b"q=") {
+                        q = weight(&param[2..]);
+                    }
+                }
+                // A malformed weight: the item is ignored.
+                let Some(q) = q else { continue };
+                if token == b"*" {
+                    accepted.star = Some(q);
+                } else if let Some(c) = Coding::from_token(token) {
+                    // The first mention of a coding counts.
+                    accepted.q[c.index()].get_or_insert(q);
+                }
+            }
+        }
+        accepted
+    }
+
+    /// The weight the client gives a compressing coding (0: refused).
+    fn weight_of(&self, c: Coding) -> u16 {
+        self.q[c.index()].or(self.star).unwrap_or(0)
+    }
+
+    /// The codings to answer with, best first: the compressing codings of
+    /// `order` the client accepts, by its q-values then `order`; identity
+    /// first only when the client prefers it (or accepts nothing else),
+    /// and then followed by the rest. A request for which nothing may be
+    /// compressed (`HEAD`) is ranked with `compress = false`: identity alone.
+    pub fn rank(&self, order: &[Coding], compress: bool) -> Ranked {
+        let mut ranked = Ranked::default();
+        let identity = match self.q[Coding::Identity.index()] {
+            Some(q) => q,
+            // Not named: acceptable unless `*;q=0`, below every named coding.
+            None if self.star == Some(0) => 0,
+            None => 1,
+        };
+        let mut codings: Vec<(u16, Coding)> = if compress {
+            order.iter().filter(|c| **c != Coding::Identity).map(|c| (self.weight_of(*c), *c)).collect()
+        } else {
+            Vec::new()
+        };
+        codings.retain(|(q, _)| *q > 0);
+        // Stable: equal weights keep `order`.
+        codings.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let identity_first = identity > 0 && codings.first().is_none_or(|(q, _)| identity > *q);
+        if identity_first {
+            ranked.push(Coding::Identity);
+        }
+        for (_, c) in codings {
+            ranked.push(c);
+        }
+        if ranked.len == 0 {
+            // Nothing acceptable: identity anyway (RFC 9110 §12.5.3 allows it).
+            ranked.push(Coding::Identity);
+        }
+        ranked
+    }
+}
+
+/// A q-value (`0`, `0.5`, `1.000`) as thousandths; `None` if malformed.
+fn weight(v: &[u8]) -> Option<u16> {
+    let (int, frac) = match v.iter().position(|&b| b == b'.') {
+        Some(i) => (&v[..i], &v[i + 1..]),
+        None => (v, &[][..]),
+    };
+    if int.len() != 1 || frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut q = u16::from(int[0].checked_sub(b'0').filter(|d| *d <= 1)?) * 1000;
+    for (i, d) in frac.iter().enumerate() {
+        q += u16::from(d - b'0') * [100, 10, 1][i];
+    }
+    (q <= 1000).then_some(q)
+}
+
+/// The codings a request may be answered with, best first (see [`Accepted::rank`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ranked {
+    codings: [Option<Coding>; 4],
+    len: usize,
+}
+
+impl Ranked {
+    fn push(&mut self, c: Coding) {
+        self.codings[self.len] = Some(c);
+        self.len += 1;
+    }
+
+    /// Identity alone: a request without `Accept-Encoding`, or one nothing is compressed for.
+    pub fn identity() -> Ranked {
+        let mut r = Ranked::default();
+        r.push(Coding::Identity);
+        r
+    }
+
+    /// The coding to compress a fresh answer with (identity: none).
+    pub fn best(&self) -> Coding {
+        self.codings[0].unwrap_or(Coding::Identity)
+    }
+
+    /// Where `c` stands (0 is best); `None` if it is not acceptable here.
+    pub fn position(&self, c: Coding) -> Option<usize> {
+        self.codings[..self.len].iter().position(|x| *x == Some(c))
+    }
+}
+
+/// The content types worth compressing: `type/subtype`, `type/*`, `*/*`,
+/// or a structured suffix (`+json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentTypes {
+    patterns: Vec<String>,
+}
+
+impl ContentTypes {
+    /// Lower-cased patterns; the first that is not one is returned as `Err(index)`.
+    pub fn parse(patterns: &[String]) -> Result<ContentTypes, usize> {
+        let token =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
+        let mut out = Vec::with_capacity(patterns.len());
+        for (i, p) in patterns.iter().enumerate() {
+            let p = p.trim().to_ascii_lowercase();
+            let ok = match p.split_once('/') {
+                Some(("*", "*")) => true,
+                Some((t, "*")) => token(t),
+                Some((t, s)) => token(t) && token(s),
+                None => p.len() > 1 && p.starts_with('+') && token(&p[1..]),
+            };
+            if !ok {
+                return Err(i);
+            }
+            out.push(p);
+        }
+        Ok(ContentTypes { patterns: out })
+    }
+
+    /// Whether a `Content-Type` value (parameters ignored) is one of them.
+    pub fn matches(&self, content_type: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(content_type) else { return false };
+        let media = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let Some((t, s)) = media.split_once('/') else { return false };
+        self.patterns.iter().any(|p| match p.split_once('/') {
+            Some(("*", "*")) => true,
+            Some((pt, "*")) => pt == t,
+            Some(_) => *p == media,
+            None => s.ends_with(p.as_str()),
+        })
+    }
+}
+
+/// Whether an upstream answer may be compressed: a status with a body
+/// that is not partial (not 1xx, 204, 206, 304), not encoded already, no
+/// `no-transform`, a listed content type, and no `Content-Length` under
+/// `min_bytes` (a body of unknown length may be).
+pub fn compressible(status: u16, headers: &HeaderMap, min_bytes: u64, types: &ContentTypes) -> bool {
+    if status < 200 || matches!(status, 204 | 206 | 304) || headers.contains_key(header::CONTENT_RANGE) {
+        return false;
+    }
+    let encoded = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| crate::wire::http1::tokens(v.as_bytes()).any(|t| !t.eq_ignore_ascii_case(b"identity")));
+    if encoded || no_transform(headers) {
+        return false;
+    }
+    if !headers.get(header::CONTENT_TYPE).is_some_and(|t| types.matches(t.as_bytes())) {
+        return false;
+    }
+    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| crate::wire::http1::content_length(v.as_bytes()));
+    length.is_none_or(|n| n >= min_bytes)
+}
+
+/// `Cache-Control: no-transform` (RFC 9111 §5.2.1.6, §5.2.2.6).
+pub fn no_transform(headers: &HeaderMap) -> bool {
+    let values = headers.get_all(header::CACHE_CONTROL).iter();
+    values.flat_map(|v| crate::wire::http1::tokens(v.as_bytes())).any(|t| t.eq_ignore_ascii_case(b"no-transform"))
+}
+
+/// Adds `Accept-Encoding` to `Vary` (once; never beside `*`).
+pub fn add_vary(headers: &mut HeaderMap) {
+    let names = headers.get_all(header::VARY).iter().flat_map(|v| crate::wire::http1::tokens(v.as_bytes()));
+    let mut listed = false;
+    for n in names {
+        listed |= n == b"*" || n.eq_ignore_ascii_case(b"accept-encoding");
+    }
+    if !listed {
+        headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+}
+
+/// The head of an answer compressed with `coding`: `Content-Encoding`, no
+/// length (it is sent as it is made) and no byte ranges, `Vary:
+/// Accept-Encoding`, and a strong `ETag` made weak (the bytes differ from
+/// the upstream's; RFC 9110 §8.8.3).
+pub fn mark_compressed(headers: &mut HeaderMap, coding: Coding) {
+    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding.token()));
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::ACCEPT_RANGES);
+    headers.remove("content-md5");
+    add_vary(headers);
+    if let Some(etag) = headers.get(header::ETAG).filter(|e| e.as_bytes().starts_with(b"\"")) {
+        let weak = [&b"W/"[..], etag.as_bytes()].concat();
+        let weak = HeaderValue::from_bytes(&weak).expect("a valid value with W/ before it is valid");
+        headers.insert(header::ETAG, weak);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rank(ae: &str) -> Vec<Coding> {
+        let r = Accepted::parse([ae.as_bytes()]).rank(&Coding::COMPRESSED, true);
+        r.codings[..r.len].iter().flatten().copied().collect()
+    }
+
+    #[test]
+    fn accept_encoding_is_ranked_by_q_then_the_configured_order() {
+        use Coding::*;
+        assert_eq!(rank("gzip, br"), [Br, Gzip]);
+        assert_eq!(rank("gzip;q=1.0, br;q=0.9"), [Gzip, Br]);
+        assert_eq!(rank("GZIP , Zstd;Q=0.5"), [Gzip, Zstd]);
+        assert_eq!(rank("*"), [Zstd, Br, Gzip]);
+        assert_eq!(rank("zstd;q=0, *;q=0.5"), [Br, Gzip]);
+        assert_eq!(rank("identity"), [Identity]);
+        assert_eq!(rank(""), [Identity]);
+        assert_eq!(rank("gzip;q=0"), [Identity]);
+        assert_eq!(rank("gzip;q=0.5, identity"), [Identity, Gzip], "the client prefers identity");
+        assert_eq!(rank("x-gzip, deflate"), [Gzip]);
+        assert_eq!(rank("gzip;q=2, br;q=abc, zstd;q=0.001"), [Zstd], "malformed weights are ignored");
+        assert_eq!(rank("*;q=0"), [Identity], "nothing acceptable: identity anyway");
+        let none = Accepted::parse(std::iter::empty::<&[u8]>()).rank(&Coding::COMPRESSED, true);
+        assert_eq!(none, Ranked::identity());
+        let head = Accepted::parse([&b"gzip"[..]]).rank(&Coding::COMPRESSED, false);
+        assert_eq!(head, Ranked::identity());
+        let only_gzip = Accepted::parse([&b"br, gzip"[..]]).rank(&[Gzip], true);
+        assert_eq!(only_gzip.best(), Gzip);
+        assert_eq!(only_gzip.position(Br), None);
+    }
+
+    #[test]
+    fn content_types_match_by_type_subtype_and_suffix() {
+        let defaults = ["text/*", "application/json", "image/svg+xml", "+json", "+xml"].map(String::from);
+        let t = ContentTypes::parse(&defaults).unwrap();
+        for yes in ["text/html; charset=utf-8", "Application/JSON", "application/problem+json", "image/svg+xml"] {
+            assert!(t.matches(yes.as_bytes()), "{yes}");
+        }
+        for no in ["image/png", "application/octet-stream", "json", "application/jsonx"] {
+            assert!(!t.matches(no.as_bytes()), "{no}");
+        }
+        assert_eq!(ContentTypes::parse(&["text/".into()]), Err(0));
+        assert_eq!(ContentTypes::parse(&["text/html".into(), "+".into()]), Err(1));
+    }
+
+    #[test]
+    fn compressed_heads_say_so() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5000"));
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        mark_compressed(&mut h, Coding::Br);
+        assert_eq!(h[header::ETAG], "W/\"v1\"");
+        assert_eq!(h[header::CONTENT_ENCODING], "br");
+        assert!(!h.contains_key(header::CONTENT_LENGTH) && !h.contains_key(header::ACCEPT_RANGES));
+        let vary: Vec<_> = h.get_all(header::VARY).iter().collect();
+        assert_eq!(vary, ["Origin", "Accept-Encoding"]);
+        add_vary(&mut h);
+        assert_eq!(h.get_all(header::VARY).iter().count(), 2, "once");
+        let mut weak = HeaderMap::new();
+        weak.insert(header::ETAG, HeaderValue::from_static("W/\"v1\""));
+        mark_compressed(&mut weak, Coding::Gzip);
+        assert_eq!(weak[header::ETAG], "W/\"v1\"");
+    }
+
+    #[test]
+    fn what_may_be_compressed() {
+        let types = ContentTypes::parse(&["text/*".into()]).unwrap();
+        let head = |fields: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in fields {
+                h.append(*n, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let text = head(&[("content-type", "text/plain"), ("content-length", "2000")]);
+        assert!(compressible(200, &text, 1024, &types));
+        assert!(compressible(404, &text, 1024, &types));
+        for status in [101, 204, 206, 304] {
+            assert!(!compressible(status, &text, 1024, &types), "{status}");
+        }
+        assert!(!compressible(200, &text, 4096, &types), "under min_bytes");
+        assert!(compressible(200, &head(&[("content-type", "text/plain")]), 4096, &types), "unknown length");
+        let encoded = head(&[("content-type", "text/plain"), ("content-encoding", "gzip")]);
+        assert!(!compressible(200, &encoded, 0, &types));
+        let identity = head(&[("content-type", "text/plain"), ("content-encoding", "identity")]);
+        assert!(compressible(200, &identity, 0, &types));
+        let kept = head(&[("content-type", "text/plain"), ("cache-control", "public, No-Transform")]);
+        assert!(!compressible(200, &kept, 0, &types));
+        assert!(!compressible(200, &head(&[("content-type", "image/png")]), 0, &types));
+        assert!(!compressible(200, &head(&[]), 0, &types), "no type");
+    }
+}

@@ -35,6 +35,18 @@ fn bad_configuration_exits_2_naming_the_key() {
         (vec!["--config".into(), "/nonexistent/perfproxy.toml".into()], vec![], "--config"),
         (vec!["--config".into(), write_config("listen = [\n")], vec![], "listen"),
         (vec!["--upstream".into(), "ftp://secure".into()], vec![], "--upstream"),
+        (
+            vec!["--config".into(), write_config("[compression]\nalgorithms = [\"gzip\", \"lz4\"]\n")],
+            vec![],
+            "compression.algorithms[1]",
+        ),
+        (vec!["--config".into(), write_config("[compression.level]\nbr = 12\n")], vec![], "compression.level.br"),
+        (
+            vec!["--config".into(), write_config("[compression]\ncontent_types = [\"json\"]\n")],
+            vec![],
+            "compression.content_types[0]",
+        ),
+        (vec!["--config".into(), write_config("[compression]\nenabled = \"yes\"\n")], vec![], "compression.enabled"),
         (vec![], vec![("PERFPROXY_LISTEN", "localhost")], "PERFPROXY_LISTEN"),
         (vec![], vec![("DATABASE_POOL_SIZE", "ten")], "DATABASE_POOL_SIZE"),
         (vec![], vec![("PERFORMANCE_MONITORING_ENABLED", "maybe")], "PERFORMANCE_MONITORING_ENABLED"),

@@ -34,12 +34,53 @@ pub struct Performance {
     pub slos: Vec<crate::observe::slo::SloView>,
     /// The TLS listener's certificates and handshakes; the upstream's handshakes.
     pub tls: TlsView,
+    /// `[compression]`: whether it is on, and what each coding did.
+    pub compression: CompressionView,
     /// `?scope=cluster` only: `cluster` (merged over the live instances)
     /// or `instance` (no Redis: this instance alone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instances: Option<Vec<crate::observe::cluster::Instance>>,
+}
+
+/// `compression`: `enabled`, then per coding (`gzip`, `br`, `zstd`) the
+/// answers compressed and their bytes in (the upstream's) and out.
+#[derive(Serialize)]
+pub struct CompressionView {
+    pub enabled: bool,
+    /// The codings in use, preferred first.
+    pub algorithms: Vec<&'static str>,
+    pub gzip: CodingView,
+    pub br: CodingView,
+    pub zstd: CodingView,
+}
+
+#[derive(Serialize)]
+pub struct CodingView {
+    pub responses: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// `bytes_out / bytes_in` (0 before any).
+    pub ratio: f64,
+}
+
+pub fn compression_view(shared: &Shared) -> CompressionView {
+    use crate::wire::encoding::Coding;
+    let stats = &shared.compression.stats;
+    let view = |c: Coding| {
+        let f = stats.figures(c);
+        let ratio = if f.bytes_in == 0 { 0.0 } else { (f.bytes_out as f64 / f.bytes_in as f64 * 1e4).round() / 1e4 };
+        CodingView { responses: f.responses, bytes_in: f.bytes_in, bytes_out: f.bytes_out, ratio }
+    };
+    let table = shared.compression.table();
+    CompressionView {
+        enabled: table.enabled,
+        algorithms: table.order.iter().map(|c| c.token()).collect(),
+        gzip: view(Coding::Gzip),
+        br: view(Coding::Br),
+        zstd: view(Coding::Zstd),
+    }
 }
 
 /// `tls`: what the TLS listener presents and how its handshakes went;
@@ -271,6 +312,7 @@ pub fn build(shared: &Shared, route: Option<&str>) -> Performance {
         slow_requests: slow_requests(shared),
         slos: shared.metrics.slos().map_or_else(Vec::new, |s| s.views(shared.metrics.now_unix())),
         tls: tls_view(shared),
+        compression: compression_view(shared),
         scope: None,
         instances: None,
     }

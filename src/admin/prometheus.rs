@@ -5,6 +5,7 @@
 //! every Prometheus version read.) A scraper that asks for OpenMetrics gets
 //! the same families in that format, with exemplars ([`openmetrics`]).
 
+mod compression;
 mod openmetrics;
 mod slo;
 mod tls;
@@ -296,6 +297,7 @@ pub fn render(shared: &Shared, openmetrics: bool) -> String {
         slo::families(&mut families, slos, shared.metrics.now_unix());
     }
     tls::families(&mut families, shared);
+    compression::families(&mut families, shared);
     let samples = &shared.metrics.slow.counts;
     families.push(family(
         "perfproxy_database_activity_samples_total",

@@ -221,12 +221,17 @@ async fn upstream_handle(up: Upstream, req: Request<Incoming>) -> Result<Respons
             });
             Response::new(BodyExt::boxed(StreamBody::new(stream)))
         }
-        ["stream"] => {
+        // `/events`: the same, as server-sent events.
+        ["stream"] | ["events"] => {
             let rx = up.stream_feed.lock().unwrap().take().expect("stream feed set by the test");
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
             });
-            Response::new(BodyExt::boxed(StreamBody::new(stream)))
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            if segs[0] == "events" {
+                r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            }
+            r
         }
         _ => full(200, "ok"),
     };

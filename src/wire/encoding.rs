@@ -218,7 +218,7 @@ impl ContentTypes {
 
 /// Whether an upstream answer may be compressed: a status with a body
 /// that is not partial (not 1xx, 204, 206, 304), not encoded already, no
-/// `no-transform`, a listed content type, and no `Content-Length` under
+/// `no-transform`, a listed content type (never gRPC's), and no `Content-Length` under
 /// `min_bytes` (a body of unknown length may be).
 pub fn compressible(status: u16, headers: &HeaderMap, min_bytes: u64, types: &ContentTypes) -> bool {
     if status < 200 || matches!(status, 204 | 206 | 304) || headers.contains_key(header::CONTENT_RANGE) {
@@ -231,7 +231,9 @@ pub fn compressible(status: u16, headers: &HeaderMap, min_bytes: u64, types: &Co
     if encoded || no_transform(headers) {
         return false;
     }
-    if !headers.get(header::CONTENT_TYPE).is_some_and(|t| types.matches(t.as_bytes())) {
+    // gRPC compresses its messages itself, never the stream (`*/*` included).
+    let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+    if !content_type.is_some_and(|t| types.matches(t) && !crate::wire::grpc::is_grpc_type(t)) {
         return false;
     }
     let length = headers.get(header::CONTENT_LENGTH).and_then(|v| crate::wire::http1::content_length(v.as_bytes()));
@@ -367,5 +369,7 @@ mod tests {
         assert!(!compressible(200, &kept, 0, &types));
         assert!(!compressible(200, &head(&[("content-type", "image/png")]), 0, &types));
         assert!(!compressible(200, &head(&[]), 0, &types), "no type");
+        let all = ContentTypes::parse(&["*/*".into()]).unwrap();
+        assert!(!compressible(200, &head(&[("content-type", "application/grpc+proto")]), 0, &all), "gRPC");
     }
 }

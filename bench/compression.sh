@@ -35,32 +35,15 @@ while len(json.dumps({"items": items})) < 24_800:
 open(sys.argv[1], "w").write(json.dumps({"items": items, "total": len(items)}))
 PY
 size=$(stat -c %s "$work/www/doc.json")
-cat > "$work/up.conf" <<NGX
-worker_processes 1;
-daemon on;
-pid $work/up.pid;
-error_log $work/up.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
+bench_nginx up <<NGX
   types { application/json json; }
   server {
     listen 127.0.0.1:$UP_PORT;
     root $work/www;
     location / { add_header Cache-Control "max-age=3600"; etag on; }
   }
-}
 NGX
-nginx -c "$work/up.conf" -p "$work"
-cat > "$work/ngx.conf" <<NGX
-worker_processes 1;
-daemon on;
-pid $work/ngx.pid;
-error_log $work/ngx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+bench_nginx ngx <<NGX
   proxy_cache_path $work/cache keys_zone=hits:10m;
   upstream backend { server 127.0.0.1:$UP_PORT; keepalive 64; }
   gzip on;
@@ -77,9 +60,7 @@ http {
       proxy_cache hits;
     }
   }
-}
 NGX
-nginx -c "$work/ngx.conf" -p "$work"
 trap '[ -f "$work/ngx.pid" ] && kill "$(cat "$work/ngx.pid")" 2>/dev/null; bench_cleanup' EXIT
 printf '[compression]\nenabled = true\n' > "$work/perfproxy.toml"
 RUST_LOG=warn bench_perfproxy "$PP_PORT" "$UP_PORT" --workers 1 --config "$work/perfproxy.toml"
@@ -105,12 +86,7 @@ printf '%-10s %-5s %6s %12s %10s\n' target enc round req/s p99_ms
 for round in $(seq "$ROUNDS"); do
   for t in "nginx=$NGX_PORT:gzip" "perfproxy=$PP_PORT:gzip" "perfproxy=$PP_PORT:br" "perfproxy=$PP_PORT:zstd"; do
     name=${t%%=*}; rest=${t#*=}; port=${rest%%:*}; coding=${rest#*:}
-    url="http://127.0.0.1:$port/doc.json"
-    wrk -t1 -c "$CONNECTIONS" -d 2s -H "Accept-Encoding: $coding" "$url" >/dev/null 2>&1 || true   # warm-up
-    out=$(wrk -t1 -c "$CONNECTIONS" -d "${DURATION}s" --latency -H "Accept-Encoding: $coding" "$url")
-    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-    p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
-    errors=$(awk '/Socket errors|Non-2xx/ {print}' <<<"$out" | tr '\n' ' ')
+    IFS=$'\t' read -r rps p99 errors < <(bench_wrk "http://127.0.0.1:$port/doc.json" -H "Accept-Encoding: $coding")
     printf '%-10s %-5s %6s %12s %10s  %s\n' "$name" "$coding" "$round" "$rps" "$p99" "$errors"
     printf '%s\t%s\t%s\t%s\n' "$name" "$coding" "$rps" "$p99" >> "$results"
   done

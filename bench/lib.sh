@@ -64,3 +64,31 @@ bench_perfproxy() {
   pids+=($!)
   for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/health/live" >/dev/null && return; sleep 0.1; done
 }
+
+# Writes $work/$1.conf: one nginx worker, daemonised, its pid and error log
+# in $work, the `http` block's lines from stdin (access log off,
+# keep-alive unbounded before them); starts it.
+bench_nginx() {
+  local name=$1
+  {
+    printf 'worker_processes 1;\ndaemon on;\npid %s/%s.pid;\nerror_log %s/%s.err;\n' "$work" "$name" "$work" "$name"
+    printf 'events { worker_connections 4096; }\nhttp {\n  access_log off;\n  keepalive_requests 1000000;\n'
+    cat
+    printf '}\n'
+  } > "$work/$name.conf"
+  nginx -c "$work/$name.conf" -p "$work"
+}
+
+# One measured wrk run (-t1, $CONNECTIONS connections, $DURATION s) after a
+# 2 s warm-up; wrk's other arguments after the URL. Prints
+# "req/s<TAB>p99_ms<TAB>errors".
+bench_wrk() {
+  local url=$1 out rps p99 errors
+  shift
+  wrk -t1 -c "$CONNECTIONS" -d 2s "$@" "$url" >/dev/null 2>&1 || true
+  out=$(wrk -t1 -c "$CONNECTIONS" -d "${DURATION}s" --latency "$@" "$url")
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
+  errors=$(awk '/Socket errors|Non-2xx/ {print}' <<<"$out" | tr '\n' ' ')
+  printf '%s\t%s\t%s\n' "$rps" "$p99" "$errors"
+}

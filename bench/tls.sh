@@ -30,15 +30,7 @@ bench_upstream "$UP_PORT"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-cat > "$work/ngx.conf" <<NGX
-worker_processes 1;
-daemon on;
-pid $work/ngx.pid;
-error_log $work/ngx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+bench_nginx ngx <<NGX
   upstream backend { server 127.0.0.1:$UP_PORT; keepalive 64; }
   server {
     listen 127.0.0.1:$NGX_PORT ssl;
@@ -52,9 +44,7 @@ http {
       proxy_set_header Connection "";
     }
   }
-}
 NGX
-nginx -c "$work/ngx.conf" -p "$work"
 trap '[ -f "$work/ngx.pid" ] && kill "$(cat "$work/ngx.pid")" 2>/dev/null; bench_cleanup' EXIT
 printf '[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$work/cert.pem" "$work/key.pem" > "$work/perfproxy.toml"
 RUST_LOG=warn bench_perfproxy "$PP_PORT" "$UP_PORT" --workers 1 --tls-listen "127.0.0.1:$PP_TLS_PORT" \
@@ -72,11 +62,7 @@ for round in $(seq "$ROUNDS"); do
       url="https://127.0.0.1:$port/bench/1k"
       headers=()
       [ "$load" = handshakes ] && headers=(-H "Connection: close")
-      wrk -t1 -c "$CONNECTIONS" -d 2s "${headers[@]}" "$url" >/dev/null 2>&1 || true   # warm-up
-      out=$(wrk -t1 -c "$CONNECTIONS" -d "${DURATION}s" --latency "${headers[@]}" "$url")
-      rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-      p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
-      errors=$(awk '/Socket errors|Non-2xx/ {print}' <<<"$out" | tr '\n' ' ')
+      IFS=$'\t' read -r rps p99 errors < <(bench_wrk "$url" "${headers[@]}")
       printf '%-10s %-11s %6s %12s %10s  %s\n' "$name" "$load" "$round" "$rps" "$p99" "$errors"
       printf '%s\t%s\t%s\t%s\n' "$name" "$load" "$rps" "$p99" >> "$results"
     done

@@ -21,17 +21,47 @@ const MIN_WINDOW_LOG: u32 = 10;
 /// An answer being compressed.
 pub struct Encoder {
     coding: Coding,
-    state: State,
+    /// `None` once the coding's end is written.
+    writer: Option<Box<dyn CodingWriter>>,
     stats: Arc<Stats>,
     bytes_in: u64,
     bytes_out: u64,
 }
 
-enum State {
-    Gzip(GzEncoder<Vec<u8>>),
-    Br(Box<brotli::CompressorWriter<Vec<u8>>>),
-    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
-    Finished,
+/// A compressor writing into memory: what it has made so far is taken
+/// after each flush, the rest at its end.
+trait CodingWriter: Write + Send {
+    /// What has been written out so far.
+    fn made(&mut self) -> &mut Vec<u8>;
+    /// Writes the coding's end; the rest of its output.
+    fn end(self: Box<Self>) -> std::io::Result<Vec<u8>>;
+}
+
+impl CodingWriter for GzEncoder<Vec<u8>> {
+    fn made(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn end(self: Box<Self>) -> std::io::Result<Vec<u8>> {
+        self.finish()
+    }
+}
+
+impl CodingWriter for brotli::CompressorWriter<Vec<u8>> {
+    fn made(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn end(self: Box<Self>) -> std::io::Result<Vec<u8>> {
+        Ok(self.into_inner())
+    }
+}
+
+impl CodingWriter for zstd::stream::write::Encoder<'static, Vec<u8>> {
+    fn made(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn end(self: Box<Self>) -> std::io::Result<Vec<u8>> {
+        self.finish()
+    }
 }
 
 impl std::fmt::Debug for Encoder {
@@ -51,21 +81,19 @@ impl Encoder {
     /// upstream said (a smaller window for a small body). Identity is not a
     /// compressing coding: `None`.
     pub fn new(coding: Coding, level: u32, length: Option<u64>, stats: Arc<Stats>) -> std::io::Result<Option<Encoder>> {
-        let state = match coding {
+        let writer: Box<dyn CodingWriter> = match coding {
             Coding::Identity => return Ok(None),
-            Coding::Gzip => State::Gzip(GzEncoder::new(Vec::new(), flate2::Compression::new(level))),
-            Coding::Br => {
-                State::Br(Box::new(brotli::CompressorWriter::new(Vec::new(), 4096, level, window_log(length))))
-            }
+            Coding::Gzip => Box::new(GzEncoder::new(Vec::new(), flate2::Compression::new(level))),
+            Coding::Br => Box::new(brotli::CompressorWriter::new(Vec::new(), 4096, level, window_log(length))),
             Coding::Zstd => {
                 let mut z = zstd::stream::write::Encoder::new(Vec::new(), level as i32)?;
                 z.window_log(window_log(length))?;
                 z.include_checksum(false)?;
                 z.set_pledged_src_size(length)?;
-                State::Zstd(z)
+                Box::new(z)
             }
         };
-        Ok(Some(Encoder { coding, state, stats, bytes_in: 0, bytes_out: 0 }))
+        Ok(Some(Encoder { coding, writer: Some(writer), stats, bytes_in: 0, bytes_out: 0 }))
     }
 
     pub fn coding(&self) -> Coding {
@@ -74,48 +102,22 @@ impl Encoder {
 
     /// Whether the coding's end has been written.
     pub fn finished(&self) -> bool {
-        matches!(self.state, State::Finished)
+        self.writer.is_none()
     }
 
     /// Compresses `data`, then flushes, or finishes when it is the `last`
     /// piece: what the client gets next.
     pub fn encode(&mut self, data: &[u8], last: bool) -> std::io::Result<Bytes> {
+        let Some(mut writer) = self.writer.take() else { return Ok(Bytes::new()) };
         self.bytes_in += data.len() as u64;
-        let out = match std::mem::replace(&mut self.state, State::Finished) {
-            State::Gzip(mut z) => {
-                z.write_all(data)?;
-                if last {
-                    z.finish()?
-                } else {
-                    z.flush()?;
-                    let out = std::mem::take(z.get_mut());
-                    self.state = State::Gzip(z);
-                    out
-                }
-            }
-            State::Br(mut b) => {
-                b.write_all(data)?;
-                if last {
-                    b.into_inner()
-                } else {
-                    b.flush()?;
-                    let out = std::mem::take(b.get_mut());
-                    self.state = State::Br(b);
-                    out
-                }
-            }
-            State::Zstd(mut z) => {
-                z.write_all(data)?;
-                if last {
-                    z.finish()?
-                } else {
-                    z.flush()?;
-                    let out = std::mem::take(z.get_mut());
-                    self.state = State::Zstd(z);
-                    out
-                }
-            }
-            State::Finished => Vec::new(),
+        writer.write_all(data)?;
+        let out = if last {
+            writer.end()?
+        } else {
+            writer.flush()?;
+            let out = std::mem::take(writer.made());
+            self.writer = Some(writer);
+            out
         };
         self.bytes_out += out.len() as u64;
         Ok(Bytes::from(out))

@@ -111,10 +111,10 @@ impl Compression {
         self.rank(values, compress)
     }
 
-    /// What becomes of an upstream answer (`status`, `headers`) to a
-    /// request ranked `ranked`.
-    pub fn decide(&self, ranked: &Ranked, status: u16, headers: &HeaderMap) -> Decision {
-        if !self.enabled || !encoding::compressible(status, headers, self.min_bytes, &self.types) {
+    /// What becomes of an upstream answer (`status`, `headers`, its body's
+    /// `length` when known) to a request ranked `ranked`.
+    pub fn decide(&self, ranked: &Ranked, status: u16, headers: &HeaderMap, length: Option<u64>) -> Decision {
+        if !self.enabled || !encoding::compressible(status, headers, length, self.min_bytes, &self.types) {
             return Decision::AsItCame;
         }
         Decision::Negotiated(ranked.best())
@@ -202,11 +202,11 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("content-type", "application/json".parse().unwrap());
         let gzip = table.rank([&b"gzip"[..]], true);
-        assert_eq!(table.decide(&gzip, 200, &h), Decision::Negotiated(Coding::Gzip));
+        assert_eq!(table.decide(&gzip, 200, &h, None), Decision::Negotiated(Coding::Gzip));
         let head = table.rank_request(&Method::HEAD, &HeaderMap::new());
-        assert_eq!(table.decide(&head, 200, &h), Decision::Negotiated(Coding::Identity));
-        assert_eq!(table.decide(&gzip, 304, &h), Decision::AsItCame);
+        assert_eq!(table.decide(&head, 200, &h, None), Decision::Negotiated(Coding::Identity));
+        assert_eq!(table.decide(&gzip, 304, &h, None), Decision::AsItCame);
         s.enabled = false;
-        assert_eq!(Compression::compile(&s).unwrap().decide(&gzip, 200, &h), Decision::AsItCame);
+        assert_eq!(Compression::compile(&s).unwrap().decide(&gzip, 200, &h, None), Decision::AsItCame);
     }
 }

@@ -380,3 +380,42 @@ async fn each_coding_is_a_cache_variant_hit_and_purged_together_in_memory_and_re
     b.shutdown().await;
     general.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_with_a_body_is_counted_once_by_the_rate_limits() {
+    let up = spawn_upstream().await;
+    let config = write_config(
+        "[compression]\nenabled = true\n[[rate_limits]]\npattern = \"POST /echo\"\nkey = \"global\"\nrps = 0.001\nburst = 3\n",
+    );
+    let proxy = spawn_proxy(&up.url(), &["--config", &config]).await;
+    let c = client();
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let req = Request::post(proxy.url("/echo")).body(Full::new(Bytes::from(format!("body {i}")))).unwrap();
+        let resp = c.request(req).await.unwrap();
+        statuses.push(resp.status().as_u16());
+        let _ = resp.into_body().collect().await;
+    }
+    assert_eq!(statuses, [200, 200, 200, 429], "each POST takes one token of three");
+    assert_eq!(up.hits("/echo"), 3);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_cache_size_limit_reads_the_upstreams_length_not_the_compressed_one() {
+    let up = spawn_upstream().await;
+    let big = json(8000);
+    assert!(big.len() > 200_000);
+    up.script("/c/big", 200, &[("content-type", "application/json"), ("cache-control", "max-age=60")], &big);
+    let config = write_config("[compression]\nenabled = true\n[cache]\nmax_object_bytes = 100000\n");
+    let proxy = spawn_proxy(&up.url(), &["--config", &config]).await;
+    // Uncacheable (as without compression), so remembered as such: a bypass next.
+    for want in ["MISS", "BYPASS"] {
+        let a = accepting(&proxy, "/c/big", "gzip").await;
+        assert!(a.body.len() < 100_000, "compressed it fits, {} bytes", a.body.len());
+        assert_eq!(field(&a, "x-cache"), want);
+        assert!(decode("gzip", &a.body) == big.as_bytes(), "decodes to the upstream's bytes");
+    }
+    assert_eq!(up.hits("/c/big"), 2, "over max_object_bytes as sent: never stored");
+    proxy.shutdown().await;
+}

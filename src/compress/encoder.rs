@@ -125,8 +125,12 @@ impl Encoder {
 }
 
 impl Drop for Encoder {
+    /// An answer dropped before any of its body was compressed (replaced by
+    /// a stale one, say) is not counted.
     fn drop(&mut self) {
-        self.stats.add(self.coding, self.bytes_in, self.bytes_out);
+        if self.bytes_in > 0 || self.bytes_out > 0 {
+            self.stats.add(self.coding, self.bytes_in, self.bytes_out);
+        }
     }
 }
 

@@ -391,6 +391,11 @@ impl Conn {
             }
             return head.to_request(buf).map(|r| Lane::Own(Box::new(r)));
         }
+        // With compression on, a request with a body is hyper's (the general
+        // path reads it): handed over before the rate limits count it here.
+        if head.content_length > 0 && shared.compression.enabled() {
+            return None;
+        }
         if let Some(limits) = worker.limits() {
             let fields = head.fields(buf);
             let asker = self.client.asker(&fields);

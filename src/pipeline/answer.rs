@@ -219,6 +219,11 @@ pub fn refreshed(
         if kept.contains(name) || name == "content-md5" || per_request(name) {
             continue;
         }
+        // Nor byte ranges or digests of the upstream's bytes on a coding perfproxy made.
+        let compressed = e.coding.is_some_and(|c| c != crate::wire::encoding::Coding::Identity);
+        if compressed && (name == header::ACCEPT_RANGES || name.as_str().ends_with("digest")) {
+            continue;
+        }
         headers.remove(name);
         for v in update.get_all(name) {
             headers.append(name.clone(), crate::cache::entry::owned(v));

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body;
 use hyper::body::Incoming;
 
 use crate::compress::{Compressor, Decision, Encoder};
@@ -46,6 +47,9 @@ pub struct Upstream {
     pub coding: Option<Coding>,
     /// The body's compressor, when it is sent compressed.
     pub encoder: Option<Box<Encoder>>,
+    /// A compressed body's length as the upstream sent it, when it said
+    /// (its `Content-Length` is gone: the cache's size limit reads this).
+    pub identity_length: Option<u64>,
 }
 
 impl Upstream {
@@ -83,11 +87,15 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
     };
     headers::prepare_response(&mut parts.headers, parts.status.as_u16());
     let read_timeout = worker.shared.config.upstream_read_timeout;
+    // The body's length when known: its `Content-Length`, or an HTTP/2 body already ended.
+    let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| http1::content_length(v.as_bytes()));
+    let length = length.or(body.size_hint().exact());
     let (coding, encoder) = match codings {
-        Some(codings) => compress(compression, &codings, &mut parts),
+        Some(codings) => compress(compression, &codings, &mut parts, length),
         None => (None, None),
     };
-    Ok(Upstream { parts, body, lease, sent, head_after, close_after, read_timeout, coding, encoder })
+    let identity_length = length.filter(|_| encoder.is_some());
+    Ok(Upstream { parts, body, lease, sent, head_after, close_after, read_timeout, coding, encoder, identity_length })
 }
 
 /// Decides whether an answer is compressed for a client that takes
@@ -97,10 +105,10 @@ fn compress(
     compression: &Compressor,
     codings: &Ranked,
     parts: &mut http::response::Parts,
+    length: Option<u64>,
 ) -> (Option<Coding>, Option<Box<Encoder>>) {
-    let decided = compression.table().decide(codings, parts.status.as_u16(), &parts.headers);
+    let decided = compression.table().decide(codings, parts.status.as_u16(), &parts.headers, length);
     let Decision::Negotiated(coding) = decided else { return (None, None) };
-    let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| http1::content_length(v.as_bytes()));
     match compression.encoder(coding, length) {
         Some(encoder) => {
             encoding::mark_compressed(&mut parts.headers, coding);

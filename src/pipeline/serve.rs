@@ -310,7 +310,9 @@ impl Ctx {
     ) -> Response<ProxyBody> {
         let Fetched { request_time, response_time, generation, fwd } = fetched;
         let h = &up.parts.headers;
-        let lifetime = if self.head || self.directives.no_store {
+        // A body compressed on its way is judged by the size the upstream sent.
+        let too_big = up.identity_length.is_some_and(|n| n > self.max_object as u64);
+        let lifetime = if self.head || self.directives.no_store || too_big {
             None
         } else {
             policy::lifetime_within(&self.policy, request, up.parts.status, h, self.max_object, response_time)

@@ -103,20 +103,25 @@ impl Accepted {
             None if self.star == Some(0) => 0,
             None => 1,
         };
-        let mut codings: Vec<(u16, Coding)> = if compress {
-            order.iter().filter(|c| **c != Coding::Identity).map(|c| (self.weight_of(*c), *c)).collect()
-        } else {
-            Vec::new()
-        };
-        codings.retain(|(q, _)| *q > 0);
+        // At most three compressing codings: sorted in place, no allocation.
+        let mut codings = [(0u16, Coding::Identity); 3];
+        let mut n = 0;
+        for c in order.iter().filter(|c| compress && **c != Coding::Identity).take(3) {
+            let q = self.weight_of(*c);
+            if q > 0 {
+                codings[n] = (q, *c);
+                n += 1;
+            }
+        }
+        let codings = &mut codings[..n];
         // Stable: equal weights keep `order`.
         codings.sort_by_key(|c| std::cmp::Reverse(c.0));
         let identity_first = identity > 0 && codings.first().is_none_or(|(q, _)| identity > *q);
         if identity_first {
             ranked.push(Coding::Identity);
         }
-        for (_, c) in codings {
-            ranked.push(c);
+        for (_, c) in codings.iter() {
+            ranked.push(*c);
         }
         if ranked.len == 0 {
             // Nothing acceptable: identity anyway (RFC 9110 §12.5.3 allows it).
@@ -218,9 +223,16 @@ impl ContentTypes {
 
 /// Whether an upstream answer may be compressed: a status with a body
 /// that is not partial (not 1xx, 204, 206, 304), not encoded already, no
-/// `no-transform`, a listed content type (never gRPC's), and no `Content-Length` under
-/// `min_bytes` (a body of unknown length may be).
-pub fn compressible(status: u16, headers: &HeaderMap, min_bytes: u64, types: &ContentTypes) -> bool {
+/// `no-transform`, a listed content type (never gRPC's), and a `length`
+/// (the body's, when known: `Content-Length`, or an HTTP/2 body already
+/// ended) not under `min_bytes` (a body of unknown length may be).
+pub fn compressible(
+    status: u16,
+    headers: &HeaderMap,
+    length: Option<u64>,
+    min_bytes: u64,
+    types: &ContentTypes,
+) -> bool {
     if status < 200 || matches!(status, 204 | 206 | 304) || headers.contains_key(header::CONTENT_RANGE) {
         return false;
     }
@@ -236,7 +248,6 @@ pub fn compressible(status: u16, headers: &HeaderMap, min_bytes: u64, types: &Co
     if !content_type.is_some_and(|t| types.matches(t) && !crate::wire::grpc::is_grpc_type(t)) {
         return false;
     }
-    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| crate::wire::http1::content_length(v.as_bytes()));
     length.is_none_or(|n| n >= min_bytes)
 }
 
@@ -266,7 +277,9 @@ pub fn mark_compressed(headers: &mut HeaderMap, coding: Coding) {
     headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding.token()));
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::ACCEPT_RANGES);
-    headers.remove("content-md5");
+    for digest in ["content-md5", "digest", "content-digest", "repr-digest"] {
+        headers.remove(digest);
+    }
     add_vary(headers);
     if let Some(etag) = headers.get(header::ETAG).filter(|e| e.as_bytes().starts_with(b"\"")) {
         let weak = [&b"W/"[..], etag.as_bytes()].concat();
@@ -354,22 +367,22 @@ mod tests {
             h
         };
         let text = head(&[("content-type", "text/plain"), ("content-length", "2000")]);
-        assert!(compressible(200, &text, 1024, &types));
-        assert!(compressible(404, &text, 1024, &types));
+        assert!(compressible(200, &text, Some(2000), 1024, &types));
+        assert!(compressible(404, &text, Some(2000), 1024, &types));
         for status in [101, 204, 206, 304] {
-            assert!(!compressible(status, &text, 1024, &types), "{status}");
+            assert!(!compressible(status, &text, Some(2000), 1024, &types), "{status}");
         }
-        assert!(!compressible(200, &text, 4096, &types), "under min_bytes");
-        assert!(compressible(200, &head(&[("content-type", "text/plain")]), 4096, &types), "unknown length");
+        assert!(!compressible(200, &text, Some(2000), 4096, &types), "under min_bytes");
+        assert!(compressible(200, &head(&[("content-type", "text/plain")]), None, 4096, &types), "unknown length");
         let encoded = head(&[("content-type", "text/plain"), ("content-encoding", "gzip")]);
-        assert!(!compressible(200, &encoded, 0, &types));
+        assert!(!compressible(200, &encoded, None, 0, &types));
         let identity = head(&[("content-type", "text/plain"), ("content-encoding", "identity")]);
-        assert!(compressible(200, &identity, 0, &types));
+        assert!(compressible(200, &identity, None, 0, &types));
         let kept = head(&[("content-type", "text/plain"), ("cache-control", "public, No-Transform")]);
-        assert!(!compressible(200, &kept, 0, &types));
-        assert!(!compressible(200, &head(&[("content-type", "image/png")]), 0, &types));
-        assert!(!compressible(200, &head(&[]), 0, &types), "no type");
+        assert!(!compressible(200, &kept, None, 0, &types));
+        assert!(!compressible(200, &head(&[("content-type", "image/png")]), None, 0, &types));
+        assert!(!compressible(200, &head(&[]), None, 0, &types), "no type");
         let all = ContentTypes::parse(&["*/*".into()]).unwrap();
-        assert!(!compressible(200, &head(&[("content-type", "application/grpc+proto")]), 0, &all), "gRPC");
+        assert!(!compressible(200, &head(&[("content-type", "application/grpc+proto")]), None, 0, &all), "gRPC");
     }
 }

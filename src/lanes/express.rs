@@ -19,6 +19,7 @@
 //! header rules, same errors (502/504 as [`ProxyError`]), same metrics.
 
 mod cached;
+mod deadline;
 mod exchange;
 mod forward;
 mod framing;
@@ -42,6 +43,7 @@ use http::{Method, Request};
 use tokio::io::AsyncReadExt;
 use tracing::debug;
 
+use deadline::deadline;
 pub use rewind::Rewind;
 pub use scratch::{Scratch, ScratchPool};
 
@@ -173,49 +175,6 @@ struct Conn {
     /// The deadline of the upstream's answer (`upstream_timeout_ms`), kept
     /// the same way.
     upstream_deadline: Pin<Box<tokio::time::Sleep>>,
-}
-
-/// A connection's `timer` made to expire at `deadline` (`timeout` from
-/// now), exactly, for little: the timer is moved only when it is set to
-/// fire more than a lazy delay (300 ms, nginx's `NGX_TIMER_LAZY_DELAY`, for
-/// timeouts of 2.4 s or more; none below) before `deadline`, so
-/// back-to-back requests leave it alone; when it fires before `deadline`,
-/// it is moved then and waited for again.
-fn deadline(
-    mut timer: Pin<&mut tokio::time::Sleep>,
-    deadline: tokio::time::Instant,
-    timeout: std::time::Duration,
-) -> Deadline<'_> {
-    // 300 ms for timeouts of 2.4 s or more (an eighth of those is more);
-    // shorter ones are moved every time. Compares only: this runs per request.
-    const LAZY: std::time::Duration = std::time::Duration::from_millis(300);
-    let lazy = if timeout >= LAZY * 8 { LAZY } else { std::time::Duration::ZERO };
-    let set = timer.deadline();
-    if set > deadline || deadline - set >= lazy || timer.is_elapsed() {
-        timer.as_mut().reset(deadline);
-    }
-    Deadline { timer, at: deadline }
-}
-
-/// Resolves at `at` (see [`deadline`]).
-struct Deadline<'a> {
-    timer: Pin<&'a mut tokio::time::Sleep>,
-    at: tokio::time::Instant,
-}
-
-impl Future for Deadline<'_> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        loop {
-            std::task::ready!(self.timer.as_mut().poll(cx));
-            if tokio::time::Instant::now() >= self.at {
-                return Poll::Ready(());
-            }
-            let at = self.at;
-            self.timer.as_mut().reset(at);
-        }
-    }
 }
 
 /// Serves a client connection until it closes or needs hyper. `id` is its

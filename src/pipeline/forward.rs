@@ -107,7 +107,11 @@ fn compress(
     parts: &mut http::response::Parts,
     length: Option<u64>,
 ) -> (Option<Coding>, Option<Box<Encoder>>) {
-    let decided = compression.table().decide(codings, parts.status.as_u16(), &parts.headers, length);
+    let table = compression.table();
+    if parts.status == StatusCode::NOT_MODIFIED && table.enabled && codings.best() != Coding::Identity {
+        encoding::weaken_etag(&mut parts.headers);
+    }
+    let decided = table.decide(codings, parts.status.as_u16(), &parts.headers, length);
     let Decision::Negotiated(coding) = decided else { return (None, None) };
     match compression.encoder(coding, length) {
         Some(encoder) => {

@@ -281,6 +281,14 @@ pub fn mark_compressed(headers: &mut HeaderMap, coding: Coding) {
         headers.remove(digest);
     }
     add_vary(headers);
+    weaken_etag(headers);
+}
+
+/// A strong `ETag` made weak (`"v1"` → `W/"v1"`): the validator of a
+/// compressed answer, also on a `304` to a client that takes a coding
+/// (its stored copy may be compressed; RFC 9110 §15.4.5), so it never
+/// reaches `If-Range` as a strong one.
+pub fn weaken_etag(headers: &mut HeaderMap) {
     if let Some(etag) = headers.get(header::ETAG).filter(|e| e.as_bytes().starts_with(b"\"")) {
         let weak = [&b"W/"[..], etag.as_bytes()].concat();
         let weak = HeaderValue::from_bytes(&weak).expect("a valid value with W/ before it is valid");

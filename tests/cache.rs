@@ -228,6 +228,30 @@ async fn vary_variants_and_query_normalisation() {
 }
 
 #[tokio::test]
+async fn accept_language_variants_ignore_case_and_follow_content_language() {
+    let up = spawn_upstream().await;
+    let vary = [("cache-control", "max-age=60"), ("vary", "Accept-Language")];
+    up.script("/t-lang/de", 200, &[vary[0], vary[1], ("content-language", "de")], "Seite");
+    up.script("/t-lang/any", 200, &vary, "page");
+    for express in ["true", "false"] {
+        let owned = spawn_proxy(&up.url(), &["--express-lane", express]).await;
+        let proxy = &owned;
+        let ask = |path: &'static str, al: &'static str| async move {
+            call(proxy, "GET", path, &[("accept-language", al)]).await
+        };
+        assert_eq!(x_cache(&ask("/t-lang/de", "en, de").await), "MISS");
+        assert_eq!(x_cache(&ask("/t-lang/de", "eN, De").await), "HIT", "case");
+        assert_eq!(x_cache(&ask("/t-lang/de", "fr;q=0.5, de;q=1.0").await), "HIT", "de ranked first: the stored de");
+        assert_eq!(x_cache(&ask("/t-lang/de", "fr, de;q=0.5").await), "MISS", "fr ranked first: another variant");
+        assert_eq!(x_cache(&ask("/t-lang/any", "en, de").await), "MISS");
+        assert_eq!(x_cache(&ask("/t-lang/any", "EN,de").await), "HIT");
+        assert_eq!(x_cache(&ask("/t-lang/any", "de, en").await), "MISS", "no Content-Language: order counts");
+        owned.shutdown().await;
+    }
+    assert_eq!((up.hits("/t-lang/de"), up.hits("/t-lang/any")), (4, 4));
+}
+
+#[tokio::test]
 async fn revalidation_and_client_conditionals() {
     let up = spawn_upstream().await;
     let etag = "\"v1\"";

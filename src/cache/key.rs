@@ -163,20 +163,51 @@ pub fn vary_values(names: impl Iterator<Item = String>, request: &HeaderMap) -> 
 }
 
 /// Whether `request` carries the header values a variant was stored for
-/// (whitespace around list items does not count).
-pub fn vary_matches(stored: &VaryValues, request: &HeaderMap) -> bool {
+/// (whitespace around list items does not count; nor does the case of
+/// `Accept-Language`'s tags, RFC 4647 §2). `content_language`: the stored
+/// response's `Content-Language`, when it names one language: a request
+/// whose `Accept-Language` ranks that language first gets it too (what
+/// the origin would answer it), whatever else the list says.
+pub fn vary_matches(stored: &VaryValues, request: &HeaderMap, content_language: Option<&HeaderValue>) -> bool {
     stored.iter().all(|(name, want)| {
         let got = vary_values(std::iter::once(name.as_str().to_string()), request).pop().and_then(|(_, v)| v);
+        let languages = *name == http::header::ACCEPT_LANGUAGE;
         match (want, got) {
             (None, None) => true,
-            (Some(a), Some(b)) => normalised(a) == normalised(&b),
+            (Some(a), Some(b)) if languages => {
+                normalised(a, true) == normalised(&b, true)
+                    || content_language
+                        .is_some_and(|c| first_language(&b).is_some_and(|l| l.eq_ignore_ascii_case(c.as_bytes())))
+            }
+            (Some(a), Some(b)) => normalised(a, false) == normalised(&b, false),
             _ => false,
         }
     })
 }
 
-fn normalised(v: &HeaderValue) -> Vec<u8> {
-    v.as_bytes().split(|b| *b == b',').flat_map(|item| item.trim_ascii().iter().copied().chain([b','])).collect()
+fn normalised(v: &HeaderValue, lowercase: bool) -> Vec<u8> {
+    let items = v.as_bytes().split(|b| *b == b',').flat_map(|item| item.trim_ascii().iter().copied().chain([b',']));
+    items.map(|b| if lowercase { b.to_ascii_lowercase() } else { b }).collect()
+}
+
+/// The language an `Accept-Language` value ranks first: the highest q
+/// (thousandths; a malformed weight drops its item), the earliest of equal
+/// ones; never `*` or one refused (`q=0`).
+fn first_language(v: &HeaderValue) -> Option<&[u8]> {
+    let mut best: Option<(u16, &[u8])> = None;
+    for item in v.as_bytes().split(|b| *b == b',') {
+        let mut parts = item.split(|b| *b == b';');
+        let tag = parts.next().unwrap_or_default().trim_ascii();
+        let q = parts.map(<[u8]>::trim_ascii).find_map(|p| p.strip_prefix(b"q=").or_else(|| p.strip_prefix(b"Q=")));
+        let Some(q) = q.map_or(Some(1000), crate::wire::encoding::weight) else { continue };
+        if tag.is_empty() || tag == b"*" || q == 0 {
+            continue;
+        }
+        if best.is_none_or(|(b, _)| q > b) {
+            best = Some((q, tag));
+        }
+    }
+    best.map(|(_, tag)| tag)
 }
 
 #[cfg(test)]
@@ -246,11 +277,37 @@ mod tests {
         let stored = vary_values(["accept-language".to_string(), "x-absent".to_string()].into_iter(), &req);
         let mut other = HeaderMap::new();
         other.insert("accept-language", HeaderValue::from_static("en, fr"));
-        assert!(vary_matches(&stored, &other));
+        assert!(vary_matches(&stored, &other, None));
         other.insert("x-absent", HeaderValue::from_static("1"));
-        assert!(!vary_matches(&stored, &other));
+        assert!(!vary_matches(&stored, &other, None));
         other.remove("x-absent");
         other.insert("accept-language", HeaderValue::from_static("de"));
-        assert!(!vary_matches(&stored, &other));
+        assert!(!vary_matches(&stored, &other, None));
+    }
+
+    #[test]
+    fn accept_language_ignores_case_and_finds_the_stored_language_ranked_first() {
+        let mut req = HeaderMap::new();
+        req.insert("accept-language", HeaderValue::from_static("en, de"));
+        let stored = vary_values(["accept-language".to_string()].into_iter(), &req);
+        let asks = |al: &'static str, content_language: Option<&'static str>| {
+            let mut other = HeaderMap::new();
+            other.insert("accept-language", HeaderValue::from_static(al));
+            let cl = content_language.map(HeaderValue::from_static);
+            vary_matches(&stored, &other, cl.as_ref())
+        };
+        assert!(asks("EN, De", None), "language tags are case-insensitive");
+        assert!(!asks("de, en", None), "order is a preference: another variant");
+        assert!(asks("de, en", Some("de")), "the stored language is the one ranked first");
+        assert!(asks("fr;q=0.5, de;q=1.0", Some("DE")));
+        assert!(!asks("fr;q=0.5, de;q=0.4", Some("de")), "fr ranks first");
+        assert!(!asks("de;q=0, fr", Some("de")), "refused");
+        assert!(!asks("*", Some("de")));
+        assert_eq!(first_language(&HeaderValue::from_static("en;q=0.8, fr;q=0.9, de;q=0.9")), Some(&b"fr"[..]));
+        assert_eq!(
+            first_language(&HeaderValue::from_static("en;q=2, de")),
+            Some(&b"de"[..]),
+            "malformed weight dropped"
+        );
     }
 }

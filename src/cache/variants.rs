@@ -16,7 +16,11 @@ use crate::wire::encoding::Ranked;
 /// first, one stored as it came, else the coding the client ranks best
 /// ([`choose`]).
 pub(super) fn pick(variants: &[Arc<Entry>], request: &HeaderMap, codings: &Ranked) -> Option<Arc<Entry>> {
-    choose(variants.iter().filter(|e| key::vary_matches(&e.vary, request)), codings)
+    let matching = variants.iter().filter(|e| {
+        let language = e.headers.get(http::header::CONTENT_LANGUAGE).filter(|l| !l.as_bytes().contains(&b','));
+        key::vary_matches(&e.vary, request, language)
+    });
+    choose(matching, codings)
 }
 
 /// Of `variants` (newest first, their other vary values matching): the

@@ -132,7 +132,7 @@ impl Accepted {
 }
 
 /// A q-value (`0`, `0.5`, `1.000`) as thousandths; `None` if malformed.
-fn weight(v: &[u8]) -> Option<u16> {
+pub fn weight(v: &[u8]) -> Option<u16> {
     let (int, frac) = match v.iter().position(|&b| b == b'.') {
         Some(i) => (&v[..i], &v[i + 1..]),
         None => (v, &[][..]),

@@ -528,24 +528,7 @@ fn instance_name() -> String {
 mod tests {
     use super::*;
 
-    fn entry(body: usize) -> Arc<Entry> {
-        Arc::new(Entry {
-            status: http::StatusCode::OK,
-            headers: HeaderMap::new(),
-            body: bytes::Bytes::from(vec![b'x'; body]),
-            vary: Vec::new(),
-            coding: None,
-            response_time: policy::epoch_ms(SystemTime::now()),
-            initial_age: 0,
-            lifetime: policy::Lifetime {
-                fresh: Duration::from_secs(60),
-                stale_if_error: Duration::ZERO,
-                stale_while_revalidate: Duration::ZERO,
-                must_revalidate: false,
-            },
-            wire: Default::default(),
-        })
-    }
+    use crate::cache::entry::test_entry as entry;
 
     #[test]
     fn invalidation_finds_its_keys_through_the_index_which_follows_evictions() {

@@ -143,7 +143,13 @@ impl Entry {
             s.push_str(name.as_str());
             s.push('=');
             if let Some(v) = value {
-                s.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                let text = String::from_utf8_lossy(v.as_bytes());
+                // Language tags match in any case (`key::vary_matches`): one variant.
+                if *name == http::header::ACCEPT_LANGUAGE {
+                    s.push_str(&text.to_ascii_lowercase());
+                } else {
+                    s.push_str(&text);
+                }
             }
             s.push('\n');
         }
@@ -286,6 +292,27 @@ pub fn owned(value: &HeaderValue) -> HeaderValue {
     let mut v = HeaderValue::from_bytes(value.as_bytes()).expect("a header value's bytes are a header value");
     v.set_sensitive(value.is_sensitive());
     v
+}
+
+/// A fresh 200 entry of `body` bytes, no fields, for the cache's tests.
+#[cfg(test)]
+pub fn test_entry(body: usize) -> std::sync::Arc<Entry> {
+    std::sync::Arc::new(Entry {
+        status: StatusCode::OK,
+        headers: HeaderMap::new(),
+        body: Bytes::from(vec![b'x'; body]),
+        vary: Vec::new(),
+        coding: None,
+        response_time: epoch_ms(SystemTime::now()),
+        initial_age: 0,
+        lifetime: Lifetime {
+            fresh: Duration::from_secs(60),
+            stale_if_error: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+            must_revalidate: false,
+        },
+        wire: WireHead::default(),
+    })
 }
 
 #[cfg(test)]

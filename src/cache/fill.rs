@@ -43,6 +43,11 @@ impl Fill {
         Fill { cache, counters, key, entry, body: BytesMut::new(), limit, generation, _flight: flight }
     }
 
+    /// The most body bytes it stores (`max_object_bytes`).
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Appends a frame; `false` once the body is too big to store.
     pub fn push(&mut self, data: &[u8]) -> bool {
         if self.body.len() + data.len() > self.limit {

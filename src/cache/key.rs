@@ -190,24 +190,19 @@ fn normalised(v: &HeaderValue, lowercase: bool) -> Vec<u8> {
     items.map(|b| if lowercase { b.to_ascii_lowercase() } else { b }).collect()
 }
 
-/// The language an `Accept-Language` value ranks first: the highest q
-/// (thousandths; a malformed weight drops its item), the earliest of equal
-/// ones; never `*` or one refused (`q=0`).
+/// The language an `Accept-Language` value ranks first: the highest q,
+/// the earliest of equal ones. `None` when that is not one language: `*`
+/// weighs as much or more, a weight is malformed (origins read those
+/// differently), or nothing is accepted.
 fn first_language(v: &HeaderValue) -> Option<&[u8]> {
     let mut best: Option<(u16, &[u8])> = None;
-    for item in v.as_bytes().split(|b| *b == b',') {
-        let mut parts = item.split(|b| *b == b';');
-        let tag = parts.next().unwrap_or_default().trim_ascii();
-        let q = parts.map(<[u8]>::trim_ascii).find_map(|p| p.strip_prefix(b"q=").or_else(|| p.strip_prefix(b"Q=")));
-        let Some(q) = q.map_or(Some(1000), crate::wire::encoding::weight) else { continue };
-        if tag.is_empty() || tag == b"*" || q == 0 {
-            continue;
-        }
-        if best.is_none_or(|(b, _)| q > b) {
+    for (tag, q) in crate::wire::encoding::weighted(v.as_bytes()) {
+        let q = q?;
+        if best.is_none_or(|(b, _)| q > b || (tag == b"*" && q >= b)) {
             best = Some((q, tag));
         }
     }
-    best.map(|(_, tag)| tag)
+    best.filter(|(q, tag)| *q > 0 && *tag != b"*").map(|(_, tag)| tag)
 }
 
 #[cfg(test)]
@@ -304,10 +299,9 @@ mod tests {
         assert!(!asks("de;q=0, fr", Some("de")), "refused");
         assert!(!asks("*", Some("de")));
         assert_eq!(first_language(&HeaderValue::from_static("en;q=0.8, fr;q=0.9, de;q=0.9")), Some(&b"fr"[..]));
-        assert_eq!(
-            first_language(&HeaderValue::from_static("en;q=2, de")),
-            Some(&b"de"[..]),
-            "malformed weight dropped"
-        );
+        assert_eq!(first_language(&HeaderValue::from_static("en;q=2, de")), None, "a malformed weight: no shortcut");
+        assert_eq!(first_language(&HeaderValue::from_static("de, *")), None, "* weighs as much");
+        assert_eq!(first_language(&HeaderValue::from_static("*;q=0.5, de")), Some(&b"de"[..]));
+        assert!(!asks("*, de;q=0.5", Some("de")), "anything ranked first: the origin's default");
     }
 }

@@ -176,21 +176,24 @@ pub fn lifetime(
     })
 }
 
-/// [`lifetime`], for a response whose `Content-Length` fits `max_object`
-/// bytes (a longer one is never stored).
+/// [`lifetime`], for a response whose body (`length` bytes as the upstream
+/// sent it, when known) fits `max_object` bytes (a longer one is never stored).
 pub fn lifetime_within(
     policy: &Policy,
     request: &HeaderMap,
-    status: StatusCode,
-    response: &HeaderMap,
-    max_object: usize,
+    (status, response): (StatusCode, &HeaderMap),
+    (length, max_object): (Option<u64>, usize),
     response_time: SystemTime,
 ) -> Option<Lifetime> {
-    let length = response.get(header::CONTENT_LENGTH).and_then(|v| crate::wire::http1::content_length(v.as_bytes()));
     if length.is_some_and(|n| n > max_object as u64) {
         return None;
     }
     lifetime(policy, request, status, response, response_time)
+}
+
+/// A response's `Content-Length`, when it has one that reads.
+pub fn content_length(response: &HeaderMap) -> Option<u64> {
+    response.get(header::CONTENT_LENGTH).and_then(|v| crate::wire::http1::content_length(v.as_bytes()))
 }
 
 /// `s-maxage`, else `max-age`, else `Expires − Date` (RFC 9111 §4.2.1).

@@ -48,27 +48,8 @@ pub fn choose<'a>(variants: impl Iterator<Item = &'a Arc<Entry>>, codings: &Rank
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::policy;
-    use std::time::{Duration, SystemTime};
 
-    fn entry(body: usize) -> Arc<Entry> {
-        Arc::new(Entry {
-            status: http::StatusCode::OK,
-            headers: HeaderMap::new(),
-            body: bytes::Bytes::from(vec![b'x'; body]),
-            vary: Vec::new(),
-            coding: None,
-            response_time: policy::epoch_ms(SystemTime::now()),
-            initial_age: 0,
-            lifetime: policy::Lifetime {
-                fresh: Duration::from_secs(60),
-                stale_if_error: Duration::ZERO,
-                stale_while_revalidate: Duration::ZERO,
-                must_revalidate: false,
-            },
-            wire: Default::default(),
-        })
-    }
+    use crate::cache::entry::test_entry as entry;
 
     #[test]
     fn a_client_gets_the_best_stored_coding_it_takes_and_identity_only_first() {

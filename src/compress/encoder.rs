@@ -100,6 +100,11 @@ impl Encoder {
         self.coding
     }
 
+    /// The upstream's bytes compressed so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in
+    }
+
     /// Whether the coding's end has been written.
     pub fn finished(&self) -> bool {
         self.writer.is_none()

@@ -350,9 +350,11 @@ impl Conn {
             }
             return head.to_request(buf).map(|r| Lane::Own(Box::new(r)));
         }
-        // With compression on, a request with a body is hyper's (the general
-        // path reads it): handed over before the rate limits count it here.
-        if head.content_length > 0 && shared.compression.enabled() {
+        // Compression is the general path's: here, only the cache's hits on
+        // stored codings are answered (read once per request). A request with
+        // a body is hyper's then: handed over before the rate limits count it.
+        let compressing = shared.compression.enabled();
+        if head.content_length > 0 && compressing {
             return None;
         }
         if let Some(limits) = worker.limits() {
@@ -365,9 +367,6 @@ impl Conn {
                 return Some(Lane::Refused(Box::new(refusal.into())));
             }
         }
-        // Compression is the general path's: here, only the cache's hits on
-        // stored codings are answered.
-        let compressing = shared.compression.enabled();
         let rules = shared.cache.rules();
         if !rules.enabled {
             return if compressing { self.general() } else { Some(Lane::Express(Cached::Off)) };
@@ -402,8 +401,10 @@ impl Conn {
     }
 
     /// The general path's lane for a request the rate limits have counted
-    /// (the cache's other lookups; everything while compression is on):
-    /// `None` (hyper takes the connection) for one with a body.
+    /// (the cache's other lookups; everything while compression is on).
+    /// Those have no body by now (a GET or HEAD with one is hyper's from
+    /// its head; any other with compression on, from `lane`'s start); one
+    /// that had would be hyper's too (`None`), never its body dropped.
     fn general(&self) -> Option<Lane> {
         if self.head.content_length > 0 {
             return None;

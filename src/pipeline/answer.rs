@@ -221,7 +221,7 @@ pub fn refreshed(
         }
         // Nor byte ranges or digests of the upstream's bytes on a coding perfproxy made.
         let compressed = e.coding.is_some_and(|c| c != crate::wire::encoding::Coding::Identity);
-        if compressed && (name == header::ACCEPT_RANGES || name.as_str().ends_with("digest")) {
+        if compressed && (name == header::ACCEPT_RANGES || crate::wire::encoding::is_digest(name)) {
             continue;
         }
         headers.remove(name);

@@ -73,7 +73,10 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
     let sent = Instant::now();
     let head_request = req.method() == Method::HEAD;
     let compression = &worker.shared.compression;
-    let codings = compression.enabled().then(|| compression.table().rank_request(req.method(), req.headers()));
+    let codings = compression.enabled().then(|| {
+        let revalidating: Vec<HeaderValue> = req.headers().get_all(header::IF_NONE_MATCH).iter().cloned().collect();
+        (compression.table().rank_request(req.method(), req.headers()), revalidating)
+    });
     let timeout = deadline(&mut req, worker.shared.config.upstream_timeout);
     let (resp, lease) = time_boxed(timeout, worker.upstream.send(req)).await?;
     let head_after = sent.elapsed();
@@ -91,7 +94,7 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
     let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| http1::content_length(v.as_bytes()));
     let length = length.or(body.size_hint().exact());
     let (coding, encoder) = match codings {
-        Some(codings) => compress(compression, &codings, &mut parts, length),
+        Some((codings, revalidating)) => compress(compression, (&codings, &revalidating), &mut parts, length),
         None => (None, None),
     };
     let identity_length = length.filter(|_| encoder.is_some());
@@ -100,15 +103,18 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
 
 /// Decides whether an answer is compressed for a client that takes
 /// `codings`, and marks its head: `Vary: Accept-Encoding` on any
-/// compressible answer, the coding's fields on a compressed one.
+/// compressible answer, the coding's fields on a compressed one; a `304`
+/// to a client revalidating a compressed copy (its `If-None-Match`,
+/// `revalidating`, holds the weak form) carries the weak `ETag` it holds.
 fn compress(
     compression: &Compressor,
-    codings: &Ranked,
+    (codings, revalidating): (&Ranked, &[HeaderValue]),
     parts: &mut http::response::Parts,
     length: Option<u64>,
 ) -> (Option<Coding>, Option<Box<Encoder>>) {
     let table = compression.table();
-    if parts.status == StatusCode::NOT_MODIFIED && table.enabled && codings.best() != Coding::Identity {
+    let etag = parts.headers.get(header::ETAG);
+    if parts.status == StatusCode::NOT_MODIFIED && etag.is_some_and(|e| encoding::holds_weak_form(revalidating, e)) {
         encoding::weaken_etag(&mut parts.headers);
     }
     let decided = table.decide(codings, parts.status.as_u16(), &parts.headers, length);

@@ -311,11 +311,11 @@ impl Ctx {
         let Fetched { request_time, response_time, generation, fwd } = fetched;
         let h = &up.parts.headers;
         // A body compressed on its way is judged by the size the upstream sent.
-        let too_big = up.identity_length.is_some_and(|n| n > self.max_object as u64);
-        let lifetime = if self.head || self.directives.no_store || too_big {
+        let length = (up.identity_length.or_else(|| policy::content_length(h)), self.max_object);
+        let lifetime = if self.head || self.directives.no_store {
             None
         } else {
-            policy::lifetime_within(&self.policy, request, up.parts.status, h, self.max_object, response_time)
+            policy::lifetime_within(&self.policy, request, (up.parts.status, h), length, response_time)
         };
         up.parts.headers.remove(&policy::SURROGATE_CONTROL);
         // Only the response's own traits mark the key uncacheable: not this

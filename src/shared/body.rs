@@ -203,8 +203,13 @@ impl Body for ProxyBody {
         if let Some(fill) = &mut this.fill {
             match &mut polled {
                 Poll::Ready(Some(Ok(frame))) => {
+                    // A compressed body is judged by the upstream's bytes too.
+                    let read = match &this.kind {
+                        Kind::Upstream { coded: Some(c), .. } => c.encoder.bytes_in(),
+                        _ => 0,
+                    };
                     if let Some(data) = frame.data_ref() {
-                        if !fill.push(data) {
+                        if !fill.push(data) || read > fill.limit() as u64 {
                             this.fill = None;
                         }
                     }
@@ -277,7 +282,15 @@ impl Coded {
                     Some(self.encoder.encode(&data, last).map(Frame::data).map_err(BodyError::from))
                 }
                 Err(frame) => {
-                    self.trailers = frame.into_trailers().ok();
+                    // Digests of the upstream's bytes do not describe the coding's.
+                    self.trailers = frame.into_trailers().ok().map(|mut t| {
+                        let digests: Vec<_> =
+                            t.keys().filter(|n| crate::wire::encoding::is_digest(n)).cloned().collect();
+                        for name in digests {
+                            t.remove(name);
+                        }
+                        t
+                    });
                     end(self)
                 }
             },

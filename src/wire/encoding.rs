@@ -62,16 +62,7 @@ impl Accepted {
     pub fn parse<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Accepted {
         let mut accepted = Accepted::default();
         for value in values {
-            for item in value.split(|&b| b == b',') {
-                let mut parts = item.split(|&b| b == b';');
-                let token = parts.next().unwrap_or_default().trim_ascii();
-                let mut q = Some(1000);
-                for param in parts {
-                    let param = param.trim_ascii();
-                    if param.len() > 2 && param[..2].eq_ignore_ascii_case(b"q=") {
-                        q = weight(&param[2..]);
-                    }
-                }
+            for (token, q) in weighted(value) {
                 // A malformed weight: the item is ignored.
                 let Some(q) = q else { continue };
                 if token == b"*" {
@@ -131,8 +122,20 @@ impl Accepted {
     }
 }
 
+/// The items of a weighted list (`Accept-Encoding`, `Accept-Language`):
+/// each token with its weight in thousandths (no `q`: 1000; a malformed
+/// one, `q=`, `q=2`, `q=0.0001`: `None`), empty items skipped.
+pub fn weighted(value: &[u8]) -> impl Iterator<Item = (&[u8], Option<u16>)> {
+    value.split(|&b| b == b',').filter_map(|item| {
+        let mut parts = item.split(|&b| b == b';');
+        let token = parts.next().unwrap_or_default().trim_ascii();
+        let q = parts.map(<[u8]>::trim_ascii).find(|p| p.len() >= 2 && p[..2].eq_ignore_ascii_case(b"q="));
+        (!token.is_empty()).then(|| (token, q.map_or(Some(1000), |p| weight(&p[2..]))))
+    })
+}
+
 /// A q-value (`0`, `0.5`, `1.000`) as thousandths; `None` if malformed.
-pub fn weight(v: &[u8]) -> Option<u16> {
+fn weight(v: &[u8]) -> Option<u16> {
     let (int, frac) = match v.iter().position(|&b| b == b'.') {
         Some(i) => (&v[..i], &v[i + 1..]),
         None => (v, &[][..]),
@@ -277,17 +280,37 @@ pub fn mark_compressed(headers: &mut HeaderMap, coding: Coding) {
     headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding.token()));
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::ACCEPT_RANGES);
-    for digest in ["content-md5", "digest", "content-digest", "repr-digest"] {
+    for digest in DIGESTS {
         headers.remove(digest);
     }
     add_vary(headers);
     weaken_etag(headers);
 }
 
+/// The fields that describe the upstream's bytes (digests): never kept on
+/// a coding perfproxy made, in its head, its trailers or a refresh.
+const DIGESTS: [&str; 4] = ["content-md5", "digest", "content-digest", "repr-digest"];
+
+/// Whether `name` is one of the digest fields ([`DIGESTS`]).
+pub fn is_digest(name: &http::HeaderName) -> bool {
+    DIGESTS.contains(&name.as_str())
+}
+
+/// Whether a client's `If-None-Match` holds the weak form of `etag` (a
+/// strong tag): the copy it revalidates is one perfproxy compressed.
+pub fn holds_weak_form(if_none_match: &[HeaderValue], etag: &HeaderValue) -> bool {
+    let tag = etag.as_bytes();
+    if !tag.starts_with(b"\"") {
+        return false;
+    }
+    let items = if_none_match.iter().flat_map(|v| v.as_bytes().split(|&b| b == b','));
+    items.map(<[u8]>::trim_ascii).any(|t| t.strip_prefix(b"W/") == Some(tag))
+}
+
 /// A strong `ETag` made weak (`"v1"` → `W/"v1"`): the validator of a
-/// compressed answer, also on a `304` to a client that takes a coding
-/// (its stored copy may be compressed; RFC 9110 §15.4.5), so it never
-/// reaches `If-Range` as a strong one.
+/// compressed answer, also on a `304` to a client whose copy is one
+/// ([`holds_weak_form`]; RFC 9110 §15.4.5), so it never reaches `If-Range`
+/// as a strong one.
 pub fn weaken_etag(headers: &mut HeaderMap) {
     if let Some(etag) = headers.get(header::ETAG).filter(|e| e.as_bytes().starts_with(b"\"")) {
         let weak = [&b"W/"[..], etag.as_bytes()].concat();
@@ -327,6 +350,18 @@ mod tests {
         let only_gzip = Accepted::parse([&b"br, gzip"[..]]).rank(&[Gzip], true);
         assert_eq!(only_gzip.best(), Gzip);
         assert_eq!(only_gzip.position(Br), None);
+    }
+
+    #[test]
+    fn weighted_lists_and_weak_forms() {
+        let items: Vec<_> = weighted(b"en, de;q=0.5 ,, fr;Q=0.25;x=1, it;q=, *;q=0").collect();
+        let want: Vec<(&[u8], Option<u16>)> =
+            vec![(b"en", Some(1000)), (b"de", Some(500)), (b"fr", Some(250)), (b"it", None), (b"*", Some(0))];
+        assert_eq!(items, want);
+        let strong = HeaderValue::from_static("\"v1\"");
+        assert!(holds_weak_form(&[HeaderValue::from_static("\"v0\", W/\"v1\"")], &strong));
+        assert!(!holds_weak_form(&[HeaderValue::from_static("\"v1\"")], &strong), "the client holds the strong one");
+        assert!(!holds_weak_form(&[HeaderValue::from_static("W/\"v1\"")], &HeaderValue::from_static("W/\"v1\"")));
     }
 
     #[test]

@@ -112,7 +112,10 @@ fn scripted(s: &Scripted, req: &HeaderMap) -> Response<BoxBody> {
     let header = |name: &str| s.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
     let inm = req.get("if-none-match").and_then(|v| v.to_str().ok());
     let ims = req.get("if-modified-since").and_then(|v| v.to_str().ok());
-    let not_modified = (inm.is_some() && inm == header("etag")) || (ims.is_some() && ims == header("last-modified"));
+    // If-None-Match compares weakly (RFC 9110 §13.1.2), as servers do.
+    let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    let etag_matches = inm.zip(header("etag")).is_some_and(|(inm, etag)| inm.split(',').any(|t| weak(t) == weak(etag)));
+    let not_modified = etag_matches || (ims.is_some() && ims == header("last-modified"));
     let mut r = if not_modified { full(304, "") } else { full(s.status, s.body.clone()) };
     for (k, v) in &s.headers {
         r.headers_mut().append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());

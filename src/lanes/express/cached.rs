@@ -188,7 +188,8 @@ pub(super) fn after_head(
     let mut h = if resp.looked_at { resp.fields_map(up_head) } else { HeaderMap::new() };
     let lifetime = match StatusCode::from_u16(resp.status) {
         Ok(status) if resp.looked_at => {
-            policy::lifetime_within(&miss.policy, &HeaderMap::new(), status, &h, miss.max_object, response_time)
+            let length = (policy::content_length(&h), miss.max_object);
+            policy::lifetime_within(&miss.policy, &HeaderMap::new(), (status, &h), length, response_time)
         }
         _ => None,
     };

@@ -230,27 +230,17 @@ impl Entry {
     }
 }
 
-/// A coding as stored: 0 none, then identity, gzip, br, zstd.
+/// A coding as stored: its index here (0 none, then identity, gzip, br, zstd).
+const STORED_CODINGS: [Option<Coding>; 5] =
+    [None, Some(Coding::Identity), Some(Coding::Gzip), Some(Coding::Br), Some(Coding::Zstd)];
+
 fn coding_byte(c: Option<Coding>) -> u8 {
-    match c {
-        None => 0,
-        Some(Coding::Identity) => 1,
-        Some(Coding::Gzip) => 2,
-        Some(Coding::Br) => 3,
-        Some(Coding::Zstd) => 4,
-    }
+    STORED_CODINGS.iter().position(|s| *s == c).expect("every coding is in the table") as u8
 }
 
 /// `None` (not an entry) for a byte no version wrote.
 fn byte_coding(b: u8) -> Option<Option<Coding>> {
-    Some(match b {
-        0 => None,
-        1 => Some(Coding::Identity),
-        2 => Some(Coding::Gzip),
-        3 => Some(Coding::Br),
-        4 => Some(Coding::Zstd),
-        _ => return None,
-    })
+    STORED_CODINGS.get(usize::from(b)).copied()
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {

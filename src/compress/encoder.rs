@@ -96,10 +96,6 @@ impl Encoder {
         Ok(Some(Encoder { coding, writer: Some(writer), stats, bytes_in: 0, bytes_out: 0 }))
     }
 
-    pub fn coding(&self) -> Coding {
-        self.coding
-    }
-
     /// The upstream's bytes compressed so far.
     pub fn bytes_in(&self) -> u64 {
         self.bytes_in

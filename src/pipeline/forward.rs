@@ -90,14 +90,16 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
     };
     headers::prepare_response(&mut parts.headers, parts.status.as_u16());
     let read_timeout = worker.shared.config.upstream_read_timeout;
-    // The body's length when known: its `Content-Length`, or an HTTP/2 body already ended.
-    let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| http1::content_length(v.as_bytes()));
-    let length = length.or(body.size_hint().exact());
-    let (coding, encoder) = match codings {
-        Some((codings, revalidating)) => compress(compression, (&codings, &revalidating), &mut parts, length),
-        None => (None, None),
+    let (coding, encoder, identity_length) = match codings {
+        Some((codings, revalidating)) => {
+            // The body's length when known: its `Content-Length`, or an HTTP/2 body already ended.
+            let length = crate::cache::policy::content_length(&parts.headers).or(body.size_hint().exact());
+            let (coding, encoder) = compress(compression, (&codings, &revalidating), &mut parts, length);
+            let identity_length = length.filter(|_| encoder.is_some());
+            (coding, encoder, identity_length)
+        }
+        None => (None, None, None),
     };
-    let identity_length = length.filter(|_| encoder.is_some());
     Ok(Upstream { parts, body, lease, sent, head_after, close_after, read_timeout, coding, encoder, identity_length })
 }
 

@@ -93,7 +93,7 @@ impl ProxyBody {
     /// Compresses the upstream's body frame by frame with `encoder`, if any.
     pub fn encoded(mut self, encoder: Option<Box<Encoder>>) -> ProxyBody {
         if let (Kind::Upstream { coded, .. }, Some(encoder)) = (&mut self.kind, encoder) {
-            *coded = Some(Box::new(Coded { encoder, trailers: None, ended: false }));
+            *coded = Some(Box::new(Coded { encoder, trailers: None }));
         }
         self
     }
@@ -161,7 +161,7 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let mut polled = match &mut this.kind {
-            Kind::Upstream { coded: Some(coded), .. } if coded.ended => {
+            Kind::Upstream { coded: Some(coded), .. } if coded.encoder.finished() => {
                 Poll::Ready(coded.trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
             Kind::Upstream { body, lease, read_timeout, stall, coded } => match Pin::new(&mut *body).poll_frame(cx) {
@@ -258,9 +258,9 @@ impl Body for ProxyBody {
 #[derive(Debug)]
 struct Coded {
     encoder: Box<Encoder>,
+    /// Held until the coding has ended (its encoder finished, which it
+    /// does only when the upstream's body has).
     trailers: Option<http::HeaderMap>,
-    /// The upstream's body has ended and the coding with it.
-    ended: bool,
 }
 
 impl Coded {
@@ -271,16 +271,10 @@ impl Coded {
         polled: Option<Result<Frame<Bytes>, BodyError>>,
         last: bool,
     ) -> Option<Result<Frame<Bytes>, BodyError>> {
-        let end = |this: &mut Coded| {
-            this.ended = true;
-            Some(this.encoder.encode(&[], true).map(Frame::data).map_err(BodyError::from))
-        };
+        let end = |this: &mut Coded| Some(this.encoder.encode(&[], true).map(Frame::data).map_err(BodyError::from));
         match polled {
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    self.ended = last;
-                    Some(self.encoder.encode(&data, last).map(Frame::data).map_err(BodyError::from))
-                }
+                Ok(data) => Some(self.encoder.encode(&data, last).map(Frame::data).map_err(BodyError::from)),
                 Err(frame) => {
                     // Digests of the upstream's bytes do not describe the coding's.
                     self.trailers = frame.into_trailers().ok().map(|mut t| {

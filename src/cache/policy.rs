@@ -35,40 +35,68 @@ impl Directives {
         Directives::parse_field(headers, header::CACHE_CONTROL)
     }
 
-    /// Parses the fields `name` (`Cache-Control`, `Surrogate-Control`).
+    /// Parses the fields `name` (`Cache-Control`, say).
     pub fn parse_field(headers: &HeaderMap, name: header::HeaderName) -> Directives {
         let mut d = Directives::default();
         for value in headers.get_all(name) {
             for item in crate::wire::http1::tokens(value.as_bytes()) {
-                let Ok(item) = std::str::from_utf8(item) else { continue };
-                let (name, arg) = match item.split_once('=') {
-                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                    None => (item.trim(), None),
-                };
-                // RFC 9111 §1.2.2: delta-seconds past 2^31 count as 2^31.
-                let seconds = || arg.map(|a| a.parse::<u64>().map_or(0, |s| s.min(MAX_DELTA))).or(Some(0));
-                let name = name.to_ascii_lowercase();
-                match name.as_str() {
-                    "max-age" => d.max_age = min_of(d.max_age, seconds()),
-                    "s-maxage" => d.s_maxage = min_of(d.s_maxage, seconds()),
-                    "no-store" => d.no_store = true,
-                    // The field-name forms (`no-cache="Set-Cookie"`,
-                    // `private="x"`) are taken as the unqualified ones: stricter.
-                    "no-cache" => d.no_cache = true,
-                    "private" => d.private = true,
-                    "public" => d.public = true,
-                    "must-revalidate" => d.must_revalidate = true,
-                    "proxy-revalidate" => d.proxy_revalidate = true,
-                    "max-stale" => d.max_stale = Some(arg.and_then(|a| a.parse().ok())),
-                    "min-fresh" => d.min_fresh = seconds(),
-                    "only-if-cached" => d.only_if_cached = true,
-                    "stale-while-revalidate" => d.stale_while_revalidate = seconds(),
-                    "stale-if-error" => d.stale_if_error = seconds(),
-                    _ => {}
-                }
+                d.apply(item);
             }
         }
         d
+    }
+
+    /// `Surrogate-Control` (Edge Architecture 1.0): the directives with no
+    /// target and those targeted at perfproxy (`max-age=60;perfproxy`),
+    /// whose `max-age` wins; directives for another device are ignored.
+    pub fn surrogate(headers: &HeaderMap) -> Directives {
+        let (mut ours, mut untargeted) = (Directives::default(), Directives::default());
+        for value in headers.get_all(&SURROGATE_CONTROL) {
+            for item in crate::wire::http1::tokens(value.as_bytes()) {
+                match item.iter().position(|&b| b == b';') {
+                    None => untargeted.apply(item),
+                    Some(i) if item[i + 1..].trim_ascii().eq_ignore_ascii_case(SURROGATE_DEVICE.as_bytes()) => {
+                        ours.apply(item[..i].trim_ascii())
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Directives {
+            max_age: ours.max_age.or(untargeted.max_age),
+            no_store: ours.no_store || untargeted.no_store,
+            ..Directives::default()
+        }
+    }
+
+    /// Takes one directive (`name` or `name=value`) into `self`.
+    fn apply(&mut self, item: &[u8]) {
+        let Ok(item) = std::str::from_utf8(item) else { return };
+        let (name, arg) = match item.split_once('=') {
+            Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+            None => (item.trim(), None),
+        };
+        // RFC 9111 §1.2.2: delta-seconds past 2^31 count as 2^31.
+        let seconds = || arg.map(|a| a.parse::<u64>().map_or(0, |s| s.min(MAX_DELTA))).or(Some(0));
+        let name = name.to_ascii_lowercase();
+        match name.as_str() {
+            "max-age" => self.max_age = min_of(self.max_age, seconds()),
+            "s-maxage" => self.s_maxage = min_of(self.s_maxage, seconds()),
+            "no-store" => self.no_store = true,
+            // The field-name forms (`no-cache="Set-Cookie"`,
+            // `private="x"`) are taken as the unqualified ones: stricter.
+            "no-cache" => self.no_cache = true,
+            "private" => self.private = true,
+            "public" => self.public = true,
+            "must-revalidate" => self.must_revalidate = true,
+            "proxy-revalidate" => self.proxy_revalidate = true,
+            "max-stale" => self.max_stale = Some(arg.and_then(|a| a.parse().ok())),
+            "min-fresh" => self.min_fresh = seconds(),
+            "only-if-cached" => self.only_if_cached = true,
+            "stale-while-revalidate" => self.stale_while_revalidate = seconds(),
+            "stale-if-error" => self.stale_if_error = seconds(),
+            _ => {}
+        }
     }
 
     /// A request that must not be answered from the cache without the
@@ -95,6 +123,23 @@ fn min_of(old: Option<u64>, new: Option<u64>) -> Option<u64> {
 /// proxies like perfproxy, which take precedence over `Cache-Control` for
 /// freshness and are removed before the response goes on.
 pub static SURROGATE_CONTROL: header::HeaderName = header::HeaderName::from_static("surrogate-control");
+
+/// The device token `Surrogate-Control` directives target perfproxy with.
+pub const SURROGATE_DEVICE: &str = "perfproxy";
+
+/// `Surrogate-Capability`: what perfproxy tells the upstream on requests
+/// whose answer it may store, so directives can be targeted at it.
+pub static SURROGATE_CAPABILITY: header::HeaderName = header::HeaderName::from_static("surrogate-capability");
+
+/// The value perfproxy adds to `Surrogate-Capability` (`device="Surrogate/1.0"`).
+pub const SURROGATE_CAPABILITY_VALUE: &str = "perfproxy=\"Surrogate/1.0\"";
+
+/// Adds perfproxy's `Surrogate-Capability` to a request going upstream
+/// (after any the client or a proxy before it sent, as Edge Architecture
+/// 1.0 has each surrogate do).
+pub fn announce_surrogate(request: &mut HeaderMap) {
+    request.append(SURROGATE_CAPABILITY.clone(), header::HeaderValue::from_static(SURROGATE_CAPABILITY_VALUE));
+}
 
 /// Statuses that may be stored (docs/cache.md).
 pub fn storable_status(status: StatusCode) -> bool {
@@ -136,7 +181,7 @@ pub fn lifetime(
     response_time: SystemTime,
 ) -> Option<Lifetime> {
     let cc = Directives::parse(response);
-    let surrogate = Directives::parse_field(response, SURROGATE_CONTROL.clone());
+    let surrogate = Directives::surrogate(response);
     let req_cc = Directives::parse(request);
     if !storable_status(status)
         || cc.no_store
@@ -231,7 +276,9 @@ const INVALID_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The age a response had when it arrived (RFC 9111 §4.2.3:
 /// `corrected_initial_age`). An `Age` that is not one field of digits makes
-/// the response stale (§5.1).
+/// the response stale: a list (`0, 7200`, two hops' ages) is read the
+/// conservative way, not by its first member as §5.1 suggests, so a copy
+/// one hop calls old is never served as fresh (docs/cache.md#conformance).
 pub fn initial_age(response: &HeaderMap, request_time: SystemTime, response_time: SystemTime) -> Duration {
     let date = http_date(response, header::DATE).unwrap_or(response_time);
     let apparent = response_time.duration_since(date).unwrap_or(Duration::ZERO);
@@ -322,6 +369,16 @@ mod tests {
         let sc = ok(&[], &[("cache-control", "max-age=5"), ("surrogate-control", "max-age=50")], None).unwrap();
         assert_eq!(sc.fresh.as_secs(), 50, "Surrogate-Control wins for a reverse proxy");
         assert!(ok(&[], &[("cache-control", "max-age=5"), ("surrogate-control", "no-store")], None).is_none());
+        // Targeted directives (Edge Architecture 1.0): perfproxy's win, another device's are ignored.
+        let fresh = |sc: &str| {
+            ok(&[], &[("cache-control", "max-age=5"), ("surrogate-control", sc)], None).map(|l| l.fresh.as_secs())
+        };
+        assert_eq!(fresh("max-age=60;perfproxy"), Some(60));
+        assert_eq!(fresh("max-age=60;PerfProxy, max-age=10"), Some(60), "targeted before untargeted");
+        assert_eq!(fresh("max-age=10, max-age=60;perfproxy"), Some(60), "in any order");
+        assert_eq!(fresh("max-age=60;other"), Some(5), "another device's: Cache-Control decides");
+        assert_eq!(fresh("no-store;other"), Some(5));
+        assert_eq!(fresh("no-store;perfproxy"), None);
         // `no-store` and `private` are never stored, whatever Surrogate-Control says.
         for cc in ["no-store", "private"] {
             assert!(ok(&[], &[("cache-control", cc), ("surrogate-control", "max-age=50")], None).is_none(), "{cc}");
@@ -339,7 +396,9 @@ mod tests {
         assert_eq!(initial_age(&h, now, now).as_secs(), 100);
         let h = headers(&[("age", "18446744073709551615")]);
         assert_eq!(initial_age(&h, now, now).as_secs(), 1 << 31, "no overflow");
-        for bad in [&[("age", "1.5")][..], &[("age", "-1")], &[("age", "0, 0")], &[("age", "0"), ("age", "0")]] {
+        let lists =
+            [&[("age", "0, 0")][..], &[("age", "0,7200")], &[("age", "3600, 3600")], &[("age", "0"), ("age", "0")]];
+        for bad in [&[("age", "1.5")][..], &[("age", "-1")], &[("age", "7200;x=1")]].into_iter().chain(lists) {
             assert_eq!(initial_age(&headers(bad), now, now), INVALID_AGE, "{bad:?}");
         }
     }

@@ -149,7 +149,8 @@ impl Ctx {
 
     /// A key whose last response could not be stored (hit-for-pass, for
     /// `PASS_FOR`): straight upstream, nothing kept, a bypass.
-    async fn pass(&self, parts: Parts, body: RequestBody) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn pass(&self, mut parts: Parts, body: RequestBody) -> Result<Response<ProxyBody>, ProxyError> {
+        policy::announce_surrogate(&mut parts.headers);
         let up = bypass(&self.client, parts, body).await?;
         forget_pass_if_storable(&self.client.worker, &self.key, &self.policy, up.parts.status, &up.parts.headers);
         Ok(mark(up.into_response(), Outcome::Bypass, Fwd::Bypass.value(false)))
@@ -239,6 +240,7 @@ impl Ctx {
                 parts.headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
             }
         }
+        policy::announce_surrogate(&mut parts.headers);
         let request_time = SystemTime::now();
         let generation = self.cache().generation();
         let sent = std::time::Instant::now();

@@ -232,7 +232,14 @@ impl Conn {
         let peer = (self.client.ip.as_bytes(), self.client.peer.trusted, self.client.tls);
         let traceparent = recording.as_ref().and_then(Recording::traceparent);
         let traceparent = traceparent.as_ref().map(|t| &t[..]);
-        head.write_upstream(buf, peer, &self.request_id, traceparent, &mut self.scratch.upstream_out);
+        // An answer the cache may store: the upstream may target it (`Surrogate-Control`).
+        let storable = match &cached {
+            Cached::Miss(_) => true,
+            Cached::Bypass(b) => b.pass().is_some(),
+            Cached::Off => false,
+        };
+        let ids = (&self.request_id[..], traceparent);
+        head.write_upstream(buf, peer, ids, storable, &mut self.scratch.upstream_out);
         let body_here = (buf.len() - head.len).min(usize::try_from(head.content_length).unwrap_or(usize::MAX));
         self.scratch.upstream_out.extend_from_slice(&buf[head.len..head.len + body_here]);
         let body_left = head.content_length - body_here as u64;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
+use crate::cache::policy;
 use crate::upstream::RequestBody;
 use crate::wire::http1::{self, Field, Forwarded};
 
@@ -386,14 +387,15 @@ impl RequestHead {
     /// client's end-to-end fields as they came, then `X-Forwarded-For`
     /// (appended to), `X-Forwarded-Proto` and `-Host` (see [`Forwarded`]),
     /// `Via`, the request's one `X-Request-Id` (`request_id`: the client's
-    /// or perfproxy's), and perfproxy's `traceparent` in place of the
-    /// client's when tracing.
+    /// or perfproxy's), perfproxy's `traceparent` in place of the
+    /// client's when tracing, and `Surrogate-Capability` when the answer
+    /// may be stored (`storable`).
     pub fn write_upstream(
         &self,
         buf: &[u8],
         (client_ip, trusted_peer, tls): (&[u8], bool, bool),
-        request_id: &[u8],
-        traceparent: Option<&[u8]>,
+        (request_id, traceparent): (&[u8], Option<&[u8]>),
+        storable: bool,
         out: &mut Vec<u8>,
     ) {
         out.extend_from_slice(self.method.as_str().as_bytes());
@@ -427,6 +429,9 @@ impl RequestHead {
         field(out, b"x-request-id", request_id);
         if let Some(tp) = traceparent {
             field(out, b"traceparent", tp);
+        }
+        if storable {
+            field(out, policy::SURROGATE_CAPABILITY.as_str().as_bytes(), policy::SURROGATE_CAPABILITY_VALUE.as_bytes());
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -532,7 +537,7 @@ mod tests {
         let (none, _) = parse("GET /p HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!((none.path(), none.query()), ("/p", None));
         let mut out = Vec::new();
-        head.write_upstream(buf, (b"127.0.0.9", false, false), b"rid", None, &mut out);
+        head.write_upstream(buf, (b"127.0.0.9", false, false), (b"rid", None), false, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /a/b?x=1 HTTP/1.1\r\nHost: app\r\nAccept: */*\r\nx-forwarded-for: 10.0.0.1, 127.0.0.9\r\n\
@@ -549,7 +554,7 @@ mod tests {
         let (head, parsed) = parse(raw);
         assert_eq!(parsed, Parsed::Complete);
         let mut out = Vec::new();
-        head.write_upstream(raw.as_bytes(), (b"10.1.2.3", true, false), b"rid", None, &mut out);
+        head.write_upstream(raw.as_bytes(), (b"10.1.2.3", true, false), (b"rid", None), false, &mut out);
         let out = String::from_utf8(out).unwrap();
         assert!(out.contains("x-forwarded-for: 10.1.2.3\r\n"), "{out}");
         assert!(out.contains("x-forwarded-proto: https\r\n") && !out.contains("X-Forwarded-Proto"), "{out}");
@@ -562,7 +567,7 @@ mod tests {
         let (head, _) = parse(raw);
         for (trusted, host, proto) in [(false, "shop", "http"), (true, "evil", "https")] {
             let mut out = Vec::new();
-            head.write_upstream(raw.as_bytes(), (b"1.2.3.4", trusted, false), b"rid", None, &mut out);
+            head.write_upstream(raw.as_bytes(), (b"1.2.3.4", trusted, false), (b"rid", None), false, &mut out);
             let out = String::from_utf8(out).unwrap();
             assert_eq!(out.matches("x-forwarded-host: ").count() + out.matches("X-Forwarded-Host").count(), 1, "{out}");
             assert!(out.contains(&format!("x-forwarded-host: {host}\r\n")), "{out}");
@@ -606,7 +611,7 @@ mod tests {
         let (head, _) = parse(raw);
         assert_eq!(head.request_id(raw.as_bytes()), Some(&b"one"[..]));
         let mut out = Vec::new();
-        head.write_upstream(raw.as_bytes(), (b"1.2.3.4", false, false), b"one", None, &mut out);
+        head.write_upstream(raw.as_bytes(), (b"1.2.3.4", false, false), (b"one", None), false, &mut out);
         assert_eq!(String::from_utf8(out).unwrap().to_ascii_lowercase().matches("x-request-id").count(), 1);
     }
 }

@@ -1,15 +1,16 @@
 //! The two-layer HTTP response cache: a memory layer bounded by
 //! bytes (moka, with per-entry expiry) in front of Redis. [`Cache`] holds
 //! both, the rules a reload swaps and the invalidation log. Around it:
-//! - [`serve`]: the request path, top to bottom;
+//! - `pipeline::serve`: the request path through it, top to bottom;
 //! - [`policy`]: RFC 9111 decisions; [`key`]: keys, variants and globs;
 //! - [`entry`]: a stored response and its binary form; [`fill`]: the copy
-//!   kept while a response streams; [`answer`]: responses made from entries;
+//!   kept while a response streams (`pipeline::answer` makes responses from entries);
 //! - [`redis_layer`]: Redis; [`flights`]: collapsing and hit-for-pass;
 //!   [`index`]: the memory layer's keys by path (invalidation at the cost of what it drops);
 //!   [`variants`]: which stored variant answers a request (vary values, then codings);
-//! - [`rules`], [`stats`]: compiled settings and counters; [`purge`]:
-//!   `POST /cache/purge`.
+//!   `invalidation`: what unsafe requests, purges and other instances drop;
+//! - [`rules`], [`stats`]: compiled settings and counters (`POST /cache/purge`
+//!   is `pipeline::purge`).
 //!
 //! A Redis fault never fails a request: every Redis call is time-boxed by
 //! `cache.redis_timeout_ms`, counted in `errors` when it fails, and the
@@ -19,6 +20,7 @@ pub mod entry;
 pub mod fill;
 pub mod flights;
 pub mod index;
+mod invalidation;
 pub mod key;
 pub mod policy;
 pub mod redis_layer;
@@ -32,7 +34,7 @@ pub use stats::{Counters, Stats};
 pub use variants::choose;
 use variants::pick;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -61,8 +63,6 @@ pub struct RedisLookup {
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Variants kept per primary key.
 const MAX_VARIANTS: usize = 16;
-/// Invalidations remembered to stop racing fills (see [`Cache::invalidated_since`]).
-const RECENT_INVALIDATIONS: usize = 256;
 /// What a key costs besides its bytes (held three times: the memory layer,
 /// the path index's key and path) and its entries': moka's entry, deque and
 /// timer nodes, the path index's map slots, the slot's `Arc` and `Vec`,
@@ -364,20 +364,6 @@ impl Cache {
         }
     }
 
-    /// Drops what `pattern` selects from memory; returns the keys that held
-    /// entries. Found through the path index: the cost is that of the
-    /// entries dropped, whatever the memory layer holds besides.
-    fn drop_from_memory(&self, pattern: &Glob) -> HashSet<String> {
-        self.record_invalidation(pattern);
-        let mut dropped = HashSet::new();
-        for key in self.index.take_matching(pattern) {
-            if self.memory.remove(key.as_str()).is_some() {
-                dropped.insert(key);
-            }
-        }
-        dropped
-    }
-
     /// Puts a slot in the memory layer, indexed first; if an invalidation
     /// selecting the key ran meanwhile (it may have found the index entry
     /// and missed the insert), the slot is taken out again.
@@ -404,108 +390,6 @@ impl Cache {
         tags
     }
 
-    /// Drops the memory layer's entries carrying `tag`; returns their keys.
-    fn drop_tag_from_memory(&self, tag: &str) -> HashSet<String> {
-        let mut dropped = HashSet::new();
-        for key in self.index.tagged(tag) {
-            // Their paths too, so a fill racing this purge is not stored.
-            self.record_invalidation(&Glob::exact(key::path_of(&key)));
-            if self.memory.remove(key.as_str()).is_some() {
-                dropped.insert(key);
-            }
-        }
-        dropped
-    }
-
-    /// Drops every entry carrying one of `tags` from both layers and tells
-    /// the other instances; returns how many keys held entries.
-    pub async fn purge_tags(&self, tags: &[String], timeout: Duration, counters: &Counters) -> usize {
-        let mut purged = HashSet::new();
-        for tag in tags {
-            purged.extend(self.drop_tag_from_memory(tag));
-        }
-        if let Some(redis) = &self.redis {
-            let remote = async {
-                let keys = redis.delete_tagged(tags).await?;
-                for tag in tags {
-                    redis.publish_tag(&self.instance, tag).await?;
-                }
-                Ok::<_, redis_layer::LayerError>(keys)
-            };
-            match tokio::time::timeout(timeout, remote).await {
-                Ok(Ok(keys)) => purged.extend(keys),
-                Ok(Err(e)) => {
-                    debug!(error = %e, "cache: redis tag purge failed");
-                    Counters::add(&counters.errors, 1);
-                }
-                Err(_) => Counters::add(&counters.errors, 1),
-            }
-        }
-        Counters::add(&counters.invalidations, purged.len() as u64);
-        purged.len()
-    }
-
-    /// Drops the whole memory layer (after missed invalidations).
-    fn drop_all_memory(&self) {
-        self.index.clear();
-        self.memory.invalidate_all();
-    }
-
-    /// Drops what `pattern` selects from both layers and tells the other
-    /// instances; returns how many keys held entries. `timeout` bounds the
-    /// Redis part.
-    pub async fn invalidate(&self, pattern: &Glob, timeout: Duration, counters: &Counters) -> usize {
-        let mut purged = self.drop_from_memory(pattern);
-        if let Some(redis) = &self.redis {
-            let remote = async {
-                let keys = redis.delete_matching(pattern).await?;
-                redis.publish(&self.instance, pattern).await?;
-                Ok::<_, redis_layer::LayerError>(keys)
-            };
-            match tokio::time::timeout(timeout, remote).await {
-                Ok(Ok(keys)) => purged.extend(keys),
-                Ok(Err(e)) => {
-                    debug!(error = %e, pattern = pattern.as_str(), "cache: redis invalidation failed");
-                    Counters::add(&counters.errors, 1);
-                }
-                Err(_) => Counters::add(&counters.errors, 1),
-            }
-        }
-        Counters::add(&counters.invalidations, purged.len() as u64);
-        purged.len()
-    }
-
-    /// Where the invalidation log stands: taken before a fetch, so that its
-    /// response is not stored if the key was invalidated meanwhile.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    fn record_invalidation(&self, pattern: &Glob) {
-        let mut recent = self.recent.lock().expect("no code panics holding the invalidation log");
-        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        recent.push_back((g, pattern.clone()));
-        if recent.len() > RECENT_INVALIDATIONS {
-            recent.pop_front();
-        }
-    }
-
-    /// Whether an invalidation after generation `since` selects `key` (a
-    /// write raced the fetch of what would be stored); also when the log no
-    /// longer reaches back that far.
-    pub fn invalidated_since(&self, key: &str, since: u64) -> bool {
-        if self.generation() == since {
-            return false;
-        }
-        let recent = self.recent.lock().expect("no code panics holding the invalidation log");
-        match recent.front() {
-            Some((oldest, _)) if *oldest <= since + 1 => {
-                recent.iter().any(|(g, pattern)| *g > since && pattern.selects(key))
-            }
-            _ => true,
-        }
-    }
-
     /// The counters of work done outside a worker.
     pub fn background_counters(&self) -> &Counters {
         &self.background
@@ -522,70 +406,4 @@ fn instance_name() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{}-{:x}-{n}", std::process::id(), policy::epoch_ms(SystemTime::now()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use crate::cache::entry::test_entry as entry;
-
-    #[test]
-    fn invalidation_finds_its_keys_through_the_index_which_follows_evictions() {
-        let settings = CacheSettings { memory_bytes: 200_000, ..CacheSettings::default() };
-        let cache = Cache::new(&settings, None);
-        let counters = cache.counters();
-        for i in 0..2000 {
-            cache.store(&format!("/items/{i} h"), entry(500), &counters);
-        }
-        cache.store("/users/1 h", entry(10), &counters);
-        cache.store("/users/1?page=2 h", entry(10), &counters);
-        cache.memory.run_pending_tasks();
-        let held = cache.memory.entry_count() as usize;
-        assert!(held < 2002, "the budget evicted entries: {held}");
-        assert!(
-            cache.index.paths() <= held + 1,
-            "the index follows evictions: {} paths, {held} keys",
-            cache.index.paths()
-        );
-        let users = ["/users/1 h", "/users/1?page=2 h"];
-        let present = users.iter().filter(|k| cache.memory.contains_key(**k)).count();
-        let dropped = cache.drop_from_memory(&Glob::new("/users/1"));
-        assert_eq!(dropped.len(), present);
-        assert!(cache.lookup_memory("/users/1 h", &HeaderMap::new(), &Ranked::identity()).is_none());
-        // Without evictions: exactly the path's keys, all variants and queries.
-        let big = Cache::new(&CacheSettings::default(), None);
-        for i in 0..2000 {
-            big.store(&format!("/items/{i} h"), entry(10), &counters);
-        }
-        for k in users {
-            big.store(k, entry(10), &counters);
-        }
-        let mut dropped: Vec<String> = big.drop_from_memory(&Glob::new("/users/1")).into_iter().collect();
-        dropped.sort();
-        assert_eq!(dropped, users);
-        big.memory.run_pending_tasks();
-        assert_eq!(big.memory.entry_count(), 2000);
-        let left = cache.memory.iter().filter(|(k, _)| k.starts_with("/items/")).count();
-        let under = cache.drop_from_memory(&Glob::new("/items/*"));
-        assert_eq!(under.len(), left, "a pattern drops exactly what it selects");
-        cache.memory.run_pending_tasks();
-        assert_eq!(cache.memory.entry_count(), 0);
-        assert_eq!(cache.index.paths(), 0);
-    }
-
-    #[test]
-    fn the_invalidation_log_stops_racing_fills_and_errs_on_the_safe_side() {
-        let cache = Cache::new(&CacheSettings::default(), None);
-        let before = cache.generation();
-        assert!(!cache.invalidated_since("/a/1 h", before));
-        cache.drop_from_memory(&Glob::new("/a/*"));
-        assert!(cache.invalidated_since("/a/1 h", before));
-        assert!(!cache.invalidated_since("/b h", before), "other keys stay storable");
-        assert!(!cache.invalidated_since("/a/1 h", cache.generation()), "a fetch begun after it is fine");
-        for i in 0..RECENT_INVALIDATIONS + 1 {
-            cache.drop_from_memory(&Glob::new(&format!("/c/{i}")));
-        }
-        assert!(cache.invalidated_since("/b h", before), "the log no longer reaches back: not stored");
-    }
 }

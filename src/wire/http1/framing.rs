@@ -1,0 +1,144 @@
+//! How a message's body is delimited and which upstream answers are
+//! refused: `Content-Length` and `Transfer-Encoding` values, status-line
+//! validity, RFC 9112 §6.3 framing for a response, and [`Malformed`] (a 502).
+
+use super::tokens;
+
+/// A `Content-Length` value: decimal digits only (RFC 9110 §8.6), at most 18.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Whether the last transfer coding of a `Transfer-Encoding` value is `chunked`.
+pub fn ends_chunked(value: &[u8]) -> bool {
+    tokens(value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// How many times `chunked` appears in a `Transfer-Encoding` value.
+pub fn chunked_count(value: &[u8]) -> usize {
+    tokens(value).filter(|t| t.eq_ignore_ascii_case(b"chunked")).count()
+}
+
+/// A status an upstream may answer with: three digits from 100 to 599.
+pub fn valid_status(code: u16) -> bool {
+    (100..=599).contains(&code)
+}
+
+/// Checks an upstream answer's status: within 100–599, and a `101` only to
+/// a WebSocket upgrade that was forwarded (`upgrade_sent`).
+pub fn check_status(code: u16, upgrade_sent: bool) -> Result<(), Malformed> {
+    if !valid_status(code) {
+        return Err(Malformed("status outside 100-599"));
+    }
+    if code == 101 && !upgrade_sent {
+        return Err(Malformed("101 to a request that asked for no upgrade"));
+    }
+    Ok(())
+}
+
+/// Whether an answer with this status may carry `Content-Length` to the
+/// client: never a 1xx or a 204 (RFC 9110 §8.6), which have no body and no
+/// length; a HEAD or 304 answer keeps the length it would have had.
+pub fn relays_length(status: u16) -> bool {
+    status != 204 && !(100..200).contains(&status)
+}
+
+/// Why an upstream answer is refused (a 502; the connection is discarded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed upstream response: {0}")]
+pub struct Malformed(pub &'static str);
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: HEAD, 1xx, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Read until the upstream closes.
+    Close,
+}
+
+/// RFC 9112 §6.3 for a response: `transfer_encoding` is `Some(ends in
+/// chunked)` when the field is present; `length` the agreed `Content-Length`.
+pub fn response_framing(
+    head_request: bool,
+    status: u16,
+    transfer_encoding: Option<bool>,
+    length: Option<u64>,
+) -> Framing {
+    if bodiless(head_request, status) {
+        return Framing::Empty;
+    }
+    match transfer_encoding {
+        Some(true) => Framing::Chunked,
+        Some(false) => Framing::Close,
+        None => length.map_or(Framing::Close, Framing::Length),
+    }
+}
+
+/// Whether an answer of perfproxy's own (a 502, a 504) closes the client
+/// connection: always when the request carried a body, read or not, so
+/// what the client sent after it can never be taken for a request (RFC 9112
+/// §9.3; both lanes, whatever they had read when the answer was made).
+pub fn own_answer_closes(request_had_body: bool) -> bool {
+    request_had_body
+}
+
+/// Checks the `Content-Length` fields of an upstream response: digits only,
+/// all equal (for HEAD and 304 answers too, which hyper does not read).
+pub fn check_lengths<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<u64>, Malformed> {
+    let mut length = Lengths::default();
+    for v in values {
+        length.add(v)?;
+    }
+    Ok(length.0)
+}
+
+/// [`check_lengths`] one field at a time, for a lane that reads the fields once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Lengths(pub Option<u64>);
+
+impl Lengths {
+    pub fn add(&mut self, value: &[u8]) -> Result<(), Malformed> {
+        let n = content_length(value).ok_or(Malformed("bad Content-Length"))?;
+        if self.0.is_some_and(|l| l != n) {
+            return Err(Malformed("differing Content-Lengths"));
+        }
+        self.0 = Some(n);
+        Ok(())
+    }
+}
+
+/// A response that has no body whatever its fields say: to HEAD, 1xx, 204, 304.
+pub fn bodiless(head_request: bool, status: u16) -> bool {
+    head_request || status == 204 || status == 304 || (100..200).contains(&status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_are_digits_only() {
+        assert_eq!(content_length(b"42"), Some(42));
+        for bad in [&b""[..], b"+1", b"-1", b" 1", b"1 ", b"0x1", b"1,1", b"9999999999999999999"] {
+            assert_eq!(content_length(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_and_framing() {
+        assert!(valid_status(100) && valid_status(599));
+        assert!(!valid_status(99) && !valid_status(600) && !valid_status(0));
+        assert_eq!(response_framing(true, 200, Some(true), None), Framing::Empty);
+        assert_eq!(response_framing(false, 304, None, Some(5)), Framing::Empty);
+        assert_eq!(response_framing(false, 200, Some(true), Some(5)), Framing::Chunked);
+        assert_eq!(response_framing(false, 200, Some(false), Some(5)), Framing::Close);
+        assert_eq!(response_framing(false, 200, None, Some(5)), Framing::Length(5));
+        assert_eq!(response_framing(false, 200, None, None), Framing::Close);
+    }
+}

@@ -3,21 +3,25 @@
 //! variables are applied on top of this (see `config::load`), and the result
 //! is what `perfproxy check-config` prints.
 
+mod cache;
 mod compression;
 mod protocols;
 mod routing;
 mod slo;
 mod slow;
 mod tls_tables;
+mod watch;
 
 use serde::{Deserialize, Serialize};
 
+pub use cache::{CacheRule, CacheSettings};
 pub use compression::{CompressionLevels, CompressionSettings};
 pub use protocols::{GrpcSettings, Http2Settings, Protocols, UpstreamAddr, UpstreamProtocol};
 pub use routing::RouteDiscoverySettings;
 pub use slo::{SloAlertSettings, SloRule};
 pub use slow::SlowSettings;
 pub use tls_tables::{TlsSettings, UpstreamTlsSettings};
+pub use watch::{AlertSettings, DatabaseSettings, HealthSettings, HttpCheck};
 
 /// A configuration problem: which key, which value, what was expected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -314,148 +318,4 @@ impl Default for Endpoints {
 #[serde(deny_unknown_fields)]
 pub struct RouteRule {
     pub pattern: String,
-}
-
-/// The `[cache]` table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CacheSettings {
-    pub enabled: bool,
-    pub origin_directives: bool,
-    pub memory_bytes: u64,
-    pub max_object_bytes: u64,
-    pub redis_timeout_ms: u64,
-    pub stale_if_error_ms: u64,
-    /// How long a URL whose response could not be stored goes straight upstream (not collapsed).
-    pub uncacheable_ttl_ms: u64,
-    /// TTL for rules that name none (`CACHE_TTL_DEFAULT`, in seconds, sets it).
-    pub default_ttl_ms: u64,
-    pub ignore_query: Vec<String>,
-    /// Response headers whose values tag an entry for `POST /cache/purge {"tags": [...]}`.
-    pub tag_headers: Vec<String>,
-    /// Keep the tag headers on answers (else they are removed before the client sees them).
-    pub keep_tag_headers: bool,
-    pub rules: Vec<CacheRule>,
-}
-
-impl Default for CacheSettings {
-    fn default() -> Self {
-        CacheSettings {
-            enabled: true,
-            origin_directives: true,
-            memory_bytes: 64 * 1024 * 1024,
-            max_object_bytes: 1024 * 1024,
-            redis_timeout_ms: 50,
-            stale_if_error_ms: 60_000,
-            uncacheable_ttl_ms: 120_000,
-            default_ttl_ms: 3_600_000,
-            ignore_query: Vec::new(),
-            tag_headers: vec!["Surrogate-Key".into(), "Cache-Tag".into()],
-            keep_tag_headers: false,
-            rules: Vec::new(),
-        }
-    }
-}
-
-/// A `[[cache.rules]]` entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheRule {
-    pub pattern: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl_ms: Option<u64>,
-    #[serde(default)]
-    pub invalidates: Vec<String>,
-}
-
-/// The `[health]` table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HealthSettings {
-    pub interval_ms: u64,
-    pub timeout_ms: u64,
-    pub upstream_path: String,
-    pub critical: Vec<String>,
-    /// Checks whose failure makes `/health/ready` answer 503.
-    pub ready: Vec<String>,
-    pub http: Vec<HttpCheck>,
-}
-
-impl Default for HealthSettings {
-    fn default() -> Self {
-        HealthSettings {
-            interval_ms: 5_000,
-            timeout_ms: 2_000,
-            upstream_path: "/".into(),
-            critical: vec!["upstream".into(), "database".into()],
-            ready: vec!["upstream".into()],
-            http: Vec::new(),
-        }
-    }
-}
-
-/// A `[[health.http]]` entry: an extra HTTP dependency to probe.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpCheck {
-    pub name: String,
-    pub url: String,
-}
-
-/// The `[alerts]` table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AlertSettings {
-    pub window_ms: u64,
-    /// How often the rules are evaluated.
-    pub interval_ms: u64,
-    pub error_rate: f64,
-    pub slow_request_ms: u64,
-    pub slow_query_ms: u64,
-    pub memory_bytes: u64,
-    pub cache_hit_rate: f64,
-    /// Share of requests answered 429 by a rate limit above which `rate_limited` fires.
-    pub rate_limited: f64,
-    /// How long a condition must hold, at every evaluation, before it fires.
-    pub for_ms: u64,
-    /// How long a firing alert's condition must stay clear before it resolves.
-    pub keep_firing_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook_url: Option<String>,
-}
-
-impl Default for AlertSettings {
-    fn default() -> Self {
-        AlertSettings {
-            window_ms: 60_000,
-            interval_ms: 5_000,
-            error_rate: 0.05,
-            slow_request_ms: 2_000,
-            slow_query_ms: 1_000,
-            memory_bytes: 524_288_000,
-            cache_hit_rate: 0.70,
-            rate_limited: 0.05,
-            for_ms: 30_000,
-            keep_firing_ms: 60_000,
-            webhook_url: None,
-        }
-    }
-}
-
-/// The `[database]` table: how the watched database is polled.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseSettings {
-    /// How often `pg_stat_statements` and the catalog are read.
-    pub poll_interval_ms: u64,
-    /// `statement_timeout` of perfproxy's own queries.
-    pub statement_timeout_ms: u64,
-    /// How many slow queries `/performance` lists (slowest total first).
-    pub slow_query_limit: u64,
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        DatabaseSettings { poll_interval_ms: 10_000, statement_timeout_ms: 5_000, slow_query_limit: 10 }
-    }
 }

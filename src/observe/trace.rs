@@ -11,6 +11,7 @@
 //! slow costs requests nothing.
 
 pub mod export;
+mod setup;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -23,7 +24,7 @@ use opentelemetry::Context;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample};
 
-pub use export::Setup;
+pub use setup::Setup;
 
 /// The W3C field names.
 pub static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");

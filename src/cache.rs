@@ -59,8 +59,6 @@ pub struct RedisLookup {
     pub outcome: &'static str,
 }
 
-/// How often the Redis index is swept of expired keys.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Variants kept per primary key.
 const MAX_VARIANTS: usize = 16;
 /// What a key costs besides its bytes (held three times: the memory layer,
@@ -219,43 +217,6 @@ impl Cache {
         s.memory_bytes = self.memory.weighted_size();
         s.entries = self.memory.entry_count();
         s
-    }
-
-    /// Connects the Redis layer, listens for other instances'
-    /// invalidations and sweeps the index, until `shutdown`.
-    pub async fn run(self: Arc<Cache>, shutdown: impl std::future::Future<Output = ()>) {
-        let Some(redis) = self.redis.clone() else { return };
-        let this = self.clone();
-        let work = async move {
-            redis.connect().await;
-            let drop_pattern = |pattern: Glob| {
-                let n = this.drop_from_memory(&pattern).len();
-                debug!(pattern = pattern.as_str(), dropped = n, "cache: invalidation from another instance");
-            };
-            let drop_tag = |tag: String| {
-                let n = this.drop_tag_from_memory(&tag).len();
-                debug!(tag, dropped = n, "cache: tag purge from another instance");
-            };
-            let sweeper = async {
-                loop {
-                    tokio::time::sleep(SWEEP_EVERY).await;
-                    match redis.sweep().await {
-                        Ok(n) => debug!(dropped = n, "cache: redis index swept"),
-                        Err(e) => debug!(error = %e, "cache: redis index sweep failed"),
-                    }
-                    match redis.sweep_tags().await {
-                        Ok(n) => debug!(dropped = n, "cache: redis tag index swept"),
-                        Err(e) => debug!(error = %e, "cache: redis tag index sweep failed"),
-                    }
-                }
-            };
-            let listener = redis.listen(&this.instance, drop_pattern, drop_tag, || this.drop_all_memory());
-            tokio::join!(sweeper, listener);
-        };
-        tokio::select! {
-            _ = work => {},
-            _ = shutdown => {},
-        }
     }
 
     /// The memory layer's variant of `key` for `request` (whose codings,

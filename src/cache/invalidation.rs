@@ -1,10 +1,12 @@
 //! Invalidation: what an unsafe request, a purge or another instance's
 //! message drops from both layers, and the log that keeps a fill racing an
 //! invalidation from being stored (a generation counter and the recent
-//! patterns, [`Cache::invalidated_since`]).
+//! patterns, [`Cache::invalidated_since`]); and the background task that
+//! hears other instances' invalidations and sweeps Redis' indexes.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::debug;
@@ -15,11 +17,51 @@ use super::{redis_layer, Cache, Counters};
 /// Invalidations remembered to stop racing fills (see [`Cache::invalidated_since`]).
 const RECENT_INVALIDATIONS: usize = 256;
 
+/// How often the Redis index is swept of expired keys.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 impl Cache {
+    /// Connects the Redis layer, listens for other instances'
+    /// invalidations and sweeps the index, until `shutdown`.
+    pub async fn run(self: Arc<Cache>, shutdown: impl std::future::Future<Output = ()>) {
+        let Some(redis) = self.redis.clone() else { return };
+        let this = self.clone();
+        let work = async move {
+            redis.connect().await;
+            let drop_pattern = |pattern: Glob| {
+                let n = this.drop_from_memory(&pattern).len();
+                debug!(pattern = pattern.as_str(), dropped = n, "cache: invalidation from another instance");
+            };
+            let drop_tag = |tag: String| {
+                let n = this.drop_tag_from_memory(&tag).len();
+                debug!(tag, dropped = n, "cache: tag purge from another instance");
+            };
+            let sweeper = async {
+                loop {
+                    tokio::time::sleep(SWEEP_EVERY).await;
+                    match redis.sweep().await {
+                        Ok(n) => debug!(dropped = n, "cache: redis index swept"),
+                        Err(e) => debug!(error = %e, "cache: redis index sweep failed"),
+                    }
+                    match redis.sweep_tags().await {
+                        Ok(n) => debug!(dropped = n, "cache: redis tag index swept"),
+                        Err(e) => debug!(error = %e, "cache: redis tag index sweep failed"),
+                    }
+                }
+            };
+            let listener = redis.listen(&this.instance, drop_pattern, drop_tag, || this.drop_all_memory());
+            tokio::join!(sweeper, listener);
+        };
+        tokio::select! {
+            _ = work => {},
+            _ = shutdown => {},
+        }
+    }
+
     /// Drops what `pattern` selects from memory; returns the keys that held
     /// entries. Found through the path index: the cost is that of the
     /// entries dropped, whatever the memory layer holds besides.
-    pub(super) fn drop_from_memory(&self, pattern: &Glob) -> HashSet<String> {
+    fn drop_from_memory(&self, pattern: &Glob) -> HashSet<String> {
         self.record_invalidation(pattern);
         let mut dropped = HashSet::new();
         for key in self.index.take_matching(pattern) {
@@ -31,7 +73,7 @@ impl Cache {
     }
 
     /// Drops the memory layer's entries carrying `tag`; returns their keys.
-    pub(super) fn drop_tag_from_memory(&self, tag: &str) -> HashSet<String> {
+    fn drop_tag_from_memory(&self, tag: &str) -> HashSet<String> {
         let mut dropped = HashSet::new();
         for key in self.index.tagged(tag) {
             // Their paths too, so a fill racing this purge is not stored.
@@ -72,7 +114,7 @@ impl Cache {
     }
 
     /// Drops the whole memory layer (after missed invalidations).
-    pub(super) fn drop_all_memory(&self) {
+    fn drop_all_memory(&self) {
         self.index.clear();
         self.memory.invalidate_all();
     }
@@ -107,7 +149,7 @@ impl Cache {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub(super) fn record_invalidation(&self, pattern: &Glob) {
+    fn record_invalidation(&self, pattern: &Glob) {
         let mut recent = self.recent.lock().expect("no code panics holding the invalidation log");
         let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         recent.push_back((g, pattern.clone()));

@@ -46,27 +46,26 @@ impl Directives {
         d
     }
 
-    /// `Surrogate-Control` (Edge Architecture 1.0): the directives with no
-    /// target and those targeted at perfproxy (`max-age=60;perfproxy`),
-    /// whose `max-age` wins; directives for another device are ignored.
+    /// `Surrogate-Control` (Edge Architecture 1.0): the directives targeted
+    /// at perfproxy (`max-age=60;perfproxy`) when there are any, else those
+    /// with no target; directives for another device are ignored. Only
+    /// `max-age` and `no-store` are read.
     pub fn surrogate(headers: &HeaderMap) -> Directives {
-        let (mut ours, mut untargeted) = (Directives::default(), Directives::default());
+        let (mut ours, mut untargeted, mut targeted) = (Directives::default(), Directives::default(), false);
         for value in headers.get_all(&SURROGATE_CONTROL) {
             for item in crate::wire::http1::tokens(value.as_bytes()) {
-                match item.iter().position(|&b| b == b';') {
-                    None => untargeted.apply(item),
-                    Some(i) if item[i + 1..].trim_ascii().eq_ignore_ascii_case(SURROGATE_DEVICE.as_bytes()) => {
-                        ours.apply(item[..i].trim_ascii())
+                match target(item) {
+                    (directive, None) => untargeted.apply(directive),
+                    (directive, Some(device)) if device.eq_ignore_ascii_case(SURROGATE_DEVICE.as_bytes()) => {
+                        targeted = true;
+                        ours.apply(directive);
                     }
-                    Some(_) => {}
+                    (_, Some(_)) => {}
                 }
             }
         }
-        Directives {
-            max_age: ours.max_age.or(untargeted.max_age),
-            no_store: ours.no_store || untargeted.no_store,
-            ..Directives::default()
-        }
+        let d = if targeted { ours } else { untargeted };
+        Directives { max_age: d.max_age, no_store: d.no_store, ..Directives::default() }
     }
 
     /// Takes one directive (`name` or `name=value`) into `self`.
@@ -110,6 +109,19 @@ impl Directives {
 
 /// The largest delta-seconds value taken (2^31, RFC 9111 §1.2.2).
 const MAX_DELTA: u64 = 1 << 31;
+
+/// A `Surrogate-Control` item's directive and the device it targets: the
+/// text after its last `;` when that is a token (`max-age=60;perfproxy`).
+/// Anything else (`x="a;b"`, an empty target) is one untargeted directive.
+fn target(item: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let Some(i) = item.iter().rposition(|&b| b == b';') else { return (item, None) };
+    let device = item[i + 1..].trim_ascii();
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"-_.".contains(b);
+    if device.is_empty() || !device.iter().all(token) {
+        return (item, None);
+    }
+    (item[..i].trim_ascii(), Some(device))
+}
 
 /// A directive given twice counts with its smaller value (conservative).
 fn min_of(old: Option<u64>, new: Option<u64>) -> Option<u64> {

@@ -46,8 +46,10 @@ pub enum Field {
     ForwardedProto,
     ForwardedHost,
     /// `Forwarded`, `X-Forwarded-Port`/`-Scheme`/`-Ssl`/`-Prefix`/`-Server`,
-    /// `X-Host`, `X-Original-URL`, `X-Rewrite-URL`: kept only from trusted
-    /// proxies (frameworks build URLs or pick routes from them too).
+    /// `X-Host`, `X-Original-URL`, `X-Rewrite-URL` (frameworks build URLs
+    /// or pick routes from them too), `Surrogate-Capability` (what the
+    /// origin may target with `Surrogate-Control`): kept only from trusted
+    /// proxies.
     ForwardedOther,
     Range,
     Date,
@@ -139,6 +141,9 @@ pub fn field(name: &[u8]) -> Field {
         17 if is("x-forwarded-proto") => Field::ForwardedProto,
         17 if is("if-modified-since") => Field::Lookup,
         19 if is("if-unmodified-since") => Field::Lookup,
+        // A surrogate's capabilities (Edge Architecture 1.0): from a proxy
+        // in front only, so a client cannot claim perfproxy's.
+        20 if is("surrogate-capability") => Field::ForwardedOther,
         _ => Field::Other,
     }
 }
@@ -360,6 +365,7 @@ mod tests {
             "X-Original-URL",
             "x-rewrite-url",
             "X-Host",
+            "Surrogate-Capability",
         ] {
             assert_eq!(field(other.as_bytes()), Field::ForwardedOther, "{other}");
         }

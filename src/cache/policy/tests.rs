@@ -74,6 +74,13 @@ fn storable_only_with_freshness_or_a_rule() {
     assert_eq!(fresh("max-age=60;other"), Some(5), "another device's: Cache-Control decides");
     assert_eq!(fresh("no-store;other"), Some(5));
     assert_eq!(fresh("no-store;perfproxy"), None);
+    // perfproxy's set replaces the untargeted one whole (as RFC 9213's targeted fields do).
+    assert_eq!(fresh("no-store, max-age=60;perfproxy"), Some(60));
+    assert_eq!(fresh("max-age=60, no-store;perfproxy"), None);
+    assert_eq!(fresh("max-age=60;perfproxy;other"), Some(5), "the last `;` names the device");
+    assert_eq!(fresh("max-age=60 ; perfproxy"), Some(60));
+    assert_eq!(fresh("max-age=60;"), None, "an empty target: one malformed max-age, stale at once, not kept");
+    assert_eq!(fresh("x=\"a;b\", max-age=60"), Some(60), "a `;` in quotes names no device");
     // `no-store` and `private` are never stored, whatever Surrogate-Control says.
     for cc in ["no-store", "private"] {
         assert!(ok(&[], &[("cache-control", cc), ("surrogate-control", "max-age=50")], None).is_none(), "{cc}");

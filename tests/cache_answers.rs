@@ -185,53 +185,56 @@ async fn a_refreshing_304_never_stores_per_request_fields() {
 }
 
 /// Edge Architecture 1.0 targeting: perfproxy announces itself upstream on
-/// the requests whose answer it may store (after a trusted proxy's
-/// capabilities; a client's are removed), honours `Surrogate-Control`
+/// the requests whose answer it may store (a client's capabilities never
+/// pass, from a trusted peer neither), honours `Surrogate-Control`
 /// directives targeted at it and ignores those for another device.
 #[tokio::test]
 async fn surrogate_control_targeted_at_perfproxy() {
     let ours = "perfproxy=\"Surrogate/1.0\"";
-    let edge = "edge=\"Surrogate/1.0\"";
     let capabilities = |s: &support::raw::RawSeen| -> Vec<String> {
         let named = s.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("surrogate-capability"));
         named.map(|(_, v)| v.clone()).collect()
     };
     // 127.0.0.1 is trusted by default; an empty list trusts no one.
     let untrusting = write_config("trusted_proxies = []\n");
-    for (args, trusted) in [(vec![], true), (vec!["--config", untrusting.as_str()], false)] {
+    for args in [vec![], vec!["--config", untrusting.as_str()]] {
         let up = spawn_raw_upstream().await;
-        let head =
-            |sc: &str| answer(&format!("HTTP/1.1 200 OK\r\nSurrogate-Control: {sc}\r\nContent-Length: 4"), "body");
-        up.answer("/ours", head("max-age=60;perfproxy"));
-        up.answer("/theirs", head("max-age=60;cdn"));
-        up.answer("/both", head("max-age=60;cdn, no-store;perfproxy"));
+        let head = |cc: &str, sc: &str| {
+            let head =
+                format!("HTTP/1.1 200 OK\r\nCache-Control: {cc}\r\nSurrogate-Control: {sc}\r\nContent-Length: 4");
+            answer(&head, "body")
+        };
+        up.answer("/ours", head("max-age=0", "max-age=60;perfproxy"));
+        up.answer("/replaced", head("max-age=0", "no-store, max-age=60;perfproxy"));
+        up.answer("/theirs", head("max-age=0", "max-age=60;cdn"));
+        up.answer("/refused", head("max-age=60", "max-age=60;cdn, no-store;perfproxy"));
         let proxy = spawn_proxy(&up.url(), &args).await;
-        let claim = format!("Surrogate-Capability: {edge}\r\n");
-        for path in ["/ours", "/theirs", "/both"] {
-            let first = get_with(&proxy, path, &claim).await;
+        // A client claiming capabilities in perfproxy's name.
+        let claim = "Surrogate-Capability: perfproxy=\"Surrogate/1.0 ESI/1.0\"\r\n";
+        for path in ["/ours", "/replaced", "/theirs", "/refused"] {
+            let first = get_with(&proxy, path, claim).await;
             assert!(field(&first, "surrogate-control").is_none(), "{first}");
-            let second = get_with(&proxy, path, &claim).await;
-            assert_eq!(field(&second, "x-cache") == Some("HIT"), path == "/ours", "{path}: {second}");
+            let second = get_with(&proxy, path, claim).await;
+            let stored = path == "/ours" || path == "/replaced";
+            assert_eq!(field(&second, "x-cache") == Some("HIT"), stored, "{args:?} {path}: {second}");
         }
         // A revalidating `no-cache` request (the general path on either lane) carries it too.
         let revalidated = get_with(&proxy, "/ours", &format!("{claim}Cache-Control: no-cache\r\n")).await;
         assert!(revalidated.starts_with("HTTP/1.1 200"), "{revalidated}");
         let seen = up.seen();
-        assert_eq!(seen.len(), 6, "one request for /ours, two each for the others, the no-cache one");
-        let expected: Vec<&str> = if trusted { vec![edge, ours] } else { vec![ours] };
+        assert_eq!(seen.len(), 7, "one request each for the stored, two each for the others, the no-cache one");
         for s in &seen {
-            assert_eq!(capabilities(s), expected, "trusted peer: {trusted}; {} {}", s.method, s.target);
+            assert_eq!(capabilities(s), [ours], "{args:?}: {} {}", s.method, s.target);
         }
-        // Requests the cache does not look up carry only what a trusted proxy sent.
+        // Requests the cache does not look up carry none.
         let range = get_with(&proxy, "/theirs", &format!("{claim}Range: bytes=0-1\r\n")).await;
         assert!(range.starts_with("HTTP/1.1 200"), "{range}");
         let post =
             format!("POST /theirs HTTP/1.1\r\nHost: app\r\n{claim}Content-Length: 0\r\nConnection: close\r\n\r\n");
         raw(proxy.addr, post.as_bytes(), Duration::from_millis(500)).await;
         let seen = up.seen();
-        assert_eq!(seen.len(), 8);
-        let expected: Vec<&str> = if trusted { vec![edge] } else { vec![] };
-        assert!(seen[6..].iter().all(|s| capabilities(s) == expected), "{:?}", &seen[6..]);
+        assert_eq!(seen.len(), 9);
+        assert!(seen[7..].iter().all(|s| capabilities(s).is_empty()), "{:?}", &seen[7..]);
         proxy.shutdown().await;
     }
 }

@@ -47,24 +47,24 @@ impl Directives {
     }
 
     /// `Surrogate-Control` (Edge Architecture 1.0): the directives targeted
-    /// at perfproxy (`max-age=60;perfproxy`) when there are any, else those
-    /// with no target; directives for another device are ignored. Only
-    /// `max-age` and `no-store` are read.
+    /// at perfproxy (`max-age=60;perfproxy`) when it has a `max-age` or
+    /// `no-store` among them, else those with no target; directives for
+    /// another device are ignored. Only `max-age` and `no-store` are read.
     pub fn surrogate(headers: &HeaderMap) -> Directives {
-        let (mut ours, mut untargeted, mut targeted) = (Directives::default(), Directives::default(), false);
+        let (mut ours, mut untargeted) = (Directives::default(), Directives::default());
         for value in headers.get_all(&SURROGATE_CONTROL) {
             for item in crate::wire::http1::tokens(value.as_bytes()) {
                 match target(item) {
                     (directive, None) => untargeted.apply(directive),
                     (directive, Some(device)) if device.eq_ignore_ascii_case(SURROGATE_DEVICE.as_bytes()) => {
-                        targeted = true;
-                        ours.apply(directive);
+                        ours.apply(directive)
                     }
                     (_, Some(_)) => {}
                 }
             }
         }
-        let d = if targeted { ours } else { untargeted };
+        // Only the directives read here make a targeted set (not `content=`, say).
+        let d = if ours.max_age.is_some() || ours.no_store { ours } else { untargeted };
         Directives { max_age: d.max_age, no_store: d.no_store, ..Directives::default() }
     }
 
@@ -111,12 +111,13 @@ impl Directives {
 const MAX_DELTA: u64 = 1 << 31;
 
 /// A `Surrogate-Control` item's directive and the device it targets: the
-/// text after its last `;` when that is a token (`max-age=60;perfproxy`).
+/// text after its last `;` when that is a token (RFC 9110 `tchar`s:
+/// `max-age=60;perfproxy`, `max-age=60;my+cdn`).
 /// Anything else (`x="a;b"`, an empty target) is one untargeted directive.
 fn target(item: &[u8]) -> (&[u8], Option<&[u8]>) {
     let Some(i) = item.iter().rposition(|&b| b == b';') else { return (item, None) };
     let device = item[i + 1..].trim_ascii();
-    let token = |b: &u8| b.is_ascii_alphanumeric() || b"-_.".contains(b);
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
     if device.is_empty() || !device.iter().all(token) {
         return (item, None);
     }

@@ -37,7 +37,8 @@ pub enum Field {
     ContentLength,
     TransferEncoding,
     Connection,
-    /// `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`: never forwarded.
+    /// `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `HTTP2-Settings`,
+    /// `Surrogate-Capability` (perfproxy sends its own): never forwarded.
     HopByHop,
     /// `Upgrade`: hop-by-hop, except in a tunnelled handshake.
     Upgrade,
@@ -46,10 +47,8 @@ pub enum Field {
     ForwardedProto,
     ForwardedHost,
     /// `Forwarded`, `X-Forwarded-Port`/`-Scheme`/`-Ssl`/`-Prefix`/`-Server`,
-    /// `X-Host`, `X-Original-URL`, `X-Rewrite-URL` (frameworks build URLs
-    /// or pick routes from them too), `Surrogate-Capability` (what the
-    /// origin may target with `Surrogate-Control`): kept only from trusted
-    /// proxies.
+    /// `X-Host`, `X-Original-URL`, `X-Rewrite-URL`: kept only from trusted
+    /// proxies (frameworks build URLs or pick routes from them too).
     ForwardedOther,
     Range,
     Date,
@@ -141,9 +140,11 @@ pub fn field(name: &[u8]) -> Field {
         17 if is("x-forwarded-proto") => Field::ForwardedProto,
         17 if is("if-modified-since") => Field::Lookup,
         19 if is("if-unmodified-since") => Field::Lookup,
-        // A surrogate's capabilities (Edge Architecture 1.0): from a proxy
-        // in front only, so a client cannot claim perfproxy's.
-        20 if is("surrogate-capability") => Field::ForwardedOther,
+        // Surrogates' capabilities (Edge Architecture 1.0): perfproxy sends
+        // its own; a client's (or a proxy's in front, which passes clients'
+        // on) never, so none can claim perfproxy's. Nothing in front could be
+        // targeted anyway: `Surrogate-Control` never leaves perfproxy.
+        20 if is("surrogate-capability") => Field::HopByHop,
         _ => Field::Other,
     }
 }
@@ -336,6 +337,7 @@ mod tests {
         assert!(check_status(600, false).is_err() && check_status(204, false).is_ok());
         assert!(!relays_length(204) && !relays_length(100) && relays_length(304) && relays_length(200));
         assert_eq!(field(b"HTTP2-Settings"), Field::HopByHop);
+        assert_eq!(field(b"Surrogate-Capability"), Field::HopByHop);
         for smuggled in ["X_Forwarded_Host", "X-Original_URL", "x_host", "Content_Length", "X_Request_Id"] {
             assert_eq!(request_field(smuggled.as_bytes()), Field::Underscored, "{smuggled}");
             assert_eq!(field(smuggled.as_bytes()), Field::Other, "answers relay them: {smuggled}");
@@ -365,7 +367,6 @@ mod tests {
             "X-Original-URL",
             "x-rewrite-url",
             "X-Host",
-            "Surrogate-Capability",
         ] {
             assert_eq!(field(other.as_bytes()), Field::ForwardedOther, "{other}");
         }

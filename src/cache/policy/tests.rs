@@ -78,6 +78,8 @@ fn storable_only_with_freshness_or_a_rule() {
     assert_eq!(fresh("no-store, max-age=60;perfproxy"), Some(60));
     assert_eq!(fresh("max-age=60, no-store;perfproxy"), None);
     assert_eq!(fresh("max-age=60;perfproxy;other"), Some(5), "the last `;` names the device");
+    assert_eq!(fresh("max-age=60;my+cdn"), Some(5), "any token names a device");
+    assert_eq!(fresh("no-store, content=\"ESI/1.0\";perfproxy"), None, "only what is read makes a targeted set");
     assert_eq!(fresh("max-age=60 ; perfproxy"), Some(60));
     assert_eq!(fresh("max-age=60;"), None, "an empty target: one malformed max-age, stale at once, not kept");
     assert_eq!(fresh("x=\"a;b\", max-age=60"), Some(60), "a `;` in quotes names no device");

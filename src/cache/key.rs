@@ -139,10 +139,13 @@ impl Glob {
 pub type VaryValues = Vec<(HeaderName, Option<HeaderValue>)>;
 
 /// The values of `names` in `request`; several fields of one name are
-/// joined with `, ` as HTTP allows.
+/// joined with `, ` as HTTP allows. `Surrogate-Capability` is left out:
+/// perfproxy sends its own, the same on every request, and never a
+/// client's, so it tells no variants apart (and both lanes agree).
 pub fn vary_values(names: impl Iterator<Item = String>, request: &HeaderMap) -> VaryValues {
     names
         .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .filter(|name| *name != super::policy::SURROGATE_CAPABILITY)
         .map(|name| {
             let mut values = request.get_all(&name).iter();
             let value = match (values.next(), values.next()) {

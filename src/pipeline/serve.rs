@@ -139,8 +139,7 @@ impl Ctx {
 
     /// A key whose last response could not be stored (hit-for-pass, for
     /// `PASS_FOR`): straight upstream, nothing kept, a bypass.
-    async fn pass(&self, mut parts: Parts, body: RequestBody) -> Result<Response<ProxyBody>, ProxyError> {
-        policy::announce_surrogate(&mut parts.headers);
+    async fn pass(&self, parts: Parts, body: RequestBody) -> Result<Response<ProxyBody>, ProxyError> {
         let up = bypass(&self.client, parts, body).await?;
         forget_pass_if_storable(&self.client.worker, &self.key, &self.policy, up.parts.status, &up.parts.headers);
         Ok(mark(up.into_response(), Outcome::Bypass, Fwd::Bypass.value(false)))

@@ -232,12 +232,10 @@ impl Conn {
         let peer = (self.client.ip.as_bytes(), self.client.peer.trusted, self.client.tls);
         let traceparent = recording.as_ref().and_then(Recording::traceparent);
         let traceparent = traceparent.as_ref().map(|t| &t[..]);
-        // An answer the cache may store: the upstream may target it (`Surrogate-Control`).
-        let storable = match &cached {
-            Cached::Miss(_) => true,
-            Cached::Bypass(b) => b.pass().is_some(),
-            Cached::Off => false,
-        };
+        // An answer the cache may store: the upstream may target it
+        // (`Surrogate-Control`). Not a pass: its URL's last answer, to a
+        // request that said so, could not be stored.
+        let storable = matches!(cached, Cached::Miss(_));
         let ids = (&self.request_id[..], traceparent);
         head.write_upstream(buf, peer, ids, storable, &mut self.scratch.upstream_out);
         let body_here = (buf.len() - head.len).min(usize::try_from(head.content_length).unwrap_or(usize::MAX));

@@ -32,13 +32,8 @@ impl Directives {
     /// Parses every `Cache-Control` field of `headers`. Unknown directives
     /// change nothing.
     pub fn parse(headers: &HeaderMap) -> Directives {
-        Directives::parse_field(headers, header::CACHE_CONTROL)
-    }
-
-    /// Parses the fields `name` (`Cache-Control`, say).
-    pub fn parse_field(headers: &HeaderMap, name: header::HeaderName) -> Directives {
         let mut d = Directives::default();
-        for value in headers.get_all(name) {
+        for value in headers.get_all(header::CACHE_CONTROL) {
             for item in crate::wire::http1::tokens(value.as_bytes()) {
                 d.apply(item);
             }
@@ -138,7 +133,7 @@ fn min_of(old: Option<u64>, new: Option<u64>) -> Option<u64> {
 pub static SURROGATE_CONTROL: header::HeaderName = header::HeaderName::from_static("surrogate-control");
 
 /// The device token `Surrogate-Control` directives target perfproxy with.
-pub const SURROGATE_DEVICE: &str = "perfproxy";
+const SURROGATE_DEVICE: &str = "perfproxy";
 
 /// `Surrogate-Capability`: what perfproxy tells the upstream on requests
 /// whose answer it may store, so directives can be targeted at it.

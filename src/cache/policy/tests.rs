@@ -68,6 +68,10 @@ fn storable_only_with_freshness_or_a_rule() {
     let fresh = |sc: &str| {
         ok(&[], &[("cache-control", "max-age=5"), ("surrogate-control", sc)], None).map(|l| l.fresh.as_secs())
     };
+    assert!(
+        SURROGATE_CAPABILITY_VALUE.starts_with(&format!("{SURROGATE_DEVICE}=")),
+        "announced as the device it answers to"
+    );
     assert_eq!(fresh("max-age=60;perfproxy"), Some(60));
     assert_eq!(fresh("max-age=60;PerfProxy, max-age=10"), Some(60), "targeted before untargeted");
     assert_eq!(fresh("max-age=10, max-age=60;perfproxy"), Some(60), "in any order");

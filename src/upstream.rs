@@ -89,6 +89,9 @@ pub struct UpstreamPool {
     protocol: UpstreamProtocol,
     h2c: h2c::H2cClient,
     tls: Option<Arc<UpstreamTls>>,
+    /// The largest response head read (`max_header_bytes`): a longer one
+    /// is a malformed answer, on both lanes.
+    max_response_head: usize,
 }
 
 /// A connection on loan to one hyper exchange; [`Lease::release`] says its
@@ -118,8 +121,10 @@ impl UpstreamPool {
         tls: Option<Arc<UpstreamTls>>,
         idle_timeout: Duration,
         protocol: UpstreamProtocol,
+        max_response_head: usize,
     ) -> Rc<UpstreamPool> {
         Rc::new(UpstreamPool {
+            max_response_head,
             h2c: h2c::H2cClient::new(addr.clone(), tls.clone()),
             tls,
             addr,
@@ -128,6 +133,20 @@ impl UpstreamPool {
             returning: Cell::new(0),
             protocol,
         })
+    }
+
+    /// The largest response head read (`max_header_bytes`).
+    pub fn max_response_head(&self) -> usize {
+        self.max_response_head
+    }
+
+    /// hyper's HTTP/1 client, reading heads up to [`Self::max_response_head`]
+    /// (hyper's read buffer holds at most that much while a head is parsed).
+    fn http1(&self) -> http1::Builder {
+        let mut b = http1::Builder::new();
+        // hyper refuses a buffer under 8 KiB; the setting's floor is 8 KiB too.
+        b.max_buf_size(self.max_response_head.max(8192));
+        b
     }
 
     /// Whether `req` goes over h2c (`grpc`: it is a gRPC call).
@@ -193,8 +212,7 @@ impl UpstreamPool {
         self: &Rc<Self>,
         stream: UpstreamStream,
     ) -> Result<(SendRequest<RequestBody>, Rc<Cell<bool>>), UpstreamError> {
-        let (sender, conn) =
-            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Handshake)?;
+        let (sender, conn) = self.http1().handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Handshake)?;
         let released = Rc::new(Cell::new(false));
         let (pool, done) = (self.clone(), released.clone());
         tokio::task::spawn_local(async move {
@@ -251,7 +269,7 @@ impl UpstreamPool {
     pub async fn send_upgrade(&self, req: Request<RequestBody>) -> Result<Response<Incoming>, UpstreamError> {
         let stream = self.dial().await?;
         let (mut sender, conn) =
-            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Handshake)?;
+            self.http1().handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Handshake)?;
         tokio::task::spawn_local(async move {
             if let Err(e) = conn.with_upgrades().await {
                 debug!(error = %e, "upstream connection (upgradable) ended");

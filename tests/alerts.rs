@@ -49,6 +49,8 @@ async fn rules_fire_once_and_resolve_once_through_the_webhook() {
     assert_eq!(err["severity"], "critical");
     assert!((err["value"].as_f64().unwrap() - 25.0 / 30.0).abs() < 1e-9, "{err}");
     assert_eq!(err["threshold"], 0.05);
+    // Every alert has the same fields: a rule without a subject says `""`.
+    assert_eq!(err["subject"], "", "{err}");
     assert!(err["since"].as_str().unwrap().ends_with('Z'));
     let slow = alerts.iter().find(|a| a["rule"] == "slow_requests").unwrap();
     assert_eq!(slow["subject"], "GET /delay/:id");
@@ -75,6 +77,7 @@ async fn rules_fire_once_and_resolve_once_through_the_webhook() {
         assert!(resolved["message"].as_str().unwrap().starts_with("no data on the "), "{resolved}");
     }
     let resolved = e.iter().find(|x| x["rule"] == "error_rate" && x["status"] == "resolved").unwrap();
+    assert_eq!(resolved["subject"], "", "{resolved}");
     assert!(resolved["message"].as_str().unwrap().contains("error rate"));
     let perf = get(&proxy.url("/performance")).await.json();
     let rules: Vec<&str> = perf["alerts"].as_array().unwrap().iter().map(|a| a["rule"].as_str().unwrap()).collect();

@@ -211,3 +211,34 @@ async fn advice_names_the_column_a_sequentially_scanned_table_is_filtered_on() {
     .await;
     proxy.shutdown().await;
 }
+
+/// The health probe's `SELECT 1` runs on the pool: perfproxy never holds
+/// more connections than `DATABASE_POOL_SIZE`, each named `perfproxy`.
+#[tokio::test]
+async fn the_health_probe_holds_no_connection_beyond_the_pool() {
+    let url = fresh_database().await;
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let up = spawn_upstream().await;
+    let config = write_config("[database]\npoll_interval_ms = 100\n[health]\ninterval_ms = 100\n");
+    let args = ["--config", &config, "--database-url", &url, "--database-pool-size", "1"];
+    let proxy = spawn_proxy(&up.url(), &args).await;
+    eventually(10, "the database probed up", || async {
+        get(&proxy.url("/health")).await.json()["checks"]["database"]["status"] == "up"
+    })
+    .await;
+    let admin = connect(&url.replace(&format!("/{name}"), "/postgres")).await;
+    let mut most = 0;
+    for _ in 0..20 {
+        let rows = admin
+            .query("SELECT coalesce(application_name, '') FROM pg_stat_activity WHERE datname = $1", &[&name])
+            .await
+            .unwrap();
+        let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        assert!(names.iter().all(|n| n == "perfproxy"), "every connection named perfproxy: {names:?}");
+        most = most.max(names.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(most, 1, "one pooled connection, the probe's included");
+    assert_eq!(get(&proxy.url("/health")).await.json()["checks"]["database"]["status"], "up");
+    proxy.shutdown().await;
+}

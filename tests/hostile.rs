@@ -196,6 +196,33 @@ async fn a_cached_204_is_served_without_content_length() {
 }
 
 #[tokio::test]
+async fn an_upstream_head_over_max_header_bytes_is_a_502_on_both_lanes() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        let head = |filler: usize| {
+            let field = format!("X-Filler: {}\r\n", "a".repeat(1000));
+            let fields = field.repeat(filler / field.len());
+            format!("HTTP/1.1 200 OK\r\n{fields}Content-Length: 2\r\n\r\nok").into_bytes()
+        };
+        up.answer("/under", RawAnswer::Bytes(head(12 * 1024)));
+        up.answer("/over", RawAnswer::Bytes(head(20 * 1024)));
+        up.answer("/default-over", RawAnswer::Bytes(head(70 * 1024)));
+        let config = write_config("max_header_bytes = 16384\n");
+        let proxy = proxy_on(&up, lane, &["--config", &config]).await;
+        let (resp, _) = raw(proxy.addr, b"GET /under HTTP/1.1\r\nHost: app\r\n\r\n", WAIT).await;
+        assert_eq!(status_of(&resp), 200, "lane {lane}: under the limit");
+        let (resp, _) = raw(proxy.addr, b"GET /over HTTP/1.1\r\nHost: app\r\n\r\n", WAIT).await;
+        assert_eq!(status_of(&resp), 502, "lane {lane}: a head over max_header_bytes");
+        proxy.shutdown().await;
+        // The default, 64 KiB, holds too.
+        let proxy = proxy_on(&up, lane, &[]).await;
+        let (resp, _) = raw(proxy.addr, b"GET /default-over HTTP/1.1\r\nHost: app\r\n\r\n", WAIT).await;
+        assert_eq!(status_of(&resp), 502, "lane {lane}: a head over 64 KiB");
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn client_values_cannot_forge_text_access_log_fields() {
     for lane in LANES {
         let up = spawn_raw_upstream().await;

@@ -110,13 +110,21 @@ async fn on_both_lanes(up: &support::raw::RawUpstream, request: &[u8]) -> Vec<St
 }
 
 #[tokio::test]
-async fn fuzz_found_a_close_delimited_answer_closes_the_client_connection_on_both_lanes() {
+async fn a_close_delimited_answer_goes_to_the_client_chunked_and_its_connection_goes_on_on_both_lanes() {
+    // (The fuzzer first found the lanes differing here; both closed the
+    // client's connection for a while. nginx re-frames such a body chunked
+    // for an HTTP/1.1 client and keeps its connection: so do both lanes.)
     let up = spawn_raw_upstream().await;
     up.answer("/cd", RawAnswer::BytesThenClose(b"HTTP/1.1 200 OK\r\n\r\nhello".to_vec()));
+    up.answer("/next", support::raw::ok("next"));
     let pipelined = b"PUT /cd HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiGET /next HTTP/1.1\r\nHost: a\r\n\r\n";
     for answer in on_both_lanes(&up, pipelined).await {
-        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
-        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+        assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+        let first = answer.split("HTTP/1.1 200").nth(1).unwrap().to_ascii_lowercase();
+        assert!(first.contains("transfer-encoding: chunked\r\n"), "{answer}");
+        assert!(!first.contains("connection: close"), "{answer}");
+        assert!(first.contains("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), "{answer}");
+        assert!(answer.ends_with("next"), "{answer}");
     }
 }
 

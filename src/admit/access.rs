@@ -63,16 +63,17 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| credentials.trim())
 }
 
-/// Compares a guess with the token in time that depends on the guess's
-/// length only: every byte of the guess is compared (with the token's
-/// bytes, cycled), and a length mismatch folds into the same result, so
-/// neither a wrong byte nor a wrong length answers sooner.
+/// Compares a guess with the token in time that does not depend on the
+/// guess, its length included: every byte of the token is compared (with
+/// the guess's byte at that place, or a byte that cannot match past its
+/// end), and a length mismatch folds into the same result, so neither a
+/// wrong byte nor a wrong length, short or long, answers sooner.
 fn same(guess: &[u8], token: &[u8]) -> bool {
     if token.is_empty() {
         return false;
     }
     let lengths = (guess.len() ^ token.len()) as u64;
-    let bytes = guess.iter().enumerate().fold(0u8, |acc, (i, g)| acc | (g ^ token[i % token.len()]));
+    let bytes = token.iter().enumerate().fold(0u8, |acc, (i, t)| acc | (t ^ guess.get(i).map_or(!t, |g| *g)));
     std::hint::black_box(lengths | u64::from(bytes)) == 0
 }
 

@@ -201,7 +201,10 @@ pub fn lifetime(
     {
         return None;
     }
-    if request.contains_key(header::AUTHORIZATION) && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate) {
+    // Only an explicit `public` or `s-maxage` lets an answer to one user's
+    // credentials be stored for everyone (RFC 9111 §3.5 also allows
+    // `must-revalidate`; perfproxy does not).
+    if request.contains_key(header::AUTHORIZATION) && !(cc.public || cc.s_maxage.is_some()) {
         return None;
     }
     let explicit = match surrogate.max_age {
@@ -211,7 +214,10 @@ pub fn lifetime(
     };
     let has_validators = response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
     let fresh = match (explicit, policy.rule_ttl) {
-        _ if cc.no_cache => Duration::ZERO,
+        // `no-cache`: stored only to be revalidated on each use, and only
+        // where something lets this response be stored at all (the
+        // origin's directives, or a rule).
+        _ if cc.no_cache && (policy.origin_directives || policy.rule_ttl.is_some()) => Duration::ZERO,
         (Some(f), _) => f,
         (None, Some(ttl)) => ttl,
         // No explicit freshness and no rule: only a `no-cache` response

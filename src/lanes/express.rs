@@ -63,8 +63,6 @@ use head::{Parsed, RequestHead};
 const HEAD_CHUNK: usize = 2 * 1024;
 /// Bytes asked of a socket per read of a body.
 const READ_CHUNK: usize = 16 * 1024;
-/// The largest upstream response head accepted.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// How a connection left the express lane.
 #[derive(Debug)]

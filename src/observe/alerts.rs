@@ -37,7 +37,8 @@ pub const MIN_LOOKUPS: u64 = 50;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
     pub rule: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `""` in JSON for rules without one, so every alert has the same fields.
+    #[serde(serialize_with = "empty_when_none")]
     pub subject: Option<String>,
     pub severity: &'static str,
     /// `None` (null): no data in the window to judge.
@@ -45,6 +46,10 @@ pub struct Alert {
     pub threshold: f64,
     pub since: String,
     pub message: String,
+}
+
+fn empty_when_none<S: serde::Serializer>(subject: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(subject.as_deref().unwrap_or(""))
 }
 
 /// One evaluation's finding: a rule's current value for a subject, or

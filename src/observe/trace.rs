@@ -130,7 +130,8 @@ impl SpanRecord {
     }
 }
 
-/// `url.scheme`: `https` only when a trusted proxy says so.
+/// `url.scheme`: `https` over perfproxy's TLS listener, or when a trusted
+/// proxy says so (its `X-Forwarded-Proto`).
 pub fn scheme(trusted_peer: bool, tls: bool, sent_proto: Option<&[u8]>) -> &'static str {
     match sent_proto {
         Some(p) if trusted_peer && !p.is_empty() => match p.eq_ignore_ascii_case(b"https") {

@@ -39,8 +39,6 @@ pub struct Upstream {
     pub sent: Instant,
     /// From the request sent to the response head read.
     pub head_after: Duration,
-    /// The body ends when the upstream closes: the client connection closes after it.
-    pub close_after: bool,
     /// The longest wait for more of the body (`upstream_read_timeout_ms`).
     pub read_timeout: Duration,
     /// The coding perfproxy chose for a compressible answer (its cache variant).
@@ -55,13 +53,9 @@ pub struct Upstream {
 impl Upstream {
     /// The response as the client gets it, with `Server-Timing`.
     pub fn into_response(self) -> Response<ProxyBody> {
-        let Upstream { mut parts, body, lease, sent, head_after, close_after, read_timeout, encoder, .. } = self;
+        let Upstream { mut parts, body, lease, sent, head_after, read_timeout, encoder, .. } = self;
         parts.extensions.insert(UpstreamTime { sent, took: head_after });
         parts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
-        if close_after {
-            // As on the express lane, which relays such a body as it comes.
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         Response::from_parts(parts, ProxyBody::upstream(body, lease, read_timeout).encoded(encoder))
     }
 }
@@ -82,12 +76,21 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
     let head_after = sent.elapsed();
     check_status(resp.status(), false)?;
     let (mut parts, body) = resp.into_parts();
-    // An HTTP/2 body's end is its stream's end: no framing to check.
-    let close_after = parts.version != Version::HTTP_2 && {
-        let framing = headers::response_framing(&parts.headers, head_request, parts.status.as_u16())
+    // An HTTP/2 body's end is its stream's end: no framing to check. A
+    // body that ends when the upstream closes goes to the client chunked
+    // (hyper frames it so; the express lane re-frames it): the client's
+    // connection goes on.
+    if parts.version != Version::HTTP_2 {
+        headers::response_framing(&parts.headers, head_request, parts.status.as_u16())
             .map_err(|m| ProxyError::BadGateway(m.into()))?;
-        framing == http1::Framing::Close
-    };
+        // hyper holds a head to its buffer's size only while the head is
+        // incomplete in it: one read can bring more.
+        let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>().map_or(0, |r| r.as_bytes().len());
+        let reason = reason.max(parts.status.canonical_reason().map_or(0, str::len));
+        if headers::head_len(reason, &parts.headers) > worker.upstream.max_response_head() {
+            return Err(ProxyError::BadGateway(http1::Malformed("head too large").into()));
+        }
+    }
     headers::prepare_response(&mut parts.headers, parts.status.as_u16());
     let read_timeout = worker.shared.config.upstream_read_timeout;
     let (coding, encoder, identity_length) = match codings {
@@ -100,7 +103,7 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
         }
         None => (None, None, None),
     };
-    Ok(Upstream { parts, body, lease, sent, head_after, close_after, read_timeout, coding, encoder, identity_length })
+    Ok(Upstream { parts, body, lease, sent, head_after, read_timeout, coding, encoder, identity_length })
 }
 
 /// Decides whether an answer is compressed for a client that takes

@@ -191,7 +191,14 @@ async fn forward(client: &Rc<Client>, req: Request<RequestBody>) -> Result<Respo
         parts.headers.contains_key(header::TRANSFER_ENCODING) && parts.headers.contains_key(header::CONTENT_LENGTH);
     let protocol = headers::upgrade_request(&parts.headers);
     let upgrade = parts.extensions.remove::<OnUpgrade>().filter(|_| protocol.is_some());
+    // hyper sends no length for an empty body: a request that declared
+    // `Content-Length: 0` keeps it (as the express lane relays it), or a
+    // server that wants one for a POST answers `411`.
+    let declared_empty = !ambiguous && parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
     prepare(client, &mut parts, protocol)?;
+    if declared_empty {
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
     parts.extensions = http::Extensions::new();
     if crate::wire::http1::bodyless_method(&parts.method) && !body.is_end_stream() && body.size_hint().exact().is_none()
     {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::HeaderMap;
+use http::header::{self, HeaderMap, HeaderName};
 use http::StatusCode;
 
 use crate::cache::entry::Entry;
@@ -48,7 +48,9 @@ pub fn pending_entry(
     (request_time, response_time): (SystemTime, SystemTime),
 ) -> Entry {
     let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, value) in fields.iter().filter(|(n, _)| !per_request(n) && **n != policy::SURROGATE_CONTROL) {
+    // The body is stored whole, whatever its framing: the entry's length is its own.
+    let kept = |n: &HeaderName| !per_request(n) && *n != policy::SURROGATE_CONTROL && *n != header::TRANSFER_ENCODING;
+    for (name, value) in fields.iter().filter(|(n, _)| kept(*n)) {
         headers.append(name.clone(), crate::cache::entry::owned(value));
     }
     Entry {

@@ -37,6 +37,7 @@ pub fn spawn(shared: &Arc<Shared>, stop: &watch::Receiver<bool>) -> Vec<JoinHand
         tokio::spawn(shared.metrics.clone().merge_periodically(stopped(stop.clone()))),
         tokio::spawn(shared.health.clone().probe_periodically(
             shared.config.clone(),
+            shared.database.as_ref().map(|d| d.pool().clone()),
             health_settings,
             stopped(stop.clone()),
         )),

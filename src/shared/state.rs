@@ -205,6 +205,7 @@ impl Worker {
             shared.config.upstream_tls.clone(),
             shared.config.upstream_idle_timeout,
             shared.config.protocols.upstream,
+            shared.config.max_header_bytes,
         );
         let recorder = shared.metrics.enabled().then(|| Rc::new(shared.metrics.recorder(shared.top_clients.tally())));
         let cache_counters = shared.cache.counters();

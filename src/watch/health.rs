@@ -120,17 +120,18 @@ impl Health {
     pub async fn probe_periodically(
         self: Arc<Self>,
         config: Config,
+        database: Option<deadpool_postgres::Pool>,
         live: impl Fn() -> HealthSettings,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let mut settings = live();
-        let mut prober = Prober::new(&config, &settings);
+        let mut prober = Prober::new(&config, &settings, database.clone());
         tokio::pin!(shutdown);
         loop {
             let now = live();
             if now != settings {
                 settings = now;
-                prober = Prober::new(&config, &settings);
+                prober = Prober::new(&config, &settings, database.clone());
                 self.critical.store(Arc::new(settings.critical.clone()));
                 self.ready.store(Arc::new(settings.ready.clone()));
             }
@@ -199,12 +200,14 @@ struct Prober {
     timeout: Duration,
     upstream: Uri,
     redis: Option<(redis::Client, Option<redis::aio::MultiplexedConnection>)>,
-    database: Option<(String, Option<tokio_postgres::Client>)>,
+    /// The watched database's pool (`DATABASE_POOL_SIZE`): the probe holds
+    /// no connection of its own.
+    database: Option<deadpool_postgres::Pool>,
     extras: Vec<(String, Uri)>,
 }
 
 impl Prober {
-    fn new(config: &Config, health: &HealthSettings) -> Prober {
+    fn new(config: &Config, health: &HealthSettings, database: Option<deadpool_postgres::Pool>) -> Prober {
         let s = &config.settings;
         let connector = connector(config);
         let scheme = if config.upstream.tls { "https" } else { "http" };
@@ -216,7 +219,7 @@ impl Prober {
             timeout: Duration::from_millis(health.timeout_ms),
             upstream: upstream.parse().expect("a validated authority and path form a URI"),
             redis: s.redis_url.as_ref().and_then(|u| redis::Client::open(u.as_str()).ok()).map(|c| (c, None)),
-            database: s.database_url.clone().map(|u| (u, None)),
+            database,
             extras: s
                 .health
                 .http
@@ -242,8 +245,8 @@ impl Prober {
             }
         };
         let database = async {
-            match &mut self.database {
-                Some((url, conn)) => timed(timeout, probe_database(url, conn)).await,
+            match &self.database {
+                Some(pool) => timed(timeout, probe_database(pool)).await,
                 None => CheckResult::not_configured(),
             }
         };
@@ -311,21 +314,9 @@ async fn probe_redis(
     }
 }
 
-async fn probe_database(url: &str, conn: &mut Option<tokio_postgres::Client>) -> Result<(), String> {
-    if conn.as_ref().is_none_or(|c| c.is_closed()) {
-        let (client, connection) =
-            tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(|e| crate::redact::chain(&e))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        *conn = Some(client);
-    }
-    let c = conn.as_ref().expect("connected just above");
-    match c.simple_query("SELECT 1").await {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            *conn = None;
-            Err(crate::redact::chain(&e))
-        }
-    }
+/// `SELECT 1` on a connection of the pool (waiting for one at most the
+/// probe's timeout): a pool that cannot lend one is down too.
+async fn probe_database(pool: &deadpool_postgres::Pool) -> Result<(), String> {
+    let conn = pool.get().await.map_err(|e| crate::redact::chain(&e))?;
+    conn.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| crate::redact::chain(&e))
 }

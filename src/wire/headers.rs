@@ -228,6 +228,15 @@ pub fn response_framing(
     Ok(http1::response_framing(head_request, status, te, length))
 }
 
+/// The size of a response head as written on the wire, about (one space
+/// after each colon; the reason phrase counted from the status's own):
+/// what an upstream head is held to (`max_header_bytes`) once hyper has
+/// parsed it, as the express lane holds the bytes it read.
+pub fn head_len(status_reason: usize, headers: &HeaderMap) -> usize {
+    let fields: usize = headers.iter().map(|(n, v)| n.as_str().len() + 2 + v.len() + 2).sum();
+    "HTTP/1.1 200 \r\n".len() + status_reason + fields + 2
+}
+
 /// Prepares an upstream response for the client. A `Content-Length` is kept
 /// once (HEAD and 304 answers need it; repeats were checked equal) unless
 /// the upstream also sent `Transfer-Encoding`, in which case the body was

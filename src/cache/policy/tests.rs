@@ -48,6 +48,9 @@ fn storable_only_with_freshness_or_a_rule() {
     assert!(ok(&[], &[("vary", "Accept, *")], Some(7)).is_none());
     assert!(ok(&[("authorization", "x")], &[("cache-control", "max-age=10")], None).is_none());
     assert!(ok(&[("authorization", "x")], &[("cache-control", "public, max-age=10")], None).is_some());
+    assert!(ok(&[("authorization", "x")], &[("cache-control", "s-maxage=10")], None).is_some());
+    let revalidated = [("cache-control", "max-age=10, must-revalidate")];
+    assert!(ok(&[("authorization", "x")], &revalidated, None).is_none(), "only public or s-maxage");
     assert!(ok(&[], &[("cache-control", "no-cache")], None).is_none(), "no validator, nothing to revalidate");
     let nc = ok(&[], &[("cache-control", "no-cache, max-age=60"), ("etag", "\"a\"")], None).unwrap();
     assert!(nc.fresh.is_zero() && nc.must_revalidate);
@@ -60,6 +63,12 @@ fn storable_only_with_freshness_or_a_rule() {
     nd.origin_directives = false;
     let l = lifetime(&nd, &HeaderMap::new(), StatusCode::OK, &headers(&[("cache-control", "max-age=99")]), now);
     assert_eq!(l.unwrap().fresh.as_secs(), 3, "origin directives off: the rule decides");
+    let no_cache = headers(&[("cache-control", "no-cache"), ("etag", "\"a\"")]);
+    let l = lifetime(&nd, &HeaderMap::new(), StatusCode::OK, &no_cache, now).unwrap();
+    assert!(l.fresh.is_zero(), "a rule's route: no-cache still means revalidate on each use");
+    nd.rule_ttl = None;
+    let l = lifetime(&nd, &HeaderMap::new(), StatusCode::OK, &no_cache, now);
+    assert!(l.is_none(), "origin directives off and no rule: no-cache stores nothing");
     assert!(lifetime(&policy(Some(3)), &HeaderMap::new(), StatusCode::CREATED, &HeaderMap::new(), now).is_none());
     let sc = ok(&[], &[("cache-control", "max-age=5"), ("surrogate-control", "max-age=50")], None).unwrap();
     assert_eq!(sc.fresh.as_secs(), 50, "Surrogate-Control wins for a reverse proxy");

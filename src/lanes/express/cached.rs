@@ -199,14 +199,9 @@ pub(super) fn after_head(
         add_field(out, b"cache-status", uri_miss);
         return None;
     };
-    let whole = match resp.framing {
-        Framing::Length(n) => n <= miss.max_object as u64,
-        Framing::Empty => true,
-        Framing::Chunked | Framing::Close => false,
-    };
-    if !whole {
-        // The general path stores it (it de-chunks): the key is now worth
-        // collapsing, its next miss goes there.
+    // A body of unknown length is kept while it fits (`Fill::push`), as
+    // on the general path.
+    if matches!(resp.framing, Framing::Length(n) if n > miss.max_object as u64) {
         add_field(out, b"cache-status", uri_miss);
         return None;
     }

@@ -13,7 +13,7 @@ use tracing::debug;
 
 use super::framing::{Chunks, Framing};
 use super::response::{self, Additions, ResponseHead};
-use super::{upstream_io, Answer, Conn, Failed, Scratch, MAX_RESPONSE_HEAD, READ_CHUNK};
+use super::{upstream_io, Answer, Conn, Failed, Scratch, READ_CHUNK};
 use crate::cache::fill::Fill;
 use crate::shared::state::Worker;
 use crate::upstream::UpstreamError;
@@ -77,6 +77,7 @@ impl<'a> Exchange<'a> {
             body_left -= n as u64;
         }
         self.scratch.up_buf.clear();
+        let max_head = self.worker.upstream.max_response_head();
         loop {
             self.scratch.up_buf.reserve(READ_CHUNK);
             match up.read_buf(&mut self.scratch.up_buf).await {
@@ -104,9 +105,15 @@ impl<'a> Exchange<'a> {
                     close: answer.close,
                 };
                 match response::parse(&self.scratch.up_buf, &add, &mut self.scratch.out) {
+                    // One read can bring more than the limit: the head is held to it whole.
+                    Ok(response::Parsed::Complete(head)) if head.len > max_head => {
+                        return Err(Failed::Upstream(
+                            UpstreamError::Malformed(crate::wire::http1::Malformed("head too large")).into(),
+                        ))
+                    }
                     Ok(response::Parsed::Complete(head)) => return Ok((head, took)),
                     Ok(response::Parsed::Interim(n)) => self.scratch.up_buf.advance(n),
-                    Ok(response::Parsed::Partial) if self.scratch.up_buf.len() < MAX_RESPONSE_HEAD => break,
+                    Ok(response::Parsed::Partial) if self.scratch.up_buf.len() < max_head => break,
                     Ok(response::Parsed::Partial) => {
                         return Err(Failed::Upstream(
                             UpstreamError::Malformed(crate::wire::http1::Malformed("head too large")).into(),
@@ -121,9 +128,12 @@ impl<'a> Exchange<'a> {
 
 impl Conn {
     /// The response head in `out`, then the body as it arrives, to its end;
-    /// `fill` (a `Length` body) keeps a copy, dropped if it outgrows its limit.
-    /// Returns the body's bytes relayed (as framed on the wire); an upstream
-    /// silent for `upstream_read_timeout_ms` mid-body is `TimedOut`.
+    /// `fill` keeps a copy of its data (a chunked body's without the
+    /// framing), dropped if it outgrows its limit. A body delimited by the
+    /// upstream closing goes to the client chunked, as hyper sends it, so
+    /// the client's connection goes on. Returns the body's bytes relayed;
+    /// an upstream silent for `upstream_read_timeout_ms` mid-body is
+    /// `TimedOut`.
     pub(super) async fn relay(
         &mut self,
         up: &mut UpstreamStream,
@@ -135,6 +145,11 @@ impl Conn {
         let mut left = if let Framing::Length(n) = framing { n } else { 0 };
         let mut head_sent = false;
         let read_timeout = self.client.worker.shared.config.upstream_read_timeout;
+        let keep = |fill: &mut Option<Box<Fill>>, data: &[u8]| {
+            if fill.as_mut().is_some_and(|f| !f.push(data)) {
+                *fill = None;
+            }
+        };
         loop {
             let (take, done) = match framing {
                 Framing::Empty => (0, true),
@@ -143,13 +158,28 @@ impl Conn {
                     left -= n;
                     (n as usize, left == 0)
                 }
-                Framing::Chunked => chunks.scan(&self.scratch.up_buf).map_err(std::io::Error::other)?,
+                Framing::Chunked => {
+                    chunks.scan(&self.scratch.up_buf, |data| keep(fill, data)).map_err(std::io::Error::other)?
+                }
                 Framing::Close => (self.scratch.up_buf.len(), false),
             };
-            if fill.as_mut().is_some_and(|f| !f.push(&self.scratch.up_buf[..take])) {
-                *fill = None;
+            if !matches!(framing, Framing::Chunked) {
+                keep(fill, &self.scratch.up_buf[..take]);
             }
-            if head_sent {
+            if framing == Framing::Close {
+                // Re-framed as one chunk per read.
+                if head_sent {
+                    self.scratch.out.clear();
+                }
+                if take > 0 {
+                    let size = format!("{take:x}\r\n");
+                    self.scratch.out.extend_from_slice(size.as_bytes());
+                    self.scratch.out.extend_from_slice(&self.scratch.up_buf[..take]);
+                    self.scratch.out.extend_from_slice(b"\r\n");
+                }
+                self.stream.write_all_flushed(&self.scratch.out).await?;
+                head_sent = true;
+            } else if head_sent {
                 self.stream.write_all_flushed(&self.scratch.up_buf[..take]).await?;
             } else {
                 self.scratch.out.extend_from_slice(&self.scratch.up_buf[..take]);
@@ -164,10 +194,11 @@ impl Conn {
             self.scratch.up_buf.clear();
             self.scratch.up_buf.reserve(READ_CHUNK);
             if read_within(up, &mut self.scratch.up_buf, read_timeout).await? == 0 {
-                return match framing {
-                    Framing::Close => Ok(body),
-                    _ => Err(std::io::ErrorKind::UnexpectedEof.into()),
-                };
+                if framing != Framing::Close {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                self.stream.write_all_flushed(b"0\r\n\r\n").await?;
+                return Ok(body);
             }
         }
     }

@@ -19,7 +19,6 @@ use http::{Method, StatusCode};
 use tracing::{debug, warn};
 
 use super::exchange::Exchange;
-use super::framing::Framing;
 use super::{cached, Answer, Cached, Conn, Failed};
 use crate::cache::Counters;
 use crate::observe::metrics::Recording;
@@ -203,7 +202,7 @@ impl Conn {
                     if resp.reusable && self.scratch.up_buf.is_empty() {
                         worker.upstream.give_back(up);
                     }
-                    !f.close && resp.framing != Framing::Close
+                    !f.close
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     warn!("upstream body stalled past upstream_read_timeout_ms: client connection closed");

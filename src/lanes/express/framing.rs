@@ -1,7 +1,8 @@
 //! Where an upstream response's body ends (RFC 9112 §6.3). Bodies pass
-//! through as bytes, chunked ones included: [`Chunks`] only follows the
-//! chunk boundaries to find the last chunk, so the upstream connection can be
-//! reused exactly at the end of the message.
+//! through as bytes, chunked ones included: [`Chunks`] follows the chunk
+//! boundaries to find the last chunk, so the upstream connection can be
+//! reused exactly at the end of the message, and hands the chunks' data to
+//! whoever keeps a copy (the cache).
 
 pub use crate::wire::http1::Framing;
 
@@ -35,8 +36,9 @@ pub struct Chunks {
 }
 
 impl Chunks {
-    /// How many of `bytes` belong to the body, and whether it ends there.
-    pub fn scan(&mut self, bytes: &[u8]) -> Result<(usize, bool), BadChunk> {
+    /// How many of `bytes` belong to the body, and whether it ends there;
+    /// `data` gets the chunks' data among them, in order.
+    pub fn scan(&mut self, bytes: &[u8], mut data: impl FnMut(&[u8])) -> Result<(usize, bool), BadChunk> {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -68,6 +70,7 @@ impl Chunks {
                 }
                 State::Data => {
                     let n = (self.size.min((bytes.len() - i) as u64)) as usize;
+                    data(&bytes[i..i + n]);
                     self.size -= n as u64;
                     i += n;
                     if self.size == 0 {
@@ -109,8 +112,9 @@ mod tests {
             let mut chunks = Chunks::default();
             let mut at = 0;
             let mut done = false;
+            let mut data = Vec::new();
             for part in body.chunks(piece) {
-                let (n, d) = chunks.scan(part).unwrap();
+                let (n, d) = chunks.scan(part, |d| data.extend_from_slice(d)).unwrap();
                 at += n;
                 if d {
                     done = true;
@@ -120,13 +124,14 @@ mod tests {
             }
             assert!(done, "piece {piece}");
             assert_eq!(at, end, "piece {piece}");
+            assert_eq!(data, b"hello0123456789abcdef", "the chunks' data, piece {piece}");
         }
     }
 
     #[test]
     fn malformed_chunks_are_refused() {
         for bad in [&b"x\r\n"[..], b"5\r\nhelloX", b"\r\n", b"5\nhello", b"fffffffffffffffff\r\n"] {
-            assert_eq!(Chunks::default().scan(bad), Err(BadChunk), "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(Chunks::default().scan(bad, |_| {}), Err(BadChunk), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 }

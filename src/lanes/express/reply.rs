@@ -34,7 +34,10 @@ pub async fn write(
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    // The upstream's own reason phrase when it had one (hyper keeps it as
+    // an extension), as hyper writes it.
+    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes());
+    out.extend_from_slice(reason.unwrap_or(status.canonical_reason().unwrap_or("").as_bytes()));
     out.extend_from_slice(b"\r\n");
     let (mut has_date, mut has_length) = (false, false);
     for (name, value) in &parts.headers {
@@ -54,9 +57,17 @@ pub async fn write(
     }
     let bodiless = crate::wire::http1::bodiless(head_request, status.as_u16());
     let mut chunked = false;
-    if !bodiless && !has_length {
+    if !has_length {
         match body.size_hint().exact() {
+            // As hyper does: a HEAD answer names the length its GET would
+            // have, when known and not 0 (never on a 204 or 304).
+            Some(n) if bodiless => {
+                if head_request && n > 0 && !matches!(status.as_u16(), 100..=199 | 204 | 304) {
+                    field(out, b"content-length", itoa::Buffer::new().format(n).as_bytes());
+                }
+            }
             Some(n) => field(out, b"content-length", itoa::Buffer::new().format(n).as_bytes()),
+            None if bodiless => {}
             None => {
                 out.extend_from_slice(b"transfer-encoding: chunked\r\n");
                 chunked = true;

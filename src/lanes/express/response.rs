@@ -200,7 +200,12 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     if let Some(s) = add.cache_status {
         field(out, b"cache-status", s);
     }
-    if add.close || framing == Framing::Close {
+    if framing == Framing::Close {
+        // Relayed chunked (`Conn::relay`), as hyper does: the client's
+        // connection outlives the upstream's.
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if add.close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -268,7 +273,8 @@ mod tests {
         assert!(out.contains("Content-Length: 9") && !out.contains("date: Fri"));
         let (h, out) = rewrite("HTTP/1.0 200 OK\r\n\r\n", false);
         assert_eq!((h.framing, h.reusable), (Framing::Close, false));
-        assert!(out.contains("connection: close"));
+        // Re-framed chunked for the client, whose connection goes on.
+        assert!(out.contains("transfer-encoding: chunked\r\n") && !out.contains("connection: close"), "{out}");
         let (h, out) = rewrite("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", false);
         assert_eq!(h.framing, Framing::Empty);
         assert!(!out.to_ascii_lowercase().contains("content-length"), "{out}");

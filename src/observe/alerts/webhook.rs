@@ -38,7 +38,7 @@ impl Queue {
         let body = serde_json::json!({
             "status": status,
             "rule": alert.rule,
-            "subject": alert.subject,
+            "subject": alert.subject.as_deref().unwrap_or(""),
             "severity": alert.severity,
             "value": alert.value,
             "threshold": alert.threshold,

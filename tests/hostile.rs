@@ -223,6 +223,26 @@ async fn an_upstream_head_over_max_header_bytes_is_a_502_on_both_lanes() {
 }
 
 #[tokio::test]
+async fn an_upstream_transfer_encoding_not_ending_in_chunked_is_a_502_on_both_lanes() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        up.answer(
+            "/gzip",
+            RawAnswer::BytesThenClose(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxyz".to_vec()),
+        );
+        let twice = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked, gzip\r\n\r\nxyz";
+        up.answer("/chunked-gzip", RawAnswer::BytesThenClose(twice.to_vec()));
+        let proxy = proxy_on(&up, lane, &[]).await;
+        for path in ["/gzip", "/chunked-gzip", "/chunked-gzip"] {
+            let req = format!("GET {path} HTTP/1.1\r\nHost: app\r\n\r\n");
+            let (resp, _) = raw(proxy.addr, req.as_bytes(), WAIT).await;
+            assert_eq!(status_of(&resp), 502, "lane {lane}, {path}: {resp}");
+        }
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn client_values_cannot_forge_text_access_log_fields() {
     for lane in LANES {
         let up = spawn_raw_upstream().await;

@@ -194,7 +194,11 @@ async fn forward(client: &Rc<Client>, req: Request<RequestBody>) -> Result<Respo
     // hyper sends no length for an empty body: a request that declared
     // `Content-Length: 0` keeps it (as the express lane relays it), or a
     // server that wants one for a POST answers `411`.
-    let declared_empty = !ambiguous && parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
+    let declared_empty = !ambiguous
+        && parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| crate::wire::http1::content_length(v.as_bytes()) == Some(0));
     prepare(client, &mut parts, protocol)?;
     if declared_empty {
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));

@@ -50,7 +50,7 @@ pub fn pending_entry(
     let mut headers = HeaderMap::with_capacity(fields.len());
     // The body is stored whole, whatever its framing: the entry's length is its own.
     let kept = |n: &HeaderName| !per_request(n) && *n != policy::SURROGATE_CONTROL && *n != header::TRANSFER_ENCODING;
-    for (name, value) in fields.iter().filter(|(n, _)| kept(*n)) {
+    for (name, value) in fields.iter().filter(|(n, _)| kept(n)) {
         headers.append(name.clone(), crate::cache::entry::owned(value));
     }
     Entry {

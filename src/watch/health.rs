@@ -246,7 +246,7 @@ impl Prober {
         };
         let database = async {
             match &self.database {
-                Some(pool) => timed(timeout, probe_database(pool)).await,
+                Some(pool) => timed(timeout, probe_database(pool, timeout)).await,
                 None => CheckResult::not_configured(),
             }
         };
@@ -314,9 +314,20 @@ async fn probe_redis(
     }
 }
 
-/// `SELECT 1` on a connection of the pool (waiting for one at most the
-/// probe's timeout): a pool that cannot lend one is down too.
-async fn probe_database(pool: &deadpool_postgres::Pool) -> Result<(), String> {
-    let conn = pool.get().await.map_err(|e| crate::redact::chain(&e))?;
+/// `SELECT 1` on a connection of the pool. Waiting for one is bounded by
+/// half the probe's `timeout`; a pool whose every connection is open and
+/// lent out past that is busy on a database that answers, not a database
+/// down (with `DATABASE_POOL_SIZE = 1` the history writer holds it often).
+async fn probe_database(pool: &deadpool_postgres::Pool, timeout: Duration) -> Result<(), String> {
+    let wait = deadpool_postgres::Timeouts { wait: Some(timeout / 2), ..pool.timeouts() };
+    let conn = match pool.timeout_get(&wait).await {
+        Ok(conn) => conn,
+        Err(deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait))
+            if pool.status().available == 0 && pool.status().size == pool.status().max_size =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(crate::redact::chain(&e)),
+    };
     conn.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| crate::redact::chain(&e))
 }

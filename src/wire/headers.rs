@@ -225,7 +225,7 @@ pub fn response_framing(
     // The last transfer coding decides, across fields as within one.
     let te = headers.get_all(header::TRANSFER_ENCODING).iter().next_back().map(|v| http1::ends_chunked(v.as_bytes()));
     let length = http1::check_lengths(headers.get_all(header::CONTENT_LENGTH).iter().map(HeaderValue::as_bytes))?;
-    Ok(http1::response_framing(head_request, status, te, length))
+    http1::response_framing(head_request, status, te, length)
 }
 
 /// The size of a response head as written on the wire, about (one space

@@ -4,10 +4,11 @@
 //! `Age`, `Date`, `Server-Timing`, `X-Cache` and `Cache-Status` added; a miss
 //! on a key not worth collapsing goes upstream as any express request, its
 //! response head decides at once whether it is stored, and a storable body
-//! is copied while it is relayed ([`Fill`]). Everything else a lookup can
-//! meet goes to the cache's general path ([`crate::pipeline::serve`]): request
-//! directives, conditionals and `Authorization`, hits on entries that vary, stale entries,
-//! Redis, collapsing, `HEAD` misses, chunked or close-delimited bodies.
+//! is copied while it is relayed ([`Fill`]; a chunked body's data without
+//! its framing). Everything else a lookup can meet goes to the cache's
+//! general path ([`crate::pipeline::serve`]): request directives,
+//! conditionals and `Authorization`, hits on entries that vary, stale
+//! entries, Redis, collapsing, `HEAD` misses.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -27,7 +28,7 @@ use crate::pipeline::answer::{hit_fields, Fwd, Outcome};
 use crate::pipeline::store;
 use crate::shared::state::Worker;
 use crate::wire::encoding::Ranked;
-use crate::wire::http1::{self, Framing};
+use crate::wire::http1;
 
 /// A body this big or bigger is written apart from its head.
 const WRITE_APART: usize = 16 * 1024;
@@ -199,12 +200,9 @@ pub(super) fn after_head(
         add_field(out, b"cache-status", uri_miss);
         return None;
     };
-    // A body of unknown length is kept while it fits (`Fill::push`), as
-    // on the general path.
-    if matches!(resp.framing, Framing::Length(n) if n > miss.max_object as u64) {
-        add_field(out, b"cache-status", uri_miss);
-        return None;
-    }
+    // (A longer `Content-Length` than `cache.max_object_bytes` had no
+    // lifetime; a body of unknown length is kept while it fits, as on the
+    // general path: `Fill::push`.)
     let vary = match policy::vary_names(&h).next() {
         None => Some(Vec::new()),
         Some(_) => request_fields(sent).map(|r| key::vary_values(policy::vary_names(&h), &r)),

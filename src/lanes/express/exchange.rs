@@ -172,8 +172,8 @@ impl Conn {
                     self.scratch.out.clear();
                 }
                 if take > 0 {
-                    let size = format!("{take:x}\r\n");
-                    self.scratch.out.extend_from_slice(size.as_bytes());
+                    use std::io::Write;
+                    write!(self.scratch.out, "{take:x}\r\n").expect("writing to a Vec cannot fail");
                     self.scratch.out.extend_from_slice(&self.scratch.up_buf[..take]);
                     self.scratch.out.extend_from_slice(b"\r\n");
                 }

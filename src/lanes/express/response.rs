@@ -136,7 +136,7 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     let encoded = transfer_encoding.is_some();
     // A pass's answer is looked at (is it storable now?) only when it could be.
     let keep_all = add.keep_fields && (freshness || add.rule_route);
-    let framing = http1::response_framing(add.head_request, status, transfer_encoding, length);
+    let framing = http1::response_framing(add.head_request, status, transfer_encoding, length)?;
     // Both framings: read as chunked, the length dropped, the connection not reused.
     let reusable = version == 1 && !close && framing != Framing::Close && !(encoded && length.is_some());
 

@@ -64,20 +64,25 @@ pub enum Framing {
 
 /// RFC 9112 §6.3 for a response: `transfer_encoding` is `Some(ends in
 /// chunked)` when the field is present; `length` the agreed `Content-Length`.
+/// A `Transfer-Encoding` whose last coding is not `chunked` is refused (a
+/// `502` on both lanes), not read to the connection's end: what a client
+/// would get is coded bytes no field names.
 pub fn response_framing(
     head_request: bool,
     status: u16,
     transfer_encoding: Option<bool>,
     length: Option<u64>,
-) -> Framing {
+) -> Result<Framing, Malformed> {
+    if transfer_encoding == Some(false) {
+        return Err(Malformed("Transfer-Encoding not ending in chunked"));
+    }
     if bodiless(head_request, status) {
-        return Framing::Empty;
+        return Ok(Framing::Empty);
     }
-    match transfer_encoding {
-        Some(true) => Framing::Chunked,
-        Some(false) => Framing::Close,
+    Ok(match transfer_encoding {
+        Some(_) => Framing::Chunked,
         None => length.map_or(Framing::Close, Framing::Length),
-    }
+    })
 }
 
 /// Whether an answer of perfproxy's own (a 502, a 504) closes the client
@@ -134,11 +139,12 @@ mod tests {
     fn statuses_and_framing() {
         assert!(valid_status(100) && valid_status(599));
         assert!(!valid_status(99) && !valid_status(600) && !valid_status(0));
-        assert_eq!(response_framing(true, 200, Some(true), None), Framing::Empty);
-        assert_eq!(response_framing(false, 304, None, Some(5)), Framing::Empty);
-        assert_eq!(response_framing(false, 200, Some(true), Some(5)), Framing::Chunked);
-        assert_eq!(response_framing(false, 200, Some(false), Some(5)), Framing::Close);
-        assert_eq!(response_framing(false, 200, None, Some(5)), Framing::Length(5));
-        assert_eq!(response_framing(false, 200, None, None), Framing::Close);
+        assert_eq!(response_framing(true, 200, Some(true), None), Ok(Framing::Empty));
+        assert_eq!(response_framing(false, 304, None, Some(5)), Ok(Framing::Empty));
+        assert_eq!(response_framing(false, 200, Some(true), Some(5)), Ok(Framing::Chunked));
+        assert!(response_framing(false, 200, Some(false), Some(5)).is_err(), "not ending in chunked");
+        assert!(response_framing(true, 200, Some(false), None).is_err(), "on a HEAD answer too");
+        assert_eq!(response_framing(false, 200, None, Some(5)), Ok(Framing::Length(5)));
+        assert_eq!(response_framing(false, 200, None, None), Ok(Framing::Close));
     }
 }

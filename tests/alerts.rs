@@ -1,5 +1,6 @@
 //! Alerts (SPEC §8) through a real webhook receiver: each rule fires once and
-//! resolves once; a dead webhook never slows traffic.
+//! resolves once; a dead webhook never slows traffic; an `https://` one is
+//! verified against its CA.
 
 mod support;
 
@@ -189,4 +190,88 @@ async fn cache_hit_rate_fires_on_misses_and_resolves_on_hits() {
     // The resolved event carries the value that cleared it.
     assert!(resolved["value"].as_f64().unwrap() >= 0.7, "{resolved}");
     proxy.shutdown().await;
+}
+
+/// An `https://` receiver with a certificate for `localhost` signed by
+/// `ca`; the JSON bodies POSTed to it.
+async fn spawn_https_hook(leaf: &support::tls::Leaf) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use rustls::pki_types::pem::PemObject;
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes()).map(Result::unwrap);
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain.collect(), key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = got.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, kept) = (acceptor.clone(), kept.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let kept = kept.clone();
+                    async move {
+                        use http_body_util::BodyExt;
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        kept.lock().unwrap().push(serde_json::from_slice::<Value>(&body).unwrap());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"ok"),
+                        )))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+            });
+        }
+    });
+    (port, got)
+}
+
+#[tokio::test]
+async fn an_https_webhook_is_verified_against_its_ca_and_gets_the_events() {
+    let ca = support::tls::Ca::new("webhook test CA");
+    let leaf = ca.leaf("localhost", &["localhost"], 30);
+    let (port, got) = spawn_https_hook(&leaf).await;
+    let dir = support::tls::temp_dir();
+    let ca_file = support::tls::write(&dir, "webhook-ca.pem", &ca.pem);
+    let up = spawn_upstream().await;
+    let alerts = "[alerts]\ninterval_ms = 50\nfor_ms = 0\nkeep_firing_ms = 0\nmemory_bytes = 1000\n";
+    let config = write_config(&format!(
+        "{alerts}webhook_url = \"https://localhost:{port}/hook\"\nwebhook_ca_file = \"{ca_file}\"\n"
+    ));
+    let proxy = spawn_proxy(&up.url(), &["--config", &config]).await;
+    eventually(5, "the memory alert delivered over TLS", || async {
+        got.lock().unwrap().iter().any(|e| e["rule"] == "memory" && e["status"] == "firing")
+    })
+    .await;
+    proxy.shutdown().await;
+
+    // Another CA's certificate is refused: nothing delivered.
+    let stranger = support::tls::Ca::new("another CA");
+    let (port, got) = spawn_https_hook(&stranger.leaf("localhost", &["localhost"], 30)).await;
+    let config = write_config(&format!(
+        "{alerts}webhook_url = \"https://localhost:{port}/hook\"\nwebhook_ca_file = \"{ca_file}\"\n"
+    ));
+    let proxy = spawn_proxy(&up.url(), &["--config", &config]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(got.lock().unwrap().is_empty(), "an unverified webhook got events");
+    proxy.shutdown().await;
+
+    // A CA file that cannot be read stops the start, naming the key.
+    let config = write_config(&format!(
+        "{alerts}webhook_url = \"https://localhost:{port}/hook\"\nwebhook_ca_file = \"/nonexistent/ca.pem\"\n"
+    ));
+    let argv = ["perfproxy", "--upstream", "http://127.0.0.1:1", "--config", config.as_str()];
+    match perfproxy::config::from_args(argv) {
+        Err(e) => assert!(e.to_string().contains("alerts.webhook_ca_file"), "{e}"),
+        Ok(_) => panic!("a CA file that does not exist was accepted"),
+    }
 }

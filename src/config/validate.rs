@@ -32,6 +32,8 @@ pub struct Config {
     pub upstream: UpstreamAddr,
     /// TLS to an `https://` upstream (`[upstream_tls]`).
     pub upstream_tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
+    /// TLS to an `https://` alert webhook (`alerts.webhook_ca_file`).
+    pub webhook_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub upstream_timeout: Duration,
     pub upstream_idle_timeout: Duration,
     /// The longest wait for the next bytes of an upstream body (`upstream_read_timeout_ms`).
@@ -333,8 +335,13 @@ impl Config {
         positive_ms("alerts.slow_query_ms", a.slow_query_ms)?;
         in_range("alerts.for_ms", a.for_ms, 0, 86_400_000)?;
         in_range("alerts.keep_firing_ms", a.keep_firing_ms, 0, 86_400_000)?;
+        let mut webhook_tls = None;
         if let Some(url) = &a.webhook_url {
-            url_with_scheme("alerts.webhook_url", url, &["http"])?;
+            url_with_scheme("alerts.webhook_url", url, &["http", "https"])?;
+            if url.starts_with("https://") && tls_files != super::TlsFiles::Skip {
+                webhook_tls =
+                    Some(std::sync::Arc::new(crate::tls::upstream::webhook_client(a.webhook_ca_file.as_deref())?));
+            }
         }
 
         Ok(Config {
@@ -345,6 +352,7 @@ impl Config {
             tls,
             upstream,
             upstream_tls,
+            webhook_tls,
             upstream_timeout,
             upstream_idle_timeout,
             upstream_read_timeout,

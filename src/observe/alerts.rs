@@ -113,11 +113,11 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    pub fn new(webhook_url: Option<&str>) -> Arc<Alerts> {
+    pub fn new(webhook_url: Option<&str>, webhook_tls: Option<Arc<rustls::ClientConfig>>) -> Arc<Alerts> {
         Arc::new(Alerts {
             states: Mutex::default(),
             published: ArcSwap::from_pointee(Vec::new()),
-            webhook: webhook_url.map(webhook::Queue::start),
+            webhook: webhook_url.map(|url| webhook::Queue::start(url, webhook_tls)),
             // The counters start at zero with the process.
             cache_history: Mutex::new(VecDeque::from([(Instant::now(), 0, 0)])),
         })

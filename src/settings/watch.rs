@@ -58,6 +58,10 @@ pub struct AlertSettings {
     pub keep_firing_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// PEM CA certificates an `https://` webhook is verified against
+    /// (default: the system's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_ca_file: Option<String>,
 }
 
 impl Default for AlertSettings {
@@ -74,6 +78,7 @@ impl Default for AlertSettings {
             for_ms: 30_000,
             keep_firing_ms: 60_000,
             webhook_url: None,
+            webhook_ca_file: None,
         }
     }
 }

@@ -81,7 +81,7 @@ impl Shared {
         );
         let health = Health::new(&config);
         let database = Database::new(&config);
-        let alerts = Alerts::new(config.settings.alerts.webhook_url.as_deref());
+        let alerts = Alerts::new(config.settings.alerts.webhook_url.as_deref(), config.webhook_tls.clone());
         let admin_paths = AdminPaths::new(&config.settings.endpoints);
         let cache = Cache::new(&config.settings.cache, config.settings.redis_url.as_deref());
         let live = ArcSwap::from_pointee(Live::from(&config.settings));

@@ -72,7 +72,7 @@ impl UpstreamTls {
         };
         let roots = match s.ca_file.as_deref().filter(|f| !f.is_empty()) {
             Some(ca) => files::roots(ca).map_err(file_error("ca_file"))?,
-            None => system_roots()?,
+            None => system_roots("upstream_tls.ca_file")?,
         };
         let server_name = UpstreamTls::check_keys(s, host)?;
         let identity = match (s.client_cert_file.as_deref(), s.client_key_file.as_deref()) {
@@ -171,17 +171,35 @@ pub fn no_roots() -> ClientConfig {
         .with_no_client_auth()
 }
 
-/// The system's CA certificates (`/etc/ssl/certs` and the like).
-fn system_roots() -> Result<rustls::RootCertStore, ConfigError> {
+/// The system's CA certificates (`/etc/ssl/certs` and the like); `key`
+/// names the CA file setting that would replace them.
+fn system_roots(key: &str) -> Result<rustls::RootCertStore, ConfigError> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = rustls::RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
         return Err(ConfigError::new(
-            "upstream_tls.ca_file",
+            key,
             "unset",
-            "a CA file: no system root certificates were found (install ca-certificates, or name the upstream's CA)",
+            "a CA file: no system root certificates were found (install ca-certificates, or name the peer's CA)",
         ));
     }
     Ok(roots)
+}
+
+/// The client configuration for an `https://` alert webhook: its
+/// certificate verified against `ca_file` (`alerts.webhook_ca_file`) or the
+/// system's CAs; HTTP/1.1.
+pub fn webhook_client(ca_file: Option<&str>) -> Result<ClientConfig, ConfigError> {
+    let roots = match ca_file.filter(|f| !f.is_empty()) {
+        Some(ca) => files::roots(ca).map_err(|e| {
+            ConfigError::new("alerts.webhook_ca_file", format!("{:?}", e.file), format!("a usable PEM file: {}", e.why))
+        })?,
+        None => system_roots("alerts.webhook_ca_file")?,
+    };
+    Ok(ClientConfig::builder_with_provider(super::listener::provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use super::support::raw::read_chunked;
 use super::Seen;
 
 /// One answer as the client read it.
@@ -95,44 +96,6 @@ pub async fn read_replies(s: &mut TcpStream, buf: &mut Vec<u8>, head_request: bo
         if !(100..200).contains(&status) || status == 101 {
             return replies;
         }
-    }
-}
-
-async fn read_chunked(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = loop {
-            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                break i;
-            }
-            if !fill(s, buf).await {
-                return None;
-            }
-        };
-        let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
-        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).ok()?;
-        buf.drain(..line_end + 2);
-        if size == 0 {
-            loop {
-                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                    buf.drain(..i + 2);
-                    if i == 0 {
-                        return Some(body);
-                    }
-                    continue;
-                }
-                if !fill(s, buf).await {
-                    return None;
-                }
-            }
-        }
-        while buf.len() < size + 2 {
-            if !fill(s, buf).await {
-                return None;
-            }
-        }
-        body.extend(buf.drain(..size));
-        buf.drain(..2);
     }
 }
 

@@ -227,43 +227,47 @@ async fn read_body(s: &mut TcpStream, buf: &mut Vec<u8>, head_len: usize, len: B
             }
             Some(buf.drain(..n).collect())
         }
-        BodyLen::Chunked => {
-            let mut body = Vec::new();
+        BodyLen::Chunked => read_chunked(s, buf).await,
+    }
+}
+
+/// A chunked body off `s` (`buf` holding what was read past the head):
+/// its data, trailers skipped; `None` if it ends early or is malformed.
+pub async fn read_chunked(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            if !fill(s, buf).await {
+                return None;
+            }
+        };
+        let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).ok()?;
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            // Trailers, then the blank line.
             loop {
-                let line_end = loop {
-                    if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                        break i;
+                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    buf.drain(..i + 2);
+                    if i == 0 {
+                        return Some(body);
                     }
-                    if !fill(s, buf).await {
-                        return None;
-                    }
-                };
-                let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
-                let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).ok()?;
-                buf.drain(..line_end + 2);
-                if size == 0 {
-                    // Trailers, then the blank line.
-                    loop {
-                        if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                            buf.drain(..i + 2);
-                            if i == 0 {
-                                return Some(body);
-                            }
-                            continue;
-                        }
-                        if !fill(s, buf).await {
-                            return None;
-                        }
-                    }
+                    continue;
                 }
-                while buf.len() < size + 2 {
-                    if !fill(s, buf).await {
-                        return None;
-                    }
+                if !fill(s, buf).await {
+                    return None;
                 }
-                body.extend(buf.drain(..size));
-                buf.drain(..2);
             }
         }
+        while buf.len() < size + 2 {
+            if !fill(s, buf).await {
+                return None;
+            }
+        }
+        body.extend(buf.drain(..size));
+        buf.drain(..2);
     }
 }

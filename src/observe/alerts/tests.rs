@@ -20,7 +20,7 @@ fn timing(hold: u64, keep: u64) -> Timing {
 
 #[test]
 fn fires_after_holding_and_resolves_after_staying_clear() {
-    let alerts = Alerts::new(None);
+    let alerts = Alerts::new(None, None);
     let t0 = Instant::now();
     let at = |s: u64| t0 + Duration::from_secs(s);
     let t = timing(30, 60);
@@ -52,7 +52,7 @@ fn fires_after_holding_and_resolves_after_staying_clear() {
 
 #[test]
 fn severity_follows_and_a_silent_subject_resolves() {
-    let alerts = Alerts::new(None);
+    let alerts = Alerts::new(None, None);
     let t0 = Instant::now();
     alerts.evaluate(vec![reading(0.06)], t0, timing(0, 0));
     assert_eq!(alerts.firing()[0].severity, "warning");
@@ -66,7 +66,7 @@ fn severity_follows_and_a_silent_subject_resolves() {
 
 #[test]
 fn an_empty_window_reads_as_no_data_and_a_resolved_alert_carries_the_clearing_value() {
-    let alerts = Alerts::new(None);
+    let alerts = Alerts::new(None, None);
     let t0 = Instant::now();
     let at = |s: u64| t0 + Duration::from_secs(s);
     alerts.evaluate(vec![reading(0.909)], at(0), timing(0, 10));

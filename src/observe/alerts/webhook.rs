@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{Request, Uri};
 use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -25,11 +26,12 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Starts the delivery task (needs a Tokio runtime).
-    pub fn start(url: &str) -> Queue {
+    /// Starts the delivery task (needs a Tokio runtime); `tls` verifies an
+    /// `https://` webhook.
+    pub fn start(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Queue {
         let (tx, rx) = mpsc::channel(CAPACITY);
         let uri: Uri = url.parse().expect("alerts.webhook_url was validated as an http:// URL");
-        tokio::spawn(deliver(uri, rx));
+        tokio::spawn(deliver(uri, tls, rx));
         Queue { tx }
     }
 
@@ -51,8 +53,13 @@ impl Queue {
     }
 }
 
-async fn deliver(uri: Uri, mut rx: mpsc::Receiver<Bytes>) {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+async fn deliver(uri: Uri, tls: Option<Arc<rustls::ClientConfig>>, mut rx: mpsc::Receiver<Bytes>) {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let tls = tls.map_or_else(crate::tls::upstream::no_roots, |c| (*c).clone());
+    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1();
+    let client: Client<_, Full<Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector.wrap_connector(http));
     while let Some(body) = rx.recv().await {
         for attempt in 0..ATTEMPTS {
             let req = Request::post(uri.clone())

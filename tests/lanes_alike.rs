@@ -38,8 +38,12 @@ async fn run(addr: SocketAddr, case: &Case) -> (Vec<Vec<Option<Reply>>>, bool) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut buf = Vec::new();
     let mut all = Vec::new();
+    if case.pipelined {
+        let stream: Vec<u8> = case.asks.iter().flat_map(|a| a.bytes()).collect();
+        let _ = s.write_all(&stream).await;
+    }
     for ask in &case.asks {
-        if s.write_all(&ask.bytes()).await.is_err() {
+        if !case.pipelined && s.write_all(&ask.bytes()).await.is_err() {
             break;
         }
         let replies = read_replies(&mut s, &mut buf, ask.method == "HEAD").await;

@@ -9,6 +9,8 @@ pub struct Ask {
     pub target: String,
     pub fields: Vec<(&'static str, String)>,
     pub body: Option<String>,
+    /// The body sent chunked, not with a `Content-Length`.
+    pub chunked: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -17,6 +19,8 @@ pub struct Case {
     /// What the upstream answers to the case's path.
     pub answer: String,
     pub close_after: bool,
+    /// The requests written at once (pipelined), not each after its answer.
+    pub pipelined: bool,
 }
 
 fn pick<T: Clone>(rng: &mut fastrand::Rng, items: &[T]) -> T {
@@ -190,7 +194,11 @@ fn ask(rng: &mut fastrand::Rng, target: &str, first: bool) -> Ask {
         "DELETE" if rng.u8(..4) == 0 => Some("x".to_string()),
         _ => None,
     };
-    Ask { method, target, fields, body }
+    if body.as_ref().is_some_and(|b| !b.is_empty()) && rng.u8(..6) == 0 {
+        fields.push(("Expect", "100-continue".into()));
+    }
+    let chunked = body.is_some() && rng.u8(..4) == 0;
+    Ask { method, target, fields, body, chunked }
 }
 
 pub fn generate(rng: &mut fastrand::Rng, n: usize) -> Case {
@@ -198,7 +206,7 @@ pub fn generate(rng: &mut fastrand::Rng, n: usize) -> Case {
     let (answer, close_after) = answer(rng);
     let count = rng.usize(1..=3);
     let asks = (0..count).map(|i| ask(rng, &path, i == 0)).collect();
-    Case { asks, answer, close_after }
+    Case { asks, answer, close_after, pipelined: rng.u8(..5) == 0 }
 }
 
 impl Ask {
@@ -208,7 +216,13 @@ impl Ask {
             h += &format!("{name}: {value}\r\n");
         }
         if let Some(body) = &self.body {
-            h += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
+            if self.chunked && body.is_empty() {
+                h += "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+            } else if self.chunked {
+                h += &format!("Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+            } else {
+                h += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
+            }
         } else {
             h += "\r\n";
         }
@@ -224,12 +238,17 @@ impl Case {
             .iter()
             .map(|a| {
                 let fields: Vec<String> = a.fields.iter().map(|(n, v)| format!("{n}: {v}")).collect();
-                let body = if a.body.is_some() { " +body" } else { "" };
+                let body = match (&a.body, a.chunked) {
+                    (Some(_), true) => " +chunked body",
+                    (Some(_), false) => " +body",
+                    (None, _) => "",
+                };
                 format!("{} {} [{}]{body}", a.method, a.target, fields.join("; "))
             })
             .collect();
         let head = self.answer.split("\r\n\r\n").filter(|h| h.starts_with("HTTP/")).collect::<Vec<_>>().join(" || ");
         let close = if self.close_after { " (then close)" } else { "" };
-        format!("asks {asks:?}\n      answer {:?}{close}", head.replace("\r\n", " | "))
+        let pipelined = if self.pipelined { "pipelined " } else { "" };
+        format!("{pipelined}asks {asks:?}\n      answer {:?}{close}", head.replace("\r\n", " | "))
     }
 }

@@ -106,15 +106,10 @@ impl<'a> Exchange<'a> {
                 };
                 match response::parse(&self.scratch.up_buf, &add, &mut self.scratch.out) {
                     // One read can bring more than the limit: the head is held to it whole.
-                    Ok(response::Parsed::Complete(head)) if head.len > max_head => {
-                        return Err(Failed::Upstream(
-                            UpstreamError::Malformed(crate::wire::http1::Malformed("head too large")).into(),
-                        ))
-                    }
-                    Ok(response::Parsed::Complete(head)) => return Ok((head, took)),
+                    Ok(response::Parsed::Complete(head)) if head.len <= max_head => return Ok((head, took)),
                     Ok(response::Parsed::Interim(n)) => self.scratch.up_buf.advance(n),
                     Ok(response::Parsed::Partial) if self.scratch.up_buf.len() < max_head => break,
-                    Ok(response::Parsed::Partial) => {
+                    Ok(response::Parsed::Complete(_) | response::Parsed::Partial) => {
                         return Err(Failed::Upstream(
                             UpstreamError::Malformed(crate::wire::http1::Malformed("head too large")).into(),
                         ))
@@ -150,6 +145,8 @@ impl Conn {
                 *fill = None;
             }
         };
+        // A close-delimited body's end was read (its last chunk goes next).
+        let mut ended = false;
         loop {
             let (take, done) = match framing {
                 Framing::Empty => (0, true),
@@ -161,31 +158,24 @@ impl Conn {
                 Framing::Chunked => {
                     chunks.scan(&self.scratch.up_buf, |data| keep(fill, data)).map_err(std::io::Error::other)?
                 }
-                Framing::Close => (self.scratch.up_buf.len(), false),
+                Framing::Close => (self.scratch.up_buf.len(), ended),
             };
             if !matches!(framing, Framing::Chunked) {
                 keep(fill, &self.scratch.up_buf[..take]);
             }
-            if framing == Framing::Close {
+            // One write per turn (one await in this loop, every body takes it).
+            let bytes: &[u8] = if framing == Framing::Close {
                 // Re-framed as one chunk per read.
-                if head_sent {
-                    self.scratch.out.clear();
-                }
-                if take > 0 {
-                    use std::io::Write;
-                    write!(self.scratch.out, "{take:x}\r\n").expect("writing to a Vec cannot fail");
-                    self.scratch.out.extend_from_slice(&self.scratch.up_buf[..take]);
-                    self.scratch.out.extend_from_slice(b"\r\n");
-                }
-                self.stream.write_all_flushed(&self.scratch.out).await?;
-                head_sent = true;
+                as_chunk(&mut self.scratch.out, &self.scratch.up_buf[..take], head_sent, ended);
+                &self.scratch.out
             } else if head_sent {
-                self.stream.write_all_flushed(&self.scratch.up_buf[..take]).await?;
+                &self.scratch.up_buf[..take]
             } else {
                 self.scratch.out.extend_from_slice(&self.scratch.up_buf[..take]);
-                self.stream.write_all_flushed(&self.scratch.out).await?;
-                head_sent = true;
-            }
+                &self.scratch.out
+            };
+            self.stream.write_all_flushed(bytes).await?;
+            head_sent = true;
             self.scratch.up_buf.advance(take);
             body += take;
             if done {
@@ -197,10 +187,29 @@ impl Conn {
                 if framing != Framing::Close {
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
-                self.stream.write_all_flushed(b"0\r\n\r\n").await?;
-                return Ok(body);
+                ended = true;
             }
         }
+    }
+}
+
+/// `data` as one chunk after what `out` holds (the response head), or in
+/// its place once the head is sent; the last chunk after it when `last`.
+/// Out of the relay loop, which every body goes through: a close-delimited
+/// body is the rare kind.
+#[inline(never)]
+fn as_chunk(out: &mut Vec<u8>, data: &[u8], head_sent: bool, last: bool) {
+    use std::io::Write;
+    if head_sent {
+        out.clear();
+    }
+    if !data.is_empty() {
+        write!(out, "{:x}\r\n", data.len()).expect("writing to a Vec cannot fail");
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+    if last {
+        out.extend_from_slice(b"0\r\n\r\n");
     }
 }
 

@@ -37,7 +37,10 @@ pub struct Chunks {
 
 impl Chunks {
     /// How many of `bytes` belong to the body, and whether it ends there;
-    /// `data` gets the chunks' data among them, in order.
+    /// `data` gets the chunks' data among them, in order. Kept out of the
+    /// relay loop it is called from (a chunked body is the rarer kind; inlined
+    /// there, it changed how the loop's other copies were compiled).
+    #[inline(never)]
     pub fn scan(&mut self, bytes: &[u8], mut data: impl FnMut(&[u8])) -> Result<(usize, bool), BadChunk> {
         let mut i = 0;
         while i < bytes.len() {

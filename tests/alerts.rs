@@ -192,54 +192,16 @@ async fn cache_hit_rate_fires_on_misses_and_resolves_on_hits() {
     proxy.shutdown().await;
 }
 
-/// An `https://` receiver with a certificate for `localhost` signed by
-/// `ca`; the JSON bodies POSTed to it.
-async fn spawn_https_hook(leaf: &support::tls::Leaf) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
-    use rustls::pki_types::pem::PemObject;
-    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes()).map(Result::unwrap);
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-    #[allow(deprecated)]
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain.collect(), key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let kept = got.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, kept) = (acceptor.clone(), kept.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let kept = kept.clone();
-                    async move {
-                        use http_body_util::BodyExt;
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        kept.lock().unwrap().push(serde_json::from_slice::<Value>(&body).unwrap());
-                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from_static(b"ok"),
-                        )))
-                    }
-                });
-                let io = hyper_util::rt::TokioIo::new(tls);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
-            });
-        }
-    });
-    (port, got)
+/// The alert events an HTTPS receiver got (JSON bodies).
+fn delivered(got: &support::tls::Received) -> Vec<Value> {
+    got.lock().unwrap().iter().map(|(_, _, body)| serde_json::from_slice(body).unwrap()).collect()
 }
 
 #[tokio::test]
 async fn an_https_webhook_is_verified_against_its_ca_and_gets_the_events() {
     let ca = support::tls::Ca::new("webhook test CA");
     let leaf = ca.leaf("localhost", &["localhost"], 30);
-    let (port, got) = spawn_https_hook(&leaf).await;
+    let (port, got) = support::tls::serve_https(&leaf).await;
     let dir = support::tls::temp_dir();
     let ca_file = support::tls::write(&dir, "webhook-ca.pem", &ca.pem);
     let up = spawn_upstream().await;
@@ -249,14 +211,14 @@ async fn an_https_webhook_is_verified_against_its_ca_and_gets_the_events() {
     ));
     let proxy = spawn_proxy(&up.url(), &["--config", &config]).await;
     eventually(5, "the memory alert delivered over TLS", || async {
-        got.lock().unwrap().iter().any(|e| e["rule"] == "memory" && e["status"] == "firing")
+        delivered(&got).iter().any(|e| e["rule"] == "memory" && e["status"] == "firing")
     })
     .await;
     proxy.shutdown().await;
 
     // Another CA's certificate is refused: nothing delivered.
     let stranger = support::tls::Ca::new("another CA");
-    let (port, got) = spawn_https_hook(&stranger.leaf("localhost", &["localhost"], 30)).await;
+    let (port, got) = support::tls::serve_https(&stranger.leaf("localhost", &["localhost"], 30)).await;
     let config = write_config(&format!(
         "{alerts}webhook_url = \"https://localhost:{port}/hook\"\nwebhook_ca_file = \"{ca_file}\"\n"
     ));

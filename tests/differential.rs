@@ -239,17 +239,9 @@ async fn both_lanes_behave_alike_on_generated_traffic() {
         }
     }
     for (batch_no, batch) in all.chunks(BATCH).enumerate() {
-        let runs: Vec<_> = batch
-            .iter()
-            .cloned()
-            .map(|case| {
-                let (e, h) = (express.addr, hyper.addr);
-                tokio::spawn(async move {
-                    let (a, b) = tokio::join!(run(e, &case), run(h, &case));
-                    (case, a, b)
-                })
-            })
-            .collect();
+        let runs = support::on_both_lanes(batch, (express.addr, hyper.addr), |addr, case: Case| async move {
+            run(addr, &case).await
+        });
         for (i, r) in runs.into_iter().enumerate() {
             let (case, on_express, on_hyper) = r.await.unwrap();
             let n = batch_no * BATCH + i;

@@ -191,3 +191,48 @@ async fn extra_http_dependencies_are_checked_and_can_be_critical() {
     assert_eq!(doc["checks"]["billing"]["status"], "down");
     proxy.shutdown().await;
 }
+
+/// An `https://` dependency is probed over TLS (HTTP/2 where it offers it)
+/// and verified: against its `ca_file`, a certificate from another CA is
+/// the check down with the TLS error, never up; a CA file that cannot be
+/// read, or one on an `http://` url, stops the start naming the key.
+#[tokio::test]
+async fn an_https_dependency_is_verified_against_its_ca() {
+    let ca = support::tls::Ca::new("dependency test CA");
+    let dir = support::tls::temp_dir();
+    let ca_file = support::tls::write(&dir, "dependency-ca.pem", &ca.pem);
+    let (good, got) = support::tls::serve_https(&ca.leaf("localhost", &["localhost"], 30)).await;
+    let stranger = support::tls::Ca::new("another CA");
+    let (bad, stranger_got) = support::tls::serve_https(&stranger.leaf("localhost", &["localhost"], 30)).await;
+    let up = spawn_upstream().await;
+    let text = format!(
+        "{FAST}critical = [\"upstream\"]\n\
+         [[health.http]]\nname = \"payments\"\nurl = \"https://localhost:{good}/v1/health\"\nca_file = \"{ca_file}\"\n\
+         [[health.http]]\nname = \"impostor\"\nurl = \"https://localhost:{bad}/v1/health\"\nca_file = \"{ca_file}\"\n"
+    );
+    let proxy = spawn_proxy(&up.url(), &["--config", &write_config(&text)]).await;
+    let doc = wait_status(&proxy, 200, "degraded").await;
+    assert_eq!(doc["checks"]["payments"]["status"], "up", "{doc}");
+    assert_eq!(doc["checks"]["impostor"]["status"], "down", "{doc}");
+    let error = doc["checks"]["impostor"]["error"].as_str().unwrap().to_lowercase();
+    assert!(error.contains("certificate"), "the TLS error is said: {error}");
+    let seen = got.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|(path, version, _)| path == "/v1/health" && *version == http::Version::HTTP_2),
+        "{seen:?}"
+    );
+    assert!(stranger_got.lock().unwrap().is_empty(), "a request reached the unverified server");
+    proxy.shutdown().await;
+
+    let load = |check: &str| {
+        let config = write_config(&format!("[[health.http]]\nname = \"payments\"\n{check}"));
+        let argv = ["perfproxy", "--upstream", "http://127.0.0.1:1", "--config", config.as_str()];
+        perfproxy::config::from_args(argv).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let missing = load(&format!("url = \"https://localhost:{good}/\"\nca_file = \"/nonexistent/ca.pem\"\n"));
+    assert!(missing.as_ref().is_err_and(|e| e.contains("health.http[0].ca_file")), "{missing:?}");
+    let plain = load(&format!("url = \"http://localhost:{good}/\"\nca_file = \"{ca_file}\"\n"));
+    assert!(plain.as_ref().is_err_and(|e| e.contains("health.http[0].ca_file")), "{plain:?}");
+    let ftp = load("url = \"ftp://localhost/\"\n");
+    assert!(ftp.as_ref().is_err_and(|e| e.contains("health.http[0].url")), "{ftp:?}");
+}

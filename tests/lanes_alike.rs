@@ -148,17 +148,9 @@ async fn lanes_alike(config: &str, seed_salt: u64) {
     }
     let mut failures: Vec<(usize, Case, Diffs)> = Vec::new();
     for (batch_no, batch) in all.chunks(16).enumerate() {
-        let runs: Vec<_> = batch
-            .iter()
-            .cloned()
-            .map(|case| {
-                let (e, h) = (express.addr, hyper.addr);
-                tokio::spawn(async move {
-                    let (a, b) = tokio::join!(run(e, &case), run(h, &case));
-                    (case, a, b)
-                })
-            })
-            .collect();
+        let runs = support::on_both_lanes(batch, (express.addr, hyper.addr), |addr, case: Case| async move {
+            run(addr, &case).await
+        });
         for (i, r) in runs.into_iter().enumerate() {
             let (case, (on_e, open_e), (on_h, open_h)) = r.await.unwrap();
             let n = batch_no * 16 + i;

@@ -274,7 +274,15 @@ impl Config {
                     "a unique name other than upstream, redis, database",
                 ));
             }
-            url_with_scheme(&format!("health.http[{i}].url"), &check.url, &["http"])?;
+            url_with_scheme(&format!("health.http[{i}].url"), &check.url, &["http", "https"])?;
+            let ca_key = format!("health.http[{i}].ca_file");
+            if check.url.starts_with("https://") {
+                if tls_files != super::TlsFiles::Skip {
+                    crate::tls::upstream::verified_client(&ca_key, check.ca_file.as_deref())?;
+                }
+            } else if check.ca_file.is_some() {
+                return Err(ConfigError::new(ca_key, format!("{:?}", check.ca_file), "unset: the url is not https://"));
+            }
         }
         for (list, names) in [("critical", &h.critical), ("ready", &h.ready)] {
             for (i, name) in names.iter().enumerate() {
@@ -339,8 +347,10 @@ impl Config {
         if let Some(url) = &a.webhook_url {
             url_with_scheme("alerts.webhook_url", url, &["http", "https"])?;
             if url.starts_with("https://") && tls_files != super::TlsFiles::Skip {
-                webhook_tls =
-                    Some(std::sync::Arc::new(crate::tls::upstream::webhook_client(a.webhook_ca_file.as_deref())?));
+                webhook_tls = Some(std::sync::Arc::new(crate::tls::upstream::verified_client(
+                    "alerts.webhook_ca_file",
+                    a.webhook_ca_file.as_deref(),
+                )?));
             }
         }
 

@@ -36,6 +36,10 @@ impl Default for HealthSettings {
 pub struct HttpCheck {
     pub name: String,
     pub url: String,
+    /// PEM CA certificates an `https://` url's certificate is verified
+    /// against instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// The `[alerts]` table.

@@ -187,15 +187,15 @@ fn system_roots(key: &str) -> Result<rustls::RootCertStore, ConfigError> {
     Ok(roots)
 }
 
-/// The client configuration for an `https://` alert webhook: its
-/// certificate verified against `ca_file` (`alerts.webhook_ca_file`) or the
-/// system's CAs; HTTP/1.1.
-pub fn webhook_client(ca_file: Option<&str>) -> Result<ClientConfig, ConfigError> {
+/// The client configuration for an `https://` peer perfproxy calls on its
+/// own (an alert webhook, a `[[health.http]]` dependency): its certificate
+/// verified against `ca_file` or, without one, the system's CAs; no ALPN
+/// (the caller's connector sets it). `ca_key` names the CA file setting in errors.
+pub fn verified_client(ca_key: &str, ca_file: Option<&str>) -> Result<ClientConfig, ConfigError> {
     let roots = match ca_file.filter(|f| !f.is_empty()) {
-        Some(ca) => files::roots(ca).map_err(|e| {
-            ConfigError::new("alerts.webhook_ca_file", format!("{:?}", e.file), format!("a usable PEM file: {}", e.why))
-        })?,
-        None => system_roots("alerts.webhook_ca_file")?,
+        Some(ca) => files::roots(ca)
+            .map_err(|e| ConfigError::new(ca_key, format!("{:?}", e.file), format!("a usable PEM file: {}", e.why)))?,
+        None => system_roots(ca_key)?,
     };
     Ok(ClientConfig::builder_with_provider(super::listener::provider())
         .with_safe_default_protocol_versions()

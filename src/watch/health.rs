@@ -176,9 +176,6 @@ pub(crate) type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// The probes' connector: TLS only for an `https://` upstream, with its
 /// roots, name and client certificate.
 fn connector(config: &Config) -> Connector {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(false);
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let builder = match &config.upstream_tls {
         Some(tls) => {
@@ -190,7 +187,15 @@ fn connector(config: &Config) -> Connector {
         }
         None => builder.with_tls_config(crate::tls::upstream::no_roots()).https_or_http(),
     };
-    builder.enable_http1().enable_http2().wrap_connector(http)
+    builder.enable_http1().enable_http2().wrap_connector(tcp())
+}
+
+/// The TCP side of every probe's connector (TLS decided by the wrapper).
+fn tcp() -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http
 }
 
 struct Prober {
@@ -203,29 +208,35 @@ struct Prober {
     /// The watched database's pool (`DATABASE_POOL_SIZE`): the probe holds
     /// no connection of its own.
     database: Option<deadpool_postgres::Pool>,
-    extras: Vec<(String, Uri)>,
+    extras: Vec<Extra>,
+}
+
+/// A `[[health.http]]` dependency: its URL and the client that probes it
+/// (the upstream's for `http://`; for `https://` one of its own, verified
+/// against the check's `ca_file` or the system's CAs), or why there is none.
+struct Extra {
+    name: String,
+    uri: Uri,
+    client: Result<Client<Connector, Empty<Bytes>>, String>,
 }
 
 impl Prober {
     fn new(config: &Config, health: &HealthSettings, database: Option<deadpool_postgres::Pool>) -> Prober {
         let s = &config.settings;
         let connector = connector(config);
+        let http =
+            Client::builder(hyper_util::rt::TokioExecutor::new()).pool_max_idle_per_host(1).build(connector.clone());
         let scheme = if config.upstream.tls { "https" } else { "http" };
         let upstream = format!("{scheme}://{}{}", config.upstream.authority, health.upstream_path);
         let h2c = config.protocols.upstream == crate::config::UpstreamProtocol::H2c;
         Prober {
             h2c: h2c.then(|| h2c::client(connector.clone())),
-            http: Client::builder(hyper_util::rt::TokioExecutor::new()).pool_max_idle_per_host(1).build(connector),
+            extras: s.health.http.iter().enumerate().map(|(i, check)| Extra::new(i, check, &http)).collect(),
+            http,
             timeout: Duration::from_millis(health.timeout_ms),
             upstream: upstream.parse().expect("a validated authority and path form a URI"),
             redis: s.redis_url.as_ref().and_then(|u| redis::Client::open(u.as_str()).ok()).map(|c| (c, None)),
             database,
-            extras: s
-                .health
-                .http
-                .iter()
-                .map(|h| (h.name.clone(), h.url.parse().expect("validated extra check URL")))
-                .collect(),
         }
     }
 
@@ -252,9 +263,12 @@ impl Prober {
         };
         let extras = async {
             let mut set = tokio::task::JoinSet::new();
-            for (i, (_, uri)) in self.extras.iter().enumerate() {
-                let (http, uri) = (http.clone(), uri.clone());
-                set.spawn(async move { (i, timed(timeout, probe_http(&http, uri, 400)).await) });
+            for (i, extra) in self.extras.iter().enumerate() {
+                let (client, uri) = (extra.client.clone(), extra.uri.clone());
+                set.spawn(async move {
+                    let probe = async { probe_http(&client?, uri, 400).await };
+                    (i, timed(timeout, probe).await)
+                });
             }
             let mut results = vec![CheckResult::pending(); self.extras.len()];
             while let Some(Ok((i, r))) = set.join_next().await {
@@ -265,8 +279,31 @@ impl Prober {
         let (upstream, redis, database, extras) = tokio::join!(upstream, redis, database, extras);
         let mut checks =
             vec![("upstream".to_string(), upstream), ("redis".into(), redis), ("database".into(), database)];
-        checks.extend(self.extras.iter().map(|(name, _)| name.clone()).zip(extras));
+        checks.extend(self.extras.iter().map(|extra| extra.name.clone()).zip(extras));
         HealthReport { checks, checked_at: Some(SystemTime::now()) }
+    }
+}
+
+impl Extra {
+    fn new(i: usize, check: &crate::config::HttpCheck, http: &Client<Connector, Empty<Bytes>>) -> Extra {
+        let uri: Uri = check.url.parse().expect("validated extra check URL");
+        let client = if uri.scheme_str() == Some("https") {
+            // Validated at load; read again here, a file gone since is this check's error.
+            crate::tls::upstream::verified_client(&format!("health.http[{i}].ca_file"), check.ca_file.as_deref())
+                .map(|tls| {
+                    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_tls_config(tls)
+                        .https_only()
+                        .enable_http1()
+                        .enable_http2()
+                        .wrap_connector(tcp());
+                    Client::builder(hyper_util::rt::TokioExecutor::new()).pool_max_idle_per_host(1).build(connector)
+                })
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(http.clone())
+        };
+        Extra { name: check.name.clone(), uri, client }
     }
 }
 

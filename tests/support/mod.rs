@@ -561,3 +561,29 @@ impl Drop for Redis {
         let _ = self.0.wait();
     }
 }
+
+/// Starts every case of `batch` on both lanes at once (the express lane's
+/// proxy at `lanes.0`, hyper's at `lanes.1`); each case with what `run`
+/// got from each lane, in the batch's order, to be awaited one by one.
+pub fn on_both_lanes<C, R, F, Fut>(
+    batch: &[C],
+    lanes: (SocketAddr, SocketAddr),
+    run: F,
+) -> Vec<tokio::task::JoinHandle<(C, R, R)>>
+where
+    C: Clone + Send + 'static,
+    R: Send + 'static,
+    F: Fn(SocketAddr, C) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = R> + Send,
+{
+    batch
+        .iter()
+        .cloned()
+        .map(|case| {
+            tokio::spawn(async move {
+                let (on_express, on_hyper) = tokio::join!(run(lanes.0, case.clone()), run(lanes.1, case.clone()));
+                (case, on_express, on_hyper)
+            })
+        })
+        .collect()
+}

@@ -165,3 +165,51 @@ pub fn temp_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// What an [`serve_https`] server was sent: each request's path, HTTP
+/// version and body, in order.
+pub type Received = Arc<std::sync::Mutex<Vec<(String, http::Version, Bytes)>>>;
+
+/// An HTTPS server on 127.0.0.1 presenting `leaf`, speaking HTTP/2 to a
+/// client that offers `h2` and HTTP/1.1 otherwise; it answers every request
+/// `200 ok` and keeps what it was sent. Its port and what it got.
+pub async fn serve_https(leaf: &Leaf) -> (u16, Received) {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(leaf.chain(), leaf.key())
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got: Received = Arc::default();
+    let kept = got.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, kept) = (acceptor.clone(), kept.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let kept = kept.clone();
+                    async move {
+                        let (path, version) = (req.uri().path().to_string(), req.version());
+                        let body = req.into_body().collect().await?.to_bytes();
+                        kept.lock().unwrap().push((path, version, body));
+                        Ok::<_, hyper::Error>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let io = TokioIo::new(tls);
+                if h2 {
+                    let _ =
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                }
+            });
+        }
+    });
+    (port, got)
+}

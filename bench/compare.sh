@@ -17,6 +17,8 @@
 # ratios perfproxy/nginx. Compare ratios within one run, never absolute times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
@@ -32,36 +34,12 @@ PATH_UNDER_TEST=${PATH_UNDER_TEST:-/bench/1k.bin}
 # /nginx-cache/<file> from its proxy_cache and /nginx-static/<file> itself.
 EXTRA_TARGETS=${EXTRA_TARGETS:-}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-  echo "installing nginx and wrk (Debian packages)..." >&2
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
-fi
-cargo build --release --quiet
-
-work=$(mktemp -d /tmp/perfproxy-bench.XXXXXX)
-chmod 755 "$work"
+bench_tools
+bench_workdir bench
 mkdir -p "$work/root/bench"
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/root/bench/1k.bin"
 cp "$work/root/bench/1k.bin" "$work/root/bench/cached.bin"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/up.pid" ] && kill "$(cat "$work/up.pid")" 2>/dev/null || true
-  [ -f "$work/ngx.pid" ] && kill "$(cat "$work/ngx.pid")" 2>/dev/null || true
-  sleep 0.3; rm -rf "$work"
-}
-trap cleanup EXIT
-
-cat > "$work/up.conf" <<NGX
-worker_processes 1;
-daemon on;
-pid $work/up.pid;
-error_log $work/up.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+bench_nginx up <<NGX
   server {
     listen 127.0.0.1:$UP_PORT;
     root $work/root;
@@ -69,17 +47,8 @@ http {
     # An OTLP sink for runs with tracing on: takes the spans, answers 200.
     location = /v1/traces { client_body_buffer_size 1m; return 200; }
   }
-}
 NGX
-cat > "$work/ngx.conf" <<NGX
-worker_processes ${NGX_WORKERS:-2};
-daemon on;
-pid $work/ngx.pid;
-error_log $work/ngx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+bench_nginx ngx "${NGX_WORKERS:-2}" <<NGX
   upstream backend { server 127.0.0.1:$UP_PORT; keepalive 64; }
   proxy_cache_path $work/ngx-cache levels=1:2 keys_zone=bench:10m max_size=100m inactive=60m use_temp_path=off;
   server {
@@ -98,10 +67,7 @@ http {
       proxy_set_header Connection "";
     }
   }
-}
 NGX
-nginx -c "$work/up.conf"
-nginx -c "$work/ngx.conf"
 if [ -n "${TRACING:-}" ]; then
   # The variant traces (spans to the upstream nginx's sink), perfproxy does not.
   printf '[tracing]\nendpoint = "http://127.0.0.1:%s"\nsample_ratio = %s\n' "$UP_PORT" "$TRACING" > "$work/tracing.toml"
@@ -157,12 +123,8 @@ loaded_rss=$(rss)
 echo
 echo "medians over $ROUNDS rounds (wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, 1 KiB body):"
 python3 - "$results" <<'PY'
-import sys, statistics, collections
-rows = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    n, rps, p50, p99 = line.split("\t")
-    rows[n].append((float(rps), float(p50), float(p99)))
-med = {n: tuple(statistics.median(x[i] for x in v) for i in range(3)) for n, v in rows.items()}
+import sys; sys.path.insert(0, "bench"); from medians import medians
+med = medians(sys.argv[1])
 for n, (rps, p50, p99) in med.items():
     print(f"  {n:<18} {rps:>12.0f} req/s   p50 {p50:7.3f} ms   p99 {p99:7.3f} ms")
 if "nginx" in med:

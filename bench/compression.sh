@@ -61,7 +61,7 @@ bench_nginx ngx <<NGX
     }
   }
 NGX
-trap '[ -f "$work/ngx.pid" ] && kill "$(cat "$work/ngx.pid")" 2>/dev/null; bench_cleanup' EXIT
+
 printf '[compression]\nenabled = true\n' > "$work/perfproxy.toml"
 RUST_LOG=warn bench_perfproxy "$PP_PORT" "$UP_PORT" --workers 1 --config "$work/perfproxy.toml"
 
@@ -98,12 +98,8 @@ c = json.load(sys.stdin)["compression"]
 print("perfproxy compressed (misses only):", {k: c[k]["responses"] for k in ("gzip", "br", "zstd")})'
 echo "medians over $ROUNDS rounds (wrk -t1 -c $CONNECTIONS -d ${DURATION}s, $size-byte JSON, memory hits, one worker each):"
 python3 - "$results" <<'PY'
-import sys, statistics, collections
-rows = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    n, enc, rps, p99 = line.split("\t")
-    rows[(n, enc)].append((float(rps), float(p99)))
-med = {k: tuple(statistics.median(x[i] for x in v) for i in range(2)) for k, v in rows.items()}
+import sys; sys.path.insert(0, "bench"); from medians import medians
+med = medians(sys.argv[1], keys=2)
 for (n, enc), (rps, p99) in sorted(med.items()):
     print(f"  {n:<10} {enc:<5} {rps:>10.0f} req/s   p99 {p99:8.3f} ms")
 base = med[("nginx", "gzip")]

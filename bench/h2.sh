@@ -27,15 +27,7 @@ command -v h2load >/dev/null || { echo "installing nghttp2-client (h2load)..." >
 bench_tools
 bench_workdir h2
 bench_upstream "$UP_PORT"
-cat > "$work/ngx.conf" <<NGX
-worker_processes 2;
-daemon on;
-pid $work/ngx.pid;
-error_log $work/ngx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+bench_nginx ngx 2 <<NGX
   http2_max_concurrent_streams 128;
   upstream backend { server 127.0.0.1:$UP_PORT; keepalive 64; }
   server {
@@ -46,11 +38,7 @@ http {
       proxy_set_header Connection "";
     }
   }
-}
 NGX
-nginx -c "$work/ngx.conf" -p "$work"
-# The front nginx stops before bench_cleanup removes its pid file with $work.
-trap '[ -f "$work/ngx.pid" ] && kill "$(cat "$work/ngx.pid")" 2>/dev/null; bench_cleanup' EXIT
 RUST_LOG=warn bench_perfproxy "$PP_PORT" "$UP_PORT"
 
 results="$work/results.tsv"
@@ -74,12 +62,8 @@ done
 echo
 echo "medians over $ROUNDS rounds (h2load -n $REQUESTS -c $CONNECTIONS -m $STREAMS, 1 KiB body):"
 python3 - "$results" <<'PY'
-import sys, statistics, collections
-rows = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    n, rps, p50, p99 = line.split("\t")
-    rows[n].append((float(rps), float(p50), float(p99)))
-med = {n: tuple(statistics.median(x[i] for x in v) for i in range(3)) for n, v in rows.items()}
+import sys; sys.path.insert(0, "bench"); from medians import medians
+med = medians(sys.argv[1])
 for n, (rps, p50, p99) in med.items():
     print(f"  {n:<10} {rps:>12.0f} req/s   p50 {p50:7.3f} ms   p99 {p99:7.3f} ms")
 base, pp = med["nginx"], med["perfproxy"]

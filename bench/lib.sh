@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shared by bench/admin-storm.sh, bench/cache-costs.sh and bench/soak.sh: tools, a work
+# Shared by the bench scripts: tools, a work
 # directory cleaned on exit, an nginx upstream answering a 1 KiB body, and
 # perfproxy instances started and waited for. Source it; it defines
 # functions and the array `pids` only.
@@ -24,7 +24,8 @@ bench_workdir() {
 
 bench_cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/up.pid" ] && kill "$(cat "$work/up.pid")" 2>/dev/null || true
+  # Every nginx bench_upstream or bench_nginx started (their pid files).
+  for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   sleep 0.3
   rm -rf "$work"
 }
@@ -65,13 +66,13 @@ bench_perfproxy() {
   for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/health/live" >/dev/null && return; sleep 0.1; done
 }
 
-# Writes $work/$1.conf: one nginx worker, daemonised, its pid and error log
-# in $work, the `http` block's lines from stdin (access log off,
-# keep-alive unbounded before them); starts it.
+# Writes $work/$1.conf: $2 nginx workers (1 if not given), daemonised, its
+# pid and error log in $work, the `http` block's lines from stdin (access
+# log off, keep-alive unbounded before them); starts it.
 bench_nginx() {
-  local name=$1
+  local name=$1 workers=${2:-1}
   {
-    printf 'worker_processes 1;\ndaemon on;\npid %s/%s.pid;\nerror_log %s/%s.err;\n' "$work" "$name" "$work" "$name"
+    printf 'worker_processes %s;\ndaemon on;\npid %s/%s.pid;\nerror_log %s/%s.err;\n' "$workers" "$work" "$name" "$work" "$name"
     printf 'events { worker_connections 4096; }\nhttp {\n  access_log off;\n  keepalive_requests 1000000;\n'
     cat
     printf '}\n'

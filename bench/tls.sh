@@ -45,7 +45,7 @@ bench_nginx ngx <<NGX
     }
   }
 NGX
-trap '[ -f "$work/ngx.pid" ] && kill "$(cat "$work/ngx.pid")" 2>/dev/null; bench_cleanup' EXIT
+
 printf '[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$work/cert.pem" "$work/key.pem" > "$work/perfproxy.toml"
 RUST_LOG=warn bench_perfproxy "$PP_PORT" "$UP_PORT" --workers 1 --tls-listen "127.0.0.1:$PP_TLS_PORT" \
   --config "$work/perfproxy.toml"
@@ -72,12 +72,8 @@ done
 echo
 echo "medians over $ROUNDS rounds (wrk -t1 -c $CONNECTIONS -d ${DURATION}s, 1 KiB body, one worker each):"
 python3 - "$results" <<'PY'
-import sys, statistics, collections
-rows = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    n, load, rps, p99 = line.split("\t")
-    rows[(n, load)].append((float(rps), float(p99)))
-med = {k: tuple(statistics.median(x[i] for x in v) for i in range(2)) for k, v in rows.items()}
+import sys; sys.path.insert(0, "bench"); from medians import medians
+med = medians(sys.argv[1], keys=2)
 for (n, load), (rps, p99) in sorted(med.items()):
     print(f"  {n:<10} {load:<11} {rps:>10.0f} req/s   p99 {p99:8.3f} ms")
 for load in ("keep-alive", "handshakes"):

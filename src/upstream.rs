@@ -253,8 +253,8 @@ impl UpstreamPool {
                 Err(mut e) => match (e.take_message(), again) {
                     // Never written: the connection was closing. Try the next one.
                     (Some(unsent), _) if reused => req = unsent,
-                    // Written, and the connection closed with no answer at all.
-                    (None, Some(copy)) if e.error().is_incomplete_message() => {
+                    // Written, and the connection closed or reset with no answer.
+                    (None, Some(copy)) if closed_under(e.error()) => {
                         debug!("upstream closed a reused connection before answering: retrying");
                         req = copy;
                     }
@@ -277,6 +277,18 @@ impl UpstreamPool {
         });
         sender.send_request(req).await.map_err(UpstreamError::Exchange)
     }
+}
+
+/// Whether hyper's error says the connection ended under a request
+/// without a complete answer: closed (`IncompleteMessage`), or reset or
+/// broken (an upstream closing a keep-alive connection with the request
+/// unread resets it), as the express lane's `Failed::Stale`.
+fn closed_under(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    e.is_incomplete_message()
+        || std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| matches!(io.kind(), ConnectionReset | BrokenPipe | ConnectionAborted))
 }
 
 /// A bodiless request's head, to send again.

@@ -222,22 +222,114 @@ async fn an_upstream_head_over_max_header_bytes_is_a_502_on_both_lanes() {
     }
 }
 
+/// A transfer coding other than `chunked` alone: `gzip` or `chunked, gzip`
+/// (not ending in chunked), and, found by an attack from outside, `gzip,
+/// chunked` in one field or two (hyper's lane relayed the gzip bytes as the
+/// body with the coding's name dropped, the express lane relayed the field)
+/// and `chunked` twice: a 502 on both lanes, as nginx answers, never stored.
 #[tokio::test]
-async fn an_upstream_transfer_encoding_not_ending_in_chunked_is_a_502_on_both_lanes() {
+async fn an_upstream_transfer_encoding_other_than_chunked_alone_is_a_502_on_both_lanes() {
+    let chunk = "Cache-Control: max-age=60\r\n\r\n3\r\nxyz\r\n0\r\n\r\n";
+    let answers = [
+        ("/gzip", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxyz".to_string()),
+        (
+            "/chunked-gzip",
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked, gzip\r\n\r\nxyz".into(),
+        ),
+        ("/gzip-chunked", format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n{chunk}")),
+        ("/two-fields", format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n{chunk}")),
+        ("/twice", format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n{chunk}")),
+    ];
     for lane in LANES {
         let up = spawn_raw_upstream().await;
+        for (path, answer) in &answers {
+            up.answer(path, RawAnswer::BytesThenClose(answer.clone().into_bytes()));
+        }
         up.answer(
-            "/gzip",
-            RawAnswer::BytesThenClose(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxyz".to_vec()),
+            "/fine",
+            RawAnswer::BytesThenClose(format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n{chunk}").into_bytes()),
         );
-        let twice = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked, gzip\r\n\r\nxyz";
-        up.answer("/chunked-gzip", RawAnswer::BytesThenClose(twice.to_vec()));
         let proxy = proxy_on(&up, lane, &[]).await;
-        for path in ["/gzip", "/chunked-gzip", "/chunked-gzip"] {
+        for (path, _) in answers.iter().chain(&answers[2..]) {
             let req = format!("GET {path} HTTP/1.1\r\nHost: app\r\n\r\n");
             let (resp, _) = raw(proxy.addr, req.as_bytes(), WAIT).await;
             assert_eq!(status_of(&resp), 502, "lane {lane}, {path}: {resp}");
+            assert!(resp.contains("not valid HTTP,"), "lane {lane}, {path}: the detail says why: {resp}");
         }
+        let (resp, _) = raw(proxy.addr, b"GET /fine HTTP/1.1\r\nHost: app\r\n\r\n", WAIT).await;
+        assert_eq!(status_of(&resp), 200, "lane {lane}: {resp}");
+        assert!(resp.ends_with("3\r\nxyz\r\n0\r\n\r\n"), "lane {lane}: {resp}");
+        proxy.shutdown().await;
+    }
+}
+
+/// Found by an attack from outside: an upstream answer with more header
+/// fields than the parser holds (100, hyper's and Envoy's default) was a
+/// 502 saying the upstream "closed or reset the connection". It is a 502
+/// saying the answer was not valid or over the limits, on both lanes; and
+/// an `HTTP/1.0` upstream's answer reaches an HTTP/1.1 client in perfproxy's
+/// own version (RFC 9110 §6.2; hyper's lane relayed `HTTP/1.0`).
+#[tokio::test]
+async fn upstream_heads_over_the_field_count_or_in_http_1_0_on_both_lanes() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        let fields = "X-F: 1\r\n".repeat(150);
+        up.answer(
+            "/many",
+            RawAnswer::Bytes(format!("HTTP/1.1 200 OK\r\n{fields}Content-Length: 2\r\n\r\nok").into_bytes()),
+        );
+        up.answer("/old", RawAnswer::Bytes(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()));
+        let proxy = proxy_on(&up, lane, &[]).await;
+        let (resp, _) = raw(proxy.addr, b"GET /many HTTP/1.1\r\nHost: app\r\n\r\n", WAIT).await;
+        assert_eq!(status_of(&resp), 502, "lane {lane}: {resp}");
+        assert!(resp.contains("not valid HTTP,"), "lane {lane}: {resp}");
+        let req = b"GET /old HTTP/1.1\r\nHost: app\r\n\r\nGET /old HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n";
+        let (resp, _) = raw(proxy.addr, req, WAIT).await;
+        assert_eq!(
+            resp.matches("HTTP/1.1 200 OK\r\n").count(),
+            2,
+            "lane {lane}: our version, the connection kept: {resp}"
+        );
+        assert!(!resp.contains("HTTP/1.0"), "lane {lane}: {resp}");
+        proxy.shutdown().await;
+    }
+}
+
+/// Found by an attack from outside: request targets RFC 9112 allows only
+/// elsewhere were forwarded. An authority-form target (CONNECT's alone), an
+/// asterisk-form one on anything but OPTIONS, an absolute-form HTTP/1.1
+/// request without `Host`, and a transfer coding other than `chunked` alone
+/// (`gzip, chunked` went upstream as chunked, the gzip's name lost): `400`
+/// on both lanes, nothing upstream.
+#[tokio::test]
+async fn request_targets_and_codings_rfc_9112_refuses_never_reach_the_upstream() {
+    let refused: [&[u8]; 6] = [
+        b"GET other.example:80 HTTP/1.1\r\nHost: app\r\n\r\n",
+        b"GET * HTTP/1.1\r\nHost: app\r\n\r\n",
+        b"GET http://other.example/h42 HTTP/1.1\r\n\r\n",
+        b"POST /te HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n",
+        b"POST /te HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n",
+        b"POST /te HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked, chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n",
+    ];
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        let proxy = proxy_on(&up, lane, &[]).await;
+        for req in refused {
+            let (resp, _) = raw(proxy.addr, req, WAIT).await;
+            assert_eq!(status_of(&resp), 400, "lane {lane}: {:?}: {resp}", String::from_utf8_lossy(req));
+        }
+        assert!(up.seen().is_empty(), "lane {lane}: {:?}", up.seen().iter().map(|s| &s.target).collect::<Vec<_>>());
+        // What RFC 9112 allows still goes: OPTIONS *, absolute-form with a Host, HTTP/1.0 absolute-form.
+        let allowed: [&[u8]; 3] = [
+            b"OPTIONS * HTTP/1.1\r\nHost: app\r\n\r\n",
+            b"GET http://app/abs HTTP/1.1\r\nHost: app\r\n\r\n",
+            b"GET http://app/old HTTP/1.0\r\n\r\n",
+        ];
+        for req in allowed {
+            let (resp, _) = raw(proxy.addr, req, WAIT).await;
+            assert_eq!(status_of(&resp), 200, "lane {lane}: {:?}: {resp}", String::from_utf8_lossy(req));
+        }
+        assert_eq!(up.seen().len(), 3, "lane {lane}");
         proxy.shutdown().await;
     }
 }

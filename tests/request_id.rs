@@ -81,3 +81,37 @@ async fn hits_and_errors_carry_the_requests_id() {
     assert_eq!(head_field(&own, "x-request-id").len(), 1, "perfproxy's own answers too: {own}");
     proxy.shutdown().await;
 }
+
+/// Found by an attack from outside: `Connection` naming `X-Request-Id` or
+/// `Host` removed them from the forwarded request (an upstream request with
+/// no id, or with no `Host` and an empty `X-Forwarded-Host`). Both are meant
+/// for every recipient: they go upstream whatever `Connection` names, while
+/// the other fields it names still go.
+#[tokio::test]
+async fn connection_cannot_name_away_the_id_or_the_host() {
+    let up = spawn_raw_upstream().await;
+    up.answer("/named", ok("fine"));
+    up.answer("/named?2", ok("fine"));
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+
+    let answer =
+        get(&proxy, "/named", "X-Request-Id: keep-me-1\r\nX-Drop: yes\r\nConnection: X-Request-Id, host, x-drop\r\n")
+            .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(head_field(&answer, "x-request-id"), ["keep-me-1"], "{answer}");
+    assert_eq!(sent_ids(&up, "/named"), vec![vec!["keep-me-1".to_string()]], "the id went upstream, once");
+    let seen = up.seen().into_iter().find(|s| s.target == "/named").expect("the request went upstream");
+    let field = |name: &str| -> Vec<String> {
+        seen.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).collect()
+    };
+    assert_eq!(field("host"), ["app"], "{:?}", seen.headers);
+    assert_eq!(field("x-forwarded-host"), ["app"], "{:?}", seen.headers);
+    assert!(field("x-drop").is_empty(), "a field Connection names still goes: {:?}", seen.headers);
+
+    // Without an id of the client's, perfproxy's own goes upstream.
+    let answer = get(&proxy, "/named?2", "Connection: x-request-id\r\n").await;
+    let made = head_field(&answer, "x-request-id");
+    assert_eq!(made.len(), 1, "{answer}");
+    assert_eq!(sent_ids(&up, "/named?2"), vec![vec![made[0].to_string()]]);
+    proxy.shutdown().await;
+}

@@ -202,3 +202,29 @@ async fn a_replayable_request_on_a_connection_closed_under_it_is_sent_again() {
         proxy.shutdown().await;
     }
 }
+
+/// Found by an attack from outside: an upstream that answers, then closes
+/// its keep-alive connection a moment later without reading what came
+/// meanwhile (a reset). The next request, already written to that
+/// connection, is replayable: sent again on a fresh connection on both
+/// lanes (hyper's lane gave it a 502).
+#[tokio::test]
+async fn a_replayable_request_on_a_connection_reset_under_it_is_sent_again() {
+    for setup in &SETUPS {
+        let up = spawn_raw_upstream().await;
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec();
+        up.answer("/ka/", RawAnswer::ThenCloseUnread(400, answer));
+        let proxy =
+            spawn_proxy(&up.url(), &args(setup, "workers = 1").iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        c.write_all(b"GET /ka/first HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        let (first, _) = read_until_quiet(&mut c, Duration::from_millis(150)).await;
+        assert!(first.starts_with("HTTP/1.1 200"), "{setup:?}: {first}");
+        c.write_all(b"GET /ka/second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.unwrap();
+        let (second, _) = read_until_quiet(&mut c, Duration::from_millis(1500)).await;
+        assert!(second.starts_with("HTTP/1.1 200"), "{setup:?}: replayed on a fresh connection: {second}");
+        let seen = up.seen().iter().filter(|s| s.target == "/ka/second").count();
+        assert_eq!(seen, 1, "{setup:?}: read once, by the fresh connection");
+        proxy.shutdown().await;
+    }
+}

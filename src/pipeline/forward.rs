@@ -81,6 +81,9 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
     // (hyper frames it so; the express lane re-frames it): the client's
     // connection goes on.
     if parts.version != Version::HTTP_2 {
+        // perfproxy speaks its own version to the client (RFC 9110 §6.2),
+        // whatever an `HTTP/1.0` upstream said.
+        parts.version = Version::HTTP_11;
         headers::response_framing(&parts.headers, head_request, parts.status.as_u16())
             .map_err(|m| ProxyError::BadGateway(m.into()))?;
         // hyper holds a head to its buffer's size only while the head is

@@ -128,10 +128,11 @@ fn prepare(client: &Client, parts: &mut http::request::Parts, upgrade: Option<He
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
-    if chunked_more_than_once(&parts.headers) {
-        // RFC 9112 §6.1: chunked is applied once; hyper decodes it once, a
-        // server behind us might decode twice. Refuse the ambiguity.
-        return Err(ProxyError::BadRequest("chunked applied more than once"));
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) && !chunked_alone(&parts.headers) {
+        // RFC 9112 §6.1: chunked is applied once, and hyper decodes nothing
+        // else: `gzip, chunked` would reach the upstream as chunked with the
+        // gzip's name lost, `chunked, chunked` decoded twice by some server.
+        return Err(ProxyError::BadRequest("a transfer coding other than chunked, once"));
     }
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let first_host = hosts.next();
@@ -146,6 +147,17 @@ fn prepare(client: &Client, parts: &mut http::request::Parts, upgrade: Option<He
     }
     if parts.uri.scheme().is_some_and(|s| !matches!(s.as_str(), "http" | "https")) {
         return Err(ProxyError::BadRequest("a target that is not an http URI"));
+    }
+    // RFC 9112 §3.2.3-4: authority-form is CONNECT's alone, asterisk-form OPTIONS'.
+    if parts.uri.scheme().is_none() && parts.uri.authority().is_some() {
+        return Err(ProxyError::BadRequest("an authority-form target (CONNECT only)"));
+    }
+    if parts.uri.path() == "*" && parts.method != Method::OPTIONS {
+        return Err(ProxyError::BadRequest("an asterisk-form target (OPTIONS only)"));
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, whatever its target.
+    if host_count == 0 && parts.version == Version::HTTP_11 {
+        return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
     }
     // Absolute-form targets (`GET http://h/p`) become origin-form; their authority is the Host.
     if let Some(authority) = parts.uri.authority() {
@@ -162,9 +174,6 @@ fn prepare(client: &Client, parts: &mut http::request::Parts, upgrade: Option<He
         let pq = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(pq);
     } else if host_count == 0 {
-        if parts.version == Version::HTTP_11 {
-            return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
-        }
         let host = HeaderValue::from_str(client.worker.shared.config.upstream.authority.as_str())
             .expect("a validated authority is a valid header value");
         parts.headers.insert(header::HOST, host);
@@ -177,9 +186,8 @@ fn prepare(client: &Client, parts: &mut http::request::Parts, upgrade: Option<He
     Ok(())
 }
 
-fn chunked_more_than_once(headers: &http::HeaderMap) -> bool {
-    let values = headers.get_all(header::TRANSFER_ENCODING).iter();
-    values.map(|v| crate::wire::http1::chunked_count(v.as_bytes())).sum::<usize>() > 1
+fn chunked_alone(headers: &http::HeaderMap) -> bool {
+    crate::wire::http1::chunked_alone(headers.get_all(header::TRANSFER_ENCODING).iter().map(HeaderValue::as_bytes))
 }
 
 async fn forward(client: &Rc<Client>, req: Request<RequestBody>) -> Result<Response<ProxyBody>, ProxyError> {

@@ -60,13 +60,7 @@ impl ProxyError {
         let (code, detail): (&str, String) = match &self {
             ProxyError::BadRequest(why) => ("bad_request", (*why).to_string()),
             ProxyError::ClientBody(_) => ("bad_request", "the request body was malformed or cut off".into()),
-            ProxyError::BadGateway(UpstreamError::Connect(_)) => {
-                ("bad_gateway", "the upstream refused the connection".into())
-            }
-            ProxyError::BadGateway(UpstreamError::Tls(_)) => {
-                ("bad_gateway", "the upstream's TLS certificate could not be verified, or TLS failed".into())
-            }
-            ProxyError::BadGateway(_) => ("bad_gateway", "the upstream closed or reset the connection".into()),
+            ProxyError::BadGateway(e) => ("bad_gateway", upstream_failure(e).into()),
             ProxyError::GatewayTimeout(t) => {
                 ("gateway_timeout", format!("the upstream did not answer within {} ms", t.as_millis()))
             }
@@ -81,6 +75,26 @@ impl ProxyError {
     }
 }
 
+/// What a client is told of an upstream failure: which kind, never its
+/// internals. An answer that is not valid HTTP/1.1 (perfproxy's checks, or
+/// hyper's parser: a head too large or with too many fields) says so, on
+/// both lanes alike.
+fn upstream_failure(e: &UpstreamError) -> &'static str {
+    match e {
+        UpstreamError::Connect(_) => "the upstream refused the connection",
+        UpstreamError::Tls(_) => "the upstream's TLS certificate could not be verified, or TLS failed",
+        UpstreamError::Malformed(_) => NOT_HTTP,
+        UpstreamError::Exchange(h) | UpstreamError::Handshake(h)
+            if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() =>
+        {
+            NOT_HTTP
+        }
+        _ => "the upstream closed or reset the connection",
+    }
+}
+
+const NOT_HTTP: &str = "the upstream's answer was not valid HTTP, or its head was over the limits";
+
 impl ProxyError {
     /// The answer to a gRPC call: a gRPC status (Trailers-Only), not an
     /// HTTP error, as gRPC clients read failures. No answer in time is
@@ -92,11 +106,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(why) => answer(Code::Internal, why),
             ProxyError::ClientBody(_) => answer(Code::Internal, "the request body was malformed or cut off"),
-            ProxyError::BadGateway(UpstreamError::Connect(_)) => {
-                answer(Code::Unavailable, "the upstream refused the connection")
-            }
-            ProxyError::BadGateway(UpstreamError::Tls(_)) => answer(Code::Unavailable, "TLS with the upstream failed"),
-            ProxyError::BadGateway(_) => answer(Code::Unavailable, "the upstream closed or reset the connection"),
+            ProxyError::BadGateway(e) => answer(Code::Unavailable, upstream_failure(&e)),
             ProxyError::GatewayTimeout(t) => {
                 answer(Code::DeadlineExceeded, &format!("the upstream did not answer within {} ms", t.as_millis()))
             }

@@ -222,8 +222,10 @@ pub fn response_framing(
     head_request: bool,
     status: u16,
 ) -> Result<http1::Framing, http1::Malformed> {
-    // The last transfer coding decides, across fields as within one.
-    let te = headers.get_all(header::TRANSFER_ENCODING).iter().next_back().map(|v| http1::ends_chunked(v.as_bytes()));
+    let codings = headers.get_all(header::TRANSFER_ENCODING);
+    let te = headers
+        .contains_key(header::TRANSFER_ENCODING)
+        .then(|| http1::chunked_alone(codings.iter().map(HeaderValue::as_bytes)));
     let length = http1::check_lengths(headers.get_all(header::CONTENT_LENGTH).iter().map(HeaderValue::as_bytes))?;
     http1::response_framing(head_request, status, te, length)
 }

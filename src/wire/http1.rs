@@ -19,8 +19,8 @@ mod host;
 mod ids;
 
 pub use framing::{
-    bodiless, check_lengths, check_status, chunked_count, content_length, ends_chunked, own_answer_closes,
-    relays_length, response_framing, Framing, Lengths, Malformed,
+    bodiless, check_lengths, check_status, chunked_alone, content_length, own_answer_closes, relays_length,
+    response_framing, Framing, Lengths, Malformed,
 };
 pub use host::valid_host;
 pub use ids::{client_request_id, date, new_request_id, random_u64};
@@ -205,9 +205,12 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Whether a `Connection` token names a field to remove. `close` and
 /// `keep-alive` name no field beyond those removed anyway, and the framing
 /// fields are never removed this way: the framing rules decide them (a
-/// `Connection: content-length` must not strip a body's length).
+/// `Connection: content-length` must not strip a body's length). Nor are
+/// `Host` and `X-Request-Id`, meant for every recipient (RFC 9110 §7.6.1):
+/// a `Connection: host` must not send the upstream a request without a
+/// `Host`, nor a `Connection: x-request-id` one without the id.
 pub fn names_a_field(token: &[u8]) -> bool {
-    !matches!(field(token), Field::ContentLength | Field::TransferEncoding)
+    !matches!(field(token), Field::ContentLength | Field::TransferEncoding | Field::Host | Field::RequestId)
         && !token.eq_ignore_ascii_case(b"close")
         && !token.eq_ignore_ascii_case(b"keep-alive")
 }
@@ -304,8 +307,11 @@ mod tests {
         let t: Vec<&[u8]> = tokens(br#" a, "b,c" ,, d\, e ,"x\"," "#).collect();
         assert_eq!(t, vec![&b"a"[..], br#""b,c""#, b"d\\", b"e", br#""x\",""#]);
         assert_eq!(tokens(b"").count(), 0);
-        assert!(ends_chunked(b"gzip, chunked") && !ends_chunked(b"chunked, gzip"));
-        assert_eq!(chunked_count(b"chunked, Chunked"), 2);
+        assert!(chunked_alone([&b"chunked"[..]]) && chunked_alone([&b" Chunked "[..]]));
+        assert!(!chunked_alone([&b"gzip, chunked"[..]]) && !chunked_alone([&b"chunked, gzip"[..]]));
+        assert!(!chunked_alone([&b"gzip"[..], b"chunked"]), "across fields too");
+        assert!(!chunked_alone([&b"chunked, Chunked"[..]]) && !chunked_alone([&b"chunked"[..], b"chunked"]));
+        assert!(!chunked_alone([&b""[..]]) && !chunked_alone([&b"identity"[..]]));
     }
 
     #[test]
@@ -335,7 +341,7 @@ mod tests {
         }
         assert!(check_status(101, true).is_ok() && check_status(101, false).is_err());
         assert!(check_status(600, false).is_err() && check_status(204, false).is_ok());
-        assert!(!relays_length(204) && !relays_length(100) && relays_length(304) && relays_length(200));
+        assert!(!relays_length(204) && !relays_length(100) && !relays_length(304) && relays_length(200));
         assert_eq!(field(b"HTTP2-Settings"), Field::HopByHop);
         assert_eq!(field(b"Surrogate-Capability"), Field::HopByHop);
         for smuggled in ["X_Forwarded_Host", "X-Original_URL", "x_host", "Content_Length", "X_Request_Id"] {

@@ -39,6 +39,10 @@ pub enum RawAnswer {
     /// request, close without answering (an upstream that timed out a
     /// keep-alive connection just as it was reused).
     CloseIfReused(Vec<u8>),
+    /// These bytes, then this many milliseconds reading nothing more, then
+    /// close (a request that came meanwhile, unread, makes it a reset): a
+    /// keep-alive timeout racing the next request.
+    ThenCloseUnread(u64, Vec<u8>),
     /// A cacheable page built from `X-Forwarded-Proto`/`-Host`, as web
     /// frameworks build absolute URLs.
     ReflectForwarded,
@@ -126,6 +130,11 @@ async fn serve(up: RawUpstream, mut s: TcpStream) {
             }
             RawAnswer::Hang => {
                 tokio::time::sleep(Duration::from_secs(60)).await;
+                return;
+            }
+            RawAnswer::ThenCloseUnread(ms, b) => {
+                let _ = s.write_all(&b).await;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
                 return;
             }
             RawAnswer::Late(ms, b) => {

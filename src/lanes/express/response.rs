@@ -108,8 +108,7 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     }
     // First pass: framing and the fields `Connection` names; each field's
     // kind is kept for the second.
-    let (mut close, mut has_date, mut freshness) = (false, false, false);
-    let mut transfer_encoding: Option<bool> = None;
+    let (mut close, mut has_date, mut freshness, mut encoded) = (false, false, false, false);
     let mut lengths = http1::Lengths::default();
     let mut named: Vec<&[u8]> = Vec::new();
     let mut kinds = [Field::Other; MAX_FIELDS];
@@ -127,13 +126,16 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
                     }
                 }
             }
-            Field::TransferEncoding => transfer_encoding = Some(http1::ends_chunked(h.value)),
+            Field::TransferEncoding => encoded = true,
             Field::Date => has_date = true,
             _ => {}
         }
     }
+    let transfer_encoding = encoded.then(|| {
+        let fields = resp.headers.iter().zip(&kinds);
+        http1::chunked_alone(fields.filter(|(_, k)| **k == Field::TransferEncoding).map(|(h, _)| h.value))
+    });
     let length = lengths.0;
-    let encoded = transfer_encoding.is_some();
     // A pass's answer is looked at (is it storable now?) only when it could be.
     let keep_all = add.keep_fields && (freshness || add.rule_route);
     let framing = http1::response_framing(add.head_request, status, transfer_encoding, length)?;

@@ -12,14 +12,22 @@ pub fn content_length(value: &[u8]) -> Option<u64> {
     Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-/// Whether the last transfer coding of a `Transfer-Encoding` value is `chunked`.
-pub fn ends_chunked(value: &[u8]) -> bool {
-    tokens(value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
-}
-
-/// How many times `chunked` appears in a `Transfer-Encoding` value.
-pub fn chunked_count(value: &[u8]) -> usize {
-    tokens(value).filter(|t| t.eq_ignore_ascii_case(b"chunked")).count()
+/// Whether a message's `Transfer-Encoding` values (every field, in order)
+/// say `chunked` and nothing else, once. Any other coding (`gzip, chunked`)
+/// is one perfproxy would have to decode or name on: it is refused (a
+/// `400` in a request, a `502` in an answer, as nginx does), never relayed
+/// with its name dropped; `chunked` twice would be decoded once.
+pub fn chunked_alone<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    let mut chunked = 0;
+    for value in values {
+        for coding in tokens(value) {
+            if !coding.eq_ignore_ascii_case(b"chunked") {
+                return false;
+            }
+            chunked += 1;
+        }
+    }
+    chunked == 1
 }
 
 /// A status an upstream may answer with: three digits from 100 to 599.
@@ -41,9 +49,10 @@ pub fn check_status(code: u16, upgrade_sent: bool) -> Result<(), Malformed> {
 
 /// Whether an answer with this status may carry `Content-Length` to the
 /// client: never a 1xx or a 204 (RFC 9110 §8.6), which have no body and no
-/// length; a HEAD or 304 answer keeps the length it would have had.
+/// length, nor a 304 (it may say what its 200 would have had, and hyper
+/// never sends it: one rule for both lanes); a HEAD answer keeps its length.
 pub fn relays_length(status: u16) -> bool {
-    status != 204 && !(100..200).contains(&status)
+    !matches!(status, 204 | 304) && !(100..200).contains(&status)
 }
 
 /// Why an upstream answer is refused (a 502; the connection is discarded).
@@ -62,11 +71,11 @@ pub enum Framing {
     Close,
 }
 
-/// RFC 9112 §6.3 for a response: `transfer_encoding` is `Some(ends in
-/// chunked)` when the field is present; `length` the agreed `Content-Length`.
-/// A `Transfer-Encoding` whose last coding is not `chunked` is refused (a
-/// `502` on both lanes), not read to the connection's end: what a client
-/// would get is coded bytes no field names.
+/// RFC 9112 §6.3 for a response: `transfer_encoding` is `Some(`[`chunked_alone`]`)`
+/// when the field is present; `length` the agreed `Content-Length`.
+/// A `Transfer-Encoding` other than `chunked` alone is refused (a `502` on
+/// both lanes), not read to the connection's end nor relayed: what a
+/// client would get is coded bytes no field names.
 pub fn response_framing(
     head_request: bool,
     status: u16,
@@ -74,7 +83,7 @@ pub fn response_framing(
     length: Option<u64>,
 ) -> Result<Framing, Malformed> {
     if transfer_encoding == Some(false) {
-        return Err(Malformed("Transfer-Encoding not ending in chunked"));
+        return Err(Malformed("Transfer-Encoding other than chunked alone"));
     }
     if bodiless(head_request, status) {
         return Ok(Framing::Empty);

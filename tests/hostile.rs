@@ -615,3 +615,50 @@ async fn an_http2_answer_held_by_flow_control_outlives_the_idle_goaway() {
     assert!(ended && body == size, "{body} of {size} bytes, END_STREAM {ended}");
     proxy.shutdown().await;
 }
+
+/// Found by an attack from outside: a GET with a body ("fat GET") was
+/// answered from what its body said, stored, and served to requests that
+/// sent none. A GET with a body bypasses the cache (it still goes
+/// upstream, body and all), on both lanes; the plain GET after it is a
+/// miss of its own.
+#[tokio::test]
+async fn a_get_with_a_body_is_never_stored_nor_served_from_the_cache() {
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        let page = "HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\nContent-Length: 4\r\n\r\npage";
+        up.answer("/fat", RawAnswer::Bytes(page.as_bytes().to_vec()));
+        let proxy = proxy_on(&up, lane, &[]).await;
+        let fat = b"GET /fat HTTP/1.1\r\nHost: app\r\nContent-Length: 12\r\n\r\n{\"q\":\"evil\"}";
+        let (resp, _) = raw(proxy.addr, fat, WAIT).await;
+        assert_eq!(status_of(&resp), 200, "lane {lane}: {resp}");
+        assert_eq!(head_field(&resp, "x-cache"), ["BYPASS"], "lane {lane}: {resp}");
+        let chunked = b"GET /fat HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nevil\r\n0\r\n\r\n";
+        let (resp, _) = raw(proxy.addr, chunked, WAIT).await;
+        assert_eq!(head_field(&resp, "x-cache"), ["BYPASS"], "lane {lane}: {resp}");
+        for want in ["MISS", "HIT"] {
+            let (resp, _) = raw(proxy.addr, b"GET /fat HTTP/1.1\r\nHost: app\r\n\r\n", WAIT).await;
+            assert_eq!(head_field(&resp, "x-cache"), [want], "lane {lane}: {resp}");
+        }
+        let bodies: Vec<Vec<u8>> = up.seen().into_iter().map(|s| s.body).collect();
+        assert_eq!(bodies, [b"{\"q\":\"evil\"}".to_vec(), b"evil".to_vec(), Vec::new()], "lane {lane}");
+        proxy.shutdown().await;
+    }
+}
+
+/// Found by an attack from outside: an HTTP/2 request with neither
+/// `:authority` nor `Host` went upstream with the upstream's own authority
+/// as its Host. RFC 9113 §8.3.1 requires one of them: refused, nothing upstream.
+#[tokio::test]
+async fn an_http2_request_without_authority_or_host_never_reaches_the_upstream() {
+    use support::h2raw::{self, frame};
+    let up = spawn_raw_upstream().await;
+    let proxy = proxy_on(&up, "true", &[]).await;
+    let mut s = h2raw::connect(proxy.addr).await;
+    let fields = [(":method", "GET"), (":scheme", "http"), (":path", "/no-authority")];
+    s.write_all(&frame(0x1, 0x5, 1, &h2raw::block(&fields))).await.unwrap();
+    let (frames, _) = h2raw::read_frames(&mut s, WAIT).await;
+    assert!(frames.iter().any(|f| f.kind == 0x1 || f.kind == 0x3), "answered or reset: {frames:?}");
+    assert!(up.seen().is_empty(), "{:?}", up.seen().iter().map(|s| &s.target).collect::<Vec<_>>());
+    drop(s);
+    proxy.shutdown().await;
+}

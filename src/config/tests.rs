@@ -58,3 +58,30 @@ fn shipped_example_config_is_valid() {
     let s = read_file(&path).unwrap();
     Config::validate(s, Some(path)).unwrap();
 }
+
+/// Found by an attack from outside: an upstream port out of range was read
+/// as no port (80), and endpoint paths that collide were accepted
+/// (`performance = "/health"` served the figures, unguarded, where probes read).
+#[test]
+fn upstream_ports_and_colliding_endpoint_paths_are_refused() {
+    for url in ["http://x:99999", "http://127.0.0.1:85037", "http://x:0", "http://x:", "http://[::1]:70000"] {
+        let e = invalid(&["perfproxy", "--upstream", url]);
+        assert_eq!(e.key, "--upstream", "{url}: {e}");
+    }
+    for url in ["http://x:65535", "https://[::1]:8443/", "http://backend"] {
+        assert!(from_args(["perfproxy", "--upstream", url]).is_ok(), "{url}");
+    }
+    let p = Path::new("t.toml");
+    for (text, key) in [
+        ("[endpoints]\nperformance = \"/health\"\n", "endpoints.health"),
+        ("[endpoints]\nmetrics = \"/health/live\"\n", "endpoints.metrics"),
+        ("[endpoints]\npurge = \"/performance/x\"\n", "endpoints.purge"),
+        ("[endpoints]\nhealth = \"/\"\n", "endpoints.health"),
+    ] {
+        let settings = parse_file(text, p).expect("parses");
+        let e = Config::validate(settings, None).expect_err(text);
+        assert_eq!(e.key, key, "{text}: {e}");
+    }
+    let settings = parse_file("[endpoints]\nperformance = \"/ops/perf\"\nhealth = \"/ops/health\"\n", p).unwrap();
+    assert!(Config::validate(settings, None).is_ok());
+}

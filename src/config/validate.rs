@@ -106,7 +106,9 @@ fn upstream_addr(key: &str, v: &str) -> Result<UpstreamAddr, ConfigError> {
         _ => return Err(bad()),
     };
     let authority = uri.authority().ok_or_else(bad)?.clone();
-    if authority.as_str().contains('@') || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+    // `uri-host [":" port]`, a port of 1-65535 (`:99999` would be read as no port: 80).
+    let host_and_port = crate::wire::http1::valid_host(authority.as_str().as_bytes());
+    if !host_and_port || !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(bad());
     }
     let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
@@ -195,6 +197,26 @@ impl Config {
         path("endpoints.health", &e.health)?;
         path("endpoints.metrics", &e.metrics)?;
         path("endpoints.purge", &e.purge)?;
+        // Each endpoint's paths apart from every other's: `performance =
+        // "/health"` would serve the figures where probes read, unguarded.
+        let paths = [
+            ("endpoints.performance", &e.performance),
+            ("endpoints.health", &e.health),
+            ("endpoints.metrics", &e.metrics),
+            ("endpoints.purge", &e.purge),
+        ];
+        for (i, (key, p)) in paths.iter().enumerate() {
+            let under = |a: &str, b: &str| {
+                a == b || b.strip_prefix(a.trim_end_matches('/')).is_some_and(|rest| rest.starts_with('/'))
+            };
+            if let Some((other, _)) = paths[..i].iter().find(|(_, q)| under(p, q) || under(q, p)) {
+                return Err(ConfigError::new(
+                    *key,
+                    format!("{p:?}"),
+                    format!("a path apart from {other} and its subpaths"),
+                ));
+            }
+        }
 
         let mut routes = Vec::with_capacity(s.routes.len());
         for (i, r) in s.routes.iter().enumerate() {

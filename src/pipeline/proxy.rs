@@ -155,9 +155,13 @@ fn prepare(client: &Client, parts: &mut http::request::Parts, upgrade: Option<He
     if parts.uri.path() == "*" && parts.method != Method::OPTIONS {
         return Err(ProxyError::BadRequest("an asterisk-form target (OPTIONS only)"));
     }
-    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, whatever its target.
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, whatever
+    // its target; RFC 9113 §8.3.1: an HTTP/2 one needs `:authority` or Host.
     if host_count == 0 && parts.version == Version::HTTP_11 {
         return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+    }
+    if host_count == 0 && parts.version == Version::HTTP_2 && parts.uri.authority().is_none() {
+        return Err(ProxyError::BadRequest("HTTP/2 request without :authority or Host"));
     }
     // Absolute-form targets (`GET http://h/p`) become origin-form; their authority is the Host.
     if let Some(authority) = parts.uri.authority() {

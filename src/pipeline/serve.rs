@@ -67,7 +67,11 @@ async fn through_cache(
     let cache = &client.worker.shared.cache;
     let counters = &client.worker.cache_counters;
     let method = parts.method.clone();
-    if !http1::consults_cache(&method, parts.headers.contains_key(header::RANGE)) {
+    // A GET with a body ("fat GET") is answered from what the body said:
+    // stored, it would be served to requests that sent none (RFC 9110
+    // §9.3.1 gives such a body no meaning; a backend may read it anyway).
+    let body_sent = !http_body::Body::is_end_stream(&body);
+    if !http1::consults_cache(&method, parts.headers.contains_key(header::RANGE)) || body_sent {
         let target = http1::is_unsafe(&method).then(|| (host(&parts).to_string(), parts.uri.path().to_string()));
         let fwd = if http1::consults_cache(&method, false) { Fwd::Bypass } else { Fwd::Method };
         let up = bypass(client, parts, body).await?;

@@ -26,6 +26,7 @@ pub mod policy;
 pub mod redis_layer;
 pub mod rules;
 pub mod stats;
+mod unconfirmed;
 pub mod variants;
 
 pub use flights::{FlightGuard, Flights, Joined, Passes};
@@ -94,6 +95,8 @@ pub struct Cache {
     generation: AtomicU64,
     /// The latest invalidations, by generation.
     recent: Mutex<VecDeque<(u64, Glob)>>,
+    /// Invalidations Redis has yet to take (never read back meanwhile).
+    unconfirmed: unconfirmed::Unconfirmed,
 }
 
 impl std::fmt::Debug for Cache {
@@ -150,6 +153,7 @@ impl Cache {
             instance: instance_name(),
             generation: AtomicU64::new(0),
             recent: Mutex::default(),
+            unconfirmed: unconfirmed::Unconfirmed::default(),
         })
     }
 
@@ -233,6 +237,10 @@ impl Cache {
             return (Found::Entry(e), None);
         }
         let Some(redis) = &self.redis else { return (Found::Nothing, None) };
+        if self.unconfirmed.selects(key) {
+            // Redis may still hold what a write or a purge removed.
+            return (Found::Nothing, None);
+        }
         let timeout = self.rules().redis_timeout;
         let sent = Instant::now();
         let asked = tokio::time::timeout(timeout, redis.get(key)).await;

@@ -12,7 +12,8 @@ use std::time::Duration;
 use tracing::debug;
 
 use super::key::{self, Glob};
-use super::{redis_layer, Cache, Counters};
+use super::unconfirmed::Invalidation;
+use super::{Cache, Counters};
 
 /// Invalidations remembered to stop racing fills (see [`Cache::invalidated_since`]).
 const RECENT_INVALIDATIONS: usize = 256;
@@ -50,7 +51,8 @@ impl Cache {
                 }
             };
             let listener = redis.listen(&this.instance, drop_pattern, drop_tag, || this.drop_all_memory());
-            tokio::join!(sweeper, listener);
+            let retrier = this.unconfirmed.retry(&redis, &this.instance);
+            tokio::join!(sweeper, listener, retrier);
         };
         tokio::select! {
             _ = work => {},
@@ -92,25 +94,35 @@ impl Cache {
         for tag in tags {
             purged.extend(self.drop_tag_from_memory(tag));
         }
-        if let Some(redis) = &self.redis {
-            let remote = async {
-                let keys = redis.delete_tagged(tags).await?;
-                for tag in tags {
-                    redis.publish_tag(&self.instance, tag).await?;
-                }
-                Ok::<_, redis_layer::LayerError>(keys)
-            };
-            match tokio::time::timeout(timeout, remote).await {
-                Ok(Ok(keys)) => purged.extend(keys),
-                Ok(Err(e)) => {
-                    debug!(error = %e, "cache: redis tag purge failed");
-                    Counters::add(&counters.errors, 1);
-                }
-                Err(_) => Counters::add(&counters.errors, 1),
-            }
-        }
+        let paths = purged.iter().map(|k| Glob::exact(key::path_of(k))).collect();
+        self.invalidate_in_redis(Invalidation::Tags(tags.to_vec(), paths), timeout, counters, &mut purged).await;
         Counters::add(&counters.invalidations, purged.len() as u64);
         purged.len()
+    }
+
+    /// Tells Redis (and through it the other instances) of an invalidation
+    /// memory has had; the keys Redis held join `purged`. One that fails or
+    /// outlasts `timeout` is held and retried in the background
+    /// ([`unconfirmed`](super::unconfirmed)), never lost.
+    async fn invalidate_in_redis(
+        &self,
+        invalidation: Invalidation,
+        timeout: Duration,
+        counters: &Counters,
+        purged: &mut HashSet<String>,
+    ) {
+        let Some(redis) = &self.redis else { return };
+        let failed = match tokio::time::timeout(timeout, invalidation.send(redis, &self.instance)).await {
+            Ok(Ok(keys)) => {
+                purged.extend(keys);
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", timeout.as_millis()),
+        };
+        Counters::add(&counters.errors, 1);
+        debug!(?invalidation, error = %failed, "cache: redis did not take an invalidation; retrying it in the background");
+        self.unconfirmed.hold(invalidation);
     }
 
     /// Drops the whole memory layer (after missed invalidations).
@@ -124,21 +136,7 @@ impl Cache {
     /// Redis part.
     pub async fn invalidate(&self, pattern: &Glob, timeout: Duration, counters: &Counters) -> usize {
         let mut purged = self.drop_from_memory(pattern);
-        if let Some(redis) = &self.redis {
-            let remote = async {
-                let keys = redis.delete_matching(pattern).await?;
-                redis.publish(&self.instance, pattern).await?;
-                Ok::<_, redis_layer::LayerError>(keys)
-            };
-            match tokio::time::timeout(timeout, remote).await {
-                Ok(Ok(keys)) => purged.extend(keys),
-                Ok(Err(e)) => {
-                    debug!(error = %e, pattern = pattern.as_str(), "cache: redis invalidation failed");
-                    Counters::add(&counters.errors, 1);
-                }
-                Err(_) => Counters::add(&counters.errors, 1),
-            }
-        }
+        self.invalidate_in_redis(Invalidation::Pattern(pattern.clone()), timeout, counters, &mut purged).await;
         Counters::add(&counters.invalidations, purged.len() as u64);
         purged.len()
     }

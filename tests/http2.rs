@@ -255,3 +255,46 @@ async fn rapid_reset_gets_a_goaway_and_few_requests_reach_the_upstream() {
     assert!(reached < 200, "{reached} of 5000 reset streams reached the upstream");
     still_serves(&proxy).await;
 }
+
+/// Found by an attack from outside: streams reset only after they were
+/// forwarded (100 at a time, cancelled 100 ms later, again and again) were
+/// never counted, so one connection kept thousands of requests at the
+/// upstream past its 100-stream limit. A connection whose client cancels
+/// most of its streams in progress, past 100, gets a GOAWAY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_cancelled_after_they_were_forwarded_get_a_goaway() {
+    let up = spawn_upstream().await;
+    up.script_slow("/slow-cancel", &[], "late", 5_000);
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+    let mut s = h2raw::connect(proxy.addr).await;
+    let mut frames = Vec::new();
+    for round in 0..10u32 {
+        let ids: Vec<u32> = (0..100).map(|i| 1 + 2 * (round * 100 + i)).collect();
+        let mut out = Vec::new();
+        for &id in &ids {
+            let fields = h2raw::request("GET", "/slow-cancel", &[]);
+            out.extend(frame(h2raw::HEADERS, h2raw::END_HEADERS | h2raw::END_STREAM, id, &fields));
+        }
+        if s.write_all(&out).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let resets: Vec<u8> =
+            ids.iter().flat_map(|&id| frame(h2raw::RST_STREAM, 0, id, &0x8u32.to_be_bytes())).collect();
+        if s.write_all(&resets).await.is_err() {
+            break;
+        }
+        let (got, closed) = h2raw::read_frames(&mut s, Duration::from_millis(100)).await;
+        frames.extend(got);
+        if closed || frames.iter().any(|f| f.kind == h2raw::GOAWAY) {
+            break;
+        }
+    }
+    assert!(frames.iter().any(|f| f.kind == h2raw::GOAWAY), "a GOAWAY: {frames:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reached = up.hits("/slow-cancel");
+    eprintln!("cancel after forwarding: {reached} streams reached the upstream");
+    assert!(reached <= 250, "{reached} cancelled streams reached the upstream");
+    drop(s);
+    still_serves(&proxy).await;
+}

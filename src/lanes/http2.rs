@@ -9,6 +9,11 @@
 //! h2 stops at the limit, not at the end of the block), flow-control
 //! windows, and streams reset before they were served (rapid reset,
 //! CVE-2023-44487: past `max_pending_resets` the connection gets a GOAWAY).
+//! Streams reset after they were forwarded, while the upstream works on
+//! them, are counted too ([`Cancels`]): a connection whose client cancels
+//! most of what it asks, past [`CANCELS_TOLERATED`], gets a GOAWAY, so
+//! one connection cannot keep more requests upstream than its stream limit
+//! by cancelling and reopening (Envoy's "premature reset" rule).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -31,6 +36,42 @@ use crate::lanes::express::Rewind;
 use crate::lanes::linger::{Activity, ClientIo};
 use crate::shared::state::Client;
 use crate::upstream::LocalExec;
+
+/// Streams a client may cancel while in progress before the rule below applies.
+pub const CANCELS_TOLERATED: u32 = 100;
+
+/// A connection's streams begun and cancelled by the client while their
+/// answer was still being made (the handler dropped before it ended). Past
+/// [`CANCELS_TOLERATED`] cancels, at least half of all its streams, the
+/// connection is told to go (`too_many`).
+#[derive(Default)]
+struct Cancels {
+    begun: Cell<u32>,
+    cancelled: Cell<u32>,
+    too_many: tokio::sync::Notify,
+}
+
+/// Counts its stream as cancelled unless it [`ended`](InProgress::ended).
+struct InProgress(Rc<Cancels>, bool);
+
+impl InProgress {
+    fn ended(&mut self) {
+        self.1 = true;
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        if self.1 {
+            return;
+        }
+        let c = &self.0;
+        c.cancelled.set(c.cancelled.get().saturating_add(1));
+        if c.cancelled.get() >= CANCELS_TOLERATED && c.cancelled.get().saturating_mul(2) >= c.begun.get() {
+            c.too_many.notify_one();
+        }
+    }
+}
 
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -101,9 +142,18 @@ pub async fn serve(
     let last_stream = Rc::new(Cell::new(Instant::now()));
     let seen = last_stream.clone();
     let streams = crate::lanes::service::service(client, activity.clone());
+    let cancels = Rc::new(Cancels::default());
+    let counted = cancels.clone();
     let service = service_fn(move |req| {
         seen.set(Instant::now());
-        streams.call(req)
+        counted.begun.set(counted.begun.get().saturating_add(1));
+        let mut in_progress = InProgress(counted.clone(), false);
+        let answer = streams.call(req);
+        async move {
+            let answer = answer.await;
+            in_progress.ended();
+            answer
+        }
     });
     let conn = server.serve_connection(TokioIo::new(io), service);
     let mut conn = Drainable::new(conn, drain.clone(), id, activity);
@@ -115,6 +165,12 @@ pub async fn serve(
                     conn.close_gracefully();
                     break conn.await;
                 }
+            }
+            () = cancels.too_many.notified() => {
+                debug!(peer = %peer.ip(), cancelled = cancels.cancelled.get(), begun = cancels.begun.get(),
+                    "HTTP/2 client cancels most streams in progress: GOAWAY");
+                conn.close_gracefully();
+                break conn.await;
             }
         }
     };

@@ -244,3 +244,36 @@ async fn surrogate_control_targeted_at_perfproxy() {
         proxy.shutdown().await;
     }
 }
+
+/// Found by an attack from outside: a revalidation `304` that brought a
+/// `Set-Cookie` (a session rotated by the origin) was dropped, with the
+/// rest of its fields: the client got the stored answer alone. It gets the
+/// updated answer, its cookie included (RFC 9111 §4.3.4); the cookie is
+/// never stored, so the next request revalidates again and gets its own.
+#[tokio::test]
+async fn a_revalidation_304_with_set_cookie_reaches_its_client_and_is_not_stored() {
+    let up = spawn_raw_upstream().await;
+    up.answer(
+        "/rotate",
+        answer("HTTP/1.1 200 OK\r\nCache-Control: max-age=1\r\nETag: \"s1\"\r\nContent-Length: 4", "page"),
+    );
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+    assert!(get(&proxy, "GET", "/rotate").await.starts_with("HTTP/1.1 200"));
+    let hit = get(&proxy, "GET", "/rotate").await;
+    assert_eq!(field(&hit, "x-cache"), Some("HIT"), "{hit}");
+    up.answer(
+        "/rotate",
+        answer("HTTP/1.1 304 Not Modified\r\nETag: \"s1\"\r\nCache-Control: max-age=1\r\nSet-Cookie: sid=2", ""),
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    for round in 0..2 {
+        let revalidated = get(&proxy, "GET", "/rotate").await;
+        assert!(revalidated.starts_with("HTTP/1.1 200"), "{round}: {revalidated}");
+        assert!(revalidated.ends_with("\r\n\r\npage"), "{round}: the stored body: {revalidated}");
+        assert_eq!(field(&revalidated, "set-cookie"), Some("sid=2"), "{round}: {revalidated}");
+    }
+    let conditional =
+        up.seen().iter().filter(|s| s.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("if-none-match"))).count();
+    assert_eq!(conditional, 2, "the cookie was not stored: each request revalidated");
+    proxy.shutdown().await;
+}

@@ -203,14 +203,15 @@ fn not_modified(entry: &Entry, request: &HeaderMap) -> bool {
 
 /// The stored entry updated by a `304` (RFC 9111 §4.3.4): its headers
 /// replace the stored ones (framing excepted) and its times restart the
-/// clock. `None` if the updated response may no longer be stored.
+/// clock; with whether it may still be stored (a `304` that brings a
+/// `Set-Cookie` makes it one not to store, but the client's answer).
 pub fn refreshed(
     e: &Entry,
     update: &HeaderMap,
     request_time: SystemTime,
     response_time: SystemTime,
     policy: &Policy,
-) -> Option<Entry> {
+) -> (Entry, bool) {
     let mut headers = e.headers.clone();
     for name in update.keys() {
         // Framing, content metadata and the validator stay the stored body's.
@@ -233,16 +234,18 @@ pub fn refreshed(
         // Still the variant of a coding perfproxy chose, whatever `Vary` the 304 brought.
         crate::wire::encoding::add_vary(&mut headers);
     }
-    let lifetime = policy::lifetime(policy, &HeaderMap::new(), e.status, &headers, response_time)?;
+    let lifetime = policy::lifetime(policy, &HeaderMap::new(), e.status, &headers, response_time);
     // Read for the lifetime above, perfproxy's own: not stored, not relayed.
     headers.remove(&policy::SURROGATE_CONTROL);
-    Some(Entry {
+    let storable = lifetime.is_some();
+    let updated = Entry {
         initial_age: policy::initial_age(update, request_time, response_time).as_millis() as u64,
         response_time: policy::epoch_ms(response_time),
-        lifetime,
+        lifetime: lifetime.unwrap_or_else(|| e.lifetime.clone()),
         headers,
         ..e.clone()
-    })
+    };
+    (updated, storable)
 }
 
 /// `only-if-cached` with nothing usable stored: 504 (RFC 9111 §5.2.1.7).

@@ -80,19 +80,18 @@ impl Ctx {
         };
         match (result, stored) {
             (Ok(up), Some(e)) if up.parts.status == StatusCode::NOT_MODIFIED && revalidating => {
-                let merged = refreshed(&e, &up.parts.headers, request_time, response_time, &self.policy);
+                let (merged, stored) = refreshed(&e, &up.parts.headers, request_time, response_time, &self.policy);
                 // Read the (empty) body so the connection goes back to the pool.
                 drop(ProxyBody::upstream(up.body, up.lease, up.read_timeout));
                 Counters::add(&self.counters().hits, 1);
-                let stored = merged.is_some();
-                let entry = match merged {
-                    Some(m) => {
-                        let m = Arc::new(m);
-                        self.cache().store_fetched(&self.key, m.clone(), generation, self.counters());
-                        m
-                    }
-                    None => e,
-                };
+                // The client gets the updated response (RFC 9111 §4.3.4),
+                // stored only if it still may be: a 304 that brings a
+                // `Set-Cookie` gives this client its cookie and leaves the
+                // stored copy as it was (to be revalidated again).
+                let entry = Arc::new(merged);
+                if stored {
+                    self.cache().store_fetched(&self.key, entry.clone(), generation, self.counters());
+                }
                 let mut resp = answer(&entry, &client_headers, self.head, Outcome::Hit);
                 resp.headers_mut().insert(CACHE_STATUS.clone(), Fwd::Stale.value(stored));
                 resp.extensions_mut().insert(went_upstream);

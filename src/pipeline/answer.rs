@@ -241,7 +241,7 @@ pub fn refreshed(
     let updated = Entry {
         initial_age: policy::initial_age(update, request_time, response_time).as_millis() as u64,
         response_time: policy::epoch_ms(response_time),
-        lifetime: lifetime.unwrap_or_else(|| e.lifetime.clone()),
+        lifetime: lifetime.unwrap_or(e.lifetime),
         headers,
         ..e.clone()
     };

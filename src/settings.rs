@@ -54,6 +54,8 @@ pub struct Settings {
     pub upstream_idle_timeout_ms: u64,
     /// The longest wait for the next bytes of an upstream answer's body once its head came.
     pub upstream_read_timeout_ms: u64,
+    /// The longest a write to a client may wait with none of its bytes taken.
+    pub send_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
     /// After SIGTERM: readiness 503 and new connections still accepted this long (ms), before draining.
     pub shutdown_delay_ms: u64,
@@ -111,6 +113,7 @@ impl Default for Settings {
             upstream_timeout_ms: 30_000,
             upstream_idle_timeout_ms: 4_000,
             upstream_read_timeout_ms: 60_000,
+            send_timeout_ms: 60_000,
             shutdown_grace_ms: 30_000,
             shutdown_delay_ms: 0,
             header_read_timeout_ms: 10_000,

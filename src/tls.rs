@@ -6,6 +6,7 @@
 
 pub mod files;
 pub mod listener;
+pub mod send_clock;
 pub mod stats;
 pub mod stream;
 pub mod upstream;

@@ -277,3 +277,33 @@ async fn a_revalidation_304_with_set_cookie_reaches_its_client_and_is_not_stored
     assert_eq!(conditional, 2, "the cookie was not stored: each request revalidated");
     proxy.shutdown().await;
 }
+
+/// A revalidation `304` whose strong `ETag` is not the stored one names
+/// another representation: it must not update the stored response (RFC
+/// 9111 §4.3.4), whose body it does not describe. The request goes again
+/// unconditionally and the client gets (and the cache stores) the new one.
+#[tokio::test]
+async fn a_revalidation_304_naming_another_etag_does_not_refresh_the_entry() {
+    let up = spawn_raw_upstream().await;
+    up.answer(
+        "/moved-on",
+        answer("HTTP/1.1 200 OK\r\nCache-Control: max-age=1\r\nETag: \"one\"\r\nContent-Length: 3", "one"),
+    );
+    let proxy = spawn_proxy(&up.url(), &[]).await;
+    assert!(get(&proxy, "GET", "/moved-on").await.ends_with("\r\n\r\none"));
+    let not_modified = b"HTTP/1.1 304 Not Modified\r\nETag: \"two\"\r\nCache-Control: max-age=60\r\n\r\n".to_vec();
+    let two = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nETag: \"two\"\r\nContent-Length: 3\r\n\r\ntwo";
+    up.answer("/moved-on", RawAnswer::IfNoneMatch(not_modified, two.to_vec()));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let again = get(&proxy, "GET", "/moved-on").await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+    assert!(again.ends_with("\r\n\r\ntwo"), "the new representation, not the stored body: {again}");
+    assert_eq!(field(&again, "etag"), Some("\"two\""), "{again}");
+    let hit = get(&proxy, "GET", "/moved-on").await;
+    assert_eq!(field(&hit, "x-cache"), Some("HIT"), "{hit}");
+    assert!(hit.ends_with("\r\n\r\ntwo"), "{hit}");
+    let seen: Vec<bool> =
+        up.seen().iter().map(|s| s.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("if-none-match"))).collect();
+    assert_eq!(seen, [false, true, false], "stored, revalidated, fetched again");
+    proxy.shutdown().await;
+}

@@ -31,6 +31,7 @@ fn bad_configuration_exits_2_naming_the_key() {
         (vec!["--config".into(), write_config("lisen = \"127.0.0.1:1\"\n")], vec![], "lisen"),
         (vec!["--config".into(), write_config("[cache]\nmemory_bytes = \"lots\"\n")], vec![], "cache.memory_bytes"),
         (vec!["--config".into(), write_config("[alerts]\nerror_rate = 7.5\n")], vec![], "alerts.error_rate"),
+        (vec!["--config".into(), write_config("send_timeout_ms = 0\n")], vec![], "send_timeout_ms"),
         (vec!["--config".into(), write_config("[[routes]]\npattern = \"users/:id\"\n")], vec![], "routes[0].pattern"),
         (vec!["--config".into(), "/nonexistent/perfproxy.toml".into()], vec![], "--config"),
         (vec!["--config".into(), write_config("listen = [\n")], vec![], "listen"),

@@ -111,12 +111,18 @@ type Diffs = Vec<(String, String)>;
 
 type Seen = Vec<(String, String, Vec<(String, Vec<String>)>, Vec<u8>)>;
 
+/// What the upstream saw for one case, in a set order: a background
+/// revalidation (`stale-while-revalidate`) races the case's next request
+/// to the upstream, on either lane.
 fn seen_for(up: &RawUpstream, path: &str, masks: &Masks) -> Seen {
-    up.seen()
+    let mut seen: Seen = up
+        .seen()
         .into_iter()
         .filter(|r| r.target.starts_with(path))
         .map(|r| (r.method, r.target, masks.fields(&grouped(r.headers.into_iter())), r.body))
-        .collect()
+        .collect();
+    seen.sort_by_cached_key(|s| format!("{s:?}"));
+    seen
 }
 
 async fn lanes_alike(config: &str, seed_salt: u64) {

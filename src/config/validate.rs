@@ -38,6 +38,8 @@ pub struct Config {
     pub upstream_idle_timeout: Duration,
     /// The longest wait for the next bytes of an upstream body (`upstream_read_timeout_ms`).
     pub upstream_read_timeout: Duration,
+    /// The longest a write to a client waits with none of its bytes taken (`send_timeout_ms`).
+    pub send_timeout: Duration,
     pub shutdown_grace: Duration,
     pub shutdown_delay: Duration,
     pub header_read_timeout: Duration,
@@ -170,6 +172,7 @@ impl Config {
         let upstream_timeout = positive_ms("upstream_timeout_ms", s.upstream_timeout_ms)?;
         let upstream_idle_timeout = positive_ms("upstream_idle_timeout_ms", s.upstream_idle_timeout_ms)?;
         let upstream_read_timeout = positive_ms("upstream_read_timeout_ms", s.upstream_read_timeout_ms)?;
+        let send_timeout = positive_ms("send_timeout_ms", s.send_timeout_ms)?;
         let shutdown_grace = Duration::from_millis(s.shutdown_grace_ms);
         let shutdown_delay =
             Duration::from_millis(in_range("shutdown_delay_ms", s.shutdown_delay_ms, 0, 600_000)? as u64);
@@ -388,6 +391,7 @@ impl Config {
             upstream_timeout,
             upstream_idle_timeout,
             upstream_read_timeout,
+            send_timeout,
             shutdown_grace,
             shutdown_delay,
             header_read_timeout,

@@ -340,7 +340,8 @@ impl Conn {
         let close = self.closes();
         self.buf.advance(self.head.len);
         let resp = proxy::respond(&self.client, req).await;
-        match reply::write(&mut self.stream, &mut self.scratch.out, resp, head_request, close).await {
+        let send_timeout = self.client.worker.shared.config.send_timeout;
+        match reply::write(&mut self.stream, &mut self.scratch.out, resp, head_request, close, send_timeout).await {
             Ok(keep) => keep,
             Err(e) => {
                 debug!(error = %e, "client connection ended mid-response");
@@ -360,8 +361,8 @@ impl Conn {
         if let Ok(id) = http::HeaderValue::from_bytes(&self.request_id) {
             resp.headers_mut().insert(crate::wire::headers::X_REQUEST_ID.clone(), id);
         }
-        let out = &mut self.scratch.out;
-        let keep = reply::write(&mut self.stream, out, resp, head_request, close).await.unwrap_or(false);
+        let (out, send_timeout) = (&mut self.scratch.out, self.client.worker.shared.config.send_timeout);
+        let keep = reply::write(&mut self.stream, out, resp, head_request, close, send_timeout).await.unwrap_or(false);
         self.own_answer_closed |= !keep;
         keep
     }

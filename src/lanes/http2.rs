@@ -34,8 +34,8 @@ use crate::config::Config;
 use crate::lanes::drain::{Drain, Drainable};
 use crate::lanes::express::Rewind;
 use crate::lanes::linger::{Activity, ClientIo};
+use crate::lanes::stream_clock::StreamExec;
 use crate::shared::state::Client;
-use crate::upstream::LocalExec;
 
 /// Streams a client may cancel while in progress before the rule below applies.
 pub const CANCELS_TOLERATED: u32 = 100;
@@ -77,10 +77,10 @@ impl Drop for InProgress {
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// hyper's HTTP/2 server with the `[http2]` limits.
-pub fn server(config: &Config) -> http2::Builder<LocalExec> {
+pub fn server(config: &Config) -> http2::Builder<StreamExec> {
     let limits = &config.protocols.http2;
     let window = limits.initial_window_bytes as u32;
-    let mut b = http2::Builder::new(LocalExec);
+    let mut b = http2::Builder::new(StreamExec { send_timeout: config.send_timeout });
     b.timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams as u32)
         .max_header_list_size(limits.max_header_list_bytes as u32)
@@ -133,7 +133,7 @@ pub async fn serve(
     client: Rc<Client>,
     io: ClientIo<Rewind>,
     activity: Arc<Activity>,
-    server: &http2::Builder<LocalExec>,
+    server: &http2::Builder<StreamExec>,
     drain: &Rc<Drain>,
     id: u64,
 ) -> bool {

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
 
+use crate::tls::send_clock::SendClock;
+
 /// The longest a closed connection's input is read and discarded.
 pub const LINGER_TIME: Duration = Duration::from_secs(2);
 /// The most input read and discarded after a close.
@@ -181,12 +183,15 @@ pub struct ClientIo<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     parks: bool,
     /// The last bytes read ended a head (`CRLF CRLF`).
     ended_head: bool,
+    /// `send_timeout_ms` over its writes.
+    clock: SendClock,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<T> {
     /// The socket for hyper, and where it comes back when hyper is done
     /// with it and perfproxy closed first (await [`discard`] on it).
-    pub fn new(io: T, activity: Arc<Activity>) -> (ClientIo<T>, oneshot::Receiver<T>) {
+    /// A write that waits `send_timeout` with none of its bytes taken fails.
+    pub fn new(io: T, activity: Arc<Activity>, send_timeout: Duration) -> (ClientIo<T>, oneshot::Receiver<T>) {
         let (back, returned) = oneshot::channel();
         let io = ClientIo {
             io: Some(io),
@@ -195,6 +200,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<T> {
             back: Some(back),
             parks: false,
             ended_head: false,
+            clock: SendClock::new(send_timeout),
         };
         (io, returned)
     }
@@ -204,8 +210,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<T> {
     /// the last bytes read ended its head (so hyper holds nothing of the
     /// next one), [`Activity::take_parkable`] says so. Parked, hyper's
     /// close leaves the socket open and it comes back through the receiver.
-    pub fn parking(io: T, activity: Arc<Activity>) -> (ClientIo<T>, oneshot::Receiver<T>) {
-        let (mut io, returned) = ClientIo::new(io, activity);
+    pub fn parking(io: T, activity: Arc<Activity>, send_timeout: Duration) -> (ClientIo<T>, oneshot::Receiver<T>) {
+        let (mut io, returned) = ClientIo::new(io, activity, send_timeout);
         io.parks = true;
         (io, returned)
     }
@@ -214,7 +220,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo<T> {
         Pin::new(self.io.as_mut().expect("the socket is taken only on drop"))
     }
 
-    fn wrote<R>(&self, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+    fn wrote<R>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        let polled = self.clock.watch(cx, polled);
         self.activity.write_blocked.store(polled.is_pending(), Ordering::Relaxed);
         if polled.is_ready() {
             self.activity.saw_io();
@@ -260,7 +267,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for ClientIo<
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let polled = self.io().poll_write(cx, buf);
-        self.wrote(polled)
+        self.wrote(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -269,7 +276,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = self.io().poll_write_vectored(cx, bufs);
-        self.wrote(polled)
+        self.wrote(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -278,7 +285,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let polled = self.io().poll_flush(cx);
-        self.wrote(polled)
+        self.wrote(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -287,39 +294,5 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for ClientIo
             return Poll::Ready(Ok(()));
         }
         self.io().poll_shutdown(cx)
-    }
-}
-
-/// An answer's body that keeps its request counted in progress
-/// ([`InFlight`]) until hyper has sent it (or dropped it).
-#[derive(Debug)]
-pub struct Tracked<B> {
-    body: B,
-    _in_flight: InFlight,
-}
-
-impl<B> Tracked<B> {
-    pub fn new(body: B, in_flight: InFlight) -> Tracked<B> {
-        Tracked { body, _in_flight: in_flight }
-    }
-}
-
-impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }

@@ -24,7 +24,8 @@ use tracing::debug;
 
 use crate::lanes::drain::{Drain, Drainable};
 use crate::lanes::express::Rewind;
-use crate::lanes::linger::{Activity, ClientIo, InFlight, Tracked};
+use crate::lanes::linger::{Activity, ClientIo, InFlight};
+use crate::lanes::stream_clock::Tracked;
 use crate::pipeline::proxy::respond;
 use crate::shared::body::ProxyBody;
 use crate::shared::state::Client;
@@ -33,7 +34,7 @@ use crate::upstream::RequestBody;
 /// The two servers a worker's hyper connections use.
 pub(crate) struct Servers {
     pub(crate) http1: http1::Builder,
-    pub(crate) http2: hyper::server::conn::http2::Builder<crate::upstream::LocalExec>,
+    pub(crate) http2: hyper::server::conn::http2::Builder<crate::lanes::stream_clock::StreamExec>,
 }
 
 /// hyper serves the connection (`first`: no request was served on it yet,
@@ -56,7 +57,7 @@ pub(crate) async fn serve(client: Rc<Client>, io: Rewind, first: bool, servers: 
     };
     if h2 {
         let activity = Activity::new(true);
-        let (io, returned) = ClientIo::new(io, activity.clone());
+        let (io, returned) = ClientIo::new(io, activity.clone(), config.send_timeout);
         let failed = crate::lanes::http2::serve(client, io, activity, &servers.http2, drain, id).await;
         return linger_if(failed, returned).await;
     }
@@ -68,7 +69,7 @@ pub(crate) async fn serve(client: Rc<Client>, io: Rewind, first: bool, servers: 
         let activity = Activity::new(false);
         // Closed by perfproxy first, the socket comes back for a lingering
         // close; parked, it comes back to wait for its next request.
-        let (client_io, returned) = ClientIo::parking(io, activity.clone());
+        let (client_io, returned) = ClientIo::parking(io, activity.clone(), config.send_timeout);
         let service = service(client.clone(), activity.clone());
         let conn = servers.http1.serve_connection(TokioIo::new(client_io), service).with_upgrades();
         let mut serving = Drainable::new(conn, drain.clone(), id, activity.clone());

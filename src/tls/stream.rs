@@ -19,6 +19,8 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::send_clock::SendClock;
+
 /// A client connection: plain TCP, or TLS accepted by the TLS listener.
 #[derive(Debug)]
 pub enum ClientStream {
@@ -150,6 +152,31 @@ impl ClientStream {
         }
     }
 
+    /// Writes all of `buf` to the client and, over TLS, flushes it (rustls
+    /// may hold encrypted bytes the socket did not take yet, which nothing
+    /// else would push out before the next write). A wait of `timeout`
+    /// with none of the bytes taken fails ([`SendTimedOut`](super::send_clock::SendTimedOut)).
+    pub async fn send(&mut self, buf: &[u8], timeout: std::time::Duration) -> io::Result<()> {
+        let mut clock = SendClock::new(timeout);
+        let mut sent = 0;
+        std::future::poll_fn(|cx| loop {
+            if sent < buf.len() {
+                let polled = Pin::new(&mut *self).poll_write(cx, &buf[sent..]);
+                match std::task::ready!(clock.watch(cx, polled)) {
+                    Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => sent += n,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            } else if self.is_tls() {
+                let polled = Pin::new(&mut *self).poll_flush(cx);
+                return clock.watch(cx, polled);
+            } else {
+                return Poll::Ready(Ok(()));
+            }
+        })
+        .await
+    }
+
     /// Whether the client has sent bytes not read yet, or closed.
     pub fn has_unread(&self) -> bool {
         self.tls_buffered() || socket_readable(self.tcp())
@@ -157,6 +184,17 @@ impl ClientStream {
 }
 
 impl UpstreamStream {
+    /// Writes all of `buf` and, over TLS, flushes it: rustls may hold
+    /// encrypted bytes the socket did not take yet, which nothing else
+    /// would push out before the next write.
+    pub async fn write_all_flushed(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.write_all(buf).await?;
+        if let UpstreamStream::Tls(s) = self {
+            s.flush().await?;
+        }
+        Ok(())
+    }
+
     /// An idle connection is open unless the reactor saw it become readable
     /// (a FIN, a reset, or bytes nobody asked for) and a read confirms it.
     /// Plain: `try_read` asks the reactor's readiness first, with no system
@@ -175,19 +213,6 @@ impl UpstreamStream {
 
 macro_rules! delegate_io {
     ($t:ident) => {
-        impl $t {
-            /// Writes all of `buf` and, over TLS, flushes it: rustls may
-            /// hold encrypted bytes the socket did not take yet, which
-            /// nothing else would push out before the next write.
-            pub async fn write_all_flushed(&mut self, buf: &[u8]) -> io::Result<()> {
-                self.write_all(buf).await?;
-                if let $t::Tls(s) = self {
-                    s.flush().await?;
-                }
-                Ok(())
-            }
-        }
-
         impl AsyncRead for $t {
             fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
                 match self.get_mut() {

@@ -46,6 +46,9 @@ pub enum RawAnswer {
     /// A cacheable page built from `X-Forwarded-Proto`/`-Host`, as web
     /// frameworks build absolute URLs.
     ReflectForwarded,
+    /// The first bytes to a request with `If-None-Match`, the second to
+    /// one without; then keep the connection.
+    IfNoneMatch(Vec<u8>, Vec<u8>),
 }
 
 #[derive(Clone)]
@@ -164,6 +167,13 @@ async fn serve(up: RawUpstream, mut s: TcpStream) {
                     page.len()
                 );
                 if s.write_all(format!("{head}{page}").as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            RawAnswer::IfNoneMatch(conditional, plain) => {
+                let seen = up.seen.lock().unwrap().last().cloned().unwrap();
+                let has = seen.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("if-none-match"));
+                if s.write_all(if has { &conditional } else { &plain }).await.is_err() {
                     return;
                 }
             }

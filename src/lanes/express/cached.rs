@@ -142,13 +142,13 @@ impl Conn {
             r.sent(body.len());
         }
         let written = if body.len() >= WRITE_APART {
-            match self.stream.write_all_flushed(out).await {
-                Ok(()) => self.stream.write_all_flushed(body).await,
+            match self.stream.send(out, self.client.worker.shared.config.send_timeout).await {
+                Ok(()) => self.stream.send(body, self.client.worker.shared.config.send_timeout).await,
                 Err(e) => Err(e),
             }
         } else {
             out.extend_from_slice(body);
-            self.stream.write_all_flushed(out).await
+            self.stream.send(out, self.client.worker.shared.config.send_timeout).await
         };
         drop(recording);
         written.is_ok() && !close

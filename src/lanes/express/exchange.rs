@@ -174,7 +174,7 @@ impl Conn {
                 self.scratch.out.extend_from_slice(&self.scratch.up_buf[..take]);
                 &self.scratch.out
             };
-            self.stream.write_all_flushed(bytes).await?;
+            self.stream.send(bytes, self.client.worker.shared.config.send_timeout).await?;
             head_sent = true;
             self.scratch.up_buf.advance(take);
             body += take;

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::task::Poll;
 use std::time::Instant;
 
+use crate::tls::send_clock::is_send_timeout;
 use crate::tls::ClientStream;
 use bytes::Buf;
 use http::{Method, StatusCode};
@@ -190,6 +191,7 @@ impl Conn {
             let relayed = self.relay(&mut up, resp.framing, &mut fill).await;
             match (&mut f.recording, &relayed) {
                 (Some(r), Ok(n)) => r.sent(*n),
+                (_, Err(e)) if is_send_timeout(e) => {}
                 (Some(r), Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => r.upstream_stalled(),
                 _ => {}
             }
@@ -203,6 +205,10 @@ impl Conn {
                         worker.upstream.give_back(up);
                     }
                     !f.close
+                }
+                Err(e) if is_send_timeout(&e) => {
+                    debug!("the client took nothing for send_timeout_ms: connection closed");
+                    false
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     warn!("upstream body stalled past upstream_read_timeout_ms: client connection closed");

@@ -19,14 +19,15 @@ use crate::shared::body::ProxyBody;
 /// Output buffered past this is written at once.
 const FLUSH_AT: usize = 16 * 1024;
 
-/// Writes `resp` to the client; `Ok(true)` if the connection may carry
-/// another request.
+/// Writes `resp` to the client (each write bounded by `send_timeout`);
+/// `Ok(true)` if the connection may carry another request.
 pub async fn write(
     stream: &mut ClientStream,
     out: &mut Vec<u8>,
     resp: Response<ProxyBody>,
     head_request: bool,
     mut close: bool,
+    send_timeout: std::time::Duration,
 ) -> io::Result<bool> {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
@@ -79,7 +80,7 @@ pub async fn write(
     }
     out.extend_from_slice(b"\r\n");
     if bodiless {
-        stream.write_all_flushed(out).await?;
+        stream.send(out, send_timeout).await?;
         return Ok(!close);
     }
     loop {
@@ -88,7 +89,7 @@ pub async fn write(
         let frame = match polled {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
-                stream.write_all_flushed(out).await?;
+                stream.send(out, send_timeout).await?;
                 out.clear();
                 body.frame().await
             }
@@ -102,9 +103,9 @@ pub async fn write(
             out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
         }
         if data.len() >= FLUSH_AT {
-            stream.write_all_flushed(out).await?;
+            stream.send(out, send_timeout).await?;
             out.clear();
-            stream.write_all_flushed(&data).await?;
+            stream.send(&data, send_timeout).await?;
         } else {
             out.extend_from_slice(&data);
         }
@@ -112,14 +113,14 @@ pub async fn write(
             out.extend_from_slice(b"\r\n");
         }
         if out.len() >= FLUSH_AT {
-            stream.write_all_flushed(out).await?;
+            stream.send(out, send_timeout).await?;
             out.clear();
         }
     }
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    stream.write_all_flushed(out).await?;
+    stream.send(out, send_timeout).await?;
     out.clear();
     Ok(!close)
 }

@@ -50,6 +50,8 @@ impl Ctx {
         let client_headers = parts.headers.clone();
         let conditional = stored.as_ref().filter(|e| e.has_validators() && e.status == StatusCode::OK && !self.head);
         let revalidating = conditional.is_some();
+        // The request line again, for a 304 that names another representation.
+        let again = revalidating.then(|| (parts.method.clone(), parts.uri.clone(), parts.version));
         if let Some(e) = conditional {
             for h in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_UNMODIFIED_SINCE] {
                 parts.headers.remove(h);
@@ -79,6 +81,21 @@ impl Ctx {
             other => other,
         };
         match (result, stored) {
+            (Ok(up), Some(e))
+                if up.parts.status == StatusCode::NOT_MODIFIED
+                    && revalidating
+                    && names_another(&e, &up.parts.headers) =>
+            {
+                // Not an update of the stored response (RFC 9111 §4.3.4):
+                // the request goes again, unconditionally, as a miss.
+                drop(ProxyBody::upstream(up.body, up.lease, up.read_timeout));
+                let (method, uri, version) = again.expect("kept when revalidating");
+                let mut req = Request::new(RequestBody::Empty);
+                (*req.method_mut(), *req.uri_mut(), *req.version_mut()) = (method, uri, version);
+                *req.headers_mut() = client_headers;
+                let (parts, body) = req.into_parts();
+                Box::pin(self.fetch(parts, body, None, flight, mark_uncacheable)).await
+            }
             (Ok(up), Some(e)) if up.parts.status == StatusCode::NOT_MODIFIED && revalidating => {
                 let (merged, stored) = refreshed(&e, &up.parts.headers, request_time, response_time, &self.policy);
                 // Read the (empty) body so the connection goes back to the pool.
@@ -180,5 +197,19 @@ impl Ctx {
                 let _ = resp.into_body().collect().await;
             }
         });
+    }
+}
+
+/// A revalidation's `304` whose strong `ETag` is not the stored
+/// response's: it identifies another representation, so it must not
+/// update this one (RFC 9111 §4.3.4). The stored tag is compared without
+/// the `W/` perfproxy puts on a coding it made.
+fn names_another(e: &Entry, update: &HeaderMap) -> bool {
+    match update.get(header::ETAG) {
+        Some(tag) if !tag.as_bytes().starts_with(b"W/") => {
+            let stored = e.headers.get(header::ETAG).map(|t| t.as_bytes());
+            stored.map(|t| t.strip_prefix(b"W/").unwrap_or(t)) != Some(tag.as_bytes())
+        }
+        _ => false,
     }
 }

@@ -257,9 +257,11 @@ pub fn only_if_cached_miss() -> Response<ProxyBody> {
     mark(resp, Outcome::Miss, Fwd::UriMiss.value(false))
 }
 
-/// Marks an answer: `X-Cache` and `Cache-Status` (never taken from a stored entry).
+/// Marks an answer: `X-Cache` (an upstream's replaced) and perfproxy's
+/// `Cache-Status` entry, after those of the caches behind it on an answer
+/// from upstream (RFC 9211 §2; never taken from a stored entry).
 pub fn mark(mut resp: Response<ProxyBody>, outcome: Outcome, status: HeaderValue) -> Response<ProxyBody> {
     resp.headers_mut().insert(X_CACHE.clone(), outcome.header());
-    resp.headers_mut().insert(CACHE_STATUS.clone(), status);
+    resp.headers_mut().append(CACHE_STATUS.clone(), status);
     resp
 }

@@ -104,6 +104,7 @@ fn answer(rng: &mut fastrand::Rng) -> (String, bool) {
         "Accept-Ranges: bytes",
         "Access-Control-Allow-Origin: *",
         "X-Cache: MISS from origin",
+        "Cache-Status: origin; fwd=miss",
         "Upgrade: h2c",
         "Connection: Upgrade",
         "Alt-Svc: h3=\":443\"",

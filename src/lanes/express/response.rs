@@ -170,10 +170,11 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
         if keep_all || kind == Field::Location {
             fields.push((at(n), at(h.value)));
         }
-        // Kept for the cache, not relayed: perfproxy's own cache fields (an
-        // upstream's are replaced), the tag headers, `Surrogate-Control`.
+        // Kept for the cache, not relayed: an upstream's `X-Cache` where
+        // perfproxy's replaces it (its `Cache-Status` entries go on, before
+        // perfproxy's: RFC 9211), the tag headers, `Surrogate-Control`.
         let unrelayed = match kind {
-            Field::CacheOutcome => add.x_cache.is_some(),
+            Field::CacheOutcome => add.x_cache.is_some() && n.eq_ignore_ascii_case(b"x-cache"),
             Field::Other | Field::ContentType => add.drop.iter().any(|d| d.as_str().as_bytes().eq_ignore_ascii_case(n)),
             Field::Freshness => add.strip_surrogate && n.eq_ignore_ascii_case(b"surrogate-control"),
             Field::RequestId => true,

@@ -308,5 +308,19 @@ async fn a_revalidation_304_naming_another_etag_does_not_refresh_the_entry() {
     let seen: Vec<bool> =
         up.seen().iter().map(|s| s.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("if-none-match"))).collect();
     assert_eq!(seen, [false, true, false], "stored, revalidated, fetched again");
+
+    // A weak one that matches nothing stored is no update either (its
+    // fields would go with the stored body to every later client).
+    up.answer(
+        "/weak",
+        answer("HTTP/1.1 200 OK\r\nCache-Control: max-age=1\r\nETag: \"a\"\r\nX-V: A\r\nContent-Length: 1", "A"),
+    );
+    assert!(get(&proxy, "GET", "/weak").await.ends_with("\r\n\r\nA"));
+    let not_modified = b"HTTP/1.1 304 Not Modified\r\nETag: W/\"b\"\r\nX-V: B\r\nCache-Control: max-age=60\r\n\r\n";
+    let b = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nETag: W/\"b\"\r\nX-V: B\r\nContent-Length: 1\r\n\r\nB";
+    up.answer("/weak", RawAnswer::IfNoneMatch(not_modified.to_vec(), b.to_vec()));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let again = get(&proxy, "GET", "/weak").await;
+    assert!(again.ends_with("\r\n\r\nB") && field(&again, "x-v") == Some("B"), "{again}");
     proxy.shutdown().await;
 }

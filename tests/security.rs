@@ -62,6 +62,46 @@ async fn forwarding_headers_cannot_poison_the_cache_on_either_lane() {
     }
 }
 
+/// The other forwarding fields a trusted peer may send (an ingress passes
+/// a client's on unchanged) can steer a backend's routing or its URLs:
+/// `X-Original-URL: /admin` answered with the admin page under `/home`'s
+/// key would be served to everyone (web cache poisoning by an unkeyed
+/// field). They are part of the key; `Forwarded`'s `for` (the client) is not.
+#[tokio::test]
+async fn trusted_forwarding_fields_are_part_of_the_cache_key() {
+    for lane in ["true", "false"] {
+        let up = spawn_raw_upstream().await;
+        up.answer("/home", RawAnswer::ReflectField("x-original-url"));
+        up.answer("/port", RawAnswer::ReflectField("x-forwarded-port"));
+        up.answer("/fwd", RawAnswer::ReflectField("forwarded"));
+        let proxy = spawn_proxy(&up.url(), &["--express-lane", lane]).await;
+        let attack = get_with(&proxy.url("/home"), "shop.example", &[("x-original-url", "/admin")]).await;
+        assert_eq!(attack.text(), "page for /admin", "lane {lane}");
+        let victim = get_with(&proxy.url("/home"), "shop.example", &[]).await;
+        assert_eq!(victim.headers["x-cache"], "MISS", "lane {lane}");
+        assert_eq!(victim.text(), "page for ", "lane {lane}");
+        let again = get_with(&proxy.url("/home"), "shop.example", &[("x-original-url", "/admin")]).await;
+        assert_eq!((again.headers["x-cache"].to_str().unwrap(), again.text().as_str()), ("HIT", "page for /admin"));
+        // A value an ingress sets on every request keeps one entry.
+        for round in 0..2 {
+            let port = get_with(&proxy.url("/port"), "shop.example", &[("x-forwarded-port", "443")]).await;
+            assert_eq!(port.headers["x-cache"], ["MISS", "HIT"][round], "lane {lane}");
+        }
+        // `Forwarded`: `host` and `proto` are keyed, `for` is not.
+        let url = proxy.url("/fwd");
+        for (value, outcome) in [
+            ("for=192.0.2.1;host=evil.example", "MISS"),
+            ("for=192.0.2.2;host=evil.example", "HIT"),
+            ("for=192.0.2.2;host=shop.example", "MISS"),
+        ] {
+            let answer = get_with(&url, "shop.example", &[("forwarded", value)]).await;
+            assert_eq!(answer.headers["x-cache"], outcome, "lane {lane}: {value}");
+        }
+        assert_eq!(up.seen().len(), 5, "lane {lane}");
+        proxy.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn every_forwarded_or_added_header_is_what_perfproxy_decided() {
     for lane in ["true", "false"] {

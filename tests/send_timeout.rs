@@ -20,7 +20,7 @@ const BIG: usize = 256 << 20;
 const CANCEL: u32 = 0x8;
 /// A stored answer's size (`/cached`), sent to HTTP/2 clients in one piece
 /// were it not cut.
-const CACHED: usize = 1000 * 1024;
+const CACHED: usize = 200 * 1024;
 
 /// An upstream answering `/big` with [`BIG`] bytes (the rest: five),
 /// counting the connections whose answer could not be written to its end
@@ -155,6 +155,19 @@ async fn an_http2_stream_whose_window_stays_shut_is_reset() {
     })
     .await;
 
+    // A window of 1 byte: the last piece of a small answer is watched too
+    // (hyper ends its task once it handed h2 the last piece, which h2 would
+    // keep, unwatched, for as long as the client answers PINGs).
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(h2raw::SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 1]));
+    hello.extend(frame(HEADERS, 0x5, 1, &h2raw::request("GET", "/small", &[])));
+    s.write_all(&hello).await.unwrap();
+    let (frames, _) = h2raw::read_frames(&mut s, Duration::from_secs(3)).await;
+    let reset = frames.iter().find(|f| f.kind == RST_STREAM && f.stream == 1);
+    assert_eq!(reset.and_then(|f| f.error_code()), Some(CANCEL), "{frames:?}");
+    drop(s);
+
     // A window of 0 from the start: not even a small answer's first byte.
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
@@ -189,15 +202,20 @@ async fn an_http2_answer_ends_once_its_data_is_out() {
 
 #[tokio::test]
 async fn a_slow_http2_client_gets_a_whole_stored_answer() {
-    // A stored answer is one piece of data; a client taking 64 KB every
-    // 300 ms needs about 5 s for it, five send timeouts: it goes in pieces,
-    // each of which the client takes in time.
+    // A stored answer is one piece of data; a client whose stream window
+    // is 12 000 bytes, reopened every 300 ms (40 KB/s, as one of many
+    // streams sharing a slow link), needs about 5 s for it, five send
+    // timeouts: it goes in pieces, each of which the client takes in time.
     let (upstream, _) = big_upstream().await;
     let config = write_config("send_timeout_ms = 1000\n");
     let proxy = spawn_proxy(&upstream, &["--config", &config]).await;
     assert_eq!(get(&proxy.url("/cached")).await.body.len(), CACHED);
-    let mut s = h2raw::connect(proxy.addr).await;
-    s.write_all(&frame(HEADERS, 0x5, 1, &h2raw::request("GET", "/cached", &[]))).await.unwrap();
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 12 000.
+    hello.extend(frame(h2raw::SETTINGS, 0, 0, &[0, 4, 0, 0, 0x2e, 0xe0]));
+    hello.extend(frame(HEADERS, 0x5, 1, &h2raw::request("GET", "/cached", &[])));
+    s.write_all(&hello).await.unwrap();
     let (mut buf, mut data, mut ended) = (Vec::new(), 0usize, false);
     let mut chunk = vec![0u8; 1 << 16];
     let started = Instant::now();

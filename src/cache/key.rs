@@ -48,17 +48,64 @@ pub fn primary(host: &str, path: &str, query: Option<&str>, ignore: &[Glob], for
     if !forwarded.is_default_for(host.as_bytes()) {
         for part in [forwarded.host, forwarded.proto] {
             key.push('\n');
-            for &b in part {
-                // Bytes past ASCII (obs-text) and `%` escaped: one spelling per value.
-                if b.is_ascii() && b != b'%' {
-                    key.push(char::from(b));
-                } else {
-                    key.push_str(&format!("%{b:02X}"));
-                }
-            }
+            key.push_str(&escaped(part));
         }
     }
     key
+}
+
+/// `key` with the forwarding fields a trusted peer sent that are not
+/// already in it (see [`Field::ForwardedOther`](crate::wire::http1::Field)):
+/// `X-Original-URL`, `X-Rewrite-URL`, `X-Host`, `X-Forwarded-Server`,
+/// `-Port`, `-Ssl`, `-Scheme`, `-Prefix`, and `Forwarded`'s `host` and
+/// `proto` (its `for` and `by` name the client and the proxy, not the
+/// page). A backend may route on or build its page from any of them, so an
+/// answer is only served to requests that sent the same; sorted by name,
+/// each `\n<name>:<value>`. Untrusted peers' are removed before this.
+pub fn forwarding_fields(key: &mut String, headers: &HeaderMap) {
+    let mut fields: Vec<(&str, String)> = Vec::new();
+    for (name, value) in headers {
+        if crate::wire::http1::field(name.as_str().as_bytes()) != crate::wire::http1::Field::ForwardedOther {
+            continue;
+        }
+        let value = match name.as_str() {
+            "forwarded" => forwarded_host_proto(value.as_bytes()),
+            _ => escaped(value.as_bytes()),
+        };
+        fields.push((name.as_str(), value));
+    }
+    fields.sort();
+    for (name, value) in fields {
+        key.push('\n');
+        key.push_str(name);
+        key.push(':');
+        key.push_str(&value);
+    }
+}
+
+/// `Forwarded`'s `host=` and `proto=` parameters, in the order sent (RFC 7239).
+fn forwarded_host_proto(value: &[u8]) -> String {
+    let params = value.split(|&b| b == b',' || b == b';').map(<[u8]>::trim_ascii);
+    let kept: Vec<&[u8]> = params
+        .filter(|p| {
+            let name = p.split(|&b| b == b'=').next().unwrap_or(b"");
+            name.eq_ignore_ascii_case(b"host") || name.eq_ignore_ascii_case(b"proto")
+        })
+        .collect();
+    escaped(&kept.join(&b';'))
+}
+
+/// A field value in a key: bytes past ASCII and `%` escaped (one spelling per value).
+fn escaped(value: &[u8]) -> String {
+    let mut out = String::with_capacity(value.len());
+    for &b in value {
+        if b.is_ascii() && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The path part of a primary key.

@@ -139,6 +139,7 @@ pub async fn serve(
 ) -> bool {
     let peer: SocketAddr = (client.addr, 0).into();
     let idle = client.worker.shared.config.header_read_timeout;
+    let send_timeout = client.worker.shared.config.send_timeout;
     let last_stream = Rc::new(Cell::new(Instant::now()));
     let seen = last_stream.clone();
     let streams = crate::lanes::service::service(client, activity.clone());
@@ -156,21 +157,21 @@ pub async fn serve(
         }
     });
     let conn = server.serve_connection(TokioIo::new(io), service);
-    let mut conn = Drainable::new(conn, drain.clone(), id, activity);
+    let mut conn = Drainable::new(conn, drain.clone(), id, activity.clone());
     let ended = loop {
         tokio::select! {
             ended = &mut conn => break ended,
             () = tokio::time::sleep_until((last_stream.get() + idle).into()) => {
                 if last_stream.get().elapsed() >= idle {
                     conn.close_gracefully();
-                    break conn.await;
+                    break finish(&mut conn, &activity, send_timeout).await;
                 }
             }
             () = cancels.too_many.notified() => {
                 debug!(peer = %peer.ip(), cancelled = cancels.cancelled.get(), begun = cancels.begun.get(),
                     "HTTP/2 client cancels most streams in progress: GOAWAY");
                 conn.close_gracefully();
-                break conn.await;
+                break finish(&mut conn, &activity, send_timeout).await;
             }
         }
     };
@@ -178,4 +179,26 @@ pub async fn serve(
         debug!(error = %e, peer = %peer.ip(), "HTTP/2 client connection ended");
     }
     ended.is_err()
+}
+
+/// A connection told to go (`GOAWAY`) finishes its streams. Once nothing
+/// is in progress (every answer handed to h2), one still open after
+/// `send_timeout` holds only what its client will not take (the end of an
+/// answer its window keeps in h2, or the `PING` a graceful close waits
+/// for): it is closed.
+async fn finish<F>(conn: &mut F, activity: &Activity, send_timeout: Duration) -> Result<(), hyper::Error>
+where
+    F: Future<Output = Result<(), hyper::Error>> + Unpin,
+{
+    loop {
+        tokio::select! {
+            ended = &mut *conn => return ended,
+            () = tokio::time::sleep(send_timeout) => {
+                if !activity.in_progress() {
+                    debug!("HTTP/2 connection told to go took nothing for send_timeout_ms: closed");
+                    return Ok(());
+                }
+            }
+        }
+    }
 }

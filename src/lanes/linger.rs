@@ -124,6 +124,11 @@ impl Activity {
         self.drained.store(true, Ordering::Relaxed);
     }
 
+    /// Whether a request is in progress (its answer not all handed over).
+    pub fn in_progress(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
     /// Whether a request ever began on the connection.
     pub fn ever_busy(&self) -> bool {
         self.ever_busy.load(Ordering::Relaxed)

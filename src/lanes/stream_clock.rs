@@ -13,12 +13,15 @@
 //! next, past `send_timeout_ms` the task is dropped, which resets the
 //! stream (`RST_STREAM`, `CANCEL`) and frees what it held, as nginx resets
 //! a stream past its `send_timeout`. Data goes to hyper in pieces of at
-//! most 64 KB, so a slow client that keeps taking them is never cut. The body learns its stream's clock
+//! most 16 KB, so a slow client that keeps taking them is never cut. The body learns its stream's clock
 //! from the task polling it (a worker is one thread, and hyper polls the
-//! body inside that task). So that hyper comes back once the data it was
-//! handed has room in the window, a body that has sent data never says it
-//! ended before it has: its end goes as an empty `DATA` frame (hyper would
-//! otherwise finish the task with data still waiting in h2's buffers).
+//! body inside that task). hyper hands h2 a piece only once the window has
+//! room past what it handed before, then asks for the next at once; so
+//! that the clock covers an answer's last piece too, the body's last byte
+//! goes as a piece of its own ([`Tracked::piece`]). A body whose end was
+//! not known with its last data (a chunked upstream answer) ends with an
+//! empty `DATA` frame; what h2 may still hold of it then is bounded by
+//! the connection's own end (`http2::serve`).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -89,10 +92,11 @@ impl<F: Future<Output = ()> + 'static> hyper::rt::Executor<F> for StreamExec {
     }
 }
 
-/// The most data an HTTP/2 stream's body hands hyper at once: the client
-/// must take this much per `send_timeout_ms` (1 KB/s at the default), not a
-/// whole cached body handed in one piece.
-const PIECE: usize = 64 * 1024;
+/// The most data an HTTP/2 stream's body hands hyper at once (one frame at
+/// h2's default size): the client must take this much per
+/// `send_timeout_ms` (about 270 bytes/s at the default), not a whole
+/// stored body handed in one piece.
+const PIECE: usize = 16 * 1024;
 
 /// An answer's body as hyper's lanes send it: its request counts in
 /// progress ([`InFlight`]) until hyper has sent it (or dropped it); on
@@ -106,11 +110,16 @@ pub struct Tracked<B> {
     stream: Option<Rc<StreamClock>>,
     /// HTTP/2: data went out.
     sent_data: bool,
-    /// HTTP/2: what is left of a piece of data larger than [`PIECE`].
+    /// HTTP/2: what is left of a piece of data larger than [`PIECE`], or
+    /// the last byte of the body's data (`tail`).
     rest: Bytes,
+    /// `rest` is the body's last byte, held back (see [`Tracked::piece`]).
+    tail: bool,
+    /// The held-back last byte went out: the body ends with it.
+    tail_sent: bool,
 }
 
-impl<B> Tracked<B> {
+impl<B: http_body::Body> Tracked<B> {
     /// Made in the request's task: on HTTP/2 its clock starts (the head is
     /// handed to hyper now).
     pub fn new(body: B, in_flight: InFlight) -> Tracked<B> {
@@ -118,13 +127,29 @@ impl<B> Tracked<B> {
         if let Some(clock) = &stream {
             clock.handed.set(Some(Instant::now()));
         }
-        Tracked { body, _in_flight: in_flight, stream, sent_data: false, rest: Bytes::new() }
+        Tracked {
+            body,
+            _in_flight: in_flight,
+            stream,
+            sent_data: false,
+            rest: Bytes::new(),
+            tail: false,
+            tail_sent: false,
+        }
     }
 
-    /// The next piece of `data` (the rest kept for the next poll).
+    /// The next piece of `data`, the rest kept for the next poll. The
+    /// body's last data (it says it ended) keeps its last byte back as a
+    /// piece of its own: hyper hands h2 a piece only once the stream's
+    /// window has room past everything handed before, so the clock runs
+    /// until the client has taken all but that byte (hyper's task would
+    /// otherwise end with the last piece still waiting in h2, unwatched).
     fn piece(&mut self, mut data: Bytes) -> Bytes {
         if data.len() > PIECE {
             self.rest = data.split_off(PIECE);
+        } else if data.len() > 1 && self.body.is_end_stream() {
+            self.rest = data.split_off(data.len() - 1);
+            self.tail = true;
         }
         data
     }
@@ -148,6 +173,7 @@ impl<B: http_body::Body<Data = Bytes> + Unpin> http_body::Body for Tracked<B> {
             }
         } else {
             let rest = std::mem::take(&mut self.rest);
+            self.tail_sent = std::mem::take(&mut self.tail);
             Poll::Ready(Some(Ok(Frame::data(self.piece(rest)))))
         };
         let data = matches!(&polled, Poll::Ready(Some(Ok(frame))) if frame.is_data());
@@ -157,8 +183,10 @@ impl<B: http_body::Body<Data = Bytes> + Unpin> http_body::Body for Tracked<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        // Once data went out on HTTP/2, the end is told by polling (above).
-        self.body.is_end_stream() && self.rest.is_empty() && !self.sent_data
+        // Once data went out on HTTP/2, the end goes with the held-back
+        // last byte or, when the body's end was not known with its last
+        // data, as an empty frame after it.
+        self.body.is_end_stream() && self.rest.is_empty() && (!self.sent_data || self.tail_sent)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

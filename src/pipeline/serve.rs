@@ -81,15 +81,17 @@ async fn through_cache(
         return Ok(mark(up.into_response(), Outcome::Bypass, fwd.value(false)));
     }
     let rules = cache.rules();
+    let mut key = key::primary(
+        host(&parts),
+        parts.uri.path(),
+        parts.uri.query(),
+        &rules.ignore_query,
+        headers::forwarded_sent(&parts.headers),
+    );
+    key::forwarding_fields(&mut key, &parts.headers);
     let mut ctx = Ctx {
         client: client.clone(),
-        key: key::primary(
-            host(&parts),
-            parts.uri.path(),
-            parts.uri.query(),
-            &rules.ignore_query,
-            headers::forwarded_sent(&parts.headers),
-        ),
+        key,
         policy: rules.policy(parts.uri.path()),
         max_object: rules.max_object_bytes,
         head: method == Method::HEAD,

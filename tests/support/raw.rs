@@ -46,6 +46,9 @@ pub enum RawAnswer {
     /// A cacheable page built from `X-Forwarded-Proto`/`-Host`, as web
     /// frameworks build absolute URLs.
     ReflectForwarded,
+    /// A cacheable page that says what the request's field of this name
+    /// held (a backend routing on `X-Original-URL`, say).
+    ReflectField(&'static str),
     /// The first bytes to a request with `If-None-Match`, the second to
     /// one without; then keep the connection.
     IfNoneMatch(Vec<u8>, Vec<u8>),
@@ -162,6 +165,18 @@ async fn serve(up: RawUpstream, mut s: TcpStream) {
                     get("x-forwarded-proto").unwrap_or_default(),
                     get("x-forwarded-host").unwrap_or_default()
                 );
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\nContent-Length: {}\r\n\r\n",
+                    page.len()
+                );
+                if s.write_all(format!("{head}{page}").as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            RawAnswer::ReflectField(name) => {
+                let seen = up.seen.lock().unwrap().last().cloned().unwrap();
+                let value = seen.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+                let page = format!("page for {}", value.unwrap_or_default());
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\nContent-Length: {}\r\n\r\n",
                     page.len()

@@ -77,6 +77,10 @@ pub struct RequestHead {
     /// `Authorization`, `If-*`): the express lane leaves it to the cache's
     /// general path.
     pub lookup_fields: bool,
+    /// A forwarding field that is part of the cache key when a trusted
+    /// peer sends it (`X-Original-URL`, `X-Forwarded-Port`, `Forwarded`…):
+    /// the cache's general path keys it.
+    pub forwarding_other: bool,
     /// The client's `traceparent`, and whether it sent more than one.
     traceparent: Option<Range<usize>>,
     traceparents: usize,
@@ -249,6 +253,7 @@ impl RequestHead {
         self.target_text.push_str(path);
         self.path_len = path.find('?').unwrap_or(path.len());
         (self.content_length, self.close, self.range, self.lookup_fields) = (0, false, false, false);
+        self.forwarding_other = false;
         (self.forwarded_proto, self.forwarded_host) = (None, None);
         (self.traceparent, self.traceparents, self.forwarded_fors) = (None, 0, 0);
         self.fields.clear();
@@ -306,7 +311,10 @@ impl RequestHead {
                     Role::Dropped
                 }
                 Field::HopByHop | Field::Underscored => Role::Dropped,
-                Field::ForwardedOther => Role::Trusted,
+                Field::ForwardedOther => {
+                    self.forwarding_other = true;
+                    Role::Trusted
+                }
                 Field::ForwardedFor => {
                     self.forwarded_fors += 1;
                     Role::ForwardedFor

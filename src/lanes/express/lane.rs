@@ -48,6 +48,10 @@ impl Conn {
         }
         let (mut pass_key, mut policy) = (None, None);
         if http1::consults_cache(&head.method, head.range) {
+            if head.forwarding_other && self.client.peer.trusted {
+                // Keyed by the general path (`key::forwarding_fields`).
+                return self.general();
+            }
             let forwarded = head.forwarded(buf, self.client.peer.trusted, self.client.tls);
             let key = key::primary(head.host(), path, head.query(), &rules.ignore_query, forwarded);
             if !worker.cache_passes.borrow().active(&key) {

@@ -93,6 +93,12 @@ impl Ctx {
                 let mut req = Request::new(RequestBody::Empty);
                 (*req.method_mut(), *req.uri_mut(), *req.version_mut()) = (method, uri, version);
                 *req.headers_mut() = client_headers;
+                // Whole, to be stored: not the client's own conditional.
+                for h in
+                    [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_UNMODIFIED_SINCE]
+                {
+                    req.headers_mut().remove(h);
+                }
                 let (parts, body) = req.into_parts();
                 Box::pin(self.fetch(parts, body, None, flight, mark_uncacheable)).await
             }
@@ -200,16 +206,13 @@ impl Ctx {
     }
 }
 
-/// A revalidation's `304` whose strong `ETag` is not the stored
-/// response's: it identifies another representation, so it must not
-/// update this one (RFC 9111 §4.3.4). The stored tag is compared without
-/// the `W/` perfproxy puts on a coding it made.
+/// A revalidation's `304` whose `ETag` is not the stored response's: it
+/// identifies another representation, so it must not update this one (RFC
+/// 9111 §4.3.4: a strong validator must be the stored one, a weak one
+/// must match it). Compared weakly (without `W/`: perfproxy puts one on a
+/// coding it made); a `304` with no `ETag` updates the stored response.
 fn names_another(e: &Entry, update: &HeaderMap) -> bool {
-    match update.get(header::ETAG) {
-        Some(tag) if !tag.as_bytes().starts_with(b"W/") => {
-            let stored = e.headers.get(header::ETAG).map(|t| t.as_bytes());
-            stored.map(|t| t.strip_prefix(b"W/").unwrap_or(t)) != Some(tag.as_bytes())
-        }
-        _ => false,
-    }
+    let Some(tag) = update.get(header::ETAG) else { return false };
+    let opaque = |t: &[u8]| t.strip_prefix(b"W/").unwrap_or(t).to_vec();
+    e.headers.get(header::ETAG).map(|t| opaque(t.as_bytes())) != Some(opaque(tag.as_bytes()))
 }

@@ -215,7 +215,11 @@ impl Entry {
             let name = HeaderName::from_bytes(r.bytes()?).ok()?;
             headers.append(name, HeaderValue::from_bytes(r.bytes()?).ok()?);
         }
-        let body = Bytes::copy_from_slice(r.bytes()?);
+        let body = r.bytes()?;
+        if !framed_as_written(status, &headers, body.len()) {
+            return None;
+        }
+        let body = Bytes::copy_from_slice(body);
         Some(Entry {
             status,
             headers,
@@ -228,6 +232,21 @@ impl Entry {
             wire: WireHead::default(),
         })
     }
+}
+
+/// Whether a decoded entry is framed as perfproxy writes one: a status it
+/// stores, no `Transfer-Encoding`, and every `Content-Length` its body's
+/// length. A value in Redis is not trusted further than that: one whose
+/// length and body disagree would let its extra bytes be read by the
+/// client as an answer of their own (response splitting), or leave the
+/// client waiting for bytes that never come.
+fn framed_as_written(status: StatusCode, headers: &HeaderMap, body: usize) -> bool {
+    crate::cache::policy::storable_status(status)
+        && !headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .all(|v| crate::wire::http1::content_length(v.as_bytes()).is_some_and(|n| n == body as u64))
 }
 
 /// A coding as stored: its index here (0 none, then identity, gzip, br, zstd).
@@ -350,6 +369,30 @@ mod tests {
         v1[..4].copy_from_slice(MAGIC_V1);
         v1.remove(6);
         assert_eq!(Entry::decode(&v1), Some(plain));
+    }
+
+    /// Found by an attack from outside: a value written into Redis with a
+    /// `Content-Length` shorter than its body split the client's stream
+    /// (its extra bytes read as the answer to the next request).
+    #[test]
+    fn a_value_framed_otherwise_than_written_is_not_an_entry() {
+        let with = |name: &'static str, value: &'static str| {
+            let mut e = sample();
+            e.headers.append(name, HeaderValue::from_static(value));
+            e
+        };
+        let written = with("content-length", "5");
+        assert_eq!(Entry::decode(&written.encode()), Some(written));
+        for (name, value) in [("content-length", "4"), ("content-length", "6"), ("transfer-encoding", "chunked")] {
+            assert!(Entry::decode(&with(name, value).encode()).is_none(), "{name}: {value}");
+        }
+        let mut twice = with("content-length", "5");
+        twice.headers.append("content-length", HeaderValue::from_static("50"));
+        assert!(Entry::decode(&twice.encode()).is_none());
+        for status in [101, 206, 302, 500] {
+            let e = Entry { status: StatusCode::from_u16(status).unwrap(), ..sample() };
+            assert!(Entry::decode(&e.encode()).is_none(), "{status}");
+        }
     }
 
     #[test]

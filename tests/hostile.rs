@@ -263,6 +263,41 @@ async fn an_upstream_transfer_encoding_other_than_chunked_alone_is_a_502_on_both
     }
 }
 
+/// Found by an attack from outside: the express lane passed an upstream's
+/// malformed trailer section (a NUL, obs-fold, a line without a name) to
+/// the client as it came, and stored the answer; hyper's lane cut it. Both
+/// cut it now, and neither stores it; well-formed answers still pass.
+#[tokio::test]
+async fn malformed_upstream_trailers_never_reach_the_client() {
+    let head = "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let bad = [
+        ("/nul", "3\r\nabc\r\n0\r\nX: a\x00b\r\n\r\n"),
+        ("/fold", "3\r\nabc\r\n0\r\nX: a\r\n folded\r\n\r\n"),
+        ("/nameless", "3\r\nabc\r\n0\r\nnot a header\r\n\r\n"),
+    ];
+    for lane in LANES {
+        let up = spawn_raw_upstream().await;
+        for (path, body) in bad {
+            up.answer(path, RawAnswer::Bytes(format!("{head}{body}").into_bytes()));
+        }
+        up.answer("/good", RawAnswer::Bytes(format!("{head}3;a=\"x y\"\r\nabc\r\n0\r\n\r\n").into_bytes()));
+        let proxy = proxy_on(&up, lane, &[]).await;
+        for (path, _) in bad {
+            for round in 0..2 {
+                let req = format!("GET {path} HTTP/1.1\r\nHost: app\r\n\r\n");
+                let (resp, closed) = raw(proxy.addr, req.as_bytes(), WAIT).await;
+                assert!(closed, "lane {lane}, {path}: {resp:?}");
+                assert!(!resp.contains('\0') && !resp.contains("folded") && !resp.contains("not a header"), "{resp:?}");
+                assert!(!resp.contains("x-cache: HIT"), "lane {lane}, {path}, round {round}: not stored: {resp:?}");
+            }
+        }
+        let (resp, _) = raw(proxy.addr, b"GET /good HTTP/1.1\r\nHost: app\r\n\r\n", WAIT).await;
+        assert_eq!(status_of(&resp), 200, "lane {lane}: {resp}");
+        assert!(resp.contains("abc"), "lane {lane}: {resp}");
+        proxy.shutdown().await;
+    }
+}
+
 /// Found by an attack from outside: an upstream answer with more header
 /// fields than the parser holds (100, hyper's and Envoy's default) was a
 /// 502 saying the upstream "closed or reset the connection". It is a 502

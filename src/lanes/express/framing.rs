@@ -21,7 +21,8 @@ enum State {
     DataCr,
     DataLf,
     TrailerStart,
-    TrailerLine,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     FinalLf,
     Done,
@@ -59,6 +60,7 @@ impl Chunks {
                     },
                     _ => return Err(BadChunk),
                 },
+                // Read as hyper reads them: anything to the line's end.
                 State::Extension => match b {
                     b'\r' => State::SizeLf,
                     b'\n' => return Err(BadChunk),
@@ -86,9 +88,13 @@ impl Chunks {
                     self.digits = 0;
                     State::Size
                 }
+                // Trailer fields as a head's fields (RFC 9112 §7.1.2): a
+                // token, `:`, a value without controls; no obs-fold.
                 State::TrailerStart if b == b'\r' => State::FinalLf,
-                State::TrailerStart | State::TrailerLine if b != b'\r' && b != b'\n' => State::TrailerLine,
-                State::TrailerLine if b == b'\r' => State::TrailerLf,
+                State::TrailerStart | State::TrailerName if is_tchar(b) => State::TrailerName,
+                State::TrailerName if b == b':' => State::TrailerValue,
+                State::TrailerValue if b == b'\r' => State::TrailerLf,
+                State::TrailerValue if !is_ctl(b) => State::TrailerValue,
                 State::TrailerLf if b == b'\n' => State::TrailerStart,
                 State::FinalLf if b == b'\n' => {
                     self.state = State::Done;
@@ -103,13 +109,24 @@ impl Chunks {
     }
 }
 
+/// A control byte a field value or chunk extension may not carry (HTAB may).
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// A byte of a token (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn finds_the_end_of_a_chunked_body_fed_in_any_pieces() {
-        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: 1\r\n\r\nHTTP/1.1 200";
+        let body =
+            b"5;ext=1;q=\"a \\\" b\"\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: 1\t2\r\n\r\nHTTP/1.1 200";
         let end = body.len() - "HTTP/1.1 200".len();
         for piece in [1, 2, 3, 7, body.len()] {
             let mut chunks = Chunks::default();
@@ -133,7 +150,15 @@ mod tests {
 
     #[test]
     fn malformed_chunks_are_refused() {
-        for bad in [&b"x\r\n"[..], b"5\r\nhelloX", b"\r\n", b"5\nhello", b"fffffffffffffffff\r\n"] {
+        let bad_ends = [
+            &b"0\r\nnot a header\r\n\r\n"[..],
+            b"0\r\nX: a\x00b\r\n\r\n",
+            b"0\r\nX: a\r\n folded\r\n\r\n",
+            b"0\r\n: no name\r\n\r\n",
+        ];
+        for bad in
+            [&b"x\r\n"[..], b"5\r\nhelloX", b"\r\n", b"5\nhello", b"fffffffffffffffff\r\n"].into_iter().chain(bad_ends)
+        {
             assert_eq!(Chunks::default().scan(bad, |_| {}), Err(BadChunk), "{:?}", String::from_utf8_lossy(bad));
         }
     }

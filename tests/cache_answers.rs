@@ -281,46 +281,33 @@ async fn a_revalidation_304_with_set_cookie_reaches_its_client_and_is_not_stored
     proxy.shutdown().await;
 }
 
-/// A revalidation `304` whose strong `ETag` is not the stored one names
-/// another representation: it must not update the stored response (RFC
-/// 9111 §4.3.4), whose body it does not describe. The request goes again
-/// unconditionally and the client gets (and the cache stores) the new one.
+/// A revalidation `304` that names another `ETag` refreshes the stored
+/// response's other fields and its freshness, and keeps its `ETag` and
+/// body: what the conformance suite requires of a shared cache
+/// (`304-etag-update-response-ETag`; tried: refetching instead, RFC 9111
+/// §4.3.4's stricter reading, fails it).
 #[tokio::test]
-async fn a_revalidation_304_naming_another_etag_does_not_refresh_the_entry() {
+async fn a_revalidation_304_naming_another_etag_keeps_the_stored_one() {
     let up = spawn_raw_upstream().await;
     up.answer(
         "/moved-on",
-        answer("HTTP/1.1 200 OK\r\nCache-Control: max-age=1\r\nETag: \"one\"\r\nContent-Length: 3", "one"),
+        answer("HTTP/1.1 200 OK\r\nCache-Control: max-age=1\r\nETag: \"one\"\r\nX-V: 1\r\nContent-Length: 3", "one"),
     );
     let proxy = spawn_proxy(&up.url(), &[]).await;
     assert!(get(&proxy, "GET", "/moved-on").await.ends_with("\r\n\r\none"));
-    let not_modified = b"HTTP/1.1 304 Not Modified\r\nETag: \"two\"\r\nCache-Control: max-age=60\r\n\r\n".to_vec();
-    let two = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nETag: \"two\"\r\nContent-Length: 3\r\n\r\ntwo";
-    up.answer("/moved-on", RawAnswer::IfNoneMatch(not_modified, two.to_vec()));
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    let again = get(&proxy, "GET", "/moved-on").await;
-    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
-    assert!(again.ends_with("\r\n\r\ntwo"), "the new representation, not the stored body: {again}");
-    assert_eq!(field(&again, "etag"), Some("\"two\""), "{again}");
-    let hit = get(&proxy, "GET", "/moved-on").await;
-    assert_eq!(field(&hit, "x-cache"), Some("HIT"), "{hit}");
-    assert!(hit.ends_with("\r\n\r\ntwo"), "{hit}");
-    let seen: Vec<bool> =
-        up.seen().iter().map(|s| s.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("if-none-match"))).collect();
-    assert_eq!(seen, [false, true, false], "stored, revalidated, fetched again");
-
-    // A weak one that matches nothing stored is no update either (its
-    // fields would go with the stored body to every later client).
+    let not_modified =
+        b"HTTP/1.1 304 Not Modified\r\nETag: \"two\"\r\nX-V: 2\r\nCache-Control: max-age=60\r\n\r\n".to_vec();
     up.answer(
-        "/weak",
-        answer("HTTP/1.1 200 OK\r\nCache-Control: max-age=1\r\nETag: \"a\"\r\nX-V: A\r\nContent-Length: 1", "A"),
+        "/moved-on",
+        RawAnswer::IfNoneMatch(not_modified, b"HTTP/1.1 500 Nope\r\nContent-Length: 0\r\n\r\n".to_vec()),
     );
-    assert!(get(&proxy, "GET", "/weak").await.ends_with("\r\n\r\nA"));
-    let not_modified = b"HTTP/1.1 304 Not Modified\r\nETag: W/\"b\"\r\nX-V: B\r\nCache-Control: max-age=60\r\n\r\n";
-    let b = b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nETag: W/\"b\"\r\nX-V: B\r\nContent-Length: 1\r\n\r\nB";
-    up.answer("/weak", RawAnswer::IfNoneMatch(not_modified.to_vec(), b.to_vec()));
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let again = get(&proxy, "GET", "/weak").await;
-    assert!(again.ends_with("\r\n\r\nB") && field(&again, "x-v") == Some("B"), "{again}");
+    for round in 0..2 {
+        let again = get(&proxy, "GET", "/moved-on").await;
+        assert!(again.starts_with("HTTP/1.1 200") && again.ends_with("\r\n\r\none"), "{round}: {again}");
+        assert_eq!(field(&again, "etag"), Some("\"one\""), "{round}: {again}");
+        assert_eq!(field(&again, "x-v"), Some("2"), "{round}: {again}");
+    }
+    assert_eq!(up.seen().len(), 2, "stored, revalidated, then fresh");
     proxy.shutdown().await;
 }

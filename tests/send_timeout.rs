@@ -20,7 +20,7 @@ const BIG: usize = 256 << 20;
 const CANCEL: u32 = 0x8;
 /// A stored answer's size (`/cached`), sent to HTTP/2 clients in one piece
 /// were it not cut.
-const CACHED: usize = 200 * 1024;
+const CACHED: usize = 100 * 1024;
 
 /// An upstream answering `/big` with [`BIG`] bytes (the rest: five),
 /// counting the connections whose answer could not be written to its end
@@ -203,17 +203,18 @@ async fn an_http2_answer_ends_once_its_data_is_out() {
 #[tokio::test]
 async fn a_slow_http2_client_gets_a_whole_stored_answer() {
     // A stored answer is one piece of data; a client whose stream window
-    // is 12 000 bytes, reopened every 300 ms (40 KB/s, as one of many
-    // streams sharing a slow link), needs about 5 s for it, five send
-    // timeouts: it goes in pieces, each of which the client takes in time.
+    // is 6 000 bytes, reopened every 300 ms (20 KB/s, as one of many
+    // streams sharing a slow link), needs about 5 s for it, over two send
+    // timeouts: it goes in pieces of 16 KB, each of which the client takes
+    // in time (a 64 KB piece would take it 3.3 s).
     let (upstream, _) = big_upstream().await;
-    let config = write_config("send_timeout_ms = 1000\n");
+    let config = write_config("send_timeout_ms = 2000\n");
     let proxy = spawn_proxy(&upstream, &["--config", &config]).await;
     assert_eq!(get(&proxy.url("/cached")).await.body.len(), CACHED);
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 12 000.
-    hello.extend(frame(h2raw::SETTINGS, 0, 0, &[0, 4, 0, 0, 0x2e, 0xe0]));
+    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 6 000.
+    hello.extend(frame(h2raw::SETTINGS, 0, 0, &[0, 4, 0, 0, 0x17, 0x70]));
     hello.extend(frame(HEADERS, 0x5, 1, &h2raw::request("GET", "/cached", &[])));
     s.write_all(&hello).await.unwrap();
     let (mut buf, mut data, mut ended) = (Vec::new(), 0usize, false);

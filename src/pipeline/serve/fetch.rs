@@ -50,8 +50,6 @@ impl Ctx {
         let client_headers = parts.headers.clone();
         let conditional = stored.as_ref().filter(|e| e.has_validators() && e.status == StatusCode::OK && !self.head);
         let revalidating = conditional.is_some();
-        // The request line again, for a 304 that names another representation.
-        let again = revalidating.then(|| (parts.method.clone(), parts.uri.clone(), parts.version));
         if let Some(e) = conditional {
             for h in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_UNMODIFIED_SINCE] {
                 parts.headers.remove(h);
@@ -81,27 +79,6 @@ impl Ctx {
             other => other,
         };
         match (result, stored) {
-            (Ok(up), Some(e))
-                if up.parts.status == StatusCode::NOT_MODIFIED
-                    && revalidating
-                    && names_another(&e, &up.parts.headers) =>
-            {
-                // Not an update of the stored response (RFC 9111 §4.3.4):
-                // the request goes again, unconditionally, as a miss.
-                drop(ProxyBody::upstream(up.body, up.lease, up.read_timeout));
-                let (method, uri, version) = again.expect("kept when revalidating");
-                let mut req = Request::new(RequestBody::Empty);
-                (*req.method_mut(), *req.uri_mut(), *req.version_mut()) = (method, uri, version);
-                *req.headers_mut() = client_headers;
-                // Whole, to be stored: not the client's own conditional.
-                for h in
-                    [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_UNMODIFIED_SINCE]
-                {
-                    req.headers_mut().remove(h);
-                }
-                let (parts, body) = req.into_parts();
-                Box::pin(self.fetch(parts, body, None, flight, mark_uncacheable)).await
-            }
             (Ok(up), Some(e)) if up.parts.status == StatusCode::NOT_MODIFIED && revalidating => {
                 let (merged, stored) = refreshed(&e, &up.parts.headers, request_time, response_time, &self.policy);
                 // Read the (empty) body so the connection goes back to the pool.
@@ -204,15 +181,4 @@ impl Ctx {
             }
         });
     }
-}
-
-/// A revalidation's `304` whose `ETag` is not the stored response's: it
-/// identifies another representation, so it must not update this one (RFC
-/// 9111 §4.3.4: a strong validator must be the stored one, a weak one
-/// must match it). Compared weakly (without `W/`: perfproxy puts one on a
-/// coding it made); a `304` with no `ETag` updates the stored response.
-fn names_another(e: &Entry, update: &HeaderMap) -> bool {
-    let Some(tag) = update.get(header::ETAG) else { return false };
-    let opaque = |t: &[u8]| t.strip_prefix(b"W/").unwrap_or(t).to_vec();
-    e.headers.get(header::ETAG).map(|t| opaque(t.as_bytes())) != Some(opaque(tag.as_bytes()))
 }

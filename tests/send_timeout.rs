@@ -158,29 +158,38 @@ async fn an_http2_stream_whose_window_stays_shut_is_reset() {
     // A window of 1 byte: the last piece of a small answer is watched too
     // (hyper ends its task once it handed h2 the last piece, which h2 would
     // keep, unwatched, for as long as the client answers PINGs).
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend(frame(h2raw::SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 1]));
-    hello.extend(frame(HEADERS, 0x5, 1, &h2raw::request("GET", "/small", &[])));
-    s.write_all(&hello).await.unwrap();
-    let (frames, _) = h2raw::read_frames(&mut s, Duration::from_secs(3)).await;
+    let (frames, s) = h2_with_window(proxy.addr, 1, "/small", Duration::from_secs(3)).await;
     let reset = frames.iter().find(|f| f.kind == RST_STREAM && f.stream == 1);
     assert_eq!(reset.and_then(|f| f.error_code()), Some(CANCEL), "{frames:?}");
     drop(s);
 
     // A window of 0 from the start: not even a small answer's first byte.
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0.
-    hello.extend(frame(h2raw::SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
-    hello.extend(frame(HEADERS, 0x5, 1, &h2raw::request("GET", "/small", &[])));
-    s.write_all(&hello).await.unwrap();
-    let (frames, _) = h2raw::read_frames(&mut s, Duration::from_secs(3)).await;
+    let (frames, s) = h2_with_window(proxy.addr, 0, "/small", Duration::from_secs(3)).await;
     assert!(frames.iter().any(|f| f.kind == HEADERS && f.stream == 1), "{frames:?}");
     let reset = frames.iter().find(|f| f.kind == RST_STREAM && f.stream == 1);
     assert_eq!(reset.and_then(|f| f.error_code()), Some(CANCEL), "{frames:?}");
     drop(s);
     proxy.shutdown().await;
+}
+
+/// An HTTP/2 connection whose streams' windows start at `window`
+/// (`SETTINGS_INITIAL_WINDOW_SIZE`), a GET of `path` on stream 1, and the
+/// frames read until `quiet` passes without any (none read when `quiet` is zero).
+async fn h2_with_window(
+    addr: std::net::SocketAddr,
+    window: u32,
+    path: &str,
+    quiet: Duration,
+) -> (Vec<h2raw::Frame>, TcpStream) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut setting = vec![0, 4];
+    setting.extend_from_slice(&window.to_be_bytes());
+    hello.extend(frame(h2raw::SETTINGS, 0, 0, &setting));
+    hello.extend(frame(HEADERS, 0x5, 1, &h2raw::request("GET", path, &[])));
+    s.write_all(&hello).await.unwrap();
+    let frames = if quiet.is_zero() { Vec::new() } else { h2raw::read_frames(&mut s, quiet).await.0 };
+    (frames, s)
 }
 
 #[tokio::test]
@@ -211,12 +220,7 @@ async fn a_slow_http2_client_gets_a_whole_stored_answer() {
     let config = write_config("send_timeout_ms = 2000\n");
     let proxy = spawn_proxy(&upstream, &["--config", &config]).await;
     assert_eq!(get(&proxy.url("/cached")).await.body.len(), CACHED);
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 6 000.
-    hello.extend(frame(h2raw::SETTINGS, 0, 0, &[0, 4, 0, 0, 0x17, 0x70]));
-    hello.extend(frame(HEADERS, 0x5, 1, &h2raw::request("GET", "/cached", &[])));
-    s.write_all(&hello).await.unwrap();
+    let (_, mut s) = h2_with_window(proxy.addr, 6000, "/cached", Duration::ZERO).await;
     let (mut buf, mut data, mut ended) = (Vec::new(), 0usize, false);
     let mut chunk = vec![0u8; 1 << 16];
     let started = Instant::now();

@@ -5,6 +5,7 @@
 //! when `[compression]` says so (the body as it streams). Failures become
 //! [`ProxyError`]s as the client will see them.
 
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
@@ -13,7 +14,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 
 use crate::compress::{Compressor, Decision, Encoder};
-use crate::shared::body::ProxyBody;
+use crate::shared::body::{Peeked, ProxyBody};
 use crate::shared::error::ProxyError;
 use crate::shared::state::Client;
 use crate::upstream::RequestBody;
@@ -34,6 +35,8 @@ pub struct UpstreamTime {
 pub struct Upstream {
     pub parts: http::response::Parts,
     pub body: Incoming,
+    /// The body's first frame, when it had come with the head (see [`first_frame`]).
+    pub first: Option<Box<Peeked>>,
     /// The pooled HTTP/1.1 connection it came on (none over h2c).
     pub lease: Option<Lease>,
     pub sent: Instant,
@@ -53,10 +56,11 @@ pub struct Upstream {
 impl Upstream {
     /// The response as the client gets it, with `Server-Timing`.
     pub fn into_response(self) -> Response<ProxyBody> {
-        let Upstream { mut parts, body, lease, sent, head_after, read_timeout, encoder, .. } = self;
+        let Upstream { mut parts, body, first, lease, sent, head_after, read_timeout, encoder, .. } = self;
         parts.extensions.insert(UpstreamTime { sent, took: head_after });
         parts.headers.append(headers::SERVER_TIMING.clone(), server_timing(sent));
-        Response::from_parts(parts, ProxyBody::upstream(body, lease, read_timeout).encoded(encoder))
+        let body = ProxyBody::upstream(body, lease, read_timeout).after(first);
+        Response::from_parts(parts, body.encoded(encoder))
     }
 }
 
@@ -75,7 +79,8 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
     let (resp, lease) = time_boxed(timeout, worker.upstream.send(req)).await?;
     let head_after = sent.elapsed();
     check_status(resp.status(), false)?;
-    let (mut parts, body) = resp.into_parts();
+    let (mut parts, mut body) = resp.into_parts();
+    let mut first = None;
     // An HTTP/2 body's end is its stream's end: no framing to check. A
     // body that ends when the upstream closes goes to the client chunked
     // (hyper frames it so; the express lane re-frames it): the client's
@@ -84,8 +89,11 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
         // perfproxy speaks its own version to the client (RFC 9110 §6.2),
         // whatever an `HTTP/1.0` upstream said.
         parts.version = Version::HTTP_11;
-        headers::response_framing(&parts.headers, head_request, parts.status.as_u16())
+        let framing = headers::response_framing(&parts.headers, head_request, parts.status.as_u16())
             .map_err(|m| ProxyError::BadGateway(m.into()))?;
+        if framing == http1::Framing::Chunked {
+            first = first_frame(&mut body)?;
+        }
         // hyper holds a head to its buffer's size only while the head is
         // incomplete in it: one read can bring more.
         let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>().map_or(0, |r| r.as_bytes().len());
@@ -106,7 +114,30 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
         }
         None => (None, None, None),
     };
-    Ok(Upstream { parts, body, lease, sent, head_after, read_timeout, coding, encoder, identity_length })
+    Ok(Upstream { parts, body, first, lease, sent, head_after, read_timeout, coding, encoder, identity_length })
+}
+
+/// A chunked body's first frame (or error) if it came with the head
+/// (hyper's connection task decodes what it read with the head before
+/// handing the head over): a malformed first chunk is then a `502`, as on
+/// the express lane, where the head waits for the bytes read with it; one
+/// that comes later cuts the answer off (its head has gone).
+fn first_frame(body: &mut Incoming) -> Result<Option<Box<Peeked>>, ProxyError> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(body).poll_frame(&mut cx) {
+        Poll::Ready(Some(Err(e))) if malformed(&e) => {
+            Err(ProxyError::BadGateway(http1::Malformed("malformed chunked body").into()))
+        }
+        Poll::Ready(Some(Err(e))) => Ok(Some(Box::new(Peeked::Ended(e)))),
+        Poll::Ready(Some(Ok(frame))) => Ok(Some(Box::new(Peeked::Frame(frame)))),
+        _ => Ok(None),
+    }
+}
+
+/// Whether hyper's body error is a malformed chunk (not an early end).
+fn malformed(e: &hyper::Error) -> bool {
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    io.is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData))
 }
 
 /// Decides whether an answer is compressed for a client that takes

@@ -31,6 +31,20 @@ pub enum BodyError {
     Compression(#[from] std::io::Error),
 }
 
+/// An upstream body's first frame, read with its head (a `502` instead of a
+/// cut-off answer when it is malformed).
+#[derive(Debug)]
+pub enum Peeked {
+    /// Given as the body's first frame.
+    Frame(Frame<Bytes>),
+    /// The body ended early (the upstream closed): given after the head has
+    /// gone, as on the express lane, which relays a head before it reads on
+    /// (hyper's server, finding the error at once, would send nothing).
+    Ended(hyper::Error),
+    /// [`Peeked::Ended`] once the head has had its turn.
+    Due(hyper::Error),
+}
+
 /// A body sent to the client; when it completes (last frame sent, or
 /// dropped), its request's sample is recorded.
 #[derive(Debug)]
@@ -42,6 +56,9 @@ pub struct ProxyBody {
     /// The upstream's body broke off (else a body dropped before its end
     /// was left by its client).
     failed: bool,
+    /// Its trailers have gone: the last frame (hyper's HTTP/1.1 server drops
+    /// the body then, without asking for more).
+    ended: bool,
 }
 
 #[derive(Debug)]
@@ -51,6 +68,8 @@ enum Kind {
     /// is bounded by `read_timeout` (the timer made at the first wait).
     Upstream {
         body: Incoming,
+        /// Read before the head went, given first.
+        first: Option<Box<Peeked>>,
         lease: Option<Lease>,
         read_timeout: Duration,
         stall: Option<Stall>,
@@ -84,10 +103,18 @@ impl ProxyBody {
     /// The upstream's body; `lease` is its pooled connection, if any;
     /// `read_timeout` bounds each wait for more of it (`upstream_read_timeout_ms`).
     pub fn upstream(body: Incoming, lease: Option<Lease>, read_timeout: Duration) -> ProxyBody {
-        let kind = Kind::Upstream { body, lease, read_timeout, stall: None, coded: None };
-        let mut b = ProxyBody { kind, done: None, fill: None, failed: false };
+        let kind = Kind::Upstream { body, first: None, lease, read_timeout, stall: None, coded: None };
+        let mut b = ProxyBody { kind, done: None, fill: None, failed: false, ended: false };
         b.release_if_done();
         b
+    }
+
+    /// Gives `peeked`, the upstream body's first frame already read, first.
+    pub fn after(mut self, peeked: Option<Box<Peeked>>) -> ProxyBody {
+        if let Kind::Upstream { first, .. } = &mut self.kind {
+            *first = peeked;
+        }
+        self
     }
 
     /// Compresses the upstream's body frame by frame with `encoder`, if any.
@@ -99,11 +126,11 @@ impl ProxyBody {
     }
 
     pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-        ProxyBody { kind: Kind::Full(Some(bytes.into())), done: None, fill: None, failed: false }
+        ProxyBody { kind: Kind::Full(Some(bytes.into())), done: None, fill: None, failed: false, ended: false }
     }
 
     pub fn empty() -> ProxyBody {
-        ProxyBody { kind: Kind::Full(None), done: None, fill: None, failed: false }
+        ProxyBody { kind: Kind::Full(None), done: None, fill: None, failed: false, ended: false }
     }
 
     /// Ends `recording` once this body has been sent or dropped.
@@ -164,7 +191,7 @@ impl Body for ProxyBody {
             Kind::Upstream { coded: Some(coded), .. } if coded.encoder.finished() => {
                 Poll::Ready(coded.trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
-            Kind::Upstream { body, lease, read_timeout, stall, coded } => match Pin::new(&mut *body).poll_frame(cx) {
+            Kind::Upstream { body, first, lease, read_timeout, stall, coded } => match next_frame(body, first, cx) {
                 Poll::Pending if Stall::expired(stall, *read_timeout, cx) => {
                     if let Some(recording) = &mut this.done {
                         recording.upstream_stalled();
@@ -183,6 +210,12 @@ impl Body for ProxyBody {
                     if let Some(s) = stall {
                         s.progressed = true;
                     }
+                    // Trailers end a body: its connection goes back.
+                    if frame.as_ref().is_ok_and(Frame::is_trailers) {
+                        if let Some(lease) = lease.take() {
+                            lease.release();
+                        }
+                    }
                     Poll::Ready(Some(frame.map_err(BodyError::from)))
                 }
             }
@@ -199,6 +232,9 @@ impl Body for ProxyBody {
             } else if let Some(trailers) = frame.trailers_ref() {
                 recording.grpc_status(trailers);
             }
+        }
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            this.ended |= frame.is_trailers();
         }
         if let Some(fill) = &mut this.fill {
             match &mut polled {
@@ -235,9 +271,12 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.ended {
+            return true;
+        }
         match &self.kind {
             Kind::Upstream { coded: Some(c), .. } => c.encoder.finished() && c.trailers.is_none(),
-            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Upstream { body, first, .. } => first.is_none() && body.is_end_stream(),
             Kind::Full(b) => b.is_none(),
         }
     }
@@ -246,9 +285,28 @@ impl Body for ProxyBody {
         match &self.kind {
             // Compressed: as long as it turns out.
             Kind::Upstream { coded: Some(_), .. } => SizeHint::default(),
-            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Upstream { body, first: None, .. } => body.size_hint(),
+            Kind::Upstream { .. } => SizeHint::default(),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
+    }
+}
+
+/// The upstream body's next frame: the one read with its head first.
+fn next_frame(
+    body: &mut Incoming,
+    first: &mut Option<Box<Peeked>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    match first.take().map(|p| *p) {
+        Some(Peeked::Frame(frame)) => Poll::Ready(Some(Ok(frame))),
+        Some(Peeked::Ended(e)) => {
+            *first = Some(Box::new(Peeked::Due(e)));
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Some(Peeked::Due(e)) => Poll::Ready(Some(Err(e))),
+        None => Pin::new(body).poll_frame(cx),
     }
 }
 

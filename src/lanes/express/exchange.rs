@@ -148,6 +148,7 @@ impl Conn {
         // A close-delimited body's end was read (its last chunk goes next).
         let mut ended = false;
         loop {
+            let (mut cut, mut broken) = (None, None);
             let (take, done) = match framing {
                 Framing::Empty => (0, true),
                 Framing::Length(_) => {
@@ -156,7 +157,14 @@ impl Conn {
                     (n as usize, left == 0)
                 }
                 Framing::Chunked => {
-                    chunks.scan(&self.scratch.up_buf, |data| keep(fill, data)).map_err(std::io::Error::other)?
+                    let scanned = chunks.scan(&self.scratch.up_buf, |data| keep(fill, data));
+                    cut = chunks.cut();
+                    scanned.unwrap_or_else(|bad| {
+                        // What came before goes (as hyper's lane sends the
+                        // chunks it decoded), then the connection is cut.
+                        broken = Some(bad);
+                        (cut.take().map_or(bad.at, |c| c.start.min(bad.at)), false)
+                    })
                 }
                 Framing::Close => (self.scratch.up_buf.len(), ended),
             };
@@ -164,7 +172,11 @@ impl Conn {
                 keep(fill, &self.scratch.up_buf[..take]);
             }
             // One write per turn (one await in this loop, every body takes it).
-            let bytes: &[u8] = if framing == Framing::Close {
+            let bytes: &[u8] = if let Some(cut) = cut {
+                // Trailer fields: read, not relayed.
+                without(&mut self.scratch.out, &self.scratch.up_buf[..take], cut, head_sent);
+                &self.scratch.out
+            } else if framing == Framing::Close {
                 // Re-framed as one chunk per read.
                 as_chunk(&mut self.scratch.out, &self.scratch.up_buf[..take], head_sent, ended);
                 &self.scratch.out
@@ -175,6 +187,9 @@ impl Conn {
                 &self.scratch.out
             };
             self.stream.send(bytes, self.client.worker.shared.config.send_timeout).await?;
+            if let Some(bad) = broken {
+                return Err(std::io::Error::other(bad));
+            }
             head_sent = true;
             self.scratch.up_buf.advance(take);
             body += take;
@@ -211,6 +226,18 @@ fn as_chunk(out: &mut Vec<u8>, data: &[u8], head_sent: bool, last: bool) {
     if last {
         out.extend_from_slice(b"0\r\n\r\n");
     }
+}
+
+/// `bytes` but the range `cut` after what `out` holds (the response head),
+/// or in its place once the head is sent. Out of the relay loop: trailer
+/// fields are rare.
+#[inline(never)]
+fn without(out: &mut Vec<u8>, bytes: &[u8], cut: std::ops::Range<usize>, head_sent: bool) {
+    if head_sent {
+        out.clear();
+    }
+    out.extend_from_slice(&bytes[..cut.start]);
+    out.extend_from_slice(&bytes[cut.end..]);
 }
 
 /// Reads more of an upstream body; a wait longer than `timeout`

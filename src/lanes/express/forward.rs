@@ -20,6 +20,7 @@ use http::{Method, StatusCode};
 use tracing::{debug, warn};
 
 use super::exchange::Exchange;
+use super::framing::{malformed_from_the_start, Framing};
 use super::{cached, Answer, Cached, Conn, Failed};
 use crate::cache::Counters;
 use crate::observe::metrics::Recording;
@@ -161,6 +162,10 @@ impl Conn {
                 // Boxed, as the other rare paths: no room reserved in the request's future.
                 return Box::pin(self.fail(e, f, sent)).await;
             };
+            if resp.framing == Framing::Chunked && malformed_from_the_start(&self.scratch.up_buf[resp.len..]) {
+                let malformed = UpstreamError::Malformed(http1::Malformed("malformed chunked body"));
+                return Box::pin(self.fail(ProxyError::BadGateway(malformed), f, sent)).await;
+            }
             if let Some(written) = f.written.take() {
                 let h = resp.fields_map(&self.scratch.up_buf);
                 if let Ok(status) = StatusCode::from_u16(resp.status) {

@@ -2,14 +2,27 @@
 //! through as bytes, chunked ones included: [`Chunks`] follows the chunk
 //! boundaries to find the last chunk, so the upstream connection can be
 //! reused exactly at the end of the message, and hands the chunks' data to
-//! whoever keeps a copy (the cache).
+//! whoever keeps a copy (the cache). Trailer fields are read and checked but
+//! not relayed (as hyper's lane, nginx and Envoy by default): [`Chunks::cut`]
+//! says which bytes they were.
 
 pub use crate::wire::http1::Framing;
 
-/// Why a chunked body could not be followed.
+/// Why a chunked body could not be followed: the byte `at` which the
+/// scan's bytes stopped being a chunked body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("malformed chunked body")]
-pub struct BadChunk;
+pub struct BadChunk {
+    pub at: usize,
+}
+
+/// Whether `bytes`, the first of a chunked body (read with its head), break
+/// its framing before any of its data: the answer is then a `502` (its head
+/// has not gone), as on hyper's lane.
+pub fn malformed_from_the_start(bytes: &[u8]) -> bool {
+    let mut data = false;
+    Chunks::default().scan(bytes, |_| data = true).is_err() && !data
+}
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -34,6 +47,8 @@ pub struct Chunks {
     state: State,
     size: u64,
     digits: u8,
+    /// The trailer fields among the last scan's bytes.
+    cut: Option<std::ops::Range<usize>>,
 }
 
 impl Chunks {
@@ -44,8 +59,15 @@ impl Chunks {
     #[inline(never)]
     pub fn scan(&mut self, bytes: &[u8], mut data: impl FnMut(&[u8])) -> Result<(usize, bool), BadChunk> {
         let mut i = 0;
+        self.cut = None;
         while i < bytes.len() {
             let b = bytes[i];
+            let field = matches!(self.state, State::TrailerName | State::TrailerValue | State::TrailerLf)
+                || (self.state == State::TrailerStart && b != b'\r');
+            if field {
+                let start = self.cut.as_ref().map_or(i, |c| c.start);
+                self.cut = Some(start..i + 1);
+            }
             self.state = match self.state {
                 State::Size => match (b as char).to_digit(16) {
                     Some(d) if self.digits < 15 => {
@@ -56,14 +78,14 @@ impl Chunks {
                     None if self.digits > 0 => match b {
                         b';' | b' ' | b'\t' => State::Extension,
                         b'\r' => State::SizeLf,
-                        _ => return Err(BadChunk),
+                        _ => return Err(BadChunk { at: i }),
                     },
-                    _ => return Err(BadChunk),
+                    _ => return Err(BadChunk { at: i }),
                 },
                 // Read as hyper reads them: anything to the line's end.
                 State::Extension => match b {
                     b'\r' => State::SizeLf,
-                    b'\n' => return Err(BadChunk),
+                    b'\n' => return Err(BadChunk { at: i }),
                     _ => State::Extension,
                 },
                 State::SizeLf if b == b'\n' => {
@@ -101,11 +123,17 @@ impl Chunks {
                     return Ok((i + 1, true));
                 }
                 State::Done => return Ok((i, true)),
-                _ => return Err(BadChunk),
+                _ => return Err(BadChunk { at: i }),
             };
             i += 1;
         }
         Ok((i, self.state == State::Done))
+    }
+
+    /// The bytes of the last [`scan`](Chunks::scan) that were trailer
+    /// fields (one run: they come just before the final CRLF), if any.
+    pub fn cut(&mut self) -> Option<std::ops::Range<usize>> {
+        self.cut.take()
     }
 }
 
@@ -149,6 +177,25 @@ mod tests {
     }
 
     #[test]
+    fn trailer_fields_are_cut_wherever_the_pieces_split_them() {
+        let body = b"3\r\nabc\r\n0\r\nX-One: 1\r\nX-Two: 2\r\n\r\n";
+        for piece in 1..=body.len() {
+            let mut chunks = Chunks::default();
+            let mut relayed = Vec::new();
+            for part in body.chunks(piece) {
+                let (n, _) = chunks.scan(part, |_| {}).unwrap();
+                let cut = chunks.cut().unwrap_or(n..n);
+                relayed.extend_from_slice(&part[..cut.start]);
+                relayed.extend_from_slice(&part[cut.end..n]);
+            }
+            assert_eq!(relayed, b"3\r\nabc\r\n0\r\n\r\n", "piece {piece}");
+        }
+        let mut chunks = Chunks::default();
+        assert_eq!(chunks.scan(b"0\r\n\r\n", |_| {}), Ok((5, true)));
+        assert_eq!(chunks.cut(), None);
+    }
+
+    #[test]
     fn malformed_chunks_are_refused() {
         let bad_ends = [
             &b"0\r\nnot a header\r\n\r\n"[..],
@@ -159,7 +206,18 @@ mod tests {
         for bad in
             [&b"x\r\n"[..], b"5\r\nhelloX", b"\r\n", b"5\nhello", b"fffffffffffffffff\r\n"].into_iter().chain(bad_ends)
         {
-            assert_eq!(Chunks::default().scan(bad, |_| {}), Err(BadChunk), "{:?}", String::from_utf8_lossy(bad));
+            assert!(Chunks::default().scan(bad, |_| {}).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+        assert_eq!(Chunks::default().scan(b"2\r\nok\r\nzz", |_| {}), Err(BadChunk { at: 7 }));
+        assert_eq!(Chunks::default().scan(b"0\r\nX: a\x00", |_| {}), Err(BadChunk { at: 7 }));
+    }
+
+    #[test]
+    fn a_502_only_when_nothing_of_the_body_was_good() {
+        assert!(malformed_from_the_start(b"zz\r\n"));
+        assert!(malformed_from_the_start(b"0\r\nnot a field\r\n\r\n"));
+        assert!(!malformed_from_the_start(b"2\r\nok\r\nzz"), "data came first: the head goes, then the cut");
+        assert!(!malformed_from_the_start(b"2\r\no"), "not malformed yet");
+        assert!(!malformed_from_the_start(b""));
     }
 }

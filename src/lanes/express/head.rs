@@ -294,8 +294,9 @@ impl RequestHead {
                 Field::ContentLength => {
                     lengths += 1;
                     match http1::content_length(value) {
-                        Some(n) => self.content_length = n,
-                        None => return Parsed::Handoff,
+                        // hyper sends the length without leading zeros.
+                        Some(n) if value[0] != b'0' || value.len() == 1 => self.content_length = n,
+                        _ => return Parsed::Handoff,
                     }
                     Role::Plain
                 }

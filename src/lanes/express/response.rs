@@ -159,8 +159,8 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     for (h, &kind) in resp.headers.iter().zip(kinds.iter()) {
         let n = h.name.as_bytes();
         let dropped = match kind {
-            // Kept as the upstream framed the body, unless there is none.
-            Field::TransferEncoding => framing == Framing::Empty,
+            // Written below as hyper writes it (only `chunked` passes the checks).
+            Field::TransferEncoding => true,
             Field::ContentLength => encoded || std::mem::replace(&mut length_relayed, true),
             k => k.is_hop_by_hop(),
         };
@@ -203,9 +203,9 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
     if let Some(s) = add.cache_status {
         field(out, b"cache-status", s);
     }
-    if framing == Framing::Close {
-        // Relayed chunked (`Conn::relay`), as hyper does: the client's
-        // connection outlives the upstream's.
+    if matches!(framing, Framing::Chunked | Framing::Close) {
+        // A close-delimited body is relayed chunked too (`Conn::relay`), as
+        // hyper does: the client's connection outlives the upstream's.
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     if add.close {
@@ -268,9 +268,11 @@ mod tests {
     fn framing_follows_rfc_9112() {
         let (h, out) = rewrite("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n", false);
         assert_eq!((h.framing, h.reusable), (Framing::Chunked, false), "both framings: read as chunked, not reused");
-        assert!(out.contains("Transfer-Encoding: chunked") && !out.contains("Content-Length"));
-        let (h, _) = rewrite("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false);
+        assert!(out.contains("transfer-encoding: chunked") && !out.contains("Content-Length"));
+        let (h, out) = rewrite("HTTP/1.1 200 OK\r\nTransfer-Encoding:  CHUNKED , \r\n\r\n", false);
         assert_eq!((h.framing, h.reusable), (Framing::Chunked, true));
+        assert_eq!(out.to_ascii_lowercase().matches("transfer-encoding").count(), 1, "{out}");
+        assert!(out.contains("transfer-encoding: chunked\r\n"), "written as hyper writes it: {out}");
         let (h, out) = rewrite("HTTP/1.1 200 OK\r\nContent-Length: 9\r\nDate: x\r\n\r\n", true);
         assert_eq!(h.framing, Framing::Empty);
         assert!(out.contains("Content-Length: 9") && !out.contains("date: Fri"));

@@ -51,12 +51,13 @@ impl SendClock {
             self.moved = true;
             return polled;
         }
-        let deadline = Instant::now() + self.timeout;
+        // The clock is read only when the timer is (re)set, not on every
+        // wake of a wait that goes on.
         let timer = match &mut self.timer {
-            None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(Instant::now() + self.timeout))),
             Some(timer) => {
                 if self.moved {
-                    timer.as_mut().reset(deadline);
+                    timer.as_mut().reset(Instant::now() + self.timeout);
                 }
                 timer
             }

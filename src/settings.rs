@@ -33,8 +33,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// A URL's password in the value or the expectation is masked: an error
+    /// about a configuration never echoes a secret.
     pub(crate) fn new(key: impl Into<String>, value: impl ToString, expected: impl Into<String>) -> Self {
-        ConfigError { key: key.into(), value: value.to_string(), expected: expected.into() }
+        let (value, expected) = (crate::redact::text(&value.to_string()), crate::redact::text(&expected.into()));
+        ConfigError { key: key.into(), value, expected }
     }
 }
 

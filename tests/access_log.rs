@@ -143,3 +143,21 @@ async fn a_stuck_writer_drops_lines_and_never_blocks_a_request() {
     proxy.shutdown().await;
     let _ = std::fs::remove_file(&fifo);
 }
+
+/// The client a line names is the one rate limits and top clients see:
+/// behind a trusted proxy (loopback is, by default), the rightmost
+/// `X-Forwarded-For` entry that is not one; the lines named the peer.
+#[tokio::test]
+async fn the_client_behind_trusted_proxies_is_the_one_logged() {
+    let up = spawn_upstream().await;
+    let path = temp_path("forwarded");
+    let cfg = log_config(&path, "format = \"json\"\n");
+    let proxy = spawn_proxy(&up.url(), &["--config", &cfg]).await;
+    call(&proxy, "/a", &[("x-forwarded-for", "203.0.113.9, 10.0.0.2")]).await;
+    call(&proxy, "/b", &[]).await;
+    let got = lines(&path, 2).await;
+    let clients: Vec<Value> =
+        got.iter().map(|l| serde_json::from_str::<Value>(l).expect("a JSON line")["client"].clone()).collect();
+    assert_eq!(clients, ["203.0.113.9", "127.0.0.1"], "{got:?}");
+    proxy.shutdown().await;
+}

@@ -115,3 +115,34 @@ async fn connection_cannot_name_away_the_id_or_the_host() {
     assert_eq!(sent_ids(&up, "/named?2"), vec![vec![made[0].to_string()]]);
     proxy.shutdown().await;
 }
+
+/// The cache's purge answers (refused or done) carry the id too: the
+/// client's when usable, else one perfproxy made (they carried none).
+#[tokio::test]
+async fn purge_answers_carry_the_request_id() {
+    let up = spawn_raw_upstream().await;
+    let proxy = spawn_proxy(&up.url(), &["--admin-token", "s3cret"]).await;
+    let purge = |auth: &str, id: &str| {
+        let body = r#"{"pattern":"/x/*"}"#;
+        format!(
+            "POST /cache/purge HTTP/1.1\r\nHost: app\r\n{auth}{id}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (auth, status) in
+        [("", 401), ("Authorization: Bearer wrong\r\n", 403), ("Authorization: Bearer s3cret\r\n", 200)]
+    {
+        let req = purge(auth, "X-Request-Id: op-7\r\n");
+        let (resp, _) = raw(proxy.addr, req.as_bytes(), Duration::from_millis(500)).await;
+        assert!(resp.starts_with(&format!("HTTP/1.1 {status}")), "{resp}");
+        assert_eq!(head_field(&resp, "x-request-id"), ["op-7"], "{resp}");
+        let (resp, _) = raw(proxy.addr, purge(auth, "").as_bytes(), Duration::from_millis(500)).await;
+        let made = head_field(&resp, "x-request-id");
+        assert!(made.len() == 1 && made[0].len() == 32, "{resp}");
+    }
+    let get = get(&proxy, "/cache/purge", "X-Request-Id: op-8\r\n").await;
+    assert!(get.starts_with("HTTP/1.1 405"), "{get}");
+    assert_eq!(head_field(&get, "x-request-id"), ["op-8"], "{get}");
+    proxy.shutdown().await;
+}

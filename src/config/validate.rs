@@ -419,9 +419,10 @@ impl Config {
     pub fn effective_toml(&self) -> String {
         let mut s = self.settings.clone();
         s.admin_token = s.admin_token.map(|_| "<redacted>".into());
-        s.redis_url = s.redis_url.map(|u| crate::redact::url(&u));
-        s.database_url = s.database_url.map(|u| crate::redact::url(&u));
-        toml::to_string(&s).expect("settings are plain TOML-compatible data")
+        let text = toml::to_string(&s).expect("settings are plain TOML-compatible data");
+        // Every URL-valued key (upstream, Redis, the database, tracing, the
+        // webhook, health checks, trace links) loses its password.
+        text.lines().map(|line| crate::redact::text(line) + "\n").collect()
     }
 }
 

@@ -149,12 +149,15 @@ pub fn service(
 /// request counts in progress (`in_flight`) until its answer's body is sent.
 async fn handle(
     client: Rc<Client>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     in_flight: InFlight,
 ) -> Result<Response<Tracked<ProxyBody>>, Infallible> {
     let paths = &client.worker.shared.admin_paths;
     let mut resp = if req.uri().path() == paths.purge && paths.owns(paths.purge.as_str(), client.admin_only) {
-        crate::pipeline::purge::answer(&client, req).await
+        let request_id = crate::pipeline::proxy::request_id(req.headers_mut());
+        let mut resp = crate::pipeline::purge::answer(&client, req).await;
+        resp.headers_mut().insert(crate::wire::headers::X_REQUEST_ID.clone(), request_id);
+        resp
     } else {
         respond(&client, req.map(RequestBody::Client)).await
     };

@@ -111,12 +111,18 @@ pub fn begin_recording<V: RequestView>(
     let route = routes.resolve_as(view.method(), view.path(), grpc, &mut worker.route_cache.borrow_mut());
     let started = started.unwrap_or_else(Instant::now);
     let mut recording = Recording::begin_at(worker.recorder.as_ref(), route, started, request_id);
-    recording.client(&client.asker(view), &worker.shared.top_clients.spec);
-    let client_ip = || client.ip.to_str().unwrap_or("");
+    let asker = client.asker(view);
+    recording.client(&asker, &worker.shared.top_clients.spec);
+    // The client as rate limits and top clients see it: behind trusted
+    // proxies, the address their `X-Forwarded-For` names.
+    let client_ip = || match asker.address() {
+        peer if peer == client.addr => client.ip.to_str().unwrap_or("").to_string(),
+        behind => behind.to_string(),
+    };
     if let Some(log) = worker.shared.access_log.as_ref().filter(|l| l.sampled()) {
         let label = routes.name(route);
         let mut entry =
-            crate::observe::access_log::Entry::new(log, client_ip(), view.method().as_str(), view.target(), label);
+            crate::observe::access_log::Entry::new(log, &client_ip(), view.method().as_str(), view.target(), label);
         entry.request_id = String::from_utf8_lossy(request_id).into_owned();
         entry.user_agent = String::from_utf8_lossy(view.field(&header::USER_AGENT).unwrap_or_default()).into_owned();
         entry.bytes_in = view.bytes_in();

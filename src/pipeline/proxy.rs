@@ -26,18 +26,7 @@ use crate::wire::headers;
 /// Answers one request: perfproxy's own endpoints, else the upstream's
 /// answer (through the cache when it is on), recorded when monitoring is on.
 pub async fn respond(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<ProxyBody> {
-    // The client's `X-Request-Id` when usable, else a new one: sent
-    // upstream once, returned.
-    let sent = req.headers().get_all(&headers::X_REQUEST_ID).iter().map(HeaderValue::as_bytes);
-    let kept = crate::wire::http1::client_request_id(sent).is_some();
-    let request_id = match req.headers().get(&headers::X_REQUEST_ID).filter(|_| kept) {
-        Some(id) => id.clone(),
-        None => {
-            let id = HeaderValue::from_bytes(&crate::wire::http1::new_request_id()).expect("hex digits");
-            req.headers_mut().insert(headers::X_REQUEST_ID.clone(), id.clone());
-            id
-        }
-    };
+    let request_id = request_id(req.headers_mut());
     // hyper's HTTP/1.1 server sends only the trailers a `Trailer` field
     // names: a gRPC answer's status ones, for a gRPC client on HTTP/1.1.
     let grpc_over_http1 = req.version() < Version::HTTP_2 && crate::wire::grpc::is_grpc(req.headers());
@@ -48,6 +37,21 @@ pub async fn respond(client: &Rc<Client>, mut req: Request<RequestBody>) -> Resp
         resp.headers_mut().insert(header::TRAILER, names);
     }
     resp
+}
+
+/// The request's `X-Request-Id`: the client's when usable, else a new one
+/// put in its place (sent upstream once); every answer returns it.
+pub fn request_id(fields: &mut http::HeaderMap) -> HeaderValue {
+    let sent = fields.get_all(&headers::X_REQUEST_ID).iter().map(HeaderValue::as_bytes);
+    let kept = crate::wire::http1::client_request_id(sent).is_some();
+    match fields.get(&headers::X_REQUEST_ID).filter(|_| kept) {
+        Some(id) => id.clone(),
+        None => {
+            let id = HeaderValue::from_bytes(&crate::wire::http1::new_request_id()).expect("hex digits");
+            fields.insert(headers::X_REQUEST_ID.clone(), id.clone());
+            id
+        }
+    }
 }
 
 async fn answer(client: &Rc<Client>, mut req: Request<RequestBody>) -> Response<ProxyBody> {

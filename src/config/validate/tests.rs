@@ -41,4 +41,23 @@ fn effective_toml_redacts_secrets() {
     let text = Config::validate(s, None).unwrap().effective_toml();
     assert!(!text.contains("sekrit") && !text.contains("hunter2"), "{text}");
     assert!(text.contains("postgres://app:***@db:5432/app"), "{text}");
+    let mut s = Settings::default();
+    s.alerts.webhook_url = Some("https://hook:pw1@alerts.example/x".into());
+    s.tracing.endpoint = Some("http://otel:pw2@collector:4318".into());
+    s.slow.trace_url = Some("https://u:pw3@traces.example/t/{trace_id}".into());
+    let text = Config::validate(s, None).unwrap().effective_toml();
+    assert!(!text.contains("pw1") && !text.contains("pw2") && !text.contains("pw3"), "{text}");
+    assert!(text.contains("https://hook:***@alerts.example/x"), "{text}");
+}
+
+#[test]
+fn errors_about_urls_never_echo_their_password() {
+    let s = Settings { upstream: "http://admin:S3CRET@backend:3000".into(), ..Settings::default() };
+    let e = Config::validate(s, None).unwrap_err();
+    assert_eq!(e.key, "upstream");
+    assert!(!e.to_string().contains("S3CRET") && e.to_string().contains("admin:***@"), "{e}");
+    let mut s = Settings::default();
+    s.slow.trace_url = Some("ftp://u:S3CRET@traces/{trace_id}".into());
+    let e = Config::validate(s, None).unwrap_err();
+    assert!(e.key == "slow.trace_url" && !e.to_string().contains("S3CRET"), "{e}");
 }

@@ -236,7 +236,12 @@ pub fn parse_file(text: &str, path: &Path) -> Result<Settings, ConfigError> {
 /// Merges defaults, file, environment and flags (highest last), then validates.
 fn load(cli: &Cli, matches: &ArgMatches, tls_files: TlsFiles) -> Result<Config, ConfigError> {
     let mut settings = match &cli.config {
-        Some(path) => read_file(path)?,
+        Some(path) => read_file(path).map_err(|mut e| {
+            if e.key == "--config" {
+                e.key = source_name(matches, "config", "--config", "PERFPROXY_CONFIG");
+            }
+            e
+        })?,
         None => Settings::default(),
     };
     let overridden = apply_overrides(&mut settings, cli, matches)?;
@@ -305,6 +310,9 @@ fn apply_overrides(s: &mut Settings, cli: &Cli, m: &ArgMatches) -> Result<Vec<(&
     if let Some(v) = &cli.cache_ttl_default {
         let key = name("cache_ttl_default", "--cache-ttl-default", "CACHE_TTL_DEFAULT");
         let secs = parse_number(&key, v, "a whole number of seconds")?;
+        if secs == 0 {
+            return Err(ConfigError::new(key, v, "a whole number of seconds greater than 0"));
+        }
         s.cache.default_ttl_ms = secs.saturating_mul(1000);
         overridden.push(("cache.default_ttl_ms", key));
     }

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         let listeners = match Listeners::bind(&config) {
             Ok(l) => l,
             Err(e) => {
-                error!(error = %e, listen = %config.listen, "cannot listen");
+                error!(error = %e, "cannot listen");
                 return ExitCode::FAILURE;
             }
         };

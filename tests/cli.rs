@@ -53,6 +53,9 @@ fn bad_configuration_exits_2_naming_the_key() {
         (vec![], vec![("PERFORMANCE_MONITORING_ENABLED", "maybe")], "PERFORMANCE_MONITORING_ENABLED"),
         (vec![], vec![("SLOW_REQUEST_THRESHOLD", "2s")], "SLOW_REQUEST_THRESHOLD"),
         (vec![], vec![("DATABASE_URL", "mysql://u:hunter2@db/app")], "DATABASE_URL"),
+        (vec![], vec![("CACHE_TTL_DEFAULT", "0")], "CACHE_TTL_DEFAULT = 0: expected a whole number of seconds"),
+        (vec![], vec![("PERFPROXY_CONFIG", "/nonexistent/perfproxy.toml")], "PERFPROXY_CONFIG ="),
+        (vec!["--upstream".into(), "http://admin:hunter2@backend:3000".into()], vec![], "admin:***@backend"),
     ];
     for (args, env, key) in cases {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -208,4 +211,18 @@ async fn a_gigabyte_streams_through_in_bounded_memory() {
     peak = peak.max(rss_kib(&child));
     assert_eq!(String::from_utf8_lossy(&out.stdout), (1u64 << 30).to_string());
     assert!(peak < idle + 32 * 1024, "RSS grew from {idle} KiB to {peak} KiB while streaming");
+}
+
+/// A listener that cannot bind is named with its address, and perfproxy
+/// exits 1 (it named the proxy listener whichever failed).
+#[test]
+fn a_taken_port_names_the_listener_that_failed() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) = run(&["--listen", "127.0.0.1:0", "--admin-listen", &addr], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("admin_listen {addr}")), "{stderr}");
+    let (code, _, stderr) = run(&["--listen", &addr], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("listen {addr}")) && !stderr.contains("admin_listen"), "{stderr}");
 }

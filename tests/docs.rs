@@ -71,6 +71,27 @@ fn every_config_key_in_the_code_is_in_docs_configuration() {
     assert!(missing.is_empty(), "keys the code accepts that docs/configuration.md does not name: {missing:?}");
 }
 
+/// `config/perfproxy.toml` is the example with every key: each one the code
+/// accepts is there, set or commented out, and each table has its header.
+#[test]
+fn every_config_key_in_the_code_is_in_the_example_config() {
+    let mut keys = BTreeSet::new();
+    every_key("", &mut keys);
+    let example = read(&root().join("config/perfproxy.toml"));
+    let lines: Vec<&str> = example.lines().map(|l| l.trim_start_matches(['#', ' '])).collect();
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            let table = keys.iter().any(|other| other.starts_with(&format!("{k}.")));
+            let last = k.rsplit('.').next().expect("a key has a name");
+            let set = |l: &&str| l.split('=').next().is_some_and(|name| name.trim() == last) && l.contains('=');
+            let header = |l: &&str| l.starts_with(&format!("[{k}]")) || l.starts_with(&format!("[[{k}]]"));
+            !(lines.iter().any(set) || (table && lines.iter().any(header)))
+        })
+        .collect();
+    assert!(missing.is_empty(), "keys the code accepts that config/perfproxy.toml does not show: {missing:?}");
+}
+
 #[test]
 fn every_environment_variable_in_help_is_in_docs_configuration() {
     let out = Command::new(support::binary()).arg("--help").output().unwrap();

@@ -73,7 +73,7 @@ fn upstream_ports_and_colliding_endpoint_paths_are_refused() {
     }
     let p = Path::new("t.toml");
     for (text, key) in [
-        ("[endpoints]\nperformance = \"/health\"\n", "endpoints.health"),
+        ("[endpoints]\nperformance = \"/health\"\n", "endpoints.performance"),
         ("[endpoints]\nmetrics = \"/health/live\"\n", "endpoints.metrics"),
         ("[endpoints]\npurge = \"/performance/x\"\n", "endpoints.purge"),
         ("[endpoints]\nhealth = \"/\"\n", "endpoints.health"),

@@ -29,6 +29,7 @@ pub fn validate(
         ),
         None => None,
     };
+    TlsListener::tls13_only(&s.tls)?;
     if files == TlsFiles::Skip {
         if addr.is_some() {
             TlsListener::check_keys(&s.tls)?;

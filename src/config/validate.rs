@@ -212,9 +212,19 @@ impl Config {
             let under = |a: &str, b: &str| {
                 a == b || b.strip_prefix(a.trim_end_matches('/')).is_some_and(|rest| rest.starts_with('/'))
             };
-            if let Some((other, _)) = paths[..i].iter().find(|(_, q)| under(p, q) || under(q, p)) {
+            if let Some((other, q)) = paths[..i].iter().find(|(_, q)| under(p, q) || under(q, p)) {
+                // Named: the one moved from its default (`performance =
+                // "/health"` names performance, not health).
+                let defaults = crate::settings::Endpoints::default();
+                let moved = |k: &str, v: &str| match k {
+                    "endpoints.performance" => v != defaults.performance,
+                    "endpoints.health" => v != defaults.health,
+                    "endpoints.metrics" => v != defaults.metrics,
+                    _ => v != defaults.purge,
+                };
+                let (key, p, other) = if moved(key, p) { (*key, p, *other) } else { (*other, q, *key) };
                 return Err(ConfigError::new(
-                    *key,
+                    key,
                     format!("{p:?}"),
                     format!("a path apart from {other} and its subpaths"),
                 ));

@@ -41,11 +41,15 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds the configured addresses (backlog 1024, `SO_REUSEADDR`).
+    /// A failure names the listener (`listen`, `admin_listen`, `tls_listen`) and its address.
     pub fn bind(config: &Config) -> io::Result<Listeners> {
+        let named = |key: &str, addr: SocketAddr| {
+            bind(addr).map_err(|e| io::Error::new(e.kind(), format!("{key} {addr}: {e}")))
+        };
         Ok(Listeners {
-            proxy: bind(config.listen)?,
-            admin: config.admin_listen.map(bind).transpose()?,
-            tls: config.tls.as_ref().map(|t| bind(t.addr)).transpose()?,
+            proxy: named("listen", config.listen)?,
+            admin: config.admin_listen.map(|a| named("admin_listen", a)).transpose()?,
+            tls: config.tls.as_ref().map(|t| named("tls_listen", t.addr)).transpose()?,
         })
     }
 }

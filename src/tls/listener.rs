@@ -137,11 +137,7 @@ impl Files {
                 .filter(|p| !p.is_empty())
                 .ok_or_else(|| ConfigError::new(format!("tls.{key}"), "unset", "a PEM file (required with tls_listen)"))
         };
-        let tls13_only = match s.min_version.as_deref() {
-            None | Some("1.2") => false,
-            Some("1.3") => true,
-            Some(v) => return Err(ConfigError::new("tls.min_version", format!("{v:?}"), "\"1.2\" or \"1.3\"")),
-        };
+        let tls13_only = TlsListener::tls13_only(s)?;
         Ok(Files {
             cert: required("cert_file", &s.cert_file)?,
             key: required("key_file", &s.key_file)?,
@@ -152,6 +148,16 @@ impl Files {
 }
 
 impl TlsListener {
+    /// `tls.min_version`: whether only TLS 1.3 is offered. Checked with or
+    /// without `tls_listen`, as every key's range is.
+    pub fn tls13_only(s: &TlsSettings) -> Result<bool, ConfigError> {
+        match s.min_version.as_deref() {
+            None | Some("1.2") => Ok(false),
+            Some("1.3") => Ok(true),
+            Some(v) => Err(ConfigError::new("tls.min_version", format!("{v:?}"), "\"1.2\" or \"1.3\"")),
+        }
+    }
+
     /// Checks `[tls]`'s keys without reading the files.
     pub fn check_keys(s: &TlsSettings) -> Result<(), ConfigError> {
         Files::from_settings(s).map(drop)

@@ -61,3 +61,10 @@ fn errors_about_urls_never_echo_their_password() {
     let e = Config::validate(s, None).unwrap_err();
     assert!(e.key == "slow.trace_url" && !e.to_string().contains("S3CRET"), "{e}");
 }
+
+#[test]
+fn a_key_out_of_range_is_refused_though_its_feature_is_off() {
+    let mut s = Settings::default();
+    s.tls.min_version = Some("1.1".into());
+    assert_eq!(Config::validate(s, None).unwrap_err().key, "tls.min_version", "without tls_listen");
+}

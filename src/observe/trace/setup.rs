@@ -105,6 +105,14 @@ impl Setup {
                 from_env = true;
             }
         }
+        // Every key is checked, tracing on or off (a bad value waits for no
+        // endpoint); the variables only when it is on (they may be set for
+        // another process of the pod).
+        if t.service_name.as_deref() == Some("") {
+            return Err(ConfigError::new("tracing.service_name", "\"\"", "a non-empty name"));
+        }
+        count("", None, ("tracing.queue_size", t.queue_size), 2048, 1 << 20)?;
+        count("", None, ("tracing.batch_delay_ms", t.batch_delay_ms), 5000, 3_600_000)?;
         if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             return Ok(None);
         }
@@ -113,9 +121,6 @@ impl Setup {
         }
         let endpoint =
             if from_env { None } else { t.endpoint.as_ref().map(|e| format!("{}/v1/traces", e.trim_end_matches('/'))) };
-        if t.service_name.as_deref() == Some("") {
-            return Err(ConfigError::new("tracing.service_name", "\"\"", "a non-empty name"));
-        }
         // The environment before the file: the variable, then the resource
         // attributes' `service.name`, then the key.
         let service_name = var("OTEL_SERVICE_NAME")
@@ -197,6 +202,12 @@ mod tests {
     #[test]
     fn off_without_an_endpoint_and_when_disabled() {
         assert!(resolve(TracingSettings::default(), &[]).expect("valid").is_none());
+        // Off, its keys are still checked (not its variables).
+        let bad = TracingSettings { queue_size: Some(0), ..Default::default() };
+        assert_eq!(resolve(bad, &[]).expect_err("queue_size 0").key, "tracing.queue_size");
+        let bad = TracingSettings { service_name: Some(String::new()), ..Default::default() };
+        assert_eq!(resolve(bad, &[]).expect_err("an empty name").key, "tracing.service_name");
+        assert!(resolve(TracingSettings::default(), &[("OTEL_BSP_SCHEDULE_DELAY", "x")]).expect("off").is_none());
         let file = TracingSettings { endpoint: Some("http://collector:4318".into()), ..Default::default() };
         let on = resolve(file.clone(), &[]).expect("valid").expect("on");
         assert_eq!(on.endpoint.as_deref(), Some("http://collector:4318/v1/traces"));

@@ -91,7 +91,7 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
         parts.version = Version::HTTP_11;
         let framing = headers::response_framing(&parts.headers, head_request, parts.status.as_u16())
             .map_err(|m| ProxyError::BadGateway(m.into()))?;
-        if framing == http1::Framing::Chunked {
+        if matches!(framing, http1::Framing::Chunked | http1::Framing::Length(1..)) {
             first = first_frame(&mut body)?;
         }
         // hyper holds a head to its buffer's size only while the head is
@@ -117,7 +117,7 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
     Ok(Upstream { parts, body, first, lease, sent, head_after, read_timeout, coding, encoder, identity_length })
 }
 
-/// A chunked body's first frame (or error) if it came with the head
+/// A body's first frame (or error) if it came with the head
 /// (hyper's connection task decodes what it read with the head before
 /// handing the head over): a malformed first chunk is then a `502`, as on
 /// the express lane, where the head waits for the bytes read with it; one

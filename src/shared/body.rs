@@ -211,11 +211,17 @@ impl Body for ProxyBody {
                         s.progressed = true;
                     }
                     // Trailers end a body: its connection goes back.
-                    if frame.as_ref().is_ok_and(Frame::is_trailers) {
-                        if let Some(lease) = lease.take() {
-                            lease.release();
+                    let frame = match frame.map(Frame::into_trailers) {
+                        Ok(Ok(mut trailers)) => {
+                            if let Some(lease) = lease.take() {
+                                lease.release();
+                            }
+                            crate::wire::headers::strip_trailers(&mut trailers);
+                            Ok(Frame::trailers(trailers))
                         }
-                    }
+                        Ok(Err(frame)) => Ok(frame),
+                        Err(e) => Err(e),
+                    };
                     Poll::Ready(Some(frame.map_err(BodyError::from)))
                 }
             }
@@ -286,7 +292,19 @@ impl Body for ProxyBody {
             // Compressed: as long as it turns out.
             Kind::Upstream { coded: Some(_), .. } => SizeHint::default(),
             Kind::Upstream { body, first: None, .. } => body.size_hint(),
-            Kind::Upstream { .. } => SizeHint::default(),
+            Kind::Upstream { body, first: Some(peeked), .. } => match &**peeked {
+                Peeked::Frame(frame) => {
+                    let held = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    let rest = body.size_hint();
+                    let mut hint = SizeHint::new();
+                    hint.set_lower(rest.lower() + held);
+                    if let Some(upper) = rest.upper() {
+                        hint.set_upper(upper + held);
+                    }
+                    hint
+                }
+                _ => SizeHint::default(),
+            },
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

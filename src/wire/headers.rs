@@ -239,6 +239,37 @@ pub fn head_len(status_reason: usize, headers: &HeaderMap) -> usize {
     "HTTP/1.1 200 \r\n".len() + status_reason + fields + 2
 }
 
+/// An upstream's trailer fields as a client may get them (HTTP/2 clients
+/// do): without the connection's fields (and those `Connection` names),
+/// which HTTP/2 refuses (the stream was reset after its data), nor the
+/// ones a trailer may not carry (RFC 9110 §6.5.1: framing, routing, the
+/// content's own fields).
+pub fn strip_trailers(trailers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = trailers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| http1::tokens(v.as_bytes()))
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .collect();
+    let never = [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::UPGRADE,
+        header::TRAILER,
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::CONTENT_TYPE,
+        header::CONTENT_RANGE,
+    ];
+    for name in never.into_iter().chain(named) {
+        trailers.remove(name);
+    }
+    trailers.remove("keep-alive");
+    trailers.remove("proxy-connection");
+}
+
 /// Prepares an upstream response for the client. A `Content-Length` is kept
 /// once (HEAD and 304 answers need it; repeats were checked equal) unless
 /// the upstream also sent `Transfer-Encoding`, in which case the body was

@@ -312,6 +312,9 @@ mod tests {
         assert!(!chunked_alone([&b"gzip"[..], b"chunked"]), "across fields too");
         assert!(!chunked_alone([&b"chunked, Chunked"[..]]) && !chunked_alone([&b"chunked"[..], b"chunked"]));
         assert!(!chunked_alone([&b""[..]]) && !chunked_alone([&b"identity"[..]]));
+        // hyper reads the last field's last element: an empty one is not `chunked`.
+        assert!(!chunked_alone([&b" CHUNKED , "[..]]) && !chunked_alone([&b"chunked"[..], b""]));
+        assert!(chunked_alone([&b", chunked"[..]]));
     }
 
     #[test]

@@ -33,6 +33,7 @@ enum State {
     Data,
     DataCr,
     DataLf,
+    SizeLws,
     TrailerStart,
     TrailerName,
     TrailerValue,
@@ -49,7 +50,18 @@ pub struct Chunks {
     digits: u8,
     /// The trailer fields among the last scan's bytes.
     cut: Option<std::ops::Range<usize>>,
+    /// hyper's limits, so both lanes take the same bodies: extension bytes
+    /// over the whole body, trailer section bytes, trailer fields.
+    extension_bytes: u32,
+    trailer_bytes: u32,
+    trailer_fields: u8,
 }
+
+/// hyper's limits on a chunked body (its `CHUNKED_EXTENSIONS_LIMIT`,
+/// `TRAILER_LIMIT` and default field count).
+const MAX_EXTENSION_BYTES: u32 = 16 * 1024;
+const MAX_TRAILER_BYTES: u32 = 16 * 1024;
+const MAX_TRAILER_FIELDS: u8 = 100;
 
 impl Chunks {
     /// How many of `bytes` belong to the body, and whether it ends there;
@@ -67,26 +79,46 @@ impl Chunks {
             if field {
                 let start = self.cut.as_ref().map_or(i, |c| c.start);
                 self.cut = Some(start..i + 1);
+                self.trailer_bytes += 1;
+                if self.trailer_bytes >= MAX_TRAILER_BYTES {
+                    return Err(BadChunk { at: i });
+                }
             }
             self.state = match self.state {
+                // Any number of digits while the size fits (hyper's reading).
                 State::Size => match (b as char).to_digit(16) {
-                    Some(d) if self.digits < 15 => {
-                        self.size = self.size * 16 + u64::from(d);
-                        self.digits += 1;
+                    Some(d) => {
+                        let size = self.size.checked_mul(16).and_then(|s| s.checked_add(u64::from(d)));
+                        self.size = size.ok_or(BadChunk { at: i })?;
+                        self.digits = self.digits.saturating_add(1);
                         State::Size
                     }
                     None if self.digits > 0 => match b {
-                        b';' | b' ' | b'\t' => State::Extension,
+                        b';' => State::Extension,
+                        b' ' | b'\t' => State::SizeLws,
                         b'\r' => State::SizeLf,
                         _ => return Err(BadChunk { at: i }),
                     },
+                    None => return Err(BadChunk { at: i }),
+                },
+                // Whitespace after the size, then only `;` or the line's end (`5 5` is no size).
+                State::SizeLws => match b {
+                    b' ' | b'\t' => State::SizeLws,
+                    b';' => State::Extension,
+                    b'\r' => State::SizeLf,
                     _ => return Err(BadChunk { at: i }),
                 },
                 // Read as hyper reads them: anything to the line's end.
                 State::Extension => match b {
                     b'\r' => State::SizeLf,
                     b'\n' => return Err(BadChunk { at: i }),
-                    _ => State::Extension,
+                    _ => {
+                        self.extension_bytes += 1;
+                        if self.extension_bytes >= MAX_EXTENSION_BYTES {
+                            return Err(BadChunk { at: i });
+                        }
+                        State::Extension
+                    }
                 },
                 State::SizeLf if b == b'\n' => {
                     if self.size == 0 {
@@ -117,7 +149,13 @@ impl Chunks {
                 State::TrailerName if b == b':' => State::TrailerValue,
                 State::TrailerValue if b == b'\r' => State::TrailerLf,
                 State::TrailerValue if !is_ctl(b) => State::TrailerValue,
-                State::TrailerLf if b == b'\n' => State::TrailerStart,
+                State::TrailerLf if b == b'\n' => {
+                    if self.trailer_fields >= MAX_TRAILER_FIELDS {
+                        return Err(BadChunk { at: i });
+                    }
+                    self.trailer_fields += 1;
+                    State::TrailerStart
+                }
                 State::FinalLf if b == b'\n' => {
                     self.state = State::Done;
                     return Ok((i + 1, true));
@@ -209,7 +247,23 @@ mod tests {
             assert!(Chunks::default().scan(bad, |_| {}).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(Chunks::default().scan(b"2\r\nok\r\nzz", |_| {}), Err(BadChunk { at: 7 }));
+        // As hyper reads them: whitespace after a size ends it; no overflow.
+        assert_eq!(Chunks::default().scan(b"5 5\r\n", |_| {}), Err(BadChunk { at: 2 }));
+        assert!(Chunks::default().scan(b"5 \t;x\r\nhello\r\n", |_| {}).is_ok());
+        assert!(Chunks::default().scan(b"0000000000000005\r\nhello\r\n", |_| {}).is_ok(), "leading zeros");
+        assert!(Chunks::default().scan(b"10000000000000000\r\n", |_| {}).is_err(), "over u64");
         assert_eq!(Chunks::default().scan(b"0\r\nX: a\x00", |_| {}), Err(BadChunk { at: 7 }));
+    }
+
+    #[test]
+    fn hyper_s_limits_hold_here_too() {
+        let ext = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(16 * 1024));
+        assert!(Chunks::default().scan(ext.as_bytes(), |_| {}).is_err(), "extensions over 16 KiB");
+        let fields = |n: usize| format!("0\r\n{}\r\n", "X-A: b\r\n".repeat(n));
+        assert_eq!(Chunks::default().scan(fields(100).as_bytes(), |_| {}).map(|(_, done)| done), Ok(true));
+        assert!(Chunks::default().scan(fields(101).as_bytes(), |_| {}).is_err(), "101 trailer fields");
+        let long = format!("0\r\nX: {}\r\n\r\n", "v".repeat(17_000));
+        assert!(Chunks::default().scan(long.as_bytes(), |_| {}).is_err(), "a trailer section over 16 KiB");
     }
 
     #[test]

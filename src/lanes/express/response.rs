@@ -131,6 +131,10 @@ pub fn parse(buf: &[u8], add: &Additions<'_>, out: &mut Vec<u8>) -> Result<Parse
             _ => {}
         }
     }
+    // RFC 9112 §6.1: an HTTP/1.0 message's framing is faulty with it (hyper refuses it too).
+    if encoded && version == 0 {
+        return Err(Malformed("Transfer-Encoding in an HTTP/1.0 answer"));
+    }
     let transfer_encoding = encoded.then(|| {
         let fields = resp.headers.iter().zip(&kinds);
         http1::chunked_alone(fields.filter(|(_, k)| **k == Field::TransferEncoding).map(|(h, _)| h.value))
@@ -269,7 +273,7 @@ mod tests {
         let (h, out) = rewrite("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n", false);
         assert_eq!((h.framing, h.reusable), (Framing::Chunked, false), "both framings: read as chunked, not reused");
         assert!(out.contains("transfer-encoding: chunked") && !out.contains("Content-Length"));
-        let (h, out) = rewrite("HTTP/1.1 200 OK\r\nTransfer-Encoding:  CHUNKED , \r\n\r\n", false);
+        let (h, out) = rewrite("HTTP/1.1 200 OK\r\nTransfer-Encoding:  CHUNKED \r\n\r\n", false);
         assert_eq!((h.framing, h.reusable), (Framing::Chunked, true));
         assert_eq!(out.to_ascii_lowercase().matches("transfer-encoding").count(), 1, "{out}");
         assert!(out.contains("transfer-encoding: chunked\r\n"), "written as hyper writes it: {out}");
@@ -298,6 +302,7 @@ mod tests {
             "HTTP/1.1 600 Odd\r\n\r\n",
             "HTTP/1.1 000 Zero\r\n\r\n",
             "nonsense\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert!(parse(bad.as_bytes(), &add(false), &mut Vec::new()).is_err(), "{bad}");
         }

@@ -17,8 +17,11 @@ pub fn content_length(value: &[u8]) -> Option<u64> {
 /// is one perfproxy would have to decode or name on: it is refused (a
 /// `400` in a request, a `502` in an answer, as nginx does), never relayed
 /// with its name dropped; `chunked` twice would be decoded once.
+/// The last field's last element must itself be `chunked` (hyper reads a
+/// trailing empty element, `chunked, `, as another coding: the body would
+/// be read to the close, its chunks relayed as content).
 pub fn chunked_alone<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool {
-    let mut chunked = 0;
+    let (mut chunked, mut last) = (0, &b""[..]);
     for value in values {
         for coding in tokens(value) {
             if !coding.eq_ignore_ascii_case(b"chunked") {
@@ -26,8 +29,10 @@ pub fn chunked_alone<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool {
             }
             chunked += 1;
         }
+        last = value;
     }
-    chunked == 1
+    let last = last.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
+    chunked == 1 && last.eq_ignore_ascii_case(b"chunked")
 }
 
 /// A status an upstream may answer with: three digits from 100 to 599.

@@ -211,16 +211,16 @@ impl Body for ProxyBody {
                         s.progressed = true;
                     }
                     // Trailers end a body: its connection goes back.
-                    let frame = match frame.map(Frame::into_trailers) {
-                        Ok(Ok(mut trailers)) => {
+                    let frame = match frame {
+                        Ok(f) if f.is_trailers() => {
                             if let Some(lease) = lease.take() {
                                 lease.release();
                             }
+                            let mut trailers = f.into_trailers().expect("a frame that is trailers");
                             crate::wire::headers::strip_trailers(&mut trailers);
                             Ok(Frame::trailers(trailers))
                         }
-                        Ok(Err(frame)) => Ok(frame),
-                        Err(e) => Err(e),
+                        other => other,
                     };
                     Poll::Ready(Some(frame.map_err(BodyError::from)))
                 }

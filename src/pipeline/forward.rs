@@ -125,9 +125,7 @@ pub async fn exchange(client: &Client, mut req: Request<RequestBody>) -> Result<
 fn first_frame(body: &mut Incoming) -> Result<Option<Box<Peeked>>, ProxyError> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match std::pin::Pin::new(body).poll_frame(&mut cx) {
-        Poll::Ready(Some(Err(e))) if malformed(&e) => {
-            Err(ProxyError::BadGateway(http1::Malformed("malformed chunked body").into()))
-        }
+        Poll::Ready(Some(Err(e))) if malformed(&e) => Err(ProxyError::BadGateway(http1::MALFORMED_CHUNKS.into())),
         Poll::Ready(Some(Err(e))) => Ok(Some(Box::new(Peeked::Ended(e)))),
         Poll::Ready(Some(Ok(frame))) => Ok(Some(Box::new(Peeked::Frame(frame)))),
         _ => Ok(None),

@@ -20,7 +20,7 @@ mod ids;
 
 pub use framing::{
     bodiless, check_lengths, check_status, chunked_alone, content_length, own_answer_closes, relays_length,
-    response_framing, Framing, Lengths, Malformed,
+    response_framing, Framing, Lengths, Malformed, MALFORMED_CHUNKS,
 };
 pub use host::valid_host;
 pub use ids::{client_request_id, date, new_request_id, random_u64};

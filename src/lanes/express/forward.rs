@@ -163,7 +163,7 @@ impl Conn {
                 return Box::pin(self.fail(e, f, sent)).await;
             };
             if resp.framing == Framing::Chunked && malformed_from_the_start(&self.scratch.up_buf[resp.len..]) {
-                let malformed = UpstreamError::Malformed(http1::Malformed("malformed chunked body"));
+                let malformed = UpstreamError::Malformed(http1::MALFORMED_CHUNKS);
                 return Box::pin(self.fail(ProxyError::BadGateway(malformed), f, sent)).await;
             }
             if let Some(written) = f.written.take() {

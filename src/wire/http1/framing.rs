@@ -65,6 +65,9 @@ pub fn relays_length(status: u16) -> bool {
 #[error("malformed upstream response: {0}")]
 pub struct Malformed(pub &'static str);
 
+/// A chunked body that breaks before any of its data (both lanes answer it `502`).
+pub const MALFORMED_CHUNKS: Malformed = Malformed("malformed chunked body");
+
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
